@@ -1,1 +1,450 @@
-fn main() {}
+//! The `berth` command: parses arguments, calls the engine, prints.
+
+mod output;
+
+use anyhow::{Context, Result, bail};
+use berth_bundle::{Bundle, Limits, PublicKey, SecretKey, TrustedKey, TrustedKeys};
+use berth_engine::dock::{DockOptions, dock};
+use berth_engine::site::{CentralInit, Site};
+use berth_engine::{enroll, status, transport};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Offline-first sync for SQLite: signed bundle files carried by folders, email or USB sticks.",
+    after_help = "Example:\n  berth init central hq --schema samples/sales/schema.sql\n  berth init node laptop --name alice --via /media/usb\n  berth node add alice --site hq --via /media/usb\n  berth dock --site laptop --via /media/usb"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a site.
+    #[command(subcommand)]
+    Init(Init),
+    /// Manage nodes at central.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Apply the bundles addressed to this site, then write its outgoing bundles.
+    #[command(
+        after_help = "Example:\n  berth dock --site laptop --via /media/usb\n  berth dock --site hq --via ~/Sync/berth --json"
+    )]
+    Dock(DockArgs),
+    /// Show role, schema, streams, held bundles and conflicts.
+    #[command(after_help = "Example:\n  berth status --site hq --json")]
+    Status(SiteArgs),
+    /// List the collisions recorded at central.
+    #[command(after_help = "Example:\n  berth conflicts --site hq")]
+    Conflicts(SiteArgs),
+    /// Generate and show keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Look inside and check bundle files.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum Init {
+    /// Create the central site from a schema.
+    #[command(
+        after_help = "Example:\n  berth init central hq --schema samples/sales/schema.sql --data seed.sql"
+    )]
+    Central {
+        /// The site folder to create.
+        dir: PathBuf,
+        /// SQL file with the schema (every table needs a PRIMARY KEY).
+        #[arg(long)]
+        schema: PathBuf,
+        /// Docking model (TOML).
+        #[arg(long)]
+        docking: Option<PathBuf>,
+        /// SQL file with initial rows (loaded as the baseline, not journaled).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Site name (defaults to the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Create a node site and write its enrollment request.
+    #[command(after_help = "Example:\n  berth init node laptop --name alice --via /media/usb")]
+    Node {
+        /// The site folder to create.
+        dir: PathBuf,
+        /// The node's name.
+        #[arg(long)]
+        name: String,
+        /// Folder to write the enrollment request into.
+        #[arg(long)]
+        via: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCmd {
+    /// Approve a node's enrollment request and write its initial extract.
+    #[command(
+        after_help = "Example:\n  berth node add alice --site hq --via /media/usb --attr employee=E17\n  berth node add alice --site hq --request alice_to_all_0000000000.berth.zip --out outbox/"
+    )]
+    Add {
+        /// The node's name.
+        name: String,
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// Exchange folder holding the request; the extract is written there too.
+        #[arg(long, required_unless_present = "request")]
+        via: Option<PathBuf>,
+        /// The request file (instead of finding it in --via).
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Where to write the extract (defaults to --via, or the request's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Node attributes used by visibility rules, KEY=VALUE (repeatable).
+        #[arg(long = "attr", value_parser = parse_attr)]
+        attrs: Vec<(String, String)>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct DockArgs {
+    /// The site folder.
+    #[arg(long)]
+    site: PathBuf,
+    /// The exchange folder (shared folder, USB stick, ...).
+    #[arg(long)]
+    via: PathBuf,
+    /// Only write outgoing bundles.
+    #[arg(long, conflicts_with = "download_only")]
+    upload_only: bool,
+    /// Only apply incoming bundles.
+    #[arg(long)]
+    download_only: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SiteArgs {
+    /// The site folder.
+    #[arg(long)]
+    site: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Generate a key pair: NAME.key (secret, owner-only) and NAME.pub.
+    #[command(after_help = "Example:\n  berth keys generate --out keys --name admin")]
+    Generate {
+        /// Folder to write into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// File name stem.
+        #[arg(long, default_value = "berth")]
+        name: String,
+    },
+    /// Show a key file's key id and public key (a site folder shows the site's key).
+    #[command(after_help = "Example:\n  berth keys show keys/admin.pub\n  berth keys show hq")]
+    Show {
+        /// A .key or .pub file, or a site folder.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCmd {
+    /// Summarize a bundle (its manifest is shown unverified).
+    #[command(
+        after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip --json"
+    )]
+    Inspect {
+        /// The bundle file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a bundle's signature and every entry's hash; exit 0 only when valid.
+    #[command(
+        after_help = "Example:\n  berth bundle verify hq_to_alice_0000000002.berth.zip --trust hq/keys/site.pub"
+    )]
+    Verify {
+        /// The bundle file.
+        file: PathBuf,
+        /// Public key files (or site folders) to trust.
+        #[arg(long, required = true, num_args = 1..)]
+        trust: Vec<PathBuf>,
+    },
+}
+
+fn parse_attr(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init(Init::Central {
+            dir,
+            schema,
+            docking,
+            data,
+            name,
+        }) => {
+            let (site, warnings) = Site::init_central(&CentralInit {
+                dir: &dir,
+                name: name.as_deref(),
+                schema: &schema,
+                docking: docking.as_deref(),
+                data: data.as_deref(),
+            })
+            .with_context(|| format!("creating central site in {}", dir.display()))?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "created central site {} in {} (key {})",
+                site.name(),
+                dir.display(),
+                site.public_key().key_id()
+            );
+        }
+        Command::Init(Init::Node { dir, name, via }) => {
+            let site = Site::init_node(&dir, &name)
+                .with_context(|| format!("creating node site in {}", dir.display()))?;
+            let req =
+                enroll::write_request(&site, &via).context("writing the enrollment request")?;
+            println!(
+                "created node site {name} in {} (key {})",
+                dir.display(),
+                site.public_key().key_id()
+            );
+            println!("enrollment request: {}", req.display());
+            println!(
+                "next: the admin runs `berth node add {name} --site CENTRAL --via FOLDER` and checks the key id above"
+            );
+        }
+        Command::Node(NodeCmd::Add {
+            name,
+            site,
+            via,
+            request,
+            out,
+            attrs,
+            json,
+        }) => {
+            let mut s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            let req = match (&request, &via) {
+                (Some(r), _) => r.clone(),
+                (None, Some(v)) => find_request(v, &name)?,
+                (None, None) => bail!("give --via FOLDER or --request FILE"),
+            };
+            let out = out
+                .or(via)
+                .or_else(|| req.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("."));
+            let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
+            let added = enroll::add_node(&mut s, &name, &req, &attrs, &out)
+                .with_context(|| format!("approving {name} from {}", req.display()))?;
+            if request.is_none() {
+                transport::move_into(&req, &s.folder("archive"))?;
+            }
+            if json {
+                output::json(&added)?;
+            } else {
+                println!("registered node {} with key {}", added.name, added.key_id);
+                println!(
+                    "initial extract ({} rows): {}",
+                    added.rows,
+                    added.extract.display()
+                );
+            }
+        }
+        Command::Dock(a) => {
+            let mut s = Site::open(&a.site)
+                .with_context(|| format!("opening site {}", a.site.display()))?;
+            let opts = DockOptions {
+                upload: !a.download_only,
+                download: !a.upload_only,
+                fail_after: None,
+            };
+            let report = dock(&mut s, &a.via, &opts)
+                .with_context(|| format!("docking {} via {}", s.name(), a.via.display()))?;
+            if a.json {
+                output::json(&report)?;
+            } else {
+                output::dock_report(&report);
+            }
+            if report.count("quarantined") > 0 || report.count("retry") > 0 {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Status(a) => {
+            let s = Site::open(&a.site)
+                .with_context(|| format!("opening site {}", a.site.display()))?;
+            let st = status::status(&s)?;
+            if a.json {
+                output::json(&st)?
+            } else {
+                output::status(&st)
+            }
+        }
+        Command::Conflicts(a) => {
+            let s = Site::open(&a.site)
+                .with_context(|| format!("opening site {}", a.site.display()))?;
+            let c = status::conflicts(&s)?;
+            if a.json {
+                output::json(&c)?
+            } else {
+                output::conflicts(&c)
+            }
+        }
+        Command::Keys(KeysCmd::Generate { out, name }) => {
+            berth_engine::site::check_name(&name)?;
+            let key = SecretKey::generate();
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let secret = out.join(format!("{name}.key"));
+            let public = out.join(format!("{name}.pub"));
+            berth_engine::site::write_secret(&secret, &key.to_text())?;
+            std::fs::write(&public, key.public().to_text())
+                .with_context(|| format!("writing {}", public.display()))?;
+            println!("key id {}", key.public().key_id());
+            println!(
+                "secret key: {} (keep it private)\npublic key: {}",
+                secret.display(),
+                public.display()
+            );
+        }
+        Command::Keys(KeysCmd::Show { path, json }) => {
+            let public = load_public(&path)?;
+            if json {
+                output::json(
+                    &serde_json::json!({"key_id": public.key_id().to_string(), "public_key": public.to_hex()}),
+                )?;
+            } else {
+                println!(
+                    "key id     {}\npublic key {}",
+                    public.key_id(),
+                    public.to_hex()
+                );
+            }
+        }
+        Command::Bundle(BundleCmd::Inspect { file, json }) => {
+            let label = file_label(&file);
+            let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let b = Bundle::open(f, &label, &Limits::default())?;
+            if json {
+                output::json(b.manifest())?
+            } else {
+                output::manifest(&file, b.manifest())
+            }
+        }
+        Command::Bundle(BundleCmd::Verify { file, trust }) => {
+            let label = file_label(&file);
+            let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let mut keys = Vec::new();
+            for t in &trust {
+                keys.push(load_public(t)?);
+            }
+            let result = Bundle::open(f, &label, &Limits::default()).and_then(|b| {
+                // A key file does not say which site it belongs to: trust each for the site
+                // the manifest names; the signature still has to match.
+                let mut tk = TrustedKeys::new();
+                for k in &keys {
+                    tk.add(TrustedKey {
+                        public: k.clone(),
+                        site: b.manifest().sender.site.clone(),
+                        kinds: None,
+                    });
+                }
+                let mut v = b.verify(&tk)?;
+                v.check_all_entries()?;
+                Ok(v.manifest().clone())
+            });
+            match result {
+                Ok(m) => println!(
+                    "ok: {label} signed by {} ({}), {} entries verified",
+                    m.sender.site,
+                    m.sender.key_id,
+                    m.entries.len()
+                ),
+                Err(e) => {
+                    println!("invalid ({}): {e}", e.kind().as_str());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file_label(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn find_request(via: &Path, name: &str) -> Result<PathBuf> {
+    let found = transport::list(via, Some("all"))?;
+    found
+        .into_iter()
+        .find(|f| f.sender == name && f.seq == 0)
+        .map(|f| f.path)
+        .ok_or_else(|| {
+            berth_engine::EngineError::NoEnrollment {
+                name: name.to_string(),
+                folder: via.to_path_buf(),
+            }
+            .into()
+        })
+}
+
+fn load_public(path: &Path) -> Result<PublicKey> {
+    let file = if path.is_dir() {
+        path.join("keys").join("site.pub")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("reading key file {}", file.display()))?;
+    if let Ok(k) = PublicKey::from_text(&text) {
+        return Ok(k);
+    }
+    let k = SecretKey::from_text(&text)
+        .with_context(|| format!("{} is not a berth key file", file.display()))?;
+    Ok(k.public())
+}

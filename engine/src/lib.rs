@@ -1,1 +1,39 @@
-//! placeholder
+//! berth's sync engine: sites, change capture, docking and merge.
+//!
+//! Principal types and the flow of data:
+//! - [`site::Site`] is a site folder: `berth.toml`, `data.db` (user tables plus `berth_*`
+//!   tables), its key pair and working folders.
+//! - [`capture`] installs triggers that journal every write into `berth_log` (seed Figure 3).
+//! - [`dock::dock`] takes the bundles addressed to the site from an exchange folder, verifies
+//!   and applies each in one transaction, then writes the site's outgoing bundles (Figure 4).
+//! - [`merge`] decides each incoming change ([`merge::resolve`], pure) and applies it
+//!   ([`merge::apply`]), recording collisions and corrective changes (Figure 5).
+//! - [`enroll`] handles node enrollment and the initial extract.
+//! - [`status`] reads what a site knows about its streams, held bundles and conflicts.
+//!
+//! ```no_run
+//! use berth_engine::{site::{Site, CentralInit}, dock::{dock, DockOptions}};
+//! # fn main() -> Result<(), berth_engine::EngineError> {
+//! let (mut hq, _warnings) = Site::init_central(&CentralInit {
+//!     dir: "hq".as_ref(), name: None, schema: "schema.sql".as_ref(), docking: None, data: None,
+//! })?;
+//! let report = dock(&mut hq, "/media/usb".as_ref(), &DockOptions::default())?;
+//! println!("{} bundles written", report.written.len());
+//! # Ok(()) }
+//! ```
+
+pub mod capture;
+pub mod change;
+pub mod dock;
+pub mod enroll;
+mod error;
+pub mod merge;
+pub mod peer;
+pub mod schema;
+pub mod site;
+pub mod status;
+pub mod store;
+pub mod transport;
+pub mod value;
+
+pub use error::{EngineError, Result};

@@ -1,0 +1,135 @@
+//! Human-readable and JSON printing.
+
+use berth_bundle::Manifest;
+use berth_engine::dock::DockReport;
+use berth_engine::status::{Conflict, Status};
+use std::path::Path;
+
+/// Prints any serializable value as pretty JSON.
+pub fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn when(t: Option<i64>) -> String {
+    t.map_or_else(
+        || "never".to_string(),
+        |t| format!("{}s ago", (berth_engine::store::now() - t).max(0)),
+    )
+}
+
+pub fn dock_report(r: &DockReport) {
+    for i in &r.incoming {
+        println!("{:<12} {}  {}", i.outcome, i.file, i.detail);
+    }
+    for w in &r.written {
+        println!("{:<12} {}", "written", w.display());
+    }
+    if r.incoming.is_empty() && r.written.is_empty() {
+        println!("nothing to do");
+    }
+}
+
+pub fn status(s: &Status) {
+    println!("site       {} ({})", s.name, s.role);
+    println!(
+        "schema     {}",
+        s.schema_checksum.as_deref().unwrap_or("none yet")
+    );
+    println!("software   {}", s.software_level);
+    println!("log        position {}", s.log_pos);
+    if s.awaiting_extract {
+        println!(
+            "waiting    for the initial extract from central (run `berth dock` once the admin has run `berth node add`)"
+        );
+    }
+    if !s.peers.is_empty() {
+        println!(
+            "\n{:<16} {:<8} {:>8} {:>8} {:>10} {:>10} {:>9}",
+            "peer", "role", "in seq", "out seq", "unacked", "last in", "conflicts"
+        );
+        for p in &s.peers {
+            println!(
+                "{:<16} {:<8} {:>8} {:>8} {:>10} {:>10} {:>9}{}",
+                p.name,
+                p.role,
+                p.in_seq,
+                p.out_seq,
+                p.pending_out,
+                when(p.last_in),
+                p.conflicts,
+                if p.revoked.is_some() { "  REVOKED" } else { "" }
+            );
+        }
+    }
+    if !s.held.is_empty() {
+        println!("\nheld bundles:");
+        for h in &s.held {
+            println!(
+                "  {} (from {}, seq {}): {}",
+                h.file, h.peer, h.seq, h.reason
+            );
+        }
+    }
+    println!("\nconflicts  {}", s.conflicts);
+    if s.overrides > 0 {
+        println!(
+            "overrides  {} local changes were overridden by central (see berth_overrides)",
+            s.overrides
+        );
+    }
+}
+
+pub fn conflicts(c: &[Conflict]) {
+    if c.is_empty() {
+        println!("no conflicts");
+        return;
+    }
+    for x in c {
+        println!(
+            "#{} {} {} {} {} columns {} ({}): node had {} -> {}, central {}",
+            x.id,
+            x.node,
+            x.table,
+            x.key,
+            x.kind,
+            x.columns,
+            x.resolution,
+            x.node_old.as_deref().unwrap_or("-"),
+            x.node_new.as_deref().unwrap_or("-"),
+            x.central.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+pub fn manifest(file: &Path, m: &Manifest) {
+    println!(
+        "bundle     {} (UNVERIFIED: use `berth bundle verify` to check it)",
+        file.display()
+    );
+    println!("format     {}", m.format);
+    println!("id         {}", m.bundle_id);
+    println!("created    {} (Unix time)", m.created);
+    println!("sender     {} (key {})", m.sender.site, m.sender.key_id);
+    println!("recipients {}", m.recipients.join(", "));
+    println!("kinds      {}", m.kinds.join(", "));
+    if let Some(s) = &m.stream {
+        println!(
+            "stream     seq {} covers log {}..{}, requires {}, acks {}",
+            s.seq, s.log_from, s.log_to, s.requires, s.acks
+        );
+    }
+    if let Some(c) = &m.schema_checksum {
+        println!("schema     {c}");
+    }
+    if let Some(l) = &m.software_level {
+        println!("software   {l}");
+    }
+    println!("entries:");
+    for e in &m.entries {
+        println!(
+            "  {:<32} {:<10} {:>12} bytes  sha256 {}",
+            e.name, e.kind, e.size, e.sha256
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! A row change as it travels in a bundle, and its export from the update log.
+//!
+//! Wire form (one JSON object per line of `payload/changes.jsonl`):
+//! `{"pos":12,"t":"opty","k":["o1"],"op":"U","old":{"name":"Keith Palmer"},"new":{...},"c":3}`.
+//! `old` holds, for an update, the old values of the changed columns only (what a collision
+//! check compares); for a delete, the whole old row. `new` holds the whole new row of an
+//! insert or update. `o` names the site where the change was made when it is not the sender.
+
+use crate::error::Result;
+use crate::value::{Row, parse_row, same};
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// The kind of a row change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new row (at a node: insert or replace).
+    I,
+    /// Changed columns of an existing row.
+    U,
+    /// A removed row.
+    D,
+}
+
+impl Op {
+    /// The letter stored in `berth_log.op`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::I => "I",
+            Op::U => "U",
+            Op::D => "D",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Op> {
+        match s {
+            "I" => Some(Op::I),
+            "U" => Some(Op::U),
+            "D" => Some(Op::D),
+            _ => None,
+        }
+    }
+}
+
+/// One row change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// Position in the sender's update log.
+    pub pos: i64,
+    /// Table name.
+    pub t: String,
+    /// Primary key values, in key order.
+    pub k: Vec<Json>,
+    /// What happened.
+    pub op: Op,
+    /// Old values (changed columns of an update; whole row of a delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<Row>,
+    /// New values (whole row of an insert or update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<Row>,
+    /// Site where the change was made, when not the sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub o: Option<String>,
+    /// Logical clock of the change (Lamport order across sites).
+    #[serde(default)]
+    pub c: i64,
+}
+
+impl Change {
+    /// The key as stored in `berth_log.pk`.
+    pub fn key_text(&self) -> String {
+        serde_json::to_string(&self.k).unwrap_or_default()
+    }
+
+    /// Checks the change is well formed for its operation.
+    pub fn check(&self) -> std::result::Result<(), &'static str> {
+        if self.k.is_empty() {
+            return Err("empty key");
+        }
+        match self.op {
+            Op::I if self.new.is_none() => Err("insert without new values"),
+            Op::U if self.new.is_none() || self.old.is_none() => {
+                Err("update without old and new values")
+            }
+            Op::D if self.old.is_none() => Err("delete without old values"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Which log entries an export takes.
+#[derive(Debug, Clone)]
+pub struct Filter<'a> {
+    /// Entries after this position.
+    pub after: i64,
+    /// Leave out entries that came from this site, and take entries targeted at it.
+    pub peer: Option<&'a str>,
+}
+
+/// Reads log entries in position order and turns them into wire changes, calling `sink` for
+/// each. Updates that changed nothing are dropped; an update that changed the key becomes a
+/// delete and an insert. Returns the number of changes produced.
+pub fn export(
+    conn: &Connection,
+    filter: &Filter<'_>,
+    tables: &std::collections::BTreeMap<String, Vec<String>>,
+    mut sink: impl FnMut(&Change) -> Result<()>,
+) -> Result<u64> {
+    let mut st = conn.prepare_cached(
+        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0) FROM berth_log
+         WHERE pos > ?1 AND (?2 IS NULL OR origin IS NULL OR origin <> ?2)
+           AND (target IS NULL OR target = ?2)
+         ORDER BY pos",
+    )?;
+    let mut rows = st.query(params![filter.after, filter.peer])?;
+    let mut n = 0u64;
+    while let Some(r) = rows.next()? {
+        let pos: i64 = r.get(0)?;
+        let t: String = r.get(1)?;
+        let pk: String = r.get(2)?;
+        let op = Op::parse(&r.get::<_, String>(3)?).unwrap_or(Op::U);
+        let old = r
+            .get::<_, Option<String>>(4)?
+            .as_deref()
+            .and_then(parse_row);
+        let new = r
+            .get::<_, Option<String>>(5)?
+            .as_deref()
+            .and_then(parse_row);
+        let o: Option<String> = r.get(6)?;
+        let c: i64 = r.get(7)?;
+        let k: Vec<Json> = serde_json::from_str(&pk).unwrap_or_default();
+        let base = Change {
+            pos,
+            t: t.clone(),
+            k,
+            op,
+            old: None,
+            new: None,
+            o,
+            c,
+        };
+        for ch in to_wire(
+            base,
+            old,
+            new,
+            tables.get(&t).map(Vec::as_slice).unwrap_or(&[]),
+        ) {
+            sink(&ch)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Turns a logged entry (whole rows) into its wire changes.
+fn to_wire(base: Change, old: Option<Row>, new: Option<Row>, pk_cols: &[String]) -> Vec<Change> {
+    match base.op {
+        Op::I => vec![Change { new, ..base }],
+        Op::D => vec![Change { old, ..base }],
+        Op::U => {
+            let (Some(old), Some(new)) = (old, new) else {
+                return vec![];
+            };
+            let key_of = |row: &Row| -> Vec<Json> {
+                pk_cols
+                    .iter()
+                    .map(|c| row.get(c).cloned().unwrap_or(Json::Null))
+                    .collect()
+            };
+            let new_key = key_of(&new);
+            if !pk_cols.is_empty() && key_of(&old) != new_key {
+                let ins = Change {
+                    k: new_key,
+                    op: Op::I,
+                    new: Some(new),
+                    ..base.clone()
+                };
+                return vec![
+                    Change {
+                        op: Op::D,
+                        old: Some(old),
+                        ..base
+                    },
+                    ins,
+                ];
+            }
+            let changed: Row = old
+                .into_iter()
+                .filter(|(c, v)| new.get(c).is_none_or(|nv| !same(v, nv)))
+                .collect();
+            if changed.is_empty() {
+                return vec![];
+            }
+            vec![Change {
+                old: Some(changed),
+                new: Some(new),
+                ..base
+            }]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(v: Json) -> Row {
+        v.as_object().unwrap().clone().into_iter().collect()
+    }
+
+    fn base(op: Op) -> Change {
+        Change {
+            pos: 1,
+            t: "t".into(),
+            k: vec![json!("a")],
+            op,
+            old: None,
+            new: None,
+            o: None,
+            c: 0,
+        }
+    }
+
+    #[test]
+    fn update_keeps_only_changed_old_columns() {
+        let w = to_wire(
+            base(Op::U),
+            Some(row(json!({"id":"a","n":1,"v":"x"}))),
+            Some(row(json!({"id":"a","n":2,"v":"x"}))),
+            &["id".into()],
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].old, Some(row(json!({"n":1}))));
+        assert_eq!(w[0].new.as_ref().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn no_op_update_is_dropped() {
+        let r = row(json!({"id":"a","n":1}));
+        assert!(to_wire(base(Op::U), Some(r.clone()), Some(r), &["id".into()]).is_empty());
+    }
+
+    #[test]
+    fn key_change_becomes_delete_and_insert() {
+        let w = to_wire(
+            base(Op::U),
+            Some(row(json!({"id":"a","n":1}))),
+            Some(row(json!({"id":"b","n":1}))),
+            &["id".into()],
+        );
+        assert_eq!(
+            w.iter().map(|c| c.op).collect::<Vec<_>>(),
+            vec![Op::D, Op::I]
+        );
+        assert_eq!(w[1].k, vec![json!("b")]);
+    }
+
+    #[test]
+    fn malformed_changes_are_detected() {
+        assert!(base(Op::U).check().is_err());
+        assert!(
+            Change {
+                k: vec![],
+                ..base(Op::D)
+            }
+            .check()
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,581 @@
+//! Docking (seed 004, Figure 4): take the bundles addressed to this site from an exchange
+//! folder, apply them in stream order, then write this site's outgoing bundles.
+//!
+//! Streams: each sender->recipient pair has a sequence number and every bundle covers the
+//! sender's log positions `(acked, log_to]`, where `acked` is what the recipient has
+//! acknowledged. A sender keeps sending what is unacknowledged, so a newer bundle contains
+//! an older one: a lost bundle loses nothing, a duplicate or out-of-date one is skipped by
+//! position, and one that needs positions the recipient has not applied (`requires`) is held.
+
+use crate::change::{self, Change, Filter};
+use crate::error::{EngineError, Result};
+use crate::merge::apply::{CentralMerge, MergeStats, NodeApply};
+use crate::peer::{self, Peer};
+use crate::site::{Role, Site};
+use crate::{enroll, store, transport};
+use berth_bundle::{
+    Bundle, BundleHeader, BundleWriter, Compression, Limits, Party, StreamPosition, TrustedKey,
+    TrustedKeys, Verified, naming,
+};
+use rusqlite::{TransactionBehavior, params};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Seek, Write as _};
+use std::path::{Path, PathBuf};
+
+/// The entry that carries row changes.
+pub const CHANGES_ENTRY: &str = "payload/changes.jsonl";
+
+/// What one dock should do.
+#[derive(Debug, Clone)]
+pub struct DockOptions {
+    /// Write outgoing bundles.
+    pub upload: bool,
+    /// Apply incoming bundles.
+    pub download: bool,
+    /// Test hook: fail an apply after this many changes (crash injection).
+    pub fail_after: Option<u64>,
+}
+
+impl Default for DockOptions {
+    fn default() -> Self {
+        DockOptions {
+            upload: true,
+            download: true,
+            fail_after: None,
+        }
+    }
+}
+
+/// What happened to one incoming bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incoming {
+    /// File name.
+    pub file: String,
+    /// "applied", "duplicate", "held", "quarantined" or "retry".
+    pub outcome: &'static str,
+    /// Details: counts, or the reason.
+    pub detail: String,
+    /// Merge counts for applied bundles.
+    pub stats: MergeStats,
+}
+
+/// What a dock did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DockReport {
+    /// Every incoming bundle considered, in order.
+    pub incoming: Vec<Incoming>,
+    /// Bundles written.
+    pub written: Vec<PathBuf>,
+}
+
+impl DockReport {
+    /// Bundles with this outcome.
+    pub fn count(&self, outcome: &str) -> usize {
+        self.incoming
+            .iter()
+            .filter(|i| i.outcome == outcome)
+            .count()
+    }
+}
+
+enum Outcome {
+    Applied(MergeStats),
+    Duplicate,
+    Held(String),
+}
+
+/// Runs one docking session through `via`.
+pub fn dock(site: &mut Site, via: &Path, opts: &DockOptions) -> Result<DockReport> {
+    let mut report = DockReport::default();
+    if !via.is_dir() {
+        return Err(EngineError::io(
+            via,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "exchange folder not found"),
+        ));
+    }
+    if opts.download {
+        intake(site, via)?;
+        process_spool(site, opts, &mut report)?;
+    }
+    if opts.upload {
+        match site.role() {
+            Role::Node => {
+                if let Some(central) = store::meta(&site.conn, "central")? {
+                    let p = peer::require(&site.conn, &central)?;
+                    if let Some(path) = write_stream(site, via, &p)? {
+                        report.written.push(path);
+                    }
+                }
+            }
+            Role::Central => {
+                for p in peer::all(&site.conn)? {
+                    if p.role == "node" && p.revoked.is_none() {
+                        if let Some(path) = write_stream(site, via, &p)? {
+                            report.written.push(path);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Moves the bundles addressed to this site from the exchange folder into the spool.
+fn intake(site: &Site, via: &Path) -> Result<()> {
+    let spool = site.folder("spool");
+    for f in transport::list(via, Some(site.name()))? {
+        transport::copy_into(&f.path, &spool)?;
+        fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))?;
+    }
+    Ok(())
+}
+
+fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -> Result<()> {
+    let mut done: BTreeSet<PathBuf> = BTreeSet::new();
+    loop {
+        let mut progress = false;
+        let mut last_round = Vec::new();
+        for f in transport::list(&site.folder("spool"), Some(site.name()))? {
+            if done.contains(&f.path) {
+                continue;
+            }
+            let file = f
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let result = process_one(site, &f.path, opts);
+            let entry = match result {
+                Ok(Outcome::Applied(stats)) => {
+                    progress = true;
+                    done.insert(f.path.clone());
+                    transport::move_into(&f.path, &site.folder("archive"))?;
+                    let detail = format!(
+                        "{} applied, {} conflicts, {} skipped, {} overrides",
+                        stats.applied, stats.conflicts, stats.skipped, stats.overrides
+                    );
+                    Incoming {
+                        file,
+                        outcome: "applied",
+                        detail,
+                        stats,
+                    }
+                }
+                Ok(Outcome::Duplicate) => {
+                    done.insert(f.path.clone());
+                    transport::move_into(&f.path, &site.folder("archive"))?;
+                    site.conn
+                        .execute("DELETE FROM berth_held WHERE file = ?1", params![file])?;
+                    Incoming {
+                        file,
+                        outcome: "duplicate",
+                        detail: "already applied".into(),
+                        stats: MergeStats::default(),
+                    }
+                }
+                Ok(Outcome::Held(reason)) => {
+                    record_held(site, &f, &file, &reason)?;
+                    Incoming {
+                        file,
+                        outcome: "held",
+                        detail: reason,
+                        stats: MergeStats::default(),
+                    }
+                }
+                Err(e) if e.is_permanent() => {
+                    done.insert(f.path.clone());
+                    quarantine(site, &f.path, &e)?;
+                    site.conn
+                        .execute("DELETE FROM berth_held WHERE file = ?1", params![file])?;
+                    Incoming {
+                        file,
+                        outcome: "quarantined",
+                        detail: e.to_string(),
+                        stats: MergeStats::default(),
+                    }
+                }
+                Err(e @ EngineError::Injected(_)) => return Err(e),
+                Err(e) => {
+                    done.insert(f.path.clone());
+                    Incoming {
+                        file,
+                        outcome: "retry",
+                        detail: e.to_string(),
+                        stats: MergeStats::default(),
+                    }
+                }
+            };
+            last_round.push(entry);
+        }
+        // Keep only the latest verdict per file: a held bundle may apply in a later round.
+        for e in last_round {
+            report.incoming.retain(|i| i.file != e.file);
+            report.incoming.push(e);
+        }
+        if !progress {
+            return Ok(());
+        }
+    }
+}
+
+fn record_held(site: &Site, f: &transport::Found, file: &str, reason: &str) -> Result<()> {
+    site.conn.execute(
+        "INSERT INTO berth_held(file, bundle_id, peer, seq, reason, since) VALUES (?1, '', ?2, ?3, ?4, ?5)
+         ON CONFLICT(file) DO UPDATE SET reason = excluded.reason",
+        params![file, f.sender, f.seq as i64, reason, store::now()],
+    )?;
+    Ok(())
+}
+
+fn quarantine(site: &Site, path: &Path, err: &EngineError) -> Result<()> {
+    let q = site.folder("quarantine");
+    let dest = transport::move_into(path, &q)?;
+    let mut reason_path = dest.clone().into_os_string();
+    reason_path.push(".reason.txt");
+    let reason_path = PathBuf::from(reason_path);
+    let text = format!(
+        "This bundle can never be applied at site {}.\nReason: {err}\nIt was moved here at {} (Unix time). \
+         Nothing from it was applied.\n",
+        site.name(),
+        store::now()
+    );
+    fs::write(&reason_path, text).map_err(|e| EngineError::io(&reason_path, e))
+}
+
+/// Trust for an incoming bundle: at central, every registered node key (changes only);
+/// at a node, central's key, or before enrollment completes, the key an extract introduces.
+fn trust_for(site: &Site, m: &berth_bundle::Manifest) -> Result<TrustedKeys> {
+    let mut trust = TrustedKeys::new();
+    let peers = peer::all(&site.conn)?;
+    match site.role() {
+        Role::Central => {
+            for p in peers
+                .iter()
+                .filter(|p| p.role == "node" && p.revoked.is_none())
+            {
+                let kinds = ["changes", "report"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                trust.add(TrustedKey {
+                    public: berth_bundle::PublicKey::from_hex(&p.public_key)?,
+                    site: p.name.clone(),
+                    kinds: Some(kinds),
+                });
+            }
+        }
+        Role::Node => {
+            if let Some(p) = peers.iter().find(|p| p.role == "central") {
+                trust.add(TrustedKey {
+                    public: berth_bundle::PublicKey::from_hex(&p.public_key)?,
+                    site: p.name.clone(),
+                    kinds: None,
+                });
+            } else if let Some(k) = enroll::introduced_central_key(m) {
+                trust.add(TrustedKey {
+                    public: k,
+                    site: m.sender.site.clone(),
+                    kinds: Some(["extract".to_string()].into_iter().collect()),
+                });
+            }
+        }
+    }
+    Ok(trust)
+}
+
+fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outcome> {
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let bundle = Bundle::open(file, &label, &Limits::default())?;
+    let trust = trust_for(site, bundle.manifest())?;
+    let mut bundle = bundle.verify(&trust)?;
+    let m = bundle.manifest().clone();
+    if !m.recipients.iter().any(|r| r == site.name()) {
+        return Err(EngineError::Refused {
+            bundle: label,
+            reason: format!("addressed to {:?}, not to {}", m.recipients, site.name()),
+        });
+    }
+    let applied: bool = site.conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM berth_applied WHERE bundle_id = ?1)",
+        params![m.bundle_id],
+        |r| r.get(0),
+    )?;
+    if applied {
+        return Ok(Outcome::Duplicate);
+    }
+    if m.kinds.iter().any(|k| k == "extract") {
+        site.require(Role::Node)?;
+        return enroll::apply_extract(site, &mut bundle).map(Outcome::Applied);
+    }
+    if m.kinds.iter().any(|k| k == "changes") {
+        return apply_changes(site, &mut bundle, opts);
+    }
+    Err(EngineError::Refused {
+        bundle: label,
+        reason: format!("carries nothing this site applies ({:?})", m.kinds),
+    })
+}
+
+/// Copies a verified entry into a spool file (hash-checked) and returns it rewound.
+pub(crate) fn spool_entry(
+    site: &Site,
+    bundle: &mut Bundle<Verified, File>,
+    name: &str,
+) -> Result<File> {
+    let spool = site.folder("spool");
+    let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+    bundle.copy_entry(name, &mut tmp)?;
+    tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
+    Ok(tmp)
+}
+
+fn apply_changes(
+    site: &mut Site,
+    bundle: &mut Bundle<Verified, File>,
+    opts: &DockOptions,
+) -> Result<Outcome> {
+    let m = bundle.manifest().clone();
+    let label = bundle.label().to_string();
+    let sender = m.sender.site.clone();
+    let p = peer::require(&site.conn, &sender)?;
+    let stream = m.stream.clone().ok_or_else(|| EngineError::BadPayload {
+        bundle: label.clone(),
+        entry: "manifest".into(),
+        reason: "a changes bundle must carry a stream position".into(),
+    })?;
+    let (seq, log_to, requires, acks) = (
+        i64::try_from(stream.seq).unwrap_or(i64::MAX),
+        i64::try_from(stream.log_to).unwrap_or(i64::MAX),
+        i64::try_from(stream.requires).unwrap_or(i64::MAX),
+        i64::try_from(stream.acks).unwrap_or(i64::MAX),
+    );
+    if requires > p.applied_pos {
+        return Ok(Outcome::Held(format!(
+            "needs {sender}'s changes up to position {requires}, but only {} are applied here: \
+             an earlier bundle from {sender} (before seq {seq}) has not arrived",
+            p.applied_pos
+        )));
+    }
+    if log_to <= p.applied_pos && acks <= p.acked_pos {
+        return Ok(Outcome::Duplicate);
+    }
+    let payload = spool_entry(site, bundle, CHANGES_ENTRY)?;
+    let catalog = site.catalog()?;
+    let me = site.name().to_string();
+    let role = site.role();
+    let now = store::now();
+    let tx = site
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    store::set_capture(&tx, false)?;
+    let clock = store::meta_i64(&tx, "clock")?;
+    // Our own changes captured so far happened before anything in this bundle was seen.
+    tx.execute(
+        "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
+        params![clock],
+    )?;
+    let pending: HashSet<(String, String)> = if role == Role::Node {
+        let acked = p.acked_pos.max(acks);
+        let mut st = tx.prepare("SELECT DISTINCT tbl, pk FROM berth_log WHERE pos > ?1")?;
+        let rows = st.query_map(params![acked], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    } else {
+        HashSet::new()
+    };
+    let mut stats = MergeStats::default();
+    let mut max_clock = clock;
+    let mut count = 0u64;
+    for (i, line) in BufReader::new(payload).lines().enumerate() {
+        let line = line.map_err(|e| EngineError::io(site_spool(&label), e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ch: Change = serde_json::from_str(&line).map_err(|e| EngineError::BadPayload {
+            bundle: label.clone(),
+            entry: format!("{CHANGES_ENTRY} line {}", i + 1),
+            reason: e.to_string(),
+        })?;
+        if ch.pos <= p.applied_pos {
+            stats.skipped += 1;
+            continue;
+        }
+        if opts.fail_after == Some(count) {
+            return Err(EngineError::Injected("apply"));
+        }
+        count += 1;
+        max_clock = max_clock.max(ch.c);
+        match role {
+            Role::Central => CentralMerge {
+                conn: &tx,
+                catalog: &catalog,
+                node: &sender,
+                bundle_id: &m.bundle_id,
+                clock,
+                central: &me,
+                now,
+            }
+            .merge(&ch, &mut stats)?,
+            Role::Node => NodeApply {
+                conn: &tx,
+                catalog: &catalog,
+                bundle_id: &m.bundle_id,
+                pending: &pending,
+                now,
+            }
+            .apply(&ch, &mut stats)?,
+        }
+    }
+    store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
+    peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
+    if role == Role::Node {
+        // Central has these; keep the newest row so positions never restart.
+        let acked = p.acked_pos.max(acks);
+        tx.execute(
+            "DELETE FROM berth_log WHERE pos <= ?1 AND pos < (SELECT MAX(pos) FROM berth_log)",
+            params![acked],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO berth_applied(bundle_id, peer, seq, changes, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            m.bundle_id,
+            sender,
+            seq,
+            i64::try_from(count).unwrap_or(i64::MAX),
+            now
+        ],
+    )?;
+    tx.execute("DELETE FROM berth_held WHERE file = ?1", params![label])?;
+    store::set_capture(&tx, true)?;
+    tx.commit()?;
+    Ok(Outcome::Applied(stats))
+}
+
+fn site_spool(label: &str) -> PathBuf {
+    PathBuf::from(label)
+}
+
+/// Common header of the bundles this site writes.
+pub(crate) fn header(
+    site: &Site,
+    recipient: &str,
+    stream: Option<StreamPosition>,
+) -> Result<BundleHeader> {
+    Ok(BundleHeader {
+        sender: Party {
+            site: site.name().to_string(),
+            key_id: site.public_key().key_id(),
+        },
+        recipients: vec![recipient.to_string()],
+        created: u64::try_from(store::now()).unwrap_or(0),
+        bundle_id: None,
+        stream,
+        schema_checksum: store::meta(&site.conn, "schema_checksum")?,
+        software_level: Some(
+            store::meta(&site.conn, "software_level")?.unwrap_or_else(|| "1".into()),
+        ),
+        critical: Vec::new(),
+        extensions: BTreeMap::new(),
+    })
+}
+
+/// Writes one bundle file into `via` and returns its path.
+pub(crate) fn write_bundle(
+    site: &Site,
+    via: &Path,
+    file_name: &str,
+    header: BundleHeader,
+    entries: Vec<(&str, &str, File)>,
+) -> Result<PathBuf> {
+    transport::write_atomic(via, file_name, |f| {
+        let mut w = BundleWriter::new(f, header)?;
+        for (name, kind, data) in entries {
+            w.add_entry(
+                name,
+                kind,
+                Compression::Deflate,
+                std::io::BufReader::new(data),
+            )?;
+        }
+        let (f, _manifest) = w.finish(site.key())?;
+        Ok(f)
+    })
+}
+
+/// Writes the next bundle of our stream to `p` if it has anything to carry: changes it has
+/// not acknowledged (and has not been sent, or whose bundle is no longer waiting in `via`),
+/// or an acknowledgement it has not seen.
+fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
+    let catalog = site.catalog()?;
+    let clock = store::meta_i64(&site.conn, "clock")?;
+    site.conn.execute(
+        "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
+        params![clock],
+    )?;
+    let max_pos = store::max_pos(&site.conn)?;
+    let peer_filter = (site.role() == Role::Central).then_some(p.name.as_str());
+    let spool = site.folder("spool");
+    let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+    let mut out = std::io::BufWriter::new(&mut tmp);
+    let n = change::export(
+        &site.conn,
+        &Filter {
+            after: p.acked_pos,
+            peer: peer_filter,
+        },
+        &catalog.keys(),
+        |ch| {
+            serde_json::to_writer(&mut out, ch).map_err(|e| EngineError::io(&spool, e.into()))?;
+            out.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))
+        },
+    )?;
+    out.flush().map_err(|e| EngineError::io(&spool, e))?;
+    drop(out);
+    let ours_waiting = transport::list(via, Some(&p.name))?
+        .iter()
+        .any(|f| f.sender == site.name());
+    let new_changes = n > 0 && (max_pos > p.sent_pos || !ours_waiting);
+    let new_ack = p.applied_pos > p.sent_ack;
+    if !new_changes && !new_ack {
+        return Ok(None);
+    }
+    tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
+    let seq = p.out_seq + 1;
+    let stream = StreamPosition {
+        seq: u64::try_from(seq).unwrap_or(0),
+        log_from: u64::try_from(p.acked_pos + 1).unwrap_or(0),
+        log_to: u64::try_from(max_pos).unwrap_or(0),
+        requires: u64::try_from(p.acked_pos).unwrap_or(0),
+        acks: u64::try_from(p.applied_pos).unwrap_or(0),
+    };
+    let name = naming::bundle_file_name(site.name(), &p.name, stream.seq);
+    let path = write_bundle(
+        site,
+        via,
+        &name,
+        header(site, &p.name, Some(stream.clone()))?,
+        vec![(CHANGES_ENTRY, "changes", tmp)],
+    )?;
+    peer::record_out(
+        &site.conn,
+        &p.name,
+        seq,
+        max_pos,
+        p.applied_pos,
+        store::now(),
+    )?;
+    // The new bundle contains everything the older ones still waiting in `via` carried.
+    for old in transport::list(via, Some(&p.name))? {
+        if old.sender == site.name() && old.seq < stream.seq {
+            let _ = fs::remove_file(&old.path);
+        }
+    }
+    Ok(Some(path))
+}

@@ -1,0 +1,351 @@
+//! Enrollment and the initial extract. A node's secret key never travels: the node writes a
+//! request signed by its new key; the admin approves it at central (`node add`), which
+//! registers the key and writes the node's initial bundle (schema, rows, central's key and
+//! the position the node starts from).
+
+use crate::dock::{header, spool_entry, write_bundle};
+use crate::error::{EngineError, Result};
+use crate::merge::apply::MergeStats;
+use crate::peer::{self, Peer};
+use crate::site::{Role, Site, check_name};
+use crate::value::{Row, from_sql};
+use crate::{capture, schema, store};
+use berth_bundle::{
+    Bundle, Limits, PublicKey, StreamPosition, TrustedKey, TrustedKeys, Verified, naming,
+};
+use rusqlite::{TransactionBehavior, params};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Entry of an enrollment request.
+pub const ENROLL_ENTRY: &str = "payload/enrollment.toml";
+/// Entries of an extract.
+pub const SCHEMA_ENTRY: &str = "payload/schema.sql";
+/// Rows of an extract: one `{"t": table, "r": row}` per line.
+pub const ROWS_ENTRY: &str = "payload/rows.jsonl";
+
+fn ext_str<'a>(m: &'a berth_bundle::Manifest, table: &str, key: &str) -> Option<&'a str> {
+    m.extensions.get(table)?.get(key)?.as_str()
+}
+
+/// The central key an extract introduces, if its id matches the signer's.
+pub fn introduced_central_key(m: &berth_bundle::Manifest) -> Option<PublicKey> {
+    let k = PublicKey::from_hex(ext_str(m, "extract", "central_key")?).ok()?;
+    (k.key_id() == m.sender.key_id).then_some(k)
+}
+
+/// Writes a node's enrollment request into `via`; returns its path.
+pub fn write_request(site: &Site, via: &Path) -> Result<PathBuf> {
+    site.require(Role::Node)?;
+    let mut h = header(site, "all", None)?;
+    let mut t = toml::Table::new();
+    t.insert(
+        "public_key".into(),
+        toml::Value::String(site.public_key().to_hex()),
+    );
+    h.extensions
+        .insert("enrollment".into(), toml::Value::Table(t));
+    let body = format!(
+        "name = {:?}\npublic_key = {:?}\n",
+        site.name(),
+        site.public_key().to_hex()
+    );
+    let spool = site.folder("spool");
+    let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+    tmp.write_all(body.as_bytes())
+        .and_then(|()| tmp.rewind())
+        .map_err(|e| EngineError::io(&spool, e))?;
+    let name = naming::bundle_file_name(site.name(), "all", 0);
+    write_bundle(site, via, &name, h, vec![(ENROLL_ENTRY, "enrollment", tmp)])
+}
+
+/// The result of approving a node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Added {
+    /// The node's name.
+    pub name: String,
+    /// The node's key id (compare it with what `berth init node` printed).
+    pub key_id: String,
+    /// The initial bundle written for the node.
+    pub extract: PathBuf,
+    /// Rows in the extract.
+    pub rows: u64,
+}
+
+/// Approves a node at central: verifies its request, registers its key and attributes, and
+/// writes its initial extract into `out`.
+pub fn add_node(
+    site: &mut Site,
+    name: &str,
+    request: &Path,
+    attrs: &BTreeMap<String, String>,
+    out: &Path,
+) -> Result<Added> {
+    site.require(Role::Central)?;
+    check_name(name)?;
+    let label = request
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = File::open(request).map_err(|e| EngineError::io(request, e))?;
+    let bundle = Bundle::open(file, &label, &Limits::default())?;
+    let m = bundle.manifest().clone();
+    let refused = |reason: String| EngineError::Refused {
+        bundle: label.clone(),
+        reason,
+    };
+    if m.sender.site != name {
+        return Err(refused(format!(
+            "this is {}'s enrollment request, not {name}'s",
+            m.sender.site
+        )));
+    }
+    let key = ext_str(&m, "enrollment", "public_key")
+        .and_then(|h| PublicKey::from_hex(h).ok())
+        .ok_or_else(|| {
+            refused("not an enrollment request (no public key in the manifest)".into())
+        })?;
+    let mut trust = TrustedKeys::new();
+    trust.add(TrustedKey {
+        public: key.clone(),
+        site: name.to_string(),
+        kinds: Some(["enrollment".to_string()].into_iter().collect()),
+    });
+    let mut verified = bundle.verify(&trust)?;
+    verified.check_all_entries()?;
+    if let Some(existing) = peer::get(&site.conn, name)? {
+        let key_id = PublicKey::from_hex(&existing.public_key)
+            .map(|k| k.key_id().to_string())
+            .unwrap_or_default();
+        return Err(EngineError::NodeExists {
+            name: name.to_string(),
+            key_id,
+        });
+    }
+    let now = store::now();
+    let spool = site.folder("spool");
+    let mut rows_file = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+    let mut schema_file = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+    let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+    let start = store::max_pos(&tx)?;
+    let mut rows = 0u64;
+    {
+        let mut w = std::io::BufWriter::new(&mut rows_file);
+        for t in schema::tables(&tx)? {
+            let cols = t
+                .columns
+                .iter()
+                .map(|c| store::ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut st = tx.prepare(&format!("SELECT {cols} FROM {}", store::ident(&t.name)))?;
+            let mut q = st.query([])?;
+            while let Some(r) = q.next()? {
+                let mut row = Row::new();
+                for (i, c) in t.columns.iter().enumerate() {
+                    row.insert(c.clone(), from_sql(r.get_ref(i)?));
+                }
+                let line = serde_json::json!({"t": t.name, "r": row});
+                serde_json::to_writer(&mut w, &line)
+                    .map_err(|e| EngineError::io(&spool, e.into()))?;
+                w.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))?;
+                rows += 1;
+            }
+        }
+        w.flush().map_err(|e| EngineError::io(&spool, e))?;
+    }
+    let ddl = schema::schema_sql(&tx)?.join(";\n") + ";\n";
+    schema_file
+        .write_all(ddl.as_bytes())
+        .map_err(|e| EngineError::io(&spool, e))?;
+    let attrs_json = serde_json::to_string(attrs).unwrap_or_else(|_| "{}".into());
+    peer::insert(
+        &tx,
+        &Peer {
+            name: name.to_string(),
+            public_key: key.to_hex(),
+            role: "node".into(),
+            attrs: attrs_json,
+            out_seq: 1,
+            in_seq: 0,
+            applied_pos: 0,
+            acked_pos: start,
+            sent_pos: start,
+            sent_ack: 0,
+            last_in: None,
+            last_out: Some(now),
+            added: now,
+            revoked: None,
+        },
+    )?;
+    rows_file.rewind().map_err(|e| EngineError::io(&spool, e))?;
+    schema_file
+        .rewind()
+        .map_err(|e| EngineError::io(&spool, e))?;
+    let stream = StreamPosition {
+        seq: 1,
+        log_from: 1,
+        log_to: u64::try_from(start).unwrap_or(0),
+        requires: 0,
+        acks: 0,
+    };
+    let mut h = header(site, name, Some(stream))?;
+    let mut ext = toml::Table::new();
+    ext.insert(
+        "central_key".into(),
+        toml::Value::String(site.public_key().to_hex()),
+    );
+    h.extensions
+        .insert("extract".into(), toml::Value::Table(ext));
+    let file_name = naming::bundle_file_name(site.name(), name, 1);
+    let path = write_bundle(
+        site,
+        out,
+        &file_name,
+        h,
+        vec![
+            (ROWS_ENTRY, "extract", rows_file),
+            (SCHEMA_ENTRY, "extract", schema_file),
+        ],
+    )?;
+    // The registration commits only once the extract is safely on disk.
+    if let Err(e) = tx.commit() {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    Ok(Added {
+        name: name.to_string(),
+        key_id: key.key_id().to_string(),
+        extract: path,
+        rows,
+    })
+}
+
+/// Applies an initial extract at a node: creates the schema, loads the rows, installs the
+/// capture triggers and pins central's key, all in one transaction.
+pub(crate) fn apply_extract(
+    site: &mut Site,
+    bundle: &mut Bundle<Verified, File>,
+) -> Result<MergeStats> {
+    let m = bundle.manifest().clone();
+    let label = bundle.label().to_string();
+    let bad = |entry: &str, reason: String| EngineError::BadPayload {
+        bundle: label.clone(),
+        entry: entry.into(),
+        reason,
+    };
+    if peer::all(&site.conn)?.iter().any(|p| p.role == "central") {
+        return Err(EngineError::Refused {
+            bundle: label,
+            reason: "this node already has its initial extract".into(),
+        });
+    }
+    let key = introduced_central_key(&m).ok_or_else(|| bad("manifest", "no central key".into()))?;
+    let mut ddl = String::new();
+    spool_entry(site, bundle, SCHEMA_ENTRY)?
+        .read_to_string(&mut ddl)
+        .map_err(|e| bad(SCHEMA_ENTRY, e.to_string()))?;
+    let rows = spool_entry(site, bundle, ROWS_ENTRY)?;
+    let now = store::now();
+    let tx = site
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(&ddl)
+        .map_err(|e| bad(SCHEMA_ENTRY, e.to_string()))?;
+    let tables = schema::tables(&tx)?;
+    capture::install(&tx, &tables)?;
+    let catalog = crate::merge::apply::Catalog::load(&tx, &BTreeMap::new(), Default::default())?;
+    store::set_capture(&tx, false)?;
+    let mut stats = MergeStats::default();
+    let no_pending = Default::default();
+    let apply = crate::merge::apply::NodeApply {
+        conn: &tx,
+        catalog: &catalog,
+        bundle_id: &m.bundle_id,
+        pending: &no_pending,
+        now,
+    };
+    for (i, line) in BufReader::new(rows).lines().enumerate() {
+        let line = line.map_err(|e| bad(ROWS_ENTRY, e.to_string()))?;
+        #[derive(serde::Deserialize)]
+        struct Line {
+            t: String,
+            r: Row,
+        }
+        let l: Line = serde_json::from_str(&line)
+            .map_err(|e| bad(ROWS_ENTRY, format!("line {}: {e}", i + 1)))?;
+        let t = catalog
+            .tables
+            .get(&l.t)
+            .ok_or_else(|| bad(ROWS_ENTRY, format!("unknown table {}", l.t)))?;
+        let k =
+            t.pk.iter()
+                .map(|c| l.r.get(c).cloned().unwrap_or_default())
+                .collect();
+        let ch = crate::change::Change {
+            pos: 0,
+            t: l.t,
+            k,
+            op: crate::change::Op::I,
+            old: None,
+            new: Some(l.r),
+            o: None,
+            c: 0,
+        };
+        apply.apply(&ch, &mut stats)?;
+    }
+    let checksum = schema::checksum(&tx)?;
+    if m.schema_checksum.as_deref().is_some_and(|c| c != checksum) {
+        return Err(bad(
+            SCHEMA_ENTRY,
+            format!("schema checksum {checksum} differs from the manifest's"),
+        ));
+    }
+    let stream = m.stream.clone().unwrap_or(StreamPosition {
+        seq: 1,
+        log_from: 1,
+        log_to: 0,
+        requires: 0,
+        acks: 0,
+    });
+    let central = m.sender.site.clone();
+    peer::insert(
+        &tx,
+        &Peer {
+            name: central.clone(),
+            public_key: key.to_hex(),
+            role: "central".into(),
+            attrs: "{}".into(),
+            out_seq: 0,
+            in_seq: i64::try_from(stream.seq).unwrap_or(0),
+            applied_pos: i64::try_from(stream.log_to).unwrap_or(0),
+            acked_pos: 0,
+            sent_pos: 0,
+            sent_ack: 0,
+            last_in: Some(now),
+            last_out: None,
+            added: now,
+            revoked: None,
+        },
+    )?;
+    store::set_meta(&tx, "central", &central)?;
+    store::set_meta(&tx, "schema_checksum", &checksum)?;
+    if let Some(l) = &m.software_level {
+        store::set_meta(&tx, "software_level", l)?;
+    }
+    tx.execute(
+        "INSERT INTO berth_applied(bundle_id, peer, seq, changes, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            m.bundle_id,
+            central,
+            i64::try_from(stream.seq).unwrap_or(0),
+            i64::try_from(stats.applied).unwrap_or(0),
+            now
+        ],
+    )?;
+    store::set_capture(&tx, true)?;
+    tx.commit()?;
+    Ok(stats)
+}

@@ -1,0 +1,134 @@
+//! Typed errors of the engine. Every variant says what went wrong and where.
+
+use std::path::PathBuf;
+
+/// An engine error.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// SQLite refused an operation.
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A bundle was refused by the bundle format layer.
+    #[error(transparent)]
+    Bundle(#[from] berth_bundle::BundleError),
+    /// The site folder is not a berth site or its configuration is unreadable.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The user's schema cannot be replicated as it is.
+    #[error("schema: table {table}: {reason}")]
+    Schema {
+        /// The offending table.
+        table: String,
+        /// Why it cannot be replicated.
+        reason: String,
+    },
+    /// The schema file could not be executed.
+    #[error("schema file {path}: {source}")]
+    SchemaFile {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's complaint.
+        source: rusqlite::Error,
+    },
+    /// A site or node name is not acceptable.
+    #[error(
+        "invalid site name {name:?}: use 1-32 characters a-z, 0-9 and '-', starting with a letter or digit"
+    )]
+    BadName {
+        /// The name given.
+        name: String,
+    },
+    /// The operation needs a site of the other role.
+    #[error("this is a {actual} site; the operation needs a {expected} site")]
+    WrongRole {
+        /// The role needed.
+        expected: &'static str,
+        /// The site's role.
+        actual: String,
+    },
+    /// A node named in a command is not registered at central.
+    #[error("no node named {name:?} is registered at this site")]
+    UnknownNode {
+        /// The node name.
+        name: String,
+    },
+    /// A node with this name already exists.
+    #[error("a node named {name:?} is already registered (key {key_id})")]
+    NodeExists {
+        /// The node name.
+        name: String,
+        /// The key it is registered with.
+        key_id: String,
+    },
+    /// No enrollment request for the node was found.
+    #[error("no enrollment request for {name:?} found in {folder}")]
+    NoEnrollment {
+        /// The node name.
+        name: String,
+        /// Where we looked.
+        folder: PathBuf,
+    },
+    /// A verified bundle's payload is not what its kind promises.
+    #[error("bundle {bundle}: payload {entry}: {reason}")]
+    BadPayload {
+        /// The bundle label.
+        bundle: String,
+        /// The entry.
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bundle is addressed to, or comes from, somewhere it should not.
+    #[error("bundle {bundle}: {reason}")]
+    Refused {
+        /// The bundle label.
+        bundle: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Another berth process holds the site.
+    #[error("site {path} is busy: another berth process (dock or watch) holds its lock")]
+    Busy {
+        /// The site folder.
+        path: PathBuf,
+    },
+    /// A failure injected by a test (crash simulation).
+    #[error("injected failure at {0}")]
+    Injected(&'static str),
+}
+
+impl EngineError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when retrying cannot help (the bundle should be quarantined).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            EngineError::Bundle(e) => e.is_permanent(),
+            EngineError::BadPayload { .. } | EngineError::Refused { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,521 @@
+//! The shell around [`super::resolve`]: reads current rows, writes the decision, journals it.
+
+use super::{Collision, Corrective, Policy, Resolution, Write, resolve};
+use crate::change::{Change, Op};
+use crate::error::{EngineError, Result};
+use crate::store::ident;
+use crate::value::{Row, from_sql, to_sql};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashSet};
+
+/// A replicated table as the merge needs it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Table name.
+    pub name: String,
+    /// Key columns in key order.
+    pub pk: Vec<String>,
+    /// Every column.
+    pub cols: Vec<String>,
+    /// Collision policy.
+    pub policy: Policy,
+}
+
+/// Every replicated table, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Tables by name.
+    pub tables: BTreeMap<String, TableInfo>,
+}
+
+impl Catalog {
+    /// Loads the catalog from `berth_tables`, with per-table policies.
+    pub fn load(
+        conn: &Connection,
+        policies: &BTreeMap<String, Policy>,
+        default: Policy,
+    ) -> Result<Self> {
+        let mut st = conn.prepare("SELECT name, pk, cols FROM berth_tables ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut tables = BTreeMap::new();
+        for r in rows {
+            let (name, pk, cols) = r?;
+            let policy = policies.get(&name).copied().unwrap_or(default);
+            let info = TableInfo {
+                pk: serde_json::from_str(&pk).unwrap_or_default(),
+                cols: serde_json::from_str(&cols).unwrap_or_default(),
+                name: name.clone(),
+                policy,
+            };
+            tables.insert(name, info);
+        }
+        Ok(Catalog { tables })
+    }
+
+    /// Key columns of every table (what [`crate::change::export`] needs).
+    pub fn keys(&self) -> BTreeMap<String, Vec<String>> {
+        self.tables
+            .iter()
+            .map(|(n, t)| (n.clone(), t.pk.clone()))
+            .collect()
+    }
+}
+
+fn where_key(t: &TableInfo) -> String {
+    t.pk.iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", ident(c), i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn key_values(key: &[Json]) -> Option<Vec<Value>> {
+    key.iter().map(to_sql).collect()
+}
+
+/// Reads the current row with this key.
+pub fn read_row(conn: &Connection, t: &TableInfo, key: &[Json]) -> Result<Option<Row>> {
+    let cols = t
+        .cols
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {cols} FROM {} WHERE {}",
+        ident(&t.name),
+        where_key(t)
+    );
+    let Some(kv) = key_values(key) else {
+        return Ok(None);
+    };
+    let mut st = conn.prepare_cached(&sql)?;
+    Ok(st
+        .query_row(params_from_iter(kv.iter()), |r| {
+            let mut row = Row::new();
+            for (i, c) in t.cols.iter().enumerate() {
+                row.insert(c.clone(), from_sql(r.get_ref(i)?));
+            }
+            Ok(row)
+        })
+        .optional()?)
+}
+
+fn values(t: &TableInfo, cols: &[&String], row: &Row) -> std::result::Result<Vec<Value>, String> {
+    cols.iter()
+        .map(|c| {
+            if !t.cols.contains(c) {
+                return Err(format!("table {} has no column {c}", t.name));
+            }
+            to_sql(row.get(*c).unwrap_or(&Json::Null))
+                .ok_or_else(|| format!("bad value in column {c}"))
+        })
+        .collect()
+}
+
+/// Inserts a whole row, replacing the non-key columns of an existing row with the same key.
+fn upsert(conn: &Connection, t: &TableInfo, row: &Row) -> std::result::Result<(), WriteError> {
+    let cols: Vec<&String> = row.keys().collect();
+    let vals = values(t, &cols, row).map_err(WriteError::Payload)?;
+    let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let marks = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sets: Vec<String> = cols
+        .iter()
+        .filter(|c| !t.pk.contains(c))
+        .map(|c| format!("{0} = excluded.{0}", ident(c)))
+        .collect();
+    let conflict = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let action = if sets.is_empty() {
+        "NOTHING".to_string()
+    } else {
+        format!("UPDATE SET {}", sets.join(", "))
+    };
+    let sql = format!(
+        "INSERT INTO {} ({names}) VALUES ({marks}) ON CONFLICT({conflict}) DO {action}",
+        ident(&t.name)
+    );
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(vals.iter()))?;
+    Ok(())
+}
+
+fn insert(conn: &Connection, t: &TableInfo, row: &Row) -> std::result::Result<(), WriteError> {
+    let cols: Vec<&String> = row.keys().collect();
+    let vals = values(t, &cols, row).map_err(WriteError::Payload)?;
+    let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let marks = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("INSERT INTO {} ({names}) VALUES ({marks})", ident(&t.name));
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(vals.iter()))?;
+    Ok(())
+}
+
+/// Sets columns of the row with this key; returns how many rows changed (0 or 1).
+fn update(
+    conn: &Connection,
+    t: &TableInfo,
+    key: &[Json],
+    set: &Row,
+) -> std::result::Result<usize, WriteError> {
+    let cols: Vec<&String> = set.keys().collect();
+    if cols.is_empty() {
+        return Ok(1);
+    }
+    let mut vals = values(t, &cols, set).map_err(WriteError::Payload)?;
+    let kv = key_values(key).ok_or_else(|| WriteError::Payload("bad key value".into()))?;
+    let n = cols.len();
+    let sets = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", ident(c), i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let wher =
+        t.pk.iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ?{}", ident(c), n + i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+    vals.extend(kv);
+    let sql = format!("UPDATE {} SET {sets} WHERE {wher}", ident(&t.name));
+    Ok(conn
+        .prepare_cached(&sql)?
+        .execute(params_from_iter(vals.iter()))?)
+}
+
+fn delete(conn: &Connection, t: &TableInfo, key: &[Json]) -> std::result::Result<(), WriteError> {
+    let kv = key_values(key).ok_or_else(|| WriteError::Payload("bad key value".into()))?;
+    let sql = format!("DELETE FROM {} WHERE {}", ident(&t.name), where_key(t));
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(kv.iter()))?;
+    Ok(())
+}
+
+/// Why a single write failed.
+#[derive(Debug)]
+enum WriteError {
+    /// The change itself is malformed (the whole bundle is refused).
+    Payload(String),
+    /// SQLite refused it (a constraint at this site: a collision, not a broken bundle).
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        WriteError::Sql(e)
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn json_text(row: Option<&Row>) -> Option<String> {
+    row.and_then(|r| serde_json::to_string(r).ok())
+}
+
+/// Counts of what a merge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MergeStats {
+    /// Changes that applied in full.
+    pub applied: u64,
+    /// Changes skipped because they were already applied (positions seen before).
+    pub skipped: u64,
+    /// Changes that collided (rejected in full or in part, or applied over central's value).
+    pub conflicts: u64,
+    /// At a node: central changes that overrode a local change not yet acknowledged.
+    pub overrides: u64,
+}
+
+/// Merges one node's changes at central (Figure 5), journaling accepted changes with their
+/// origin, recording collisions and journaling corrective changes for the node.
+#[derive(Debug)]
+pub struct CentralMerge<'a> {
+    /// The open transaction's connection.
+    pub conn: &'a Connection,
+    /// The replicated tables.
+    pub catalog: &'a Catalog,
+    /// The node whose bundle this is.
+    pub node: &'a str,
+    /// The bundle id (for the conflict record).
+    pub bundle_id: &'a str,
+    /// Central's logical clock for corrective changes.
+    pub clock: i64,
+    /// Central's own site name (for latest-wins ties).
+    pub central: &'a str,
+    /// Merge time (Unix seconds).
+    pub now: i64,
+}
+
+impl CentralMerge<'_> {
+    /// Merges one change.
+    pub fn merge(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
+        let bad = |reason: String| EngineError::BadPayload {
+            bundle: self.bundle_id.to_string(),
+            entry: format!("change at position {}", ch.pos),
+            reason,
+        };
+        ch.check().map_err(|r| bad(r.to_string()))?;
+        let Some(t) = self.catalog.tables.get(&ch.t) else {
+            self.record(ch, "denied", &[], None, "refused")?;
+            stats.conflicts += 1;
+            return Ok(());
+        };
+        let current = read_row(self.conn, t, &ch.k)?;
+        let node_wins = match t.policy {
+            Policy::CentralWins => false,
+            Policy::NodeWins => true,
+            Policy::LatestWins => self.node_is_later(t, ch)?,
+        };
+        let res = resolve(current.as_ref(), ch, node_wins);
+        match self.execute(t, ch, current.as_ref(), &res) {
+            Ok(()) => {}
+            Err(WriteError::Payload(r)) => return Err(bad(r)),
+            Err(WriteError::Sql(e)) if is_constraint(&e) => {
+                let corrective = match &current {
+                    Some(cur) => Corrective::Upsert(cur.clone()),
+                    None => Corrective::Delete,
+                };
+                let cols: Vec<String> = ch
+                    .new
+                    .as_ref()
+                    .map(|r| r.keys().cloned().collect())
+                    .unwrap_or_default();
+                self.record(
+                    ch,
+                    Collision::Constraint.as_str(),
+                    &cols,
+                    current.as_ref(),
+                    "refused",
+                )?;
+                self.journal_corrective(t, ch, &corrective)?;
+                stats.conflicts += 1;
+                return Ok(());
+            }
+            Err(WriteError::Sql(e)) => return Err(e.into()),
+        }
+        if let Some((kind, cols)) = &res.collision {
+            let resolution = if res.corrective.is_some() {
+                "central-wins"
+            } else {
+                "node-wins"
+            };
+            self.record(ch, kind.as_str(), cols, current.as_ref(), resolution)?;
+            stats.conflicts += 1;
+        } else {
+            stats.applied += 1;
+        }
+        if let Some(c) = &res.corrective {
+            self.journal_corrective(t, ch, c)?;
+        }
+        Ok(())
+    }
+
+    fn node_is_later(&self, t: &TableInfo, ch: &Change) -> Result<bool> {
+        let key = ch.key_text();
+        let last: Option<(Option<i64>, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT clock, origin FROM berth_log WHERE tbl = ?1 AND pk = ?2 AND target IS NULL
+                 ORDER BY pos DESC LIMIT 1",
+            )?
+            .query_row(params![t.name, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((clock, origin)) = last else {
+            return Ok(true);
+        };
+        let theirs = (
+            clock.unwrap_or(self.clock),
+            origin.unwrap_or_else(|| self.central.to_string()),
+        );
+        // Later logical time wins; on a tie the lower site name wins, the same everywhere.
+        Ok((ch.c, std::cmp::Reverse(self.node)) > (theirs.0, std::cmp::Reverse(theirs.1.as_str())))
+    }
+
+    fn execute(
+        &self,
+        t: &TableInfo,
+        ch: &Change,
+        cur: Option<&Row>,
+        res: &Resolution,
+    ) -> std::result::Result<(), WriteError> {
+        let (op, after) = match &res.write {
+            Write::None => return Ok(()),
+            Write::Insert(row) => {
+                insert(self.conn, t, row)?;
+                (Op::I, Some(row.clone()))
+            }
+            Write::Update(set) => {
+                update(self.conn, t, &ch.k, set)?;
+                let mut after = cur.cloned().unwrap_or_default();
+                after.extend(set.clone());
+                (Op::U, Some(after))
+            }
+            Write::Delete => {
+                delete(self.conn, t, &ch.k)?;
+                (Op::D, None)
+            }
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO berth_log(tbl, pk, op, old, new, origin, origin_pos, clock)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                t.name,
+                ch.key_text(),
+                op.as_str(),
+                json_text(cur),
+                json_text(after.as_ref()),
+                self.node,
+                ch.pos,
+                ch.c
+            ])?;
+        Ok(())
+    }
+
+    fn journal_corrective(&self, t: &TableInfo, ch: &Change, c: &Corrective) -> Result<()> {
+        let (op, old, new) = match c {
+            Corrective::Upsert(row) => (Op::I, None, Some(row.clone())),
+            Corrective::SetColumns { node, central } => {
+                (Op::U, Some(node.clone()), Some(central.clone()))
+            }
+            Corrective::Delete => (Op::D, ch.new.clone().or_else(|| ch.old.clone()), None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO berth_log(tbl, pk, op, old, new, origin, origin_pos, clock, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                t.name,
+                ch.key_text(),
+                op.as_str(),
+                json_text(old.as_ref()),
+                json_text(new.as_ref()),
+                ch.pos,
+                self.clock,
+                self.node
+            ])?;
+        Ok(())
+    }
+
+    fn record(
+        &self,
+        ch: &Change,
+        kind: &str,
+        cols: &[String],
+        cur: Option<&Row>,
+        resolution: &str,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO berth_conflicts(node, tbl, pk, kind, columns, node_old, node_new, central,
+                   resolution, bundle_id, origin_pos, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                self.node,
+                ch.t,
+                ch.key_text(),
+                kind,
+                serde_json::to_string(cols).unwrap_or_default(),
+                json_text(ch.old.as_ref()),
+                json_text(ch.new.as_ref()),
+                json_text(cur),
+                resolution,
+                self.bundle_id,
+                ch.pos,
+                self.now
+            ])?;
+        Ok(())
+    }
+}
+
+/// Applies central's changes at a node. Central has already decided, so they always apply;
+/// where the node has a local change not yet acknowledged for the same row, the override is
+/// recorded for the user (`berth_overrides`) and the local change still goes to central,
+/// which settles it.
+#[derive(Debug)]
+pub struct NodeApply<'a> {
+    /// The open transaction's connection.
+    pub conn: &'a Connection,
+    /// The replicated tables.
+    pub catalog: &'a Catalog,
+    /// The bundle being applied.
+    pub bundle_id: &'a str,
+    /// Rows (table, key text) with local changes not yet acknowledged.
+    pub pending: &'a HashSet<(String, String)>,
+    /// Apply time.
+    pub now: i64,
+}
+
+impl NodeApply<'_> {
+    /// Applies one change.
+    pub fn apply(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
+        let bad = |reason: String| EngineError::BadPayload {
+            bundle: self.bundle_id.to_string(),
+            entry: format!("change at position {}", ch.pos),
+            reason,
+        };
+        ch.check().map_err(|r| bad(r.to_string()))?;
+        let t = self
+            .catalog
+            .tables
+            .get(&ch.t)
+            .ok_or_else(|| bad(format!("unknown table {}", ch.t)))?;
+        let key = ch.key_text();
+        let pending = self.pending.contains(&(ch.t.clone(), key.clone()));
+        let empty = Row::new();
+        let result = match ch.op {
+            Op::I => upsert(self.conn, t, ch.new.as_ref().unwrap_or(&empty)),
+            Op::U => {
+                let new = ch.new.as_ref().unwrap_or(&empty);
+                let set: Row = ch
+                    .old
+                    .as_ref()
+                    .unwrap_or(&empty)
+                    .keys()
+                    .filter_map(|c| new.get(c).map(|v| (c.clone(), v.clone())))
+                    .collect();
+                match update(self.conn, t, &ch.k, &set) {
+                    Ok(0) if !pending => upsert(self.conn, t, new),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Op::D => delete(self.conn, t, &ch.k),
+        };
+        match result {
+            Ok(()) => {}
+            Err(WriteError::Payload(r)) => return Err(bad(r)),
+            Err(WriteError::Sql(e)) => return Err(e.into()),
+        }
+        if pending {
+            stats.overrides += 1;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO berth_overrides(tbl, pk, local_op, central_op, bundle_id, at)
+                     VALUES (?1, ?2, (SELECT op FROM berth_log WHERE tbl = ?1 AND pk = ?2 AND origin IS NULL
+                                      ORDER BY pos DESC LIMIT 1), ?3, ?4, ?5)",
+                )?
+                .execute(params![ch.t, key, ch.op.as_str(), self.bundle_id, self.now])?;
+        }
+        stats.applied += 1;
+        Ok(())
+    }
+}

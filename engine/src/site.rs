@@ -1,0 +1,348 @@
+//! A site on disk: its folder layout, configuration, key pair and database.
+//!
+//! ```text
+//! DIR/berth.toml        role, name, collision policies
+//! DIR/data.db           the user's tables and berth's own berth_* tables
+//! DIR/keys/site.key     the secret key (owner-only on Unix); never leaves the site
+//! DIR/keys/site.pub     the public key
+//! DIR/spool/            bundles taken from exchange folders, verified and applied from here
+//! DIR/archive/          bundles applied
+//! DIR/quarantine/       bundles that can never apply, each with NAME.reason.txt
+//! DIR/berth.lock        held while a dock or watch runs
+//! ```
+
+use crate::error::{EngineError, Result};
+use crate::merge::Policy;
+use crate::merge::apply::Catalog;
+use crate::{capture, schema, store};
+use berth_bundle::{PublicKey, SecretKey};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Which side of the star a site is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The master copy.
+    Central,
+    /// A partial replica.
+    Node,
+}
+
+impl Role {
+    /// "central" or "node".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Central => "central",
+            Role::Node => "node",
+        }
+    }
+}
+
+/// `berth.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The site's role.
+    pub role: Role,
+    /// The site's name (also its name in bundle file names).
+    pub name: String,
+    /// Collision policy of tables not named in `policies`.
+    #[serde(default)]
+    pub default_policy: Policy,
+    /// Collision policy per table.
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+}
+
+/// An open site. Holds the site lock while it lives.
+#[derive(Debug)]
+pub struct Site {
+    /// The site folder.
+    pub dir: PathBuf,
+    /// Its configuration.
+    pub config: Config,
+    /// The database connection.
+    pub conn: Connection,
+    key: SecretKey,
+    _lock: File,
+}
+
+/// What `init central` needs.
+#[derive(Debug, Clone)]
+pub struct CentralInit<'a> {
+    /// The site folder to create.
+    pub dir: &'a Path,
+    /// The site name (defaults to the folder's name).
+    pub name: Option<&'a str>,
+    /// The schema file (SQL).
+    pub schema: &'a Path,
+    /// The docking model (kept for routing).
+    pub docking: Option<&'a Path>,
+    /// Initial data (SQL), loaded without being journaled.
+    pub data: Option<&'a Path>,
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| EngineError::io(path, e))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    io(path, fs::read_to_string(path))
+}
+
+/// Checks a site or node name.
+pub fn check_name(name: &str) -> Result<()> {
+    if berth_bundle::naming::is_valid_site_name(name) {
+        Ok(())
+    } else {
+        Err(EngineError::BadName {
+            name: name.to_string(),
+        })
+    }
+}
+
+fn default_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+impl Site {
+    /// Path of `berth.toml`.
+    pub fn config_path(dir: &Path) -> PathBuf {
+        dir.join("berth.toml")
+    }
+
+    /// Path of the database.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("data.db")
+    }
+
+    /// A working folder of the site (`spool`, `archive`, `quarantine`).
+    pub fn folder(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Opens an existing site, taking its lock.
+    pub fn open(dir: &Path) -> Result<Site> {
+        let cfg_path = Self::config_path(dir);
+        if !cfg_path.exists() {
+            return Err(EngineError::Config {
+                path: cfg_path,
+                reason: "not a berth site (no berth.toml); create one with `berth init`".into(),
+            });
+        }
+        let config: Config =
+            toml::from_str(&read_text(&cfg_path)?).map_err(|e| EngineError::Config {
+                path: cfg_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let lock_path = dir.join("berth.lock");
+        let lock = io(
+            &lock_path,
+            File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path),
+        )?;
+        if lock.try_lock().is_err() {
+            return Err(EngineError::Busy {
+                path: dir.to_path_buf(),
+            });
+        }
+        let key_path = dir.join("keys").join("site.key");
+        let key = SecretKey::from_text(&read_text(&key_path)?)?;
+        let conn = store::open(&dir.join("data.db"))?;
+        store::install(&conn)?;
+        let site = Site {
+            dir: dir.to_path_buf(),
+            config,
+            conn,
+            key,
+            _lock: lock,
+        };
+        if site.config.default_policy == Policy::LatestWins
+            || site
+                .config
+                .policies
+                .values()
+                .any(|p| *p == Policy::LatestWins)
+        {
+            site.conn
+                .execute_batch("CREATE INDEX IF NOT EXISTS berth_log_key ON berth_log(tbl, pk)")?;
+        }
+        Ok(site)
+    }
+
+    fn create(dir: &Path, config: &Config) -> Result<SecretKey> {
+        check_name(&config.name)?;
+        if Self::config_path(dir).exists() {
+            return Err(EngineError::Config {
+                path: Self::config_path(dir),
+                reason: "a berth site already exists here".into(),
+            });
+        }
+        for sub in ["keys", "spool", "archive", "quarantine"] {
+            io(dir, fs::create_dir_all(dir.join(sub)))?;
+        }
+        let key = SecretKey::generate();
+        write_secret(&dir.join("keys").join("site.key"), &key.to_text())?;
+        let pub_path = dir.join("keys").join("site.pub");
+        io(&pub_path, fs::write(&pub_path, key.public().to_text()))?;
+        let text = toml::to_string(config).map_err(|e| EngineError::Config {
+            path: Self::config_path(dir),
+            reason: e.to_string(),
+        })?;
+        let cfg = Self::config_path(dir);
+        io(&cfg, fs::write(&cfg, text))?;
+        Ok(key)
+    }
+
+    /// Creates a central site: configuration, keys, and a database with the user's schema,
+    /// berth's tables and the capture triggers. Returns the site and warnings for the user.
+    pub fn init_central(init: &CentralInit<'_>) -> Result<(Site, Vec<String>)> {
+        let name = init
+            .name
+            .map_or_else(|| default_name(init.dir), str::to_string);
+        let config = Config {
+            role: Role::Central,
+            name,
+            default_policy: Policy::CentralWins,
+            policies: BTreeMap::new(),
+        };
+        let schema_sql = read_text(init.schema)?;
+        let data_sql = init.data.map(read_text).transpose()?;
+        if init.dir.join("data.db").exists() {
+            return Err(EngineError::Config {
+                path: init.dir.join("data.db"),
+                reason: "a database already exists here".into(),
+            });
+        }
+        // Check the schema in memory first so a refused schema leaves nothing behind.
+        let probe = Connection::open_in_memory()?;
+        probe
+            .execute_batch(&schema_sql)
+            .map_err(|e| EngineError::SchemaFile {
+                path: init.schema.to_path_buf(),
+                source: e,
+            })?;
+        let tables = schema::tables(&probe)?;
+        Self::create(init.dir, &config)?;
+        if let Some(d) = init.docking {
+            let dest = init.dir.join("docking.toml");
+            io(d, fs::copy(d, &dest))?;
+        }
+        let mut site = Site::open(init.dir)?;
+        let tx = site.conn.transaction()?;
+        tx.execute_batch(&schema_sql)
+            .map_err(|e| EngineError::SchemaFile {
+                path: init.schema.to_path_buf(),
+                source: e,
+            })?;
+        if let Some(data) = &data_sql {
+            tx.execute_batch(data)
+                .map_err(|e| EngineError::SchemaFile {
+                    path: init.data.map(Path::to_path_buf).unwrap_or_default(),
+                    source: e,
+                })?;
+        }
+        capture::install(&tx, &tables)?;
+        store::set_meta(&tx, "role", "central")?;
+        store::set_meta(&tx, "name", &site.config.name)?;
+        store::set_meta(&tx, "schema_checksum", &schema::checksum(&tx)?)?;
+        store::set_meta(&tx, "clock", "1")?;
+        tx.commit()?;
+        let warnings = tables
+            .iter()
+            .filter(|t| t.rowid_key)
+            .map(|t| {
+                format!(
+                    "table {} has an INTEGER PRIMARY KEY: rows inserted at different sites will \
+                     collide on the same number; prefer a TEXT id (UUID) for tables nodes insert into",
+                    t.name
+                )
+            })
+            .collect();
+        site.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok((site, warnings))
+    }
+
+    /// Creates a node site with its own key; the database holds only berth's tables until the
+    /// initial extract arrives.
+    pub fn init_node(dir: &Path, name: &str) -> Result<Site> {
+        let config = Config {
+            role: Role::Node,
+            name: name.to_string(),
+            default_policy: Policy::CentralWins,
+            policies: BTreeMap::new(),
+        };
+        Self::create(dir, &config)?;
+        let site = Site::open(dir)?;
+        store::set_meta(&site.conn, "role", "node")?;
+        store::set_meta(&site.conn, "name", name)?;
+        store::set_meta(&site.conn, "clock", "0")?;
+        Ok(site)
+    }
+
+    /// The site's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The site's role.
+    pub fn role(&self) -> Role {
+        self.config.role
+    }
+
+    /// The site's secret key.
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    /// The site's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    /// The replicated tables with their policies.
+    pub fn catalog(&self) -> Result<Catalog> {
+        Catalog::load(
+            &self.conn,
+            &self.config.policies,
+            self.config.default_policy,
+        )
+    }
+
+    /// Fails unless the site has the role `expected`.
+    pub fn require(&self, expected: Role) -> Result<()> {
+        if self.role() == expected {
+            Ok(())
+        } else {
+            Err(EngineError::WrongRole {
+                expected: expected.as_str(),
+                actual: self.role().as_str().into(),
+            })
+        }
+    }
+}
+
+/// Writes a new secret file readable only by its owner (on Unix; on Windows the profile's ACLs apply).
+pub fn write_secret(path: &Path, text: &str) -> Result<()> {
+    let mut opts = File::options();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = io(path, opts.open(path))?;
+    io(path, f.write_all(text.as_bytes()))?;
+    io(path, f.sync_all())
+}

@@ -1,0 +1,194 @@
+//! What a site knows: role, schema, streams per peer, held bundles and conflicts.
+
+use crate::error::Result;
+use crate::peer;
+use crate::site::{Role, Site};
+use crate::store;
+use rusqlite::params;
+use serde::Serialize;
+
+/// One stream's state as `berth status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Peer name.
+    pub name: String,
+    /// Peer role.
+    pub role: String,
+    /// Peer key id.
+    pub key_id: String,
+    /// Last time one of its bundles applied here.
+    pub last_in: Option<i64>,
+    /// Last time a bundle was written for it.
+    pub last_out: Option<i64>,
+    /// Our changes it has not acknowledged yet.
+    pub pending_out: i64,
+    /// Highest sequence number applied from it.
+    pub in_seq: i64,
+    /// Last sequence number written to it.
+    pub out_seq: i64,
+    /// Collisions recorded for its changes.
+    pub conflicts: i64,
+    /// Revocation time, if revoked.
+    pub revoked: Option<i64>,
+}
+
+/// A held bundle and why it waits.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldStatus {
+    /// File in the spool.
+    pub file: String,
+    /// Sender.
+    pub peer: String,
+    /// Sequence number.
+    pub seq: i64,
+    /// Why it waits.
+    pub reason: String,
+    /// Since when.
+    pub since: i64,
+}
+
+/// Everything `berth status` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Site name.
+    pub name: String,
+    /// "central" or "node".
+    pub role: String,
+    /// Checksum of the replicated schema.
+    pub schema_checksum: Option<String>,
+    /// Software level.
+    pub software_level: String,
+    /// Highest position in the site's update log.
+    pub log_pos: i64,
+    /// Streams.
+    pub peers: Vec<PeerStatus>,
+    /// Bundles waiting.
+    pub held: Vec<HeldStatus>,
+    /// Conflicts recorded (central).
+    pub conflicts: i64,
+    /// Local changes central overrode (node).
+    pub overrides: i64,
+    /// At a node before its extract arrived: true.
+    pub awaiting_extract: bool,
+}
+
+/// Reads the status of a site.
+pub fn status(site: &Site) -> Result<Status> {
+    let conn = &site.conn;
+    let mut peers = Vec::new();
+    for p in peer::all(conn)? {
+        let pending_out: i64 = if site.role() == Role::Central {
+            conn.query_row(
+                "SELECT COUNT(*) FROM berth_log WHERE pos > ?1 AND (origin IS NULL OR origin <> ?2)
+                 AND (target IS NULL OR target = ?2)",
+                params![p.acked_pos, p.name],
+                |r| r.get(0),
+            )?
+        } else {
+            conn.query_row(
+                "SELECT COUNT(*) FROM berth_log WHERE pos > ?1",
+                params![p.acked_pos],
+                |r| r.get(0),
+            )?
+        };
+        let conflicts: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM berth_conflicts WHERE node = ?1",
+            params![p.name],
+            |r| r.get(0),
+        )?;
+        let key_id = berth_bundle::PublicKey::from_hex(&p.public_key)
+            .map(|k| k.key_id().to_string())
+            .unwrap_or_default();
+        peers.push(PeerStatus {
+            name: p.name,
+            role: p.role,
+            key_id,
+            last_in: p.last_in,
+            last_out: p.last_out,
+            pending_out,
+            in_seq: p.in_seq,
+            out_seq: p.out_seq,
+            conflicts,
+            revoked: p.revoked,
+        });
+    }
+    let mut st =
+        conn.prepare("SELECT file, peer, seq, reason, since FROM berth_held ORDER BY peer, seq")?;
+    let held = st
+        .query_map([], |r| {
+            Ok(HeldStatus {
+                file: r.get(0)?,
+                peer: r.get(1)?,
+                seq: r.get(2)?,
+                reason: r.get(3)?,
+                since: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Status {
+        name: site.name().to_string(),
+        role: site.role().as_str().to_string(),
+        schema_checksum: store::meta(conn, "schema_checksum")?,
+        software_level: store::meta(conn, "software_level")?.unwrap_or_else(|| "1".into()),
+        log_pos: store::max_pos(conn)?,
+        awaiting_extract: site.role() == Role::Node && store::meta(conn, "central")?.is_none(),
+        peers,
+        held,
+        conflicts: conn.query_row("SELECT COUNT(*) FROM berth_conflicts", [], |r| r.get(0))?,
+        overrides: conn.query_row("SELECT COUNT(*) FROM berth_overrides", [], |r| r.get(0))?,
+    })
+}
+
+/// One recorded collision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    /// Row id.
+    pub id: i64,
+    /// Node whose change collided.
+    pub node: String,
+    /// Table.
+    pub table: String,
+    /// Key (JSON array).
+    pub key: String,
+    /// Collision kind.
+    pub kind: String,
+    /// Columns concerned (JSON array).
+    pub columns: String,
+    /// The node's old values.
+    pub node_old: Option<String>,
+    /// The node's new values.
+    pub node_new: Option<String>,
+    /// Central's values at the time.
+    pub central: Option<String>,
+    /// Who won.
+    pub resolution: String,
+    /// Bundle that carried the change.
+    pub bundle_id: String,
+    /// When.
+    pub at: i64,
+}
+
+/// Every recorded collision, oldest first.
+pub fn conflicts(site: &Site) -> Result<Vec<Conflict>> {
+    let mut st = site.conn.prepare(
+        "SELECT id, node, tbl, pk, kind, columns, node_old, node_new, central, resolution, bundle_id, at
+         FROM berth_conflicts ORDER BY id",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(Conflict {
+            id: r.get(0)?,
+            node: r.get(1)?,
+            table: r.get(2)?,
+            key: r.get(3)?,
+            kind: r.get(4)?,
+            columns: r.get(5)?,
+            node_old: r.get(6)?,
+            node_new: r.get(7)?,
+            central: r.get(8)?,
+            resolution: r.get(9)?,
+            bundle_id: r.get(10)?,
+            at: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

@@ -1,0 +1,189 @@
+//! The `berth_*` tables: all engine state lives inside the site's own SQLite file, so an apply
+//! and its bookkeeping commit in one transaction.
+
+use crate::error::Result;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
+/// Opens a site database with berth's settings.
+///
+/// WAL lets applications keep reading while a bundle applies; `synchronous=FULL` because a
+/// bundle applied and acknowledged must survive a power cut (the sender may prune what we ack).
+pub fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA cache_size=-65536;",
+    )?;
+    Ok(conn)
+}
+
+/// DDL of berth's own tables. `berth_ctx` steers the capture triggers: mode 0 captures,
+/// mode 1 suppresses (set only inside berth's own transactions, never visible to others).
+pub const DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS berth_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS berth_ctx(id INTEGER PRIMARY KEY CHECK (id = 1), mode INTEGER NOT NULL DEFAULT 0);
+INSERT OR IGNORE INTO berth_ctx(id, mode) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS berth_log(
+  pos INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL,
+  op TEXT NOT NULL CHECK (op IN ('I','U','D')),
+  old TEXT,
+  new TEXT,
+  origin TEXT,
+  origin_pos INTEGER,
+  clock INTEGER,
+  target TEXT
+);
+CREATE TABLE IF NOT EXISTS berth_tables(
+  name TEXT PRIMARY KEY,
+  pk TEXT NOT NULL,
+  cols TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS berth_peers(
+  name TEXT PRIMARY KEY,
+  public_key TEXT NOT NULL,
+  role TEXT NOT NULL,
+  attrs TEXT NOT NULL DEFAULT '{}',
+  out_seq INTEGER NOT NULL DEFAULT 0,
+  in_seq INTEGER NOT NULL DEFAULT 0,
+  applied_pos INTEGER NOT NULL DEFAULT 0,
+  acked_pos INTEGER NOT NULL DEFAULT 0,
+  sent_pos INTEGER NOT NULL DEFAULT 0,
+  sent_ack INTEGER NOT NULL DEFAULT 0,
+  last_in INTEGER,
+  last_out INTEGER,
+  added INTEGER NOT NULL,
+  revoked INTEGER
+);
+CREATE TABLE IF NOT EXISTS berth_applied(
+  bundle_id TEXT PRIMARY KEY,
+  peer TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  changes INTEGER NOT NULL,
+  at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS berth_held(
+  file TEXT PRIMARY KEY,
+  bundle_id TEXT NOT NULL,
+  peer TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  since INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS berth_conflicts(
+  id INTEGER PRIMARY KEY,
+  node TEXT NOT NULL,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  columns TEXT NOT NULL,
+  node_old TEXT,
+  node_new TEXT,
+  central TEXT,
+  resolution TEXT NOT NULL,
+  bundle_id TEXT NOT NULL,
+  origin_pos INTEGER NOT NULL,
+  at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS berth_overrides(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL,
+  local_op TEXT NOT NULL,
+  central_op TEXT NOT NULL,
+  bundle_id TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+"#;
+
+/// Creates berth's tables if they are missing.
+pub fn install(conn: &Connection) -> Result<()> {
+    conn.execute_batch(DDL)?;
+    Ok(())
+}
+
+/// Reads a value of `berth_meta`.
+pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM berth_meta WHERE key = ?1",
+            params![key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Reads an integer value of `berth_meta` (0 when unset).
+pub fn meta_i64(conn: &Connection, key: &str) -> Result<i64> {
+    Ok(meta(conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Writes a value of `berth_meta`.
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO berth_meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+/// Suppresses (or restores) capture for the rest of the current transaction.
+pub fn set_capture(conn: &Connection, on: bool) -> Result<()> {
+    conn.prepare_cached("UPDATE berth_ctx SET mode = ?1 WHERE id = 1")?
+        .execute(params![if on { 0 } else { 1 }])?;
+    Ok(())
+}
+
+/// Highest position in the log (0 when empty).
+pub fn max_pos(conn: &Connection) -> Result<i64> {
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(pos), 0) FROM berth_log", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Quotes an SQL identifier: the one place identifiers enter SQL text.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal (for DDL where parameters cannot be bound).
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("O'Hara"), "'O''Hara'");
+    }
+
+    #[test]
+    fn install_is_idempotent_and_meta_round_trips() {
+        let c = Connection::open_in_memory().unwrap();
+        install(&c).unwrap();
+        install(&c).unwrap();
+        set_meta(&c, "k", "1").unwrap();
+        set_meta(&c, "k", "2").unwrap();
+        assert_eq!(meta(&c, "k").unwrap().as_deref(), Some("2"));
+        assert_eq!(meta_i64(&c, "missing").unwrap(), 0);
+    }
+}

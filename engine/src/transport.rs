@@ -1,0 +1,151 @@
+//! Files in exchange folders: atomic writes (`NAME.part`, fsync, rename) and listing the
+//! bundles addressed to a site. Readers ignore temporary names, so a half-written or
+//! half-copied file is never read.
+
+use crate::error::{EngineError, Result};
+use berth_bundle::naming;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+/// A bundle file found in a folder, by its self-describing name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    /// Sender site.
+    pub sender: String,
+    /// Sequence number in the sender->recipient stream.
+    pub seq: u64,
+    /// Recipient site (`all` for broadcasts and enrollment requests).
+    pub recipient: String,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+/// Lists the bundles in `folder` addressed to `recipient` (all of them when `None`),
+/// sorted by sender and sequence. Temporary names and foreign files are ignored.
+pub fn list(folder: &Path, recipient: Option<&str>) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(folder).map_err(|e| EngineError::io(folder, e))?;
+    for e in entries {
+        let e = e.map_err(|e| EngineError::io(folder, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if naming::is_temporary(&name) {
+            continue;
+        }
+        let Some((sender, to, seq)) = naming::parse_bundle_file_name(&name) else {
+            continue;
+        };
+        if recipient.is_some_and(|r| r != to) {
+            continue;
+        }
+        if !e
+            .file_type()
+            .map_err(|err| EngineError::io(e.path(), err))?
+            .is_file()
+        {
+            continue;
+        }
+        out.push(Found {
+            sender,
+            seq,
+            recipient: to,
+            path: e.path(),
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes `folder/name` atomically: the content goes to `name.part` in the same folder, is
+/// flushed to disk, then renamed into place (and the folder entry flushed where the platform
+/// allows).
+pub fn write_atomic(
+    folder: &Path,
+    name: &str,
+    fill: impl FnOnce(File) -> Result<File>,
+) -> Result<PathBuf> {
+    fs::create_dir_all(folder).map_err(|e| EngineError::io(folder, e))?;
+    let part = folder.join(format!("{name}.part"));
+    let dest = folder.join(name);
+    let file = File::create(&part).map_err(|e| EngineError::io(&part, e))?;
+    let result = fill(file).and_then(|f| f.sync_all().map_err(|e| EngineError::io(&part, e)));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&part);
+        return Err(e);
+    }
+    fs::rename(&part, &dest).map_err(|e| EngineError::io(&dest, e))?;
+    sync_dir(folder);
+    Ok(dest)
+}
+
+/// Copies a file into `folder` atomically, keeping its name.
+pub fn copy_into(src: &Path, folder: &Path) -> Result<PathBuf> {
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write_atomic(folder, &name, |mut out| {
+        let mut input = File::open(src).map_err(|e| EngineError::io(src, e))?;
+        std::io::copy(&mut input, &mut out).map_err(|e| EngineError::io(src, e))?;
+        Ok(out)
+    })
+}
+
+/// Moves a file into `folder` (rename, or copy and remove across file systems).
+pub fn move_into(src: &Path, folder: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(folder).map_err(|e| EngineError::io(folder, e))?;
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dest = folder.join(&name);
+    if fs::rename(src, &dest).is_err() {
+        copy_into(src, folder)?;
+        fs::remove_file(src).map_err(|e| EngineError::io(src, e))?;
+    }
+    Ok(dest)
+}
+
+#[cfg(unix)]
+fn sync_dir(folder: &Path) {
+    // Best effort: makes the rename durable on Unix file systems; not possible on Windows.
+    if let Ok(d) = File::open(folder) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_folder: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn lists_only_complete_bundles_for_the_recipient() {
+        let d = tempfile::tempdir().unwrap();
+        let names = [
+            naming::bundle_file_name("hq", "alice", 2),
+            naming::bundle_file_name("hq", "alice", 1),
+            naming::bundle_file_name("hq", "bob", 1),
+            format!("{}.part", naming::bundle_file_name("hq", "alice", 3)),
+            "notes.txt".to_string(),
+        ];
+        for n in &names {
+            fs::write(d.path().join(n), b"x").unwrap();
+        }
+        let found = list(d.path(), Some("alice")).unwrap();
+        assert_eq!(found.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn failed_write_leaves_no_file() {
+        let d = tempfile::tempdir().unwrap();
+        let r = write_atomic(d.path(), "x.berth.zip", |mut f| {
+            f.write_all(b"half").unwrap();
+            Err(EngineError::Injected("test"))
+        });
+        assert!(r.is_err());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+}

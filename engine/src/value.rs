@@ -1,0 +1,94 @@
+//! Row values as they travel: JSON numbers, strings and null, and blobs as `["b", "HEX"]`.
+//!
+//! The capture triggers produce exactly this form with `json_object` (see `capture`), so a
+//! change read from the log is already wire-ready.
+
+use rusqlite::types::{Value, ValueRef};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// A row: column name -> value in wire form.
+pub type Row = BTreeMap<String, Json>;
+
+/// Converts a wire value to an SQLite value. `None` when the JSON is not a valid wire value.
+pub fn to_sql(v: &Json) -> Option<Value> {
+    Some(match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Integer(i64::from(*b)),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Integer(i)
+            } else {
+                Value::Real(n.as_f64()?)
+            }
+        }
+        Json::String(s) => Value::Text(s.clone()),
+        Json::Array(a) => match a.as_slice() {
+            [Json::String(tag), Json::String(h)] if tag == "b" => Value::Blob(hex::decode(h).ok()?),
+            _ => return None,
+        },
+        Json::Object(_) => return None,
+    })
+}
+
+/// Converts an SQLite value to wire form.
+pub fn from_sql(v: ValueRef<'_>) -> Json {
+    match v {
+        ValueRef::Null => Json::Null,
+        ValueRef::Integer(i) => Json::from(i),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        ValueRef::Text(t) => Json::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Json::Array(vec![Json::from("b"), Json::from(hex::encode_upper(b))]),
+    }
+}
+
+/// Equality as SQLite would see it: 1 and 1.0 are the same number.
+pub fn same(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        _ => a == b,
+    }
+}
+
+/// Parses a row object from the log's JSON text.
+pub fn parse_row(text: &str) -> Option<Row> {
+    match serde_json::from_str::<Json>(text).ok()? {
+        Json::Object(m) => Some(m.into_iter().collect()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_storage_class() {
+        for v in [
+            Value::Null,
+            Value::Integer(-7),
+            Value::Real(1.5),
+            Value::Text("Keith Palmer".into()),
+            Value::Blob(vec![0, 1, 255]),
+        ] {
+            let j = from_sql(ValueRef::from(&v));
+            assert_eq!(to_sql(&j), Some(v));
+        }
+    }
+
+    #[test]
+    fn integers_and_reals_compare_like_sqlite() {
+        assert!(same(&serde_json::json!(1), &serde_json::json!(1.0)));
+        assert!(!same(&serde_json::json!(1), &serde_json::json!("1")));
+    }
+
+    #[test]
+    fn malformed_wire_values_are_refused() {
+        assert_eq!(to_sql(&serde_json::json!(["x", "00"])), None);
+        assert_eq!(to_sql(&serde_json::json!(["b", "zz"])), None);
+        assert_eq!(to_sql(&serde_json::json!({"a": 1})), None);
+    }
+}
