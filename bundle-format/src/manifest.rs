@@ -85,13 +85,16 @@ pub struct Party {
 pub struct StreamPosition {
     /// Per sender->recipient sequence number, starting at 1.
     pub seq: u64,
-    /// First of the sender's log positions covered (inclusive; 0 with `log_to` 0 = none).
+    /// First of the sender's log positions covered (inclusive, >= 1).
     pub log_from: u64,
-    /// Last of the sender's log positions covered (inclusive).
+    /// Last of the sender's log positions covered (inclusive); `log_from == log_to + 1`
+    /// says the bundle covers no position (it carries an acknowledgement only).
     pub log_to: u64,
-    /// The recipient must already have applied the sender's stream up to this seq (usually `seq - 1`).
+    /// The recipient must already have applied the sender's log up to this position;
+    /// always `log_from - 1`, so a bundle is applicable exactly when it continues what the
+    /// recipient holds.
     pub requires: u64,
-    /// Highest seq of the recipient->sender stream the sender has applied.
+    /// Highest position of the recipient's log that the sender has applied.
     pub acks: u64,
 }
 
@@ -239,7 +242,7 @@ impl Manifest {
     /// unique, or exactly `["*"]`; kinds valid, sorted and unique; every entry's kind listed
     /// in `kinds`; entries sorted by name, unique also when lowercased, safe names under
     /// `payload/`, sha256 of 64 lowercase hex; stream `seq >= 1`, `requires < seq`,
-    /// `log_from <= log_to`, and `log_from == 0` exactly when `log_to == 0`; `critical`
+    /// `1 <= log_from <= log_to + 1`, `requires == log_from - 1`; `critical`
     /// sorted, unique and naming keys present in `extensions`.
     pub fn validate(&self) -> Result<(), BundleError> {
         if self.format != FORMAT_VERSION {
@@ -275,11 +278,14 @@ impl Manifest {
         }
         check_sorted_unique("kinds", &self.kinds)?;
         if let Some(s) = &self.stream {
-            if s.seq == 0 || s.requires >= s.seq {
-                return Err(bad("stream: seq must be >= 1 and requires < seq"));
+            if s.seq == 0 {
+                return Err(bad("stream: seq must be >= 1"));
             }
-            if s.log_from > s.log_to || (s.log_from == 0) != (s.log_to == 0) {
-                return Err(bad("stream: log_from <= log_to, both 0 or both positive"));
+            if s.log_from == 0 || s.log_from > s.log_to.saturating_add(1) {
+                return Err(bad("stream: need 1 <= log_from <= log_to + 1"));
+            }
+            if s.requires.checked_add(1) != Some(s.log_from) {
+                return Err(bad("stream: requires must be log_from - 1"));
             }
         }
         if let Some(v) = &self.schema_checksum {
@@ -370,7 +376,7 @@ mod tests {
                 seq: 5,
                 log_from: 10,
                 log_to: 20,
-                requires: 4,
+                requires: 9,
                 acks: 2,
             }),
             schema_checksum: Some("sha256:abc".into()),
@@ -513,11 +519,11 @@ mod tests {
                 m.entries[0].kind = "report".into()
             }),
             ("seq 0", |m| m.stream.as_mut().unwrap().seq = 0),
-            ("requires >= seq", |m| {
+            ("requires not log_from - 1", |m| {
                 m.stream.as_mut().unwrap().requires = 5
             }),
             ("log range", |m| m.stream.as_mut().unwrap().log_from = 30),
-            ("log half none", |m| m.stream.as_mut().unwrap().log_from = 0),
+            ("log from zero", |m| m.stream.as_mut().unwrap().log_from = 0),
             ("empty checksum", |m| {
                 m.schema_checksum = Some(String::new())
             }),

@@ -247,6 +247,44 @@ impl<R: Read + Seek> Opener<'_, R> {
         }
     }
 
+    /// Error path only: the last EOCD signature before `end`, searching the whole
+    /// file backwards in bounded chunks (long trailing garbage hides the record
+    /// from the usual tail search).
+    fn find_eocd_before(&mut self, end: u64) -> Result<Option<u64>, BundleError> {
+        const STEP: u64 = 1 << 20;
+        let mut candidates = 0u32;
+        let mut hi = end.saturating_add(3); // overlap: a signature may straddle chunks
+        while hi > 0 {
+            let lo = hi.saturating_sub(STEP);
+            let chunk = self.read_at(lo, hi - lo)?;
+            let mut search = chunk.as_slice();
+            while let Some(i) = search.windows(4).rposition(|w| w == EOCD_SIG) {
+                let pos = lo + i as u64;
+                // Plausible only if its central directory ends right before it
+                // (or it defers to zip64): payload bytes may contain the signature.
+                candidates += 1;
+                if candidates > 1000 {
+                    return Ok(None); // hostile; "truncated" is close enough
+                }
+                let rec = match chunk.get(i..i + EOCD_LEN as usize) {
+                    Some(r) => r.to_vec(),
+                    None => self.read_at(pos, EOCD_LEN)?,
+                };
+                let (size, offset) = (le32(&rec, 12), le32(&rec, 16));
+                let zip64 = size == Some(0xFFFF_FFFF) || offset == Some(0xFFFF_FFFF);
+                if zip64 || size.zip(offset).map(|(s, o)| s + o) == Some(pos) {
+                    return Ok(Some(pos));
+                }
+                search = search.get(..i).unwrap_or_default();
+            }
+            if lo == 0 {
+                break;
+            }
+            hi = lo + 3;
+        }
+        Ok(None)
+    }
+
     /// SPEC container profile: the end-of-central-directory record (or, for zip64,
     /// record + locator + EOCD) MUST end exactly at the end of the file, with an
     /// empty comment, and the central directory MUST end where it begins.
@@ -265,6 +303,10 @@ impl<R: Read + Seek> Opener<'_, R> {
             // Find out why, to name the failure precisely.
             let last = tail.windows(4).rposition(|w| w == EOCD_SIG);
             return match last {
+                Some(i) if i + EOCD_LEN as usize > tail.len() => {
+                    // The record itself is cut short.
+                    self.no_end("the end-of-central-directory record is cut short")
+                }
                 Some(i) => {
                     let comment = le16(&tail, i + 20).unwrap_or(0);
                     let after = tail.len().saturating_sub(i + EOCD_LEN as usize) as u64;
@@ -280,7 +322,16 @@ impl<R: Read + Seek> Opener<'_, R> {
                         detail,
                     })
                 }
-                None => self.no_end("no end-of-central-directory record"),
+                None => match self.find_eocd_before(tail_start)? {
+                    Some(pos) => Err(BundleError::TrailingData {
+                        bundle: self.label.to_owned(),
+                        detail: format!(
+                            "{} bytes after the end-of-central-directory record",
+                            len.saturating_sub(pos + EOCD_LEN)
+                        ),
+                    }),
+                    None => self.no_end("no end-of-central-directory record"),
+                },
             };
         }
         let field = |at| le16(eocd, at).unwrap_or(u64::MAX);

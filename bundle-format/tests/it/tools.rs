@@ -1,0 +1,74 @@
+//! Ordinary zip tools open what the writer makes.
+
+use std::io::Write;
+use std::process::Command;
+
+use crate::util::*;
+
+fn bundle_file() -> tempfile::NamedTempFile {
+    let (bytes, _) = standard_bundle();
+    let mut f = tempfile::Builder::new()
+        .suffix(".berth.zip")
+        .tempfile()
+        .unwrap();
+    f.write_all(&bytes).unwrap();
+    f.flush().unwrap();
+    f
+}
+
+fn tool_present(cmd: &str, arg: &str) -> bool {
+    let ok = Command::new(cmd).arg(arg).output().is_ok();
+    if !ok {
+        eprintln!("note: {cmd} is not installed; skipping this check");
+    }
+    ok
+}
+
+#[test]
+fn python_zipfile_reads_it() {
+    if !tool_present("python3", "--version") {
+        return;
+    }
+    let f = bundle_file();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import zipfile,sys\n\
+             z=zipfile.ZipFile(sys.argv[1])\n\
+             assert z.testzip() is None\n\
+             assert z.read('payload/report.txt')==b'all good\\n'\n\
+             print(len(z.namelist()))",
+        )
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python zipfile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+}
+
+#[test]
+fn unzip_tests_it() {
+    if !tool_present("unzip", "-v") {
+        return;
+    }
+    let f = bundle_file();
+    let out = Command::new("unzip")
+        .arg("-t")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "unzip -t: {stdout}");
+    assert!(stdout.contains("No errors detected"), "{stdout}");
+    let out = Command::new("unzip")
+        .arg("-p")
+        .arg(f.path())
+        .arg("manifest.toml")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("format = 1\n"));
+}
