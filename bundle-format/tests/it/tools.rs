@@ -70,5 +70,6 @@ fn unzip_tests_it() {
         .arg("manifest.toml")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("format = 1\n"));
+    let manifest = String::from_utf8_lossy(&out.stdout);
+    assert!(manifest.starts_with("format = 1\n"), "{manifest}");
 }
