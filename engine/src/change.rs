@@ -21,6 +21,10 @@ pub enum Op {
     U,
     /// A removed row.
     D,
+    /// A marker, not a row change: from here on, the sender has merged the recipient's
+    /// changes up to position `ack` (central writes one when it merges a node's bundle, so
+    /// the node knows which of central's changes were decided knowing its own).
+    A,
 }
 
 impl Op {
@@ -30,6 +34,7 @@ impl Op {
             Op::I => "I",
             Op::U => "U",
             Op::D => "D",
+            Op::A => "A",
         }
     }
 
@@ -38,6 +43,7 @@ impl Op {
             "I" => Some(Op::I),
             "U" => Some(Op::U),
             "D" => Some(Op::D),
+            "A" => Some(Op::A),
             _ => None,
         }
     }
@@ -67,6 +73,9 @@ pub struct Change {
     /// Logical clock of the change (Lamport order across sites).
     #[serde(default)]
     pub c: i64,
+    /// For a marker (`op` A): the recipient's log position merged so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<i64>,
 }
 
 impl Change {
@@ -77,6 +86,13 @@ impl Change {
 
     /// Checks the change is well formed for its operation.
     pub fn check(&self) -> std::result::Result<(), &'static str> {
+        if self.op == Op::A {
+            return if self.ack.is_some() {
+                Ok(())
+            } else {
+                Err("marker without ack")
+            };
+        }
         if self.k.is_empty() {
             return Err("empty key");
         }
@@ -110,7 +126,7 @@ pub fn export(
     mut sink: impl FnMut(&Change) -> Result<()>,
 ) -> Result<u64> {
     let mut st = conn.prepare_cached(
-        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0) FROM berth_log
+        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos FROM berth_log
          WHERE pos > ?1 AND (?2 IS NULL OR origin IS NULL OR origin <> ?2)
            AND (target IS NULL OR target = ?2)
          ORDER BY pos",
@@ -132,6 +148,7 @@ pub fn export(
             .and_then(parse_row);
         let o: Option<String> = r.get(6)?;
         let c: i64 = r.get(7)?;
+        let ack: Option<i64> = if op == Op::A { r.get(8)? } else { None };
         let k: Vec<Json> = serde_json::from_str(&pk).unwrap_or_default();
         let base = Change {
             pos,
@@ -142,6 +159,7 @@ pub fn export(
             new: None,
             o,
             c,
+            ack,
         };
         for ch in to_wire(
             base,
@@ -159,6 +177,7 @@ pub fn export(
 /// Turns a logged entry (whole rows) into its wire changes.
 fn to_wire(base: Change, old: Option<Row>, new: Option<Row>, pk_cols: &[String]) -> Vec<Change> {
     match base.op {
+        Op::A => vec![base],
         Op::I => vec![Change { new, ..base }],
         Op::D => vec![Change { old, ..base }],
         Op::U => {
@@ -223,6 +242,7 @@ mod tests {
             new: None,
             o: None,
             c: 0,
+            ack: None,
         }
     }
 

@@ -9,7 +9,7 @@
 
 use crate::change::{self, Change, Filter};
 use crate::error::{EngineError, Result};
-use crate::merge::apply::{CentralMerge, MergeStats, NodeApply};
+use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending};
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site};
 use crate::{enroll, store, transport};
@@ -19,7 +19,7 @@ use berth_bundle::{
 };
 use rusqlite::{TransactionBehavior, params};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Seek, Write as _};
 use std::path::{Path, PathBuf};
@@ -381,13 +381,17 @@ fn apply_changes(
         "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
         params![clock],
     )?;
-    let pending: HashSet<(String, String)> = if role == Role::Node {
-        let acked = p.acked_pos.max(acks);
-        let mut st = tx.prepare("SELECT DISTINCT tbl, pk FROM berth_log WHERE pos > ?1")?;
-        let rows = st.query_map(params![acked], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    } else {
-        HashSet::new()
+    // At a node: our changes central had not merged before this bundle's first marker.
+    let mut node_apply = NodeApply {
+        conn: &tx,
+        catalog: &catalog,
+        bundle_id: &m.bundle_id,
+        pending: if role == Role::Node {
+            Pending::load(&tx, p.acked_pos)?
+        } else {
+            Pending::default()
+        },
+        now,
     };
     let mut stats = MergeStats::default();
     let mut max_clock = clock;
@@ -412,26 +416,30 @@ fn apply_changes(
         count += 1;
         max_clock = max_clock.max(ch.c);
         match role {
-            Role::Central => CentralMerge {
-                conn: &tx,
-                catalog: &catalog,
-                node: &sender,
-                bundle_id: &m.bundle_id,
-                clock,
-                central: &me,
-                now,
+            Role::Central => {
+                if count == 1 {
+                    // Fig. 5 at central: everything journaled from here on was decided
+                    // knowing this node's changes up to `log_to` (see merge::apply::Pending).
+                    tx.prepare_cached(
+                        "INSERT INTO berth_log(tbl, pk, op, origin_pos, clock, target) VALUES ('', '[]', 'A', ?1, ?2, ?3)",
+                    )?
+                    .execute(params![log_to, clock, sender])?;
+                }
+                CentralMerge {
+                    conn: &tx,
+                    catalog: &catalog,
+                    node: &sender,
+                    bundle_id: &m.bundle_id,
+                    clock,
+                    central: &me,
+                    now,
+                }
+                .merge(&ch, &mut stats)?
             }
-            .merge(&ch, &mut stats)?,
-            Role::Node => NodeApply {
-                conn: &tx,
-                catalog: &catalog,
-                bundle_id: &m.bundle_id,
-                pending: &pending,
-                now,
-            }
-            .apply(&ch, &mut stats)?,
+            Role::Node => node_apply.apply(&ch, &mut stats)?,
         }
     }
+    drop(node_apply);
     store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
     peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
     if role == Role::Node {

@@ -259,12 +259,11 @@ pub(crate) fn apply_extract(
     let catalog = crate::merge::apply::Catalog::load(&tx, &BTreeMap::new(), Default::default())?;
     store::set_capture(&tx, false)?;
     let mut stats = MergeStats::default();
-    let no_pending = Default::default();
-    let apply = crate::merge::apply::NodeApply {
+    let mut apply = crate::merge::apply::NodeApply {
         conn: &tx,
         catalog: &catalog,
         bundle_id: &m.bundle_id,
-        pending: &no_pending,
+        pending: Default::default(),
         now,
     };
     for (i, line) in BufReader::new(rows).lines().enumerate() {
@@ -293,6 +292,7 @@ pub(crate) fn apply_extract(
             new: Some(l.r),
             o: None,
             c: 0,
+            ack: None,
         };
         apply.apply(&ch, &mut stats)?;
     }

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS berth_log(
   pos INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,
   pk TEXT NOT NULL,
-  op TEXT NOT NULL CHECK (op IN ('I','U','D')),
+  op TEXT NOT NULL CHECK (op IN ('I','U','D','A')),
   old TEXT,
   new TEXT,
   origin TEXT,

@@ -4,11 +4,11 @@ use super::{Collision, Corrective, Policy, Resolution, Write, resolve};
 use crate::change::{Change, Op};
 use crate::error::{EngineError, Result};
 use crate::store::ident;
-use crate::value::{Row, from_sql, to_sql};
+use crate::value::{Row, from_sql, parse_row, same, to_sql};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A replicated table as the merge needs it.
 #[derive(Debug, Clone)]
@@ -446,10 +446,93 @@ impl CentralMerge<'_> {
     }
 }
 
-/// Applies central's changes at a node. Central has already decided, so they always apply;
-/// where the node has a local change not yet acknowledged for the same row, the override is
-/// recorded for the user (`berth_overrides`) and the local change still goes to central,
-/// which settles it.
+/// Columns of a row with local changes central has not merged yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cols {
+    /// The row was inserted or deleted locally: all of it.
+    All,
+    /// These columns were updated locally.
+    Some(BTreeSet<String>),
+}
+
+/// The node's local changes that central had not merged when it wrote a given change.
+///
+/// Central journals a marker (op `A`) each time it merges one of our bundles; changes after
+/// the marker were decided knowing our changes up to its position, changes before it were
+/// not. A change central made without knowing a local change must not overwrite it: central
+/// settles that when the local change arrives, and sends a correction if it wins.
+#[derive(Debug, Clone, Default)]
+pub struct Pending {
+    entries: Vec<(i64, String, String, Cols)>,
+    map: HashMap<(String, String), Cols>,
+}
+
+impl Pending {
+    /// Loads the local changes after position `known`.
+    pub fn load(conn: &Connection, known: i64) -> Result<Self> {
+        let mut st = conn.prepare(
+            "SELECT pos, tbl, pk, op, old, new FROM berth_log WHERE pos > ?1 ORDER BY pos",
+        )?;
+        let rows = st.query_map(params![known], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?;
+        let mut p = Pending::default();
+        for row in rows {
+            let (pos, tbl, pk, op, old, new) = row?;
+            let cols = match (
+                op.as_str(),
+                old.as_deref().and_then(parse_row),
+                new.as_deref().and_then(parse_row),
+            ) {
+                ("U", Some(o), Some(n)) => {
+                    let changed: BTreeSet<String> = o
+                        .iter()
+                        .filter(|(c, v)| n.get(*c).is_none_or(|nv| !same(v, nv)))
+                        .map(|(c, _)| c.clone())
+                        .collect();
+                    Cols::Some(changed)
+                }
+                _ => Cols::All,
+            };
+            p.entries.push((pos, tbl, pk, cols));
+        }
+        p.advance(known);
+        Ok(p)
+    }
+
+    /// Forgets the local changes up to `known` (central has merged them).
+    pub fn advance(&mut self, known: i64) {
+        self.entries.retain(|e| e.0 > known);
+        self.map.clear();
+        for (_, tbl, pk, cols) in &self.entries {
+            let slot = self
+                .map
+                .entry((tbl.clone(), pk.clone()))
+                .or_insert(Cols::Some(BTreeSet::new()));
+            match (slot, cols) {
+                (s @ Cols::Some(_), Cols::All) => *s = Cols::All,
+                (Cols::Some(have), Cols::Some(more)) => have.extend(more.iter().cloned()),
+                (Cols::All, _) => {}
+            }
+        }
+    }
+
+    fn get(&self, tbl: &str, pk: &str) -> Option<&Cols> {
+        self.map.get(&(tbl.to_string(), pk.to_string()))
+    }
+}
+
+/// Applies central's changes at a node. Central has already decided, so they apply, except
+/// over local changes central did not know of when it made them (see [`Pending`]); each such
+/// case is recorded in `berth_overrides` for the user and settled by central when the local
+/// change arrives.
 #[derive(Debug)]
 pub struct NodeApply<'a> {
     /// The open transaction's connection.
@@ -458,60 +541,81 @@ pub struct NodeApply<'a> {
     pub catalog: &'a Catalog,
     /// The bundle being applied.
     pub bundle_id: &'a str,
-    /// Rows (table, key text) with local changes not yet acknowledged.
-    pub pending: &'a HashSet<(String, String)>,
+    /// Local changes central had not merged.
+    pub pending: Pending,
     /// Apply time.
     pub now: i64,
 }
 
 impl NodeApply<'_> {
     /// Applies one change.
-    pub fn apply(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
+    pub fn apply(&mut self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
         let bad = |reason: String| EngineError::BadPayload {
             bundle: self.bundle_id.to_string(),
             entry: format!("change at position {}", ch.pos),
             reason,
         };
         ch.check().map_err(|r| bad(r.to_string()))?;
+        if ch.op == Op::A {
+            self.pending.advance(ch.ack.unwrap_or(0));
+            return Ok(());
+        }
         let t = self
             .catalog
             .tables
             .get(&ch.t)
             .ok_or_else(|| bad(format!("unknown table {}", ch.t)))?;
         let key = ch.key_text();
-        let pending = self.pending.contains(&(ch.t.clone(), key.clone()));
+        let pending = self.pending.get(&ch.t, &key).cloned();
+        let keep = |c: &String| match &pending {
+            None => true,
+            Some(Cols::All) => false,
+            Some(Cols::Some(cols)) => !cols.contains(c),
+        };
         let empty = Row::new();
-        let result = match ch.op {
-            Op::I => upsert(self.conn, t, ch.new.as_ref().unwrap_or(&empty)),
-            Op::U => {
-                let new = ch.new.as_ref().unwrap_or(&empty);
+        let new = ch.new.as_ref().unwrap_or(&empty);
+        let result = match (ch.op, &pending) {
+            (_, Some(Cols::All)) | (Op::D, Some(_)) => Ok(()),
+            (Op::I, _) => {
+                let set: Row = new
+                    .iter()
+                    .filter(|(c, _)| keep(c) && !t.pk.contains(c))
+                    .map(|(c, v)| (c.clone(), v.clone()))
+                    .collect();
+                match update(self.conn, t, &ch.k, &set) {
+                    Ok(0) => upsert(self.conn, t, new),
+                    other => other.map(|_| ()),
+                }
+            }
+            (Op::U, _) => {
                 let set: Row = ch
                     .old
                     .as_ref()
                     .unwrap_or(&empty)
                     .keys()
+                    .filter(|c| keep(c))
                     .filter_map(|c| new.get(c).map(|v| (c.clone(), v.clone())))
                     .collect();
                 match update(self.conn, t, &ch.k, &set) {
-                    Ok(0) if !pending => upsert(self.conn, t, new),
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
+                    Ok(0) if pending.is_none() => upsert(self.conn, t, new),
+                    other => other.map(|_| ()),
                 }
             }
-            Op::D => delete(self.conn, t, &ch.k),
+            (Op::D, None) => delete(self.conn, t, &ch.k),
+            (Op::A, _) => Ok(()),
         };
         match result {
             Ok(()) => {}
             Err(WriteError::Payload(r)) => return Err(bad(r)),
             Err(WriteError::Sql(e)) => return Err(e.into()),
         }
-        if pending {
+        if pending.is_some() {
             stats.overrides += 1;
             self.conn
                 .prepare_cached(
                     "INSERT INTO berth_overrides(tbl, pk, local_op, central_op, bundle_id, at)
-                     VALUES (?1, ?2, (SELECT op FROM berth_log WHERE tbl = ?1 AND pk = ?2 AND origin IS NULL
-                                      ORDER BY pos DESC LIMIT 1), ?3, ?4, ?5)",
+                     VALUES (?1, ?2, COALESCE((SELECT op FROM berth_log WHERE tbl = ?1 AND pk = ?2
+                                      ORDER BY pos DESC LIMIT 1), '?'), ?3, ?4, ?5)",
                 )?
                 .execute(params![ch.t, key, ch.op.as_str(), self.bundle_id, self.now])?;
         }

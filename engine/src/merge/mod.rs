@@ -199,7 +199,7 @@ pub fn resolve(current: Option<&Row>, change: &Change, node_wins: bool) -> Resol
                 }
             }
         }
-        (Op::D, None) => Resolution::write(Write::None),
+        (Op::D, None) | (Op::A, _) => Resolution::write(Write::None),
         (Op::D, Some(cur)) => {
             let changed = differing(old, cur);
             if changed.is_empty() || node_wins {
@@ -249,6 +249,7 @@ mod tests {
             new: new.map(row),
             o: None,
             c: 0,
+            ack: None,
         }
     }
 

@@ -1,0 +1,219 @@
+//! A test harness of real sites: a central and nodes in a temporary folder, exchanging real
+//! bundle files through a real exchange folder, with applications writing through their own
+//! SQLite connections (or the `sqlite3` shell and Python).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use berth_engine::dock::{DockOptions, DockReport, dock};
+use berth_engine::enroll;
+use berth_engine::site::{CentralInit, Site};
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The schema most stories use.
+pub const SCHEMA: &str = "
+CREATE TABLE account(id TEXT PRIMARY KEY, name TEXT NOT NULL, region TEXT);
+CREATE TABLE opty(id TEXT PRIMARY KEY, account_id TEXT REFERENCES account(id), name TEXT, sales_rep TEXT, amount REAL, doc BLOB);
+CREATE TABLE opty_emp(opty_id TEXT NOT NULL, emp TEXT NOT NULL, role TEXT, PRIMARY KEY (opty_id, emp));
+";
+
+/// One deployment: central `hq` and named nodes, one exchange folder.
+#[derive(Debug)]
+pub struct World {
+    /// Keeps the folder alive.
+    pub root: tempfile::TempDir,
+    /// The exchange folder.
+    pub via: PathBuf,
+    /// Central's folder.
+    pub central: PathBuf,
+    /// Node names and folders.
+    pub nodes: Vec<(String, PathBuf)>,
+}
+
+/// A site's user tables, each as sorted rows of SQL-quoted values.
+pub type Dump = BTreeMap<String, Vec<String>>;
+
+impl World {
+    /// Creates central from `schema` and `data`, enrolls `nodes` and applies their extracts.
+    pub fn new(schema: &str, data: &str, nodes: &[&str]) -> World {
+        let root = tempfile::tempdir().unwrap();
+        let via = root.path().join("exchange");
+        std::fs::create_dir_all(&via).unwrap();
+        let schema_path = root.path().join("schema.sql");
+        std::fs::write(&schema_path, schema).unwrap();
+        let data_path = root.path().join("data.sql");
+        std::fs::write(&data_path, data).unwrap();
+        let central = root.path().join("hq");
+        let (site, _) = Site::init_central(&CentralInit {
+            dir: &central,
+            name: Some("hq"),
+            schema: &schema_path,
+            docking: None,
+            data: Some(&data_path),
+        })
+        .unwrap();
+        let mut hq = site;
+        let mut out = Vec::new();
+        for n in nodes {
+            let dir = root.path().join(n);
+            let node = Site::init_node(&dir, n).unwrap();
+            let req = enroll::write_request(&node, &via).unwrap();
+            enroll::add_node(&mut hq, n, &req, &BTreeMap::new(), &via).unwrap();
+            std::fs::remove_file(&req).unwrap();
+            drop(node);
+            out.push((n.to_string(), dir));
+        }
+        drop(hq);
+        let w = World {
+            root,
+            via,
+            central,
+            nodes: out,
+        };
+        for (n, _) in nodes.iter().map(|n| (n, ())) {
+            let r = w.dock(n);
+            assert_eq!(r.count("applied"), 1, "extract applies at {n}");
+        }
+        w
+    }
+
+    /// The folder of a site by name (`hq` or a node).
+    pub fn dir(&self, site: &str) -> PathBuf {
+        if site == "hq" {
+            return self.central.clone();
+        }
+        self.nodes
+            .iter()
+            .find(|(n, _)| n == site)
+            .map(|(_, d)| d.clone())
+            .unwrap()
+    }
+
+    /// Opens a site (taking its lock until dropped).
+    pub fn open(&self, site: &str) -> Site {
+        Site::open(&self.dir(site)).unwrap()
+    }
+
+    /// Docks a site through the shared exchange folder.
+    pub fn dock(&self, site: &str) -> DockReport {
+        self.dock_with(site, &self.via, &DockOptions::default())
+            .unwrap()
+    }
+
+    /// Docks a site with options and folder of choice.
+    pub fn dock_with(
+        &self,
+        site: &str,
+        via: &Path,
+        opts: &DockOptions,
+    ) -> berth_engine::Result<DockReport> {
+        let mut s = self.open(site);
+        dock(&mut s, via, opts)
+    }
+
+    /// Runs SQL at a site through a plain SQLite connection, as an application would.
+    pub fn exec(&self, site: &str, sql: &str) {
+        let c = Connection::open(self.dir(site).join("data.db")).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        c.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{site}: {sql}: {e}"));
+    }
+
+    /// Reads one value.
+    pub fn value(&self, site: &str, sql: &str) -> String {
+        let c = Connection::open(self.dir(site).join("data.db")).unwrap();
+        c.query_row(&format!("SELECT quote(({sql}))"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Docks every site, central between each node, until a full round moves nothing.
+    /// Returns the number of rounds.
+    pub fn settle(&self) -> usize {
+        let names: Vec<String> = self.nodes.iter().map(|(n, _)| n.clone()).collect();
+        self.settle_in_order(&names)
+    }
+
+    /// Like [`World::settle`] with the nodes docking in the given order.
+    pub fn settle_in_order(&self, order: &[String]) -> usize {
+        for round in 1..=20 {
+            let mut moved = 0;
+            for n in order {
+                let r = self.dock(n);
+                moved += r.written.len() + r.count("applied");
+                let r = self.dock("hq");
+                moved += r.written.len() + r.count("applied");
+            }
+            if moved == 0 {
+                return round;
+            }
+        }
+        panic!("did not settle in 20 rounds");
+    }
+
+    /// Every user table of a site, rows sorted.
+    pub fn dump(&self, site: &str) -> Dump {
+        dump_db(&self.dir(site).join("data.db"))
+    }
+
+    /// Asserts every node holds exactly central's rows.
+    pub fn assert_converged(&self) {
+        let hq = self.dump("hq");
+        for (n, _) in &self.nodes {
+            assert_eq!(self.dump(n), hq, "node {n} differs from central");
+        }
+    }
+
+    /// Sets a table's collision policy in central's berth.toml.
+    pub fn set_policy(&self, table: &str, policy: &str) {
+        let cfg = self.central.join("berth.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let line = format!("[policies]\n{table} = \"{policy}\"\n");
+        std::fs::write(&cfg, text.replace("[policies]\n", &line)).unwrap();
+    }
+
+    /// Number of conflicts recorded at central.
+    pub fn conflicts(&self) -> i64 {
+        self.value("hq", "SELECT COUNT(*) FROM berth_conflicts")
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Dumps the user tables of a database file.
+pub fn dump_db(path: &Path) -> Dump {
+    let c = Connection::open(path).unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'berth_%' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = Dump::new();
+    for t in tables {
+        let cols: Vec<String> = c
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{t}') ORDER BY cid"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expr = cols
+            .iter()
+            .map(|c| format!("quote(\"{c}\")"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let mut rows: Vec<String> = c
+            .prepare(&format!("SELECT {expr} FROM \"{t}\""))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows.sort();
+        out.insert(t, rows);
+    }
+    out
+}

@@ -1,0 +1,387 @@
+//! Docking and merge stories across real sites (seed 004, Figures 1, 3, 4, 5).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use berth_engine::dock::DockOptions;
+use berth_tests::{SCHEMA, World};
+use std::fs;
+
+const DATA: &str = "INSERT INTO account VALUES ('a1', 'Acme', 'north');
+INSERT INTO opty VALUES ('o1', 'a1', 'Big deal', 'Keith Palmer', 1000, NULL);";
+
+fn rep(w: &World, site: &str) -> String {
+    w.value(site, "SELECT sales_rep FROM opty WHERE id = 'o1'")
+}
+
+/// The seed's collision, verbatim, with node A's change merged first.
+#[test]
+fn carl_lake_collision_a_first() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.exec(
+        "a",
+        "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'o1'",
+    );
+    w.exec(
+        "b",
+        "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'o1'",
+    );
+    w.dock("a");
+    w.dock("b");
+    w.dock("hq");
+    assert_eq!(rep(&w, "hq"), "'Carl Lake'");
+    w.settle();
+    w.assert_converged();
+    assert_eq!(
+        rep(&w, "b"),
+        "'Carl Lake'",
+        "b received the corrective change"
+    );
+    let s = w.open("hq");
+    let c = berth_engine::status::conflicts(&s).unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].node, "b");
+    assert_eq!(c[0].kind, "update-update");
+    assert_eq!(c[0].columns, r#"["sales_rep"]"#);
+    assert!(c[0].node_old.as_deref().unwrap().contains("Keith Palmer"));
+    assert!(c[0].node_new.as_deref().unwrap().contains("Greg Emerson"));
+    assert!(c[0].central.as_deref().unwrap().contains("Carl Lake"));
+}
+
+/// The same collision with node B's bundle merged first: B wins, A is corrected.
+#[test]
+fn carl_lake_collision_b_first() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.exec(
+        "a",
+        "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'o1'",
+    );
+    w.exec(
+        "b",
+        "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'o1'",
+    );
+    w.dock("b");
+    w.dock("hq");
+    w.dock("a");
+    w.dock("hq");
+    assert_eq!(rep(&w, "hq"), "'Greg Emerson'");
+    w.settle();
+    w.assert_converged();
+    assert_eq!(rep(&w, "a"), "'Greg Emerson'");
+    assert_eq!(w.value("hq", "SELECT node FROM berth_conflicts"), "'a'");
+}
+
+/// Columns of the same update that do not collide still apply.
+#[test]
+fn column_level_merge_keeps_the_non_colliding_column() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.exec(
+        "a",
+        "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'o1'",
+    );
+    w.exec(
+        "b",
+        "UPDATE opty SET sales_rep = 'Greg Emerson', amount = 2500 WHERE id = 'o1'",
+    );
+    w.settle_in_order(&["a".into(), "b".into()]);
+    w.assert_converged();
+    assert_eq!(rep(&w, "hq"), "'Carl Lake'");
+    assert_eq!(
+        w.value("hq", "SELECT amount FROM opty WHERE id='o1'"),
+        "2500.0"
+    );
+}
+
+#[test]
+fn update_of_a_row_deleted_at_central_is_corrected_by_a_delete() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("hq", "DELETE FROM opty WHERE id = 'o1'");
+    w.exec("a", "UPDATE opty SET amount = 5 WHERE id = 'o1'");
+    w.dock("a");
+    w.dock("hq");
+    assert_eq!(
+        w.value("hq", "SELECT kind FROM berth_conflicts"),
+        "'update-deleted'"
+    );
+    w.settle();
+    w.assert_converged();
+    assert_eq!(w.value("a", "SELECT COUNT(*) FROM opty"), "0");
+}
+
+#[test]
+fn duplicate_insert_with_same_values_is_no_conflict() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    let ins = "INSERT INTO account VALUES ('a2', 'Globex', 'south')";
+    w.exec("a", ins);
+    w.exec("b", ins);
+    w.settle();
+    w.assert_converged();
+    assert_eq!(w.conflicts(), 0);
+}
+
+#[test]
+fn duplicate_insert_with_different_values_keeps_centrals_row() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.exec("a", "INSERT INTO account VALUES ('a2', 'Globex', 'south')");
+    w.exec("b", "INSERT INTO account VALUES ('a2', 'Initech', 'east')");
+    w.settle_in_order(&["a".into(), "b".into()]);
+    w.assert_converged();
+    assert_eq!(
+        w.value("b", "SELECT name FROM account WHERE id='a2'"),
+        "'Globex'"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT kind FROM berth_conflicts"),
+        "'insert-exists'"
+    );
+}
+
+#[test]
+fn delete_of_a_modified_row_is_refused_and_the_row_restored() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.exec("a", "UPDATE opty SET amount = 7 WHERE id = 'o1'");
+    w.exec("b", "DELETE FROM opty WHERE id = 'o1'");
+    w.settle_in_order(&["a".into(), "b".into()]);
+    w.assert_converged();
+    assert_eq!(w.value("b", "SELECT amount FROM opty WHERE id='o1'"), "7.0");
+    assert_eq!(
+        w.value("hq", "SELECT kind FROM berth_conflicts"),
+        "'delete-modified'"
+    );
+}
+
+/// Dotmim.Sync #175: a delete then re-insert of the same key must sync.
+#[test]
+fn delete_then_reinsert_of_the_same_key_syncs() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.exec("a", "DELETE FROM opty WHERE id='o1'; INSERT INTO opty VALUES ('o1', 'a1', 'Reborn', 'Ann', 1, NULL);");
+    w.settle();
+    w.assert_converged();
+    assert_eq!(
+        w.value("b", "SELECT name FROM opty WHERE id='o1'"),
+        "'Reborn'"
+    );
+    assert_eq!(w.conflicts(), 0);
+}
+
+#[test]
+fn node_wins_policy_applies_the_nodes_value() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.set_policy("opty", "node-wins");
+    w.exec(
+        "a",
+        "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'o1'",
+    );
+    w.exec(
+        "b",
+        "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'o1'",
+    );
+    w.settle_in_order(&["a".into(), "b".into()]);
+    w.assert_converged();
+    assert_eq!(rep(&w, "hq"), "'Greg Emerson'");
+    assert_eq!(
+        w.value("hq", "SELECT resolution FROM berth_conflicts"),
+        "'node-wins'"
+    );
+}
+
+/// Latest-wins uses logical order: a change made after seeing the other wins, whoever docks first.
+#[test]
+fn latest_wins_follows_logical_order_not_docking_order() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.set_policy("opty", "latest-wins");
+    // a changes the name; it reaches b; then b changes it again. b's change is later.
+    w.exec("a", "UPDATE opty SET name = 'first' WHERE id = 'o1'");
+    w.settle();
+    w.exec("b", "UPDATE opty SET name = 'second' WHERE id = 'o1'");
+    w.exec("a", "UPDATE opty SET amount = 1 WHERE id = 'o1'");
+    w.settle_in_order(&["b".into(), "a".into()]);
+    w.assert_converged();
+    assert_eq!(
+        w.value("hq", "SELECT name FROM opty WHERE id='o1'"),
+        "'second'"
+    );
+}
+
+/// A lost bundle loses nothing: the next bundle carries everything unacknowledged.
+#[test]
+fn lost_bundle_loses_nothing() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("a", "INSERT INTO account VALUES ('a2', 'Lost', 'x')");
+    let r = w.dock("a");
+    fs::remove_file(&r.written[0]).unwrap(); // the stick fell in the sea
+    w.exec("a", "INSERT INTO account VALUES ('a3', 'Later', 'x')");
+    w.dock("a");
+    w.dock("hq");
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM account"), "3");
+    w.settle();
+    w.assert_converged();
+}
+
+/// A bundle delivered twice (or an older one after a newer one) applies once.
+#[test]
+fn duplicated_and_reordered_bundles_apply_once() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let stash = w.root.path().join("stash");
+    fs::create_dir_all(&stash).unwrap();
+    w.exec("a", "INSERT INTO account VALUES ('a2', 'One', 'x')");
+    let first = w.dock("a").written[0].clone();
+    fs::copy(&first, stash.join(first.file_name().unwrap())).unwrap();
+    w.exec("a", "INSERT INTO account VALUES ('a3', 'Two', 'x'); UPDATE account SET name = 'One!' WHERE id = 'a2';");
+    let second = w.dock("a").written[0].clone();
+    // The newer bundle arrives first, then the older one, then the newer one again.
+    w.dock("hq");
+    fs::copy(stash.join(first.file_name().unwrap()), &first).unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.count("duplicate"), 1, "{r:?}");
+    fs::copy(
+        w.central.join("archive").join(second.file_name().unwrap()),
+        &second,
+    )
+    .unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.count("duplicate"), 1, "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT name FROM account WHERE id='a2'"),
+        "'One!'"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT COUNT(*) FROM berth_log WHERE origin = 'a'"),
+        "3"
+    );
+    assert_eq!(w.conflicts(), 0);
+    w.settle();
+    w.assert_converged();
+}
+
+/// A failure in the middle of an apply leaves no trace; the retry completes.
+#[test]
+fn interrupted_apply_leaves_no_trace_and_retry_succeeds() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("a", "INSERT INTO account VALUES ('a2', 'X', 'x'); INSERT INTO account VALUES ('a3', 'Y', 'y'); UPDATE opty SET amount = 3;");
+    w.dock("a");
+    let before = w.dump("hq");
+    let log_before = w.value("hq", "SELECT COUNT(*) FROM berth_log");
+    let opts = DockOptions {
+        fail_after: Some(2),
+        ..DockOptions::default()
+    };
+    let err = w.dock_with("hq", &w.via, &opts).unwrap_err();
+    assert!(
+        matches!(err, berth_engine::EngineError::Injected(_)),
+        "{err}"
+    );
+    assert_eq!(w.dump("hq"), before);
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_log"), log_before);
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_applied"), "0");
+    let r = w.dock("hq");
+    assert_eq!(r.count("applied"), 1);
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM account"), "3");
+    w.settle();
+    w.assert_converged();
+}
+
+/// A node's own change is not echoed back to it, and its bundle acknowledges what it applied.
+#[test]
+fn own_changes_are_not_echoed_and_nodes_go_quiet() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("a", "INSERT INTO account VALUES ('a2', 'Mine', 'x')");
+    w.dock("a");
+    w.dock("hq");
+    let r = w.dock("a");
+    let applied = r.incoming.iter().find(|i| i.outcome == "applied").unwrap();
+    assert_eq!(
+        applied.stats.applied, 0,
+        "nothing of a's own came back: {r:?}"
+    );
+    assert_eq!(
+        w.value(
+            "a",
+            "SELECT COUNT(*) FROM berth_log WHERE pos > 0 AND tbl <> ''"
+        ),
+        "1",
+        "only the newest row is kept"
+    );
+    w.settle();
+    let quiet = w.dock("a");
+    assert!(
+        quiet.written.is_empty() && quiet.incoming.is_empty(),
+        "{quiet:?}"
+    );
+}
+
+/// A bundle that needs positions the recipient has not applied waits, and applies once the
+/// missing bundle arrives (here: central restored from a backup).
+#[test]
+fn bundle_after_a_gap_is_held_until_the_gap_is_filled() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let backup = w.root.path().join("hq-backup");
+    copy_dir(&w.central, &backup);
+    w.exec("a", "INSERT INTO account VALUES ('a2', 'First', 'x')");
+    let first = w.dock("a").written[0].clone();
+    let keep = w.root.path().join("first-copy");
+    fs::create_dir_all(&keep).unwrap();
+    fs::copy(&first, keep.join(first.file_name().unwrap())).unwrap();
+    w.dock("hq");
+    w.dock("a");
+    w.exec("a", "INSERT INTO account VALUES ('a3', 'Second', 'x')");
+    w.dock("a");
+    // Central loses its disk and comes back from yesterday's backup.
+    fs::remove_dir_all(&w.central).unwrap();
+    copy_dir(&backup, &w.central);
+    let r = w
+        .dock_with(
+            "hq",
+            &w.via,
+            &DockOptions {
+                upload: false,
+                ..DockOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.count("held"), 1, "{r:?}");
+    let st = berth_engine::status::status(&w.open("hq")).unwrap();
+    assert_eq!(st.held.len(), 1);
+    assert!(
+        st.held[0].reason.contains("has not arrived"),
+        "{}",
+        st.held[0].reason
+    );
+    // A copy of the first bundle turns up again (say, on the courier's stick).
+    fs::copy(backup_copy_of(&w, &first), &first).unwrap();
+    let r = w
+        .dock_with(
+            "hq",
+            &w.via,
+            &DockOptions {
+                upload: false,
+                ..DockOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.count("applied"), 2, "{r:?}");
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM account"), "3");
+    assert!(
+        berth_engine::status::status(&w.open("hq"))
+            .unwrap()
+            .held
+            .is_empty()
+    );
+}
+
+fn backup_copy_of(w: &World, first: &std::path::Path) -> std::path::PathBuf {
+    w.root
+        .path()
+        .join("first-copy")
+        .join(first.file_name().unwrap())
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if e.file_name() != "berth.lock" {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
