@@ -1,0 +1,234 @@
+//! The user's commands from DESIGN.md, run through the real `berth` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn berth() -> Command {
+    Command::cargo_bin("berth").unwrap()
+}
+
+fn sql(db: &Path, stmt: &str) {
+    let c = rusqlite_free_exec(db);
+    c(stmt);
+}
+
+/// Writes through Python's sqlite3 when present, else through the sqlite3 shell: either way a
+/// foreign client, not berth.
+fn rusqlite_free_exec(db: &Path) -> impl Fn(&str) + '_ {
+    move |stmt: &str| {
+        let ok = std::process::Command::new("sqlite3").arg(db).arg(stmt).status().map(|s| s.success()).unwrap_or(false)
+            || std::process::Command::new("python3")
+                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+                .arg(db)
+                .arg(stmt)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        assert!(ok, "no foreign SQLite client could run {stmt}");
+    }
+}
+
+fn query(db: &Path, q: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])"])
+        .arg(db)
+        .arg(q)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_schema_without_a_primary_key_is_refused_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("s.sql"),
+        "CREATE TABLE ok(id TEXT PRIMARY KEY); CREATE TABLE loose(a, b);",
+    )
+    .unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(d.path().join("hq"))
+        .arg("--schema")
+        .arg(d.path().join("s.sql"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("loose").and(predicate::str::contains("PRIMARY KEY")));
+    assert!(
+        !d.path().join("hq").join("data.db").exists(),
+        "nothing half-created"
+    );
+}
+
+#[test]
+fn integer_keys_get_a_warning() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("s.sql"),
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v);",
+    )
+    .unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(d.path().join("hq"))
+        .arg("--schema")
+        .arg(d.path().join("s.sql"))
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("warning")
+                .and(predicate::str::contains("INTEGER PRIMARY KEY")),
+        );
+}
+
+#[test]
+fn the_documented_user_flow_works_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let usb = root.join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    std::fs::write(
+        root.join("schema.sql"),
+        "CREATE TABLE opty(id TEXT PRIMARY KEY, name TEXT, sales_rep TEXT);",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("data.sql"),
+        "INSERT INTO opty VALUES ('o1', 'Deal', 'Keith Palmer');",
+    )
+    .unwrap();
+    let (hq, laptop, tablet) = (root.join("hq"), root.join("laptop"), root.join("tablet"));
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(root.join("schema.sql"))
+        .arg("--data")
+        .arg(root.join("data.sql"))
+        .assert()
+        .success();
+    for (dir, name) in [(&laptop, "alice"), (&tablet, "bob")] {
+        berth()
+            .args(["init", "node"])
+            .arg(dir)
+            .args(["--name", name, "--via"])
+            .arg(&usb)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("enrollment request"));
+        berth()
+            .args(["node", "add", name, "--site"])
+            .arg(&hq)
+            .arg("--via")
+            .arg(&usb)
+            .args(["--attr", "employee=E1"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("registered node"));
+        berth()
+            .args(["dock", "--site"])
+            .arg(dir)
+            .arg("--via")
+            .arg(&usb)
+            .assert()
+            .success();
+    }
+    // Approving the same node twice is refused.
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&usb)
+        .assert()
+        .failure();
+    sql(
+        &laptop.join("data.db"),
+        "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'o1';",
+    );
+    sql(
+        &tablet.join("data.db"),
+        "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'o1';",
+    );
+    for _ in 0..3 {
+        for site in [&laptop, &tablet, &hq] {
+            berth()
+                .args(["dock", "--site"])
+                .arg(site)
+                .arg("--via")
+                .arg(&usb)
+                .assert()
+                .success();
+        }
+    }
+    for site in [&hq, &laptop, &tablet] {
+        assert_eq!(
+            query(&site.join("data.db"), "SELECT sales_rep FROM opty"),
+            "Carl Lake"
+        );
+    }
+    let out = berth()
+        .args(["status", "--json", "--site"])
+        .arg(&hq)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["role"], "central");
+    assert_eq!(st["conflicts"], 1);
+    assert_eq!(st["peers"].as_array().unwrap().len(), 2);
+    let out = berth()
+        .args(["conflicts", "--json", "--site"])
+        .arg(&hq)
+        .output()
+        .unwrap();
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c[0]["node"], "bob");
+    assert_eq!(c[0]["kind"], "update-update");
+    berth()
+        .args(["status", "--site"])
+        .arg(&laptop)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("alice (node)"));
+    // A second dock of a running site is refused while the first holds the lock.
+    let _held = std::fs::File::options()
+        .write(true)
+        .open(hq.join("berth.lock"))
+        .unwrap();
+    _held.try_lock().unwrap();
+    berth()
+        .args(["dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&usb)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("busy"));
+}
+
+#[test]
+fn dock_reports_a_missing_exchange_folder() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("s.sql"),
+        "CREATE TABLE t(id TEXT PRIMARY KEY);",
+    )
+    .unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(d.path().join("hq"))
+        .arg("--schema")
+        .arg(d.path().join("s.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["dock", "--site"])
+        .arg(d.path().join("hq"))
+        .arg("--via")
+        .arg(d.path().join("nowhere"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nowhere"));
+}
