@@ -385,3 +385,43 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Regression (story seed 18): an update that changed nothing is never sent, so it must not
+/// keep a node from applying central's delete of that row.
+#[test]
+fn noop_update_at_a_node_does_not_block_centrals_delete() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("a", "UPDATE account SET name = name WHERE id = 'a1'");
+    w.exec(
+        "hq",
+        "DELETE FROM opty; DELETE FROM account WHERE id = 'a1'",
+    );
+    w.settle();
+    w.assert_converged();
+    assert_eq!(w.value("a", "SELECT COUNT(*) FROM account"), "0");
+}
+
+/// A central change made before central merged a node's change to the same column must not
+/// overwrite it at the node (node-wins keeps the node's value everywhere).
+#[test]
+fn older_central_change_does_not_overwrite_a_pending_local_change() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.set_policy("opty", "node-wins");
+    w.exec(
+        "a",
+        "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'o1'",
+    );
+    w.dock("a");
+    w.dock("hq");
+    w.exec(
+        "b",
+        "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'o1'",
+    );
+    // b receives a's change (decided before central knew b's) while its own is pending.
+    w.dock("b");
+    assert_eq!(rep(&w, "b"), "'Greg Emerson'");
+    w.settle();
+    w.assert_converged();
+    assert_eq!(rep(&w, "hq"), "'Greg Emerson'");
+    assert!(w.value("b", "SELECT COUNT(*) FROM berth_overrides") != "0");
+}

@@ -497,6 +497,10 @@ impl Pending {
                         .filter(|(c, v)| n.get(*c).is_none_or(|nv| !same(v, nv)))
                         .map(|(c, _)| c.clone())
                         .collect();
+                    if changed.is_empty() {
+                        // An update that changed nothing never travels: nothing to protect.
+                        continue;
+                    }
                     Cols::Some(changed)
                 }
                 _ => Cols::All,
