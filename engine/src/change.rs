@@ -191,7 +191,9 @@ fn to_wire(base: Change, old: Option<Row>, new: Option<Row>, pk_cols: &[String])
                     .collect()
             };
             let new_key = key_of(&new);
-            if !pk_cols.is_empty() && key_of(&old) != new_key {
+            // Corrective changes carry only the corrected columns in `old`: no key there, no key change.
+            let whole_old = pk_cols.iter().all(|c| old.contains_key(c));
+            if !pk_cols.is_empty() && whole_old && key_of(&old) != new_key {
                 let ins = Change {
                     k: new_key,
                     op: Op::I,

@@ -425,3 +425,28 @@ fn older_central_change_does_not_overwrite_a_pending_local_change() {
     assert_eq!(rep(&w, "hq"), "'Greg Emerson'");
     assert!(w.value("b", "SELECT COUNT(*) FROM berth_overrides") != "0");
 }
+
+/// Regression (story seed 19): a partial corrective (only the colliding column) must not be
+/// mistaken for a key change and replace the whole row at the node.
+#[test]
+fn partial_corrective_touches_only_the_colliding_column() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("hq", "UPDATE opty SET amount = 1 WHERE id = 'o1'");
+    w.exec(
+        "a",
+        "UPDATE opty SET amount = 2, name = 'Mine' WHERE id = 'o1'",
+    );
+    w.dock("a");
+    w.dock("hq");
+    // Before the correction arrives, the node changes the name again.
+    w.exec("a", "UPDATE opty SET name = 'Mine again' WHERE id = 'o1'");
+    w.settle();
+    w.assert_converged();
+    assert_eq!(
+        w.value(
+            "a",
+            "SELECT name || '/' || amount FROM opty WHERE id = 'o1'"
+        ),
+        "'Mine again/1.0'"
+    );
+}

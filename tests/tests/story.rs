@@ -78,6 +78,11 @@ fn story(seed: u64) {
     }
     w.settle_in_order(&order);
     let hq = w.dump("hq");
+    if std::env::var("BERTH_KEEP").is_ok() && ["n1", "n2", "n3"].iter().any(|n| w.dump(n) != hq) {
+        eprintln!("seed {seed}: sites kept in {}", w.root.path().display());
+        let w = std::mem::ManuallyDrop::new(w);
+        panic!("seed {seed} diverged; inspect {}", w.root.path().display());
+    }
     for n in ["n1", "n2", "n3"] {
         assert_eq!(
             w.dump(n),
