@@ -111,10 +111,11 @@ pub fn dock(site: &mut Site, via: &Path, opts: &DockOptions) -> Result<DockRepor
             }
             Role::Central => {
                 for p in peer::all(&site.conn)? {
-                    if p.role == "node" && p.revoked.is_none() {
-                        if let Some(path) = write_stream(site, via, &p)? {
-                            report.written.push(path);
-                        }
+                    if p.role == "node"
+                        && p.revoked.is_none()
+                        && let Some(path) = write_stream(site, via, &p)?
+                    {
+                        report.written.push(path);
                     }
                 }
             }

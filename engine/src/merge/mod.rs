@@ -297,18 +297,21 @@ mod tests {
         assert_eq!(r.collision.unwrap().1, vec!["a".to_string()]);
     }
 
-    /// Case table: (current row, change, node_wins) -> (write, collision kind, corrective kind).
+    /// (current row, change, node_wins) -> (write, collision kind, corrective kind).
+    type Case = (
+        Option<Row>,
+        Change,
+        bool,
+        Write,
+        Option<Collision>,
+        Option<&'static str>,
+    );
+
+    /// Case table of every merge outcome.
     #[test]
     fn collision_cases() {
         let cur = row(json!({"id":"o1","v":"c"}));
-        let cases: Vec<(
-            Option<Row>,
-            Change,
-            bool,
-            Write,
-            Option<Collision>,
-            Option<&str>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 None,
                 change(Op::I, None, Some(json!({"id":"o1","v":"n"}))),
