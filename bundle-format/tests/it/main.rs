@@ -6,3 +6,4 @@ mod hostile;
 mod roundtrip;
 mod tools;
 mod util;
+mod vectors;
