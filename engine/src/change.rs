@@ -73,7 +73,9 @@ pub struct Change {
     /// Logical clock of the change (Lamport order across sites).
     #[serde(default)]
     pub c: i64,
-    /// For a marker (`op` A): the recipient's log position merged so far.
+    /// For a marker (`op` A): the recipient's log position merged so far. For a corrective
+    /// change: the position of the recipient's change it corrects (it was decided knowing the
+    /// recipient's changes up to there, and no later ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack: Option<i64>,
 }
@@ -126,7 +128,7 @@ pub fn export(
     mut sink: impl FnMut(&Change) -> Result<()>,
 ) -> Result<u64> {
     let mut st = conn.prepare_cached(
-        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos FROM berth_log
+        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target FROM berth_log
          WHERE pos > ?1 AND (?2 IS NULL OR origin IS NULL OR origin <> ?2)
            AND (target IS NULL OR target = ?2)
          ORDER BY pos",
@@ -148,7 +150,14 @@ pub fn export(
             .and_then(parse_row);
         let o: Option<String> = r.get(6)?;
         let c: i64 = r.get(7)?;
-        let ack: Option<i64> = if op == Op::A { r.get(8)? } else { None };
+        // Markers and corrective changes (targeted at one node) say which of the node's
+        // changes central had merged when it decided them.
+        let targeted = r.get::<_, Option<String>>(9)?.is_some();
+        let ack: Option<i64> = if op == Op::A || targeted {
+            r.get(8)?
+        } else {
+            None
+        };
         let k: Vec<Json> = serde_json::from_str(&pk).unwrap_or_default();
         let base = Change {
             pos,

@@ -417,30 +417,28 @@ fn apply_changes(
         count += 1;
         max_clock = max_clock.max(ch.c);
         match role {
-            Role::Central => {
-                if count == 1 {
-                    // Fig. 5 at central: everything journaled from here on was decided
-                    // knowing this node's changes up to `log_to` (see merge::apply::Pending).
-                    tx.prepare_cached(
-                        "INSERT INTO berth_log(tbl, pk, op, origin_pos, clock, target) VALUES ('', '[]', 'A', ?1, ?2, ?3)",
-                    )?
-                    .execute(params![log_to, clock, sender])?;
-                }
-                CentralMerge {
-                    conn: &tx,
-                    catalog: &catalog,
-                    node: &sender,
-                    bundle_id: &m.bundle_id,
-                    clock,
-                    central: &me,
-                    now,
-                }
-                .merge(&ch, &mut stats)?
+            Role::Central => CentralMerge {
+                conn: &tx,
+                catalog: &catalog,
+                node: &sender,
+                bundle_id: &m.bundle_id,
+                clock,
+                central: &me,
+                now,
             }
+            .merge(&ch, &mut stats)?,
             Role::Node => node_apply.apply(&ch, &mut stats)?,
         }
     }
     drop(node_apply);
+    if role == Role::Central && count > 0 {
+        // Everything journaled after this marker was decided knowing this node's changes
+        // up to `log_to` (see merge::apply::Pending).
+        tx.prepare_cached(
+            "INSERT INTO berth_log(tbl, pk, op, origin_pos, clock, target) VALUES ('', '[]', 'A', ?1, ?2, ?3)",
+        )?
+        .execute(params![log_to, clock, sender])?;
+    }
     store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
     peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
     if role == Role::Node {

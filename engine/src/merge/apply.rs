@@ -528,8 +528,29 @@ impl Pending {
         }
     }
 
-    fn get(&self, tbl: &str, pk: &str) -> Option<&Cols> {
-        self.map.get(&(tbl.to_string(), pk.to_string()))
+    fn get(&self, tbl: &str, pk: &str) -> Option<Cols> {
+        self.map.get(&(tbl.to_string(), pk.to_string())).cloned()
+    }
+
+    /// Local changes to one row after position `after` (for a corrective change, which was
+    /// decided knowing our changes up to `after` only).
+    fn get_after(&self, tbl: &str, pk: &str, after: i64) -> Option<Cols> {
+        let mut out: Option<Cols> = None;
+        for (_, _, _, cols) in self
+            .entries
+            .iter()
+            .filter(|e| e.0 > after && e.1 == tbl && e.2 == pk)
+        {
+            out = Some(match (out, cols) {
+                (Some(Cols::All), _) | (_, Cols::All) => Cols::All,
+                (Some(Cols::Some(mut have)), Cols::Some(more)) => {
+                    have.extend(more.iter().cloned());
+                    Cols::Some(have)
+                }
+                (None, Cols::Some(more)) => Cols::Some(more.clone()),
+            });
+        }
+        out
     }
 }
 
@@ -570,7 +591,10 @@ impl NodeApply<'_> {
             .get(&ch.t)
             .ok_or_else(|| bad(format!("unknown table {}", ch.t)))?;
         let key = ch.key_text();
-        let pending = self.pending.get(&ch.t, &key).cloned();
+        let pending = match ch.ack {
+            Some(after) => self.pending.get_after(&ch.t, &key, after),
+            None => self.pending.get(&ch.t, &key),
+        };
         let keep = |c: &String| match &pending {
             None => true,
             Some(Cols::All) => false,
