@@ -241,7 +241,7 @@ impl Manifest {
     /// format 1; bundle id of 32 lowercase hex; valid site names; recipients sorted and
     /// unique, or exactly `["*"]`; kinds valid, sorted and unique; every entry's kind listed
     /// in `kinds`; entries sorted by name, unique also when lowercased, safe names under
-    /// `payload/`, sha256 of 64 lowercase hex; stream `seq >= 1`, `requires < seq`,
+    /// `payload/`, sha256 of 64 lowercase hex; stream `seq >= 1`,
     /// `1 <= log_from <= log_to + 1`, `requires == log_from - 1`; `critical`
     /// sorted, unique and naming keys present in `extensions`.
     pub fn validate(&self) -> Result<(), BundleError> {

@@ -124,7 +124,9 @@ impl EngineError {
     pub fn is_permanent(&self) -> bool {
         match self {
             EngineError::Bundle(e) => e.is_permanent(),
-            EngineError::BadPayload { .. } | EngineError::Refused { .. } => true,
+            EngineError::BadPayload { .. }
+            | EngineError::Refused { .. }
+            | EngineError::WrongRole { .. } => true,
             _ => false,
         }
     }
