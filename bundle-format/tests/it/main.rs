@@ -3,6 +3,7 @@
 //! refusals of the reader on bundles built by hand.
 
 mod hostile;
+mod props;
 mod roundtrip;
 mod tools;
 mod util;
