@@ -1,0 +1,292 @@
+//! The `berth` binary driven as a user would: bundle verify and inspect on the
+//! test vectors of `bundle-format/tests/vectors/`, key generation, and help texts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn berth() -> Command {
+    Command::cargo_bin("berth").unwrap()
+}
+
+fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bundle-format/tests/vectors")
+}
+
+fn trusted_pub() -> PathBuf {
+    vectors_dir().join("trusted.pub")
+}
+
+struct Vector {
+    name: String,
+    expect: String,
+    bytes: Vec<u8>,
+}
+
+/// Every vector: the `expect:` line and the raw bundle after the `---` line
+/// (format in the vectors' README).
+fn vectors() -> Vec<Vector> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(vectors_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "vector") {
+            continue;
+        }
+        let file = std::fs::read(&path).unwrap();
+        let sep = b"\n---\n";
+        let at = file.windows(sep.len()).position(|w| w == sep).unwrap();
+        let header = std::str::from_utf8(&file[..at]).unwrap();
+        let expect = header
+            .lines()
+            .find_map(|l| l.strip_prefix("expect: "))
+            .unwrap()
+            .to_owned();
+        out.push(Vector {
+            name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+            expect,
+            bytes: file[at + sep.len()..].to_vec(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(
+        out.len() > 40,
+        "vectors missing from {}",
+        vectors_dir().display()
+    );
+    out
+}
+
+/// Writes the raw bundle of `v` to `dir/<name>.berth.zip` (the CLI reads bundles, not vectors).
+fn bundle_file(dir: &Path, v: &Vector) -> PathBuf {
+    let path = dir.join(format!("{}.berth.zip", v.name));
+    std::fs::write(&path, &v.bytes).unwrap();
+    path
+}
+
+fn vector(name: &str) -> Vector {
+    vectors().into_iter().find(|v| v.name == name).unwrap()
+}
+
+#[test]
+fn verify_accepts_valid_and_names_the_kind_of_every_hostile_vector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for v in vectors() {
+        let file = bundle_file(tmp.path(), &v);
+        let out = berth()
+            .args(["bundle", "verify"])
+            .arg(&file)
+            .arg("--trust")
+            .arg(trusted_pub())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // `--trust FILE` trusts the key for whatever site the manifest names (a key
+        // file does not say its site), so a site-bound rule cannot fail here; the
+        // library test of the vectors binds trusted.pub to site hq.
+        let expect = if v.expect == "sender-mismatch" {
+            "ok"
+        } else {
+            v.expect.as_str()
+        };
+        let ok = if expect == "ok" {
+            out.status.success() && stdout.starts_with("ok: ") && stdout.lines().count() == 1
+        } else {
+            !out.status.success()
+                && stdout.lines().count() == 1
+                && stdout.starts_with(&format!("invalid ({expect}): "))
+                && stdout.contains(&format!("{}.berth.zip", v.name))
+        };
+        if !ok {
+            failures.push(format!(
+                "{}: expected {expect}, got {} with stdout {stdout:?} stderr {:?}",
+                v.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn verify_refuses_a_valid_bundle_signed_by_an_untrusted_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    berth()
+        .args(["keys", "generate", "--name", "stranger", "--out"])
+        .arg(tmp.path())
+        .assert()
+        .success();
+    let file = bundle_file(tmp.path(), &vector("ok-one-entry"));
+    berth()
+        .args(["bundle", "verify"])
+        .arg(&file)
+        .arg("--trust")
+        .arg(tmp.path().join("stranger.pub"))
+        .assert()
+        .failure()
+        .stdout(predicate::str::starts_with("invalid (unknown-signer): "));
+    // several --trust files: one of them is the signer
+    berth()
+        .args(["bundle", "verify"])
+        .arg(&file)
+        .arg("--trust")
+        .arg(tmp.path().join("stranger.pub"))
+        .arg(trusted_pub())
+        .assert()
+        .success();
+}
+
+#[test]
+fn inspect_prints_the_unverified_summary_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = bundle_file(tmp.path(), &vector("ok-several-entries"));
+    berth()
+        .args(["bundle", "inspect"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("UNVERIFIED")
+                .and(predicate::str::contains("b0000000000000000000000000000001"))
+                .and(predicate::str::contains("sender     hq"))
+                .and(predicate::str::contains("recipients alice"))
+                .and(predicate::str::contains("payload/extract/orders.jsonl")),
+        );
+
+    let out = berth()
+        .args(["bundle", "inspect", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["bundle_id"], "b0000000000000000000000000000001");
+    assert_eq!(json["sender"]["site"], "hq");
+    assert_eq!(json["entries"].as_array().unwrap().len(), 4);
+
+    // a bad signature does not stop inspect (it shows, unverified) ...
+    let forged = bundle_file(tmp.path(), &vector("bad-signature-manifest-edited"));
+    berth()
+        .args(["bundle", "inspect"])
+        .arg(&forged)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("UNVERIFIED"));
+    // ... but what cannot be opened fails with the reason
+    let junk = bundle_file(tmp.path(), &vector("not-a-zip"));
+    berth()
+        .args(["bundle", "inspect"])
+        .arg(&junk)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a zip archive"));
+}
+
+#[test]
+fn keys_generate_then_show_the_same_key_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let out = berth()
+        .args(["keys", "generate", "--name", "x", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key id "))
+        .unwrap()
+        .to_owned();
+    assert!(key_id.starts_with("ed25519:"), "{stdout}");
+
+    for file in ["x.pub", "x.key"] {
+        berth()
+            .args(["keys", "show"])
+            .arg(dir.join(file))
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(&key_id));
+    }
+    let out = berth()
+        .args(["keys", "show", "--json"])
+        .arg(dir.join("x.pub"))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["key_id"], key_id.as_str());
+
+    // never overwrites a secret key
+    berth()
+        .args(["keys", "generate", "--name", "x", "--out"])
+        .arg(&dir)
+        .assert()
+        .failure();
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("x.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "secret key mode {mode:o}");
+    }
+}
+
+#[test]
+fn keys_show_reads_the_vectors_signer() {
+    let out = berth()
+        .args(["keys", "show"])
+        .arg(vectors_dir().join("TEST-ONLY-signer.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let from_secret = String::from_utf8(out.stdout).unwrap();
+    berth()
+        .args(["keys", "show"])
+        .arg(trusted_pub())
+        .assert()
+        .success()
+        .stdout(from_secret);
+}
+
+/// The subcommands listed under `Commands:` in a help text (without `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_help_text_has_an_example() {
+    // Walks the whole command tree, so a new subcommand without an example fails here.
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = 0;
+    let mut missing = Vec::new();
+    while let Some(path) = todo.pop() {
+        let out = berth().args(&path).arg("--help").output().unwrap();
+        assert!(out.status.success(), "berth {} --help", path.join(" "));
+        let help = String::from_utf8(out.stdout).unwrap();
+        if !help.contains("Example") {
+            missing.push(format!("berth {} --help", path.join(" ")));
+        }
+        for sub in subcommands(&help) {
+            let mut p = path.clone();
+            p.push(sub);
+            todo.push(p);
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "only {seen} help texts found");
+    assert!(missing.is_empty(), "no example in: {}", missing.join(", "));
+}
