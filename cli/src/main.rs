@@ -28,10 +28,16 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a site.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth init central hq --schema samples/sales/schema.sql\n  berth init node laptop --name alice --via /media/usb"
+    )]
     Init(Init),
     /// Manage nodes at central.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth node add alice --site hq --via /media/usb"
+    )]
     Node(NodeCmd),
     /// Apply the bundles addressed to this site, then write its outgoing bundles.
     #[command(
@@ -45,10 +51,16 @@ enum Command {
     #[command(after_help = "Example:\n  berth conflicts --site hq")]
     Conflicts(SiteArgs),
     /// Generate and show keys.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth keys generate --out keys --name admin\n  berth keys show keys/admin.pub"
+    )]
     Keys(KeysCmd),
     /// Look inside and check bundle files.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip\n  berth bundle verify hq_to_alice_0000000002.berth.zip --trust hq/keys/site.pub"
+    )]
     Bundle(BundleCmd),
 }
 
