@@ -197,14 +197,15 @@ enum BundleCmd {
     },
     /// Verify a bundle's signature and every entry's hash; exit 0 only when valid.
     #[command(
-        after_help = "Example:\n  berth bundle verify hq_to_alice_0000000002.berth.zip --trust hq/keys/site.pub"
+        after_help = "Example:\n  berth bundle verify hq_to_alice_0000000002.berth.zip --trust hq=hq/keys/site.pub"
     )]
     Verify {
         /// The bundle file.
         file: PathBuf,
-        /// Public key files (or site folders) to trust.
+        /// Keys to trust: `SITE=KEYFILE` binds the key to that site; a site folder binds its
+        /// own key to its name; a bare `KEYFILE` trusts the key for whatever site it signs as.
         #[arg(long, required = true, num_args = 1..)]
-        trust: Vec<PathBuf>,
+        trust: Vec<String>,
     },
 }
 
@@ -389,16 +390,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
             let mut keys = Vec::new();
             for t in &trust {
-                keys.push(load_public(t)?);
+                keys.push(parse_trust(t)?);
             }
             let result = Bundle::open(f, &label, &Limits::default()).and_then(|b| {
                 // A key file does not say which site it belongs to: trust each for the site
                 // the manifest names; the signature still has to match.
                 let mut tk = TrustedKeys::new();
-                for k in &keys {
+                for (site, k) in &keys {
+                    let site = site
+                        .clone()
+                        .unwrap_or_else(|| b.manifest().sender.site.clone());
                     tk.add(TrustedKey {
                         public: k.clone(),
-                        site: b.manifest().sender.site.clone(),
+                        site,
                         kinds: None,
                     });
                 }
@@ -443,6 +447,21 @@ fn find_request(via: &Path, name: &str) -> Result<PathBuf> {
             }
             .into()
         })
+}
+
+/// `SITE=KEYFILE`, a site folder (bound to its name), or a bare key file (any site).
+fn parse_trust(arg: &str) -> Result<(Option<String>, PublicKey)> {
+    if let Some((site, file)) = arg.split_once('=')
+        && berth_bundle::naming::is_valid_site_name(site)
+    {
+        return Ok((Some(site.to_string()), load_public(Path::new(file))?));
+    }
+    let path = Path::new(arg);
+    if path.is_dir() {
+        let site = Site::open(path).with_context(|| format!("reading site {}", path.display()))?;
+        return Ok((Some(site.name().to_string()), site.public_key()));
+    }
+    Ok((None, load_public(path)?))
 }
 
 fn load_public(path: &Path) -> Result<PublicKey> {
