@@ -77,26 +77,17 @@ enum Triggers {
 enum Variant {
     /// Logs table, key and op only: the cost of a trigger plus a second row insert.
     KeyOnly,
-    /// KeyOnly plus berth's `WHEN (SELECT mode FROM berth_ctx ...) = 0` guard.
-    KeyOnlyGuarded,
     /// Logs whole rows with plain `json_object` (no blob tagging, no guard).
     PlainJson,
 }
 
 impl Variant {
-    const ALL: [Variant; 3] = [
-        Variant::KeyOnly,
-        Variant::KeyOnlyGuarded,
-        Variant::PlainJson,
-    ];
+    const ALL: [Variant; 2] = [Variant::KeyOnly, Variant::PlainJson];
 
     fn sql(self) -> String {
-        let when = match self {
-            Variant::KeyOnlyGuarded => "WHEN (SELECT mode FROM berth_ctx WHERE id = 1) = 0",
-            _ => "",
-        };
+        let when = "";
         let (ins, upd) = match self {
-            Variant::KeyOnly | Variant::KeyOnlyGuarded => (
+            Variant::KeyOnly => (
                 "'item', NEW.id, 'I', NULL, NULL".to_owned(),
                 "'item', NEW.id, 'U', NULL, NULL".to_owned(),
             ),

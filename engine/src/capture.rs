@@ -2,11 +2,17 @@
 //! update and delete into `berth_log`, so any SQLite client's writes are captured.
 //!
 //! The triggers use only SQL that SQLite 3.37 understands (`json_object`, `json_array`,
-//! `hex`, `CASE`), because the writer's SQLite is not ours to choose. Each logs whole rows:
-//! `new` for inserts, `old` and `new` for updates, `old` for deletes. Which columns an update
-//! changed is computed when the change is exported, which keeps the trigger cheap. Blob values
-//! are logged as `["b", "HEX"]` because JSON cannot hold bytes. Capture is skipped while
-//! `berth_ctx.mode` is not 0, which berth sets only inside its own apply transactions.
+//! `hex`, `CASE`), because the writer's SQLite is not ours to choose. They are kept as cheap
+//! as the journal allows, since every application write pays for them:
+//! - insert: the key only; the row is read from the table when the change is exported;
+//! - update: the (new) key and the whole old row; which columns changed, and their new
+//!   values, are worked out at export time against the row as it then is;
+//! - delete: the key and the whole old row.
+//!
+//! Blob values are logged as `["b", "HEX"]` because JSON cannot hold bytes. The triggers
+//! have no `WHEN` guard: while berth applies a bundle it drops them inside its own
+//! transaction ([`suspend`]) and recreates them before commit ([`resume`]); other connections
+//! never see them missing, and no application write pays for a guard.
 
 use crate::error::Result;
 use crate::schema::Table;
@@ -46,16 +52,15 @@ pub fn trigger_sql(t: &Table) -> String {
     let [ins, upd, del] = trigger_names(&t.name);
     let tbl = ident(&t.name);
     let name = literal(&t.name);
-    let when = "WHEN (SELECT mode FROM berth_ctx WHERE id = 1) = 0";
     format!(
-        "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} {when} BEGIN
-  INSERT INTO berth_log(tbl, pk, op, old, new) VALUES ({name}, {knew}, 'I', NULL, {rnew});
+        "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} BEGIN
+  INSERT INTO berth_log(tbl, pk, op) VALUES ({name}, {knew}, 'I');
 END;
-CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} {when} BEGIN
-  INSERT INTO berth_log(tbl, pk, op, old, new) VALUES ({name}, {kold}, 'U', {rold}, {rnew});
+CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} BEGIN
+  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {knew}, 'U', {rold});
 END;
-CREATE TRIGGER {del} AFTER DELETE ON {tbl} {when} BEGIN
-  INSERT INTO berth_log(tbl, pk, op, old, new) VALUES ({name}, {kold}, 'D', {rold}, NULL);
+CREATE TRIGGER {del} AFTER DELETE ON {tbl} BEGIN
+  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});
 END;
 ",
         ins = ident(&ins),
@@ -63,7 +68,6 @@ END;
         del = ident(&del),
         knew = key_json("NEW", t),
         kold = key_json("OLD", t),
-        rnew = row_json("NEW", t),
         rold = row_json("OLD", t),
     )
 }
@@ -71,10 +75,7 @@ END;
 /// (Re)creates the capture triggers of every table and records the tables in `berth_tables`.
 pub fn install(conn: &Connection, tables: &[Table]) -> Result<()> {
     for t in tables {
-        for n in trigger_names(&t.name) {
-            conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {};", ident(&n)))?;
-        }
-        conn.execute_batch(&trigger_sql(t))?;
+        create(conn, t)?;
         conn.execute(
             "INSERT INTO berth_tables(name, pk, cols) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET pk = excluded.pk, cols = excluded.cols",
@@ -84,6 +85,56 @@ pub fn install(conn: &Connection, tables: &[Table]) -> Result<()> {
                 serde_json::to_string(&t.columns).unwrap_or_default()
             ],
         )?;
+    }
+    Ok(())
+}
+
+fn create(conn: &Connection, t: &Table) -> Result<()> {
+    for n in trigger_names(&t.name) {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {};", ident(&n)))?;
+    }
+    conn.execute_batch(&trigger_sql(t))?;
+    Ok(())
+}
+
+/// The replicated tables as recorded in `berth_tables`.
+pub fn recorded(conn: &Connection) -> Result<Vec<Table>> {
+    let mut st = conn.prepare("SELECT name, pk, cols FROM berth_tables ORDER BY name")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (name, pk, cols) = r?;
+        out.push(Table {
+            name,
+            pk: serde_json::from_str(&pk).unwrap_or_default(),
+            columns: serde_json::from_str(&cols).unwrap_or_default(),
+            rowid_key: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Stops capture for the rest of the current transaction: drops every capture trigger.
+/// Call only inside a transaction that ends with [`resume`] (or rolls back).
+pub fn suspend(conn: &Connection) -> Result<()> {
+    for t in recorded(conn)? {
+        for n in trigger_names(&t.name) {
+            conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {};", ident(&n)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores capture: recreates the triggers of every recorded table.
+pub fn resume(conn: &Connection) -> Result<()> {
+    for t in recorded(conn)? {
+        create(conn, &t)?;
     }
     Ok(())
 }
@@ -127,14 +178,17 @@ mod tests {
         assert_eq!(l.len(), 3);
         assert_eq!(l[0].0, "I");
         assert_eq!(l[0].1, r#"["a"]"#);
-        assert_eq!(
-            l[0].3.as_deref(),
-            Some(r#"{"id":"a","n":1,"b":["b","00FF"],"odd \"name":"q"}"#)
+        assert!(
+            l[0].2.is_none() && l[0].3.is_none(),
+            "inserts log the key only"
         );
         assert_eq!(l[1].0, "U");
         assert!(l[1].2.as_deref().unwrap().contains(r#""n":1"#));
-        assert!(l[1].3.as_deref().unwrap().contains(r#""n":2"#));
         assert_eq!(l[2].0, "D");
+        assert_eq!(
+            l[2].2.as_deref(),
+            Some(r#"{"id":"a","n":2,"b":["b","00FF"],"odd \"name":"q"}"#)
+        );
         assert!(l[2].3.is_none());
     }
 
@@ -142,9 +196,9 @@ mod tests {
     fn suppressed_capture_does_not_echo() {
         let c = db();
         c.execute_batch("BEGIN").unwrap();
-        store::set_capture(&c, false).unwrap();
+        suspend(&c).unwrap();
         c.execute_batch("INSERT INTO t(id) VALUES ('x')").unwrap();
-        store::set_capture(&c, true).unwrap();
+        resume(&c).unwrap();
         c.execute_batch("COMMIT; INSERT INTO t(id) VALUES ('y');")
             .unwrap();
         let l = log(&c);

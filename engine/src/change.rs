@@ -7,6 +7,7 @@
 //! insert or update. `o` names the site where the change was made when it is not the sender.
 
 use crate::error::Result;
+use crate::merge::apply::{Catalog, read_row};
 use crate::value::{Row, parse_row, same};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
@@ -119,12 +120,15 @@ pub struct Filter<'a> {
 }
 
 /// Reads log entries in position order and turns them into wire changes, calling `sink` for
-/// each. Updates that changed nothing are dropped; an update that changed the key becomes a
-/// delete and an insert. Returns the number of changes produced.
+/// each. Where the log holds no new row (captured inserts and updates), the row is read from
+/// the table as it is now, so run this inside one read transaction. Updates that changed
+/// nothing are dropped; an update that changed the key becomes a delete and an insert; an
+/// insert or update whose row is gone since is dropped (its delete follows in the log).
+/// Returns the number of changes produced.
 pub fn export(
     conn: &Connection,
     filter: &Filter<'_>,
-    tables: &std::collections::BTreeMap<String, Vec<String>>,
+    catalog: &Catalog,
     mut sink: impl FnMut(&Change) -> Result<()>,
 ) -> Result<u64> {
     let mut st = conn.prepare_cached(
@@ -144,7 +148,7 @@ pub fn export(
             .get::<_, Option<String>>(4)?
             .as_deref()
             .and_then(parse_row);
-        let new = r
+        let stored_new = r
             .get::<_, Option<String>>(5)?
             .as_deref()
             .and_then(parse_row);
@@ -159,6 +163,13 @@ pub fn export(
             None
         };
         let k: Vec<Json> = serde_json::from_str(&pk).unwrap_or_default();
+        let table = catalog.tables.get(&t);
+        let new = match (stored_new, op, table) {
+            (Some(n), _, _) => Some(n),
+            (None, Op::I | Op::U, Some(info)) => read_row(conn, info, &k)?,
+            _ => None,
+        };
+        let pk_cols = table.map(|i| i.pk.clone()).unwrap_or_default();
         let base = Change {
             pos,
             t: t.clone(),
@@ -170,12 +181,7 @@ pub fn export(
             c,
             ack,
         };
-        for ch in to_wire(
-            base,
-            old,
-            new,
-            tables.get(&t).map(Vec::as_slice).unwrap_or(&[]),
-        ) {
+        for ch in to_wire(base, old, new, &pk_cols) {
             sink(&ch)?;
             n += 1;
         }
@@ -183,41 +189,44 @@ pub fn export(
     Ok(n)
 }
 
-/// Turns a logged entry (whole rows) into its wire changes.
+/// Turns a logged entry into its wire changes. `new` is the row now (or as journaled).
 fn to_wire(base: Change, old: Option<Row>, new: Option<Row>, pk_cols: &[String]) -> Vec<Change> {
     match base.op {
         Op::A => vec![base],
-        Op::I => vec![Change { new, ..base }],
+        Op::I => match new {
+            Some(new) => vec![Change {
+                new: Some(new),
+                ..base
+            }],
+            None => vec![],
+        },
         Op::D => vec![Change { old, ..base }],
         Op::U => {
-            let (Some(old), Some(new)) = (old, new) else {
-                return vec![];
-            };
-            let key_of = |row: &Row| -> Vec<Json> {
-                pk_cols
-                    .iter()
-                    .map(|c| row.get(c).cloned().unwrap_or(Json::Null))
-                    .collect()
-            };
-            let new_key = key_of(&new);
-            // Corrective changes carry only the corrected columns in `old`: no key there, no key change.
+            let Some(old) = old else { return vec![] };
+            let old_key: Vec<Json> = pk_cols
+                .iter()
+                .map(|c| old.get(c).cloned().unwrap_or(Json::Null))
+                .collect();
+            // Corrective changes carry only the corrected columns in `old`: no key there,
+            // no key change.
             let whole_old = pk_cols.iter().all(|c| old.contains_key(c));
-            if !pk_cols.is_empty() && whole_old && key_of(&old) != new_key {
-                let ins = Change {
-                    k: new_key,
-                    op: Op::I,
-                    new: Some(new),
+            if !pk_cols.is_empty() && whole_old && old_key != base.k {
+                let mut out = vec![Change {
+                    op: Op::D,
+                    k: old_key,
+                    old: Some(old),
                     ..base.clone()
-                };
-                return vec![
-                    Change {
-                        op: Op::D,
-                        old: Some(old),
+                }];
+                if let Some(new) = new {
+                    out.push(Change {
+                        op: Op::I,
+                        new: Some(new),
                         ..base
-                    },
-                    ins,
-                ];
+                    });
+                }
+                return out;
             }
+            let Some(new) = new else { return vec![] };
             let changed: Row = old
                 .into_iter()
                 .filter(|(c, v)| new.get(c).is_none_or(|nv| !same(v, nv)))
@@ -278,8 +287,12 @@ mod tests {
 
     #[test]
     fn key_change_becomes_delete_and_insert() {
+        // The update trigger logs the new key; the old row holds the old one.
         let w = to_wire(
-            base(Op::U),
+            Change {
+                k: vec![json!("b")],
+                ..base(Op::U)
+            },
             Some(row(json!({"id":"a","n":1}))),
             Some(row(json!({"id":"b","n":1}))),
             &["id".into()],
@@ -288,7 +301,26 @@ mod tests {
             w.iter().map(|c| c.op).collect::<Vec<_>>(),
             vec![Op::D, Op::I]
         );
+        assert_eq!(w[0].k, vec![json!("a")]);
         assert_eq!(w[1].k, vec![json!("b")]);
+        // The row was changed again (or deleted) since: the delete of the old key still goes.
+        let w = to_wire(
+            Change {
+                k: vec![json!("b")],
+                ..base(Op::U)
+            },
+            Some(row(json!({"id":"a","n":1}))),
+            None,
+            &["id".into()],
+        );
+        assert_eq!(w.iter().map(|c| c.op).collect::<Vec<_>>(), vec![Op::D]);
+    }
+
+    #[test]
+    fn changes_to_rows_gone_since_are_dropped() {
+        assert!(to_wire(base(Op::I), None, None, &["id".into()]).is_empty());
+        let old = Some(row(json!({"id":"a","n":1})));
+        assert!(to_wire(base(Op::U), old, None, &["id".into()]).is_empty());
     }
 
     #[test]

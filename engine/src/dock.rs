@@ -388,7 +388,7 @@ fn apply_changes(
         catalog: &catalog,
         bundle_id: &m.bundle_id,
         pending: if role == Role::Node {
-            Pending::load(&tx, p.acked_pos)?
+            Pending::load(&tx, &catalog, p.acked_pos)?
         } else {
             Pending::default()
         },
@@ -521,23 +521,25 @@ pub(crate) fn write_bundle(
 /// or an acknowledgement it has not seen.
 fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     let catalog = site.catalog()?;
-    let clock = store::meta_i64(&site.conn, "clock")?;
-    site.conn.execute(
+    // One snapshot for the log and the rows the export reads.
+    let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+    let clock = store::meta_i64(&tx, "clock")?;
+    tx.execute(
         "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
         params![clock],
     )?;
-    let max_pos = store::max_pos(&site.conn)?;
+    let max_pos = store::max_pos(&tx)?;
     let peer_filter = (site.role() == Role::Central).then_some(p.name.as_str());
     let spool = site.folder("spool");
     let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
     let mut out = std::io::BufWriter::new(&mut tmp);
     let n = change::export(
-        &site.conn,
+        &tx,
         &Filter {
             after: p.acked_pos,
             peer: peer_filter,
         },
-        &catalog.keys(),
+        &catalog,
         |ch| {
             serde_json::to_writer(&mut out, ch).map_err(|e| EngineError::io(&spool, e.into()))?;
             out.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))
@@ -545,6 +547,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     )?;
     out.flush().map_err(|e| EngineError::io(&spool, e))?;
     drop(out);
+    tx.commit()?;
     let ours_waiting = transport::list(via, Some(&p.name))?
         .iter()
         .any(|f| f.sender == site.name());

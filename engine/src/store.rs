@@ -12,6 +12,8 @@ use std::path::Path;
 pub fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    // One statement per (table, operation, column set) is prepared during a merge.
+    conn.set_prepared_statement_cache_capacity(512);
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
@@ -21,12 +23,9 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// DDL of berth's own tables. `berth_ctx` steers the capture triggers: mode 0 captures,
-/// mode 1 suppresses (set only inside berth's own transactions, never visible to others).
+/// DDL of berth's own tables.
 pub const DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS berth_meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS berth_ctx(id INTEGER PRIMARY KEY CHECK (id = 1), mode INTEGER NOT NULL DEFAULT 0);
-INSERT OR IGNORE INTO berth_ctx(id, mode) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS berth_log(
   pos INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,
@@ -133,11 +132,14 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Suppresses (or restores) capture for the rest of the current transaction.
+/// Suppresses (or restores) capture for the rest of the current transaction (see
+/// [`crate::capture::suspend`]).
 pub fn set_capture(conn: &Connection, on: bool) -> Result<()> {
-    conn.prepare_cached("UPDATE berth_ctx SET mode = ?1 WHERE id = 1")?
-        .execute(params![if on { 0 } else { 1 }])?;
-    Ok(())
+    if on {
+        crate::capture::resume(conn)
+    } else {
+        crate::capture::suspend(conn)
+    }
 }
 
 /// Highest position in the log (0 when empty).

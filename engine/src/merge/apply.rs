@@ -275,6 +275,15 @@ impl CentralMerge<'_> {
             stats.conflicts += 1;
             return Ok(());
         };
+        match self.fast_path(t, ch) {
+            Ok(true) => {
+                stats.applied += 1;
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(WriteError::Payload(r)) => return Err(bad(r)),
+            Err(WriteError::Sql(e)) => return Err(e.into()),
+        }
         let current = read_row(self.conn, t, &ch.k)?;
         let node_wins = match t.policy {
             Policy::CentralWins => false,
@@ -346,6 +355,116 @@ impl CentralMerge<'_> {
         Ok((ch.c, std::cmp::Reverse(self.node)) > (theirs.0, std::cmp::Reverse(theirs.1.as_str())))
     }
 
+    /// The common case in one statement, without reading the row first: an insert of a new
+    /// key, an update whose old values all still hold, a delete of an unchanged row. Returns
+    /// false when the statement matched nothing (or broke a constraint), so the full
+    /// collision check decides.
+    fn fast_path(&self, t: &TableInfo, ch: &Change) -> std::result::Result<bool, WriteError> {
+        let empty = Row::new();
+        let new = ch.new.as_ref().unwrap_or(&empty);
+        let old = ch.old.as_ref().unwrap_or(&empty);
+        let tbl = ident(&t.name);
+        let (sql, vals, journal_old) = match ch.op {
+            Op::I => {
+                let cols: Vec<&String> = new.keys().collect();
+                let vals = values(t, &cols, new).map_err(WriteError::Payload)?;
+                let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+                let marks = (1..=cols.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let pk = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+                (
+                    format!(
+                        "INSERT INTO {tbl} ({names}) VALUES ({marks}) ON CONFLICT({pk}) DO NOTHING"
+                    ),
+                    vals,
+                    None,
+                )
+            }
+            Op::U => {
+                let cols: Vec<&String> = old.keys().collect();
+                if cols.is_empty()
+                    || cols
+                        .iter()
+                        .any(|c| !new.contains_key(*c) || t.pk.contains(c))
+                {
+                    return Ok(false);
+                }
+                let mut vals = values(t, &cols, new).map_err(WriteError::Payload)?;
+                vals.extend(values(t, &cols, old).map_err(WriteError::Payload)?);
+                let n = cols.len();
+                let sets = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ?{}", ident(c), i + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut conds: Vec<String> = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} IS ?{}", ident(c), n + i + 1))
+                    .collect();
+                conds.extend(
+                    t.pk.iter()
+                        .enumerate()
+                        .map(|(i, c)| format!("{} = ?{}", ident(c), 2 * n + i + 1)),
+                );
+                vals.extend(
+                    key_values(&ch.k).ok_or_else(|| WriteError::Payload("bad key value".into()))?,
+                );
+                (
+                    format!("UPDATE {tbl} SET {sets} WHERE {}", conds.join(" AND ")),
+                    vals,
+                    Some(old),
+                )
+            }
+            Op::D => {
+                let cols: Vec<&String> = old.keys().collect();
+                if cols.len() != t.cols.len() {
+                    return Ok(false);
+                }
+                let vals = values(t, &cols, old).map_err(WriteError::Payload)?;
+                let conds = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} IS ?{}", ident(c), i + 1))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                (format!("DELETE FROM {tbl} WHERE {conds}"), vals, Some(old))
+            }
+            Op::A => return Ok(false),
+        };
+        let changed = match self
+            .conn
+            .prepare_cached(&sql)?
+            .execute(params_from_iter(vals.iter()))
+        {
+            Ok(n) => n,
+            Err(e) if is_constraint(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if changed != 1 {
+            return Ok(false);
+        }
+        // The statement matched, so the node's old values are central's old values.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO berth_log(tbl, pk, op, old, origin, origin_pos, clock)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                t.name,
+                ch.key_text(),
+                ch.op.as_str(),
+                json_text(journal_old),
+                self.node,
+                ch.pos,
+                ch.c
+            ])?;
+        Ok(true)
+    }
+
     fn execute(
         &self,
         t: &TableInfo,
@@ -353,34 +472,33 @@ impl CentralMerge<'_> {
         cur: Option<&Row>,
         res: &Resolution,
     ) -> std::result::Result<(), WriteError> {
-        let (op, after) = match &res.write {
+        // Journaled like a captured change: the old row; the new one is read at export.
+        let op = match &res.write {
             Write::None => return Ok(()),
             Write::Insert(row) => {
                 insert(self.conn, t, row)?;
-                (Op::I, Some(row.clone()))
+                Op::I
             }
             Write::Update(set) => {
                 update(self.conn, t, &ch.k, set)?;
-                let mut after = cur.cloned().unwrap_or_default();
-                after.extend(set.clone());
-                (Op::U, Some(after))
+                Op::U
             }
             Write::Delete => {
                 delete(self.conn, t, &ch.k)?;
-                (Op::D, None)
+                Op::D
             }
         };
+        let old = if op == Op::I { None } else { cur };
         self.conn
             .prepare_cached(
-                "INSERT INTO berth_log(tbl, pk, op, old, new, origin, origin_pos, clock)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO berth_log(tbl, pk, op, old, origin, origin_pos, clock)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 t.name,
                 ch.key_text(),
                 op.as_str(),
-                json_text(cur),
-                json_text(after.as_ref()),
+                json_text(old),
                 self.node,
                 ch.pos,
                 ch.c
@@ -468,8 +586,9 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Loads the local changes after position `known`.
-    pub fn load(conn: &Connection, known: i64) -> Result<Self> {
+    /// Loads the local changes after position `known`. Captured updates hold the old row
+    /// only; what they changed is judged against the row as it is now.
+    pub fn load(conn: &Connection, catalog: &Catalog, known: i64) -> Result<Self> {
         let mut st = conn.prepare(
             "SELECT pos, tbl, pk, op, old, new FROM berth_log WHERE pos > ?1 ORDER BY pos",
         )?;
@@ -486,11 +605,30 @@ impl Pending {
         let mut p = Pending::default();
         for row in rows {
             let (pos, tbl, pk, op, old, new) = row?;
-            let cols = match (
-                op.as_str(),
-                old.as_deref().and_then(parse_row),
-                new.as_deref().and_then(parse_row),
-            ) {
+            let old = old.as_deref().and_then(parse_row);
+            let info = catalog.tables.get(&tbl);
+            if let (Some(t), Some(o), "U") = (info, &old, op.as_str()) {
+                // A key change: the old key's row is gone, the new key's row is new.
+                let old_key: Vec<serde_json::Value> =
+                    t.pk.iter()
+                        .map(|c| o.get(c).cloned().unwrap_or_default())
+                        .collect();
+                let old_key = serde_json::to_string(&old_key).unwrap_or_default();
+                if old_key != pk {
+                    p.entries.push((pos, tbl.clone(), old_key, Cols::All));
+                    p.entries.push((pos, tbl, pk, Cols::All));
+                    continue;
+                }
+            }
+            let new = match (new.as_deref().and_then(parse_row), info) {
+                (Some(n), _) => Some(n),
+                (None, Some(t)) if op == "U" => {
+                    let key: Vec<serde_json::Value> = serde_json::from_str(&pk).unwrap_or_default();
+                    read_row(conn, t, &key)?
+                }
+                _ => None,
+            };
+            let cols = match (op.as_str(), old, new) {
                 ("U", Some(o), Some(n)) => {
                     let changed: BTreeSet<String> = o
                         .iter()
