@@ -29,6 +29,7 @@ pub mod enroll;
 mod error;
 pub mod merge;
 pub mod peer;
+pub mod route;
 pub mod schema;
 pub mod site;
 pub mod status;

@@ -1,0 +1,50 @@
+//! Routing by visibility (seed 004, Figures 2, 6, 7 and 8): which rows each node may see.
+//!
+//! This module holds, so far, the docking model and its validation; the router that uses
+//! them comes next.
+//!
+//! - [`model::DockingModel`] is the docking model read from TOML (Figure 2): every table's
+//!   [`model::Visibility`] and whether nodes may write it; docking objects with a primary
+//!   table, member tables and their paths to the primary row, visibility rules in sequence
+//!   (SQL rules in the seed's one-pair form and in a set form, and object rules), and related
+//!   objects. [`model::DockingModel::from_toml`] is pure.
+//! - [`check::check`] validates a model against a real schema and returns
+//!   [`check::Finding`]s, each saying what is wrong, where, and what to do;
+//!   [`check::resolve`] also returns the [`check::Resolved`] model the router works from:
+//!   every member's paths to its primary table (the seed's GeneratePrimaryIdSQL, as
+//!   [`check::ResolvedMember::primary_id_sql`]) and the tables each rule reads.
+//!
+//! ```
+//! use berth_engine::route::{check, model::DockingModel};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = DockingModel::from_toml(r#"
+//! version = 1
+//! [nodes]
+//! attributes = ["employee"]
+//! [tables]
+//! opty = { visibility = "limited", node_write = true }
+//! opty_emp = { visibility = "limited" }
+//!
+//! [[object]]
+//! name = "opportunity"
+//! primary_table = "opty"
+//! [[object.member]]
+//! table = "opty_emp"          # path: the foreign key opty_emp.opty_id -> opty.id
+//! [[object.rule]]             # the seed's S_OPTY_EMP rule, in both forms
+//! sql = "SELECT 'X' FROM opty_emp WHERE opty_id = :primary_row_id AND emp_id = :attr_employee"
+//! set_sql = """SELECT oe.opty_id, na.node_id FROM opty_emp oe
+//!   JOIN berth_node_attr na ON na.name = 'employee' AND na.value = oe.emp_id"""
+//! "#)?;
+//! let db = rusqlite::Connection::open_in_memory()?;
+//! db.execute_batch(
+//!     "CREATE TABLE opty(id TEXT PRIMARY KEY, name TEXT);
+//!      CREATE TABLE opty_emp(opty_id TEXT REFERENCES opty(id), emp_id TEXT,
+//!                            PRIMARY KEY (opty_id, emp_id));",
+//! )?;
+//! let findings = check::check(&model, &db)?;
+//! assert!(findings.is_empty(), "{findings:?}");
+//! # Ok(()) }
+//! ```
+
+pub mod check;
+pub mod model;
