@@ -394,6 +394,16 @@ fn apply_changes(
         },
         now,
     };
+    let central_merge = CentralMerge {
+        conn: &tx,
+        catalog: &catalog,
+        node: &sender,
+        bundle_id: &m.bundle_id,
+        clock,
+        central: &me,
+        now,
+        sql: Default::default(),
+    };
     let mut stats = MergeStats::default();
     let mut max_clock = clock;
     let mut count = 0u64;
@@ -417,20 +427,12 @@ fn apply_changes(
         count += 1;
         max_clock = max_clock.max(ch.c);
         match role {
-            Role::Central => CentralMerge {
-                conn: &tx,
-                catalog: &catalog,
-                node: &sender,
-                bundle_id: &m.bundle_id,
-                clock,
-                central: &me,
-                now,
-            }
-            .merge(&ch, &mut stats)?,
+            Role::Central => central_merge.merge(&ch, &mut stats)?,
             Role::Node => node_apply.apply(&ch, &mut stats)?,
         }
     }
     drop(node_apply);
+    drop(central_merge);
     if role == Role::Central && count > 0 {
         // Everything journaled after this marker was decided knowing this node's changes
         // up to `log_to` (see merge::apply::Pending).

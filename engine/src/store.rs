@@ -18,7 +18,7 @@ pub fn open(path: &Path) -> Result<Connection> {
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=ON;
-         PRAGMA cache_size=-65536;",
+         PRAGMA cache_size=-262144;",
     )?;
     Ok(conn)
 }
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS berth_log(
   pos INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,
   pk TEXT NOT NULL,
-  op TEXT NOT NULL CHECK (op IN ('I','U','D','A')),
+  op TEXT NOT NULL CHECK (op = 'I' OR op = 'U' OR op = 'D' OR op = 'A'),
   old TEXT,
   new TEXT,
   origin TEXT,

@@ -259,6 +259,63 @@ pub struct CentralMerge<'a> {
     pub central: &'a str,
     /// Merge time (Unix seconds).
     pub now: i64,
+    /// SQL of the fast-path statements, by (table, operation, column set): building it for
+    /// every change would cost as much as running it.
+    pub sql: FastSql,
+}
+
+/// Cache of fast-path SQL text for one merge.
+#[derive(Debug, Default)]
+pub struct FastSql(std::cell::RefCell<HashMap<(usize, Op, u64), String>>);
+
+/// Bit set of the positions of `cols` in the table's columns (None past 64 columns).
+fn column_mask(t: &TableInfo, cols: &[&String]) -> Option<u64> {
+    let mut mask = 0u64;
+    for c in cols {
+        let i = t.cols.iter().position(|x| x == *c)?;
+        if i >= 64 {
+            return None;
+        }
+        mask |= 1 << i;
+    }
+    Some(mask)
+}
+
+/// The fast-path statement: an insert that does nothing on a key conflict, an update
+/// conditional on the old values, a delete conditional on the whole old row.
+fn fast_sql(t: &TableInfo, op: Op, cols: &[&String]) -> String {
+    let tbl = ident(&t.name);
+    let n = cols.len();
+    let numbered = |from: usize, sep: &str, f: &dyn Fn(&String, usize) -> String| {
+        cols.iter()
+            .enumerate()
+            .map(|(i, c)| f(c, from + i + 1))
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    match op {
+        Op::I => {
+            let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let marks = numbered(0, ", ", &|_, i| format!("?{i}"));
+            let pk = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            format!("INSERT INTO {tbl} ({names}) VALUES ({marks}) ON CONFLICT({pk}) DO NOTHING")
+        }
+        Op::U => {
+            let sets = numbered(0, ", ", &|c, i| format!("{} = ?{i}", ident(c)));
+            let conds = numbered(n, " AND ", &|c, i| format!("{} IS ?{i}", ident(c)));
+            let keys =
+                t.pk.iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ?{}", ident(c), 2 * n + i + 1))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+            format!("UPDATE {tbl} SET {sets} WHERE {conds} AND {keys}")
+        }
+        Op::D | Op::A => {
+            let conds = numbered(0, " AND ", &|c, i| format!("{} IS ?{i}", ident(c)));
+            format!("DELETE FROM {tbl} WHERE {conds}")
+        }
+    }
 }
 
 impl CentralMerge<'_> {
@@ -363,81 +420,75 @@ impl CentralMerge<'_> {
         let empty = Row::new();
         let new = ch.new.as_ref().unwrap_or(&empty);
         let old = ch.old.as_ref().unwrap_or(&empty);
-        let tbl = ident(&t.name);
-        let (sql, vals, journal_old) = match ch.op {
-            Op::I => {
-                let cols: Vec<&String> = new.keys().collect();
-                let vals = values(t, &cols, new).map_err(WriteError::Payload)?;
-                let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-                let marks = (1..=cols.len())
-                    .map(|i| format!("?{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let pk = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-                (
-                    format!(
-                        "INSERT INTO {tbl} ({names}) VALUES ({marks}) ON CONFLICT({pk}) DO NOTHING"
-                    ),
-                    vals,
-                    None,
-                )
-            }
+        let cols: Vec<&String> = match ch.op {
+            Op::I => new.keys().collect(),
+            Op::U => old.keys().collect(),
+            Op::D => old.keys().collect(),
+            Op::A => return Ok(false),
+        };
+        let usable = match ch.op {
+            Op::I => !cols.is_empty(),
             Op::U => {
-                let cols: Vec<&String> = old.keys().collect();
-                if cols.is_empty()
-                    || cols
+                !cols.is_empty()
+                    && cols
                         .iter()
-                        .any(|c| !new.contains_key(*c) || t.pk.contains(c))
-                {
-                    return Ok(false);
-                }
-                let mut vals = values(t, &cols, new).map_err(WriteError::Payload)?;
-                vals.extend(values(t, &cols, old).map_err(WriteError::Payload)?);
-                let n = cols.len();
-                let sets = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{} = ?{}", ident(c), i + 1))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let mut conds: Vec<String> = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{} IS ?{}", ident(c), n + i + 1))
-                    .collect();
-                conds.extend(
-                    t.pk.iter()
-                        .enumerate()
-                        .map(|(i, c)| format!("{} = ?{}", ident(c), 2 * n + i + 1)),
-                );
+                        .all(|c| new.contains_key(*c) && !t.pk.contains(c))
+            }
+            Op::D => cols.len() == t.cols.len(),
+            Op::A => false,
+        };
+        if !usable {
+            return Ok(false);
+        }
+        let vals = self.fast_values(t, ch, &cols)?;
+        let key = column_mask(t, &cols).map(|m| (std::ptr::from_ref(t) as usize, ch.op, m));
+        if let Some(k) = key
+            && let Some(sql) = self.sql.0.borrow().get(&k)
+        {
+            return self.fast_run(t, ch, sql, &vals);
+        }
+        let sql = fast_sql(t, ch.op, &cols);
+        let done = self.fast_run(t, ch, &sql, &vals);
+        if let Some(k) = key {
+            self.sql.0.borrow_mut().insert(k, sql);
+        }
+        done
+    }
+
+    /// The bound values of a fast-path statement, in the order [`fast_sql`] numbers them.
+    fn fast_values(
+        &self,
+        t: &TableInfo,
+        ch: &Change,
+        cols: &[&String],
+    ) -> std::result::Result<Vec<Value>, WriteError> {
+        let empty = Row::new();
+        let new = ch.new.as_ref().unwrap_or(&empty);
+        let old = ch.old.as_ref().unwrap_or(&empty);
+        match ch.op {
+            Op::I => values(t, cols, new).map_err(WriteError::Payload),
+            Op::U => {
+                let mut vals = values(t, cols, new).map_err(WriteError::Payload)?;
+                vals.extend(values(t, cols, old).map_err(WriteError::Payload)?);
                 vals.extend(
                     key_values(&ch.k).ok_or_else(|| WriteError::Payload("bad key value".into()))?,
                 );
-                (
-                    format!("UPDATE {tbl} SET {sets} WHERE {}", conds.join(" AND ")),
-                    vals,
-                    Some(old),
-                )
+                Ok(vals)
             }
-            Op::D => {
-                let cols: Vec<&String> = old.keys().collect();
-                if cols.len() != t.cols.len() {
-                    return Ok(false);
-                }
-                let vals = values(t, &cols, old).map_err(WriteError::Payload)?;
-                let conds = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{} IS ?{}", ident(c), i + 1))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                (format!("DELETE FROM {tbl} WHERE {conds}"), vals, Some(old))
-            }
-            Op::A => return Ok(false),
-        };
+            Op::D | Op::A => values(t, cols, old).map_err(WriteError::Payload),
+        }
+    }
+
+    fn fast_run(
+        &self,
+        t: &TableInfo,
+        ch: &Change,
+        sql: &str,
+        vals: &[Value],
+    ) -> std::result::Result<bool, WriteError> {
         let changed = match self
             .conn
-            .prepare_cached(&sql)?
+            .prepare_cached(sql)?
             .execute(params_from_iter(vals.iter()))
         {
             Ok(n) => n,
@@ -448,6 +499,11 @@ impl CentralMerge<'_> {
             return Ok(false);
         }
         // The statement matched, so the node's old values are central's old values.
+        let journal_old = if ch.op == Op::I {
+            None
+        } else {
+            ch.old.as_ref()
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO berth_log(tbl, pk, op, old, origin, origin_pos, clock)
