@@ -324,6 +324,56 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
     })
 }
 
+/// Payloads up to this size are checked and parsed in memory; larger ones go through a
+/// spool file, so a bundle larger than memory still applies.
+const IN_MEMORY_PAYLOAD: u64 = 256 << 20;
+
+/// A verified, hash-checked payload entry, read line by line.
+pub(crate) enum Payload {
+    /// Held in memory, with the read position.
+    Memory(Vec<u8>, usize),
+    /// Copied to a spool file.
+    File(BufReader<File>),
+}
+
+impl Payload {
+    /// Reads and checks an entry completely before anything of it is parsed.
+    pub(crate) fn read(site: &Site, bundle: &mut Bundle<Verified, File>, name: &str) -> Result<Payload> {
+        let size = bundle.manifest().entry(name).map_or(0, |e| e.size);
+        if size <= IN_MEMORY_PAYLOAD {
+            Ok(Payload::Memory(bundle.read_entry(name, IN_MEMORY_PAYLOAD)?, 0))
+        } else {
+            Ok(Payload::File(BufReader::new(spool_entry(site, bundle, name)?)))
+        }
+    }
+
+    /// Puts the next line (without its newline) into `line`; false at the end.
+    pub(crate) fn next_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<bool> {
+        line.clear();
+        match self {
+            Payload::Memory(data, at) => {
+                if *at >= data.len() {
+                    return Ok(false);
+                }
+                let rest = &data[*at..];
+                let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+                line.extend_from_slice(&rest[..end]);
+                *at += end + 1;
+                Ok(true)
+            }
+            Payload::File(r) => {
+                if r.read_until(b'\n', line)? == 0 {
+                    return Ok(false);
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
 /// Copies a verified entry into a spool file (hash-checked) and returns it rewound.
 pub(crate) fn spool_entry(
     site: &Site,
@@ -367,7 +417,7 @@ fn apply_changes(
     if log_to <= p.applied_pos && acks <= p.acked_pos {
         return Ok(Outcome::Duplicate);
     }
-    let payload = spool_entry(site, bundle, CHANGES_ENTRY)?;
+    let mut payload = Payload::read(site, bundle, CHANGES_ENTRY)?;
     let catalog = site.catalog()?;
     let me = site.name().to_string();
     let role = site.role();
@@ -407,14 +457,16 @@ fn apply_changes(
     let mut stats = MergeStats::default();
     let mut max_clock = clock;
     let mut count = 0u64;
-    for (i, line) in BufReader::new(payload).lines().enumerate() {
-        let line = line.map_err(|e| EngineError::io(site_spool(&label), e))?;
-        if line.trim().is_empty() {
+    let mut line = Vec::new();
+    let mut i = 0usize;
+    while payload.next_line(&mut line).map_err(|e| EngineError::io(site_spool(&label), e))? {
+        i += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let ch: Change = serde_json::from_str(&line).map_err(|e| EngineError::BadPayload {
+        let ch: Change = serde_json::from_slice(&line).map_err(|e| EngineError::BadPayload {
             bundle: label.clone(),
-            entry: format!("{CHANGES_ENTRY} line {}", i + 1),
+            entry: format!("{CHANGES_ENTRY} line {i}"),
             reason: e.to_string(),
         })?;
         if ch.pos <= p.applied_pos {
@@ -590,4 +642,31 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
         }
     }
     Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn lines(mut p: Payload) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        while p.next_line(&mut line).unwrap() {
+            out.push(String::from_utf8(line.clone()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn payload_lines_are_the_same_from_memory_and_from_a_spool_file() {
+        for text in ["a\nbb\n\nccc", "a\nbb\n\nccc\n", "", "\n"] {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            f.rewind().unwrap();
+            let from_file = lines(Payload::File(BufReader::new(f)));
+            let from_memory = lines(Payload::Memory(text.as_bytes().to_vec(), 0));
+            assert_eq!(from_file, from_memory, "{text:?}");
+        }
+    }
 }

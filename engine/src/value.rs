@@ -61,6 +61,36 @@ pub fn parse_row(text: &str) -> Option<Row> {
     }
 }
 
+/// Binds a wire value to a statement parameter without copying text (the merge's hot path).
+#[derive(Debug, Clone, Copy)]
+pub struct Bind<'a>(pub &'a Json);
+
+impl Bind<'_> {
+    /// True when the value is a valid wire value (what [`to_sql`] accepts).
+    pub fn is_valid(&self) -> bool {
+        match self.0 {
+            Json::Object(_) => false,
+            Json::Array(_) => to_sql(self.0).is_some(),
+            Json::Number(n) => n.as_i64().is_some() || n.as_f64().is_some(),
+            _ => true,
+        }
+    }
+}
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::ToSqlOutput;
+        Ok(match self.0 {
+            Json::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Json::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            other => match to_sql(other) {
+                Some(v) => ToSqlOutput::Owned(v),
+                None => return Err(rusqlite::Error::InvalidParameterName("not a wire value".into())),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +113,18 @@ mod tests {
     fn integers_and_reals_compare_like_sqlite() {
         assert!(same(&serde_json::json!(1), &serde_json::json!(1.0)));
         assert!(!same(&serde_json::json!(1), &serde_json::json!("1")));
+    }
+
+    #[test]
+    fn bind_writes_what_to_sql_would() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for v in [serde_json::json!("text"), serde_json::json!(7), serde_json::json!(2.5), Json::Null, serde_json::json!(["b", "00ff"])] {
+            assert!(Bind(&v).is_valid());
+            let got: Value = c.query_row("SELECT ?1", [Bind(&v)], |r| r.get(0)).unwrap();
+            assert_eq!(Some(got), to_sql(&v));
+        }
+        assert!(!Bind(&serde_json::json!({"a": 1})).is_valid());
+        assert!(!Bind(&serde_json::json!(["b", "zz"])).is_valid());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::{Collision, Corrective, Policy, Resolution, Write, resolve};
 use crate::change::{Change, Op};
 use crate::error::{EngineError, Result};
 use crate::store::ident;
-use crate::value::{Row, from_sql, parse_row, same, to_sql};
+use crate::value::{Bind, Row, from_sql, parse_row, same, to_sql};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
@@ -117,6 +117,20 @@ fn values(t: &TableInfo, cols: &[&String], row: &Row) -> std::result::Result<Vec
             }
             to_sql(row.get(*c).unwrap_or(&Json::Null))
                 .ok_or_else(|| format!("bad value in column {c}"))
+        })
+        .collect()
+}
+
+/// Like [`values`], borrowing instead of copying.
+fn binds<'r>(t: &TableInfo, cols: &[&String], row: &'r Row) -> std::result::Result<Vec<Bind<'r>>, String> {
+    static NULL: Json = Json::Null;
+    cols.iter()
+        .map(|c| {
+            if !t.cols.contains(c) {
+                return Err(format!("table {} has no column {c}", t.name));
+            }
+            let b = Bind(row.get(*c).unwrap_or(&NULL));
+            if b.is_valid() { Ok(b) } else { Err(format!("bad value in column {c}")) }
         })
         .collect()
 }
@@ -261,12 +275,17 @@ pub struct CentralMerge<'a> {
     pub now: i64,
     /// SQL of the fast-path statements, by (table, operation, column set): building it for
     /// every change would cost as much as running it.
-    pub sql: FastSql,
+    pub sql: FastSql<'a>,
 }
 
-/// Cache of fast-path SQL text for one merge.
+/// Prepared fast-path statements of one merge, by (table, operation, column set), and the
+/// journal insert: preparing or even looking them up by SQL text for every change would cost
+/// as much as running them.
 #[derive(Debug, Default)]
-pub struct FastSql(std::cell::RefCell<HashMap<(usize, Op, u64), String>>);
+pub struct FastSql<'a> {
+    statements: std::cell::RefCell<HashMap<(usize, Op, u64), rusqlite::Statement<'a>>>,
+    journal: std::cell::RefCell<Option<rusqlite::Statement<'a>>>,
+}
 
 /// Bit set of the positions of `cols` in the table's columns (None past 64 columns).
 fn column_mask(t: &TableInfo, cols: &[&String]) -> Option<u64> {
@@ -441,41 +460,44 @@ impl CentralMerge<'_> {
             return Ok(false);
         }
         let vals = self.fast_values(t, ch, &cols)?;
-        let key = column_mask(t, &cols).map(|m| (std::ptr::from_ref(t) as usize, ch.op, m));
-        if let Some(k) = key
-            && let Some(sql) = self.sql.0.borrow().get(&k)
-        {
-            return self.fast_run(t, ch, sql, &vals);
-        }
-        let sql = fast_sql(t, ch.op, &cols);
-        let done = self.fast_run(t, ch, &sql, &vals);
-        if let Some(k) = key {
-            self.sql.0.borrow_mut().insert(k, sql);
-        }
-        done
+        let Some(mask) = column_mask(t, &cols) else {
+            let mut st = self.conn.prepare_cached(&fast_sql(t, ch.op, &cols))?;
+            return self.fast_run(t, ch, &mut st, &vals);
+        };
+        let key = (std::ptr::from_ref(t) as usize, ch.op, mask);
+        let mut statements = self.sql.statements.borrow_mut();
+        let st = match statements.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.conn.prepare(&fast_sql(t, ch.op, &cols))?),
+        };
+        self.fast_run(t, ch, st, &vals)
     }
 
     /// The bound values of a fast-path statement, in the order [`fast_sql`] numbers them.
-    fn fast_values(
+    fn fast_values<'c>(
         &self,
         t: &TableInfo,
-        ch: &Change,
+        ch: &'c Change,
         cols: &[&String],
-    ) -> std::result::Result<Vec<Value>, WriteError> {
-        let empty = Row::new();
-        let new = ch.new.as_ref().unwrap_or(&empty);
-        let old = ch.old.as_ref().unwrap_or(&empty);
+    ) -> std::result::Result<Vec<Bind<'c>>, WriteError> {
+        static EMPTY: std::sync::LazyLock<Row> = std::sync::LazyLock::new(Row::new);
+        let new = ch.new.as_ref().unwrap_or(&EMPTY);
+        let old = ch.old.as_ref().unwrap_or(&EMPTY);
         match ch.op {
-            Op::I => values(t, cols, new).map_err(WriteError::Payload),
+            Op::I => binds(t, cols, new).map_err(WriteError::Payload),
             Op::U => {
-                let mut vals = values(t, cols, new).map_err(WriteError::Payload)?;
-                vals.extend(values(t, cols, old).map_err(WriteError::Payload)?);
-                vals.extend(
-                    key_values(&ch.k).ok_or_else(|| WriteError::Payload("bad key value".into()))?,
-                );
+                let mut vals = binds(t, cols, new).map_err(WriteError::Payload)?;
+                vals.extend(binds(t, cols, old).map_err(WriteError::Payload)?);
+                for k in &ch.k {
+                    let b = Bind(k);
+                    if !b.is_valid() {
+                        return Err(WriteError::Payload("bad key value".into()));
+                    }
+                    vals.push(b);
+                }
                 Ok(vals)
             }
-            Op::D | Op::A => values(t, cols, old).map_err(WriteError::Payload),
+            Op::D | Op::A => binds(t, cols, old).map_err(WriteError::Payload),
         }
     }
 
@@ -483,14 +505,10 @@ impl CentralMerge<'_> {
         &self,
         t: &TableInfo,
         ch: &Change,
-        sql: &str,
-        vals: &[Value],
+        st: &mut rusqlite::Statement<'_>,
+        vals: &[Bind<'_>],
     ) -> std::result::Result<bool, WriteError> {
-        let changed = match self
-            .conn
-            .prepare_cached(sql)?
-            .execute(params_from_iter(vals.iter()))
-        {
+        let changed = match st.execute(params_from_iter(vals.iter())) {
             Ok(n) => n,
             Err(e) if is_constraint(&e) => return Ok(false),
             Err(e) => return Err(e.into()),
@@ -504,20 +522,23 @@ impl CentralMerge<'_> {
         } else {
             ch.old.as_ref()
         };
-        self.conn
-            .prepare_cached(
+        let mut journal = self.sql.journal.borrow_mut();
+        let st = match journal.as_mut() {
+            Some(st) => st,
+            None => journal.insert(self.conn.prepare(
                 "INSERT INTO berth_log(tbl, pk, op, old, origin, origin_pos, clock)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                t.name,
-                ch.key_text(),
-                ch.op.as_str(),
-                json_text(journal_old),
-                self.node,
-                ch.pos,
-                ch.c
-            ])?;
+            )?),
+        };
+        st.execute(params![
+            t.name,
+            ch.key_text(),
+            ch.op.as_str(),
+            json_text(journal_old),
+            self.node,
+            ch.pos,
+            ch.c
+        ])?;
         Ok(true)
     }
 
