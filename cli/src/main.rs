@@ -118,7 +118,8 @@ enum NodeCmd {
         /// The request file (instead of finding it in --via).
         #[arg(long)]
         request: Option<PathBuf>,
-        /// Where to write the extract (defaults to --via, or the request's folder).
+        /// Where to write the extract: a folder, or a file name ending in .zip (defaults to
+        /// --via, or the request's folder).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Node attributes used by visibility rules, KEY=VALUE (repeatable).
@@ -135,7 +136,8 @@ struct DockArgs {
     /// The site folder.
     #[arg(long)]
     site: PathBuf,
-    /// The exchange folder (shared folder, USB stick, ...).
+    /// The exchange folder (shared folder, USB stick, ...), or one bundle file to apply
+    /// (its folder then receives the outgoing bundles).
     #[arg(long)]
     via: PathBuf,
     /// Only write outgoing bundles.
@@ -289,9 +291,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .or(via)
                 .or_else(|| req.parent().map(Path::to_path_buf))
                 .unwrap_or_else(|| PathBuf::from("."));
+            // `--out FILE`: written under its self-describing name beside it, then renamed.
+            let out_file =
+                (!out.is_dir() && out.extension().is_some_and(|e| e == "zip")).then(|| out.clone());
+            let out_dir = match &out_file {
+                Some(f) => f
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+                None => out,
+            };
             let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
-            let added = enroll::add_node(&mut s, &name, &req, &attrs, &out)
+            let mut added = enroll::add_node(&mut s, &name, &req, &attrs, &out_dir)
                 .with_context(|| format!("approving {name} from {}", req.display()))?;
+            if let Some(f) = out_file {
+                std::fs::rename(&added.extract, &f)
+                    .with_context(|| format!("writing {}", f.display()))?;
+                added.extract = f;
+            }
             if request.is_none() {
                 transport::move_into(&req, &s.folder("archive"))?;
             }
@@ -314,8 +331,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 download: !a.upload_only,
                 fail_after: None,
             };
-            let report = dock(&mut s, &a.via, &opts)
-                .with_context(|| format!("docking {} via {}", s.name(), a.via.display()))?;
+            let via = if a.via.is_file() {
+                berth_engine::dock::import_file(&s, &a.via)
+                    .with_context(|| format!("taking in {}", a.via.display()))?;
+                a.via
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+            } else {
+                a.via.clone()
+            };
+            let report = dock(&mut s, &via, &opts)
+                .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
             if a.json {
                 output::json(&report)?;
             } else {

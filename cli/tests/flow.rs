@@ -232,3 +232,70 @@ fn dock_reports_a_missing_exchange_folder() {
         .failure()
         .stderr(predicate::str::contains("nowhere"));
 }
+
+/// Admins who prefer explicit files: `--request FILE`, `--out FILE`, and `dock --via FILE`.
+#[test]
+fn explicit_request_and_extract_files_work() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let (stick, mail) = (root.join("stick"), root.join("mail"));
+    std::fs::create_dir_all(&stick).unwrap();
+    std::fs::create_dir_all(&mail).unwrap();
+    std::fs::write(
+        root.join("s.sql"),
+        "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);",
+    )
+    .unwrap();
+    std::fs::write(root.join("d.sql"), "INSERT INTO t VALUES ('x', 'hello');").unwrap();
+    let (hq, laptop) = (root.join("hq"), root.join("laptop"));
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(root.join("s.sql"))
+        .arg("--data")
+        .arg(root.join("d.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["init", "node"])
+        .arg(&laptop)
+        .args(["--name", "alice", "--via"])
+        .arg(&stick)
+        .assert()
+        .success();
+    let request = stick.join("alice_to_all_0000000000.berth.zip");
+    let extract = mail.join("for-alice.zip");
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(&hq)
+        .arg("--request")
+        .arg(&request)
+        .arg("--out")
+        .arg(&extract)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("for-alice.zip"));
+    assert!(extract.is_file());
+    berth()
+        .args(["dock", "--site"])
+        .arg(&laptop)
+        .arg("--via")
+        .arg(&extract)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("applied"));
+    assert_eq!(
+        query(&laptop.join("data.db"), "SELECT v FROM t WHERE id = 'x'"),
+        "hello"
+    );
+    // A bundle for someone else is refused by name.
+    berth()
+        .args(["dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&extract)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not to hq"));
+}

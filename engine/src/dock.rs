@@ -124,6 +124,33 @@ pub fn dock(site: &mut Site, via: &Path, opts: &DockOptions) -> Result<DockRepor
     Ok(report)
 }
 
+/// Takes one explicitly named bundle file (an email attachment, a file an admin handed over)
+/// into the spool under its self-describing name, so the next dock applies it. Only the
+/// manifest is read here; the bundle is verified when it is applied.
+pub fn import_file(site: &Site, path: &Path) -> Result<PathBuf> {
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let bundle = Bundle::open(file, &label, &Limits::default())?;
+    let m = bundle.manifest();
+    if !m.recipients.iter().any(|r| r == site.name()) {
+        return Err(EngineError::Refused {
+            bundle: label,
+            reason: format!("addressed to {:?}, not to {}", m.recipients, site.name()),
+        });
+    }
+    let seq = m.stream.as_ref().map_or(0, |s| s.seq);
+    let name = naming::bundle_file_name(&m.sender.site, site.name(), seq);
+    let spool = site.folder("spool");
+    transport::write_atomic(&spool, &name, |mut out| {
+        let mut input = File::open(path).map_err(|e| EngineError::io(path, e))?;
+        std::io::copy(&mut input, &mut out).map_err(|e| EngineError::io(path, e))?;
+        Ok(out)
+    })
+}
+
 /// Moves the bundles addressed to this site from the exchange folder into the spool.
 fn intake(site: &Site, via: &Path) -> Result<()> {
     let spool = site.folder("spool");
@@ -200,7 +227,11 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                 }
                 Err(e @ EngineError::Injected(_)) => return Err(e),
                 Err(e) => {
+                    // Not the bundle's fault as far as we can tell (a full disk, a lock, a
+                    // constraint of this database): it stays in the spool and waits, visibly.
                     done.insert(f.path.clone());
+                    let reason = format!("could not be applied, retried at every dock: {e}");
+                    record_held(site, &f, &file, &reason)?;
                     Incoming {
                         file,
                         outcome: "retry",
@@ -338,12 +369,21 @@ pub(crate) enum Payload {
 
 impl Payload {
     /// Reads and checks an entry completely before anything of it is parsed.
-    pub(crate) fn read(site: &Site, bundle: &mut Bundle<Verified, File>, name: &str) -> Result<Payload> {
+    pub(crate) fn read(
+        site: &Site,
+        bundle: &mut Bundle<Verified, File>,
+        name: &str,
+    ) -> Result<Payload> {
         let size = bundle.manifest().entry(name).map_or(0, |e| e.size);
         if size <= IN_MEMORY_PAYLOAD {
-            Ok(Payload::Memory(bundle.read_entry(name, IN_MEMORY_PAYLOAD)?, 0))
+            Ok(Payload::Memory(
+                bundle.read_entry(name, IN_MEMORY_PAYLOAD)?,
+                0,
+            ))
         } else {
-            Ok(Payload::File(BufReader::new(spool_entry(site, bundle, name)?)))
+            Ok(Payload::File(BufReader::new(spool_entry(
+                site, bundle, name,
+            )?)))
         }
     }
 
@@ -459,7 +499,10 @@ fn apply_changes(
     let mut count = 0u64;
     let mut line = Vec::new();
     let mut i = 0usize;
-    while payload.next_line(&mut line).map_err(|e| EngineError::io(site_spool(&label), e))? {
+    while payload
+        .next_line(&mut line)
+        .map_err(|e| EngineError::io(site_spool(&label), e))?
+    {
         i += 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;

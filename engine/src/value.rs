@@ -85,7 +85,11 @@ impl rusqlite::ToSql for Bind<'_> {
             Json::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             other => match to_sql(other) {
                 Some(v) => ToSqlOutput::Owned(v),
-                None => return Err(rusqlite::Error::InvalidParameterName("not a wire value".into())),
+                None => {
+                    return Err(rusqlite::Error::InvalidParameterName(
+                        "not a wire value".into(),
+                    ));
+                }
             },
         })
     }
@@ -118,7 +122,13 @@ mod tests {
     #[test]
     fn bind_writes_what_to_sql_would() {
         let c = rusqlite::Connection::open_in_memory().unwrap();
-        for v in [serde_json::json!("text"), serde_json::json!(7), serde_json::json!(2.5), Json::Null, serde_json::json!(["b", "00ff"])] {
+        for v in [
+            serde_json::json!("text"),
+            serde_json::json!(7),
+            serde_json::json!(2.5),
+            Json::Null,
+            serde_json::json!(["b", "00ff"]),
+        ] {
             assert!(Bind(&v).is_valid());
             let got: Value = c.query_row("SELECT ?1", [Bind(&v)], |r| r.get(0)).unwrap();
             assert_eq!(Some(got), to_sql(&v));

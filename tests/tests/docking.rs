@@ -470,3 +470,38 @@ fn key_change_at_a_node_moves_the_row_everywhere() {
         "'a4:Moved'"
     );
 }
+
+/// A central change that breaks a constraint of the node's database (here: a UNIQUE login a
+/// pending local row already took) is not dropped or half-applied: the bundle waits in the
+/// spool and `status` says why.
+#[test]
+fn central_change_refused_by_a_local_constraint_waits_visibly() {
+    let schema = "CREATE TABLE emp(id TEXT PRIMARY KEY, login TEXT UNIQUE);";
+    let w = World::new(schema, "", &["a"]);
+    w.exec("hq", "INSERT INTO emp VALUES ('e1', 'kp')");
+    w.exec("a", "INSERT INTO emp VALUES ('e9', 'kp')");
+    w.dock("hq");
+    let r = w
+        .dock_with(
+            "a",
+            &w.via,
+            &DockOptions {
+                upload: false,
+                ..DockOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.count("retry"), 1, "{r:?}");
+    let st = berth_engine::status::status(&w.open("a")).unwrap();
+    assert_eq!(st.held.len(), 1);
+    assert!(
+        st.held[0].reason.contains("UNIQUE"),
+        "{}",
+        st.held[0].reason
+    );
+    assert_eq!(
+        w.value("a", "SELECT COUNT(*) FROM emp WHERE id = 'e1'"),
+        "0",
+        "nothing half-applied"
+    );
+}

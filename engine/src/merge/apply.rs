@@ -122,7 +122,11 @@ fn values(t: &TableInfo, cols: &[&String], row: &Row) -> std::result::Result<Vec
 }
 
 /// Like [`values`], borrowing instead of copying.
-fn binds<'r>(t: &TableInfo, cols: &[&String], row: &'r Row) -> std::result::Result<Vec<Bind<'r>>, String> {
+fn binds<'r>(
+    t: &TableInfo,
+    cols: &[&String],
+    row: &'r Row,
+) -> std::result::Result<Vec<Bind<'r>>, String> {
     static NULL: Json = Json::Null;
     cols.iter()
         .map(|c| {
@@ -130,7 +134,11 @@ fn binds<'r>(t: &TableInfo, cols: &[&String], row: &'r Row) -> std::result::Resu
                 return Err(format!("table {} has no column {c}", t.name));
             }
             let b = Bind(row.get(*c).unwrap_or(&NULL));
-            if b.is_valid() { Ok(b) } else { Err(format!("bad value in column {c}")) }
+            if b.is_valid() {
+                Ok(b)
+            } else {
+                Err(format!("bad value in column {c}"))
+            }
         })
         .collect()
 }
@@ -468,7 +476,9 @@ impl CentralMerge<'_> {
         let mut statements = self.sql.statements.borrow_mut();
         let st = match statements.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.conn.prepare(&fast_sql(t, ch.op, &cols))?),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.conn.prepare(&fast_sql(t, ch.op, &cols))?)
+            }
         };
         self.fast_run(t, ch, st, &vals)
     }
