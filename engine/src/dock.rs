@@ -9,7 +9,7 @@
 
 use crate::change::{self, Change, Filter};
 use crate::error::{EngineError, Result};
-use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending};
+use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending, is_constraint};
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site};
 use crate::{enroll, store, transport};
@@ -495,6 +495,7 @@ fn apply_changes(
         sql: Default::default(),
     };
     let mut stats = MergeStats::default();
+    let mut deferred = Vec::new();
     let mut max_clock = clock;
     let mut count = 0u64;
     let mut line = Vec::new();
@@ -523,8 +524,17 @@ fn apply_changes(
         max_clock = max_clock.max(ch.c);
         match role {
             Role::Central => central_merge.merge(&ch, &mut stats)?,
-            Role::Node => node_apply.apply(&ch, &mut stats)?,
+            Role::Node => match node_apply.apply(&ch, &mut stats) {
+                // A local row central does not know of yet may stand in the way (a UNIQUE
+                // value taken by a pending insert); a later change of this bundle (central's
+                // correction) may clear it, so try once more at the end.
+                Err(EngineError::Sql(e)) if is_constraint(&e) => deferred.push(ch),
+                other => other?,
+            },
         }
+    }
+    for ch in deferred {
+        node_apply.apply(&ch, &mut stats)?;
     }
     drop(node_apply);
     drop(central_merge);

@@ -504,4 +504,19 @@ fn central_change_refused_by_a_local_constraint_waits_visibly() {
         "0",
         "nothing half-applied"
     );
+    // The node's row reaches central, which refuses it (constraint) and corrects the node;
+    // the correction clears the way and everything settles.
+    w.settle();
+    w.assert_converged();
+    assert_eq!(w.value("a", "SELECT group_concat(id) FROM emp"), "'e1'");
+    assert_eq!(
+        w.value("hq", "SELECT kind FROM berth_conflicts"),
+        "'constraint'"
+    );
+    assert!(
+        berth_engine::status::status(&w.open("a"))
+            .unwrap()
+            .held
+            .is_empty()
+    );
 }

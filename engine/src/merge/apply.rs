@@ -242,7 +242,8 @@ impl From<rusqlite::Error> for WriteError {
     }
 }
 
-fn is_constraint(e: &rusqlite::Error) -> bool {
+/// True for SQLite's constraint violations (UNIQUE, CHECK, NOT NULL, FOREIGN KEY).
+pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
