@@ -50,6 +50,12 @@ enum Command {
     /// List the collisions recorded at central.
     #[command(after_help = "Example:\n  berth conflicts --site hq")]
     Conflicts(SiteArgs),
+    /// Check a docking model (visibility rules) against the site's schema.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth docking check --site hq samples/sales/docking.toml"
+    )]
+    Docking(DockingCmd),
     /// Generate and show keys.
     #[command(
         subcommand,
@@ -159,6 +165,25 @@ struct SiteArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum DockingCmd {
+    /// Validate a docking model: tables, columns, member paths, rule SQL, rules that can never
+    /// match. Exit 0 when there is no error (warnings are printed), 1 otherwise.
+    #[command(
+        after_help = "Example:\n  berth docking check --site hq\n  berth docking check --site hq new-docking.toml --json"
+    )]
+    Check {
+        /// The site whose schema the model is checked against.
+        #[arg(long)]
+        site: PathBuf,
+        /// The model file (defaults to the site's docking.toml).
+        file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -370,6 +395,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output::json(&c)?
             } else {
                 output::conflicts(&c)
+            }
+        }
+        Command::Docking(DockingCmd::Check { site, file, json }) => {
+            let s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            let file = file.unwrap_or_else(|| site.join("docking.toml"));
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading docking model {}", file.display()))?;
+            let findings = berth_engine::route::check::check_toml(&text, &s.conn)?;
+            let is_error = |f: &berth_engine::route::check::Finding| {
+                f.severity() == berth_engine::route::check::Severity::Error
+            };
+            let errors = findings.iter().filter(|f| is_error(f)).count();
+            if json {
+                let list: Vec<_> = findings
+                    .iter()
+                    .map(|f| {
+                        let severity = if is_error(f) { "error" } else { "warning" };
+                        serde_json::json!({"severity": severity, "message": f.to_string()})
+                    })
+                    .collect();
+                output::json(
+                    &serde_json::json!({"file": file, "errors": errors, "findings": list}),
+                )?;
+            } else {
+                for f in &findings {
+                    println!("{f}");
+                }
+                println!(
+                    "{}: {} error(s), {} warning(s)",
+                    file.display(),
+                    errors,
+                    findings.len() - errors
+                );
+            }
+            if errors > 0 {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Keys(KeysCmd::Generate { out, name }) => {

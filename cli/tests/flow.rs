@@ -299,3 +299,61 @@ fn explicit_request_and_extract_files_work() {
         .failure()
         .stderr(predicate::str::contains("not to hq"));
 }
+
+fn samples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales")
+}
+
+/// `init central --docking` validates the model, and `berth docking check` reports findings.
+#[test]
+fn docking_models_are_checked_against_the_schema() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = d.path().join("hq");
+    let s = samples();
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(s.join("schema.sql"))
+        .arg("--data")
+        .arg(s.join("data.sql"))
+        .arg("--docking")
+        .arg(s.join("docking.toml"))
+        .assert()
+        .success();
+    berth()
+        .args(["docking", "check", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 error(s)"));
+    let bad = d.path().join("bad.toml");
+    let text = std::fs::read_to_string(s.join("docking.toml")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace("primary_table = \"opty\"", "primary_table = \"nosuch\""),
+    )
+    .unwrap();
+    let out = berth()
+        .args(["docking", "check", "--json", "--site"])
+        .arg(&hq)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["errors"].as_u64().unwrap() >= 1);
+    assert!(v["findings"].to_string().contains("nosuch"), "{v}");
+    // A central site is not created from a model that does not fit its schema.
+    berth()
+        .args(["init", "central"])
+        .arg(d.path().join("hq2"))
+        .arg("--schema")
+        .arg(s.join("schema.sql"))
+        .arg("--docking")
+        .arg(&bad)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nosuch"));
+    assert!(!d.path().join("hq2").exists());
+}

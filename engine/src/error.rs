@@ -106,6 +106,14 @@ pub enum EngineError {
         /// The site folder.
         path: PathBuf,
     },
+    /// The docking model does not fit the schema (or does not parse).
+    #[error("docking model {path}: {}", findings.join("; "))]
+    Docking {
+        /// The model file.
+        path: PathBuf,
+        /// Every error found, each saying what, where and what to do.
+        findings: Vec<String>,
+    },
     /// A failure injected by a test (crash simulation).
     #[error("injected failure at {0}")]
     Injected(&'static str),

@@ -233,6 +233,20 @@ impl Site {
                 source: e,
             })?;
         let tables = schema::tables(&probe)?;
+        if let Some(d) = init.docking {
+            let text = read_text(d)?;
+            let errors: Vec<String> = crate::route::check::check_toml(&text, &probe)?
+                .into_iter()
+                .filter(|f| f.severity() == crate::route::check::Severity::Error)
+                .map(|f| f.to_string())
+                .collect();
+            if !errors.is_empty() {
+                return Err(EngineError::Docking {
+                    path: d.to_path_buf(),
+                    findings: errors,
+                });
+            }
+        }
         Self::create(init.dir, &config)?;
         if let Some(d) = init.docking {
             let dest = init.dir.join("docking.toml");
