@@ -700,7 +700,6 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     fn lines(mut p: Payload) -> Vec<String> {
         let mut out = Vec::new();
