@@ -34,6 +34,10 @@ fn random_write(w: &World, rng: &mut StdRng) {
 
 fn story(seed: u64) {
     let w = World::new(SCHEMA, DATA, &["n1", "n2", "n3"]);
+    // Every collision policy takes its turn; convergence must hold under each.
+    let policy = ["central-wins", "node-wins", "latest-wins"][(seed % 3) as usize];
+    w.set_policy("account", policy);
+    w.set_policy("opty_emp", policy);
     let mut rng = StdRng::seed_from_u64(seed);
     let stash = w.root.path().join("stash");
     fs::create_dir_all(&stash).unwrap();
