@@ -99,25 +99,18 @@ fn create(conn: &Connection, t: &Table) -> Result<()> {
 
 /// The replicated tables as recorded in `berth_tables`.
 pub fn recorded(conn: &Connection) -> Result<Vec<Table>> {
-    let mut st = conn.prepare("SELECT name, pk, cols FROM berth_tables ORDER BY name")?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (name, pk, cols) = r?;
-        out.push(Table {
-            name,
-            pk: serde_json::from_str(&pk).unwrap_or_default(),
-            columns: serde_json::from_str(&cols).unwrap_or_default(),
+    let catalog =
+        crate::merge::apply::Catalog::load(conn, &Default::default(), Default::default())?;
+    Ok(catalog
+        .tables
+        .into_values()
+        .map(|t| Table {
+            name: t.name,
+            columns: t.cols,
+            pk: t.pk,
             rowid_key: false,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// Stops capture for the rest of the current transaction: drops every capture trigger.

@@ -458,6 +458,7 @@ fn apply_changes(
         return Ok(Outcome::Duplicate);
     }
     let mut payload = Payload::read(site, bundle, CHANGES_ENTRY)?;
+    let spool_path = site.folder("spool").join(&label);
     let catalog = site.catalog()?;
     let me = site.name().to_string();
     let role = site.role();
@@ -502,7 +503,7 @@ fn apply_changes(
     let mut i = 0usize;
     while payload
         .next_line(&mut line)
-        .map_err(|e| EngineError::io(site_spool(&label), e))?
+        .map_err(|e| EngineError::io(&spool_path, e))?
     {
         i += 1;
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -570,10 +571,6 @@ fn apply_changes(
     store::set_capture(&tx, true)?;
     tx.commit()?;
     Ok(Outcome::Applied(stats))
-}
-
-fn site_spool(label: &str) -> PathBuf {
-    PathBuf::from(label)
 }
 
 /// Common header of the bundles this site writes.

@@ -59,14 +59,6 @@ impl Catalog {
         }
         Ok(Catalog { tables })
     }
-
-    /// Key columns of every table (what [`crate::change::export`] needs).
-    pub fn keys(&self) -> BTreeMap<String, Vec<String>> {
-        self.tables
-            .iter()
-            .map(|(n, t)| (n.clone(), t.pk.clone()))
-            .collect()
-    }
 }
 
 fn where_key(t: &TableInfo) -> String {
