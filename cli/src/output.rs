@@ -45,19 +45,30 @@ pub fn status(s: &Status) {
     }
     if !s.peers.is_empty() {
         println!(
-            "\n{:<16} {:<8} {:>8} {:>8} {:>10} {:>10} {:>9}",
-            "peer", "role", "in seq", "out seq", "unacked", "last in", "conflicts"
+            "\n{:<16} {:<8} {:>8} {:>8} {:>10} {:>7} {:>10} {:>10} {:>9}  key",
+            "peer",
+            "role",
+            "in seq",
+            "out seq",
+            "to send",
+            "held",
+            "last in",
+            "last out",
+            "conflicts"
         );
         for p in &s.peers {
             println!(
-                "{:<16} {:<8} {:>8} {:>8} {:>10} {:>10} {:>9}{}",
+                "{:<16} {:<8} {:>8} {:>8} {:>10} {:>7} {:>10} {:>10} {:>9}  {}{}",
                 p.name,
                 p.role,
                 p.in_seq,
                 p.out_seq,
                 p.pending_out,
+                p.held_in,
                 when(p.last_in),
+                when(p.last_out),
                 p.conflicts,
+                p.key_id,
                 if p.revoked.is_some() { "  REVOKED" } else { "" }
             );
         }

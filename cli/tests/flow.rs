@@ -186,12 +186,23 @@ fn the_documented_user_flow_works_end_to_end() {
     let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(c[0]["node"], "bob");
     assert_eq!(c[0]["kind"], "update-update");
+    // The node shows central's key id, to compare with what the admin sees at central.
+    let hq_key = berth()
+        .args(["keys", "show", "--json"])
+        .arg(&hq)
+        .output()
+        .unwrap();
+    let hq_key: serde_json::Value = serde_json::from_slice(&hq_key.stdout).unwrap();
     berth()
         .args(["status", "--site"])
         .arg(&laptop)
         .assert()
         .success()
-        .stdout(predicate::str::contains("alice (node)"));
+        .stdout(
+            predicate::str::contains("alice (node)")
+                .and(predicate::str::contains(hq_key["key_id"].as_str().unwrap())),
+        );
+    assert_eq!(st["peers"][0]["held_in"], 0);
     // A second dock of a running site is refused while the first holds the lock.
     let _held = std::fs::File::options()
         .write(true)

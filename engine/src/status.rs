@@ -20,8 +20,10 @@ pub struct PeerStatus {
     pub last_in: Option<i64>,
     /// Last time a bundle was written for it.
     pub last_out: Option<i64>,
-    /// Our changes it has not acknowledged yet.
+    /// Our changes it has not acknowledged yet (pending outward).
     pub pending_out: i64,
+    /// Its bundles waiting here (pending inward; see `held` for why).
+    pub held_in: i64,
     /// Highest sequence number applied from it.
     pub in_seq: i64,
     /// Last sequence number written to it.
@@ -96,6 +98,11 @@ pub fn status(site: &Site) -> Result<Status> {
             params![p.name],
             |r| r.get(0),
         )?;
+        let held_in: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM berth_held WHERE peer = ?1",
+            params![p.name],
+            |r| r.get(0),
+        )?;
         let key_id = berth_bundle::PublicKey::from_hex(&p.public_key)
             .map(|k| k.key_id().to_string())
             .unwrap_or_default();
@@ -106,6 +113,7 @@ pub fn status(site: &Site) -> Result<Status> {
             last_in: p.last_in,
             last_out: p.last_out,
             pending_out,
+            held_in,
             in_seq: p.in_seq,
             out_seq: p.out_seq,
             conflicts,
