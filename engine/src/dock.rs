@@ -549,6 +549,9 @@ fn apply_changes(
     }
     store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
     peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
+    if role == Role::Central {
+        crate::partial::prune(&tx, &sender, p.acked_pos.max(acks))?;
+    }
     if role == Role::Node {
         // Central has these; keep the newest row so positions never restart.
         let acked = p.acked_pos.max(acks);
@@ -632,23 +635,37 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
         "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
         params![clock],
     )?;
-    let max_pos = store::max_pos(&tx)?;
-    let peer_filter = (site.role() == Role::Central).then_some(p.name.as_str());
     let spool = site.folder("spool");
     let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
     let mut out = std::io::BufWriter::new(&mut tmp);
-    let n = change::export(
-        &tx,
-        &Filter {
-            after: p.acked_pos,
-            peer: peer_filter,
-        },
-        &catalog,
-        |ch| {
-            serde_json::to_writer(&mut out, ch).map_err(|e| EngineError::io(&spool, e.into()))?;
-            out.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))
-        },
-    )?;
+    let (n, max_pos) = match site.role() {
+        Role::Central => {
+            let last = crate::partial::route(&tx, &catalog, p)?;
+            let n = crate::partial::export(&tx, &p.name, p.acked_pos, |line| {
+                out.write_all(line.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(|e| EngineError::io(&spool, e))
+            })?;
+            (n, last)
+        }
+        Role::Node => {
+            let max_pos = store::max_pos(&tx)?;
+            let n = change::export(
+                &tx,
+                &Filter {
+                    after: p.acked_pos,
+                    peer: None,
+                },
+                &catalog,
+                |ch| {
+                    serde_json::to_writer(&mut out, ch)
+                        .map_err(|e| EngineError::io(&spool, e.into()))?;
+                    out.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))
+                },
+            )?;
+            (n, max_pos)
+        }
+    };
     out.flush().map_err(|e| EngineError::io(&spool, e))?;
     drop(out);
     tx.commit()?;

@@ -171,13 +171,17 @@ pub fn add_node(
             out_seq: 1,
             in_seq: 0,
             applied_pos: 0,
-            acked_pos: start,
-            sent_pos: start,
+            // Central's stream to the node is its partial log, which starts empty: the
+            // extract holds everything up to central's position `start`.
+            acked_pos: 0,
+            sent_pos: 0,
             sent_ack: 0,
             last_in: None,
             last_out: Some(now),
             added: now,
             revoked: None,
+            routed_pos: start,
+            partial_pos: 0,
         },
     )?;
     rows_file.rewind().map_err(|e| EngineError::io(&spool, e))?;
@@ -187,7 +191,7 @@ pub fn add_node(
     let stream = StreamPosition {
         seq: 1,
         log_from: 1,
-        log_to: u64::try_from(start).unwrap_or(0),
+        log_to: 0,
         requires: 0,
         acks: 0,
     };
@@ -328,6 +332,8 @@ pub(crate) fn apply_extract(
             last_out: None,
             added: now,
             revoked: None,
+            routed_pos: 0,
+            partial_pos: 0,
         },
     )?;
     store::set_meta(&tx, "central", &central)?;

@@ -28,6 +28,7 @@ pub mod dock;
 pub mod enroll;
 mod error;
 pub mod merge;
+pub mod partial;
 pub mod peer;
 pub mod route;
 pub mod schema;

@@ -34,10 +34,14 @@ pub struct Peer {
     pub added: i64,
     /// When its key was revoked, if it was.
     pub revoked: Option<i64>,
+    /// At central: the last position of central's log routed into this node's partial log.
+    pub routed_pos: i64,
+    /// At central: the last position of this node's partial log.
+    pub partial_pos: i64,
 }
 
 const COLS: &str = "name, public_key, role, attrs, out_seq, in_seq, applied_pos, acked_pos, sent_pos, \
-                    sent_ack, last_in, last_out, added, revoked";
+                    sent_ack, last_in, last_out, added, revoked, routed_pos, partial_pos";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Peer> {
     Ok(Peer {
@@ -55,6 +59,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Peer> {
         last_out: r.get(11)?,
         added: r.get(12)?,
         revoked: r.get(13)?,
+        routed_pos: r.get(14)?,
+        partial_pos: r.get(15)?,
     })
 }
 
@@ -83,10 +89,11 @@ pub fn all(conn: &Connection) -> Result<Vec<Peer>> {
 /// Registers a peer.
 pub fn insert(conn: &Connection, p: &Peer) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO berth_peers({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"),
+        &format!("INSERT INTO berth_peers({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
         params![
             p.name, p.public_key, p.role, p.attrs, p.out_seq, p.in_seq, p.applied_pos, p.acked_pos,
-            p.sent_pos, p.sent_ack, p.last_in, p.last_out, p.added, p.revoked
+            p.sent_pos, p.sent_ack, p.last_in, p.last_out, p.added, p.revoked, p.routed_pos,
+            p.partial_pos
         ],
     )?;
     Ok(())

@@ -80,12 +80,7 @@ pub fn status(site: &Site) -> Result<Status> {
     let mut peers = Vec::new();
     for p in peer::all(conn)? {
         let pending_out: i64 = if site.role() == Role::Central {
-            conn.query_row(
-                "SELECT COUNT(*) FROM berth_log WHERE pos > ?1 AND (origin IS NULL OR origin <> ?2)
-                 AND (target IS NULL OR target = ?2)",
-                params![p.acked_pos, p.name],
-                |r| r.get(0),
-            )?
+            crate::partial::pending(conn, &p)?
         } else {
             conn.query_row(
                 "SELECT COUNT(*) FROM berth_log WHERE pos > ?1",

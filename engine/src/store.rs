@@ -57,8 +57,16 @@ CREATE TABLE IF NOT EXISTS berth_peers(
   last_in INTEGER,
   last_out INTEGER,
   added INTEGER NOT NULL,
-  revoked INTEGER
+  revoked INTEGER,
+  routed_pos INTEGER NOT NULL DEFAULT 0,
+  partial_pos INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS berth_partial(
+  node TEXT NOT NULL,
+  ppos INTEGER NOT NULL,
+  change TEXT NOT NULL,
+  PRIMARY KEY (node, ppos)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS berth_applied(
   bundle_id TEXT PRIMARY KEY,
   peer TEXT NOT NULL,

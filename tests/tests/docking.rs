@@ -520,3 +520,38 @@ fn central_change_refused_by_a_local_constraint_waits_visibly() {
             .is_empty()
     );
 }
+
+/// Central's stream to a node is its partial log: a lost bundle is re-sent with the same
+/// changes, and what the node acknowledged is pruned.
+#[test]
+fn partial_log_is_resent_unchanged_and_pruned_once_acknowledged() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("hq", "INSERT INTO account VALUES ('c1', 'First', NULL)");
+    let lost = w.dock("hq").written[0].clone();
+    let first = std::fs::read(&lost).unwrap();
+    std::fs::remove_file(&lost).unwrap();
+    // The row changes again before the re-send: the routed change still carries what was
+    // decided, and the new change follows it.
+    w.exec("hq", "UPDATE account SET name = 'Second' WHERE id = 'c1'");
+    let again = w.dock("hq").written[0].clone();
+    assert_ne!(
+        std::fs::read(&again).unwrap(),
+        first,
+        "a new bundle with more in it"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT COUNT(*) FROM berth_partial WHERE node = 'a'"),
+        "2"
+    );
+    w.settle();
+    w.assert_converged();
+    assert_eq!(
+        w.value("a", "SELECT name FROM account WHERE id = 'c1'"),
+        "'Second'"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT COUNT(*) FROM berth_partial"),
+        "0",
+        "acknowledged entries are pruned"
+    );
+}
