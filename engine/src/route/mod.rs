@@ -1,7 +1,7 @@
 //! Routing by visibility (seed 004, Figures 2, 6, 7 and 8): which rows each node may see.
 //!
-//! This module holds, so far, the docking model and its validation; the router that uses
-//! them comes next.
+//! This module holds, so far, the docking model, its validation and the reference oracle;
+//! the router that uses them comes next.
 //!
 //! - [`model::DockingModel`] is the docking model read from TOML (Figure 2): every table's
 //!   [`model::Visibility`] and whether nodes may write it; docking objects with a primary
@@ -13,6 +13,9 @@
 //!   [`check::resolve`] also returns the [`check::Resolved`] model the router works from:
 //!   every member's paths to its primary table (the seed's GeneratePrimaryIdSQL, as
 //!   [`check::ResolvedMember::primary_id_sql`]) and the tables each rule reads.
+//! - [`oracle::project`] is the reference oracle: given central and a node, exactly the rows
+//!   (and docking-object instances) that node should hold, written plainly and apart from the
+//!   router so that routing tests can compare every replica with it.
 //!
 //! ```
 //! use berth_engine::route::{check, model::DockingModel};
@@ -48,3 +51,4 @@
 
 pub mod check;
 pub mod model;
+pub mod oracle;

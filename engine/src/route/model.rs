@@ -2,7 +2,7 @@
 //! objects, member tables with their paths to the primary row, visibility rules in sequence,
 //! related objects and the node attributes rules may use.
 //!
-//! [`DockingModel::from_toml`] is pure: it parses the file ([`file`] holds the serde shape)
+//! [`DockingModel::from_toml`] is pure: it parses the file ([`mod@file`] holds the serde shape)
 //! and validates everything that can be decided without the database (names, references
 //! between objects, path syntax and chaining). What needs the schema is
 //! [`super::check`]'s job. The file format is described in
