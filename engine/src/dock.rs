@@ -340,6 +340,7 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
         |r| r.get(0),
     )?;
     if applied {
+        note_sender_view(site, &m)?;
         return Ok(Outcome::Duplicate);
     }
     if m.kinds.iter().any(|k| k == "extract") {
@@ -353,6 +354,20 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
         bundle: label,
         reason: format!("carries nothing this site applies ({:?})", m.kinds),
     })
+}
+
+/// A bundle's `requires` is what its sender believes we acknowledged. If we applied more,
+/// our acknowledgement was lost on the way: forget that we sent it, so the next dock sends
+/// it again (otherwise the sender would keep re-sending what we already have).
+fn note_sender_view(site: &Site, m: &berth_bundle::Manifest) -> Result<()> {
+    if let Some(s) = &m.stream {
+        let requires = i64::try_from(s.requires).unwrap_or(i64::MAX);
+        site.conn.execute(
+            "UPDATE berth_peers SET sent_ack = MIN(sent_ack, ?2) WHERE name = ?1 AND applied_pos > ?2",
+            params![m.sender.site, requires],
+        )?;
+    }
+    Ok(())
 }
 
 /// Payloads up to this size are checked and parsed in memory; larger ones go through a
@@ -455,6 +470,7 @@ fn apply_changes(
         )));
     }
     if log_to <= p.applied_pos && acks <= p.acked_pos {
+        note_sender_view(site, &m)?;
         return Ok(Outcome::Duplicate);
     }
     let mut payload = Payload::read(site, bundle, CHANGES_ENTRY)?;
@@ -628,6 +644,10 @@ pub(crate) fn write_bundle(
 /// or an acknowledgement it has not seen.
 fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     let catalog = site.catalog()?;
+    let model = match site.role() {
+        Role::Central => site.docking_model()?,
+        Role::Node => None,
+    };
     // One snapshot for the log and the rows the export reads.
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
     let clock = store::meta_i64(&tx, "clock")?;
@@ -640,7 +660,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     let mut out = std::io::BufWriter::new(&mut tmp);
     let (n, max_pos) = match site.role() {
         Role::Central => {
-            let last = crate::partial::route(&tx, &catalog, p)?;
+            let last = crate::partial::route(&tx, &catalog, p, model.as_ref())?;
             let n = crate::partial::export(&tx, &p.name, p.acked_pos, |line| {
                 out.write_all(line.as_bytes())
                     .and_then(|()| out.write_all(b"\n"))

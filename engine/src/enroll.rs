@@ -131,9 +131,30 @@ pub fn add_node(
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
     let start = store::max_pos(&tx)?;
     let mut rows = 0u64;
+    let model = site.docking_model()?;
     {
         let mut w = std::io::BufWriter::new(&mut rows_file);
-        for t in schema::tables(&tx)? {
+        let mut write_row = |table: &str, row: &Row| -> Result<()> {
+            let line = serde_json::json!({"t": table, "r": row});
+            serde_json::to_writer(&mut w, &line).map_err(|e| EngineError::io(&spool, e.into()))?;
+            w.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))?;
+            rows += 1;
+            Ok(())
+        };
+        if let Some(model) = &model {
+            // Partial extract: what this node sees (enterprise tables whole, limited tables
+            // by its docking objects), and the rows it holds from now on.
+            let who = crate::route::oracle::Node {
+                name: name.to_string(),
+                attributes: attrs.clone(),
+            };
+            for (table, table_rows) in crate::partial::initial_rows(&tx, model, &who)? {
+                for row in table_rows.values() {
+                    write_row(&table, row)?;
+                }
+            }
+        }
+        for t in schema::tables(&tx)?.into_iter().filter(|_| model.is_none()) {
             let cols = t
                 .columns
                 .iter()
@@ -147,11 +168,7 @@ pub fn add_node(
                 for (i, c) in t.columns.iter().enumerate() {
                     row.insert(c.clone(), from_sql(r.get_ref(i)?));
                 }
-                let line = serde_json::json!({"t": t.name, "r": row});
-                serde_json::to_writer(&mut w, &line)
-                    .map_err(|e| EngineError::io(&spool, e.into()))?;
-                w.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))?;
-                rows += 1;
+                write_row(&t.name, &row)?;
             }
         }
         w.flush().map_err(|e| EngineError::io(&spool, e))?;

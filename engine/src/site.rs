@@ -160,6 +160,11 @@ impl Site {
         let key = SecretKey::from_text(&read_text(&key_path)?)?;
         let conn = store::open(&dir.join("data.db"))?;
         store::install(&conn)?;
+        if config.role == Role::Node {
+            // A partial replica may hold a row whose parent it does not see; central enforces
+            // foreign keys, a node applies central's decisions as they come.
+            conn.execute_batch("PRAGMA foreign_keys=OFF;")?;
+        }
         let site = Site {
             dir: dir.to_path_buf(),
             config,
@@ -323,6 +328,21 @@ impl Site {
     /// The site's public key.
     pub fn public_key(&self) -> PublicKey {
         self.key.public()
+    }
+
+    /// The docking model (`docking.toml` in the site folder), if the site has one.
+    pub fn docking_model(&self) -> Result<Option<crate::route::model::DockingModel>> {
+        let path = self.dir.join("docking.toml");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = read_text(&path)?;
+        crate::route::model::DockingModel::from_toml(&text)
+            .map(Some)
+            .map_err(|e| EngineError::Docking {
+                path,
+                findings: vec![e.to_string()],
+            })
     }
 
     /// The replicated tables with their policies.

@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS berth_partial(
   change TEXT NOT NULL,
   PRIMARY KEY (node, ppos)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS berth_node_rows(
+  node TEXT NOT NULL,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL,
+  PRIMARY KEY (node, tbl, pk)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS berth_applied(
   bundle_id TEXT PRIMARY KEY,
   peer TEXT NOT NULL,

@@ -36,6 +36,18 @@ pub type Dump = BTreeMap<String, Vec<String>>;
 impl World {
     /// Creates central from `schema` and `data`, enrolls `nodes` and applies their extracts.
     pub fn new(schema: &str, data: &str, nodes: &[&str]) -> World {
+        let nodes: Vec<(&str, BTreeMap<String, String>)> =
+            nodes.iter().map(|n| (*n, BTreeMap::new())).collect();
+        World::build(schema, data, None, &nodes)
+    }
+
+    /// Like [`World::new`] with a docking model and node attributes (visibility routing).
+    pub fn build(
+        schema: &str,
+        data: &str,
+        docking: Option<&str>,
+        nodes: &[(&str, BTreeMap<String, String>)],
+    ) -> World {
         let root = tempfile::tempdir().unwrap();
         let via = root.path().join("exchange");
         std::fs::create_dir_all(&via).unwrap();
@@ -44,21 +56,25 @@ impl World {
         let data_path = root.path().join("data.sql");
         std::fs::write(&data_path, data).unwrap();
         let central = root.path().join("hq");
+        let docking_path = root.path().join("docking.toml");
+        if let Some(d) = docking {
+            std::fs::write(&docking_path, d).unwrap();
+        }
         let (site, _) = Site::init_central(&CentralInit {
             dir: &central,
             name: Some("hq"),
             schema: &schema_path,
-            docking: None,
+            docking: docking.map(|_| docking_path.as_path()),
             data: Some(&data_path),
         })
         .unwrap();
         let mut hq = site;
         let mut out = Vec::new();
-        for n in nodes {
+        for (n, attrs) in nodes {
             let dir = root.path().join(n);
             let node = Site::init_node(&dir, n).unwrap();
             let req = enroll::write_request(&node, &via).unwrap();
-            enroll::add_node(&mut hq, n, &req, &BTreeMap::new(), &via).unwrap();
+            enroll::add_node(&mut hq, n, &req, attrs, &via).unwrap();
             std::fs::remove_file(&req).unwrap();
             drop(node);
             out.push((n.to_string(), dir));
@@ -70,9 +86,9 @@ impl World {
             central,
             nodes: out,
         };
-        for (n, _) in nodes.iter().map(|n| (n, ())) {
+        for (n, _) in nodes {
             let r = w.dock(n);
-            assert_eq!(r.count("applied"), 1, "extract applies at {n}");
+            assert_eq!(r.count("applied"), 1, "extract applies at {n}: {r:?}");
         }
         w
     }
@@ -139,8 +155,14 @@ impl World {
             let mut moved = 0;
             for n in order {
                 let r = self.dock(n);
+                if round > 17 {
+                    eprintln!("not settling, round {round}, {n}: {r:?}");
+                }
                 moved += r.written.len() + r.count("applied");
                 let r = self.dock("hq");
+                if round > 17 {
+                    eprintln!("not settling, round {round}, hq: {r:?}");
+                }
                 moved += r.written.len() + r.count("applied");
             }
             if moved == 0 {

@@ -555,3 +555,18 @@ fn partial_log_is_resent_unchanged_and_pruned_once_acknowledged() {
         "acknowledged entries are pruned"
     );
 }
+
+/// Regression (routing story): a lost acknowledgement-only bundle must be sent again, or
+/// central keeps re-sending what the node already has and the node keeps skipping it.
+#[test]
+fn lost_acknowledgement_is_sent_again() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("hq", "INSERT INTO account VALUES ('c1', 'Central', NULL)");
+    w.dock("hq");
+    let ack = w.dock("a").written;
+    assert_eq!(ack.len(), 1, "the node acknowledges what it applied");
+    std::fs::remove_file(&ack[0]).unwrap();
+    w.settle();
+    w.assert_converged();
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_partial"), "0");
+}

@@ -135,6 +135,28 @@ fn binds<'r>(
         .collect()
 }
 
+/// Inserts a whole row unless a row with its key exists.
+fn insert_if_missing(
+    conn: &Connection,
+    t: &TableInfo,
+    row: &Row,
+) -> std::result::Result<(), WriteError> {
+    let cols: Vec<&String> = row.keys().collect();
+    let vals = values(t, &cols, row).map_err(WriteError::Payload)?;
+    let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let marks = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO {} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+        ident(&t.name)
+    );
+    conn.prepare_cached(&sql)?
+        .execute(params_from_iter(vals.iter()))?;
+    Ok(())
+}
+
 /// Inserts a whole row, replacing the non-key columns of an existing row with the same key.
 fn upsert(conn: &Connection, t: &TableInfo, row: &Row) -> std::result::Result<(), WriteError> {
     let cols: Vec<&String> = row.keys().collect();
@@ -828,9 +850,14 @@ impl NodeApply<'_> {
                     .filter(|(c, _)| keep(c) && !t.pk.contains(c))
                     .map(|(c, v)| (c.clone(), v.clone()))
                     .collect();
-                match update(self.conn, t, &ch.k, &set) {
-                    Ok(0) => upsert(self.conn, t, new),
-                    other => other.map(|_| ()),
+                if set.is_empty() {
+                    // Only key columns (or only columns kept locally): add the row if missing.
+                    insert_if_missing(self.conn, t, new)
+                } else {
+                    match update(self.conn, t, &ch.k, &set) {
+                        Ok(0) => upsert(self.conn, t, new),
+                        other => other.map(|_| ()),
+                    }
                 }
             }
             (Op::U, _) => {

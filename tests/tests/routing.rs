@@ -1,0 +1,240 @@
+//! Visibility routing stories on the sales sample (seed 004, Figures 6-8): every replica is
+//! compared, row for row, with the reference oracle's projection of central.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use berth_engine::route::model::DockingModel;
+use berth_engine::route::oracle;
+use berth_tests::World;
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn sample(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../samples/sales")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// Nodes standing for employees E1 (Keith Palmer), E2 (Carl Lake) and E3 (Greg Emerson).
+fn sales() -> (World, DockingModel) {
+    let nodes: Vec<(&str, BTreeMap<String, String>)> =
+        [("keith", "E1"), ("carl", "E2"), ("greg", "E3")]
+            .iter()
+            .map(|(n, e)| {
+                (
+                    *n,
+                    BTreeMap::from([("employee".to_string(), e.to_string())]),
+                )
+            })
+            .collect();
+    let docking = sample("docking.toml");
+    let w = World::build(
+        &sample("schema.sql"),
+        &sample("data.sql"),
+        Some(&docking),
+        &nodes,
+    );
+    (w, DockingModel::from_toml(&docking).unwrap())
+}
+
+fn employee(node: &str) -> &'static str {
+    match node {
+        "keith" => "E1",
+        "carl" => "E2",
+        _ => "E3",
+    }
+}
+
+/// Asserts the node holds exactly what the oracle says it should.
+fn assert_projection(w: &World, model: &DockingModel, node: &str) {
+    let central = Connection::open(w.central.join("data.db")).unwrap();
+    let who = oracle::Node::new(node).attr("employee", employee(node));
+    let want = oracle::project(&central, model, &who).unwrap();
+    let replica = Connection::open(w.dir(node).join("data.db")).unwrap();
+    let have = oracle::replica_rows(&replica, model).unwrap();
+    for (table, rows) in &want.rows {
+        assert_eq!(
+            have.get(table),
+            Some(rows),
+            "{node}: table {table} differs from the oracle"
+        );
+    }
+}
+
+fn assert_all(w: &World, model: &DockingModel) {
+    for (n, _) in &w.nodes {
+        assert_projection(w, model, n);
+    }
+}
+
+fn has(w: &World, node: &str, sql: &str) -> bool {
+    w.value(node, &format!("SELECT EXISTS({sql})")) == "1"
+}
+
+#[test]
+fn partial_extracts_hold_exactly_what_each_node_sees() {
+    let (w, model) = sales();
+    assert_all(&w, &model);
+    assert!(has(&w, "keith", "SELECT 1 FROM opty WHERE id = 'O1'"));
+    assert!(!has(&w, "carl", "SELECT 1 FROM opty WHERE id = 'O1'"));
+    assert!(
+        !has(&w, "keith", "SELECT 1 FROM commission"),
+        "central tables never leave"
+    );
+    assert!(
+        has(&w, "carl", "SELECT 1 FROM product"),
+        "enterprise tables reach everyone"
+    );
+}
+
+/// An employee assigned to an opportunity receives it with its related objects; unassigned,
+/// it disappears from that laptop only.
+#[test]
+fn reassigned_opportunity_moves_between_laptops() {
+    let (w, model) = sales();
+    // Keith sees O1 through his assignment and through the quote he owns (the cycle
+    // opportunity <-> quote); hand both over to Carl.
+    w.exec(
+        "hq",
+        "UPDATE opty_emp SET emp_id = 'E2' WHERE opty_id = 'O1' AND emp_id = 'E1';
+         UPDATE quote SET owner_emp_id = 'E2' WHERE opty_id = 'O1';",
+    );
+    w.settle();
+    assert_all(&w, &model);
+    assert!(
+        !has(&w, "keith", "SELECT 1 FROM opty WHERE id = 'O1'"),
+        "left Keith's laptop"
+    );
+    assert!(
+        has(&w, "carl", "SELECT 1 FROM opty WHERE id = 'O1'"),
+        "arrived on Carl's"
+    );
+    assert!(
+        has(&w, "carl", "SELECT 1 FROM quote WHERE opty_id = 'O1'"),
+        "with its quotes"
+    );
+}
+
+/// Field edits flow to central and to the other nodes that see the row, not to the others.
+#[test]
+fn node_edits_reach_exactly_the_nodes_that_see_the_row() {
+    let (w, model) = sales();
+    w.exec(
+        "keith",
+        "UPDATE opty SET name = 'Fleet renewal (signed)' WHERE id = 'O1'",
+    );
+    w.exec("carl", "UPDATE product SET price = price + 1");
+    w.settle();
+    assert_all(&w, &model);
+    assert_eq!(
+        w.value("hq", "SELECT name FROM opty WHERE id = 'O1'"),
+        "'Fleet renewal (signed)'"
+    );
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_conflicts"), "0");
+}
+
+/// A delete at central reaches only the nodes that held the row.
+#[test]
+fn deletes_reach_only_holders() {
+    let (w, model) = sales();
+    let item = w.value(
+        "hq",
+        "SELECT id FROM quote_item WHERE quote_id = 'Q1' LIMIT 1",
+    );
+    w.exec("hq", &format!("DELETE FROM quote_item WHERE id = {item}"));
+    w.dock("hq");
+    // Only Keith, who held it, gets a bundle carrying the delete.
+    let carries = |node: &str| {
+        let p = w.central.join("berth.toml");
+        let _ = p;
+        w.value("hq", &format!("SELECT COUNT(*) FROM berth_partial WHERE node = '{node}' AND change LIKE '%\"op\":\"D\"%'"))
+    };
+    assert_eq!(carries("keith"), "1");
+    assert_eq!(carries("carl"), "0");
+    assert_eq!(carries("greg"), "0");
+    w.settle();
+    assert_all(&w, &model);
+    assert!(!has(
+        &w,
+        "keith",
+        &format!("SELECT 1 FROM quote_item WHERE id = {item}")
+    ));
+}
+
+/// A seeded story: reassignments and quote hand-overs at central, field edits at the nodes,
+/// random docking order and lost bundles. After everything settles, every replica holds
+/// exactly the oracle's projection.
+#[test]
+fn random_routing_story_matches_the_oracle() {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    let seeds: u64 = std::env::var("BERTH_ROUTING_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let only: Option<u64> = std::env::var("BERTH_ROUTING_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for seed in only.map_or(0..seeds, |s| s..s + 1) {
+        eprintln!("routing story seed {seed} (replay: BERTH_ROUTING_SEED={seed})");
+        let (w, model) = sales();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let nodes = ["keith", "carl", "greg"];
+        let emps = ["E1", "E2", "E3", "E4", "E5"];
+        for step in 0..40 {
+            match rng.random_range(0..8) {
+                0 | 1 => {
+                    let o = ["O1", "O2", "O3", "O4"][rng.random_range(0..4)];
+                    let e = emps[rng.random_range(0..emps.len())];
+                    w.exec("hq", &format!("UPDATE opty_emp SET emp_id = '{e}' WHERE opty_id = '{o}' AND rowid = (SELECT MIN(rowid) FROM opty_emp WHERE opty_id = '{o}') AND NOT EXISTS (SELECT 1 FROM opty_emp WHERE opty_id = '{o}' AND emp_id = '{e}')"));
+                }
+                2 => {
+                    let q = ["Q1", "Q2", "Q3", "Q4"][rng.random_range(0..4)];
+                    let e = emps[rng.random_range(0..emps.len())];
+                    w.exec(
+                        "hq",
+                        &format!("UPDATE quote SET owner_emp_id = '{e}' WHERE id = '{q}'"),
+                    );
+                }
+                3 => {
+                    let n = nodes[rng.random_range(0..nodes.len())];
+                    let held = w.value(n, "SELECT id FROM opty ORDER BY random() LIMIT 1");
+                    if held != "NULL" {
+                        w.exec(
+                            n,
+                            &format!(
+                                "UPDATE opty SET name = name || ' [{n} {step}]' WHERE id = {held}"
+                            ),
+                        );
+                    }
+                }
+                4 => {
+                    let n = nodes[rng.random_range(0..nodes.len())];
+                    w.exec(
+                        n,
+                        &format!(
+                            "UPDATE product SET price = {} WHERE id = 'P1'",
+                            rng.random_range(1..1000)
+                        ),
+                    );
+                }
+                _ => {
+                    let site = ["hq", "keith", "carl", "greg"][rng.random_range(0..4)];
+                    let r = w.dock(site);
+                    if rng.random_range(0..5) == 0 {
+                        for p in r.written {
+                            std::fs::remove_file(p).unwrap();
+                        }
+                    }
+                }
+            }
+        }
+        w.settle();
+        for n in nodes {
+            assert_projection(&w, &model, n);
+        }
+    }
+}
