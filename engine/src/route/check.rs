@@ -201,7 +201,7 @@ pub enum Kind {
     },
     /// A related object has no object rule back to this object.
     #[error(
-        "related object {related:?} has no object rule naming {object:?}, so it travels with it only when visible by its own rules; add to {related:?} a rule with object = {object:?} if it should always travel with it"
+        "related object {related:?} travels and leaves with {object:?}, but has no object rule naming {object:?}: a node that sees {related:?} by its own rules does not get {object:?} with it; add to {related:?} a rule with object = {object:?} if it should"
     )]
     RelatedWithoutRule {
         /// This object.
@@ -607,6 +607,12 @@ fn never_visible(model: &DockingModel) -> Vec<Finding> {
                 .any(|r| matches!(r, Rule::Object { object, .. } if can.contains(&key(object))))
             {
                 can.insert(key(&o.name));
+            }
+            // A related object travels with a visible instance (route::oracle).
+            if can.contains(&key(&o.name)) {
+                for r in &o.related {
+                    can.insert(key(&r.object));
+                }
             }
         }
         if can.len() == before {
@@ -1689,6 +1695,41 @@ table = "item"
         assert_eq!(
             compared, 9,
             "3 SQL rules, 3 object rules, 3 related objects"
+        );
+    }
+
+    /// An object with no rules of its own is visible when a visible object relates it.
+    #[test]
+    fn a_related_object_without_rules_is_not_never_visible() {
+        let text = r#"
+version = 1
+[tables]
+a = { visibility = "limited" }
+b = { visibility = "limited" }
+[[object]]
+name = "a"
+primary_table = "a"
+[[object.rule]]
+sql = "SELECT 1 FROM a WHERE id = :primary_row_id AND :node_id IS NOT NULL"
+[[object.related]]
+object = "b"
+sql = "SELECT b_id FROM a WHERE id = :primary_row_id"
+[[object]]
+name = "b"
+primary_table = "b"
+"#;
+        let model = DockingModel::from_toml(text).unwrap();
+        let findings = model_findings(&model);
+        assert!(
+            !findings
+                .iter()
+                .any(|f| matches!(f.kind, Kind::NeverVisible { .. })),
+            "{findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| matches!(f.kind, Kind::RelatedWithoutRule { .. }))
         );
     }
 }
