@@ -476,6 +476,10 @@ fn apply_changes(
     let mut payload = Payload::read(site, bundle, CHANGES_ENTRY)?;
     let spool_path = site.folder("spool").join(&label);
     let catalog = site.catalog()?;
+    let model = match site.role() {
+        Role::Central => site.docking_model()?,
+        Role::Node => None,
+    };
     let me = site.name().to_string();
     let role = site.role();
     let now = store::now();
@@ -510,6 +514,9 @@ fn apply_changes(
         central: &me,
         now,
         sql: Default::default(),
+        auth: model
+            .as_ref()
+            .map(|model| crate::merge::apply::Authorization { model }),
     };
     let mut stats = MergeStats::default();
     let mut deferred = Vec::new();

@@ -76,6 +76,12 @@ impl<'m> Visible<'m> {
         if ch.op == Op::A {
             return true;
         }
+        if ch.ack.is_some() && ch.op == Op::D {
+            // Central undoes a row the node wrote (refused, or not its to hold): whatever the
+            // table, the node has that row.
+            self.held.remove(&(ch.t.clone(), ch.key_text()));
+            return true;
+        }
         match self.visibility(&ch.t) {
             Visibility::Enterprise => true,
             Visibility::Central => false,

@@ -118,7 +118,8 @@ fn reassigned_opportunity_moves_between_laptops() {
     );
 }
 
-/// Field edits flow to central and to the other nodes that see the row, not to the others.
+/// Field edits flow to central and to the other nodes that see the row, not to the others;
+/// edits of a table nodes may not write are refused.
 #[test]
 fn node_edits_reach_exactly_the_nodes_that_see_the_row() {
     let (w, model) = sales();
@@ -133,7 +134,19 @@ fn node_edits_reach_exactly_the_nodes_that_see_the_row() {
         w.value("hq", "SELECT name FROM opty WHERE id = 'O1'"),
         "'Fleet renewal (signed)'"
     );
-    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_conflicts"), "0");
+    // The product catalogue is enterprise and read-only for nodes (node_write = false in the
+    // sample): Carl's price edits are refused and undone.
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT group_concat(DISTINCT kind || ':' || tbl) FROM berth_conflicts"
+        ),
+        "'denied:product'"
+    );
+    assert_eq!(
+        w.value("carl", "SELECT price FROM product WHERE id = 'P1'"),
+        w.value("hq", "SELECT price FROM product WHERE id = 'P1'")
+    );
 }
 
 /// A delete at central reaches only the nodes that held the row.
@@ -237,4 +250,92 @@ fn random_routing_story_matches_the_oracle() {
             assert_projection(&w, &model, n);
         }
     }
+}
+
+/// Invariant 4: a node cannot change rows it cannot see, nor tables it may not write. The
+/// change is refused as a `denied` conflict and undone at the node, which never learns the
+/// hidden row's content.
+#[test]
+fn denied_writes_are_refused_and_undone() {
+    let (w, model) = sales();
+    assert!(!has(&w, "carl", "SELECT 1 FROM opty WHERE id = 'O1'"));
+    w.exec(
+        "carl",
+        "INSERT INTO opty(id, account_id, name) VALUES ('O1', 'A2', 'I want this one');
+         INSERT INTO commission(emp_id, rate) VALUES ('E2', 0.5);",
+    );
+    w.settle();
+    assert_eq!(
+        w.value("hq", "SELECT group_concat(kind || ':' || tbl) FROM (SELECT kind, tbl FROM berth_conflicts WHERE node = 'carl' ORDER BY tbl)"),
+        "'denied:commission,denied:opty'"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT name FROM opty WHERE id = 'O1'"),
+        "'Fleet renewal'",
+        "central unchanged"
+    );
+    assert!(
+        !has(&w, "carl", "SELECT 1 FROM opty WHERE id = 'O1'"),
+        "undone, and the real row not handed over"
+    );
+    assert!(!has(&w, "carl", "SELECT 1 FROM commission"));
+    assert_all(&w, &model);
+}
+
+/// A bundle signed by one node's key but claiming another node's identity is quarantined.
+#[test]
+fn forged_identity_is_refused() {
+    use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition};
+    let (w, _model) = sales();
+    let carl_key = SecretKey::from_text(
+        &std::fs::read_to_string(w.dir("carl").join("keys/site.key")).unwrap(),
+    )
+    .unwrap();
+    let forged = w
+        .via
+        .join(berth_bundle::naming::bundle_file_name("keith", "hq", 1));
+    let file = std::fs::File::create(&forged).unwrap();
+    let mut bw = BundleWriter::new(
+        file,
+        BundleHeader {
+            sender: Party {
+                site: "keith".into(),
+                key_id: carl_key.public().key_id(),
+            },
+            recipients: vec!["hq".into()],
+            created: 0,
+            bundle_id: None,
+            stream: Some(StreamPosition {
+                seq: 1,
+                log_from: 1,
+                log_to: 1,
+                requires: 0,
+                acks: 0,
+            }),
+            schema_checksum: None,
+            software_level: None,
+            critical: vec![],
+            extensions: Default::default(),
+        },
+    )
+    .unwrap();
+    let change = r#"{"pos":1,"t":"opty","k":["O1"],"op":"U","old":{"name":"Fleet renewal"},"new":{"id":"O1","name":"Forged"}}"#;
+    bw.add_bytes(
+        "payload/changes.jsonl",
+        "changes",
+        Compression::Deflate,
+        format!("{change}\n").as_bytes(),
+    )
+    .unwrap();
+    bw.finish(&carl_key).unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+    assert!(
+        r.incoming[0].detail.contains("keith") || r.incoming[0].detail.contains("signer"),
+        "{r:?}"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT name FROM opty WHERE id = 'O1'"),
+        "'Fleet renewal'"
+    );
 }

@@ -299,6 +299,16 @@ pub struct CentralMerge<'a> {
     /// SQL of the fast-path statements, by (table, operation, column set): building it for
     /// every change would cost as much as running it.
     pub sql: FastSql<'a>,
+    /// Write authorization from the docking model (none: every table is open to nodes).
+    pub auth: Option<Authorization<'a>>,
+}
+
+/// What a node may write, from the docking model (seed: a node cannot change rows it
+/// cannot see).
+#[derive(Debug)]
+pub struct Authorization<'a> {
+    /// The site's docking model.
+    pub model: &'a crate::route::model::DockingModel,
 }
 
 /// Prepared fast-path statements of one merge, by (table, operation, column set), and the
@@ -374,6 +384,25 @@ impl CentralMerge<'_> {
             stats.conflicts += 1;
             return Ok(());
         };
+        if let Some(corrective) = self.denied(t, ch)? {
+            // Invariant 4: a node cannot change what it may not see or may not write.
+            let cur = read_row(self.conn, t, &ch.k)?;
+            let cols: Vec<String> = ch
+                .new
+                .as_ref()
+                .or(ch.old.as_ref())
+                .map(|r| r.keys().cloned().collect())
+                .unwrap_or_default();
+            self.record(ch, "denied", &cols, cur.as_ref(), "refused")?;
+            let corrective = match (corrective, cur) {
+                (Corrective::Upsert(_), Some(cur)) => Corrective::Upsert(cur),
+                (Corrective::Upsert(_), None) | (Corrective::Delete, _) => Corrective::Delete,
+                (other, _) => other,
+            };
+            self.journal_corrective(t, ch, &corrective)?;
+            stats.conflicts += 1;
+            return Ok(());
+        }
         match self.fast_path(t, ch) {
             Ok(true) => {
                 stats.applied += 1;
@@ -452,6 +481,41 @@ impl CentralMerge<'_> {
         );
         // Later logical time wins; on a tie the lower site name wins, the same everywhere.
         Ok((ch.c, std::cmp::Reverse(self.node)) > (theirs.0, std::cmp::Reverse(theirs.1.as_str())))
+    }
+
+    /// Write authorization: `None` when the node may make this change, else the kind of
+    /// corrective change that undoes it at the node (`Upsert` = central's row, or a delete
+    /// where central has none; `Delete` = the node may not hold the row at all).
+    fn denied(&self, t: &TableInfo, ch: &Change) -> Result<Option<Corrective>> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let Some(spec) = auth.model.tables.get(&t.name.to_lowercase()) else {
+            return Ok(None);
+        };
+        use crate::route::model::Visibility;
+        if spec.visibility == Visibility::Central {
+            return Ok(Some(Corrective::Delete));
+        }
+        if !spec.node_write {
+            return Ok(Some(Corrective::Upsert(Row::new())));
+        }
+        if spec.visibility == Visibility::Limited {
+            // An insert of a new key is allowed (the row is routed back to the node only if
+            // it may see it); an insert over an existing row it does not hold is not, or its
+            // collision correction would hand it the row.
+            if ch.op == Op::I && read_row(self.conn, t, &ch.k)?.is_none() {
+                return Ok(None);
+            }
+            let holds: bool = self
+                .conn
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM berth_node_rows WHERE node = ?1 AND tbl = ?2 AND pk = ?3)")?
+                .query_row(params![self.node, t.name, ch.key_text()], |r| r.get(0))?;
+            if !holds {
+                return Ok(Some(Corrective::Delete));
+            }
+        }
+        Ok(None)
     }
 
     /// The common case in one statement, without reading the row first: an insert of a new
