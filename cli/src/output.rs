@@ -73,6 +73,12 @@ pub fn status(s: &Status) {
             );
         }
     }
+    for p in s.peers.iter().filter(|p| p.rows_held > 0) {
+        println!(
+            "{:<16} holds {} limited rows (docking objects)",
+            p.name, p.rows_held
+        );
+    }
     if !s.held.is_empty() {
         println!("\nheld bundles:");
         for h in &s.held {

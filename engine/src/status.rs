@@ -24,6 +24,8 @@ pub struct PeerStatus {
     pub pending_out: i64,
     /// Its bundles waiting here (pending inward; see `held` for why).
     pub held_in: i64,
+    /// At central with a docking model: the limited rows the node holds.
+    pub rows_held: i64,
     /// Highest sequence number applied from it.
     pub in_seq: i64,
     /// Last sequence number written to it.
@@ -98,6 +100,11 @@ pub fn status(site: &Site) -> Result<Status> {
             params![p.name],
             |r| r.get(0),
         )?;
+        let rows_held: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM berth_node_rows WHERE node = ?1",
+            params![p.name],
+            |r| r.get(0),
+        )?;
         let key_id = berth_bundle::PublicKey::from_hex(&p.public_key)
             .map(|k| k.key_id().to_string())
             .unwrap_or_default();
@@ -109,6 +116,7 @@ pub fn status(site: &Site) -> Result<Status> {
             last_out: p.last_out,
             pending_out,
             held_in,
+            rows_held,
             in_seq: p.in_seq,
             out_seq: p.out_seq,
             conflicts,

@@ -88,6 +88,19 @@ fn partial_extracts_hold_exactly_what_each_node_sees() {
         has(&w, "carl", "SELECT 1 FROM product"),
         "enterprise tables reach everyone"
     );
+    let st = berth_engine::status::status(&w.open("hq")).unwrap();
+    let keith = st.peers.iter().find(|p| p.name == "keith").unwrap();
+    let limited: i64 = w
+        .value(
+            "keith",
+            "SELECT (SELECT COUNT(*) FROM account) + (SELECT COUNT(*) FROM opty) + (SELECT COUNT(*) FROM quote)",
+        )
+        .parse()
+        .unwrap();
+    assert!(
+        keith.rows_held >= limited,
+        "status counts the rows each node holds"
+    );
 }
 
 /// An employee assigned to an opportunity receives it with its related objects; unassigned,
