@@ -156,10 +156,12 @@ pub fn route(
     model: Option<&DockingModel>,
 ) -> Result<i64> {
     let routed_to = store::max_pos(conn)?;
-    let mut visible = model.map(|m| Visible::load(conn, m, node)).transpose()?;
-    if routed_to <= node.routed_pos && visible.is_none() {
+    if routed_to <= node.routed_pos {
+        // Nothing journaled since the last pass: nothing to route, and no visibility can
+        // have changed (every write at central is journaled).
         return Ok(node.partial_pos);
     }
+    let mut visible = model.map(|m| Visible::load(conn, m, node)).transpose()?;
     let held_before = visible.as_ref().map(|v| v.held.clone()).unwrap_or_default();
     let mut ppos = node.partial_pos;
     let mut insert =
