@@ -50,6 +50,25 @@ enum Command {
     /// List the collisions recorded at central.
     #[command(after_help = "Example:\n  berth conflicts --site hq")]
     Conflicts(SiteArgs),
+    /// Say whether a row is visible to a node, and through which docking objects.
+    #[command(
+        after_help = "Example:\n  berth explain --site hq --node alice opty O1\n  berth explain --site hq --node alice opty_emp '[\"O1\",\"E1\"]' --json"
+    )]
+    Explain {
+        /// The central site.
+        #[arg(long)]
+        site: PathBuf,
+        /// The node.
+        #[arg(long)]
+        node: String,
+        /// The table.
+        table: String,
+        /// The row's key: a JSON array of the key values, or the value of a one-column key.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a docking model (visibility rules) against the site's schema.
     #[command(
         subcommand,
@@ -395,6 +414,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output::json(&c)?
             } else {
                 output::conflicts(&c)
+            }
+        }
+        Command::Explain {
+            site,
+            node,
+            table,
+            key,
+            json,
+        } => {
+            let s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            let model = s.docking_model()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "site {} has no docking model: every node sees every row",
+                    s.name()
+                )
+            })?;
+            let peer = berth_engine::peer::require(&s.conn, &node)?;
+            let attributes: BTreeMap<String, String> =
+                serde_json::from_str(&peer.attrs).unwrap_or_default();
+            let who = berth_engine::route::oracle::Node {
+                name: node.clone(),
+                attributes,
+            };
+            let key: Vec<serde_json::Value> = match serde_json::from_str(&key) {
+                Ok(serde_json::Value::Array(a)) => a,
+                _ => vec![serde_json::Value::String(key.clone())],
+            };
+            let e = berth_engine::route::explain::explain(&s.conn, &model, &who, &table, &key)?;
+            if json {
+                output::json(&e)?;
+            } else {
+                println!(
+                    "{}: {}",
+                    if e.visible { "visible" } else { "not visible" },
+                    e.reason
+                );
+                for i in &e.instances {
+                    println!(
+                        "  {} {} {}",
+                        i.object,
+                        i.id,
+                        if i.visible {
+                            "(visible)"
+                        } else {
+                            "(not visible)"
+                        }
+                    );
+                }
             }
         }
         Command::Docking(DockingCmd::Check { site, file, json }) => {

@@ -368,3 +368,67 @@ fn docking_models_are_checked_against_the_schema() {
         .stderr(predicate::str::contains("nosuch"));
     assert!(!d.path().join("hq2").exists());
 }
+
+/// `berth explain` says whether a row is visible to a node and through which instances.
+#[test]
+fn explain_names_the_instances_behind_an_answer() {
+    let d = tempfile::tempdir().unwrap();
+    let (hq, laptop, usb) = (
+        d.path().join("hq"),
+        d.path().join("laptop"),
+        d.path().join("usb"),
+    );
+    std::fs::create_dir_all(&usb).unwrap();
+    let s = samples();
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(s.join("schema.sql"))
+        .arg("--data")
+        .arg(s.join("data.sql"))
+        .arg("--docking")
+        .arg(s.join("docking.toml"))
+        .assert()
+        .success();
+    berth()
+        .args(["init", "node"])
+        .arg(&laptop)
+        .args(["--name", "alice", "--via"])
+        .arg(&usb)
+        .assert()
+        .success();
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&usb)
+        .args(["--attr", "employee=E1"])
+        .assert()
+        .success();
+    berth()
+        .args(["explain", "--site"])
+        .arg(&hq)
+        .args(["--node", "alice", "opty", "O1"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::starts_with("visible:").and(predicate::str::contains("opportunity")),
+        );
+    let out = berth()
+        .args(["explain", "--json", "--site"])
+        .arg(&hq)
+        .args(["--node", "alice", "opty", "O2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["visible"], false);
+    berth()
+        .args(["explain", "--site"])
+        .arg(&hq)
+        .args(["--node", "nobody", "opty", "O1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nobody"));
+}

@@ -50,5 +50,6 @@
 //! ```
 
 pub mod check;
+pub mod explain;
 pub mod model;
 pub mod oracle;
