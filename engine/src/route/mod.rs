@@ -1,7 +1,7 @@
 //! Routing by visibility (seed 004, Figures 2, 6, 7 and 8): which rows each node may see.
 //!
-//! This module holds, so far, the docking model, its validation and the reference oracle;
-//! the router that uses them comes next.
+//! This module holds the docking model, its validation, the reference oracle and `explain`;
+//! the first router (`crate::partial`) routes with the oracle's projection.
 //!
 //! - [`model::DockingModel`] is the docking model read from TOML (Figure 2): every table's
 //!   [`model::Visibility`] and whether nodes may write it; docking objects with a primary
