@@ -50,6 +50,21 @@ enum Command {
     /// List the collisions recorded at central.
     #[command(after_help = "Example:\n  berth conflicts --site hq")]
     Conflicts(SiteArgs),
+    /// Send SQL statements to chosen nodes: they run there in order with the other changes.
+    #[command(
+        name = "send-sql",
+        after_help = "Example:\n  berth send-sql --site hq --nodes alice,bob purge-old-activities.sql"
+    )]
+    SendSql {
+        /// The central site.
+        #[arg(long)]
+        site: PathBuf,
+        /// The nodes, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// The SQL file.
+        file: PathBuf,
+    },
     /// Say whether a row is visible to a node, and through which docking objects.
     #[command(
         after_help = "Example:\n  berth explain --site hq --node alice opty O1\n  berth explain --site hq --node alice opty_emp '[\"O1\",\"E1\"]' --json"
@@ -415,6 +430,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 output::conflicts(&c)
             }
+        }
+        Command::SendSql { site, nodes, file } => {
+            let s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            s.require(berth_engine::site::Role::Central)?;
+            let sql = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            berth_engine::partial::send_sql(&s.conn, &nodes, &sql)
+                .with_context(|| format!("sending {} to {}", file.display(), nodes.join(", ")))?;
+            println!(
+                "journaled for {}; it travels with their next bundles",
+                nodes.join(", ")
+            );
         }
         Command::Explain {
             site,

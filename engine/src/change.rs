@@ -26,6 +26,9 @@ pub enum Op {
     /// changes up to position `ack` (central writes one when it merges a node's bundle, so
     /// the node knows which of central's changes were decided knowing its own).
     A,
+    /// An SQL statement central sent to chosen nodes (the appendix's SQLStatement records);
+    /// `new` holds `{"sql": "..."}`. It runs at the node in order with the other changes.
+    S,
 }
 
 impl Op {
@@ -36,6 +39,7 @@ impl Op {
             Op::U => "U",
             Op::D => "D",
             Op::A => "A",
+            Op::S => "S",
         }
     }
 
@@ -45,6 +49,7 @@ impl Op {
             "U" => Some(Op::U),
             "D" => Some(Op::D),
             "A" => Some(Op::A),
+            "S" => Some(Op::S),
             _ => None,
         }
     }
@@ -82,6 +87,11 @@ pub struct Change {
 }
 
 impl Change {
+    /// The SQL text of a statement change.
+    pub fn sql(&self) -> Option<&str> {
+        self.new.as_ref()?.get("sql")?.as_str()
+    }
+
     /// The key as stored in `berth_log.pk`.
     pub fn key_text(&self) -> String {
         serde_json::to_string(&self.k).unwrap_or_default()
@@ -94,6 +104,13 @@ impl Change {
                 Ok(())
             } else {
                 Err("marker without ack")
+            };
+        }
+        if self.op == Op::S {
+            return if self.sql().is_some() {
+                Ok(())
+            } else {
+                Err("statement without sql")
             };
         }
         if self.k.is_empty() {
@@ -193,6 +210,7 @@ pub fn export(
 fn to_wire(base: Change, old: Option<Row>, new: Option<Row>, pk_cols: &[String]) -> Vec<Change> {
     match base.op {
         Op::A => vec![base],
+        Op::S => vec![Change { new, ..base }],
         Op::I => match new {
             Some(new) => vec![Change {
                 new: Some(new),

@@ -330,3 +330,34 @@ pub fn pending(conn: &Connection, node: &Peer) -> Result<i64> {
     )?;
     Ok(routed + unrouted)
 }
+
+/// Journals an SQL statement for the chosen nodes only (the appendix's SQLStatement
+/// records): each receives it in order with its other changes and runs it there. Central
+/// does not run it; it is tried on central's schema inside a savepoint that is rolled back,
+/// so a statement that cannot run is refused here rather than at the nodes.
+pub fn send_sql(conn: &Connection, nodes: &[String], sql: &str) -> Result<()> {
+    if sql.trim().is_empty() {
+        return Err(EngineError::BadPayload {
+            bundle: String::new(),
+            entry: "send-sql".into(),
+            reason: "no SQL statement given".into(),
+        });
+    }
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    crate::capture::suspend(&tx)?;
+    tx.execute_batch("SAVEPOINT berth_try_sql")?;
+    let tried = tx.execute_batch(sql);
+    tx.execute_batch("ROLLBACK TO berth_try_sql; RELEASE berth_try_sql")?;
+    crate::capture::resume(&tx)?;
+    tried?;
+    let new = serde_json::json!({ "sql": sql }).to_string();
+    for node in nodes {
+        crate::peer::require(&tx, node)?;
+        tx.execute(
+            "INSERT INTO berth_log(tbl, pk, op, new, target) VALUES ('', '[]', 'S', ?1, ?2)",
+            params![new, node],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS berth_log(
   pos INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,
   pk TEXT NOT NULL,
-  op TEXT NOT NULL CHECK (op = 'I' OR op = 'U' OR op = 'D' OR op = 'A'),
+  op TEXT NOT NULL CHECK (op = 'I' OR op = 'U' OR op = 'D' OR op = 'A' OR op = 'S'),
   old TEXT,
   new TEXT,
   origin TEXT,

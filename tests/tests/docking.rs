@@ -570,3 +570,43 @@ fn lost_acknowledgement_is_sent_again() {
     w.assert_converged();
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_partial"), "0");
 }
+
+/// Statements for chosen nodes (the appendix's SQLStatement records) reach exactly those
+/// nodes and run there in order with the other changes; central does not run them.
+#[test]
+fn statements_reach_only_the_chosen_nodes() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    w.exec("hq", "UPDATE account SET region = 'west' WHERE id = 'a1'");
+    let hq = w.open("hq");
+    berth_engine::partial::send_sql(
+        &hq.conn,
+        &["a".to_string()],
+        "UPDATE account SET name = 'Seen by a only' WHERE region = 'west';",
+    )
+    .unwrap();
+    let err =
+        berth_engine::partial::send_sql(&hq.conn, &["a".to_string()], "UPDATE nosuch SET x = 1;")
+            .unwrap_err();
+    assert!(err.to_string().contains("nosuch"), "{err}");
+    assert!(berth_engine::partial::send_sql(&hq.conn, &["zz".to_string()], "SELECT 1;").is_err());
+    drop(hq);
+    w.settle();
+    assert_eq!(
+        w.value("a", "SELECT name FROM account WHERE id = 'a1'"),
+        "'Seen by a only'",
+        "ran after the region change"
+    );
+    assert_eq!(
+        w.value("b", "SELECT name FROM account WHERE id = 'a1'"),
+        "'Acme'"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT name FROM account WHERE id = 'a1'"),
+        "'Acme'"
+    );
+    assert_eq!(
+        w.value("a", "SELECT COUNT(*) FROM berth_log"),
+        "0",
+        "not captured at the node"
+    );
+}

@@ -363,7 +363,7 @@ fn fast_sql(t: &TableInfo, op: Op, cols: &[&String]) -> String {
                     .join(" AND ");
             format!("UPDATE {tbl} SET {sets} WHERE {conds} AND {keys}")
         }
-        Op::D | Op::A => {
+        Op::D | Op::A | Op::S => {
             let conds = numbered(0, " AND ", &|c, i| format!("{} IS ?{i}", ident(c)));
             format!("DELETE FROM {tbl} WHERE {conds}")
         }
@@ -379,6 +379,9 @@ impl CentralMerge<'_> {
             reason,
         };
         ch.check().map_err(|r| bad(r.to_string()))?;
+        if matches!(ch.op, Op::S | Op::A) {
+            return Err(bad("a node cannot send statements or markers".into()));
+        }
         let Some(t) = self.catalog.tables.get(&ch.t) else {
             self.record(ch, "denied", &[], None, "refused")?;
             stats.conflicts += 1;
@@ -530,7 +533,7 @@ impl CentralMerge<'_> {
             Op::I => new.keys().collect(),
             Op::U => old.keys().collect(),
             Op::D => old.keys().collect(),
-            Op::A => return Ok(false),
+            Op::A | Op::S => return Ok(false),
         };
         let usable = match ch.op {
             Op::I => !cols.is_empty(),
@@ -541,7 +544,7 @@ impl CentralMerge<'_> {
                         .all(|c| new.contains_key(*c) && !t.pk.contains(c))
             }
             Op::D => cols.len() == t.cols.len(),
-            Op::A => false,
+            Op::A | Op::S => false,
         };
         if !usable {
             return Ok(false);
@@ -586,7 +589,7 @@ impl CentralMerge<'_> {
                 }
                 Ok(vals)
             }
-            Op::D | Op::A => binds(t, cols, old).map_err(WriteError::Payload),
+            Op::D | Op::A | Op::S => binds(t, cols, old).map_err(WriteError::Payload),
         }
     }
 
@@ -889,6 +892,12 @@ impl NodeApply<'_> {
             self.pending.advance(ch.ack.unwrap_or(0));
             return Ok(());
         }
+        if ch.op == Op::S {
+            // Central's statement for this node, run in order with the other changes.
+            self.conn.execute_batch(ch.sql().unwrap_or_default())?;
+            stats.applied += 1;
+            return Ok(());
+        }
         let t = self
             .catalog
             .tables
@@ -939,7 +948,7 @@ impl NodeApply<'_> {
                 }
             }
             (Op::D, None) => delete(self.conn, t, &ch.k),
-            (Op::A, _) => Ok(()),
+            (Op::A | Op::S, _) => Ok(()),
         };
         match result {
             Ok(()) => {}
