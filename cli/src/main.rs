@@ -203,6 +203,15 @@ struct SiteArgs {
 
 #[derive(Subcommand, Debug)]
 enum DockingCmd {
+    /// Replace central's docking model; the next dock routes by it (rows arrive and leave).
+    #[command(after_help = "Example:\n  berth docking apply --site hq new-docking.toml")]
+    Apply {
+        /// The central site.
+        #[arg(long)]
+        site: PathBuf,
+        /// The new model.
+        file: PathBuf,
+    },
     /// Validate a docking model: tables, columns, member paths, rule SQL, rules that can never
     /// match. Exit 0 when there is no error (warnings are printed), 1 otherwise.
     #[command(
@@ -492,6 +501,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        Command::Docking(DockingCmd::Apply { site, file }) => {
+            let s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            s.apply_docking(&file)
+                .with_context(|| format!("applying docking model {}", file.display()))?;
+            println!(
+                "docking model applied; the next `berth dock --site {}` routes by it",
+                site.display()
+            );
         }
         Command::Docking(DockingCmd::Check { site, file, json }) => {
             let s =

@@ -156,9 +156,9 @@ pub fn route(
     model: Option<&DockingModel>,
 ) -> Result<i64> {
     let routed_to = store::max_pos(conn)?;
-    if routed_to <= node.routed_pos {
-        // Nothing journaled since the last pass: nothing to route, and no visibility can
-        // have changed (every write at central is journaled).
+    if routed_to <= node.routed_pos && model.is_none() {
+        // Nothing journaled since the last pass: nothing to route. (With a docking model the
+        // projection is compared even so: `berth docking apply` may have changed the model.)
         return Ok(node.partial_pos);
     }
     let mut visible = model.map(|m| Visible::load(conn, m, node)).transpose()?;

@@ -345,6 +345,57 @@ impl Site {
             })
     }
 
+    /// Replaces the docking model of a central site (`berth docking apply`). The new model
+    /// must pass `check` against the site's schema, and may not take a table out of
+    /// `enterprise` (nodes hold those rows untracked, so they could not be removed). The
+    /// next dock routes by it: rows arrive and leave as the new rules say.
+    pub fn apply_docking(&self, file: &Path) -> Result<()> {
+        self.require(Role::Central)?;
+        let text = read_text(file)?;
+        let errors: Vec<String> = crate::route::check::check_toml(&text, &self.conn)?
+            .into_iter()
+            .filter(|f| f.severity() == crate::route::check::Severity::Error)
+            .map(|f| f.to_string())
+            .collect();
+        if !errors.is_empty() {
+            return Err(EngineError::Docking {
+                path: file.to_path_buf(),
+                findings: errors,
+            });
+        }
+        let new = crate::route::model::DockingModel::from_toml(&text).map_err(|e| {
+            EngineError::Docking {
+                path: file.to_path_buf(),
+                findings: vec![e.to_string()],
+            }
+        })?;
+        if let Some(old) = self.docking_model()? {
+            use crate::route::model::Visibility;
+            let narrowed: Vec<String> = old
+                .tables
+                .iter()
+                .filter(|(name, t)| {
+                    t.visibility == Visibility::Enterprise
+                        && new.tables.get(*name).is_some_and(|n| n.visibility != Visibility::Enterprise)
+                })
+                .map(|(_, t)| format!("table {} would stop being enterprise: nodes hold its rows untracked, so they cannot be removed; re-enroll the nodes instead", t.name))
+                .collect();
+            if !narrowed.is_empty() {
+                return Err(EngineError::Docking {
+                    path: file.to_path_buf(),
+                    findings: narrowed,
+                });
+            }
+        }
+        crate::transport::write_atomic(&self.dir, "docking.toml", |mut f| {
+            use std::io::Write as _;
+            f.write_all(text.as_bytes())
+                .map_err(|e| EngineError::io(file, e))?;
+            Ok(f)
+        })?;
+        Ok(())
+    }
+
     /// The replicated tables with their policies.
     pub fn catalog(&self) -> Result<Catalog> {
         Catalog::load(

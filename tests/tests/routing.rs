@@ -352,3 +352,49 @@ fn forged_identity_is_refused() {
         "'Fleet renewal'"
     );
 }
+
+/// `docking apply`: a new model takes effect at the next dock; rows leave (and arrive) as the
+/// new rules say. A model that takes a table out of `enterprise` is refused.
+#[test]
+fn applying_a_new_model_moves_rows_at_the_next_dock() {
+    let (w, _old) = sales();
+    assert!(
+        has(&w, "greg", "SELECT 1 FROM quote WHERE id = 'Q3'"),
+        "Greg owns Q3"
+    );
+    // The new model drops the quote-owner rule: quotes follow their opportunity only.
+    let text = sample("docking.toml").replace(
+        "[[object.rule]]\nsql = \"SELECT 'X' FROM quote WHERE id = :primary_row_id AND owner_emp_id = :attr_employee\"\nset_sql = \"\"\"\nSELECT q.id, na.node_id FROM quote q\n  JOIN berth_node_attr na ON na.name = 'employee' AND na.value = q.owner_emp_id\"\"\"\n",
+        "",
+    );
+    assert_ne!(
+        text,
+        sample("docking.toml"),
+        "the rule was found and removed"
+    );
+    let new_file = w.root.path().join("new-docking.toml");
+    std::fs::write(&new_file, &text).unwrap();
+    w.open("hq").apply_docking(&new_file).unwrap();
+    w.settle();
+    let model = DockingModel::from_toml(&text).unwrap();
+    assert_all(&w, &model);
+    assert!(
+        !has(&w, "greg", "SELECT 1 FROM quote WHERE id = 'Q3'"),
+        "left Greg's laptop"
+    );
+    let narrowing = w.root.path().join("narrowing.toml");
+    std::fs::write(
+        &narrowing,
+        text.replace(
+            "product = { visibility = \"enterprise\" }",
+            "product = { visibility = \"central\" }",
+        ),
+    )
+    .unwrap();
+    let err = w
+        .open("hq")
+        .apply_docking(&narrowing)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would stop being enterprise"), "{err}");
+}
