@@ -398,3 +398,60 @@ fn applying_a_new_model_moves_rows_at_the_next_dock() {
         .to_string();
     assert!(err.contains("would stop being enterprise"), "{err}");
 }
+
+/// A position change moves whole accounts in and out of a laptop.
+#[test]
+fn position_change_moves_whole_accounts() {
+    let (w, model) = sales();
+    assert!(!has(&w, "carl", "SELECT 1 FROM account WHERE id = 'A1'"));
+    w.exec("hq", "UPDATE emp_postn SET position_id = 'P-NORTH' WHERE emp_id = 'E2' AND position_id = 'P-SOUTH'");
+    w.settle();
+    assert_all(&w, &model);
+    assert!(
+        has(&w, "carl", "SELECT 1 FROM account WHERE id = 'A1'"),
+        "north accounts arrived"
+    );
+    assert!(
+        !has(&w, "carl", "SELECT 1 FROM account WHERE id = 'A4'"),
+        "south accounts left"
+    );
+}
+
+/// A quote becoming visible brings its opportunity (the quote object rule's other side).
+#[test]
+fn a_quote_becoming_visible_brings_its_opportunity() {
+    let (w, model) = sales();
+    assert!(!has(&w, "greg", "SELECT 1 FROM opty WHERE id = 'O2'"));
+    w.exec("hq", "UPDATE quote SET owner_emp_id = 'E3' WHERE id = 'Q2'");
+    w.settle();
+    assert_all(&w, &model);
+    assert!(has(&w, "greg", "SELECT 1 FROM quote WHERE id = 'Q2'"));
+    assert!(
+        has(&w, "greg", "SELECT 1 FROM opty WHERE id = 'O2'"),
+        "the quote brought its opportunity"
+    );
+}
+
+/// A node's own change is not echoed back to it by the router.
+#[test]
+fn own_changes_are_not_routed_back() {
+    let (w, _model) = sales();
+    w.exec("keith", "UPDATE opty SET stage = 'won' WHERE id = 'O1'");
+    w.dock("keith");
+    w.dock("hq");
+    let echoed = w.value(
+        "hq",
+        "SELECT COUNT(*) FROM berth_partial WHERE node = 'keith' AND change LIKE '%\"won\"%'",
+    );
+    assert_eq!(echoed, "0");
+    let carl_sees_o1 = has(&w, "carl", "SELECT 1 FROM opty WHERE id = 'O1'");
+    let dana = w.value(
+        "hq",
+        "SELECT COUNT(*) FROM berth_partial WHERE change LIKE '%\"won\"%'",
+    );
+    assert_eq!(
+        dana,
+        if carl_sees_o1 { "1" } else { "0" },
+        "only nodes that see O1 get it"
+    );
+}
