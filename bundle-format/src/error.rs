@@ -505,6 +505,47 @@ pub enum BundleError {
     },
 }
 
+/// Matches every variant that names a bundle, binding its label to `$b` (by reference or
+/// mutable reference, following `$e`); `$none` for the variants that name none.
+macro_rules! with_bundle {
+    ($e:expr, $b:ident => $some:expr, $none:expr) => {
+        match $e {
+            BundleError::BadKey { .. } => $none,
+            BundleError::NotAZip { bundle: $b, .. }
+            | BundleError::Truncated { bundle: $b, .. }
+            | BundleError::TrailingData { bundle: $b, .. }
+            | BundleError::PrependedData { bundle: $b, .. }
+            | BundleError::TooManyEntries { bundle: $b, .. }
+            | BundleError::TooLarge { bundle: $b, .. }
+            | BundleError::RatioTooHigh { bundle: $b, .. }
+            | BundleError::DuplicateName { bundle: $b, .. }
+            | BundleError::UnsafeName { bundle: $b, .. }
+            | BundleError::SpecialEntry { bundle: $b, .. }
+            | BundleError::Encrypted { bundle: $b, .. }
+            | BundleError::UnsupportedMethod { bundle: $b, .. }
+            | BundleError::MissingManifest { bundle: $b }
+            | BundleError::ManifestTooLarge { bundle: $b, .. }
+            | BundleError::BadManifest { bundle: $b, .. }
+            | BundleError::UnsupportedVersion { bundle: $b, .. }
+            | BundleError::UnknownCritical { bundle: $b, .. }
+            | BundleError::MissingSignature { bundle: $b }
+            | BundleError::BadSignature { bundle: $b, .. }
+            | BundleError::UnknownSigner { bundle: $b, .. }
+            | BundleError::SenderMismatch { bundle: $b, .. }
+            | BundleError::KindNotAllowed { bundle: $b, .. }
+            | BundleError::MissingEntry { bundle: $b, .. }
+            | BundleError::UnlistedEntry { bundle: $b, .. }
+            | BundleError::SizeMismatch { bundle: $b, .. }
+            | BundleError::HashMismatch { bundle: $b, .. }
+            | BundleError::MethodMismatch { bundle: $b, .. }
+            | BundleError::CorruptEntry { bundle: $b, .. }
+            | BundleError::NoSuchEntry { bundle: $b, .. }
+            | BundleError::BadInput { bundle: $b, .. }
+            | BundleError::Io { bundle: $b, .. } => $some,
+        }
+    };
+}
+
 impl BundleError {
     /// The kind of this error.
     pub fn kind(&self) -> ErrorKind {
@@ -552,78 +593,12 @@ impl BundleError {
 
     /// The bundle label this error names, if it names one (key errors do not).
     pub fn bundle(&self) -> Option<&str> {
-        match self {
-            BundleError::BadKey { .. } => None,
-            BundleError::NotAZip { bundle, .. }
-            | BundleError::Truncated { bundle, .. }
-            | BundleError::TrailingData { bundle, .. }
-            | BundleError::PrependedData { bundle, .. }
-            | BundleError::TooManyEntries { bundle, .. }
-            | BundleError::TooLarge { bundle, .. }
-            | BundleError::RatioTooHigh { bundle, .. }
-            | BundleError::DuplicateName { bundle, .. }
-            | BundleError::UnsafeName { bundle, .. }
-            | BundleError::SpecialEntry { bundle, .. }
-            | BundleError::Encrypted { bundle, .. }
-            | BundleError::UnsupportedMethod { bundle, .. }
-            | BundleError::MissingManifest { bundle }
-            | BundleError::ManifestTooLarge { bundle, .. }
-            | BundleError::BadManifest { bundle, .. }
-            | BundleError::UnsupportedVersion { bundle, .. }
-            | BundleError::UnknownCritical { bundle, .. }
-            | BundleError::MissingSignature { bundle }
-            | BundleError::BadSignature { bundle, .. }
-            | BundleError::UnknownSigner { bundle, .. }
-            | BundleError::SenderMismatch { bundle, .. }
-            | BundleError::KindNotAllowed { bundle, .. }
-            | BundleError::MissingEntry { bundle, .. }
-            | BundleError::UnlistedEntry { bundle, .. }
-            | BundleError::SizeMismatch { bundle, .. }
-            | BundleError::HashMismatch { bundle, .. }
-            | BundleError::MethodMismatch { bundle, .. }
-            | BundleError::CorruptEntry { bundle, .. }
-            | BundleError::NoSuchEntry { bundle, .. }
-            | BundleError::BadInput { bundle, .. }
-            | BundleError::Io { bundle, .. } => Some(bundle),
-        }
+        with_bundle!(self, bundle => Some(bundle.as_str()), None)
     }
 
     /// Replaces the bundle label (errors from [`crate::Manifest::from_toml`] say `manifest`).
     pub(crate) fn relabel(mut self, label: &str) -> Self {
-        match &mut self {
-            BundleError::BadKey { .. } => {}
-            BundleError::NotAZip { bundle, .. }
-            | BundleError::Truncated { bundle, .. }
-            | BundleError::TrailingData { bundle, .. }
-            | BundleError::PrependedData { bundle, .. }
-            | BundleError::TooManyEntries { bundle, .. }
-            | BundleError::TooLarge { bundle, .. }
-            | BundleError::RatioTooHigh { bundle, .. }
-            | BundleError::DuplicateName { bundle, .. }
-            | BundleError::UnsafeName { bundle, .. }
-            | BundleError::SpecialEntry { bundle, .. }
-            | BundleError::Encrypted { bundle, .. }
-            | BundleError::UnsupportedMethod { bundle, .. }
-            | BundleError::MissingManifest { bundle }
-            | BundleError::ManifestTooLarge { bundle, .. }
-            | BundleError::BadManifest { bundle, .. }
-            | BundleError::UnsupportedVersion { bundle, .. }
-            | BundleError::UnknownCritical { bundle, .. }
-            | BundleError::MissingSignature { bundle }
-            | BundleError::BadSignature { bundle, .. }
-            | BundleError::UnknownSigner { bundle, .. }
-            | BundleError::SenderMismatch { bundle, .. }
-            | BundleError::KindNotAllowed { bundle, .. }
-            | BundleError::MissingEntry { bundle, .. }
-            | BundleError::UnlistedEntry { bundle, .. }
-            | BundleError::SizeMismatch { bundle, .. }
-            | BundleError::HashMismatch { bundle, .. }
-            | BundleError::MethodMismatch { bundle, .. }
-            | BundleError::CorruptEntry { bundle, .. }
-            | BundleError::NoSuchEntry { bundle, .. }
-            | BundleError::BadInput { bundle, .. }
-            | BundleError::Io { bundle, .. } => *bundle = label.to_owned(),
-        }
+        with_bundle!(&mut self, bundle => *bundle = label.to_owned(), ());
         self
     }
 }
