@@ -315,15 +315,12 @@ fn samples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales")
 }
 
-/// `init central --docking` validates the model, and `berth docking check` reports findings.
-#[test]
-fn docking_models_are_checked_against_the_schema() {
-    let d = tempfile::tempdir().unwrap();
-    let hq = d.path().join("hq");
+/// `berth init central` with the sales sample's schema, data and docking model.
+fn init_sample_central(hq: &Path) {
     let s = samples();
     berth()
         .args(["init", "central"])
-        .arg(&hq)
+        .arg(hq)
         .arg("--schema")
         .arg(s.join("schema.sql"))
         .arg("--data")
@@ -332,6 +329,15 @@ fn docking_models_are_checked_against_the_schema() {
         .arg(s.join("docking.toml"))
         .assert()
         .success();
+}
+
+/// `init central --docking` validates the model, and `berth docking check` reports findings.
+#[test]
+fn docking_models_are_checked_against_the_schema() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = d.path().join("hq");
+    let s = samples();
+    init_sample_central(&hq);
     berth()
         .args(["docking", "check", "--site"])
         .arg(&hq)
@@ -379,18 +385,7 @@ fn explain_names_the_instances_behind_an_answer() {
         d.path().join("usb"),
     );
     std::fs::create_dir_all(&usb).unwrap();
-    let s = samples();
-    berth()
-        .args(["init", "central"])
-        .arg(&hq)
-        .arg("--schema")
-        .arg(s.join("schema.sql"))
-        .arg("--data")
-        .arg(s.join("data.sql"))
-        .arg("--docking")
-        .arg(s.join("docking.toml"))
-        .assert()
-        .success();
+    init_sample_central(&hq);
     berth()
         .args(["init", "node"])
         .arg(&laptop)
