@@ -211,7 +211,7 @@ fn random_routing_story_matches_the_oracle() {
         let nodes = ["keith", "carl", "greg"];
         let emps = ["E1", "E2", "E3", "E4", "E5"];
         for step in 0..40 {
-            match rng.random_range(0..8) {
+            match rng.random_range(0..9) {
                 0 | 1 => {
                     let o = ["O1", "O2", "O3", "O4"][rng.random_range(0..4)];
                     let e = emps[rng.random_range(0..emps.len())];
@@ -244,6 +244,19 @@ fn random_routing_story_matches_the_oracle() {
                         &format!(
                             "UPDATE product SET price = {} WHERE id = 'P1'",
                             rng.random_range(1..1000)
+                        ),
+                    );
+                }
+                5 => {
+                    // A node assigns its own employee to an opportunity (it may not see it
+                    // yet): the node's write changes what it sees.
+                    let n = nodes[rng.random_range(0..nodes.len())];
+                    let o = ["O1", "O2", "O3", "O4"][rng.random_range(0..4)];
+                    w.exec(
+                        n,
+                        &format!(
+                            "PRAGMA foreign_keys = OFF; INSERT OR IGNORE INTO opty_emp(opty_id, emp_id, role) VALUES ('{o}', '{}', 'helper')",
+                            employee(n)
                         ),
                     );
                 }
