@@ -135,67 +135,53 @@ fn binds<'r>(
         .collect()
 }
 
-/// Inserts a whole row unless a row with its key exists.
-fn insert_if_missing(
-    conn: &Connection,
-    t: &TableInfo,
-    row: &Row,
-) -> std::result::Result<(), WriteError> {
-    let cols: Vec<&String> = row.keys().collect();
-    let vals = values(t, &cols, row).map_err(WriteError::Payload)?;
-    let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-    let marks = (1..=cols.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO {} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-        ident(&t.name)
-    );
-    conn.prepare_cached(&sql)?
-        .execute(params_from_iter(vals.iter()))?;
-    Ok(())
+/// What an insert does when a row with the same key exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnConflict {
+    /// Fail (a constraint error).
+    Fail,
+    /// Keep the existing row.
+    Keep,
+    /// Replace the existing row's non-key columns.
+    Replace,
 }
 
-/// Inserts a whole row, replacing the non-key columns of an existing row with the same key.
-fn upsert(conn: &Connection, t: &TableInfo, row: &Row) -> std::result::Result<(), WriteError> {
-    let cols: Vec<&String> = row.keys().collect();
-    let vals = values(t, &cols, row).map_err(WriteError::Payload)?;
+/// `INSERT INTO t (cols) VALUES (?1..?n)` with the given conflict handling on the key.
+fn insert_sql(t: &TableInfo, cols: &[&String], on: OnConflict) -> String {
     let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let marks = (1..=cols.len())
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let key = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let sets: Vec<String> = cols
         .iter()
         .filter(|c| !t.pk.contains(c))
         .map(|c| format!("{0} = excluded.{0}", ident(c)))
         .collect();
-    let conflict = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-    let action = if sets.is_empty() {
-        "NOTHING".to_string()
-    } else {
-        format!("UPDATE SET {}", sets.join(", "))
+    let tail = match on {
+        OnConflict::Fail => String::new(),
+        OnConflict::Replace if !sets.is_empty() => {
+            format!(" ON CONFLICT({key}) DO UPDATE SET {}", sets.join(", "))
+        }
+        OnConflict::Keep | OnConflict::Replace => format!(" ON CONFLICT({key}) DO NOTHING"),
     };
-    let sql = format!(
-        "INSERT INTO {} ({names}) VALUES ({marks}) ON CONFLICT({conflict}) DO {action}",
+    format!(
+        "INSERT INTO {} ({names}) VALUES ({marks}){tail}",
         ident(&t.name)
-    );
-    conn.prepare_cached(&sql)?
-        .execute(params_from_iter(vals.iter()))?;
-    Ok(())
+    )
 }
 
-fn insert(conn: &Connection, t: &TableInfo, row: &Row) -> std::result::Result<(), WriteError> {
+/// Inserts a whole row, handling an existing row with the same key as `on` says.
+fn insert_row(
+    conn: &Connection,
+    t: &TableInfo,
+    row: &Row,
+    on: OnConflict,
+) -> std::result::Result<(), WriteError> {
     let cols: Vec<&String> = row.keys().collect();
     let vals = values(t, &cols, row).map_err(WriteError::Payload)?;
-    let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-    let marks = (1..=cols.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!("INSERT INTO {} ({names}) VALUES ({marks})", ident(&t.name));
-    conn.prepare_cached(&sql)?
+    conn.prepare_cached(&insert_sql(t, &cols, on))?
         .execute(params_from_iter(vals.iter()))?;
     Ok(())
 }
@@ -346,12 +332,7 @@ fn fast_sql(t: &TableInfo, op: Op, cols: &[&String]) -> String {
             .join(sep)
     };
     match op {
-        Op::I => {
-            let names = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            let marks = numbered(0, ", ", &|_, i| format!("?{i}"));
-            let pk = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            format!("INSERT INTO {tbl} ({names}) VALUES ({marks}) ON CONFLICT({pk}) DO NOTHING")
-        }
+        Op::I => insert_sql(t, cols, OnConflict::Keep),
         Op::U => {
             let sets = numbered(0, ", ", &|c, i| format!("{} = ?{i}", ident(c)));
             let conds = numbered(n, " AND ", &|c, i| format!("{} IS ?{i}", ident(c)));
@@ -645,7 +626,7 @@ impl CentralMerge<'_> {
         let op = match &res.write {
             Write::None => return Ok(()),
             Write::Insert(row) => {
-                insert(self.conn, t, row)?;
+                insert_row(self.conn, t, row, OnConflict::Fail)?;
                 Op::I
             }
             Write::Update(set) => {
@@ -925,10 +906,10 @@ impl NodeApply<'_> {
                     .collect();
                 if set.is_empty() {
                     // Only key columns (or only columns kept locally): add the row if missing.
-                    insert_if_missing(self.conn, t, new)
+                    insert_row(self.conn, t, new, OnConflict::Keep)
                 } else {
                     match update(self.conn, t, &ch.k, &set) {
-                        Ok(0) => upsert(self.conn, t, new),
+                        Ok(0) => insert_row(self.conn, t, new, OnConflict::Replace),
                         other => other.map(|_| ()),
                     }
                 }
@@ -943,7 +924,9 @@ impl NodeApply<'_> {
                     .filter_map(|c| new.get(c).map(|v| (c.clone(), v.clone())))
                     .collect();
                 match update(self.conn, t, &ch.k, &set) {
-                    Ok(0) if pending.is_none() => upsert(self.conn, t, new),
+                    Ok(0) if pending.is_none() => {
+                        insert_row(self.conn, t, new, OnConflict::Replace)
+                    }
                     other => other.map(|_| ()),
                 }
             }
