@@ -157,6 +157,34 @@ pub fn export(
     let mut rows = st.query(params![filter.after, filter.peer])?;
     let mut n = 0u64;
     while let Some(r) = rows.next()? {
+        let entry = Logged::decode(conn, catalog, r)?;
+        for ch in entry.wire() {
+            sink(&ch)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// One entry of the update log, decoded: what the router reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Logged {
+    /// The change without its values (`old`/`new` are below).
+    pub base: Change,
+    /// The old row as journaled (the whole row for captured updates and deletes).
+    pub old: Option<Row>,
+    /// The new row: as journaled, or read from the table now.
+    pub new: Option<Row>,
+    /// The node a targeted entry (corrective change, marker, statement) is for.
+    pub target: Option<String>,
+    /// The table's key columns.
+    pub pk_cols: Vec<String>,
+}
+
+impl Logged {
+    /// Decodes a row of `SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0),
+    /// origin_pos, target FROM berth_log`.
+    pub fn decode(conn: &Connection, catalog: &Catalog, r: &rusqlite::Row<'_>) -> Result<Logged> {
         let pos: i64 = r.get(0)?;
         let t: String = r.get(1)?;
         let pk: String = r.get(2)?;
@@ -171,10 +199,10 @@ pub fn export(
             .and_then(parse_row);
         let o: Option<String> = r.get(6)?;
         let c: i64 = r.get(7)?;
+        let target: Option<String> = r.get(9)?;
         // Markers and corrective changes (targeted at one node) say which of the node's
         // changes central had merged when it decided them.
-        let targeted = r.get::<_, Option<String>>(9)?.is_some();
-        let ack: Option<i64> = if op == Op::A || targeted {
+        let ack: Option<i64> = if op == Op::A || target.is_some() {
             r.get(8)?
         } else {
             None
@@ -187,23 +215,34 @@ pub fn export(
             _ => None,
         };
         let pk_cols = table.map(|i| i.pk.clone()).unwrap_or_default();
-        let base = Change {
-            pos,
-            t: t.clone(),
-            k,
-            op,
-            old: None,
-            new: None,
-            o,
-            c,
-            ack,
-        };
-        for ch in to_wire(base, old, new, &pk_cols) {
-            sink(&ch)?;
-            n += 1;
-        }
+        Ok(Logged {
+            base: Change {
+                pos,
+                t,
+                k,
+                op,
+                old: None,
+                new: None,
+                o,
+                c,
+                ack,
+            },
+            old,
+            new,
+            target,
+            pk_cols,
+        })
     }
-    Ok(n)
+
+    /// The entry's wire changes.
+    pub fn wire(&self) -> Vec<Change> {
+        to_wire(
+            self.base.clone(),
+            self.old.clone(),
+            self.new.clone(),
+            &self.pk_cols,
+        )
+    }
 }
 
 /// Turns a logged entry into its wire changes. `new` is the row now (or as journaled).

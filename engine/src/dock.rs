@@ -110,6 +110,16 @@ pub fn dock(site: &mut Site, via: &Path, opts: &DockOptions) -> Result<DockRepor
                 }
             }
             Role::Central => {
+                // One routing pass for every node (seed Figure 6), committed with the
+                // checkpoints; then each node's bundle carries its partial log.
+                let catalog = site.catalog()?;
+                let model = site.docking_model()?;
+                let tx = rusqlite::Transaction::new_unchecked(
+                    &site.conn,
+                    TransactionBehavior::Immediate,
+                )?;
+                crate::partial::route(&tx, &catalog, model.as_ref())?;
+                tx.commit()?;
                 for p in peer::all(&site.conn)? {
                     if p.role == "node"
                         && p.revoked.is_none()
@@ -651,10 +661,6 @@ pub(crate) fn write_bundle(
 /// or an acknowledgement it has not seen.
 fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     let catalog = site.catalog()?;
-    let model = match site.role() {
-        Role::Central => site.docking_model()?,
-        Role::Node => None,
-    };
     // One snapshot for the log and the rows the export reads.
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
     let clock = store::meta_i64(&tx, "clock")?;
@@ -667,7 +673,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     let mut out = std::io::BufWriter::new(&mut tmp);
     let (n, max_pos) = match site.role() {
         Role::Central => {
-            let last = crate::partial::route(&tx, &catalog, p, model.as_ref())?;
+            let last = p.partial_pos;
             let n = crate::partial::export(&tx, &p.name, p.acked_pos, |line| {
                 out.write_all(line.as_bytes())
                     .and_then(|()| out.write_all(b"\n"))

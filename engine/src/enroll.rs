@@ -7,6 +7,7 @@ use crate::dock::{header, spool_entry, write_bundle};
 use crate::error::{EngineError, Result};
 use crate::merge::apply::MergeStats;
 use crate::peer::{self, Peer};
+use crate::route::model::Visibility;
 use crate::site::{Role, Site, check_name};
 use crate::value::{Row, from_sql};
 use crate::{capture, schema, store};
@@ -141,20 +142,35 @@ pub fn add_node(
             rows += 1;
             Ok(())
         };
-        if let Some(model) = &model {
-            // Partial extract: what this node sees (enterprise tables whole, limited tables
-            // by its docking objects), and the rows it holds from now on.
-            let who = crate::route::oracle::Node {
-                name: name.to_string(),
-                attributes: attrs.clone(),
-            };
-            for (table, table_rows) in crate::partial::initial_rows(&tx, model, &who)? {
-                for row in table_rows.values() {
-                    write_row(&table, row)?;
-                }
+        // Partial extract: what this node sees (enterprise tables whole, limited tables by
+        // its docking objects, central tables not at all), and the rows it holds from now on.
+        let limited = match &model {
+            Some(model) => {
+                let who = crate::route::router::NodeState {
+                    name: name.to_string(),
+                    attrs: attrs.clone(),
+                    routed_pos: start,
+                    ppos: 0,
+                };
+                crate::partial::enroll(&tx, &site.catalog()?, model, &who)?
             }
-        }
-        for t in schema::tables(&tx)?.into_iter().filter(|_| model.is_none()) {
+            None => Default::default(),
+        };
+        for t in schema::tables(&tx)? {
+            let visibility = model
+                .as_ref()
+                .and_then(|m| m.table(&t.name))
+                .map_or(Visibility::Enterprise, |s| s.visibility);
+            match visibility {
+                Visibility::Central => continue,
+                Visibility::Limited => {
+                    for row in limited.get(&t.name).into_iter().flat_map(|r| r.values()) {
+                        write_row(&t.name, row)?;
+                    }
+                    continue;
+                }
+                Visibility::Enterprise => {}
+            }
             let cols = t
                 .columns
                 .iter()

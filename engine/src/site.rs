@@ -393,7 +393,9 @@ impl Site {
                 .map_err(|e| EngineError::io(file, e))?;
             Ok(f)
         })?;
-        Ok(())
+        // The router's edges and instance sets follow the old model: the next routing pass
+        // rebuilds them and moves rows in and out of the nodes accordingly.
+        crate::route::router::request_resync(&self.conn)
     }
 
     /// The replicated tables with their policies.

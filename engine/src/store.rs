@@ -73,6 +73,21 @@ CREATE TABLE IF NOT EXISTS berth_node_rows(
   pk TEXT NOT NULL,
   PRIMARY KEY (node, tbl, pk)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS berth_node_rows_row ON berth_node_rows(tbl, pk);
+CREATE TABLE IF NOT EXISTS berth_instances(
+  obj TEXT NOT NULL,
+  id TEXT NOT NULL,
+  node TEXT NOT NULL,
+  PRIMARY KEY (obj, id, node)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS berth_instances_node ON berth_instances(node, obj);
+CREATE TABLE IF NOT EXISTS berth_edges(
+  map TEXT NOT NULL,
+  dep_id TEXT NOT NULL,
+  sup_id TEXT NOT NULL,
+  PRIMARY KEY (map, dep_id, sup_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS berth_edges_sup ON berth_edges(map, sup_id);
 CREATE TABLE IF NOT EXISTS berth_applied(
   bundle_id TEXT PRIMARY KEY,
   peer TEXT NOT NULL,

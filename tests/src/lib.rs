@@ -48,7 +48,12 @@ impl World {
         docking: Option<&str>,
         nodes: &[(&str, BTreeMap<String, String>)],
     ) -> World {
-        let root = tempfile::tempdir().unwrap();
+        let mut root = tempfile::tempdir().unwrap();
+        if std::env::var_os("BERTH_KEEP").is_some() {
+            // Keep the sites for a post-mortem (the path is printed).
+            root.disable_cleanup(true);
+            eprintln!("world kept at {}", root.path().display());
+        }
         let via = root.path().join("exchange");
         std::fs::create_dir_all(&via).unwrap();
         let schema_path = root.path().join("schema.sql");

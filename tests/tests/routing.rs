@@ -53,6 +53,21 @@ fn assert_projection(w: &World, model: &DockingModel, node: &str) {
     let central = Connection::open(w.central.join("data.db")).unwrap();
     let who = oracle::Node::new(node).attr("employee", employee(node));
     let want = oracle::project(&central, model, &who).unwrap();
+    // The router's instance set (S_DOBJ_INST) says what the oracle says.
+    for (object, ids) in &want.instances {
+        let mut st = central
+            .prepare("SELECT id FROM berth_instances WHERE node = ?1 AND obj = ?2")
+            .unwrap();
+        let held: std::collections::BTreeSet<String> = st
+            .query_map([node, object.as_str()], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            &held, ids,
+            "{node}: instances of {object} differ from the oracle"
+        );
+    }
     let replica = Connection::open(w.dir(node).join("data.db")).unwrap();
     let have = oracle::replica_rows(&replica, model).unwrap();
     for (table, rows) in &want.rows {

@@ -435,6 +435,8 @@ pub struct ResolvedObject {
     /// Per rule (in sequence), the tables its SQL reads: a change to any of them can change
     /// what the rule answers.
     pub rule_reads: Vec<BTreeSet<String>>,
+    /// Per `[[object.related]]` mapping (in sequence), the tables its SQL reads.
+    pub related_reads: Vec<BTreeSet<String>>,
 }
 
 impl ResolvedMember {
@@ -822,12 +824,13 @@ fn resolve_object(
         }
         rule_reads.push(reads);
     }
+    let mut related_reads = Vec::new();
     for r in &o.related {
         let at = loc(
             format!("object {:?} related {:?}", o.name, r.object),
             r.line,
         );
-        compile_both(
+        let reads = compile_both(
             conn,
             &r.sql,
             Form::MapPair,
@@ -836,6 +839,7 @@ fn resolve_object(
             &at,
             findings,
         )?;
+        related_reads.push(reads);
     }
 
     Ok(Some(ResolvedObject {
@@ -844,6 +848,7 @@ fn resolve_object(
         primary_key,
         members,
         rule_reads,
+        related_reads,
     }))
 }
 

@@ -53,3 +53,4 @@ pub mod check;
 pub mod explain;
 pub mod model;
 pub mod oracle;
+pub mod router;

@@ -1,0 +1,1726 @@
+//! The router (seed 004, Figures 6, 7 and 8): central's update log, routed to every node at
+//! once, incrementally.
+//!
+//! A routing pass takes the log entries after the nodes' routing checkpoints in bounded
+//! batches. For each batch:
+//!
+//! 1. **Which instances a change can affect** (Figure 7's entry): a row change in a table on
+//!    a member path of a docking object names, by the row's old and new values, the
+//!    instances at the end of that path ([`Plan::dirty_from_row`]). Only members with
+//!    `vis_event` (or tables that a mapping between objects reads) count, as the seed's
+//!    VIS_EVENT_FLG says. A change to a table that a rule reads but that is on no member path
+//!    (the account rule reads `emp_postn`) makes every instance of that object dirty.
+//! 2. **Mappings between objects** (object rules and related objects) are kept as edges
+//!    (`berth_edges`: this instance depends on that one). The edges touching a dirty
+//!    instance are recomputed with the set form restricted to the dirty ids, so edges that
+//!    disappeared are known too.
+//! 3. **The region**: the dirty instances and everything that depends on them through the
+//!    edges, transitively. Nothing outside it can change visibility. Inside it, visibility is
+//!    recomputed for every node at once as the least fixpoint of the rules (cycles terminate):
+//!    set-form SQL rules restricted to the region's ids answer `(id, node)` pairs for all
+//!    nodes in one query; edges to instances outside the region take their support from the
+//!    instance set (`berth_instances`, the seed's S_DOBJ_INST). The difference with the
+//!    instance set is what each node gains and loses.
+//! 4. **Rows**: each change goes to the nodes that hold the row and still may; a node that
+//!    may now see a changed row gets it whole, one that no longer may has it removed.
+//!    Instances gained bring all their member rows (download, Figure 8), instances lost take
+//!    away the member rows no other visible instance covers; rows below a changed row on a
+//!    member path (an activity under a quote that moved) are re-checked. `berth_node_rows`
+//!    records exactly what each node holds, so deletes reach exactly the holders.
+//!
+//! The output is appended to each node's partial log; the checkpoints advance in the same
+//! transaction (the caller's). [`Evaluation::PerPair`] answers rules one `(instance, node)`
+//! pair at a time with their pair form and checks holders node by node: the seed's
+//! algorithm, kept as the benchmark's baseline.
+
+use super::check::{self, ResolvedMember, ResolvedObject, Severity};
+use super::model::{
+    DockingModel, NODE_RELATIONS_DDL, PARAM_ATTR_PREFIX, PARAM_NODE_ID, PARAM_PRIMARY_ROW_ID, Rule,
+    RuleSql, Visibility,
+};
+use crate::change::{Change, Logged, Op};
+use crate::error::{EngineError, Result};
+use crate::merge::apply::{Catalog, read_row};
+use crate::store::{self, ident};
+use crate::value::{Bind, Row, from_sql};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// An instance id: the key text of its primary row (`["O1"]`).
+pub type Id = String;
+
+/// How rules are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluation {
+    /// Set forms for all nodes at once (pair forms where a rule has no set form).
+    Set,
+    /// The seed's algorithm: every rule and every holder check one `(instance, node)` pair
+    /// at a time. Slow; the benchmark's baseline.
+    PerPair,
+}
+
+/// Log entries routed per batch (bounds memory; the checkpoints move per batch).
+pub const BATCH: i64 = 20_000;
+
+/// A mapping between two objects: an object rule of `dep` (visible if that `sup` instance is)
+/// or a related object of `sup` (`dep` travels with it).
+#[derive(Debug, Clone)]
+struct Mapping {
+    /// Stable name, the key of its edges in `berth_edges`.
+    name: String,
+    dep: usize,
+    sup: usize,
+    /// Set form, and whether its first column is the dependent's id.
+    set: Option<String>,
+    dep_first: bool,
+    /// Pair form, and whether `:primary_row_id` is bound to the dependent's id.
+    pair: Option<String>,
+    pair_binds_dep: bool,
+    /// Tables it reads (lowercase).
+    reads: BTreeSet<String>,
+    /// Every table it reads lies on a member path of `dep` or `sup`, so its pairs change only
+    /// with a dirty instance at one end.
+    anchored: bool,
+}
+
+/// One docking object, ready for routing.
+#[derive(Debug, Clone)]
+struct Object {
+    r: ResolvedObject,
+    /// The SQL rules (object rules are mappings).
+    rules: Vec<RuleSql>,
+    /// Tables (lowercase) read by SQL rules but on no member path: a change there makes every
+    /// instance dirty.
+    whole_reads: BTreeSet<String>,
+    /// Tables (lowercase) whose changes can change visibility through a member path.
+    vis_tables: BTreeSet<String>,
+}
+
+/// A place on a member path: member `m`, path `p` (`None` for the primary table), hop `hop`
+/// (0 is the member table; the last is the primary table).
+#[derive(Debug, Clone, Copy)]
+struct Hop {
+    m: usize,
+    p: Option<usize>,
+    hop: usize,
+}
+
+/// The docking model resolved against central's schema, ready to route.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    objects: Vec<Object>,
+    maps: Vec<Mapping>,
+    visibility: BTreeMap<String, Visibility>,
+    /// Table (lowercase) -> the objects and path places it appears at.
+    hops: BTreeMap<String, Vec<(usize, Hop)>>,
+}
+
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+fn joins(m: &ResolvedMember, p: Option<usize>) -> &[super::model::Join] {
+    p.and_then(|p| m.paths.get(p))
+        .map_or(&[][..], |path| &path.joins[..])
+}
+
+/// The value of column `c` of `row` (column names compare case-insensitively).
+fn col<'a>(row: &'a Row, c: &str) -> Option<&'a Json> {
+    row.get(c).or_else(|| {
+        row.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(c))
+            .map(|(_, v)| v)
+    })
+}
+
+fn id_of(v: &Json) -> Id {
+    serde_json::to_string(&[v]).unwrap_or_default()
+}
+
+fn id_value(id: &str) -> Json {
+    serde_json::from_str::<Vec<Json>>(id)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .unwrap_or(Json::Null)
+}
+
+/// `FROM t0 JOIN t1 ... JOIN t{upto}` along a member path.
+fn path_from(m: &ResolvedMember, js: &[super::model::Join], upto: usize) -> String {
+    let mut from = format!("{} t0", ident(&m.table));
+    for (i, j) in js.iter().take(upto).enumerate() {
+        let on: Vec<String> = j
+            .from_columns
+            .iter()
+            .zip(&j.to_columns)
+            .map(|(f, t)| format!("t{}.{} = t{i}.{}", i + 1, ident(t), ident(f)))
+            .collect();
+        from.push_str(&format!(
+            " JOIN {} t{} ON {}",
+            ident(&j.to_table),
+            i + 1,
+            on.join(" AND ")
+        ));
+    }
+    from
+}
+
+/// A set-form query wrapped so that its first (`first`) or second column is restricted to
+/// the ids in `temp.berth_route_ids` for object `?1`.
+fn restricted(set: &str, first: bool) -> String {
+    let body = set.trim().trim_end_matches(';');
+    let c = if first { "a" } else { "b" };
+    format!(
+        "WITH berth_q(a, b) AS ({body}\n) SELECT a, b FROM berth_q WHERE {c} IN (SELECT id FROM temp.berth_route_ids WHERE obj = ?1)"
+    )
+}
+
+impl Plan {
+    /// Resolves `model` against central's schema; refuses a model with errors.
+    pub fn new(conn: &Connection, model: &DockingModel) -> Result<Plan> {
+        let (resolved, findings) = check::resolve(model, conn)?;
+        let errors: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity() == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            return Err(EngineError::Docking {
+                path: "docking.toml".into(),
+                findings: errors,
+            });
+        }
+        let index: BTreeMap<String, usize> = resolved
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.name.clone(), i))
+            .collect();
+        let mut objects = Vec::new();
+        let mut maps = Vec::new();
+        for (oi, r) in resolved.objects.iter().enumerate() {
+            let Some(o) = model.object(&r.name) else {
+                continue;
+            };
+            let mut rules = Vec::new();
+            for (ri, rule) in o.rules.iter().enumerate() {
+                let reads = r.rule_reads.get(ri).cloned().unwrap_or_default();
+                match rule {
+                    Rule::Sql { sql, .. } => rules.push((sql.clone(), reads)),
+                    Rule::Object { object, sql, .. } => {
+                        if let Some(&sup) = index.get(object) {
+                            maps.push(Mapping {
+                                name: format!("{}/rule/{}", r.name, ri + 1),
+                                dep: oi,
+                                sup,
+                                set: sql.set.clone(),
+                                dep_first: true,
+                                pair: sql.pair.clone(),
+                                pair_binds_dep: true,
+                                reads: reads.iter().map(|t| lower(t)).collect(),
+                                anchored: false,
+                            });
+                        }
+                    }
+                }
+            }
+            for (ri, rel) in o.related.iter().enumerate() {
+                if let Some(&dep) = index.get(&rel.object) {
+                    let reads = r.related_reads.get(ri).cloned().unwrap_or_default();
+                    maps.push(Mapping {
+                        name: format!("{}/related/{}", r.name, ri + 1),
+                        dep,
+                        sup: oi,
+                        set: rel.sql.set.clone(),
+                        dep_first: false,
+                        pair: rel.sql.pair.clone(),
+                        pair_binds_dep: false,
+                        reads: reads.iter().map(|t| lower(t)).collect(),
+                        anchored: false,
+                    });
+                }
+            }
+            let on_paths: BTreeSet<String> = path_tables(r);
+            let mut whole_reads = BTreeSet::new();
+            for (_, reads) in &rules {
+                for t in reads {
+                    if !on_paths.contains(&lower(t)) {
+                        whole_reads.insert(lower(t));
+                    }
+                }
+            }
+            let mut vis_tables: BTreeSet<String> = BTreeSet::new();
+            for m in r.members.iter().filter(|m| m.vis_event) {
+                vis_tables.insert(lower(&m.table));
+            }
+            objects.push(Object {
+                r: r.clone(),
+                rules: rules.into_iter().map(|(s, _)| s).collect(),
+                whole_reads,
+                vis_tables,
+            });
+        }
+        // A mapping is anchored when the tables it reads lie on member paths of its two
+        // objects; those tables then change visibility of the objects at its ends.
+        for m in &mut maps {
+            let mut ends = path_tables(&objects[m.dep].r);
+            ends.extend(path_tables(&objects[m.sup].r));
+            m.anchored = m.set.is_some() && m.reads.iter().all(|t| ends.contains(t));
+            for t in &m.reads {
+                for end in [m.dep, m.sup] {
+                    if path_tables(&objects[end].r).contains(t) {
+                        objects[end].vis_tables.insert(t.clone());
+                    }
+                }
+            }
+        }
+        let mut hops: BTreeMap<String, Vec<(usize, Hop)>> = BTreeMap::new();
+        for (oi, o) in objects.iter().enumerate() {
+            for (mi, m) in o.r.members.iter().enumerate() {
+                let paths: Vec<Option<usize>> = if m.paths.is_empty() {
+                    vec![None]
+                } else {
+                    (0..m.paths.len()).map(Some).collect()
+                };
+                for p in paths {
+                    let js = joins(m, p);
+                    for hop in 0..=js.len() {
+                        let table = if hop == 0 {
+                            &m.table
+                        } else {
+                            &js[hop - 1].to_table
+                        };
+                        hops.entry(lower(table))
+                            .or_default()
+                            .push((oi, Hop { m: mi, p, hop }));
+                    }
+                }
+            }
+        }
+        Ok(Plan {
+            objects,
+            maps,
+            visibility: model
+                .tables
+                .iter()
+                .map(|(k, v)| (lower(k), v.visibility))
+                .collect(),
+            hops,
+        })
+    }
+
+    /// A table's visibility (tables the model does not name are enterprise).
+    pub fn visibility(&self, table: &str) -> Visibility {
+        self.visibility
+            .get(&lower(table))
+            .copied()
+            .unwrap_or(Visibility::Enterprise)
+    }
+
+    /// The objects, by name, in model order.
+    pub fn object_names(&self) -> impl Iterator<Item = &str> {
+        self.objects.iter().map(|o| o.r.name.as_str())
+    }
+
+    fn object_index(&self, name: &str) -> Option<usize> {
+        self.objects.iter().position(|o| o.r.name == name)
+    }
+
+    /// The instance ids reached from `row` (of the table at `at`) along the rest of the path.
+    fn ids_from_row(&self, conn: &Connection, oi: usize, at: Hop, row: &Row) -> Result<Vec<Id>> {
+        let o = &self.objects[oi].r;
+        let m = &o.members[at.m];
+        let js = joins(m, at.p);
+        if at.hop == js.len() {
+            return Ok(match col(row, &o.primary_key) {
+                Some(v) if !v.is_null() => vec![id_of(v)],
+                _ => vec![],
+            });
+        }
+        let j = &js[at.hop];
+        let mut vals = Vec::new();
+        for c in &j.from_columns {
+            match col(row, c) {
+                Some(v) if !v.is_null() => vals.push(v),
+                _ => return Ok(vec![]),
+            }
+        }
+        if at.hop + 1 == js.len()
+            && j.to_columns.len() == 1
+            && j.to_columns[0].eq_ignore_ascii_case(&o.primary_key)
+        {
+            return Ok(vec![id_of(vals[0])]);
+        }
+        // Follow the rest of the path through central's tables as they are now.
+        let mut from = format!("{} t{}", ident(&j.to_table), at.hop + 1);
+        for (i, jj) in js.iter().enumerate().skip(at.hop + 1) {
+            let on: Vec<String> = jj
+                .from_columns
+                .iter()
+                .zip(&jj.to_columns)
+                .map(|(f, t)| format!("t{}.{} = t{i}.{}", i + 1, ident(t), ident(f)))
+                .collect();
+            from.push_str(&format!(
+                " JOIN {} t{} ON {}",
+                ident(&jj.to_table),
+                i + 1,
+                on.join(" AND ")
+            ));
+        }
+        let filter: Vec<String> = j
+            .to_columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("t{}.{} = ?{}", at.hop + 1, ident(c), i + 1))
+            .collect();
+        let sql = format!(
+            "SELECT t{}.{} FROM {from} WHERE {}",
+            js.len(),
+            ident(&o.primary_key),
+            filter.join(" AND ")
+        );
+        let mut st = conn.prepare_cached(&sql)?;
+        let ids = st
+            .query_map(params_from_iter(vals.iter().map(|v| Bind(v))), |r| {
+                Ok(from_sql(r.get_ref(0)?))
+            })?
+            .collect::<rusqlite::Result<Vec<Json>>>()?;
+        Ok(ids.iter().filter(|v| !v.is_null()).map(id_of).collect())
+    }
+
+    /// Keys of the member-table rows whose path runs through `row` (of the table at `at`,
+    /// `at.hop >= 1`): the rows whose membership moves when `row` changes.
+    fn rows_below(
+        &self,
+        conn: &Connection,
+        oi: usize,
+        at: Hop,
+        row: &Row,
+    ) -> Result<Vec<Vec<Json>>> {
+        let m = &self.objects[oi].r.members[at.m];
+        let js = joins(m, at.p);
+        let Some(j) = at.hop.checked_sub(1).and_then(|h| js.get(h)) else {
+            return Ok(vec![]);
+        };
+        let mut vals = Vec::new();
+        for c in &j.to_columns {
+            match col(row, c) {
+                Some(v) if !v.is_null() => vals.push(v),
+                _ => return Ok(vec![]),
+            }
+        }
+        let from = path_from(m, js, at.hop - 1);
+        let filter: Vec<String> = j
+            .from_columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("t{}.{} = ?{}", at.hop - 1, ident(c), i + 1))
+            .collect();
+        let keys: Vec<String> = m.key.iter().map(|k| format!("t0.{}", ident(k))).collect();
+        let sql = format!(
+            "SELECT {} FROM {from} WHERE {}",
+            keys.join(", "),
+            filter.join(" AND ")
+        );
+        let mut st = conn.prepare_cached(&sql)?;
+        let n = m.key.len();
+        let out = st
+            .query_map(params_from_iter(vals.iter().map(|v| Bind(v))), |r| {
+                (0..n).map(|i| Ok(from_sql(r.get_ref(i)?))).collect()
+            })?
+            .collect::<rusqlite::Result<Vec<Vec<Json>>>>()?;
+        Ok(out)
+    }
+
+    /// The instances (object, id) a row of `table` with key `key` belongs to now.
+    fn row_instances(
+        &self,
+        conn: &Connection,
+        table: &str,
+        key: &[Json],
+    ) -> Result<Vec<(usize, Id)>> {
+        let mut out = Vec::new();
+        for (oi, o) in self.objects.iter().enumerate() {
+            for m in
+                o.r.members
+                    .iter()
+                    .filter(|m| m.table.eq_ignore_ascii_case(table))
+            {
+                if key.len() != m.key.len() {
+                    continue;
+                }
+                let sql = m.primary_id_sql(&o.r.primary_table, &o.r.primary_key);
+                let mut st = conn.prepare_cached(&sql)?;
+                let ids = st
+                    .query_map(params_from_iter(key.iter().map(Bind)), |r| {
+                        Ok(from_sql(r.get_ref(0)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<Json>>>()?;
+                out.extend(ids.iter().filter(|v| !v.is_null()).map(|v| (oi, id_of(v))));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Instances a change of `table` from `old` to `new` can make visible or invisible
+    /// (Figure 7's entry point), into `dirty`; `whole` collects objects all of whose
+    /// instances are affected.
+    fn dirty_from_row(
+        &self,
+        conn: &Connection,
+        table: &str,
+        rows: &[&Row],
+        dirty: &mut [BTreeSet<Id>],
+        whole: &mut [bool],
+    ) -> Result<()> {
+        let t = lower(table);
+        for (oi, o) in self.objects.iter().enumerate() {
+            if o.whole_reads.contains(&t) {
+                whole[oi] = true;
+            }
+        }
+        let Some(places) = self.hops.get(&t) else {
+            return Ok(());
+        };
+        for &(oi, at) in places {
+            if whole[oi] || !self.objects[oi].vis_tables.contains(&t) {
+                continue;
+            }
+            for row in rows {
+                dirty[oi].extend(self.ids_from_row(conn, oi, at, row)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tables (lowercase) on any member path of `o`, its primary table included.
+fn path_tables(o: &ResolvedObject) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    out.insert(lower(&o.primary_table));
+    for m in &o.members {
+        out.insert(lower(&m.table));
+        for p in &m.paths {
+            for j in &p.joins {
+                out.insert(lower(&j.to_table));
+            }
+        }
+    }
+    out
+}
+
+/// A node as one routing pass sees it.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    /// Its name (`node_id` in rules).
+    pub name: String,
+    /// Its attributes.
+    pub attrs: BTreeMap<String, String>,
+    /// Its routing checkpoint: central's log is routed to it up to here.
+    pub routed_pos: i64,
+    /// The last position of its partial log.
+    pub ppos: i64,
+}
+
+/// The active nodes (not revoked), in name order.
+pub fn nodes(conn: &Connection) -> Result<Vec<NodeState>> {
+    let mut st = conn.prepare_cached(
+        "SELECT name, attrs, routed_pos, partial_pos FROM berth_peers
+         WHERE role = 'node' AND revoked IS NULL ORDER BY name",
+    )?;
+    let out = st
+        .query_map([], |r| {
+            let attrs: String = r.get(1)?;
+            Ok(NodeState {
+                name: r.get(0)?,
+                attrs: serde_json::from_str(&attrs).unwrap_or_default(),
+                routed_pos: r.get(2)?,
+                ppos: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(out)
+}
+
+/// Puts `nodes` into the TEMP relations set-form rules read node identity from, and makes
+/// the router's scratch table.
+fn identify(conn: &Connection, nodes: &[NodeState]) -> Result<()> {
+    conn.execute_batch(NODE_RELATIONS_DDL)?;
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS berth_route_ids(obj INTEGER NOT NULL, id);
+         CREATE INDEX IF NOT EXISTS temp.berth_route_ids_obj ON berth_route_ids(obj, id);
+         DELETE FROM temp.berth_node; DELETE FROM temp.berth_node_attr;",
+    )?;
+    let mut n = conn.prepare_cached("INSERT INTO temp.berth_node(node_id) VALUES (?1)")?;
+    let mut a = conn.prepare_cached(
+        "INSERT INTO temp.berth_node_attr(node_id, name, value) VALUES (?1, ?2, ?3)",
+    )?;
+    for node in nodes {
+        n.execute(params![node.name])?;
+        for (k, v) in &node.attrs {
+            a.execute(params![node.name, k, v])?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `temp.berth_route_ids` with `ids` per object.
+fn load_ids(conn: &Connection, ids: &[BTreeSet<Id>]) -> Result<()> {
+    conn.execute("DELETE FROM temp.berth_route_ids", [])?;
+    let mut st =
+        conn.prepare_cached("INSERT INTO temp.berth_route_ids(obj, id) VALUES (?1, ?2)")?;
+    for (oi, set) in ids.iter().enumerate() {
+        for id in set {
+            st.execute(params![oi as i64, Bind(&id_value(id))])?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a pair-form statement for `id` (and `node`, for rules); returns its first column.
+fn run_pair(
+    conn: &Connection,
+    sql: &str,
+    id: &Json,
+    node: Option<&NodeState>,
+) -> Result<Vec<Json>> {
+    let mut st = conn.prepare_cached(sql)?;
+    for i in 1..=st.parameter_count() {
+        let name = st.parameter_name(i).unwrap_or_default().to_string();
+        if name == PARAM_PRIMARY_ROW_ID {
+            st.raw_bind_parameter(i, Bind(id))?;
+        } else if name == PARAM_NODE_ID {
+            st.raw_bind_parameter(i, node.map(|n| n.name.as_str()))?;
+        } else if let Some(attr) = name.strip_prefix(PARAM_ATTR_PREFIX) {
+            st.raw_bind_parameter(i, node.and_then(|n| n.attrs.get(attr)).map(String::as_str))?;
+        }
+    }
+    let mut rows = st.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(from_sql(r.get_ref(0)?));
+    }
+    Ok(out)
+}
+
+/// The ids of every row of object `oi`'s primary table.
+fn all_ids(conn: &Connection, o: &ResolvedObject) -> Result<BTreeSet<Id>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {} FROM {}",
+        ident(&o.primary_key),
+        ident(&o.primary_table)
+    ))?;
+    let ids = st
+        .query_map([], |r| Ok(from_sql(r.get_ref(0)?)))?
+        .collect::<rusqlite::Result<Vec<Json>>>()?;
+    Ok(ids.iter().filter(|v| !v.is_null()).map(id_of).collect())
+}
+
+/// Visibility of a region of instances: object -> id -> the nodes that see it.
+type Seen = Vec<BTreeMap<Id, BTreeSet<String>>>;
+
+struct Pass<'a> {
+    conn: &'a Connection,
+    plan: &'a Plan,
+    nodes: &'a [NodeState],
+    eval: Evaluation,
+}
+
+impl Pass<'_> {
+    fn n_obj(&self) -> usize {
+        self.plan.objects.len()
+    }
+
+    /// Edges of mapping `mi` touching the given dependent or supporting ids (all its edges
+    /// when `all`).
+    fn stored_edges(
+        &self,
+        mi: usize,
+        deps: &BTreeSet<Id>,
+        sups: &BTreeSet<Id>,
+        all: bool,
+    ) -> Result<BTreeSet<(Id, Id)>> {
+        let name = &self.plan.maps[mi].name;
+        let mut out = BTreeSet::new();
+        if all {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT dep_id, sup_id FROM berth_edges WHERE map = ?1")?;
+            let rows = st.query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for r in rows {
+                out.insert(r?);
+            }
+            return Ok(out);
+        }
+        let mut by_dep = self
+            .conn
+            .prepare_cached("SELECT sup_id FROM berth_edges WHERE map = ?1 AND dep_id = ?2")?;
+        for d in deps {
+            let rows = by_dep.query_map(params![name, d], |r| r.get::<_, String>(0))?;
+            for s in rows {
+                out.insert((d.clone(), s?));
+            }
+        }
+        let mut by_sup = self
+            .conn
+            .prepare_cached("SELECT dep_id FROM berth_edges WHERE map = ?1 AND sup_id = ?2")?;
+        for s in sups {
+            let rows = by_sup.query_map(params![name, s], |r| r.get::<_, String>(0))?;
+            for d in rows {
+                out.insert((d?, s.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mapping `mi`'s pairs (dep, sup) now: all of them, or those with a dependent in
+    /// `ids[dep]` or a support in `ids[sup]` (the ids are in `temp.berth_route_ids`).
+    fn mapping_pairs(
+        &self,
+        mi: usize,
+        ids: &[BTreeSet<Id>],
+        all: bool,
+    ) -> Result<BTreeSet<(Id, Id)>> {
+        let m = &self.plan.maps[mi];
+        let mut out = BTreeSet::new();
+        let mut add = |a: Json, b: Json| {
+            if a.is_null() || b.is_null() {
+                return;
+            }
+            let (d, s) = if m.dep_first { (a, b) } else { (b, a) };
+            out.insert((id_of(&d), id_of(&s)));
+        };
+        if let Some(set) = &m.set {
+            let queries: Vec<(String, Option<usize>)> = if all {
+                vec![(set.trim().trim_end_matches(';').to_string(), None)]
+            } else {
+                vec![
+                    (restricted(set, m.dep_first), Some(m.dep)),
+                    (restricted(set, !m.dep_first), Some(m.sup)),
+                ]
+            };
+            for (sql, obj) in queries {
+                if obj.is_some_and(|o| ids[o].is_empty()) {
+                    continue;
+                }
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let mut rows = match obj {
+                    Some(o) => st.query(params![o as i64])?,
+                    None => st.query([])?,
+                };
+                while let Some(r) = rows.next()? {
+                    add(from_sql(r.get_ref(0)?), from_sql(r.get_ref(1)?));
+                }
+            }
+            return Ok(out);
+        }
+        let Some(pair) = &m.pair else {
+            return Ok(out);
+        };
+        // Pair form: evaluated from the side it binds, for every instance of that side
+        // unless only ids of that side are asked for.
+        let bound = if m.pair_binds_dep { m.dep } else { m.sup };
+        let other = if m.pair_binds_dep { m.sup } else { m.dep };
+        let from: BTreeSet<Id> = if all || !ids[other].is_empty() {
+            all_ids(self.conn, &self.plan.objects[bound].r)?
+        } else {
+            ids[bound].clone()
+        };
+        for id in &from {
+            let v = id_value(id);
+            // The pair form binds the dependent for object rules (`dep_first`) and the
+            // support for related objects, so (bound, found) is in `add`'s order.
+            for found in run_pair(self.conn, pair, &v, None)? {
+                add(v.clone(), found);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the edges touching `dirty` (all edges of mappings in `full`), stores
+    /// them, and returns the dependents whose edges changed.
+    fn refresh_edges(&self, dirty: &[BTreeSet<Id>], full: &[bool]) -> Result<Vec<BTreeSet<Id>>> {
+        let mut seeds = vec![BTreeSet::new(); self.n_obj()];
+        load_ids(self.conn, dirty)?;
+        let mut del = self.conn.prepare_cached(
+            "DELETE FROM berth_edges WHERE map = ?1 AND dep_id = ?2 AND sup_id = ?3",
+        )?;
+        let mut ins = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO berth_edges(map, dep_id, sup_id) VALUES (?1, ?2, ?3)",
+        )?;
+        for (mi, m) in self.plan.maps.iter().enumerate() {
+            let all = full[mi];
+            if !all && dirty[m.dep].is_empty() && dirty[m.sup].is_empty() {
+                continue;
+            }
+            let old = self.stored_edges(mi, &dirty[m.dep], &dirty[m.sup], all)?;
+            let new = self.mapping_pairs(mi, dirty, all)?;
+            for (d, s) in old.difference(&new) {
+                del.execute(params![m.name, d, s])?;
+                seeds[m.dep].insert(d.clone());
+            }
+            for (d, s) in new.difference(&old) {
+                ins.execute(params![m.name, d, s])?;
+                seeds[m.dep].insert(d.clone());
+            }
+        }
+        Ok(seeds)
+    }
+
+    /// Closes `region` under "depends on": everything whose visibility can follow it.
+    fn close(&self, region: &mut [BTreeSet<Id>]) -> Result<()> {
+        let mut frontier: Vec<BTreeSet<Id>> = region.to_vec();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT dep_id FROM berth_edges WHERE map = ?1 AND sup_id = ?2")?;
+        while frontier.iter().any(|f| !f.is_empty()) {
+            let mut next = vec![BTreeSet::new(); self.n_obj()];
+            for m in &self.plan.maps {
+                for s in &frontier[m.sup] {
+                    let rows = st.query_map(params![m.name, s], |r| r.get::<_, String>(0))?;
+                    for d in rows {
+                        let d = d?;
+                        if region[m.dep].insert(d.clone()) {
+                            next[m.dep].insert(d);
+                        }
+                    }
+                }
+            }
+            frontier = next;
+        }
+        Ok(())
+    }
+
+    /// Holders of an instance, from the instance set.
+    fn holders(&self, oi: usize, id: &str) -> Result<BTreeSet<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT node FROM berth_instances WHERE obj = ?1 AND id = ?2")?;
+        let rows = st.query_map(params![self.plan.objects[oi].r.name, id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Visibility of every instance in `region` for every node: the least fixpoint of the
+    /// rules, with support from outside the region taken from the instance set.
+    fn evaluate(&self, region: &[BTreeSet<Id>]) -> Result<Seen> {
+        let conn = self.conn;
+        load_ids(conn, region)?;
+        let known: HashSet<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut seen: Seen = vec![BTreeMap::new(); self.n_obj()];
+        let mut exists: Vec<BTreeSet<Id>> = vec![BTreeSet::new(); self.n_obj()];
+        for (oi, o) in self.plan.objects.iter().enumerate() {
+            if region[oi].is_empty() {
+                continue;
+            }
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {k} FROM {t} WHERE {k} IN (SELECT id FROM temp.berth_route_ids WHERE obj = ?1)",
+                k = ident(&o.r.primary_key),
+                t = ident(&o.r.primary_table)
+            ))?;
+            let ids = st
+                .query_map(params![oi as i64], |r| Ok(from_sql(r.get_ref(0)?)))?
+                .collect::<rusqlite::Result<Vec<Json>>>()?;
+            exists[oi] = ids.iter().map(id_of).collect();
+        }
+        let mut work: Vec<(usize, Id, String)> = Vec::new();
+        let mark = |seen: &mut Seen,
+                    work: &mut Vec<(usize, Id, String)>,
+                    oi: usize,
+                    id: &Id,
+                    node: &str| {
+            if seen[oi]
+                .entry(id.clone())
+                .or_default()
+                .insert(node.to_string())
+            {
+                work.push((oi, id.clone(), node.to_string()));
+            }
+        };
+        // SQL rules (Figure 7, steps 207-213).
+        for (oi, o) in self.plan.objects.iter().enumerate() {
+            if exists[oi].is_empty() {
+                continue;
+            }
+            for rule in &o.rules {
+                match (&rule.set, self.eval) {
+                    (Some(set), Evaluation::Set) => {
+                        let mut st = conn.prepare_cached(&restricted(set, true))?;
+                        let mut rows = st.query(params![oi as i64])?;
+                        while let Some(r) = rows.next()? {
+                            let id = id_of(&from_sql(r.get_ref(0)?));
+                            let node = from_sql(r.get_ref(1)?);
+                            if let Some(node) = node.as_str()
+                                && known.contains(node)
+                                && exists[oi].contains(&id)
+                            {
+                                mark(&mut seen, &mut work, oi, &id, node);
+                            }
+                        }
+                    }
+                    _ => {
+                        let Some(pair) = rule.pair.as_ref().or(rule.set.as_ref()) else {
+                            continue;
+                        };
+                        let is_pair = rule.pair.is_some();
+                        for id in &exists[oi] {
+                            let v = id_value(id);
+                            for node in self.nodes {
+                                let hit = if is_pair {
+                                    !run_pair(conn, pair, &v, Some(node))?.is_empty()
+                                } else {
+                                    self.set_pair(pair, &v, &node.name)?
+                                };
+                                if hit {
+                                    mark(&mut seen, &mut work, oi, id, &node.name);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Object rules and related objects (Figure 7, steps 221-227): edges from the region
+        // to outside it take their support from the instance set; inside, support spreads.
+        let mut inside: HashMap<(usize, Id), Vec<(usize, Id)>> = HashMap::new();
+        let mut by_dep =
+            conn.prepare_cached("SELECT sup_id FROM berth_edges WHERE map = ?1 AND dep_id = ?2")?;
+        for m in &self.plan.maps {
+            for x in &exists[m.dep] {
+                let sups = by_dep
+                    .query_map(params![m.name, x], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                for y in sups {
+                    if region[m.sup].contains(&y) {
+                        inside
+                            .entry((m.sup, y))
+                            .or_default()
+                            .push((m.dep, x.clone()));
+                    } else {
+                        for node in self.holders(m.sup, &y)? {
+                            if known.contains(node.as_str()) {
+                                mark(&mut seen, &mut work, m.dep, x, &node);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        while let Some((oi, id, node)) = work.pop() {
+            if let Some(deps) = inside.get(&(oi, id)) {
+                for (doi, did) in deps.clone() {
+                    mark(&mut seen, &mut work, doi, &did, &node);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Per-pair check of a set-form rule (the baseline for rules that have only a set form).
+    fn set_pair(&self, set: &str, id: &Json, node: &str) -> Result<bool> {
+        let body = set.trim().trim_end_matches(';');
+        let mut st = self.conn.prepare_cached(&format!(
+            "WITH berth_q(a, b) AS ({body}\n) SELECT 1 FROM berth_q WHERE a = ?1 AND b = ?2 LIMIT 1"
+        ))?;
+        Ok(st.exists(params![Bind(id), node])?)
+    }
+
+    /// Writes `seen` for `region` into the instance set; returns what each instance gained
+    /// and lost (object -> id -> nodes).
+    #[allow(clippy::type_complexity)]
+    fn store_instances(&self, region: &[BTreeSet<Id>], seen: &Seen) -> Result<(Seen, Seen)> {
+        let mut gained: Seen = vec![BTreeMap::new(); self.n_obj()];
+        let mut lost: Seen = vec![BTreeMap::new(); self.n_obj()];
+        let mut ins = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO berth_instances(obj, id, node) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut del = self.conn.prepare_cached(
+            "DELETE FROM berth_instances WHERE obj = ?1 AND id = ?2 AND node = ?3",
+        )?;
+        let empty = BTreeSet::new();
+        for (oi, ids) in region.iter().enumerate() {
+            let name = &self.plan.objects[oi].r.name;
+            for id in ids {
+                let before = self.holders(oi, id)?;
+                let now = seen[oi].get(id).unwrap_or(&empty);
+                for n in now.difference(&before) {
+                    ins.execute(params![name, id, n])?;
+                    gained[oi].entry(id.clone()).or_default().insert(n.clone());
+                }
+                for n in before.difference(now) {
+                    del.execute(params![name, id, n])?;
+                    lost[oi].entry(id.clone()).or_default().insert(n.clone());
+                }
+            }
+        }
+        Ok((gained, lost))
+    }
+
+    /// Brings visibility up to date for `dirty` (and objects in `whole`): edges, region,
+    /// fixpoint, instance set. Returns what was gained and lost.
+    fn revisit(
+        &self,
+        mut dirty: Vec<BTreeSet<Id>>,
+        whole: &[bool],
+        touched: &BTreeSet<String>,
+    ) -> Result<(Seen, Seen)> {
+        for (oi, w) in whole.iter().enumerate() {
+            if *w {
+                let o = &self.plan.objects[oi].r;
+                dirty[oi] = all_ids(self.conn, o)?;
+                let mut st = self
+                    .conn
+                    .prepare_cached("SELECT DISTINCT id FROM berth_instances WHERE obj = ?1")?;
+                let held = st
+                    .query_map(params![o.name], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                dirty[oi].extend(held);
+            }
+        }
+        let full: Vec<bool> = self
+            .plan
+            .maps
+            .iter()
+            .map(|m| !m.anchored && m.reads.iter().any(|t| touched.contains(t)))
+            .collect();
+        if dirty.iter().all(BTreeSet::is_empty) && !full.contains(&true) {
+            let none = vec![BTreeMap::new(); self.n_obj()];
+            return Ok((none.clone(), none));
+        }
+        let seeds = self.refresh_edges(&dirty, &full)?;
+        let mut region = dirty;
+        for (r, s) in region.iter_mut().zip(seeds) {
+            r.extend(s);
+        }
+        self.close(&mut region)?;
+        let seen = self.evaluate(&region)?;
+        self.store_instances(&region, &seen)
+    }
+}
+
+/// What the nodes hold, row by row, while a batch is routed; written back at its end.
+#[derive(Default)]
+struct Holdings {
+    held: HashMap<(String, String), BTreeSet<String>>,
+    loaded: HashMap<(String, String), BTreeSet<String>>,
+    desired: HashMap<(String, String), BTreeSet<String>>,
+    /// (node, table, key) sent whole in this batch: later changes of it in the batch are
+    /// already in what was sent.
+    fresh: HashSet<(String, String, String)>,
+    /// Rows a node holds but may not, or may but does not hold, found while routing the
+    /// batch's changes. They are downloaded or removed after every entry of the batch, so
+    /// after the marker that acknowledges the node's own change to the row: a node keeps a
+    /// local change that central decided without knowing of it (SPEC 2.10), and a removal
+    /// sent before that marker would be ignored.
+    later: Vec<((String, String), String)>,
+}
+
+impl Holdings {
+    fn held(&mut self, conn: &Connection, key: &(String, String)) -> Result<&mut BTreeSet<String>> {
+        if !self.held.contains_key(key) {
+            let mut st =
+                conn.prepare_cached("SELECT node FROM berth_node_rows WHERE tbl = ?1 AND pk = ?2")?;
+            let nodes: BTreeSet<String> = st
+                .query_map(params![key.0, key.1], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            self.loaded.insert(key.clone(), nodes.clone());
+            self.held.insert(key.clone(), nodes);
+        }
+        Ok(self.held.entry(key.clone()).or_default())
+    }
+
+    fn save(&self, conn: &Connection) -> Result<()> {
+        let mut add = conn.prepare_cached(
+            "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut del = conn.prepare_cached(
+            "DELETE FROM berth_node_rows WHERE node = ?1 AND tbl = ?2 AND pk = ?3",
+        )?;
+        for (key, now) in &self.held {
+            let empty = BTreeSet::new();
+            let before = self.loaded.get(key).unwrap_or(&empty);
+            for n in now.difference(before) {
+                add.execute(params![n, key.0, key.1])?;
+            }
+            for n in before.difference(now) {
+                del.execute(params![n, key.0, key.1])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends wire changes to the nodes' partial logs.
+struct Out<'a> {
+    conn: &'a Connection,
+    ppos: HashMap<String, i64>,
+    clock: i64,
+}
+
+impl Out<'_> {
+    fn emit(&mut self, node: &str, ch: &Change) -> Result<()> {
+        let p = self.ppos.entry(node.to_string()).or_insert(0);
+        *p += 1;
+        let mut ch = ch.clone();
+        ch.pos = *p;
+        let text = serde_json::to_string(&ch).map_err(|e| EngineError::BadPayload {
+            bundle: String::new(),
+            entry: "partial log".into(),
+            reason: e.to_string(),
+        })?;
+        self.conn
+            .prepare_cached("INSERT INTO berth_partial(node, ppos, change) VALUES (?1, ?2, ?3)")?
+            .execute(params![node, *p, text])?;
+        Ok(())
+    }
+
+    fn download(&mut self, node: &str, table: &str, k: Vec<Json>, row: Row) -> Result<()> {
+        let ch = Change {
+            pos: 0,
+            t: table.to_string(),
+            k,
+            op: Op::I,
+            old: None,
+            new: Some(row),
+            o: None,
+            c: self.clock,
+            ack: None,
+        };
+        self.emit(node, &ch)
+    }
+
+    fn remove(&mut self, node: &str, table: &str, k: Vec<Json>, old: Row) -> Result<()> {
+        let ch = Change {
+            pos: 0,
+            t: table.to_string(),
+            k,
+            op: Op::D,
+            old: Some(old),
+            new: None,
+            o: None,
+            c: self.clock,
+            ack: None,
+        };
+        self.emit(node, &ch)
+    }
+}
+
+/// Routes central's log to every active node, in batches of [`BATCH`] entries, inside the
+/// caller's transaction. With no docking model every table is enterprise.
+pub fn route_all(
+    conn: &Connection,
+    catalog: &Catalog,
+    plan: Option<&Plan>,
+    eval: Evaluation,
+) -> Result<()> {
+    let nodes = nodes(conn)?;
+    if nodes.is_empty() {
+        // Nothing is routed, so the edges fall behind the log: the next node's enrollment
+        // rebuilds them.
+        if plan.is_some() {
+            request_resync(conn)?;
+        }
+        return Ok(());
+    }
+    identify(conn, &nodes)?;
+    let mut out = Out {
+        conn,
+        ppos: nodes.iter().map(|n| (n.name.clone(), n.ppos)).collect(),
+        clock: store::meta_i64(conn, "clock")?,
+    };
+    if let Some(plan) = plan
+        && store::meta(conn, "routing_resync")?.is_some()
+    {
+        resync(conn, catalog, plan, &nodes, eval, &mut out)?;
+        conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
+    }
+    let top = store::max_pos(conn)?;
+    let mut lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
+    while lo < top {
+        let hi = batch_end(conn, lo, top)?;
+        route_batch(conn, catalog, plan, &nodes, eval, &mut out, lo, hi)?;
+        lo = hi;
+    }
+    let mut st = conn.prepare_cached(
+        "UPDATE berth_peers SET routed_pos = max(routed_pos, ?2), partial_pos = ?3 WHERE name = ?1",
+    )?;
+    for n in &nodes {
+        st.execute(params![
+            n.name,
+            top,
+            out.ppos.get(&n.name).copied().unwrap_or(n.ppos)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Where the batch starting after `lo` ends: about [`BATCH`] entries on, but never between a
+/// merged node change and the marker that acknowledges it (see [`Holdings::later`]).
+fn batch_end(conn: &Connection, lo: i64, top: i64) -> Result<i64> {
+    let hi = lo.saturating_add(BATCH);
+    if hi >= top {
+        return Ok(top);
+    }
+    // A merge journals the node's changes, corrective changes and then its marker in one
+    // transaction; central's own writes (no origin, no target) cannot fall inside one.
+    let next: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT pos, op FROM berth_log WHERE pos > ?1
+               AND (op = 'A' OR (origin IS NULL AND target IS NULL)) ORDER BY pos LIMIT 1",
+        )?
+        .query_row(params![hi], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match next {
+        Some((pos, op)) if op == "A" => pos,
+        Some((pos, _)) => (pos - 1).max(hi),
+        None => top,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route_batch(
+    conn: &Connection,
+    catalog: &Catalog,
+    plan: Option<&Plan>,
+    nodes: &[NodeState],
+    eval: Evaluation,
+    out: &mut Out<'_>,
+    lo: i64,
+    hi: i64,
+) -> Result<()> {
+    let mut st = conn.prepare_cached(
+        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target FROM berth_log
+         WHERE pos > ?1 AND pos <= ?2 ORDER BY pos",
+    )?;
+    let mut entries = Vec::new();
+    {
+        let mut rows = st.query(params![lo, hi])?;
+        while let Some(r) = rows.next()? {
+            entries.push(Logged::decode(conn, catalog, r)?);
+        }
+    }
+    let Some(plan) = plan else {
+        // No docking model: everything goes everywhere but back where it came from.
+        for e in &entries {
+            for ch in e.wire() {
+                for n in nodes.iter().filter(|n| e.base.pos > n.routed_pos) {
+                    if routed_to_all(e, &n.name) {
+                        out.emit(&n.name, &ch)?;
+                    }
+                }
+            }
+        }
+        return Ok(());
+    };
+    let pass = Pass {
+        conn,
+        plan,
+        nodes,
+        eval,
+    };
+    // 1-3: which instances the batch can affect, and their visibility now.
+    let mut dirty = vec![BTreeSet::new(); plan.objects.len()];
+    let mut whole = vec![false; plan.objects.len()];
+    let mut touched = BTreeSet::new();
+    for e in entries.iter().filter(|e| data_change(e)) {
+        touched.insert(lower(&e.base.t));
+        let rows: Vec<&Row> = e.old.iter().chain(e.new.iter()).collect();
+        plan.dirty_from_row(conn, &e.base.t, &rows, &mut dirty, &mut whole)?;
+    }
+    let (gained, lost) = pass.revisit(dirty, &whole, &touched)?;
+
+    // 4: rows. The changes themselves, in log order.
+    let mut h = Holdings::default();
+    for e in &entries {
+        for ch in e.wire() {
+            route_change(&pass, e, &ch, &mut h, out)?;
+        }
+    }
+    for (key, node) in std::mem::take(&mut h.later) {
+        reconcile_node(&pass, catalog, &key, &node, &mut h, out)?;
+    }
+    // Instances gained bring their member rows; instances lost take theirs away.
+    settle_instances(&pass, catalog, &gained, &lost, &mut h, out)?;
+    // Rows below a changed row on a member path may have moved between instances.
+    for e in entries.iter().filter(|e| data_change(e)) {
+        let Some(places) = plan.hops.get(&lower(&e.base.t)) else {
+            continue;
+        };
+        let mut below = BTreeSet::new();
+        for &(oi, at) in places.iter().filter(|(_, at)| at.hop > 0) {
+            let table = plan.objects[oi].r.members[at.m].table.clone();
+            for row in e.old.iter().chain(e.new.iter()) {
+                for k in plan.rows_below(conn, oi, at, row)? {
+                    below.insert((table.clone(), serde_json::to_string(&k).unwrap_or_default()));
+                }
+            }
+        }
+        for key in below {
+            reconcile(&pass, catalog, &key, &mut h, out)?;
+        }
+    }
+    h.save(conn)
+}
+
+/// A journal entry that changed central's data (not a marker, statement or corrective
+/// change).
+fn data_change(e: &Logged) -> bool {
+    e.target.is_none() && matches!(e.base.op, Op::I | Op::U | Op::D)
+}
+
+/// Whether an entry with no docking model in play goes to `node`.
+fn routed_to_all(e: &Logged, node: &str) -> bool {
+    match &e.target {
+        Some(t) => t == node,
+        None => e.base.o.as_deref() != Some(node),
+    }
+}
+
+/// Calls `f` with the key of every member row of the given instances of object `oi`.
+fn for_member_rows<'i>(
+    pass: &Pass<'_>,
+    oi: usize,
+    ids: impl Iterator<Item = &'i Id>,
+    mut f: impl FnMut(&str, (Vec<Json>, String)) -> Result<()>,
+) -> Result<()> {
+    let mut set = vec![BTreeSet::new(); pass.n_obj()];
+    set[oi] = ids.cloned().collect();
+    if set[oi].is_empty() {
+        return Ok(());
+    }
+    load_ids(pass.conn, &set)?;
+    let o = &pass.plan.objects[oi].r;
+    for m in &o.members {
+        for sql in member_sql(o, m, false) {
+            let mut st = pass.conn.prepare_cached(&sql)?;
+            let n = m.key.len();
+            let mut rows = st.query(params![oi as i64])?;
+            while let Some(r) = rows.next()? {
+                let k: Vec<Json> = (0..n)
+                    .map(|i| r.get_ref(i).map(from_sql))
+                    .collect::<rusqlite::Result<_>>()?;
+                let id = id_of(&from_sql(r.get_ref(n)?));
+                f(&m.table, (k, id))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per path of member `m`: `SELECT <key columns>, <primary id> [, row columns]` of the member
+/// rows whose instance is in `temp.berth_route_ids` for object `?1`.
+fn member_sql(o: &ResolvedObject, m: &ResolvedMember, whole_row: bool) -> Vec<String> {
+    let keys: Vec<String> = m.key.iter().map(|k| format!("t0.{}", ident(k))).collect();
+    let extra = if whole_row { ", t0.*" } else { "" };
+    let paths: Vec<Option<usize>> = if m.paths.is_empty() {
+        vec![None]
+    } else {
+        (0..m.paths.len()).map(Some).collect()
+    };
+    paths
+        .into_iter()
+        .map(|p| {
+            let js = joins(m, p);
+            let from = path_from(m, js, js.len());
+            format!(
+                "SELECT {}, t{}.{}{extra} FROM {from} WHERE t{}.{} IN (SELECT id FROM temp.berth_route_ids WHERE obj = ?1)",
+                keys.join(", "),
+                js.len(),
+                ident(&o.primary_key),
+                js.len(),
+                ident(&o.primary_key)
+            )
+        })
+        .collect()
+}
+
+/// The nodes that should hold a row now (after the instance set is up to date).
+fn desired<'h>(
+    pass: &Pass<'_>,
+    key: &(String, String),
+    h: &'h mut Holdings,
+) -> Result<&'h BTreeSet<String>> {
+    if !h.desired.contains_key(key) {
+        let k: Vec<Json> = serde_json::from_str(&key.1).unwrap_or_default();
+        let mut nodes = BTreeSet::new();
+        for (oi, id) in pass.plan.row_instances(pass.conn, &key.0, &k)? {
+            match pass.eval {
+                Evaluation::Set => nodes.extend(pass.holders(oi, &id)?),
+                Evaluation::PerPair => {
+                    let mut st = pass.conn.prepare_cached(
+                        "SELECT 1 FROM berth_instances WHERE obj = ?1 AND id = ?2 AND node = ?3",
+                    )?;
+                    for n in pass.nodes {
+                        if st.exists(params![pass.plan.objects[oi].r.name, id, n.name])? {
+                            nodes.insert(n.name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        h.desired.insert(key.clone(), nodes);
+    }
+    Ok(h.desired.entry(key.clone()).or_default())
+}
+
+/// Routes one wire change of entry `e`.
+fn route_change(
+    pass: &Pass<'_>,
+    e: &Logged,
+    ch: &Change,
+    h: &mut Holdings,
+    out: &mut Out<'_>,
+) -> Result<()> {
+    let in_scope = |n: &&NodeState| e.base.pos > n.routed_pos;
+    if let Some(target) = &e.target {
+        let Some(node) = pass
+            .nodes
+            .iter()
+            .filter(in_scope)
+            .find(|n| &n.name == target)
+        else {
+            return Ok(());
+        };
+        if matches!(ch.op, Op::A | Op::S) {
+            return out.emit(&node.name, ch);
+        }
+        // A corrective change answers a change the node made to this row, so the node has
+        // the row (or, after a corrective delete, not).
+        match pass.plan.visibility(&ch.t) {
+            Visibility::Limited => {
+                let key = (ch.t.clone(), ch.key_text());
+                if ch.op == Op::D {
+                    h.held(pass.conn, &key)?.remove(&node.name);
+                    return out.emit(&node.name, ch);
+                }
+                h.held(pass.conn, &key)?.insert(node.name.clone());
+                if desired(pass, &key, h)?.contains(&node.name) {
+                    out.emit(&node.name, ch)?;
+                } else {
+                    h.later.push((key.clone(), node.name.clone()));
+                }
+                Ok(())
+            }
+            _ => out.emit(&node.name, ch),
+        }
+    } else {
+        match pass.plan.visibility(&ch.t) {
+            Visibility::Central => Ok(()),
+            Visibility::Enterprise => {
+                for n in pass.nodes.iter().filter(in_scope) {
+                    if ch.o.as_deref() != Some(n.name.as_str()) {
+                        out.emit(&n.name, ch)?;
+                    }
+                }
+                Ok(())
+            }
+            Visibility::Limited => {
+                let key = (ch.t.clone(), ch.key_text());
+                for n in pass.nodes.iter().filter(in_scope) {
+                    let own = ch.o.as_deref() == Some(n.name.as_str());
+                    if own {
+                        // The node's own change is not sent back; it tells what it holds.
+                        if ch.op == Op::D {
+                            h.held(pass.conn, &key)?.remove(&n.name);
+                        } else {
+                            h.held(pass.conn, &key)?.insert(n.name.clone());
+                            h.later.push((key.clone(), n.name.clone()));
+                        }
+                        continue;
+                    }
+                    if ch.op == Op::D {
+                        // Deletes reach exactly the nodes that held the row.
+                        if h.held(pass.conn, &key)?.remove(&n.name) {
+                            out.emit(&n.name, ch)?;
+                        }
+                        continue;
+                    }
+                    let holds = h.held(pass.conn, &key)?.contains(&n.name);
+                    let wants = desired(pass, &key, h)?.contains(&n.name);
+                    let fresh = h
+                        .fresh
+                        .contains(&(n.name.clone(), key.0.clone(), key.1.clone()));
+                    if holds && wants {
+                        if !fresh {
+                            out.emit(&n.name, ch)?;
+                        }
+                    } else {
+                        h.later.push((key.clone(), n.name.clone()));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Makes what `node` holds of one row agree with what it should hold: a download or a
+/// removal, or nothing.
+fn reconcile_node(
+    pass: &Pass<'_>,
+    catalog: &Catalog,
+    key: &(String, String),
+    node: &str,
+    h: &mut Holdings,
+    out: &mut Out<'_>,
+) -> Result<()> {
+    let holds = h.held(pass.conn, key)?.contains(node);
+    let wants = desired(pass, key, h)?.contains(node);
+    if holds == wants {
+        return Ok(());
+    }
+    let k: Vec<Json> = serde_json::from_str(&key.1).unwrap_or_default();
+    let row = match catalog.tables.get(&key.0) {
+        Some(info) => read_row(pass.conn, info, &k)?,
+        None => None,
+    };
+    if wants {
+        let Some(row) = row else {
+            return Ok(());
+        };
+        out.download(node, &key.0, k, row)?;
+        h.held(pass.conn, key)?.insert(node.to_string());
+        h.fresh
+            .insert((node.to_string(), key.0.clone(), key.1.clone()));
+    } else {
+        out.remove(node, &key.0, k, row.unwrap_or_default())?;
+        h.held(pass.conn, key)?.remove(node);
+    }
+    Ok(())
+}
+
+/// Reconciles one row for every node in the pass.
+fn reconcile(
+    pass: &Pass<'_>,
+    catalog: &Catalog,
+    key: &(String, String),
+    h: &mut Holdings,
+    out: &mut Out<'_>,
+) -> Result<()> {
+    for n in pass.nodes {
+        reconcile_node(pass, catalog, key, &n.name, h, out)?;
+    }
+    Ok(())
+}
+
+/// Figure 8: the member rows of instances gained are downloaded, those of instances lost
+/// removed unless another visible instance still covers them.
+fn settle_instances(
+    pass: &Pass<'_>,
+    catalog: &Catalog,
+    gained: &Seen,
+    lost: &Seen,
+    h: &mut Holdings,
+    out: &mut Out<'_>,
+) -> Result<()> {
+    for change in [gained, lost] {
+        for (oi, ids) in change.iter().enumerate() {
+            let mut rows: Vec<(String, String, Id)> = Vec::new();
+            for_member_rows(pass, oi, ids.keys(), |table, (k, id)| {
+                rows.push((
+                    table.to_string(),
+                    serde_json::to_string(&k).unwrap_or_default(),
+                    id,
+                ));
+                Ok(())
+            })?;
+            for (table, key, id) in rows {
+                let key = (table, key);
+                for node in ids.get(&id).into_iter().flatten() {
+                    reconcile_node(pass, catalog, &key, node, h, out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds edges and the instance set from scratch and makes every node hold exactly what
+/// it should (after a docking model change, or on first use).
+fn resync(
+    conn: &Connection,
+    catalog: &Catalog,
+    plan: &Plan,
+    nodes: &[NodeState],
+    eval: Evaluation,
+    out: &mut Out<'_>,
+) -> Result<()> {
+    conn.execute("DELETE FROM berth_edges", [])?;
+    let pass = Pass {
+        conn,
+        plan,
+        nodes,
+        eval,
+    };
+    let mut region = Vec::new();
+    for o in &plan.objects {
+        region.push(all_ids(conn, &o.r)?);
+    }
+    let full = vec![true; plan.maps.len()];
+    pass.refresh_edges(&region, &full)?;
+    // Instances of objects the new model no longer has are forgotten.
+    let names: Vec<String> = plan.objects.iter().map(|o| o.r.name.clone()).collect();
+    let mut st = conn.prepare_cached("SELECT DISTINCT obj FROM berth_instances")?;
+    let known: Vec<String> = st
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for obj in known.iter().filter(|o| !names.contains(o)) {
+        conn.execute("DELETE FROM berth_instances WHERE obj = ?1", params![obj])?;
+    }
+    for (oi, o) in plan.objects.iter().enumerate() {
+        let mut st =
+            conn.prepare_cached("SELECT DISTINCT id FROM berth_instances WHERE obj = ?1")?;
+        let held = st
+            .query_map(params![o.r.name], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        region[oi].extend(held);
+    }
+    let seen = pass.evaluate(&region)?;
+    pass.store_instances(&region, &seen)?;
+    for n in nodes {
+        let want = desired_rows(conn, plan, &n.name, false)?;
+        let mut h = Holdings::default();
+        let mut st = conn.prepare_cached("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")?;
+        let held: BTreeSet<(String, String)> = st
+            .query_map(params![n.name], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut want_keys: BTreeSet<(String, String)> = BTreeSet::new();
+        for (t, rows) in &want {
+            for k in rows.keys() {
+                want_keys.insert((t.clone(), k.clone()));
+            }
+        }
+        for key in held.symmetric_difference(&want_keys) {
+            h.desired.insert(
+                key.clone(),
+                if want_keys.contains(key) {
+                    BTreeSet::from([n.name.clone()])
+                } else {
+                    BTreeSet::new()
+                },
+            );
+            reconcile_node(&pass, catalog, key, &n.name, &mut h, out)?;
+        }
+        h.save(conn)?;
+    }
+    Ok(())
+}
+
+/// The limited rows `node` should hold, from its instance set: table -> key text -> row
+/// (rows are read only when `with_rows`; otherwise empty rows).
+pub fn desired_rows(
+    conn: &Connection,
+    plan: &Plan,
+    node: &str,
+    with_rows: bool,
+) -> Result<BTreeMap<String, BTreeMap<String, Row>>> {
+    let mut ids = vec![BTreeSet::new(); plan.objects.len()];
+    let mut st = conn.prepare_cached("SELECT obj, id FROM berth_instances WHERE node = ?1")?;
+    let rows = st.query_map(params![node], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for r in rows {
+        let (obj, id) = r?;
+        if let Some(oi) = plan.object_index(&obj) {
+            ids[oi].insert(id);
+        }
+    }
+    load_ids(conn, &ids)?;
+    let mut out: BTreeMap<String, BTreeMap<String, Row>> = BTreeMap::new();
+    for (oi, o) in plan.objects.iter().enumerate() {
+        if ids[oi].is_empty() {
+            continue;
+        }
+        for m in &o.r.members {
+            if plan.visibility(&m.table) != Visibility::Limited {
+                continue;
+            }
+            for sql in member_sql(&o.r, m, with_rows) {
+                let mut st = conn.prepare_cached(&sql)?;
+                let n = m.key.len();
+                let names: Vec<String> = st.column_names().map(|s| s.to_string()).collect();
+                let mut rows = st.query(params![oi as i64])?;
+                let table = out.entry(m.table.clone()).or_default();
+                while let Some(r) = rows.next()? {
+                    let k: Vec<Json> = (0..n)
+                        .map(|i| r.get_ref(i).map(from_sql))
+                        .collect::<rusqlite::Result<_>>()?;
+                    let key = serde_json::to_string(&k).unwrap_or_default();
+                    if table.contains_key(&key) {
+                        continue;
+                    }
+                    let mut row = Row::new();
+                    if with_rows {
+                        for (i, c) in names.iter().enumerate().skip(n + 1) {
+                            row.insert(c.clone(), from_sql(r.get_ref(i)?));
+                        }
+                    }
+                    table.insert(key, row);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets up a new node's instance set from central as it is now (for its extract): the
+/// instances it sees, evaluated for it alone over every instance. Returns the rows it
+/// holds (limited tables) and records them in `berth_node_rows`.
+pub fn enroll(
+    conn: &Connection,
+    plan: &Plan,
+    node: &NodeState,
+) -> Result<BTreeMap<String, BTreeMap<String, Row>>> {
+    let nodes = std::slice::from_ref(node);
+    identify(conn, nodes)?;
+    let pass = Pass {
+        conn,
+        plan,
+        nodes,
+        eval: Evaluation::Set,
+    };
+    let mut region = Vec::new();
+    for o in &plan.objects {
+        region.push(all_ids(conn, &o.r)?);
+    }
+    if store::meta(conn, "routing_resync")?.is_some() {
+        // No node was routed since the model was set (callers route the other nodes first,
+        // which clears this when there are any): the edges are rebuilt now.
+        conn.execute("DELETE FROM berth_edges", [])?;
+        pass.refresh_edges(&region, &vec![true; plan.maps.len()])?;
+        conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
+    }
+    // Other nodes' instances are outside this evaluation: it only reads the edges.
+    let seen = pass.evaluate(&region)?;
+    let mut ins = conn.prepare_cached(
+        "INSERT OR IGNORE INTO berth_instances(obj, id, node) VALUES (?1, ?2, ?3)",
+    )?;
+    for (oi, ids) in seen.iter().enumerate() {
+        for (id, nodes) in ids {
+            if nodes.contains(&node.name) {
+                ins.execute(params![plan.objects[oi].r.name, id, node.name])?;
+            }
+        }
+    }
+    let rows = desired_rows(conn, plan, &node.name, true)?;
+    let mut add = conn.prepare_cached(
+        "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
+    )?;
+    for (t, keys) in &rows {
+        for k in keys.keys() {
+            add.execute(params![node.name, t, k])?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Asks the next routing pass to rebuild edges and instance sets (the model changed).
+pub fn request_resync(conn: &Connection) -> Result<()> {
+    store::set_meta(conn, "routing_resync", "1")
+}
+
+/// The plan for `model`, if there is one.
+pub fn plan_for(conn: &Connection, model: Option<&DockingModel>) -> Result<Option<Plan>> {
+    model.map(|m| Plan::new(conn, m)).transpose()
+}
