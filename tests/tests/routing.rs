@@ -2,7 +2,7 @@
 //! compared, row for row, with the reference oracle's projection of central.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use berth_engine::route::model::DockingModel;
+use berth_engine::route::model::{DockingModel, Visibility};
 use berth_engine::route::oracle;
 use berth_tests::World;
 use rusqlite::Connection;
@@ -68,6 +68,29 @@ fn assert_projection(w: &World, model: &DockingModel, node: &str) {
             "{node}: instances of {object} differ from the oracle"
         );
     }
+    // And its record of what the node holds (berth_node_rows) is exact.
+    let mut st = central
+        .prepare("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")
+        .unwrap();
+    let recorded: std::collections::BTreeSet<(String, String)> = st
+        .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let limited: std::collections::BTreeSet<(String, String)> = want
+        .rows
+        .iter()
+        .filter(|(t, _)| {
+            model
+                .table(t)
+                .is_some_and(|s| s.visibility == Visibility::Limited)
+        })
+        .flat_map(|(t, rows)| rows.keys().map(move |k| (t.clone(), k.clone())))
+        .collect();
+    assert_eq!(
+        recorded, limited,
+        "{node}: berth_node_rows differs from the oracle"
+    );
     let replica = Connection::open(w.dir(node).join("data.db")).unwrap();
     let have = oracle::replica_rows(&replica, model).unwrap();
     for (table, rows) in &want.rows {
@@ -225,10 +248,86 @@ fn random_routing_story_matches_the_oracle() {
         let mut rng = StdRng::seed_from_u64(seed);
         let nodes = ["keith", "carl", "greg"];
         let emps = ["E1", "E2", "E3", "E4", "E5"];
-        for step in 0..40 {
-            match rng.random_range(0..9) {
+        let optys = ["O1", "O2", "O3", "O4", "O5"];
+        let accounts = ["A1", "A2", "A3", "A4", "A5"];
+        let positions = ["P-MGR", "P-NORTH", "P-SOUTH", "P-PRICING", "P-KEY"];
+        for step in 0..60 {
+            match rng.random_range(0..15) {
+                9 => {
+                    // A quote moves to another opportunity: the activities on it move with
+                    // it (they reach the opportunity through the quote).
+                    let q = ["Q1", "Q2", "Q3", "Q4"][rng.random_range(0..4)];
+                    let o = optys[rng.random_range(0..optys.len())];
+                    w.exec("hq", &format!("UPDATE quote SET opty_id = (SELECT id FROM opty WHERE id = '{o}') WHERE id = '{q}'"));
+                }
+                10 => {
+                    // An opportunity moves to another account (the mapping between the
+                    // two objects changes).
+                    let o = optys[rng.random_range(0..optys.len())];
+                    let a = accounts[rng.random_range(0..accounts.len())];
+                    w.exec(
+                        "hq",
+                        &format!("UPDATE opty SET account_id = '{a}' WHERE id = '{o}'"),
+                    );
+                }
+                11 => {
+                    // A position change (emp_postn is read by the account rule but is no
+                    // member of it: every account is re-evaluated).
+                    let e = emps[rng.random_range(0..emps.len())];
+                    let p = positions[rng.random_range(0..positions.len())];
+                    if rng.random_range(0..2) == 0 {
+                        w.exec(
+                            "hq",
+                            &format!("INSERT OR IGNORE INTO emp_postn VALUES ('{e}', '{p}')"),
+                        );
+                    } else {
+                        w.exec(
+                            "hq",
+                            &format!(
+                                "DELETE FROM emp_postn WHERE emp_id = '{e}' AND position_id = '{p}'"
+                            ),
+                        );
+                    }
+                }
+                12 => {
+                    // A new opportunity at central, assigned to someone, with an activity.
+                    let e = emps[rng.random_range(0..emps.len())];
+                    let a = accounts[rng.random_range(0..accounts.len())];
+                    w.exec("hq", &format!(
+                        "INSERT INTO opty(id, account_id, name) VALUES ('N{step}', '{a}', 'New {step}');
+                         INSERT INTO opty_emp VALUES ('N{step}', '{e}', 'owner');
+                         INSERT INTO activity(id, account_id, opty_id, kind) VALUES ('NA{step}', '{a}', 'N{step}', 'call');"
+                    ));
+                }
+                13 => {
+                    // An opportunity is deleted with what hangs off it.
+                    let o = optys[rng.random_range(0..optys.len())];
+                    w.exec(
+                        "hq",
+                        &format!(
+                            "DELETE FROM opty_emp WHERE opty_id = '{o}';
+                         DELETE FROM opty_prod WHERE opty_id = '{o}';
+                         UPDATE activity SET opty_id = NULL WHERE opty_id = '{o}';
+                         UPDATE quote SET opty_id = NULL WHERE opty_id = '{o}';
+                         DELETE FROM opty WHERE id = '{o}';"
+                        ),
+                    );
+                }
+                14 => {
+                    // An account-position assignment comes or goes.
+                    let a = accounts[rng.random_range(0..accounts.len())];
+                    let p = positions[rng.random_range(0..positions.len())];
+                    if rng.random_range(0..2) == 0 {
+                        w.exec(
+                            "hq",
+                            &format!("INSERT OR IGNORE INTO acct_postn VALUES ('{a}', '{p}')"),
+                        );
+                    } else {
+                        w.exec("hq", &format!("DELETE FROM acct_postn WHERE account_id = '{a}' AND position_id = '{p}'"));
+                    }
+                }
                 0 | 1 => {
-                    let o = ["O1", "O2", "O3", "O4"][rng.random_range(0..4)];
+                    let o = optys[rng.random_range(0..optys.len())];
                     let e = emps[rng.random_range(0..emps.len())];
                     w.exec("hq", &format!("UPDATE opty_emp SET emp_id = '{e}' WHERE opty_id = '{o}' AND rowid = (SELECT MIN(rowid) FROM opty_emp WHERE opty_id = '{o}') AND NOT EXISTS (SELECT 1 FROM opty_emp WHERE opty_id = '{o}' AND emp_id = '{e}')"));
                 }
