@@ -628,7 +628,15 @@ struct Pass<'a> {
     eval: Evaluation,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    /// The node named `name`, if it takes part in this pass.
+    fn node(&self, name: &str) -> Option<&'a NodeState> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+
     fn n_obj(&self) -> usize {
         self.plan.objects.len()
     }
@@ -743,7 +751,9 @@ impl Pass<'_> {
     /// them, and returns the dependents whose edges changed.
     fn refresh_edges(&self, dirty: &[BTreeSet<Id>], full: &[bool]) -> Result<Vec<BTreeSet<Id>>> {
         let mut seeds = vec![BTreeSet::new(); self.n_obj()];
-        load_ids(self.conn, dirty)?;
+        if full.contains(&false) {
+            load_ids(self.conn, dirty)?;
+        }
         let mut del = self.conn.prepare_cached(
             "DELETE FROM berth_edges WHERE map = ?1 AND dep_id = ?2 AND sup_id = ?3",
         )?;
@@ -860,21 +870,9 @@ impl Pass<'_> {
                         }
                     }
                     _ => {
-                        let Some(pair) = rule.pair.as_ref().or(rule.set.as_ref()) else {
-                            continue;
-                        };
-                        let is_pair = rule.pair.is_some();
                         for id in &exists[oi] {
-                            let v = id_value(id);
-                            for node in self.nodes {
-                                let hit = if is_pair {
-                                    !run_pair(conn, pair, &v, Some(node))?.is_empty()
-                                } else {
-                                    self.set_pair(pair, &v, &node.name)?
-                                };
-                                if hit {
-                                    mark(&mut seen, &mut work, oi, id, &node.name);
-                                }
+                            for node in self.rule_pairs(rule, id)? {
+                                mark(&mut seen, &mut work, oi, id, &node);
                             }
                         }
                     }
@@ -915,6 +913,103 @@ impl Pass<'_> {
             }
         }
         Ok(seen)
+    }
+
+    /// Visibility of every instance of every object for the pass's nodes (enrollment,
+    /// resynchronisation): rules evaluated without restriction, then support spread along
+    /// the edges from what is visible. Returns the ids of every instance too.
+    fn evaluate_all(&self) -> Result<(Seen, Vec<BTreeSet<Id>>)> {
+        let conn = self.conn;
+        let known: HashSet<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut exists = Vec::new();
+        for o in &self.plan.objects {
+            exists.push(all_ids(conn, &o.r)?);
+        }
+        let mut seen: Seen = vec![BTreeMap::new(); self.n_obj()];
+        let mut work: Vec<(usize, Id, String)> = Vec::new();
+        let mark = |seen: &mut Seen,
+                    work: &mut Vec<(usize, Id, String)>,
+                    oi: usize,
+                    id: &Id,
+                    node: &str| {
+            if seen[oi]
+                .entry(id.clone())
+                .or_default()
+                .insert(node.to_string())
+            {
+                work.push((oi, id.clone(), node.to_string()));
+            }
+        };
+        for (oi, o) in self.plan.objects.iter().enumerate() {
+            for rule in &o.rules {
+                match (&rule.set, self.eval) {
+                    (Some(set), Evaluation::Set) => {
+                        let mut st = conn.prepare_cached(set.trim().trim_end_matches(';'))?;
+                        let mut rows = st.query([])?;
+                        while let Some(r) = rows.next()? {
+                            let id = id_of(&from_sql(r.get_ref(0)?));
+                            if let Some(node) = from_sql(r.get_ref(1)?).as_str()
+                                && known.contains(node)
+                                && exists[oi].contains(&id)
+                            {
+                                mark(&mut seen, &mut work, oi, &id, node);
+                            }
+                        }
+                    }
+                    _ => {
+                        for id in &exists[oi] {
+                            for node in self.rule_pairs(rule, id)? {
+                                mark(&mut seen, &mut work, oi, id, &node);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut deps: HashMap<(usize, Id), Vec<Id>> = HashMap::new();
+        let mut st =
+            conn.prepare_cached("SELECT dep_id FROM berth_edges WHERE map = ?1 AND sup_id = ?2")?;
+        while let Some((oi, id, node)) = work.pop() {
+            for (mi, m) in self
+                .plan
+                .maps
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.sup == oi)
+            {
+                let key = (mi, id.clone());
+                if !deps.contains_key(&key) {
+                    let found = st
+                        .query_map(params![m.name, id], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    deps.insert(key.clone(), found);
+                }
+                for d in deps.get(&key).into_iter().flatten() {
+                    if exists[m.dep].contains(d) {
+                        mark(&mut seen, &mut work, m.dep, d, &node);
+                    }
+                }
+            }
+        }
+        Ok((seen, exists))
+    }
+
+    /// The nodes a rule matches instance `id` for, one pair at a time (rules without a set
+    /// form, and the per-pair baseline).
+    fn rule_pairs(&self, rule: &RuleSql, id: &Id) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let v = id_value(id);
+        for node in self.nodes {
+            let hit = match (&rule.pair, &rule.set) {
+                (Some(pair), _) => !run_pair(self.conn, pair, &v, Some(node))?.is_empty(),
+                (None, Some(set)) => self.set_pair(set, &v, &node.name)?,
+                (None, None) => false,
+            };
+            if hit {
+                out.push(node.name.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// Per-pair check of a set-form rule (the baseline for rules that have only a set form).
@@ -1417,7 +1512,17 @@ fn route_change(
             }
             Visibility::Limited => {
                 let key = (ch.t.clone(), ch.key_text());
-                for n in pass.nodes.iter().filter(in_scope) {
+                // Only the nodes that hold the row, may hold it, or made the change are
+                // concerned: the work per change does not grow with the number of nodes.
+                let mut concerned: BTreeSet<String> = h.held(pass.conn, &key)?.clone();
+                if ch.op != Op::D {
+                    concerned.extend(desired(pass, &key, h)?.iter().cloned());
+                }
+                concerned.extend(ch.o.clone());
+                for name in concerned {
+                    let Some(n) = pass.node(&name).filter(in_scope) else {
+                        continue;
+                    };
                     let own = ch.o.as_deref() == Some(n.name.as_str());
                     if own {
                         // The node's own change is not sent back; it tells what it holds.
@@ -1553,12 +1658,11 @@ fn resync(
         nodes,
         eval,
     };
-    let mut region = Vec::new();
-    for o in &plan.objects {
-        region.push(all_ids(conn, &o.r)?);
-    }
-    let full = vec![true; plan.maps.len()];
-    pass.refresh_edges(&region, &full)?;
+    pass.refresh_edges(
+        &vec![BTreeSet::new(); plan.objects.len()],
+        &vec![true; plan.maps.len()],
+    )?;
+    let (seen, mut region) = pass.evaluate_all()?;
     // Instances of objects the new model no longer has are forgotten.
     let names: Vec<String> = plan.objects.iter().map(|o| o.r.name.clone()).collect();
     let mut st = conn.prepare_cached("SELECT DISTINCT obj FROM berth_instances")?;
@@ -1576,7 +1680,6 @@ fn resync(
             .collect::<rusqlite::Result<Vec<_>>>()?;
         region[oi].extend(held);
     }
-    let seen = pass.evaluate(&region)?;
     pass.store_instances(&region, &seen)?;
     for n in nodes {
         let want = desired_rows(conn, plan, &n.name, false)?;
@@ -1680,19 +1783,18 @@ pub fn enroll(
         nodes,
         eval: Evaluation::Set,
     };
-    let mut region = Vec::new();
-    for o in &plan.objects {
-        region.push(all_ids(conn, &o.r)?);
-    }
     if store::meta(conn, "routing_resync")?.is_some() {
         // No node was routed since the model was set (callers route the other nodes first,
         // which clears this when there are any): the edges are rebuilt now.
         conn.execute("DELETE FROM berth_edges", [])?;
-        pass.refresh_edges(&region, &vec![true; plan.maps.len()])?;
+        pass.refresh_edges(
+            &vec![BTreeSet::new(); plan.objects.len()],
+            &vec![true; plan.maps.len()],
+        )?;
         conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
     }
     // Other nodes' instances are outside this evaluation: it only reads the edges.
-    let seen = pass.evaluate(&region)?;
+    let (seen, _) = pass.evaluate_all()?;
     let mut ins = conn.prepare_cached(
         "INSERT OR IGNORE INTO berth_instances(obj, id, node) VALUES (?1, ?2, ?3)",
     )?;
