@@ -447,7 +447,7 @@ impl ResolvedMember {
             .key
             .iter()
             .enumerate()
-            .map(|(i, k)| format!("t0.{} = ?{}", ident(k), i + 1))
+            .map(|(i, k)| format!("t0.{} = +?{}", ident(k), i + 1))
             .collect();
         self.selects(primary_table, primary_key, &[])
             .into_iter()

@@ -6,7 +6,7 @@
 
 use super::check::{self, Severity};
 use super::model::{DockingModel, Visibility};
-use super::oracle::{self, Node};
+use super::oracle::{self, Node, Reason};
 use crate::value::{Bind, from_sql};
 use rusqlite::{Connection, params_from_iter};
 use serde::Serialize;
@@ -21,6 +21,9 @@ pub struct Instance {
     pub id: String,
     /// Whether the node sees this instance.
     pub visible: bool,
+    /// Why it does (the rule chain, from this instance to the SQL rule it rests on); empty
+    /// when it does not.
+    pub chain: Vec<String>,
 }
 
 /// The answer of `explain`.
@@ -100,10 +103,16 @@ pub fn explain(
                         .instances
                         .get(&object.name)
                         .is_some_and(|s| s.contains(&id));
+                    let chain = if seen {
+                        rule_chain(&projection, &object.name, &id, &node.name)
+                    } else {
+                        Vec::new()
+                    };
                     instances.push(Instance {
                         object: object.name.clone(),
                         id,
                         visible: seen,
+                        chain,
                     });
                 }
             }
@@ -130,8 +139,13 @@ pub fn explain(
                     .join(", ")
             };
             if visible {
+                let why = instances
+                    .iter()
+                    .find(|i| i.visible)
+                    .map(|i| i.chain.join("; "))
+                    .unwrap_or_default();
                 format!(
-                    "{table} {key_text} is a member of {}, which {who} sees",
+                    "{table} {key_text} is a member of {}, which {who} sees: {why}",
                     list(true)
                 )
             } else {
@@ -148,6 +162,34 @@ pub fn explain(
         instances,
         reason,
     })
+}
+
+/// The rule chain that makes instance `id` of `object` visible: each step names the
+/// instance and why, ending at the SQL rule the chain rests on.
+fn rule_chain(projection: &oracle::Projection, object: &str, id: &str, node: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = (object.to_string(), id.to_string());
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.insert(at.clone()) {
+        match projection.reasons.get(&at) {
+            Some(Reason::Rule { rule }) => {
+                out.push(format!(
+                    "{} {} is visible by rule {rule} of {} (an SQL rule matching {node})",
+                    at.0, at.1, at.0
+                ));
+                break;
+            }
+            Some(Reason::Via { how, object, id }) => {
+                out.push(format!(
+                    "{} {} is visible with {object} {id} ({how})",
+                    at.0, at.1
+                ));
+                at = (object.clone(), id.clone());
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -179,6 +221,24 @@ mod tests {
             e.instances
                 .iter()
                 .any(|i| i.object == "opportunity" && i.id == r#"["O1"]"# && i.visible)
+        );
+        let chain = &e.instances.iter().find(|i| i.visible).unwrap().chain;
+        assert_eq!(chain.len(), 1, "{chain:?}");
+        assert!(chain[0].contains("rule 1 of opportunity"), "{chain:?}");
+        // A quote item of Q4 (owned by E4): visible through its quote, which rests on O4's
+        // S_OPTY_EMP rule (the quote object rule): a chain of two steps.
+        let e = explain(&c, &m, &keith, "quote_item", &[Json::from("QI6")]).unwrap();
+        assert!(e.visible, "{e:?}");
+        let chain = &e.instances[0].chain;
+        assert!(chain.len() >= 2, "{chain:?}");
+        assert!(
+            chain.last().unwrap().contains("SQL rule matching keith"),
+            "{chain:?}"
+        );
+        assert!(
+            e.reason.contains("is visible with opportunity"),
+            "{}",
+            e.reason
         );
         let e = explain(&c, &m, &carl, "opty", &o1).unwrap();
         assert!(!e.visible);

@@ -137,6 +137,30 @@ pub struct Projection {
     /// Every docking object -> the key texts of its instances visible to the node (what the
     /// node's instance set must say).
     pub instances: BTreeMap<String, BTreeSet<String>>,
+    /// Every visible instance (object, key text) -> why it is visible: the rule chain
+    /// `berth explain` prints.
+    pub reasons: BTreeMap<(String, String), Reason>,
+}
+
+/// Why an instance is visible to a node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// SQL rule number `rule` (1-based, in the object's sequence) matches it for the node.
+    Rule {
+        /// The rule's number.
+        rule: usize,
+    },
+    /// It is visible because instance `id` of `object` is (an object rule or a related
+    /// object), as `how` says.
+    Via {
+        /// The mapping, in words.
+        how: String,
+        /// The other instance's object.
+        object: String,
+        /// The other instance's id (key text).
+        id: String,
+    },
 }
 
 impl Projection {
@@ -209,9 +233,21 @@ pub fn project_resolved(
     // left as it was. The savepoint also makes every read below see one snapshot.
     central.execute_batch("SAVEPOINT berth_oracle")?;
     let answer = identify(central, node).and_then(|()| {
-        let instances = visible_instances(central, model, node)?;
+        let visible = visible_instances(central, model, node)?;
+        let instances: BTreeMap<String, BTreeSet<String>> = visible
+            .iter()
+            .map(|(o, ids)| (o.clone(), ids.keys().cloned().collect()))
+            .collect();
+        let reasons = visible
+            .into_iter()
+            .flat_map(|(o, ids)| ids.into_iter().map(move |(id, why)| ((o.clone(), id), why)))
+            .collect();
         let rows = held_rows(central, model, resolved, &instances)?;
-        Ok(Projection { rows, instances })
+        Ok(Projection {
+            rows,
+            instances,
+            reasons,
+        })
     });
     let undone = central.execute_batch("ROLLBACK TO berth_oracle; RELEASE berth_oracle");
     let answer = answer?;
@@ -289,7 +325,7 @@ fn visible_instances(
     central: &Connection,
     model: &DockingModel,
     node: &Node,
-) -> rusqlite::Result<BTreeMap<String, BTreeSet<String>>> {
+) -> rusqlite::Result<BTreeMap<String, BTreeMap<String, Reason>>> {
     // Every instance of every object: key text -> primary key value (to bind).
     let mut all: BTreeMap<String, BTreeMap<String, Json>> = BTreeMap::new();
     for o in &model.objects {
@@ -304,24 +340,35 @@ fn visible_instances(
         (name, ids)
     };
 
-    // Where visibility starts: SQL rules. And the ways it spreads, as (from, to): "if
+    // Where visibility starts: SQL rules. And the ways it spreads, as (from, to, how): "if
     // `from` is visible, so is `to`".
-    let mut visible: BTreeSet<Instance> = BTreeSet::new();
-    let mut spreads: Vec<(Instance, Instance)> = Vec::new();
+    let mut visible: BTreeMap<Instance, Reason> = BTreeMap::new();
+    let mut spreads: Vec<(Instance, Instance, String)> = Vec::new();
     for o in &model.objects {
         let (name, ids) = instances_of(&o.name);
-        for rule in &o.rules {
+        for (i, rule) in o.rules.iter().enumerate() {
             match rule {
                 Rule::Sql { sql, .. } => {
                     for id in sql_rule_matches(central, sql, ids, node)? {
-                        visible.insert((name.clone(), id));
+                        // Rules are tried in sequence; the first that matches is the reason.
+                        visible
+                            .entry((name.clone(), id))
+                            .or_insert(Reason::Rule { rule: i + 1 });
                     }
                 }
                 // Visible if the instance it maps to is: visibility flows from there to here.
                 Rule::Object { object, sql, .. } => {
                     let (other, other_ids) = instances_of(object);
                     for (id, to) in mapping(central, sql, ids, other_ids, node)? {
-                        spreads.push(((other.clone(), to), (name.clone(), id)));
+                        spreads.push((
+                            (other.clone(), to),
+                            (name.clone(), id),
+                            format!(
+                                "rule {} of {} (object rule: visible with its {other})",
+                                i + 1,
+                                name
+                            ),
+                        ));
                     }
                 }
             }
@@ -330,7 +377,11 @@ fn visible_instances(
         for related in &o.related {
             let (other, other_ids) = instances_of(&related.object);
             for (id, to) in mapping(central, &related.sql, ids, other_ids, node)? {
-                spreads.push(((name.clone(), id), (other.clone(), to)));
+                spreads.push((
+                    (name.clone(), id),
+                    (other.clone(), to),
+                    format!("{other} is a related object of {name} and travels with it"),
+                ));
             }
         }
     }
@@ -339,9 +390,16 @@ fn visible_instances(
     // instance or ends, so this terminates, cycles or not.
     loop {
         let mut added = false;
-        for (from, to) in &spreads {
-            if visible.contains(from) && !visible.contains(to) {
-                visible.insert(to.clone());
+        for (from, to, how) in &spreads {
+            if visible.contains_key(from) && !visible.contains_key(to) {
+                visible.insert(
+                    to.clone(),
+                    Reason::Via {
+                        how: how.clone(),
+                        object: from.0.clone(),
+                        id: from.1.clone(),
+                    },
+                );
                 added = true;
             }
         }
@@ -350,13 +408,13 @@ fn visible_instances(
         }
     }
 
-    let mut out: BTreeMap<String, BTreeSet<String>> = model
+    let mut out: BTreeMap<String, BTreeMap<String, Reason>> = model
         .objects
         .iter()
-        .map(|o| (o.name.clone(), BTreeSet::new()))
+        .map(|o| (o.name.clone(), BTreeMap::new()))
         .collect();
-    for (object, id) in visible {
-        out.entry(object).or_default().insert(id);
+    for ((object, id), why) in visible {
+        out.entry(object).or_default().insert(id, why);
     }
     Ok(out)
 }
