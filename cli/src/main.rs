@@ -499,6 +499,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             "(not visible)"
                         }
                     );
+                    for step in &i.chain {
+                        println!("    {step}");
+                    }
                 }
             }
         }

@@ -73,10 +73,14 @@ pub fn status(s: &Status) {
             );
         }
     }
-    for p in s.peers.iter().filter(|p| p.rows_held > 0) {
+    for p in s
+        .peers
+        .iter()
+        .filter(|p| p.rows_held > 0 || p.instances > 0 || p.routing_lag > 0)
+    {
         println!(
-            "{:<16} holds {} limited rows (docking objects)",
-            p.name, p.rows_held
+            "{:<16} holds {} docking-object instances, {} limited rows; {} log entries not routed yet",
+            p.name, p.instances, p.rows_held, p.routing_lag
         );
     }
     if !s.held.is_empty() {

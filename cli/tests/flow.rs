@@ -419,6 +419,40 @@ fn explain_names_the_instances_behind_an_answer() {
     assert!(out.status.success());
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["visible"], false);
+    // The rule chain: a quote item of Q4 reaches alice through its quote, its opportunity
+    // O4 and the S_OPTY_EMP rule.
+    berth()
+        .args(["explain", "--site"])
+        .arg(&hq)
+        .args(["--node", "alice", "quote_item", "QI6"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("is visible with opportunity [\"O4\"]")
+                .and(predicate::str::contains("SQL rule matching alice")),
+        );
+    // Status shows alice's instance set and routing lag.
+    let out = berth()
+        .args(["status", "--json", "--site"])
+        .arg(&hq)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let alice = &st["peers"][0];
+    assert_eq!(alice["name"], "alice");
+    assert!(alice["instances"].as_i64().unwrap() >= 3, "{alice}");
+    assert_eq!(alice["routing_lag"], 0, "{alice}");
+    sql(
+        &hq.join("data.db"),
+        "UPDATE opty SET stage = 'won' WHERE id = 'O4'",
+    );
+    berth()
+        .args(["status", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 log entries not routed yet"));
     berth()
         .args(["explain", "--site"])
         .arg(&hq)

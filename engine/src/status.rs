@@ -26,6 +26,12 @@ pub struct PeerStatus {
     pub held_in: i64,
     /// At central with a docking model: the limited rows the node holds.
     pub rows_held: i64,
+    /// At central with a docking model: the docking-object instances the node holds (its
+    /// instance set).
+    pub instances: i64,
+    /// At central: entries of central's log not yet routed to the node (routing lag; they
+    /// are routed at the next dock).
+    pub routing_lag: i64,
     /// Highest sequence number applied from it.
     pub in_seq: i64,
     /// Last sequence number written to it.
@@ -105,6 +111,20 @@ pub fn status(site: &Site) -> Result<Status> {
             params![p.name],
             |r| r.get(0),
         )?;
+        let instances: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM berth_instances WHERE node = ?1",
+            params![p.name],
+            |r| r.get(0),
+        )?;
+        let routing_lag: i64 = if site.role() == Role::Central {
+            conn.query_row(
+                "SELECT COUNT(*) FROM berth_log WHERE pos > ?1",
+                params![p.routed_pos],
+                |r| r.get(0),
+            )?
+        } else {
+            0
+        };
         let key_id = berth_bundle::PublicKey::from_hex(&p.public_key)
             .map(|k| k.key_id().to_string())
             .unwrap_or_default();
@@ -117,6 +137,8 @@ pub fn status(site: &Site) -> Result<Status> {
             pending_out,
             held_in,
             rows_held,
+            instances,
+            routing_lag,
             in_seq: p.in_seq,
             out_seq: p.out_seq,
             conflicts,
