@@ -1,7 +1,7 @@
 //! Routing by visibility (seed 004, Figures 2, 6, 7 and 8): which rows each node may see.
 //!
-//! This module holds the docking model, its validation, the reference oracle and `explain`;
-//! the first router (`crate::partial`) routes with the oracle's projection.
+//! This module holds the docking model, its validation, the reference oracle, the router
+//! and `explain`.
 //!
 //! - [`model::DockingModel`] is the docking model read from TOML (Figure 2): every table's
 //!   [`model::Visibility`] and whether nodes may write it; docking objects with a primary
@@ -16,6 +16,9 @@
 //! - [`oracle::project`] is the reference oracle: given central and a node, exactly the rows
 //!   (and docking-object instances) that node should hold, written plainly and apart from the
 //!   router so that routing tests can compare every replica with it.
+//! - [`router`] routes central's log to every node at once, incrementally: only the instances
+//!   a change can affect are re-evaluated, with set-form rules answering for all nodes in one
+//!   query (SPEC 2.8).
 //!
 //! ```
 //! use berth_engine::route::{check, model::DockingModel};
