@@ -5,9 +5,11 @@
 
 use berth_engine::dock::{DockOptions, DockReport, dock};
 use berth_engine::enroll;
+use berth_engine::route::model::{DockingModel, Visibility};
+use berth_engine::route::oracle;
 use berth_engine::site::{CentralInit, Site};
 use rusqlite::Connection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The schema most stories use.
@@ -196,6 +198,70 @@ impl World {
         let text = std::fs::read_to_string(&cfg).unwrap();
         let line = format!("[policies]\n{table} = \"{policy}\"\n");
         std::fs::write(&cfg, text.replace("[policies]\n", &line)).unwrap();
+    }
+
+    /// Asserts `node` holds exactly what the reference oracle says it should (its name and
+    /// attributes as registered at central), and that central's router state agrees: its
+    /// instance set (S_DOBJ_INST) and its record of the rows the node holds.
+    pub fn assert_matches_oracle(&self, model: &DockingModel, node: &str) {
+        let central = Connection::open(self.central.join("data.db")).unwrap();
+        let attrs: String = central
+            .query_row(
+                "SELECT attrs FROM berth_peers WHERE name = ?1",
+                [node],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let who = oracle::Node {
+            name: node.to_string(),
+            attributes: serde_json::from_str(&attrs).unwrap(),
+        };
+        let want = oracle::project(&central, model, &who).unwrap();
+        for (object, ids) in &want.instances {
+            let mut st = central
+                .prepare("SELECT id FROM berth_instances WHERE node = ?1 AND obj = ?2")
+                .unwrap();
+            let held: BTreeSet<String> = st
+                .query_map([node, object.as_str()], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                &held, ids,
+                "{node}: instances of {object} differ from the oracle"
+            );
+        }
+        let mut st = central
+            .prepare("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")
+            .unwrap();
+        let recorded: BTreeSet<(String, String)> = st
+            .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let limited: BTreeSet<(String, String)> = want
+            .rows
+            .iter()
+            .filter(|(t, _)| {
+                model
+                    .table(t)
+                    .is_some_and(|s| s.visibility == Visibility::Limited)
+            })
+            .flat_map(|(t, rows)| rows.keys().map(move |k| (t.clone(), k.clone())))
+            .collect();
+        assert_eq!(
+            recorded, limited,
+            "{node}: berth_node_rows differs from the oracle"
+        );
+        let replica = Connection::open(self.dir(node).join("data.db")).unwrap();
+        let have = oracle::replica_rows(&replica, model).unwrap();
+        for (table, rows) in &want.rows {
+            assert_eq!(
+                have.get(table),
+                Some(rows),
+                "{node}: table {table} differs from the oracle"
+            );
+        }
     }
 
     /// Number of conflicts recorded at central.

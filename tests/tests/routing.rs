@@ -2,10 +2,8 @@
 //! compared, row for row, with the reference oracle's projection of central.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use berth_engine::route::model::{DockingModel, Visibility};
-use berth_engine::route::oracle;
+use berth_engine::route::model::DockingModel;
 use berth_tests::World;
-use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -79,56 +77,7 @@ fn employee(node: &str) -> &'static str {
 
 /// Asserts the node holds exactly what the oracle says it should.
 fn assert_projection(w: &World, model: &DockingModel, node: &str) {
-    let central = Connection::open(w.central.join("data.db")).unwrap();
-    let who = oracle::Node::new(node).attr("employee", employee(node));
-    let want = oracle::project(&central, model, &who).unwrap();
-    // The router's instance set (S_DOBJ_INST) says what the oracle says.
-    for (object, ids) in &want.instances {
-        let mut st = central
-            .prepare("SELECT id FROM berth_instances WHERE node = ?1 AND obj = ?2")
-            .unwrap();
-        let held: std::collections::BTreeSet<String> = st
-            .query_map([node, object.as_str()], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            &held, ids,
-            "{node}: instances of {object} differ from the oracle"
-        );
-    }
-    // And its record of what the node holds (berth_node_rows) is exact.
-    let mut st = central
-        .prepare("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")
-        .unwrap();
-    let recorded: std::collections::BTreeSet<(String, String)> = st
-        .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let limited: std::collections::BTreeSet<(String, String)> = want
-        .rows
-        .iter()
-        .filter(|(t, _)| {
-            model
-                .table(t)
-                .is_some_and(|s| s.visibility == Visibility::Limited)
-        })
-        .flat_map(|(t, rows)| rows.keys().map(move |k| (t.clone(), k.clone())))
-        .collect();
-    assert_eq!(
-        recorded, limited,
-        "{node}: berth_node_rows differs from the oracle"
-    );
-    let replica = Connection::open(w.dir(node).join("data.db")).unwrap();
-    let have = oracle::replica_rows(&replica, model).unwrap();
-    for (table, rows) in &want.rows {
-        assert_eq!(
-            have.get(table),
-            Some(rows),
-            "{node}: table {table} differs from the oracle"
-        );
-    }
+    w.assert_matches_oracle(model, node);
 }
 
 fn assert_all(w: &World, model: &DockingModel) {
