@@ -135,41 +135,45 @@ pub fn add_node(
     let model = site.docking_model()?;
     {
         let mut w = std::io::BufWriter::new(&mut rows_file);
-        let mut write_row = |table: &str, row: &Row| -> Result<()> {
-            let line = serde_json::json!({"t": table, "r": row});
-            serde_json::to_writer(&mut w, &line).map_err(|e| EngineError::io(&spool, e.into()))?;
-            w.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))?;
-            rows += 1;
-            Ok(())
-        };
+        // One JSON line per row, `{"t": TABLE, "r": {COLUMN: VALUE, ...}}`, written straight
+        // from the result row (the extract can be large).
+        let mut write_row =
+            |table: &str, names: &[String], r: &rusqlite::Row<'_>, at: usize| -> Result<()> {
+                let io = |e: std::io::Error| EngineError::io(&spool, e);
+                w.write_all(b"{\"t\":").map_err(io)?;
+                serde_json::to_writer(&mut w, table).map_err(|e| io(e.into()))?;
+                w.write_all(b",\"r\":{").map_err(io)?;
+                for (i, c) in names.iter().enumerate() {
+                    if i > 0 {
+                        w.write_all(b",").map_err(io)?;
+                    }
+                    serde_json::to_writer(&mut w, c).map_err(|e| io(e.into()))?;
+                    w.write_all(b":").map_err(io)?;
+                    serde_json::to_writer(&mut w, &from_sql(r.get_ref(at + i)?))
+                        .map_err(|e| io(e.into()))?;
+                }
+                w.write_all(b"}}\n").map_err(io)?;
+                rows += 1;
+                Ok(())
+            };
         // Partial extract: what this node sees (enterprise tables whole, limited tables by
         // its docking objects, central tables not at all), and the rows it holds from now on.
-        let limited = match &model {
-            Some(model) => {
-                let who = crate::route::router::NodeState {
-                    name: name.to_string(),
-                    attrs: attrs.clone(),
-                    routed_pos: start,
-                    ppos: 0,
-                };
-                crate::partial::enroll(&tx, &site.catalog()?, model, &who)?
-            }
-            None => Default::default(),
-        };
+        if let Some(model) = &model {
+            let who = crate::route::router::NodeState {
+                name: name.to_string(),
+                attrs: attrs.clone(),
+                routed_pos: start,
+                ppos: 0,
+            };
+            crate::partial::enroll(&tx, &site.catalog()?, model, &who, &mut write_row)?;
+        }
         for t in schema::tables(&tx)? {
             let visibility = model
                 .as_ref()
                 .and_then(|m| m.table(&t.name))
                 .map_or(Visibility::Enterprise, |s| s.visibility);
-            match visibility {
-                Visibility::Central => continue,
-                Visibility::Limited => {
-                    for row in limited.get(&t.name).into_iter().flat_map(|r| r.values()) {
-                        write_row(&t.name, row)?;
-                    }
-                    continue;
-                }
-                Visibility::Enterprise => {}
+            if visibility != Visibility::Enterprise {
+                continue;
             }
             let cols = t
                 .columns
@@ -180,11 +184,7 @@ pub fn add_node(
             let mut st = tx.prepare(&format!("SELECT {cols} FROM {}", store::ident(&t.name)))?;
             let mut q = st.query([])?;
             while let Some(r) = q.next()? {
-                let mut row = Row::new();
-                for (i, c) in t.columns.iter().enumerate() {
-                    row.insert(c.clone(), from_sql(r.get_ref(i)?));
-                }
-                write_row(&t.name, &row)?;
+                write_row(&t.name, &t.columns, r, 0)?;
             }
         }
         w.flush().map_err(|e| EngineError::io(&spool, e))?;

@@ -29,18 +29,18 @@ pub fn route(conn: &Connection, catalog: &Catalog, model: Option<&DockingModel>)
 }
 
 /// Sets up a node being enrolled: routes the other nodes first (so the router's state is
-/// current), then evaluates what the new node sees. Returns the limited rows its extract
-/// carries, by table and key text, and records them as held.
+/// current), then evaluates what the new node sees, records it, and calls `sink` with every
+/// `limited` row its extract carries (see [`router::enroll`]). Returns how many.
 pub fn enroll(
     conn: &Connection,
     catalog: &Catalog,
     model: &DockingModel,
     node: &router::NodeState,
-) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, crate::value::Row>>>
-{
+    sink: impl FnMut(&str, &[String], &rusqlite::Row<'_>, usize) -> Result<()>,
+) -> Result<u64> {
     let plan = Plan::new(conn, model)?;
     router::route_all(conn, catalog, Some(&plan), Evaluation::Set)?;
-    router::enroll(conn, &plan, node)
+    router::enroll(conn, &plan, node, sink)
 }
 
 /// Calls `sink` with every change of `node`'s partial log after position `after`, in order,

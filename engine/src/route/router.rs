@@ -948,13 +948,27 @@ impl<'a> Pass<'a> {
     /// Visibility of every instance of every object for the pass's nodes (enrollment,
     /// resynchronisation): rules evaluated without restriction, then support spread along
     /// the edges from what is visible. Returns the ids of every instance too.
-    fn evaluate_all(&self) -> Result<(Seen, Vec<BTreeSet<Id>>)> {
+    fn evaluate_all(&self) -> Result<Seen> {
         let conn = self.conn;
         let known: HashSet<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-        let mut exists = Vec::new();
-        for o in &self.plan.objects {
-            exists.push(all_ids(conn, &o.r)?);
-        }
+        // Whether an id names a row of its primary table, asked only of the ids the rules
+        // and edges reach.
+        let mut found: HashMap<(usize, Id), bool> = HashMap::new();
+        let mut exists = |oi: usize, id: &Id| -> Result<bool> {
+            if let Some(&e) = found.get(&(oi, id.clone())) {
+                return Ok(e);
+            }
+            let o = &self.plan.objects[oi].r;
+            let e = conn
+                .prepare_cached(&format!(
+                    "SELECT 1 FROM {} WHERE {} = ?1",
+                    ident(&o.primary_table),
+                    ident(&o.primary_key)
+                ))?
+                .exists(params![Bind(&id_value(id))])?;
+            found.insert((oi, id.clone()), e);
+            Ok(e)
+        };
         let mut seen: Seen = vec![BTreeMap::new(); self.n_obj()];
         let mut work: Vec<(usize, Id, String)> = Vec::new();
         let mark = |seen: &mut Seen,
@@ -980,14 +994,14 @@ impl<'a> Pass<'a> {
                             let id = id_of(&from_sql(r.get_ref(0)?));
                             if let Some(node) = from_sql(r.get_ref(1)?).as_str()
                                 && known.contains(node)
-                                && exists[oi].contains(&id)
+                                && exists(oi, &id)?
                             {
                                 mark(&mut seen, &mut work, oi, &id, node);
                             }
                         }
                     }
                     _ => {
-                        for id in &exists[oi] {
+                        for id in &all_ids(conn, &o.r)? {
                             for node in self.rule_pairs(rule, id)? {
                                 mark(&mut seen, &mut work, oi, id, &node);
                             }
@@ -1015,13 +1029,13 @@ impl<'a> Pass<'a> {
                     deps.insert(key.clone(), found);
                 }
                 for d in deps.get(&key).into_iter().flatten() {
-                    if exists[m.dep].contains(d) {
+                    if exists(m.dep, d)? {
                         mark(&mut seen, &mut work, m.dep, d, &node);
                     }
                 }
             }
         }
-        Ok((seen, exists))
+        Ok(seen)
     }
 
     /// The nodes a rule matches instance `id` for, one pair at a time (rules without a set
@@ -1737,7 +1751,11 @@ fn resync(
         &vec![BTreeSet::new(); plan.objects.len()],
         &vec![true; plan.maps.len()],
     )?;
-    let (seen, mut region) = pass.evaluate_all()?;
+    let seen = pass.evaluate_all()?;
+    let mut region = Vec::new();
+    for o in &plan.objects {
+        region.push(all_ids(conn, &o.r)?);
+    }
     // Instances of objects the new model no longer has are forgotten.
     let names: Vec<String> = plan.objects.iter().map(|o| o.r.name.clone()).collect();
     let mut st = conn.prepare_cached("SELECT DISTINCT obj FROM berth_instances")?;
@@ -1757,18 +1775,12 @@ fn resync(
     }
     pass.store_instances(&region, &seen)?;
     for n in nodes {
-        let want = desired_rows(conn, plan, &n.name, false)?;
+        let want_keys = desired_rows(&pass, &n.name)?;
         let mut h = Holdings::default();
         let mut st = conn.prepare_cached("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")?;
         let held: BTreeSet<(String, String)> = st
             .query_map(params![n.name], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut want_keys: BTreeSet<(String, String)> = BTreeSet::new();
-        for (t, rows) in &want {
-            for k in rows.keys() {
-                want_keys.insert((t.clone(), k.clone()));
-            }
-        }
         for key in held.symmetric_difference(&want_keys) {
             h.desired.insert(
                 key.clone(),
@@ -1785,16 +1797,13 @@ fn resync(
     Ok(())
 }
 
-/// The limited rows `node` should hold, from its instance set: table -> key text -> row
-/// (rows are read only when `with_rows`; otherwise empty rows).
-pub fn desired_rows(
-    conn: &Connection,
-    plan: &Plan,
-    node: &str,
-    with_rows: bool,
-) -> Result<BTreeMap<String, BTreeMap<String, Row>>> {
+/// The `limited` rows `node` should hold, from its instance set: (table, key text).
+fn desired_rows(pass: &Pass<'_>, node: &str) -> Result<BTreeSet<(String, String)>> {
+    let plan = pass.plan;
     let mut ids = vec![BTreeSet::new(); plan.objects.len()];
-    let mut st = conn.prepare_cached("SELECT obj, id FROM berth_instances WHERE node = ?1")?;
+    let mut st = pass
+        .conn
+        .prepare_cached("SELECT obj, id FROM berth_instances WHERE node = ?1")?;
     let rows = st.query_map(params![node], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
     })?;
@@ -1804,52 +1813,31 @@ pub fn desired_rows(
             ids[oi].insert(id);
         }
     }
-    load_ids(conn, &ids)?;
-    let mut out: BTreeMap<String, BTreeMap<String, Row>> = BTreeMap::new();
-    for (oi, o) in plan.objects.iter().enumerate() {
-        if ids[oi].is_empty() {
-            continue;
-        }
-        for m in &o.r.members {
-            if plan.visibility(&m.table) != Visibility::Limited {
-                continue;
+    let mut out = BTreeSet::new();
+    for (oi, set) in ids.iter().enumerate() {
+        for_member_rows(pass, oi, set.iter(), |table, (k, _)| {
+            if plan.visibility(table) == Visibility::Limited {
+                out.insert((
+                    table.to_string(),
+                    serde_json::to_string(&k).unwrap_or_default(),
+                ));
             }
-            for sql in member_sql(&o.r, m, with_rows) {
-                let mut st = conn.prepare_cached(&sql)?;
-                let n = m.key.len();
-                let names: Vec<String> = st.column_names().map(|s| s.to_string()).collect();
-                let mut rows = st.query(params![oi as i64])?;
-                let table = out.entry(m.table.clone()).or_default();
-                while let Some(r) = rows.next()? {
-                    let k: Vec<Json> = (0..n)
-                        .map(|i| r.get_ref(i).map(from_sql))
-                        .collect::<rusqlite::Result<_>>()?;
-                    let key = serde_json::to_string(&k).unwrap_or_default();
-                    if table.contains_key(&key) {
-                        continue;
-                    }
-                    let mut row = Row::new();
-                    if with_rows {
-                        for (i, c) in names.iter().enumerate().skip(n + 1) {
-                            row.insert(c.clone(), from_sql(r.get_ref(i)?));
-                        }
-                    }
-                    table.insert(key, row);
-                }
-            }
-        }
+            Ok(())
+        })?;
     }
     Ok(out)
 }
 
 /// Sets up a new node's instance set from central as it is now (for its extract): the
-/// instances it sees, evaluated for it alone over every instance. Returns the rows it
-/// holds (limited tables) and records them in `berth_node_rows`.
+/// instances it sees, evaluated for it alone over every instance. Calls `sink` once with
+/// every `limited` row it holds (table, column names, the result row, and the index in it
+/// of the first named column), records them in `berth_node_rows`, and returns how many.
 pub fn enroll(
     conn: &Connection,
     plan: &Plan,
     node: &NodeState,
-) -> Result<BTreeMap<String, BTreeMap<String, Row>>> {
+    mut sink: impl FnMut(&str, &[String], &rusqlite::Row<'_>, usize) -> Result<()>,
+) -> Result<u64> {
     let nodes = std::slice::from_ref(node);
     identify(conn, nodes)?;
     let pass = Pass {
@@ -1869,27 +1857,57 @@ pub fn enroll(
         conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
     }
     // Other nodes' instances are outside this evaluation: it only reads the edges.
-    let (seen, _) = pass.evaluate_all()?;
+    let seen = pass.evaluate_all()?;
     let mut ins = conn.prepare_cached(
         "INSERT OR IGNORE INTO berth_instances(obj, id, node) VALUES (?1, ?2, ?3)",
     )?;
-    for (oi, ids) in seen.iter().enumerate() {
-        for (id, nodes) in ids {
+    let mut ids = vec![BTreeSet::new(); plan.objects.len()];
+    for (oi, found) in seen.iter().enumerate() {
+        for (id, nodes) in found {
             if nodes.contains(&node.name) {
                 ins.execute(params![plan.objects[oi].r.name, id, node.name])?;
+                ids[oi].insert(id.clone());
             }
         }
     }
-    let rows = desired_rows(conn, plan, &node.name, true)?;
+    load_ids(conn, &ids)?;
     let mut add = conn.prepare_cached(
         "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
     )?;
-    for (t, keys) in &rows {
-        for k in keys.keys() {
-            add.execute(params![node.name, t, k])?;
+    let mut sent: HashSet<(String, String)> = HashSet::new();
+    for (oi, o) in plan.objects.iter().enumerate() {
+        if ids[oi].is_empty() {
+            continue;
+        }
+        for m in &o.r.members {
+            if plan.visibility(&m.table) != Visibility::Limited {
+                continue;
+            }
+            for sql in member_sql(&o.r, m, true) {
+                let mut st = conn.prepare_cached(&sql)?;
+                let n = m.key.len();
+                let names: Vec<String> = st
+                    .column_names()
+                    .into_iter()
+                    .skip(n + 1)
+                    .map(str::to_string)
+                    .collect();
+                let mut rows = st.query(params![oi as i64])?;
+                while let Some(r) = rows.next()? {
+                    let k: Vec<Json> = (0..n)
+                        .map(|i| r.get_ref(i).map(from_sql))
+                        .collect::<rusqlite::Result<_>>()?;
+                    let key = serde_json::to_string(&k).unwrap_or_default();
+                    if !sent.insert((m.table.clone(), key.clone())) {
+                        continue;
+                    }
+                    add.execute(params![node.name, m.table, key])?;
+                    sink(&m.table, &names, r, n + 1)?;
+                }
+            }
         }
     }
-    Ok(rows)
+    Ok(sent.len() as u64)
 }
 
 /// Asks the next routing pass to rebuild edges and instance sets (the model changed).
