@@ -1886,12 +1886,8 @@ pub fn enroll(
             for sql in member_sql(&o.r, m, true) {
                 let mut st = conn.prepare_cached(&sql)?;
                 let n = m.key.len();
-                let names: Vec<String> = st
-                    .column_names()
-                    .into_iter()
-                    .skip(n + 1)
-                    .map(str::to_string)
-                    .collect();
+                let names: Vec<String> =
+                    st.column_names().skip(n + 1).map(str::to_string).collect();
                 let mut rows = st.query(params![oi as i64])?;
                 while let Some(r) = rows.next()? {
                     let k: Vec<Json> = (0..n)
