@@ -641,8 +641,24 @@ pub(crate) fn write_bundle(
     header: BundleHeader,
     entries: Vec<(&str, &str, File)>,
 ) -> Result<PathBuf> {
+    write_bundle_at(site, via, file_name, header, entries, None)
+}
+
+/// [`write_bundle`] with a deflate level of choice (1 fastest .. 9 smallest; `None`: the
+/// writer's default). Extracts, large and written once, use a fast level.
+pub(crate) fn write_bundle_at(
+    site: &Site,
+    via: &Path,
+    file_name: &str,
+    header: BundleHeader,
+    entries: Vec<(&str, &str, File)>,
+    level: Option<u32>,
+) -> Result<PathBuf> {
     transport::write_atomic(via, file_name, |f| {
         let mut w = BundleWriter::new(f, header)?;
+        if let Some(level) = level {
+            w.set_deflate_level(level)?;
+        }
         for (name, kind, data) in entries {
             w.add_entry(
                 name,

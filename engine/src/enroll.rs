@@ -3,7 +3,7 @@
 //! registers the key and writes the node's initial bundle (schema, rows, central's key and
 //! the position the node starts from).
 
-use crate::dock::{header, spool_entry, write_bundle};
+use crate::dock::{header, spool_entry, write_bundle, write_bundle_at};
 use crate::error::{EngineError, Result};
 use crate::merge::apply::MergeStats;
 use crate::peer::{self, Peer};
@@ -237,7 +237,7 @@ pub fn add_node(
     h.extensions
         .insert("extract".into(), toml::Value::Table(ext));
     let file_name = naming::bundle_file_name(site.name(), name, 1);
-    let path = write_bundle(
+    let path = write_bundle_at(
         site,
         out,
         &file_name,
@@ -246,6 +246,7 @@ pub fn add_node(
             (ROWS_ENTRY, "extract", rows_file),
             (SCHEMA_ENTRY, "extract", schema_file),
         ],
+        Some(1),
     )?;
     // The registration commits only once the extract is safely on disk.
     if let Err(e) = tx.commit() {

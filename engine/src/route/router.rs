@@ -577,6 +577,8 @@ fn identify(conn: &Connection, nodes: &[NodeState]) -> Result<()> {
     conn.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS berth_route_ids(obj INTEGER NOT NULL, id);
          CREATE INDEX IF NOT EXISTS temp.berth_route_ids_obj ON berth_route_ids(obj, id);
+         CREATE TEMP TABLE IF NOT EXISTS berth_route_keys(obj INTEGER NOT NULL, id TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS temp.berth_route_keys_obj ON berth_route_keys(obj, id);
          DELETE FROM temp.berth_node; DELETE FROM temp.berth_node_attr;",
     )?;
     let mut n = conn.prepare_cached("INSERT INTO temp.berth_node(node_id) VALUES (?1)")?;
@@ -604,6 +606,20 @@ fn load_ids(conn: &Connection, ids: &[BTreeSet<Id>]) -> Result<()> {
     for (oi, set) in ids.iter().enumerate() {
         for id in set {
             st.execute(params![oi as i64, Bind(&id_value(id))])?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `temp.berth_route_keys` with `ids` (key texts, as `berth_edges` holds them) per
+/// object.
+fn load_keys(conn: &Connection, ids: &[BTreeSet<Id>]) -> Result<()> {
+    conn.execute("DELETE FROM temp.berth_route_keys", [])?;
+    let mut st =
+        conn.prepare_cached("INSERT INTO temp.berth_route_keys(obj, id) VALUES (?1, ?2)")?;
+    for (oi, set) in ids.iter().enumerate() {
+        for id in set {
+            st.execute(params![oi as i64, id])?;
         }
     }
     Ok(())
@@ -951,39 +967,9 @@ impl<'a> Pass<'a> {
     fn evaluate_all(&self) -> Result<Seen> {
         let conn = self.conn;
         let known: HashSet<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-        // Whether an id names a row of its primary table, asked only of the ids the rules
-        // and edges reach.
-        let mut found: HashMap<(usize, Id), bool> = HashMap::new();
-        let mut exists = |oi: usize, id: &Id| -> Result<bool> {
-            if let Some(&e) = found.get(&(oi, id.clone())) {
-                return Ok(e);
-            }
-            let o = &self.plan.objects[oi].r;
-            let e = conn
-                .prepare_cached(&format!(
-                    "SELECT 1 FROM {} WHERE {} = ?1",
-                    ident(&o.primary_table),
-                    ident(&o.primary_key)
-                ))?
-                .exists(params![Bind(&id_value(id))])?;
-            found.insert((oi, id.clone()), e);
-            Ok(e)
-        };
-        let mut seen: Seen = vec![BTreeMap::new(); self.n_obj()];
-        let mut work: Vec<(usize, Id, String)> = Vec::new();
-        let mark = |seen: &mut Seen,
-                    work: &mut Vec<(usize, Id, String)>,
-                    oi: usize,
-                    id: &Id,
-                    node: &str| {
-            if seen[oi]
-                .entry(id.clone())
-                .or_default()
-                .insert(node.to_string())
-            {
-                work.push((oi, id.clone(), node.to_string()));
-            }
-        };
+        // Candidates per round: object -> id -> nodes. The SQL rules give the first round;
+        // each round then follows the edges from what became visible in the last one.
+        let mut round: Seen = vec![BTreeMap::new(); self.n_obj()];
         for (oi, o) in self.plan.objects.iter().enumerate() {
             for rule in &o.rules {
                 match (&rule.set, self.eval) {
@@ -991,51 +977,111 @@ impl<'a> Pass<'a> {
                         let mut st = conn.prepare_cached(set.trim().trim_end_matches(';'))?;
                         let mut rows = st.query([])?;
                         while let Some(r) = rows.next()? {
-                            let id = id_of(&from_sql(r.get_ref(0)?));
                             if let Some(node) = from_sql(r.get_ref(1)?).as_str()
                                 && known.contains(node)
-                                && exists(oi, &id)?
                             {
-                                mark(&mut seen, &mut work, oi, &id, node);
+                                let id = id_of(&from_sql(r.get_ref(0)?));
+                                round[oi].entry(id).or_default().insert(node.to_string());
                             }
                         }
                     }
                     _ => {
                         for id in &all_ids(conn, &o.r)? {
                             for node in self.rule_pairs(rule, id)? {
-                                mark(&mut seen, &mut work, oi, id, &node);
+                                round[oi].entry(id.clone()).or_default().insert(node);
                             }
                         }
                     }
                 }
             }
         }
-        let mut deps: HashMap<(usize, Id), Vec<Id>> = HashMap::new();
-        let mut st =
-            conn.prepare_cached("SELECT dep_id FROM berth_edges WHERE map = ?1 AND sup_id = ?2")?;
-        while let Some((oi, id, node)) = work.pop() {
-            for (mi, m) in self
-                .plan
-                .maps
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.sup == oi)
-            {
-                let key = (mi, id.clone());
-                if !deps.contains_key(&key) {
-                    let found = st
-                        .query_map(params![m.name, id], |r| r.get::<_, String>(0))?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    deps.insert(key.clone(), found);
+        let mut seen: Seen = vec![BTreeMap::new(); self.n_obj()];
+        let mut exists: HashMap<(usize, Id), bool> = HashMap::new();
+        loop {
+            // Ids that name no row of their primary table are no instance.
+            self.check_exist(&round, &mut exists)?;
+            let mut fresh: Seen = vec![BTreeMap::new(); self.n_obj()];
+            for (oi, ids) in round.into_iter().enumerate() {
+                for (id, nodes) in ids {
+                    if !exists.get(&(oi, id.clone())).copied().unwrap_or(false) {
+                        continue;
+                    }
+                    let have = seen[oi].entry(id.clone()).or_default();
+                    for n in nodes {
+                        if have.insert(n.clone()) {
+                            fresh[oi].entry(id.clone()).or_default().insert(n);
+                        }
+                    }
                 }
-                for d in deps.get(&key).into_iter().flatten() {
-                    if exists(m.dep, d)? {
-                        mark(&mut seen, &mut work, m.dep, d, &node);
+            }
+            if fresh.iter().all(BTreeMap::is_empty) {
+                return Ok(seen);
+            }
+            round = vec![BTreeMap::new(); self.n_obj()];
+            let keys: Vec<BTreeSet<Id>> =
+                fresh.iter().map(|m| m.keys().cloned().collect()).collect();
+            load_keys(conn, &keys)?;
+            for m in &self.plan.maps {
+                if fresh[m.sup].is_empty() {
+                    continue;
+                }
+                let mut st = conn.prepare_cached(
+                    "SELECT e.sup_id, e.dep_id FROM temp.berth_route_keys k
+                       JOIN berth_edges e ON e.map = ?2 AND e.sup_id = k.id
+                      WHERE k.obj = +?1",
+                )?;
+                let mut rows = st.query(params![m.sup as i64, m.name])?;
+                while let Some(r) = rows.next()? {
+                    let (sup, dep): (String, String) = (r.get(0)?, r.get(1)?);
+                    if let Some(nodes) = fresh[m.sup].get(&sup) {
+                        round[m.dep]
+                            .entry(dep)
+                            .or_default()
+                            .extend(nodes.iter().cloned());
                     }
                 }
             }
         }
-        Ok(seen)
+    }
+
+    /// Finds out, in one query per object, which of the candidate ids not asked yet name a
+    /// row of their primary table.
+    fn check_exist(
+        &self,
+        candidates: &Seen,
+        exists: &mut HashMap<(usize, Id), bool>,
+    ) -> Result<()> {
+        let ask: Vec<BTreeSet<Id>> = candidates
+            .iter()
+            .enumerate()
+            .map(|(oi, ids)| {
+                ids.keys()
+                    .filter(|id| !exists.contains_key(&(oi, (*id).clone())))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        if ask.iter().all(BTreeSet::is_empty) {
+            return Ok(());
+        }
+        load_ids(self.conn, &ask)?;
+        for (oi, o) in self.plan.objects.iter().enumerate() {
+            if ask[oi].is_empty() {
+                continue;
+            }
+            let mut st = self.conn.prepare_cached(&format!(
+                "SELECT {k} FROM {t} WHERE {k} IN (SELECT id FROM temp.berth_route_ids WHERE obj = +?1)",
+                k = ident(&o.r.primary_key),
+                t = ident(&o.r.primary_table)
+            ))?;
+            let found: HashSet<Id> = st
+                .query_map(params![oi as i64], |r| Ok(id_of(&from_sql(r.get_ref(0)?))))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in &ask[oi] {
+                exists.insert((oi, id.clone()), found.contains(id));
+            }
+        }
+        Ok(())
     }
 
     /// The nodes a rule matches instance `id` for, one pair at a time (rules without a set
@@ -1874,7 +1920,8 @@ pub fn enroll(
     let mut add = conn.prepare_cached(
         "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
     )?;
-    let mut sent: HashSet<(String, String)> = HashSet::new();
+    let mut sent: HashMap<&str, HashSet<String>> = HashMap::new();
+    let mut count = 0u64;
     for (oi, o) in plan.objects.iter().enumerate() {
         if ids[oi].is_empty() {
             continue;
@@ -1894,16 +1941,21 @@ pub fn enroll(
                         .map(|i| r.get_ref(i).map(from_sql))
                         .collect::<rusqlite::Result<_>>()?;
                     let key = serde_json::to_string(&k).unwrap_or_default();
-                    if !sent.insert((m.table.clone(), key.clone())) {
+                    if !sent
+                        .entry(m.table.as_str())
+                        .or_default()
+                        .insert(key.clone())
+                    {
                         continue;
                     }
                     add.execute(params![node.name, m.table, key])?;
+                    count += 1;
                     sink(&m.table, &names, r, n + 1)?;
                 }
             }
         }
     }
-    Ok(sent.len() as u64)
+    Ok(count)
 }
 
 /// Asks the next routing pass to rebuild edges and instance sets (the model changed).
