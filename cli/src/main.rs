@@ -1,6 +1,7 @@
 //! The `berth` command: parses arguments, calls the engine, prints.
 
 mod output;
+mod transports;
 
 use anyhow::{Context, Result, bail};
 use berth_bundle::{Bundle, Limits, PublicKey, SecretKey, TrustedKey, TrustedKeys};
@@ -102,6 +103,11 @@ enum Command {
         after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip\n  berth bundle verify hq_to_alice_0000000002.berth.zip --trust hq/keys/site.pub"
     )]
     Bundle(BundleCmd),
+    /// Watch exchange folders (and mail) and dock whenever a bundle arrives or data changes.
+    #[command(
+        after_help = "Example:\n  berth watch --site laptop --via ~/Sync/berth\n  berth watch --site hq --via /mnt/share --via maildir:~/Maildir --poll 30 --json"
+    )]
+    Watch(transports::WatchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +195,9 @@ struct DockArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Split outgoing bundles larger than this many bytes into volumes (FAT32 media).
+    #[arg(long, value_name = "BYTES", default_value_t = berth_engine::volumes::DEFAULT_VOLUME_SIZE)]
+    volume_size: u64,
 }
 
 #[derive(Args, Debug)]
@@ -276,6 +285,23 @@ enum BundleCmd {
         /// own key to its name; a bare `KEYFILE` trusts the key for whatever site it signs as.
         #[arg(long, required = true, num_args = 1..)]
         trust: Vec<String>,
+    },
+    /// Write a mail message (.eml) with a bundle attached, for any mail client or sendmail.
+    #[command(
+        after_help = "Example:\n  berth bundle mail out/hq_to_alice_0000000002.berth.zip --to alice@example.org --out msg.eml\n  sendmail -t < msg.eml"
+    )]
+    Mail {
+        /// The bundle file.
+        file: PathBuf,
+        /// The recipient's address.
+        #[arg(long)]
+        to: String,
+        /// The sender's address.
+        #[arg(long)]
+        from: Option<String>,
+        /// The message file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -411,6 +437,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let report = dock(&mut s, &via, &opts)
                 .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
+            transports::split_written(&report.written, a.volume_size)?;
             if a.json {
                 output::json(&report)?;
             } else {
@@ -627,6 +654,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Bundle(BundleCmd::Mail {
+            file,
+            to,
+            from,
+            out,
+        }) => transports::mail(&file, &to, from.as_deref(), &out)?,
+        Command::Watch(a) => return transports::watch(a),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -151,12 +151,19 @@ pub fn import_file(site: &Site, path: &Path) -> Result<PathBuf> {
     })
 }
 
+/// Applies the bundles already in the site's spool (the watcher takes them in itself, once
+/// each file is complete) without reading an exchange folder or writing anything.
+pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
+    let mut report = DockReport::default();
+    process_spool(site, opts, &mut report)?;
+    Ok(report)
+}
+
 /// Moves the bundles addressed to this site from the exchange folder into the spool.
 fn intake(site: &Site, via: &Path) -> Result<()> {
     let spool = site.folder("spool");
     for f in transport::list(via, Some(site.name()))? {
-        transport::copy_into(&f.path, &spool)?;
-        fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))?;
+        transport::take_into(&f, &spool, &site.folder("quarantine"))?;
     }
     Ok(())
 }
@@ -732,7 +739,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     // The new bundle contains everything the older ones still waiting in `via` carried.
     for old in transport::list(via, Some(&p.name))? {
         if old.sender == site.name() && old.seq < stream.seq {
-            let _ = fs::remove_file(&old.path);
+            let _ = transport::remove(&old);
         }
     }
     Ok(Some(path))

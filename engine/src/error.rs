@@ -92,6 +92,14 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// A volume set (a bundle cut into pieces) cannot be joined: a piece differs from its index.
+    #[error("volume set {index}: {reason}")]
+    Volume {
+        /// The index file (`B.volumes`).
+        index: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
     /// A bundle is addressed to, or comes from, somewhere it should not.
     #[error("bundle {bundle}: {reason}")]
     Refused {
@@ -134,6 +142,7 @@ impl EngineError {
             EngineError::Bundle(e) => e.is_permanent(),
             EngineError::BadPayload { .. }
             | EngineError::Refused { .. }
+            | EngineError::Volume { .. }
             | EngineError::WrongRole { .. } => true,
             _ => false,
         }

@@ -37,5 +37,6 @@ pub mod status;
 pub mod store;
 pub mod transport;
 pub mod value;
+pub mod volumes;
 
 pub use error::{EngineError, Result};
