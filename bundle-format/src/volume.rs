@@ -87,10 +87,16 @@ pub fn index_name(bundle: &str) -> String {
     format!("{bundle}{INDEX_SUFFIX}")
 }
 
-/// The bundle name `B` of an index file name `B.volumes` (B canonical), else `None`.
+/// A bundle file as it travels: a canonical bundle name, or one sealed (`B.age`).
+fn is_bundle_file(name: &str) -> bool {
+    naming::parse_bundle_file_name(name).is_some() || crate::seal::parse_sealed_name(name).is_some()
+}
+
+/// The bundle file name `B` of an index file name `B.volumes` (B a canonical bundle name,
+/// or a sealed one `B.age`), else `None`.
 pub fn parse_index_name(name: &str) -> Option<&str> {
     let bundle = name.strip_suffix(INDEX_SUFFIX)?;
-    naming::parse_bundle_file_name(bundle).map(|_| bundle)
+    is_bundle_file(bundle).then_some(bundle)
 }
 
 /// `(B, i)` of a piece name `B.{i:03}` (B canonical, i >= 1), else `None`.
@@ -100,7 +106,7 @@ pub fn parse_volume_name(name: &str) -> Option<(&str, usize)> {
         return None;
     }
     let i: usize = num.parse().ok()?;
-    if i == 0 || format!("{i:03}") != num || naming::parse_bundle_file_name(bundle).is_none() {
+    if i == 0 || format!("{i:03}") != num || !is_bundle_file(bundle) {
         return None;
     }
     Some((bundle, i))
@@ -138,7 +144,7 @@ impl VolumeIndex {
                 self.format
             )));
         }
-        if naming::parse_bundle_file_name(&self.bundle).is_none() {
+        if !is_bundle_file(&self.bundle) {
             return Err(bad("not a bundle file name".into()));
         }
         if self.volumes.is_empty() {
@@ -217,6 +223,15 @@ mod tests {
             assert_eq!(parse_volume_name(&bad), None, "{bad}");
         }
         assert_eq!(parse_index_name("x.volumes"), None);
+        let sealed = format!("{B}.age");
+        assert_eq!(
+            parse_index_name(&index_name(&sealed)),
+            Some(sealed.as_str())
+        );
+        assert_eq!(
+            parse_volume_name(&volume_name(&sealed, 2)),
+            Some((sealed.as_str(), 2))
+        );
     }
 
     #[test]

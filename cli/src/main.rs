@@ -198,6 +198,9 @@ struct DockArgs {
     /// Split outgoing bundles larger than this many bytes into volumes (FAT32 media).
     #[arg(long, value_name = "BYTES", default_value_t = berth_engine::volumes::DEFAULT_VOLUME_SIZE)]
     volume_size: u64,
+    /// Seal outgoing bundles for one site to that site's key (`NAME.age`, the age format).
+    #[arg(long)]
+    encrypt: bool,
 }
 
 #[derive(Args, Debug)]
@@ -437,7 +440,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let report = dock(&mut s, &via, &opts)
                 .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
-            transports::split_written(&report.written, a.volume_size)?;
+            transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
             if a.json {
                 output::json(&report)?;
             } else {

@@ -42,6 +42,9 @@ pub struct WatchArgs {
     /// Split outgoing bundles larger than this many bytes into volumes.
     #[arg(long, value_name = "BYTES", default_value_t = berth_engine::volumes::DEFAULT_VOLUME_SIZE)]
     pub volume_size: u64,
+    /// Seal outgoing bundles for one site to that site's key (`NAME.age`, the age format).
+    #[arg(long)]
+    pub encrypt: bool,
     /// One JSON object per line instead of plain log lines (for supervisors).
     #[arg(long)]
     pub json: bool,
@@ -64,6 +67,7 @@ pub fn watch(a: WatchArgs) -> Result<ExitCode> {
     opts.grace = secs(a.grace);
     opts.debounce = Duration::from_millis(a.debounce_ms);
     opts.volume_size = a.volume_size;
+    opts.encrypt = a.encrypt;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     // SIGINT and SIGTERM (Ctrl-C / Ctrl-Break on Windows): the current bundle finishes, then
@@ -111,9 +115,25 @@ pub fn mail(file: &Path, to: &str, from: Option<&str>, out: &Path) -> Result<()>
     Ok(())
 }
 
-/// After `berth dock`: splits the bundles it wrote that are larger than `volume_size`.
-pub fn split_written(written: &[PathBuf], volume_size: u64) -> Result<()> {
+/// After `berth dock`: seals the bundles it wrote (with `--encrypt`) and splits those larger
+/// than `volume_size` into volumes.
+pub fn after_dock(
+    site: &berth_engine::site::Site,
+    written: &[PathBuf],
+    encrypt: bool,
+    volume_size: u64,
+) -> Result<()> {
     for p in written {
+        let p = &if encrypt {
+            let sealed = berth_engine::seal::seal_file(site, p)
+                .with_context(|| format!("sealing {}", p.display()))?;
+            if sealed != *p {
+                println!("sealed to its recipient: {}", sealed.display());
+            }
+            sealed
+        } else {
+            p.clone()
+        };
         if let Some(index) = berth_engine::volumes::split(p, volume_size)
             .with_context(|| format!("splitting {} into volumes", p.display()))?
         {

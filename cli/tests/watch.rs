@@ -725,3 +725,127 @@ fn sigterm_stops_the_watcher_cleanly() {
     // The lock is free again.
     let _again = w.watch("hq", &["--via", inbox.to_str().unwrap()]);
 }
+
+fn dir_with(w: &Pair, dir: &str, file: &Path, bytes: &[u8]) -> PathBuf {
+    let d = w.p(dir);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join(name(file)), bytes).unwrap();
+    d
+}
+
+#[test]
+fn an_encrypted_bundle_opens_only_with_the_recipients_key() {
+    let w = Pair::new();
+    exec(
+        &w.p("laptop/data.db"),
+        "INSERT INTO item VALUES('e1', 'top-secret-value', NULL)",
+    );
+    berth()
+        .args(["dock", "--upload-only", "--encrypt", "--site"])
+        .arg(w.p("laptop"))
+        .arg("--via")
+        .arg(w.p("side"))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("sealed to its recipient"));
+    let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
+    assert!(sealed.exists(), "{:?}", files(&w.p("side")));
+    assert!(
+        files(&w.p("side"))
+            .iter()
+            .all(|f| !f.ends_with(".berth.zip")),
+        "no plain copy left"
+    );
+    let bytes = fs::read(&sealed).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n-> X25519 "));
+    assert!(
+        !bytes.windows(4).any(|x| x == b"PK\x03\x04"),
+        "no zip inside in the clear"
+    );
+    assert!(!bytes.windows(16).any(|x| x == b"top-secret-value"));
+
+    // Another site that calls itself hq, with its own key: cannot open it; told why.
+    berth()
+        .args(["init", "central"])
+        .arg(w.p("impostor"))
+        .args(["--name", "hq", "--schema"])
+        .arg(w.p("s.sql"))
+        .assert()
+        .success();
+    let d = dir_with(&w, "to-impostor", &sealed, &bytes);
+    berth()
+        .args(["dock", "--download-only", "--site"])
+        .arg(w.p("impostor"))
+        .arg("--via")
+        .arg(&d)
+        .assert()
+        .success();
+    let why = fs::read_to_string(
+        w.p("impostor/quarantine")
+            .join(format!("{}.reason.txt", name(&sealed))),
+    )
+    .unwrap();
+    assert!(why.contains("sealed to another recipient"), "{why}");
+
+    // Tampered ciphertext: refused whole, nothing applied.
+    let mut bad = bytes.clone();
+    let at = bad.len() - 40;
+    bad[at] ^= 0x01;
+    let d = dir_with(&w, "tampered", &sealed, &bad);
+    berth()
+        .args(["dock", "--download-only", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(&d)
+        .assert()
+        .success();
+    let why = fs::read_to_string(
+        w.p("hq/quarantine")
+            .join(format!("{}.reason.txt", name(&sealed))),
+    )
+    .unwrap();
+    assert!(why.contains("damaged or was tampered"), "{why}");
+    assert_eq!(w.hq("SELECT COUNT(*) FROM item"), "0");
+    assert!(
+        files(&w.p("hq/spool"))
+            .iter()
+            .all(|f| !f.ends_with(".berth.zip"))
+    );
+
+    // The real recipient, through the watcher, by mail: opened, verified, applied.
+    let inbox = w.p("inbox");
+    let mut watcher = w.watch("hq", &["--via", inbox.to_str().unwrap(), "--encrypt"]);
+    berth()
+        .args(["bundle", "mail"])
+        .arg(&sealed)
+        .args(["--to", "hq@example.org", "--out"])
+        .arg(inbox.join("sealed.eml"))
+        .assert()
+        .success();
+    watcher.wait_for("mail", |v| v["file"] == "sealed.eml");
+    watcher.wait_for("applied", |_| true);
+    assert_eq!(
+        w.hq("SELECT v FROM item WHERE id = 'e1'"),
+        "top-secret-value"
+    );
+    // Central's answer to alice is sealed to alice's key, and her dock opens it.
+    let reply = watcher.wait_for("written", |v| {
+        v["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with(".berth.zip.age"))
+    });
+    let reply = PathBuf::from(reply["file"].as_str().unwrap());
+    berth()
+        .args(["dock", "--site"])
+        .arg(w.p("laptop"))
+        .arg("--via")
+        .arg(reply.parent().unwrap())
+        .assert()
+        .success();
+    assert!(
+        files(&w.p("laptop/archive"))
+            .iter()
+            .any(|f| f.starts_with("hq_to_alice_"))
+    );
+    assert!(files(&w.p("laptop/quarantine")).is_empty());
+}

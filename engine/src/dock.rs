@@ -163,7 +163,13 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
 fn intake(site: &Site, via: &Path) -> Result<()> {
     let spool = site.folder("spool");
     for f in transport::list(via, Some(site.name()))? {
-        transport::take_into(&f, &spool, &site.folder("quarantine"))?;
+        crate::seal::take(
+            site.key(),
+            site.name(),
+            &f,
+            &spool,
+            &site.folder("quarantine"),
+        )?;
     }
     Ok(())
 }

@@ -100,6 +100,14 @@ pub enum EngineError {
         /// What does not match.
         reason: String,
     },
+    /// A sealed (encrypted) bundle cannot be opened here.
+    #[error("sealed bundle {file}: {source}")]
+    Sealed {
+        /// The sealed file.
+        file: PathBuf,
+        /// Why it does not open.
+        source: berth_bundle::seal::SealError,
+    },
     /// A bundle is addressed to, or comes from, somewhere it should not.
     #[error("bundle {bundle}: {reason}")]
     Refused {
@@ -140,6 +148,7 @@ impl EngineError {
     pub fn is_permanent(&self) -> bool {
         match self {
             EngineError::Bundle(e) => e.is_permanent(),
+            EngineError::Sealed { source, .. } => source.is_permanent(),
             EngineError::BadPayload { .. }
             | EngineError::Refused { .. }
             | EngineError::Volume { .. }

@@ -32,6 +32,7 @@ pub mod partial;
 pub mod peer;
 pub mod route;
 pub mod schema;
+pub mod seal;
 pub mod site;
 pub mod status;
 pub mod store;

@@ -31,9 +31,12 @@ pub fn list(folder: &Path, recipient: Option<&str>) -> Result<Vec<Found>> {
         if naming::is_temporary(&name) {
             continue;
         }
-        // A bundle cut into volumes (SPEC part 3) is listed by its index once it is complete.
+        // A bundle cut into volumes (SPEC part 3) is listed by its index once it is complete;
+        // a sealed one (`B.age`) by its own name.
         let set = berth_bundle::volume::parse_index_name(&name);
-        let Some((sender, to, seq)) = naming::parse_bundle_file_name(set.unwrap_or(&name)) else {
+        let file = set.unwrap_or(&name);
+        let plain = berth_bundle::seal::parse_sealed_name(file).unwrap_or(file);
+        let Some((sender, to, seq)) = naming::parse_bundle_file_name(plain) else {
             continue;
         };
         if set.is_some()

@@ -111,7 +111,10 @@ pub fn split(path: &Path, volume_size: u64) -> Result<Option<PathBuf>> {
     let bundle = path
         .file_name()
         .and_then(|n| n.to_str())
-        .filter(|n| berth_bundle::naming::parse_bundle_file_name(n).is_some())
+        .filter(|n| {
+            let plain = berth_bundle::seal::parse_sealed_name(n).unwrap_or(n);
+            berth_bundle::naming::parse_bundle_file_name(plain).is_some()
+        })
         .ok_or_else(|| EngineError::Volume {
             index: path.to_path_buf(),
             reason: "only a bundle with its canonical name can be split".into(),
@@ -291,7 +294,8 @@ pub fn incomplete(folder: &Path, recipient: &str) -> Result<Vec<(PathBuf, String
         let Some(bundle) = volume::parse_index_name(&name) else {
             continue;
         };
-        if berth_bundle::naming::parse_bundle_file_name(bundle)
+        let plain = berth_bundle::seal::parse_sealed_name(bundle).unwrap_or(bundle);
+        if berth_bundle::naming::parse_bundle_file_name(plain)
             .is_none_or(|(_, to, _)| to != recipient)
         {
             continue;

@@ -8,8 +8,7 @@
 //! bundle is verified later, from the spool, like any other.
 
 use crate::error::{Result, WatchError};
-use berth_bundle::{Bundle, Limits, naming};
-use berth_engine::transport;
+use berth_bundle::{Bundle, Limits, SecretKey, naming, seal};
 use mail_parser::{MessageParser, MimeHeaders};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -53,9 +52,16 @@ pub struct Taken {
 }
 
 /// Takes the bundles addressed to `site` out of the message `raw` (read from `path`) into
-/// `spool`. A message that is not MIME at all, or carries no berth bundle for anyone, is an
-/// error naming the file.
-pub fn take_bundles(raw: &[u8], path: &Path, site: &str, spool: &Path) -> Result<Taken> {
+/// `spool`; sealed ones (`B.age`) are opened with the site's `key` on the way. A message that
+/// is not MIME at all, carries no berth bundle for anyone, or a sealed one that does not
+/// open, is an error naming the file.
+pub fn take_bundles(
+    raw: &[u8],
+    path: &Path,
+    site: &str,
+    key: &SecretKey,
+    spool: &Path,
+) -> Result<Taken> {
     let bad = |reason: &str| WatchError::Mail {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -69,18 +75,21 @@ pub fn take_bundles(raw: &[u8], path: &Path, site: &str, spool: &Path) -> Result
         let Some(name) = bundle_name(part.attachment_name(), data) else {
             continue;
         };
-        let Some((_, to, _)) = naming::parse_bundle_file_name(&name) else {
+        let sealed = seal::parse_sealed_name(&name).map(str::to_string);
+        let plain = sealed.clone().unwrap_or_else(|| name.clone());
+        let Some((_, to, _)) = naming::parse_bundle_file_name(&plain) else {
             continue;
         };
         if to != site {
             taken.for_others += 1;
             continue;
         }
-        let p = transport::write_atomic(spool, &name, |mut f| {
-            std::io::Write::write_all(&mut f, data)
-                .map_err(|e| berth_engine::EngineError::io(spool.join(&name), e))?;
-            Ok(f)
-        })?;
+        let p = if sealed.is_some() {
+            berth_engine::seal::open_into(key, site, data, &path.join(&name), &plain, spool)
+                .map_err(|e| bad(&e.to_string()))?
+        } else {
+            berth_engine::seal::spool_bytes(spool, &plain, data)?
+        };
         taken.spooled.push(p);
     }
     if taken.spooled.is_empty() && taken.for_others == 0 {
@@ -93,7 +102,7 @@ pub fn take_bundles(raw: &[u8], path: &Path, site: &str, spool: &Path) -> Result
 /// the name its manifest implies; `None` when it is not a bundle.
 fn bundle_name(attachment_name: Option<&str>, data: &[u8]) -> Option<String> {
     if let Some(n) = attachment_name
-        && naming::parse_bundle_file_name(n).is_some()
+        && (naming::parse_bundle_file_name(n).is_some() || seal::parse_sealed_name(n).is_some())
     {
         return Some(n.to_string());
     }
@@ -124,23 +133,25 @@ mod tests {
         let text = String::from_utf8_lossy(&raw);
         assert!(text.contains("Subject: berth bundle"), "{text}");
         let spool = tempfile::tempdir().unwrap();
-        let t = take_bundles(&raw, Path::new("m.eml"), "alice", spool.path()).unwrap();
+        let key = SecretKey::generate();
+        let t = take_bundles(&raw, Path::new("m.eml"), "alice", &key, spool.path()).unwrap();
         assert_eq!(t.spooled.len(), 1);
         assert_eq!(std::fs::read(&t.spooled[0]).unwrap(), data);
-        let t = take_bundles(&raw, Path::new("m.eml"), "bob", spool.path()).unwrap();
+        let t = take_bundles(&raw, Path::new("m.eml"), "bob", &key, spool.path()).unwrap();
         assert_eq!((t.spooled.len(), t.for_others), (0, 1));
     }
 
     #[test]
     fn garbage_is_a_clear_error_not_a_panic() {
         let spool = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate();
         for raw in [
             &b""[..],
             b"\x00\x01\x02\xff\xfe",
             b"Subject: hi\r\n\r\nno attachment here",
             b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Disposition: attachment; filename=\"hq_to_alice_0000000001.berth.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n",
         ] {
-            match take_bundles(raw, Path::new("junk.eml"), "alice", spool.path()) {
+            match take_bundles(raw, Path::new("junk.eml"), "alice", &key, spool.path()) {
                 Err(WatchError::Mail { path, .. }) => assert_eq!(path, Path::new("junk.eml")),
                 Ok(t) => assert!(t.spooled.len() <= 1, "a named attachment may be spooled, to be quarantined there"),
                 Err(e) => panic!("unexpected error {e}"),

@@ -19,7 +19,7 @@
 
 use crate::error::{Result, WatchError};
 use crate::mail;
-use berth_bundle::{Bundle, Limits, naming};
+use berth_bundle::{Bundle, Limits, SecretKey, naming};
 use berth_engine::dock::{self, DockOptions, DockReport};
 use berth_engine::site::Site;
 use berth_engine::{EngineError, transport, volumes};
@@ -84,6 +84,8 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// Outgoing bundles larger than this are split into volumes.
     pub volume_size: u64,
+    /// Seal outgoing bundles for one site to that site's key (`B.age`).
+    pub encrypt: bool,
 }
 
 impl WatchOptions {
@@ -99,6 +101,7 @@ impl WatchOptions {
             grace: Duration::from_secs(60),
             debounce: Duration::from_secs(2),
             volume_size: volumes::DEFAULT_VOLUME_SIZE,
+            encrypt: false,
         }
     }
 }
@@ -181,6 +184,7 @@ impl Candidate {
 struct Watch<'a> {
     opts: &'a WatchOptions,
     name: String,
+    key: SecretKey,
     out: PathBuf,
     spool: PathBuf,
     seen: BTreeMap<PathBuf, Seen>,
@@ -250,7 +254,10 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
             site: opts.site.clone(),
         });
     }
-    let name = Site::open(&opts.site)?.name().to_string();
+    let (name, key) = {
+        let site = Site::open(&opts.site)?;
+        (site.name().to_string(), site.key().clone())
+    };
     let mail_done_path = opts.site.join("watch-mail.txt");
     let mail_done = fs::read_to_string(&mail_done_path)
         .map(|t| t.lines().map(str::to_string).collect())
@@ -258,6 +265,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
     let mut w = Watch {
         opts,
         name,
+        key,
         out,
         spool: opts.site.join("spool"),
         seen: BTreeMap::new(),
@@ -560,7 +568,8 @@ impl Watch<'_> {
         match c {
             Candidate::Bundle(f) => {
                 let label = file_name(&f.path);
-                match transport::take_into(&f, &self.spool, &quarantine)? {
+                match berth_engine::seal::take(&self.key, &self.name, &f, &self.spool, &quarantine)?
+                {
                     Some(_) => {
                         self.emit(Event::new("taken", Some(label), "copied into the spool"));
                         Ok(true)
@@ -569,7 +578,7 @@ impl Watch<'_> {
                         self.emit(Event::new(
                             "quarantined",
                             Some(label),
-                            "its volumes do not match their index (see the .reason.txt in quarantine)",
+                            "it cannot be opened or joined (see its .reason.txt in quarantine)",
                         ));
                         Ok(false)
                     }
@@ -577,7 +586,7 @@ impl Watch<'_> {
             }
             Candidate::Eml(p) => {
                 let raw = fs::read(&p).map_err(|e| WatchError::io(&p, e))?;
-                match mail::take_bundles(&raw, &p, &self.name, &self.spool) {
+                match mail::take_bundles(&raw, &p, &self.name, &self.key, &self.spool) {
                     Ok(t) if t.spooled.is_empty() => {
                         // Only bundles for other sites: leave it for them.
                         if let Some(fp) = fingerprint(std::slice::from_ref(&p)) {
@@ -619,7 +628,7 @@ impl Watch<'_> {
                 let raw = fs::read(&p).map_err(|e| WatchError::io(&p, e))?;
                 // A mailbox belongs to its user: messages are read, never moved or deleted;
                 // the ones read are remembered in watch-mail.txt.
-                let took = match mail::take_bundles(&raw, &p, &self.name, &self.spool) {
+                let took = match mail::take_bundles(&raw, &p, &self.name, &self.key, &self.spool) {
                     Ok(t) if !t.spooled.is_empty() => {
                         let names: Vec<String> = t.spooled.iter().map(|s| file_name(s)).collect();
                         self.emit(Event::new(
@@ -668,6 +677,11 @@ impl Watch<'_> {
             };
             let report = dock::dock(&mut site, &self.out, &opts)?;
             for p in &report.written {
+                let p = &if self.opts.encrypt {
+                    berth_engine::seal::seal_file(&site, p)?
+                } else {
+                    p.clone()
+                };
                 let detail = match volumes::split(p, self.opts.volume_size)? {
                     Some(index) => format!(
                         "split into {} volumes",
