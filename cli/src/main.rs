@@ -175,6 +175,16 @@ enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a node's key (a stolen laptop): central refuses every bundle it signed, from
+    /// now on, and stops writing to it.
+    #[command(after_help = "Example:\n  berth node revoke alice --site hq")]
+    Revoke {
+        /// The node's name.
+        name: String,
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -454,10 +464,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = Site::open(&a.site)
                 .with_context(|| format!("opening site {}", a.site.display()))?;
             let st = status::status(&s)?;
+            let watcher = transports::watcher_state(&a.site);
             if a.json {
-                output::json(&st)?
+                let mut v = serde_json::to_value(&st)?;
+                if let (Some(obj), Some(w)) = (v.as_object_mut(), watcher) {
+                    obj.insert("watcher".into(), w);
+                }
+                output::json(&v)?
             } else {
-                output::status(&st)
+                output::status(&st);
+                transports::print_watcher(watcher.as_ref());
             }
         }
         Command::Conflicts(a) => {
@@ -664,6 +680,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
         }) => transports::mail(&file, &to, from.as_deref(), &out)?,
         Command::Watch(a) => return transports::watch(a),
+        Command::Node(NodeCmd::Revoke { name, site }) => transports::revoke(&site, &name)?,
     }
     Ok(ExitCode::SUCCESS)
 }

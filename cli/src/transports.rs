@@ -142,3 +142,62 @@ pub fn after_dock(
     }
     Ok(())
 }
+
+/// `berth node revoke NAME --site CENTRAL`.
+pub fn revoke(site: &Path, name: &str) -> Result<()> {
+    let s = berth_engine::site::Site::open(site)
+        .with_context(|| format!("opening site {}", site.display()))?;
+    let r = berth_engine::revoke::revoke_node(&s, name)
+        .with_context(|| format!("revoking node {name}"))?;
+    if r.newly {
+        println!(
+            "revoked node {} (key {}): every bundle signed by this key is refused from now on",
+            r.name, r.key_id
+        );
+    } else {
+        println!("node {} was already revoked (at {})", r.name, r.at);
+    }
+    Ok(())
+}
+
+/// What `DIR/watch.json` says, with `running` corrected by the watcher's lock (a killed
+/// watcher leaves `running: true` behind).
+pub fn watcher_state(site: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(site.join(berth_watcher::watch::STATE_FILE)).ok()?;
+    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let running = std::fs::File::options()
+        .write(true)
+        .open(site.join("watch.lock"))
+        .is_ok_and(|f| f.try_lock().is_err());
+    if let Some(o) = v.as_object_mut() {
+        o.insert("running".into(), running.into());
+    }
+    Some(v)
+}
+
+/// The watcher lines of `berth status`.
+pub fn print_watcher(state: Option<&serde_json::Value>) {
+    let Some(v) = state else {
+        return;
+    };
+    let running = v["running"].as_bool().unwrap_or(false);
+    println!(
+        "watcher: {}",
+        if running {
+            format!("running (pid {})", v["pid"])
+        } else {
+            "not running".to_string()
+        }
+    );
+    if let Some(last) = v["last"].as_array().and_then(|l| l.last()) {
+        println!(
+            "  last: {} {} {}",
+            last["event"].as_str().unwrap_or(""),
+            last["file"].as_str().unwrap_or(""),
+            last["detail"].as_str().unwrap_or("")
+        );
+    }
+    for w in v["waiting"].as_array().into_iter().flatten() {
+        println!("  waiting: {}", w.as_str().unwrap_or(""));
+    }
+}

@@ -512,12 +512,21 @@ fn one_watcher_per_site() {
         .stderr(predicates::str::contains(
             "another `berth watch` already runs",
         ));
-    // status still works while the watcher runs.
+    // status still works while the watcher runs, and says what it does.
     berth()
         .args(["status", "--site"])
         .arg(w.p("hq"))
         .assert()
-        .success();
+        .success()
+        .stdout(predicates::str::contains("watcher: running"));
+    let out = berth()
+        .args(["status", "--json", "--site"])
+        .arg(w.p("hq"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["watcher"]["running"], true);
+    assert_eq!(v["watcher"]["last"][0]["event"], "started");
 }
 
 fn big_bundle(w: &Pair) -> PathBuf {
@@ -848,4 +857,69 @@ fn an_encrypted_bundle_opens_only_with_the_recipients_key() {
             .any(|f| f.starts_with("hq_to_alice_"))
     );
     assert!(files(&w.p("laptop/quarantine")).is_empty());
+}
+
+#[test]
+fn a_revoked_nodes_bundles_are_refused_from_then_on_and_it_gets_nothing_more() {
+    let w = Pair::new();
+    let before = w.node_bundle("INSERT INTO item VALUES('r1', 'before', NULL)");
+    berth()
+        .args(["node", "revoke", "alice", "--site"])
+        .arg(w.p("hq"))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("revoked node alice"));
+    berth()
+        .args(["node", "revoke", "alice", "--site"])
+        .arg(w.p("hq"))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("already revoked"));
+    // Signed before the revocation, arriving after: refused all the same (stated policy).
+    let out = berth()
+        .args(["dock", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(w.p("side"))
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("quarantined"));
+    let why = fs::read_to_string(
+        w.p("hq/quarantine")
+            .join(format!("{}.reason.txt", name(&before))),
+    )
+    .unwrap();
+    assert!(
+        why.contains("unknown-signer") || why.contains("not trusted") || why.contains("signer"),
+        "{why}"
+    );
+    assert_eq!(w.hq("SELECT COUNT(*) FROM item"), "0");
+    // Central writes nothing more for alice.
+    exec(
+        &w.p("hq/data.db"),
+        "INSERT INTO item VALUES('h', 'for everyone', NULL)",
+    );
+    berth()
+        .args(["dock", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(w.p("usb"))
+        .assert()
+        .success();
+    assert!(
+        files(&w.p("usb"))
+            .iter()
+            .all(|f| !f.starts_with("hq_to_alice_")),
+        "{:?}",
+        files(&w.p("usb"))
+    );
+    berth()
+        .args(["node", "revoke", "nobody", "--site"])
+        .arg(w.p("hq"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("nobody"));
 }

@@ -30,6 +30,7 @@ mod error;
 pub mod merge;
 pub mod partial;
 pub mod peer;
+pub mod revoke;
 pub mod route;
 pub mod schema;
 pub mod seal;

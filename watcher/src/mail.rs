@@ -19,8 +19,8 @@ pub const BUNDLE_MIME: &str = "application/zip";
 /// A message carrying `bundle` (its bytes) named `name`, from `from` to `to`.
 pub fn message_with_bundle(name: &str, bundle: &[u8], to: &str, from: &str) -> Result<Vec<u8>> {
     let plain = seal::parse_sealed_name(name).unwrap_or(name);
-    let (sender, recipient, seq) = naming::parse_bundle_file_name(plain)
-        .unwrap_or_else(|| (String::new(), String::new(), 0));
+    let (sender, recipient, seq) =
+        naming::parse_bundle_file_name(plain).unwrap_or_else(|| (String::new(), String::new(), 0));
     let body = if sender.is_empty() {
         format!("This message carries the berth bundle {name}.\n")
     } else {
