@@ -24,7 +24,7 @@
 
 use crate::keys::{PublicKey, SecretKey};
 use bech32::{Bech32, Hrp};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 
 /// The suffix of a sealed bundle file: `B.age`.
 pub const SEALED_SUFFIX: &str = ".age";
@@ -136,6 +136,24 @@ pub fn open<R: Read, W: Write>(input: R, key: &SecretKey, out: &mut W) -> Result
     Ok(total)
 }
 
+/// Checks that a sealed file is whole without reading all of it: the header opens with `key`
+/// and the last chunk authenticates as the last one (age marks it), which no prefix of a
+/// sealed file does. For a watcher deciding whether a file is still being written.
+pub fn check_complete<R: Read + Seek>(input: R, key: &SecretKey) -> Result<(), SealError> {
+    let decryptor = age::Decryptor::new(input).map_err(|e| SealError::Damaged(e.to_string()))?;
+    let id = identity(key)?;
+    let mut reader = decryptor
+        .decrypt(std::iter::once(&id as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => SealError::NotForThisKey,
+            other => SealError::Damaged(other.to_string()),
+        })?;
+    let damaged = |e: io::Error| SealError::Damaged(e.to_string());
+    reader.seek(io::SeekFrom::End(-1)).map_err(damaged)?;
+    let mut last = [0u8; 1];
+    reader.read_exact(&mut last).map_err(damaged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +207,30 @@ mod tests {
             let e = open(junk, &k, &mut Vec::new()).unwrap_err();
             assert!(e.is_permanent(), "{e}");
         }
+    }
+
+    #[test]
+    fn only_a_whole_sealed_file_is_complete() {
+        let k = SecretKey::generate();
+        let plain = vec![9u8; 3 * 65536 + 10];
+        let sealed = sealed_to(&k, &plain);
+        assert!(check_complete(io::Cursor::new(&sealed), &k).is_ok());
+        for cut in [
+            sealed.len() - 1,
+            sealed.len() - 10 - 16,
+            65536 + 16 + 200,
+            30,
+        ] {
+            assert!(
+                check_complete(io::Cursor::new(&sealed[..cut]), &k).is_err(),
+                "prefix of {cut} bytes"
+            );
+        }
+        let other = SecretKey::generate();
+        assert!(matches!(
+            check_complete(io::Cursor::new(&sealed), &other),
+            Err(SealError::NotForThisKey)
+        ));
     }
 
     #[test]

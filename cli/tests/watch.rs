@@ -923,3 +923,43 @@ fn a_revoked_nodes_bundles_are_refused_from_then_on_and_it_gets_nothing_more() {
         .failure()
         .stderr(predicates::str::contains("nobody"));
 }
+
+#[test]
+fn a_sealed_bundle_written_slowly_into_a_watched_folder_is_taken_whole() {
+    let w = Pair::new();
+    exec(
+        &w.p("laptop/data.db"),
+        "INSERT INTO item VALUES('s1', 'sealed and slow', randomblob(200000))",
+    );
+    berth()
+        .args(["dock", "--upload-only", "--encrypt", "--site"])
+        .arg(w.p("laptop"))
+        .arg("--via")
+        .arg(w.p("side"))
+        .assert()
+        .success();
+    let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
+    let bytes = fs::read(&sealed).unwrap();
+    assert!(bytes.len() > 3 * 65536, "several age chunks");
+    let inbox = w.p("inbox");
+    let mut watcher = w.watch("hq", &["--via", inbox.to_str().unwrap(), "--grace", "120"]);
+    let dest = inbox.join(name(&sealed));
+    let mut f = fs::File::create(&dest).unwrap();
+    // Cut a little past the first 64 KiB chunk: what is there authenticates, but no chunk is
+    // marked as the last one, so the file is unfinished.
+    let cut = 65536 + 16 + 200;
+    f.write_all(&bytes[..cut]).unwrap();
+    f.sync_all().unwrap();
+    watcher.file_event("waiting", &name(&sealed));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(dest.exists(), "taken before it was complete");
+    assert!(files(&w.p("hq/quarantine")).is_empty());
+    f.write_all(&bytes[cut..]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    watcher.file_event("applied", "alice_to_hq_0000000001.berth.zip");
+    assert_eq!(
+        w.hq("SELECT v FROM item WHERE id = 's1'"),
+        "sealed and slow"
+    );
+}

@@ -208,9 +208,17 @@ fn fingerprint(paths: &[PathBuf]) -> Option<(u64, Option<SystemTime>)> {
 }
 
 /// Whether the zip structure and manifest read (the signature is checked later, in the
-/// spool): a prefix of a zip file never does, its directory is at the end.
-fn reads_as_bundle(path: &Path) -> std::result::Result<(), String> {
+/// spool): a prefix of a zip file never does, its directory is at the end. A sealed file
+/// (`B.age`) is whole when its last chunk authenticates as the last one; one sealed to
+/// another key counts as whole (it is quarantined with that reason).
+fn reads_as_bundle(path: &Path, key: &SecretKey) -> std::result::Result<(), String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
+    if berth_bundle::seal::parse_sealed_name(&file_name(path)).is_some() {
+        return match berth_bundle::seal::check_complete(std::io::BufReader::new(file), key) {
+            Ok(()) | Err(berth_bundle::seal::SealError::NotForThisKey) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+    }
     Bundle::open(file, &file_name(path), &Limits::default())
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -548,7 +556,7 @@ impl Watch<'_> {
             if let Candidate::Bundle(f) = &c
                 && !transport::is_volume_set(f)
                 && now.duration_since(first) < self.opts.grace
-                && let Err(e) = reads_as_bundle(&f.path)
+                && let Err(e) = reads_as_bundle(&f.path, &self.key)
             {
                 self.wait(
                     &f.path,
