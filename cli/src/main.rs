@@ -613,13 +613,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Keys(KeysCmd::Show { path, json }) => {
             let public = load_public(&path)?;
+            // What bundles for this key are sealed to (SPEC 3.4): a standard age recipient.
+            let age = berth_bundle::seal::recipient_text(&public)?;
             if json {
                 output::json(
-                    &serde_json::json!({"key_id": public.key_id().to_string(), "public_key": public.to_hex()}),
+                    &serde_json::json!({"key_id": public.key_id().to_string(), "public_key": public.to_hex(), "age_recipient": age}),
                 )?;
             } else {
                 println!(
-                    "key id     {}\npublic key {}",
+                    "key id     {}\npublic key {}\nage        {age}",
                     public.key_id(),
                     public.to_hex()
                 );

@@ -963,3 +963,50 @@ fn a_sealed_bundle_written_slowly_into_a_watched_folder_is_taken_whole() {
         "sealed and slow"
     );
 }
+
+#[test]
+fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied() {
+    if std::process::Command::new("age")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs age (.ci/run)"
+        );
+        eprintln!("skipped: the age tool is not installed");
+        return;
+    }
+    let w = Pair::new();
+    let plain = w.node_bundle("INSERT INTO item VALUES('x1', 'sealed by age(1)', NULL)");
+    let out = berth()
+        .args(["keys", "show", "--json"])
+        .arg(w.p("hq"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recipient = v["age_recipient"].as_str().unwrap().to_string();
+    assert!(recipient.starts_with("age1"));
+    let d = w.p("from-age");
+    fs::create_dir_all(&d).unwrap();
+    let sealed = d.join(format!("{}.age", name(&plain)));
+    let ok = std::process::Command::new("age")
+        .args(["-r", &recipient, "-o"])
+        .arg(&sealed)
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    berth()
+        .args(["dock", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(&d)
+        .assert()
+        .success();
+    assert_eq!(
+        w.hq("SELECT v FROM item WHERE id = 'x1'"),
+        "sealed by age(1)"
+    );
+}
