@@ -263,6 +263,14 @@ enum KeysCmd {
         #[arg(long, default_value = "berth")]
         name: String,
     },
+    /// Rotate central's key: the new key is announced, signed by the old one, in every bundle
+    /// central writes; nodes follow the chain and refuse the retired keys from then on.
+    #[command(after_help = "Example:\n  berth keys rotate --site hq")]
+    Rotate {
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+    },
     /// Show a key file's key id and public key (a site folder shows the site's key).
     #[command(after_help = "Example:\n  berth keys show keys/admin.pub\n  berth keys show hq")]
     Show {
@@ -683,6 +691,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }) => transports::mail(&file, &to, from.as_deref(), &out)?,
         Command::Watch(a) => return transports::watch(a),
         Command::Node(NodeCmd::Revoke { name, site }) => transports::revoke(&site, &name)?,
+        Command::Keys(KeysCmd::Rotate { site }) => transports::rotate(&site)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -201,3 +201,16 @@ pub fn print_watcher(state: Option<&serde_json::Value>) {
         println!("  waiting: {}", w.as_str().unwrap_or(""));
     }
 }
+
+/// `berth keys rotate --site CENTRAL`.
+pub fn rotate(site: &Path) -> Result<()> {
+    let s = berth_engine::site::Site::open(site)
+        .with_context(|| format!("opening site {}", site.display()))?;
+    let r = berth_engine::keychain::rotate(s).context("rotating the site key")?;
+    println!(
+        "central key rotated: {} -> {} ({} rotation(s) in the chain)",
+        r.old_key_id, r.new_key_id, r.links
+    );
+    println!("the chain travels in every bundle central writes; nodes switch when they apply one");
+    Ok(())
+}

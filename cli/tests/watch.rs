@@ -1010,3 +1010,102 @@ fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied(
         "sealed by age(1)"
     );
 }
+
+fn key_id(dir: &Path) -> String {
+    let out = berth()
+        .args(["keys", "show", "--json"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["key_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_node_offline_through_two_rotations_follows_the_chain_and_refuses_the_retired_key() {
+    let w = Pair::new();
+    let k0 = key_id(&w.p("hq"));
+    // A bundle central signed with its first key, kept aside (a stale copy on some stick).
+    exec(
+        &w.p("hq/data.db"),
+        "INSERT INTO item VALUES('h0', 'before', NULL)",
+    );
+    berth()
+        .args(["dock", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(w.p("usb"))
+        .assert()
+        .success();
+    let old = files(&w.p("usb"))
+        .into_iter()
+        .find(|f| f.starts_with("hq_to_alice_"))
+        .unwrap();
+    fs::rename(w.p("usb").join(&old), w.p("inbox").join(&old)).unwrap();
+    for _ in 0..2 {
+        berth()
+            .args(["keys", "rotate", "--site"])
+            .arg(w.p("hq"))
+            .assert()
+            .success()
+            .stdout(predicates::str::contains("central key rotated"));
+    }
+    let k2 = key_id(&w.p("hq"));
+    assert_ne!(k0, k2);
+    // Alice, not yet told, seals her change to the key she knows (k0): central still opens it.
+    exec(
+        &w.p("laptop/data.db"),
+        "INSERT INTO item VALUES('n1', 'sealed to k0', NULL)",
+    );
+    berth()
+        .args(["dock", "--upload-only", "--encrypt", "--site"])
+        .arg(w.p("laptop"))
+        .arg("--via")
+        .arg(w.p("usb"))
+        .assert()
+        .success();
+    exec(
+        &w.p("hq/data.db"),
+        "INSERT INTO item VALUES('h1', 'after', NULL)",
+    );
+    berth()
+        .args(["dock", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(w.p("usb"))
+        .assert()
+        .success();
+    assert_eq!(w.hq("SELECT v FROM item WHERE id = 'n1'"), "sealed to k0");
+    // Central's new bundle is signed by k2 and carries k0 -> k1 -> k2: alice follows it.
+    berth()
+        .args(["dock", "--site"])
+        .arg(w.p("laptop"))
+        .arg("--via")
+        .arg(w.p("usb"))
+        .assert()
+        .success();
+    let node = w.p("laptop/data.db");
+    assert_eq!(query(&node, "SELECT v FROM item WHERE id = 'h1'"), "after");
+    assert_eq!(query(&node, "SELECT v FROM item WHERE id = 'h0'"), "before");
+    let out = berth()
+        .args(["status", "--json", "--site"])
+        .arg(w.p("laptop"))
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["peers"][0]["key_id"], k2.as_str(), "{st}");
+    // The stale bundle signed by the retired key k0 is refused now.
+    berth()
+        .args(["dock", "--download-only", "--site"])
+        .arg(w.p("laptop"))
+        .arg("--via")
+        .arg(w.p("inbox"))
+        .assert()
+        .code(3);
+    let why =
+        fs::read_to_string(w.p("laptop/quarantine").join(format!("{old}.reason.txt"))).unwrap();
+    assert!(
+        why.contains(k0.trim_start_matches("ed25519:")) || why.contains("signer"),
+        "{why}"
+    );
+}

@@ -19,7 +19,7 @@ use berth_bundle::{
 };
 use rusqlite::{TransactionBehavior, params};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Seek, Write as _};
 use std::path::{Path, PathBuf};
@@ -162,14 +162,9 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
 /// Moves the bundles addressed to this site from the exchange folder into the spool.
 fn intake(site: &Site, via: &Path) -> Result<()> {
     let spool = site.folder("spool");
+    let keys = crate::keychain::opening_keys(&site.dir, site.key())?;
     for f in transport::list(via, Some(site.name()))? {
-        crate::seal::take(
-            site.key(),
-            site.name(),
-            &f,
-            &spool,
-            &site.folder("quarantine"),
-        )?;
+        crate::seal::take(&keys, site.name(), &f, &spool, &site.folder("quarantine"))?;
     }
     Ok(())
 }
@@ -315,7 +310,7 @@ fn trust_for(site: &Site, m: &berth_bundle::Manifest) -> Result<TrustedKeys> {
         Role::Node => {
             if let Some(p) = peers.iter().find(|p| p.role == "central") {
                 trust.add(TrustedKey {
-                    public: berth_bundle::PublicKey::from_hex(&p.public_key)?,
+                    public: crate::keychain::central_key_for(&p.public_key, m)?,
                     site: p.name.clone(),
                     kinds: None,
                 });
@@ -340,6 +335,7 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
     let bundle = Bundle::open(file, &label, &Limits::default())?;
     let trust = trust_for(site, bundle.manifest())?;
     let mut bundle = bundle.verify(&trust)?;
+    crate::keychain::note_signer(site, bundle.signer())?;
     let m = bundle.manifest().clone();
     if !m.recipients.iter().any(|r| r == site.name()) {
         return Err(EngineError::Refused {
@@ -632,7 +628,7 @@ pub(crate) fn header(
             store::meta(&site.conn, "software_level")?.unwrap_or_else(|| "1".into()),
         ),
         critical: Vec::new(),
-        extensions: BTreeMap::new(),
+        extensions: crate::keychain::extensions(site)?,
     })
 }
 

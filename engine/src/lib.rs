@@ -27,6 +27,7 @@ pub mod change;
 pub mod dock;
 pub mod enroll;
 mod error;
+pub mod keychain;
 pub mod merge;
 pub mod partial;
 pub mod peer;

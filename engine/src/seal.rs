@@ -58,16 +58,33 @@ pub fn seal_file(site: &Site, path: &Path) -> Result<PathBuf> {
     Ok(sealed)
 }
 
-/// Opens sealed bytes from `input` into `spool` as `plain_name`, then checks that the signed
-/// manifest names this site (`me`) as its only recipient (the binding of SPEC 3.4).
-pub fn open_into<R: Read>(
-    key: &SecretKey,
+/// Opens sealed bytes from `input` into `spool` as `plain_name` with the first of `keys`
+/// that opens it, then checks that the signed manifest names this site (`me`) as its only
+/// recipient (the binding of SPEC 3.4).
+pub fn open_into<R: Read + std::io::Seek>(
+    keys: &[SecretKey],
     me: &str,
     input: R,
     source: &Path,
     plain_name: &str,
     spool: &Path,
 ) -> Result<PathBuf> {
+    let mut input = input;
+    // Find the key the file is sealed to (a retired key of central's, for a node that has
+    // not yet learned of a rotation) without writing anything.
+    let mut key = None;
+    for k in keys {
+        input.rewind().map_err(|e| EngineError::io(source, e))?;
+        match seal::check_complete(&mut input, k) {
+            Err(SealError::NotForThisKey) => continue,
+            _ => {
+                key = Some(k);
+                break;
+            }
+        }
+    }
+    let key = key.ok_or_else(|| sealed_error(source, SealError::NotForThisKey))?;
+    input.rewind().map_err(|e| EngineError::io(source, e))?;
     let out = transport::write_atomic(spool, plain_name, |out| {
         let mut w = BufWriter::new(out);
         seal::open(input, key, &mut w).map_err(|e| sealed_error(source, e))?;
@@ -104,10 +121,10 @@ fn quarantine(path: &Path, folder: &Path, me: &str, err: &EngineError) -> Result
 }
 
 /// Takes a found bundle into `spool` and removes it from its folder: whole or volume set,
-/// sealed or not. A sealed one is opened with `key`; one that cannot be opened (another
+/// sealed or not. A sealed one is opened with the first of `keys` it is sealed to; one that cannot be opened (another
 /// recipient, damaged, tampered) is moved to `quarantine` with a reason and `None` returned.
 pub fn take(
-    key: &SecretKey,
+    keys: &[SecretKey],
     me: &str,
     f: &Found,
     spool: &Path,
@@ -137,7 +154,7 @@ pub fn take(
         (f.path.clone(), false)
     };
     let input = File::open(&sealed_path).map_err(|e| EngineError::io(&sealed_path, e))?;
-    let result = open_into(key, me, BufReader::new(input), &sealed_path, &plain, spool);
+    let result = open_into(keys, me, BufReader::new(input), &sealed_path, &plain, spool);
     match result {
         Ok(p) => {
             if joined {

@@ -53,14 +53,14 @@ pub struct Taken {
 }
 
 /// Takes the bundles addressed to `site` out of the message `raw` (read from `path`) into
-/// `spool`; sealed ones (`B.age`) are opened with the site's `key` on the way. A message that
+/// `spool`; sealed ones (`B.age`) are opened with the site's `keys` on the way. A message that
 /// is not MIME at all, carries no berth bundle for anyone, or a sealed one that does not
 /// open, is an error naming the file.
 pub fn take_bundles(
     raw: &[u8],
     path: &Path,
     site: &str,
-    key: &SecretKey,
+    keys: &[SecretKey],
     spool: &Path,
 ) -> Result<Taken> {
     let bad = |reason: &str| WatchError::Mail {
@@ -86,8 +86,15 @@ pub fn take_bundles(
             continue;
         }
         let p = if sealed.is_some() {
-            berth_engine::seal::open_into(key, site, data, &path.join(&name), &plain, spool)
-                .map_err(|e| bad(&e.to_string()))?
+            berth_engine::seal::open_into(
+                keys,
+                site,
+                std::io::Cursor::new(data),
+                &path.join(&name),
+                &plain,
+                spool,
+            )
+            .map_err(|e| bad(&e.to_string()))?
         } else {
             berth_engine::seal::spool_bytes(spool, &plain, data)?
         };
@@ -135,10 +142,24 @@ mod tests {
         assert!(text.contains("Subject: berth bundle"), "{text}");
         let spool = tempfile::tempdir().unwrap();
         let key = SecretKey::generate();
-        let t = take_bundles(&raw, Path::new("m.eml"), "alice", &key, spool.path()).unwrap();
+        let t = take_bundles(
+            &raw,
+            Path::new("m.eml"),
+            "alice",
+            std::slice::from_ref(&key),
+            spool.path(),
+        )
+        .unwrap();
         assert_eq!(t.spooled.len(), 1);
         assert_eq!(std::fs::read(&t.spooled[0]).unwrap(), data);
-        let t = take_bundles(&raw, Path::new("m.eml"), "bob", &key, spool.path()).unwrap();
+        let t = take_bundles(
+            &raw,
+            Path::new("m.eml"),
+            "bob",
+            std::slice::from_ref(&key),
+            spool.path(),
+        )
+        .unwrap();
         assert_eq!((t.spooled.len(), t.for_others), (0, 1));
     }
 
@@ -152,7 +173,7 @@ mod tests {
             b"Subject: hi\r\n\r\nno attachment here",
             b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Disposition: attachment; filename=\"hq_to_alice_0000000001.berth.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n",
         ] {
-            match take_bundles(raw, Path::new("junk.eml"), "alice", &key, spool.path()) {
+            match take_bundles(raw, Path::new("junk.eml"), "alice", std::slice::from_ref(&key), spool.path()) {
                 Err(WatchError::Mail { path, .. }) => assert_eq!(path, Path::new("junk.eml")),
                 Ok(t) => assert!(t.spooled.len() <= 1, "a named attachment may be spooled, to be quarantined there"),
                 Err(e) => panic!("unexpected error {e}"),

@@ -185,6 +185,7 @@ struct Watch<'a> {
     opts: &'a WatchOptions,
     name: String,
     key: SecretKey,
+    keys: Vec<SecretKey>,
     out: PathBuf,
     spool: PathBuf,
     seen: BTreeMap<PathBuf, Seen>,
@@ -262,9 +263,10 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
             site: opts.site.clone(),
         });
     }
-    let (name, key) = {
+    let (name, key, keys) = {
         let site = Site::open(&opts.site)?;
-        (site.name().to_string(), site.key().clone())
+        let keys = berth_engine::keychain::opening_keys(&site.dir, site.key())?;
+        (site.name().to_string(), site.key().clone(), keys)
     };
     let mail_done_path = opts.site.join("watch-mail.txt");
     let mail_done = fs::read_to_string(&mail_done_path)
@@ -274,6 +276,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
         opts,
         name,
         key,
+        keys,
         out,
         spool: opts.site.join("spool"),
         seen: BTreeMap::new(),
@@ -576,8 +579,13 @@ impl Watch<'_> {
         match c {
             Candidate::Bundle(f) => {
                 let label = file_name(&f.path);
-                match berth_engine::seal::take(&self.key, &self.name, &f, &self.spool, &quarantine)?
-                {
+                match berth_engine::seal::take(
+                    &self.keys,
+                    &self.name,
+                    &f,
+                    &self.spool,
+                    &quarantine,
+                )? {
                     Some(_) => {
                         self.emit(Event::new("taken", Some(label), "copied into the spool"));
                         Ok(true)
@@ -594,7 +602,7 @@ impl Watch<'_> {
             }
             Candidate::Eml(p) => {
                 let raw = fs::read(&p).map_err(|e| WatchError::io(&p, e))?;
-                match mail::take_bundles(&raw, &p, &self.name, &self.key, &self.spool) {
+                match mail::take_bundles(&raw, &p, &self.name, &self.keys, &self.spool) {
                     Ok(t) if t.spooled.is_empty() => {
                         // Only bundles for other sites: leave it for them.
                         if let Some(fp) = fingerprint(std::slice::from_ref(&p)) {
@@ -636,7 +644,7 @@ impl Watch<'_> {
                 let raw = fs::read(&p).map_err(|e| WatchError::io(&p, e))?;
                 // A mailbox belongs to its user: messages are read, never moved or deleted;
                 // the ones read are remembered in watch-mail.txt.
-                let took = match mail::take_bundles(&raw, &p, &self.name, &self.key, &self.spool) {
+                let took = match mail::take_bundles(&raw, &p, &self.name, &self.keys, &self.spool) {
                     Ok(t) if !t.spooled.is_empty() => {
                         let names: Vec<String> = t.spooled.iter().map(|s| file_name(s)).collect();
                         self.emit(Event::new(
