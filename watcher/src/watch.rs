@@ -306,6 +306,9 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
         None
     };
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
+    // Folders notify refused (an inotify limit, a file system without events): reported
+    // once, left to the rescan.
+    let mut unwatchable: BTreeSet<PathBuf> = BTreeSet::new();
     let sources: Vec<String> = opts
         .sources
         .iter()
@@ -341,7 +344,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
         if let Some(n) = notifier.as_mut() {
             for s in &opts.sources {
                 let p = s.path();
-                if !watched.contains(p) && p.is_dir() {
+                if !watched.contains(p) && !unwatchable.contains(p) && p.is_dir() {
                     let mode = match s {
                         Source::Folder(_) => notify::RecursiveMode::NonRecursive,
                         Source::Maildir(_) => notify::RecursiveMode::Recursive,
@@ -352,11 +355,14 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
                             // A folder that just appeared may already hold files.
                             scan_due = true;
                         }
-                        Err(e) => w.emit(Event::new(
-                            "error",
-                            Some(p.display().to_string()),
-                            format!("no folder events ({e}); relying on the rescan"),
-                        )),
+                        Err(e) => {
+                            unwatchable.insert(p.to_path_buf());
+                            w.emit(Event::new(
+                                "error",
+                                Some(p.display().to_string()),
+                                format!("no folder events ({e}); relying on the rescan"),
+                            ));
+                        }
                     }
                 }
             }
