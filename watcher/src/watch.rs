@@ -190,6 +190,8 @@ struct Watch<'a> {
     spool: PathBuf,
     seen: BTreeMap<PathBuf, Seen>,
     waiting: BTreeMap<PathBuf, String>,
+    /// What a scan found still waiting (the rest of `waiting` is dropped after it).
+    touched: BTreeSet<PathBuf>,
     ignored: BTreeMap<PathBuf, (u64, Option<SystemTime>)>,
     mail_done: BTreeSet<String>,
     state: State,
@@ -281,6 +283,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
         spool: opts.site.join("spool"),
         seen: BTreeMap::new(),
         waiting: BTreeMap::new(),
+        touched: BTreeSet::new(),
         ignored: BTreeMap::new(),
         mail_done,
         state: State {
@@ -466,6 +469,7 @@ impl Watch<'_> {
 
     /// Notes a waiting reason once (logged when it first appears or changes).
     fn wait(&mut self, path: &Path, reason: String) {
+        self.touched.insert(path.to_path_buf());
         if self.waiting.get(path) != Some(&reason) {
             self.emit(Event::new("waiting", Some(file_name(path)), reason.clone()));
             self.waiting.insert(path.to_path_buf(), reason);
@@ -525,13 +529,12 @@ impl Watch<'_> {
 
     /// Looks at every source; takes what is complete. True when something reached the spool.
     fn scan(&mut self, stop: &AtomicBool) -> Result<bool> {
+        self.touched.clear();
         let candidates = self.candidates()?;
         let now = Instant::now();
         let present: BTreeSet<PathBuf> =
             candidates.iter().map(|c| c.path().to_path_buf()).collect();
         self.seen.retain(|p, _| present.contains(p));
-        self.waiting
-            .retain(|p, _| present.contains(p) || !p.is_file());
         let mut took = false;
         for c in candidates {
             if stop.load(Ordering::SeqCst) {
@@ -556,9 +559,11 @@ impl Watch<'_> {
             if seen.fingerprint != fp {
                 seen.fingerprint = fp;
                 seen.since = now;
+                self.touched.insert(path);
                 continue;
             }
             if now.duration_since(seen.since) < self.opts.settle {
+                self.touched.insert(path);
                 continue;
             }
             let first = seen.first;
@@ -577,6 +582,8 @@ impl Watch<'_> {
             self.waiting.remove(&path);
             took |= self.take(c)?;
         }
+        let touched = std::mem::take(&mut self.touched);
+        self.waiting.retain(|p, _| touched.contains(p));
         Ok(took)
     }
 
