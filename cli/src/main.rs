@@ -446,7 +446,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 download: !a.upload_only,
                 fail_after: None,
             };
-            let via = if a.via.is_file() {
+            let via = if a.via.is_file() && !transports::taken_from_folder(&a.via) {
                 berth_engine::dock::import_file(&s, &a.via)
                     .with_context(|| format!("taking in {}", a.via.display()))?;
                 a.via

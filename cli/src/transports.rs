@@ -214,3 +214,12 @@ pub fn rotate(site: &Path) -> Result<()> {
     println!("the chain travels in every bundle central writes; nodes switch when they apply one");
     Ok(())
 }
+
+/// `berth dock --via FILE` where FILE is a sealed bundle (`B.age`) or a volume index
+/// (`B.volumes`): docking through its folder takes it (and its pieces) like any bundle there.
+pub fn taken_from_folder(file: &Path) -> bool {
+    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        berth_bundle::seal::parse_sealed_name(n).is_some()
+            || berth_bundle::volume::parse_index_name(n).is_some()
+    })
+}

@@ -1002,7 +1002,7 @@ fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied(
         .args(["dock", "--site"])
         .arg(w.p("hq"))
         .arg("--via")
-        .arg(&d)
+        .arg(&sealed)
         .assert()
         .success();
     assert_eq!(

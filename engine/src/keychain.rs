@@ -239,7 +239,7 @@ pub fn opening_keys(dir: &Path, current: &SecretKey) -> Result<Vec<SecretKey>> {
             found.push((t, SecretKey::from_text(&text)?));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|k| std::cmp::Reverse(k.0));
     keys.extend(found.into_iter().map(|(_, k)| k));
     Ok(keys)
 }
