@@ -446,9 +446,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 download: !a.upload_only,
                 fail_after: None,
             };
-            let via = if a.via.is_file() && !transports::taken_from_folder(&a.via) {
-                berth_engine::dock::import_file(&s, &a.via)
-                    .with_context(|| format!("taking in {}", a.via.display()))?;
+            let via = if a.via.is_file() {
+                if !transports::taken_from_folder(&a.via) {
+                    berth_engine::dock::import_file(&s, &a.via)
+                        .with_context(|| format!("taking in {}", a.via.display()))?;
+                }
                 a.via
                     .parent()
                     .filter(|p| !p.as_os_str().is_empty())
