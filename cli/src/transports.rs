@@ -75,7 +75,14 @@ pub fn watch(a: WatchArgs) -> Result<ExitCode> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the SIGINT/SIGTERM handler")?;
     let json = a.json;
+    // On a terminal, a spinner with the elapsed time runs while a bundle is applied; logs
+    // and --json output stay plain lines.
+    let tty = !json && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut busy: Option<indicatif::ProgressBar> = None;
     let mut log = |e: &berth_watcher::watch::Event| {
+        if let Some(pb) = busy.take() {
+            pb.finish_and_clear();
+        }
         let mut out = std::io::stdout().lock();
         let _ = if json {
             serde_json::to_string(e).map_or(Ok(()), |line| writeln!(out, "{line}"))
@@ -83,6 +90,20 @@ pub fn watch(a: WatchArgs) -> Result<ExitCode> {
             writeln!(out, "{e}")
         };
         let _ = out.flush();
+        if tty && matches!(e.event, "taken" | "mail") {
+            let pb = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            {
+                pb.set_style(style);
+            }
+            pb.set_message(format!(
+                "verifying and applying {}",
+                e.file.as_deref().unwrap_or("")
+            ));
+            pb.enable_steady_tick(Duration::from_millis(120));
+            busy = Some(pb);
+        }
     };
     run(&opts, &stop, &mut log).with_context(|| format!("watching site {}", a.site.display()))?;
     Ok(ExitCode::SUCCESS)

@@ -581,6 +581,17 @@ fn split_volumes_wait_for_a_missing_piece_then_rejoin_through_the_watcher() {
             .contains("waiting for 1 of"),
         "{waiting}"
     );
+    // A garbage index is reported, never read as a set.
+    let junk = "alice_to_hq_0000000099.berth.zip.volumes";
+    fs::write(inbox.join(junk), b"format = \"x\" [[[").unwrap();
+    let w2 = watcher.file_event("waiting", junk);
+    assert!(
+        w2["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unreadable volume index"),
+        "{w2}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         w.hq("SELECT COUNT(*) FROM item"),
