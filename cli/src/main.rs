@@ -171,6 +171,9 @@ enum NodeCmd {
         /// Node attributes used by visibility rules, KEY=VALUE (repeatable).
         #[arg(long = "attr", value_parser = parse_attr)]
         attrs: Vec<(String, String)>,
+        /// Seal the extract to the node's key (`NAME.age`): a lost stick leaks nothing.
+        #[arg(long, conflicts_with = "out")]
+        encrypt: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -393,6 +396,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             request,
             out,
             attrs,
+            encrypt,
             json,
         }) => {
             let mut s =
@@ -423,6 +427,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 std::fs::rename(&added.extract, &f)
                     .with_context(|| format!("writing {}", f.display()))?;
                 added.extract = f;
+            }
+            if encrypt {
+                added.extract = berth_engine::seal::seal_file(&s, &added.extract)
+                    .with_context(|| format!("sealing {}", added.extract.display()))?;
             }
             if request.is_none() {
                 transport::move_into(&req, &s.folder("archive"))?;

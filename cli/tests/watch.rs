@@ -1120,3 +1120,57 @@ fn a_node_offline_through_two_rotations_follows_the_chain_and_refuses_the_retire
         "{why}"
     );
 }
+
+#[test]
+fn a_sealed_initial_extract_opens_only_at_its_node() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    fs::write(r.join("s.sql"), SCHEMA).unwrap();
+    fs::write(
+        r.join("d.sql"),
+        "INSERT INTO item VALUES('secret-row', 'payroll', NULL);",
+    )
+    .unwrap();
+    fs::create_dir_all(r.join("usb")).unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(r.join("hq"))
+        .arg("--schema")
+        .arg(r.join("s.sql"))
+        .arg("--data")
+        .arg(r.join("d.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["init", "node"])
+        .arg(r.join("laptop"))
+        .args(["--name", "alice", "--via"])
+        .arg(r.join("usb"))
+        .assert()
+        .success();
+    berth()
+        .args(["node", "add", "alice", "--encrypt", "--site"])
+        .arg(r.join("hq"))
+        .arg("--via")
+        .arg(r.join("usb"))
+        .assert()
+        .success();
+    let sealed = r.join("usb/hq_to_alice_0000000001.berth.zip.age");
+    let bytes = fs::read(&sealed).unwrap();
+    assert!(!bytes.windows(7).any(|x| x == b"payroll"));
+    assert!(!r.join("usb/hq_to_alice_0000000001.berth.zip").exists());
+    berth()
+        .args(["dock", "--site"])
+        .arg(r.join("laptop"))
+        .arg("--via")
+        .arg(r.join("usb"))
+        .assert()
+        .success();
+    assert_eq!(
+        query(
+            &r.join("laptop/data.db"),
+            "SELECT v FROM item WHERE id = 'secret-row'"
+        ),
+        "payroll"
+    );
+}
