@@ -266,7 +266,20 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
         });
     }
     let (name, key, keys) = {
-        let site = Site::open(&opts.site)?;
+        // A `berth dock` running at this moment holds the site: wait for it.
+        let site = loop {
+            match Site::open(&opts.site) {
+                Err(EngineError::Busy { .. }) if !stop.load(Ordering::SeqCst) => {
+                    log(&Event::new(
+                        "busy",
+                        None,
+                        "the site is held by another berth process; waiting",
+                    ));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                other => break other?,
+            }
+        };
         let keys = berth_engine::keychain::opening_keys(&site.dir, site.key())?;
         (site.name().to_string(), site.key().clone(), keys)
     };
