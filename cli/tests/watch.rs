@@ -237,6 +237,15 @@ impl Drop for Watcher {
     }
 }
 
+/// Waits (generously) until `cond` holds.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().to_string()
 }
@@ -431,9 +440,15 @@ fn the_watcher_killed_during_an_apply_and_restarted_finishes_without_duplicates(
     watcher.child.kill().unwrap();
     watcher.child.wait().unwrap();
     drop(watcher);
-    let mut again = w.watch("hq", &["--via", inbox.to_str().unwrap()]);
-    let done = again.wait_for("applied", |_| true);
-    assert!(done["file"].as_str().unwrap().ends_with(&name(&b)));
+    let _again = w.watch("hq", &["--via", inbox.to_str().unwrap()]);
+    // Whether the kill landed before, during or after the commit, the restarted watcher
+    // ends with the bundle applied exactly once and the spool empty.
+    wait_until("the bundle applied once and the spool empty", || {
+        w.hq("SELECT COUNT(*) FROM berth_applied WHERE peer = 'alice'") == "1"
+            && files(&w.p("hq/spool"))
+                .iter()
+                .all(|f| !f.ends_with(".berth.zip"))
+    });
     assert_eq!(w.hq("SELECT COUNT(*) FROM item"), "20000");
     assert_eq!(
         w.hq("SELECT COUNT(*) FROM berth_applied WHERE peer = 'alice'"),
@@ -452,7 +467,7 @@ fn the_node_watcher_writes_a_burst_of_local_writes_and_applies_what_central_send
     let usb = w.p("usb");
     let mut watcher = w.watch(
         "laptop",
-        &["--via", usb.to_str().unwrap(), "--debounce-ms", "1000"],
+        &["--via", usb.to_str().unwrap(), "--debounce-ms", "3000"],
     );
     for i in 0..5 {
         exec(
@@ -465,14 +480,17 @@ fn the_node_watcher_writes_a_burst_of_local_writes_and_applies_what_central_send
             .as_str()
             .is_some_and(|f| f.contains("alice_to_hq_"))
     });
-    berth()
-        .args(["dock", "--site"])
-        .arg(w.p("hq"))
-        .arg("--via")
-        .arg(&usb)
-        .assert()
-        .success();
-    assert_eq!(w.hq("SELECT COUNT(*) FROM item WHERE v = 'burst'"), "5");
+    // On a slow machine the burst may span two bundles (the second contains the first).
+    wait_until("central holds the burst", || {
+        berth()
+            .args(["dock", "--site"])
+            .arg(w.p("hq"))
+            .arg("--via")
+            .arg(&usb)
+            .assert()
+            .success();
+        w.hq("SELECT COUNT(*) FROM item WHERE v = 'burst'") == "5"
+    });
     // Central's own change comes back through the folder and the watcher applies it.
     exec(
         &w.p("hq/data.db"),
@@ -489,6 +507,12 @@ fn the_node_watcher_writes_a_burst_of_local_writes_and_applies_what_central_send
         v["file"]
             .as_str()
             .is_some_and(|f| f.contains("hq_to_alice_"))
+    });
+    wait_until("the node applied central's change", || {
+        query(
+            &w.p("laptop/data.db"),
+            "SELECT COUNT(*) FROM item WHERE id = 'h1'",
+        ) == "1"
     });
     assert_eq!(
         query(&w.p("laptop/data.db"), "SELECT v FROM item WHERE id = 'h1'"),
