@@ -246,6 +246,23 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// `berth status --json`, retried while a watcher's turn holds the site.
+fn status_json(site: &Path) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = berth()
+            .args(["status", "--json", "--site"])
+            .arg(site)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "status kept failing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().to_string()
 }
@@ -536,19 +553,16 @@ fn one_watcher_per_site() {
         .stderr(predicates::str::contains(
             "another `berth watch` already runs",
         ));
-    // status still works while the watcher runs, and says what it does.
-    berth()
-        .args(["status", "--site"])
-        .arg(w.p("hq"))
-        .assert()
-        .success()
-        .stdout(predicates::str::contains("watcher: running"));
-    let out = berth()
-        .args(["status", "--json", "--site"])
-        .arg(w.p("hq"))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // status still works while the watcher runs (between its turns), and says what it does.
+    wait_until("status shows the running watcher", || {
+        let out = berth()
+            .args(["status", "--site"])
+            .arg(w.p("hq"))
+            .output()
+            .unwrap();
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("watcher: running")
+    });
+    let v = status_json(&w.p("hq"));
     assert_eq!(v["watcher"]["running"], true);
     assert_eq!(v["watcher"]["last"][0]["event"], "started");
 }

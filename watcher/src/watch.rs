@@ -349,6 +349,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
         ),
     ));
 
+    w.save_state();
     // Start-up: whatever a killed run left in the spool is finished first.
     let mut db_seen = w.db_fingerprint();
     let mut db_changed: Option<Instant> = None;
