@@ -96,6 +96,10 @@ pub fn seal<R: Read, W: Write>(mut input: R, to: &PublicKey, out: W) -> Result<W
 /// `out` may hold a prefix of the plaintext: write it somewhere temporary (the engine
 /// writes `NAME.part` and renames only on success).
 pub fn open<R: Read, W: Write>(input: R, key: &SecretKey, out: &mut W) -> Result<u64, SealError> {
+    guarded(|| open_inner(input, key, out))
+}
+
+fn open_inner<R: Read, W: Write>(input: R, key: &SecretKey, out: &mut W) -> Result<u64, SealError> {
     let decryptor = age::Decryptor::new(input).map_err(|e| match e {
         age::DecryptError::Io(io) if io.kind() != io::ErrorKind::UnexpectedEof => SealError::Io(io),
         age::DecryptError::UnknownFormat | age::DecryptError::Io(_) => {
@@ -136,10 +140,69 @@ pub fn open<R: Read, W: Write>(input: R, key: &SecretKey, out: &mut W) -> Result
     Ok(total)
 }
 
+/// A reader that ends where its input ended when it was made: a file still growing under a
+/// writer looks the same to every read and seek (age's length check reads "to the end" and
+/// asserts that the last chunk is no longer than a chunk, which a growing file breaks).
+struct Snapshot<R> {
+    inner: R,
+    len: u64,
+    pos: u64,
+}
+
+impl<R: Read + Seek> Snapshot<R> {
+    fn new(mut inner: R) -> io::Result<Self> {
+        let len = inner.seek(io::SeekFrom::End(0))?;
+        inner.seek(io::SeekFrom::Start(0))?;
+        Ok(Snapshot { inner, len, pos: 0 })
+    }
+}
+
+impl<R: Read> Read for Snapshot<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Snapshot<R> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let target = match pos {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        self.pos = self.inner.seek(io::SeekFrom::Start(target))?;
+        Ok(self.pos)
+    }
+}
+
+/// Runs an age operation, turning a panic inside it (an assertion on input it did not
+/// expect) into [`SealError::Damaged`]: hostile input must never take a process down.
+fn guarded<T>(f: impl FnOnce() -> Result<T, SealError>) -> Result<T, SealError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(SealError::Damaged(
+            "the age reader refused the input (internal check failed)".into(),
+        ))
+    })
+}
+
 /// Checks that a sealed file is whole without reading all of it: the header opens with `key`
 /// and the last chunk authenticates as the last one (age marks it), which no prefix of a
-/// sealed file does. For a watcher deciding whether a file is still being written.
+/// sealed file does. For a watcher deciding whether a file is still being written; a file
+/// that grows meanwhile is judged as it was when the check began.
 pub fn check_complete<R: Read + Seek>(input: R, key: &SecretKey) -> Result<(), SealError> {
+    let input = Snapshot::new(input)?;
+    guarded(|| check_snapshot(input, key))
+}
+
+fn check_snapshot<R: Read + Seek>(input: R, key: &SecretKey) -> Result<(), SealError> {
     let decryptor = age::Decryptor::new(input).map_err(|e| SealError::Damaged(e.to_string()))?;
     let id = identity(key)?;
     let mut reader = decryptor
@@ -231,6 +294,25 @@ mod tests {
             check_complete(io::Cursor::new(&sealed), &other),
             Err(SealError::NotForThisKey)
         ));
+    }
+
+    #[test]
+    fn a_file_growing_during_the_check_is_judged_as_it_was() {
+        // Regression: age's length check read "to the end" of a file a writer was still
+        // appending to and hit an assertion (a panic in the watcher).
+        let k = SecretKey::generate();
+        let sealed = sealed_to(&k, &vec![1u8; 3 * 65536]);
+        let cut = 65536 + 100;
+        let mut grown = sealed[..cut].to_vec();
+        let mut snap = Snapshot::new(io::Cursor::new(&mut grown)).unwrap();
+        assert_eq!(snap.seek(io::SeekFrom::End(0)).unwrap(), cut as u64);
+        // The "writer" appends more than a chunk after the snapshot was taken.
+        snap.inner.get_mut().extend_from_slice(&sealed[cut..]);
+        let mut all = Vec::new();
+        snap.seek(io::SeekFrom::Start(0)).unwrap();
+        snap.read_to_end(&mut all).unwrap();
+        assert_eq!(all.len(), cut);
+        assert!(check_complete(io::Cursor::new(&sealed[..cut]), &k).is_err());
     }
 
     #[test]
