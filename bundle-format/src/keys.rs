@@ -90,6 +90,12 @@ impl SecretKey {
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.0.sign(msg).to_bytes()
     }
+
+    /// The X25519 secret of this key (the first half of SHA-512(seed), as RFC 8032 expands
+    /// it and X25519 clamps it): decrypts what is sealed to [`PublicKey::x25519`] (SPEC part 3).
+    pub(crate) fn x25519(&self) -> [u8; 32] {
+        self.0.to_scalar_bytes()
+    }
 }
 
 impl fmt::Debug for SecretKey {
@@ -142,6 +148,12 @@ impl PublicKey {
     /// The 32 key bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
+    }
+
+    /// The X25519 (Montgomery u-coordinate) form of this key: what bundles for its site are
+    /// sealed to (SPEC part 3).
+    pub(crate) fn x25519(&self) -> [u8; 32] {
+        self.0.to_montgomery().to_bytes()
     }
 
     /// `true` when `sig` is a valid signature of `msg` by this key.

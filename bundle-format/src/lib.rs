@@ -69,6 +69,8 @@ pub mod keys;
 pub mod manifest;
 pub mod naming;
 pub mod reader;
+pub mod seal;
+pub mod volume;
 pub mod writer;
 
 pub use error::{BundleError, ErrorKind};

@@ -1,6 +1,7 @@
 //! The `berth` command: parses arguments, calls the engine, prints.
 
 mod output;
+mod transports;
 
 use anyhow::{Context, Result, bail};
 use berth_bundle::{Bundle, Limits, PublicKey, SecretKey, TrustedKey, TrustedKeys};
@@ -102,6 +103,11 @@ enum Command {
         after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip\n  berth bundle verify hq_to_alice_0000000002.berth.zip --trust hq/keys/site.pub"
     )]
     Bundle(BundleCmd),
+    /// Watch exchange folders (and mail) and dock whenever a bundle arrives or data changes.
+    #[command(
+        after_help = "Example:\n  berth watch --site laptop --via ~/Sync/berth\n  berth watch --site hq --via /mnt/share --via maildir:~/Maildir --poll 30 --json"
+    )]
+    Watch(transports::WatchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,9 +171,22 @@ enum NodeCmd {
         /// Node attributes used by visibility rules, KEY=VALUE (repeatable).
         #[arg(long = "attr", value_parser = parse_attr)]
         attrs: Vec<(String, String)>,
+        /// Seal the extract to the node's key (`NAME.age`): a lost stick leaks nothing.
+        #[arg(long, conflicts_with = "out")]
+        encrypt: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Revoke a node's key (a stolen laptop): central refuses every bundle it signed, from
+    /// now on, and stops writing to it.
+    #[command(after_help = "Example:\n  berth node revoke alice --site hq")]
+    Revoke {
+        /// The node's name.
+        name: String,
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
     },
 }
 
@@ -189,6 +208,12 @@ struct DockArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Split outgoing bundles larger than this many bytes into volumes (FAT32 media).
+    #[arg(long, value_name = "BYTES", default_value_t = berth_engine::volumes::DEFAULT_VOLUME_SIZE)]
+    volume_size: u64,
+    /// Seal outgoing bundles for one site to that site's key (`NAME.age`, the age format).
+    #[arg(long)]
+    encrypt: bool,
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +266,14 @@ enum KeysCmd {
         #[arg(long, default_value = "berth")]
         name: String,
     },
+    /// Rotate central's key: the new key is announced, signed by the old one, in every bundle
+    /// central writes; nodes follow the chain and refuse the retired keys from then on.
+    #[command(after_help = "Example:\n  berth keys rotate --site hq")]
+    Rotate {
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+    },
     /// Show a key file's key id and public key (a site folder shows the site's key).
     #[command(after_help = "Example:\n  berth keys show keys/admin.pub\n  berth keys show hq")]
     Show {
@@ -276,6 +309,23 @@ enum BundleCmd {
         /// own key to its name; a bare `KEYFILE` trusts the key for whatever site it signs as.
         #[arg(long, required = true, num_args = 1..)]
         trust: Vec<String>,
+    },
+    /// Write a mail message (.eml) with a bundle attached, for any mail client or sendmail.
+    #[command(
+        after_help = "Example:\n  berth bundle mail out/hq_to_alice_0000000002.berth.zip --to alice@example.org --out msg.eml\n  sendmail -t < msg.eml"
+    )]
+    Mail {
+        /// The bundle file.
+        file: PathBuf,
+        /// The recipient's address.
+        #[arg(long)]
+        to: String,
+        /// The sender's address.
+        #[arg(long)]
+        from: Option<String>,
+        /// The message file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -346,6 +396,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             request,
             out,
             attrs,
+            encrypt,
             json,
         }) => {
             let mut s =
@@ -377,6 +428,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("writing {}", f.display()))?;
                 added.extract = f;
             }
+            if encrypt {
+                added.extract = berth_engine::seal::seal_file(&s, &added.extract)
+                    .with_context(|| format!("sealing {}", added.extract.display()))?;
+            }
             if request.is_none() {
                 transport::move_into(&req, &s.folder("archive"))?;
             }
@@ -400,8 +455,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 fail_after: None,
             };
             let via = if a.via.is_file() {
-                berth_engine::dock::import_file(&s, &a.via)
-                    .with_context(|| format!("taking in {}", a.via.display()))?;
+                if !transports::taken_from_folder(&a.via) {
+                    berth_engine::dock::import_file(&s, &a.via)
+                        .with_context(|| format!("taking in {}", a.via.display()))?;
+                }
                 a.via
                     .parent()
                     .filter(|p| !p.as_os_str().is_empty())
@@ -411,6 +468,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let report = dock(&mut s, &via, &opts)
                 .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
+            transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
             if a.json {
                 output::json(&report)?;
             } else {
@@ -424,10 +482,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = Site::open(&a.site)
                 .with_context(|| format!("opening site {}", a.site.display()))?;
             let st = status::status(&s)?;
+            let watcher = transports::watcher_state(&a.site);
             if a.json {
-                output::json(&st)?
+                let mut v = serde_json::to_value(&st)?;
+                if let (Some(obj), Some(w)) = (v.as_object_mut(), watcher) {
+                    obj.insert("watcher".into(), w);
+                }
+                output::json(&v)?
             } else {
-                output::status(&st)
+                output::status(&st);
+                transports::print_watcher(watcher.as_ref());
             }
         }
         Command::Conflicts(a) => {
@@ -570,13 +634,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Keys(KeysCmd::Show { path, json }) => {
             let public = load_public(&path)?;
+            // What bundles for this key are sealed to (SPEC 3.4): a standard age recipient.
+            let age = berth_bundle::seal::recipient_text(&public)?;
             if json {
                 output::json(
-                    &serde_json::json!({"key_id": public.key_id().to_string(), "public_key": public.to_hex()}),
+                    &serde_json::json!({"key_id": public.key_id().to_string(), "public_key": public.to_hex(), "age_recipient": age}),
                 )?;
             } else {
                 println!(
-                    "key id     {}\npublic key {}",
+                    "key id     {}\npublic key {}\nage        {age}",
                     public.key_id(),
                     public.to_hex()
                 );
@@ -630,6 +696,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Bundle(BundleCmd::Mail {
+            file,
+            to,
+            from,
+            out,
+        }) => transports::mail(&file, &to, from.as_deref(), &out)?,
+        Command::Watch(a) => return transports::watch(a),
+        Command::Node(NodeCmd::Revoke { name, site }) => transports::revoke(&site, &name)?,
+        Command::Keys(KeysCmd::Rotate { site }) => transports::rotate(&site)?,
     }
     Ok(ExitCode::SUCCESS)
 }

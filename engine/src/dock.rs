@@ -19,7 +19,7 @@ use berth_bundle::{
 };
 use rusqlite::{TransactionBehavior, params};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Seek, Write as _};
 use std::path::{Path, PathBuf};
@@ -161,12 +161,20 @@ pub fn import_file(site: &Site, path: &Path) -> Result<PathBuf> {
     })
 }
 
+/// Applies the bundles already in the site's spool (the watcher takes them in itself, once
+/// each file is complete) without reading an exchange folder or writing anything.
+pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
+    let mut report = DockReport::default();
+    process_spool(site, opts, &mut report)?;
+    Ok(report)
+}
+
 /// Moves the bundles addressed to this site from the exchange folder into the spool.
 fn intake(site: &Site, via: &Path) -> Result<()> {
     let spool = site.folder("spool");
+    let keys = crate::keychain::opening_keys(&site.dir, site.key())?;
     for f in transport::list(via, Some(site.name()))? {
-        transport::copy_into(&f.path, &spool)?;
-        fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))?;
+        crate::seal::take(&keys, site.name(), &f, &spool, &site.folder("quarantine"))?;
     }
     Ok(())
 }
@@ -312,7 +320,7 @@ fn trust_for(site: &Site, m: &berth_bundle::Manifest) -> Result<TrustedKeys> {
         Role::Node => {
             if let Some(p) = peers.iter().find(|p| p.role == "central") {
                 trust.add(TrustedKey {
-                    public: berth_bundle::PublicKey::from_hex(&p.public_key)?,
+                    public: crate::keychain::central_key_for(&p.public_key, m)?,
                     site: p.name.clone(),
                     kinds: None,
                 });
@@ -337,6 +345,7 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
     let bundle = Bundle::open(file, &label, &Limits::default())?;
     let trust = trust_for(site, bundle.manifest())?;
     let mut bundle = bundle.verify(&trust)?;
+    crate::keychain::note_signer(site, bundle.signer())?;
     let m = bundle.manifest().clone();
     if !m.recipients.iter().any(|r| r == site.name()) {
         return Err(EngineError::Refused {
@@ -629,7 +638,7 @@ pub(crate) fn header(
             store::meta(&site.conn, "software_level")?.unwrap_or_else(|| "1".into()),
         ),
         critical: Vec::new(),
-        extensions: BTreeMap::new(),
+        extensions: crate::keychain::extensions(site)?,
     })
 }
 
@@ -754,7 +763,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     // The new bundle contains everything the older ones still waiting in `via` carried.
     for old in transport::list(via, Some(&p.name))? {
         if old.sender == site.name() && old.seq < stream.seq {
-            let _ = fs::remove_file(&old.path);
+            let _ = transport::remove(&old);
         }
     }
     Ok(Some(path))

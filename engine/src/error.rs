@@ -92,6 +92,22 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// A volume set (a bundle cut into pieces) cannot be joined: a piece differs from its index.
+    #[error("volume set {index}: {reason}")]
+    Volume {
+        /// The index file (`B.volumes`).
+        index: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// A sealed (encrypted) bundle cannot be opened here.
+    #[error("sealed bundle {file}: {source}")]
+    Sealed {
+        /// The sealed file.
+        file: PathBuf,
+        /// Why it does not open.
+        source: berth_bundle::seal::SealError,
+    },
     /// A bundle is addressed to, or comes from, somewhere it should not.
     #[error("bundle {bundle}: {reason}")]
     Refused {
@@ -132,8 +148,10 @@ impl EngineError {
     pub fn is_permanent(&self) -> bool {
         match self {
             EngineError::Bundle(e) => e.is_permanent(),
+            EngineError::Sealed { source, .. } => source.is_permanent(),
             EngineError::BadPayload { .. }
             | EngineError::Refused { .. }
+            | EngineError::Volume { .. }
             | EngineError::WrongRole { .. } => true,
             _ => false,
         }

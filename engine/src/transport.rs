@@ -31,9 +31,23 @@ pub fn list(folder: &Path, recipient: Option<&str>) -> Result<Vec<Found>> {
         if naming::is_temporary(&name) {
             continue;
         }
-        let Some((sender, to, seq)) = naming::parse_bundle_file_name(&name) else {
+        // A bundle cut into volumes (SPEC part 3) is listed by its index once it is complete;
+        // a sealed one (`B.age`) by its own name.
+        let set = berth_bundle::volume::parse_index_name(&name);
+        let file = set.unwrap_or(&name);
+        let plain = berth_bundle::seal::parse_sealed_name(file).unwrap_or(file);
+        let Some((sender, to, seq)) = naming::parse_bundle_file_name(plain) else {
             continue;
         };
+        if set.is_some()
+            && (recipient.is_some_and(|r| r != to)
+                || !matches!(
+                    crate::volumes::state(&e.path()),
+                    crate::volumes::SetState::Complete(_)
+                ))
+        {
+            continue;
+        }
         if recipient.is_some_and(|r| r != to) {
             continue;
         }
@@ -88,6 +102,46 @@ pub fn copy_into(src: &Path, folder: &Path) -> Result<PathBuf> {
         std::io::copy(&mut input, &mut out).map_err(|e| EngineError::io(src, e))?;
         Ok(out)
     })
+}
+
+/// Takes a found bundle into `folder` (the spool) and removes it from where it was: a whole
+/// file is copied, a volume set is joined (every piece hash-checked). A set whose pieces do
+/// not match its index is moved to `quarantine` with a reason instead, and `None` returned.
+pub fn take_into(f: &Found, folder: &Path, quarantine: &Path) -> Result<Option<PathBuf>> {
+    if is_volume_set(f) {
+        return match crate::volumes::join(&f.path, folder) {
+            Ok(p) => {
+                crate::volumes::remove_set(&f.path)?;
+                Ok(Some(p))
+            }
+            Err(e) if e.is_permanent() => {
+                crate::volumes::quarantine_set(&f.path, quarantine, &e.to_string())?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let p = copy_into(&f.path, folder)?;
+    fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))?;
+    Ok(Some(p))
+}
+
+/// Removes a found bundle: the file, or every file of a volume set.
+pub fn remove(f: &Found) -> Result<()> {
+    if is_volume_set(f) {
+        crate::volumes::remove_set(&f.path)
+    } else {
+        fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))
+    }
+}
+
+/// True when `f` is a volume set (its path is the set's index).
+pub fn is_volume_set(f: &Found) -> bool {
+    f.path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(berth_bundle::volume::parse_index_name)
+        .is_some()
 }
 
 /// Moves a file into `folder` (rename, or copy and remove across file systems).
