@@ -151,10 +151,18 @@ impl Site {
                 .write(true)
                 .open(&lock_path),
         )?;
-        if lock.try_lock().is_err() {
-            return Err(EngineError::Busy {
-                path: dir.to_path_buf(),
-            });
+        // Another berth process on this site keeps the lock for as long as it works; a
+        // process that is only starting a child (an install command, a foreign client) can
+        // hold a copy of it for a moment. Wait briefly before calling the site busy.
+        let mut tries = 0;
+        while lock.try_lock().is_err() {
+            tries += 1;
+            if tries > 20 {
+                return Err(EngineError::Busy {
+                    path: dir.to_path_buf(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let key_path = dir.join("keys").join("site.key");
         let key = SecretKey::from_text(&read_text(&key_path)?)?;
