@@ -385,8 +385,8 @@ fn a_file_whose_hash_differs_from_the_package_is_refused_and_nothing_runs() {
     assert_eq!(v[&("app-2".into(), "a".into())].0, "refused");
     assert!(v[&("app-2".into(), "a".into())].2.contains("differs"));
     // Activation re-checks the stored files.
-    let err = upgrade::central::activate(&mut w.open("hq"), "app-2");
-    assert!(err.is_ok(), "already active: nothing to check");
+    let err = upgrade::central::activate(&mut w.open("hq"), "app-2").unwrap_err();
+    assert!(err.to_string().contains("no longer matches"), "{err}");
 }
 
 #[test]
@@ -463,7 +463,10 @@ fn a_package_published_by_a_node_key_is_refused() {
     forge_from_node(&w, "a", "b");
     let r = w.dock("hq");
     assert_eq!(r.count("quarantined"), 1, "{r:?}");
-    assert!(r.incoming[0].detail.contains("kind"), "{r:?}");
+    assert!(
+        r.incoming[0].detail.contains("not trusted to send \"upgrade\""),
+        "{r:?}"
+    );
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_upgrades"), "0");
     let r = w.dock("b");
     assert_eq!(r.count("quarantined"), 1, "{r:?}");
