@@ -6,7 +6,7 @@ use berth_engine::site::{Role, Site};
 use berth_engine::upgrade::{self, Note, Prompt, Question, QuestionKind};
 use clap::Subcommand;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
@@ -53,7 +53,7 @@ pub enum UpgradeCmd {
     },
 }
 
-fn open(site: &PathBuf) -> Result<Site> {
+fn open(site: &Path) -> Result<Site> {
     Site::open(site).with_context(|| format!("opening site {}", site.display()))
 }
 
@@ -113,8 +113,10 @@ pub fn run(cmd: UpgradeCmd) -> Result<()> {
                                     .as_deref()
                                     .map(|v| format!(", schema {v}"))
                                     .unwrap_or_default(),
-                                p.active
-                                    .map_or_else(|| "inactive".to_string(), |n| format!("active #{n}")),
+                                p.active.map_or_else(
+                                    || "inactive".to_string(),
+                                    |n| format!("active #{n}")
+                                ),
                                 p.files,
                                 p.bytes
                             );
@@ -123,7 +125,9 @@ pub fn run(cmd: UpgradeCmd) -> Result<()> {
                                     "  {:<16} {:<11} {}{}",
                                     n.node,
                                     n.state,
-                                    n.exit_code.map(|c| format!("exit {c}: ")).unwrap_or_default(),
+                                    n.exit_code
+                                        .map(|c| format!("exit {c}: "))
+                                        .unwrap_or_default(),
                                     n.detail
                                 );
                             }

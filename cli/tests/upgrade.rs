@@ -71,7 +71,9 @@ fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
         .arg(&hq)
         .assert()
         .success()
-        .stdout(predicate::str::contains("published fieldapp-2 (level 2, 2 files"));
+        .stdout(predicate::str::contains(
+            "published fieldapp-2 (level 2, 2 files",
+        ));
     berth()
         .args(["upgrade", "activate", "fieldapp-2", "--site"])
         .arg(&hq)

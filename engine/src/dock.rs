@@ -117,7 +117,9 @@ pub fn dock_with_prompt(
         process_spool(site, opts, &mut report)?;
     }
     let end = crate::upgrade::plan::Stage::End;
-    report.upgrade.extend(crate::upgrade::node::session(site, end, prompt)?);
+    report
+        .upgrade
+        .extend(crate::upgrade::node::session(site, end, prompt)?);
     if opts.upload {
         match site.role() {
             Role::Node => {
@@ -746,7 +748,13 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     upgrade_out.extend_header(&mut head);
     let extra = upgrade_out.take_entries()?;
     let mut entries = vec![(CHANGES_ENTRY, "changes", tmp)];
-    entries.extend(extra.iter().map(|(n, k, f)| f.try_clone().map(|f| (n.as_str(), *k, f))).collect::<std::io::Result<Vec<_>>>().map_err(|e| EngineError::io(&spool, e))?);
+    entries.extend(
+        extra
+            .iter()
+            .map(|(n, k, f)| f.try_clone().map(|f| (n.as_str(), *k, f)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| EngineError::io(&spool, e))?,
+    );
     let path = write_bundle(site, via, &name, head, entries)?;
     upgrade_out.record_sent(&site.conn, &p.name, seq)?;
     peer::record_out(

@@ -72,7 +72,11 @@ name = "readme.txt"
     std::fs::write(dir.join("package.toml"), toml.replace("\\u001b[31m", "")).unwrap();
     let pkg = upgrade::central::publish(&mut hq, &dir.join("package.toml")).unwrap();
     assert_eq!(pkg.files.len(), 2);
-    assert!(pkg.files.iter().all(|f| f.sha256.is_some() && f.size.is_some()));
+    assert!(
+        pkg.files
+            .iter()
+            .all(|f| f.sha256.is_some() && f.size.is_some())
+    );
     upgrade::central::activate(&mut hq, name).unwrap();
     dir
 }
@@ -105,7 +109,10 @@ fn dock_asking(w: &World, node: &str, prompt: &dyn Prompt) -> DockReport {
 }
 
 fn level(w: &World, site: &str) -> String {
-    w.value(site, "SELECT value FROM berth_meta WHERE key = 'software_level'")
+    w.value(
+        site,
+        "SELECT value FROM berth_meta WHERE key = 'software_level'",
+    )
 }
 
 fn installed(w: &World, node: &str) -> String {
@@ -119,8 +126,11 @@ fn local_state(w: &World, node: &str, pkg: &str) -> String {
     )
 }
 
-/// Central's view: (package, node) -> (state, exit code, detail, output).
-fn central_view(w: &World) -> BTreeMap<(String, String), (String, Option<i64>, String, String)> {
+/// (state, exit code, detail, output) of one package at one node.
+type NodeView = (String, Option<i64>, String, String);
+
+/// Central's view: (package, node) -> where it stands.
+fn central_view(w: &World) -> BTreeMap<(String, String), NodeView> {
     let hq = w.open("hq");
     upgrade::central::status(&hq)
         .unwrap()
@@ -149,25 +159,46 @@ fn entries_of_waiting_bundle(w: &World, to: &str) -> Vec<String> {
         &berth_bundle::Limits::default(),
     )
     .unwrap();
-    b.manifest().entries.iter().map(|e| e.name.clone()).collect()
+    b.manifest()
+        .entries
+        .iter()
+        .map(|e| e.name.clone())
+        .collect()
 }
 
 #[test]
 fn forced_immediate_package_installs_at_the_end_of_the_dock_and_is_reported() {
     let w = world(&["a"]);
-    publish(&w, "app-2", "2", "download = \"forced\"\napply = \"immediate\"", OK_SCRIPT);
-    assert_eq!(central_view(&w)[&("app-2".into(), "a".into())].0, "not-sent");
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"immediate\"",
+        OK_SCRIPT,
+    );
+    assert_eq!(
+        central_view(&w)[&("app-2".into(), "a".into())].0,
+        "not-sent"
+    );
     w.dock("hq");
     let entries = entries_of_waiting_bundle(&w, "a");
-    assert!(entries.contains(&"payload/upgrade/app-2/package.toml".to_string()), "{entries:?}");
-    assert!(entries.contains(&"payload/upgrade/app-2/files/install.sh".to_string()), "{entries:?}");
+    assert!(
+        entries.contains(&"payload/upgrade/app-2/package.toml".to_string()),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&"payload/upgrade/app-2/files/install.sh".to_string()),
+        "{entries:?}"
+    );
     assert_eq!(central_view(&w)[&("app-2".into(), "a".into())].0, "sent");
     let r = w.dock("a");
     assert!(r.upgrade.iter().any(|n| n.event == "applied"), "{r:?}");
     assert_eq!(installed(&w, "a"), "app-2 2\n");
     assert_eq!(level(&w, "a"), "'2'");
     assert!(
-        w.dir("a").join("upgrade/packages/app-2/readme.txt").is_file(),
+        w.dir("a")
+            .join("upgrade/packages/app-2/readme.txt")
+            .is_file(),
         "files kept in the site's upgrade folder"
     );
     w.dock("hq");
@@ -176,7 +207,10 @@ fn forced_immediate_package_installs_at_the_end_of_the_dock_and_is_reported() {
     assert_eq!(state, "applied");
     assert_eq!(*code, Some(0));
     assert!(detail.contains("level 2"), "{detail}");
-    assert!(output.contains("installing app-2 level 2 over 1 at a"), "{output}");
+    assert!(
+        output.contains("installing app-2 level 2 over 1 at a"),
+        "{output}"
+    );
     // Every step reached central, in order.
     let steps = w.value(
         "hq",
@@ -185,7 +219,10 @@ fn forced_immediate_package_installs_at_the_end_of_the_dock_and_is_reported() {
     assert_eq!(steps, "'announced,downloaded,applied'");
     w.settle();
     // Central acknowledged the reports: the node no longer carries them.
-    assert_eq!(w.value("a", "SELECT COUNT(*) FROM berth_upgrade_outbox"), "0");
+    assert_eq!(
+        w.value("a", "SELECT COUNT(*) FROM berth_upgrade_outbox"),
+        "0"
+    );
     // Nothing runs twice.
     w.settle();
     assert_eq!(installed(&w, "a"), "app-2 2\n");
@@ -218,7 +255,10 @@ fn optional_download_is_asked_deferred_then_requested_and_sent_in_the_next_bundl
     assert!(r.upgrade.iter().any(|n| n.event == "deferred"), "{r:?}");
     assert_eq!(local_state(&w, "a", "app-2"), "'deferred'");
     w.dock("hq");
-    assert_eq!(central_view(&w)[&("app-2".into(), "a".into())].0, "deferred");
+    assert_eq!(
+        central_view(&w)[&("app-2".into(), "a".into())].0,
+        "deferred"
+    );
     // Asked again at the next dock; a time-out takes the package's default (download).
     let silent = Scripted::with(&[None]);
     dock_asking(&w, "a", &silent);
@@ -226,9 +266,15 @@ fn optional_download_is_asked_deferred_then_requested_and_sent_in_the_next_bundl
     assert_eq!(local_state(&w, "a", "app-2"), "'requested'");
     assert_eq!(installed(&w, "a"), "");
     w.dock("hq");
-    assert_eq!(central_view(&w)[&("app-2".into(), "a".into())].0, "requested");
+    assert_eq!(
+        central_view(&w)[&("app-2".into(), "a".into())].0,
+        "requested"
+    );
     let entries = entries_of_waiting_bundle(&w, "a");
-    assert!(entries.contains(&"payload/upgrade/app-2/files/install.sh".to_string()), "{entries:?}");
+    assert!(
+        entries.contains(&"payload/upgrade/app-2/files/install.sh".to_string()),
+        "{entries:?}"
+    );
     w.dock("a");
     assert_eq!(installed(&w, "a"), "app-2 2\n");
     w.dock("hq");
@@ -267,7 +313,10 @@ fn deferrable_package_waits_across_docks_with_reminders_until_upgrade_apply() {
         w.value("a", "SELECT reminders FROM berth_upgrade_local"),
         "3"
     );
-    assert_eq!(central_view(&w)[&("app-2".into(), "a".into())].0, "deferred");
+    assert_eq!(
+        central_view(&w)[&("app-2".into(), "a".into())].0,
+        "deferred"
+    );
     // Deferral is reported once, not at every dock: the deployment settles.
     w.settle();
     let note = upgrade::node::apply_now(&mut w.open("a"), "app-2").unwrap();
@@ -343,7 +392,11 @@ fn install_failure_keeps_the_old_level_is_reported_and_retried() {
     let r = w.dock("a");
     assert!(r.upgrade.iter().any(|n| n.event == "failed"), "{r:?}");
     assert_eq!(level(&w, "a"), "'1'");
-    assert!(w.dir("a").join("upgrade/packages/app-2/install.sh").is_file());
+    assert!(
+        w.dir("a")
+            .join("upgrade/packages/app-2/install.sh")
+            .is_file()
+    );
     w.dock("hq");
     let v = central_view(&w);
     let (state, code, _, output) = &v[&("app-2".into(), "a".into())];
@@ -365,7 +418,13 @@ fn install_failure_keeps_the_old_level_is_reported_and_retried() {
 #[test]
 fn a_file_whose_hash_differs_from_the_package_is_refused_and_nothing_runs() {
     let w = world(&["a", "b"]);
-    publish(&w, "app-2", "2", "download = \"forced\"\napply = \"immediate\"", OK_SCRIPT);
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"immediate\"",
+        OK_SCRIPT,
+    );
     // Someone edits central's stored copy after publishing: central's bundle is validly
     // signed, but the file no longer matches the package's sha256.
     std::fs::write(
@@ -377,7 +436,11 @@ fn a_file_whose_hash_differs_from_the_package_is_refused_and_nothing_runs() {
     let r = w.dock("a");
     assert!(r.upgrade.is_empty() || r.upgrade.iter().all(|n| n.event != "applied"));
     assert!(!w.dir("a").join("pwned").exists());
-    assert!(!w.dir("a").join("upgrade/packages/app-2/install.sh").exists());
+    assert!(
+        !w.dir("a")
+            .join("upgrade/packages/app-2/install.sh")
+            .exists()
+    );
     assert_eq!(local_state(&w, "a", "app-2"), "'refused'");
     assert_eq!(level(&w, "a"), "'1'");
     w.dock("hq");
@@ -392,7 +455,13 @@ fn a_file_whose_hash_differs_from_the_package_is_refused_and_nothing_runs() {
 #[test]
 fn a_file_changed_at_the_node_before_install_is_refused() {
     let w = world(&["a"]);
-    publish(&w, "app-2", "2", "download = \"forced\"\napply = \"deferrable\"", OK_SCRIPT);
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"deferrable\"",
+        OK_SCRIPT,
+    );
     w.dock("hq");
     w.dock("a");
     assert_eq!(local_state(&w, "a", "app-2"), "'deferred'");
@@ -409,10 +478,9 @@ fn a_file_changed_at_the_node_before_install_is_refused() {
 
 /// A node signs a bundle to central (and one to another node) carrying an upgrade package.
 fn forge_from_node(w: &World, node: &str, to: &str) {
-    let key = SecretKey::from_text(
-        &std::fs::read_to_string(w.dir(node).join("keys/site.key")).unwrap(),
-    )
-    .unwrap();
+    let key =
+        SecretKey::from_text(&std::fs::read_to_string(w.dir(node).join("keys/site.key")).unwrap())
+            .unwrap();
     let header = BundleHeader {
         sender: Party {
             site: node.into(),
@@ -434,11 +502,18 @@ fn forge_from_node(w: &World, node: &str, to: &str) {
         extensions: BTreeMap::new(),
     };
     let toc = "name = \"evil\"\nlevel = \"9\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\", \"x.sh\"]\n\n[[files]]\nname = \"x.sh\"\nsize = 5\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
-    let path = w.via.join(berth_bundle::naming::bundle_file_name(node, to, 50));
+    let path = w
+        .via
+        .join(berth_bundle::naming::bundle_file_name(node, to, 50));
     let f = std::fs::File::create(&path).unwrap();
     let mut wr = BundleWriter::new(f, header).unwrap();
-    wr.add_entry("payload/changes.jsonl", "changes", Compression::Deflate, &b""[..])
-        .unwrap();
+    wr.add_entry(
+        "payload/changes.jsonl",
+        "changes",
+        Compression::Deflate,
+        &b""[..],
+    )
+    .unwrap();
     wr.add_entry(
         "payload/upgrade/evil/files/x.sh",
         "upgrade",
@@ -464,21 +539,35 @@ fn a_package_published_by_a_node_key_is_refused() {
     let r = w.dock("hq");
     assert_eq!(r.count("quarantined"), 1, "{r:?}");
     assert!(
-        r.incoming[0].detail.contains("not trusted to send \"upgrade\""),
+        r.incoming[0]
+            .detail
+            .contains("not trusted to send \"upgrade\""),
         "{r:?}"
     );
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_upgrades"), "0");
     let r = w.dock("b");
     assert_eq!(r.count("quarantined"), 1, "{r:?}");
-    assert_eq!(w.value("b", "SELECT COUNT(*) FROM berth_upgrade_local"), "0");
+    assert_eq!(
+        w.value("b", "SELECT COUNT(*) FROM berth_upgrade_local"),
+        "0"
+    );
     assert!(!w.dir("b").join("upgrade/packages/evil").exists());
 }
 
 #[test]
 fn a_package_older_than_the_installed_level_is_refused() {
     let w = world(&["a"]);
-    w.exec("a", "UPDATE berth_meta SET value = '3' WHERE key = 'software_level'");
-    publish(&w, "app-2", "2", "download = \"forced\"\napply = \"immediate\"", OK_SCRIPT);
+    w.exec(
+        "a",
+        "UPDATE berth_meta SET value = '3' WHERE key = 'software_level'",
+    );
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"immediate\"",
+        OK_SCRIPT,
+    );
     w.dock("hq");
     w.dock("a");
     assert_eq!(installed(&w, "a"), "");
@@ -495,8 +584,20 @@ fn a_package_older_than_the_installed_level_is_refused() {
 #[test]
 fn several_active_packages_install_in_level_order_from_one_bundle() {
     let w = world(&["a"]);
-    publish(&w, "app-3", "3", "download = \"forced\"\napply = \"immediate\"", OK_SCRIPT);
-    publish(&w, "app-2", "2", "download = \"forced\"\napply = \"immediate\"", OK_SCRIPT);
+    publish(
+        &w,
+        "app-3",
+        "3",
+        "download = \"forced\"\napply = \"immediate\"",
+        OK_SCRIPT,
+    );
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"immediate\"",
+        OK_SCRIPT,
+    );
     w.dock("hq");
     w.dock("a");
     assert_eq!(installed(&w, "a"), "app-2 2\napp-3 3\n");
@@ -506,8 +607,20 @@ fn several_active_packages_install_in_level_order_from_one_bundle() {
 #[test]
 fn status_at_central_reflects_every_node_after_a_round_of_docking() {
     let w = world(&["a", "b", "c"]);
-    publish(&w, "app-2", "2", "download = \"forced\"\napply = \"immediate\"", FAILS_AT_B);
-    publish(&w, "app-3", "3", "download = \"optional\"\napply = \"deferrable\"", OK_SCRIPT);
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"immediate\"",
+        FAILS_AT_B,
+    );
+    publish(
+        &w,
+        "app-3",
+        "3",
+        "download = \"optional\"\napply = \"deferrable\"",
+        OK_SCRIPT,
+    );
     w.settle();
     let v = central_view(&w);
     let state = |p: &str, n: &str| v[&(p.to_string(), n.to_string())].clone();
@@ -539,13 +652,34 @@ fn publish_validates_the_package() {
     let dir = w.root.path().join("bad");
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
-        ("name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"missing.sh\"\n", "not a regular file"),
-        ("name = \"Bad Name\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n", "name"),
-        ("name = \"x\"\nlevel = \"two\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n", "level"),
-        ("name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"after-schema\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n", "schema_version"),
-        ("name = \"x\"\nlevel = \"2\"\ndownload = \"sometimes\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n", "download"),
-        ("name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n", "sha256"),
-        ("name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\nsurprise = 1\n[[files]]\nname = \"a.sh\"\n", "surprise"),
+        (
+            "name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"missing.sh\"\n",
+            "not a regular file",
+        ),
+        (
+            "name = \"Bad Name\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n",
+            "name",
+        ),
+        (
+            "name = \"x\"\nlevel = \"two\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n",
+            "level",
+        ),
+        (
+            "name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"after-schema\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n",
+            "schema_version",
+        ),
+        (
+            "name = \"x\"\nlevel = \"2\"\ndownload = \"sometimes\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\n",
+            "download",
+        ),
+        (
+            "name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\n[[files]]\nname = \"a.sh\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+            "sha256",
+        ),
+        (
+            "name = \"x\"\nlevel = \"2\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\"]\nsurprise = 1\n[[files]]\nname = \"a.sh\"\n",
+            "surprise",
+        ),
     ];
     std::fs::write(dir.join("a.sh"), "echo\n").unwrap();
     let mut hq = w.open("hq");

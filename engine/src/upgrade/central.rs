@@ -104,7 +104,10 @@ pub fn publish(site: &mut Site, toml_path: &Path) -> Result<Package> {
         let mismatch = |what: &str| UpgradeError::Invalid {
             package: pkg.name.clone(),
             field: "files".into(),
-            reason: format!("{}: {what} differs from the one given in the package file", f.name),
+            reason: format!(
+                "{}: {what} differs from the one given in the package file",
+                f.name
+            ),
         };
         if f.sha256.as_ref().is_some_and(|want| *want != sha) {
             let _ = fs::remove_dir_all(&dest);
@@ -333,7 +336,8 @@ pub fn outbox(site: &Site, node: &str, ours_waiting: bool) -> Result<Outbox> {
             continue;
         }
         // The seed's upgrade TOC (server.ts entry): the package as published.
-        out.entries.push((toc_entry(&name), Content::Text(toc.clone())));
+        out.entries
+            .push((toc_entry(&name), Content::Text(toc.clone())));
         out.tocs.push(name.clone());
         if wants_files {
             for f in &pkg.files {
@@ -560,7 +564,12 @@ pub fn status(site: &Site) -> Result<Vec<PackageState>> {
             Ok(NodeState {
                 node: r.get(0)?,
                 state: state.unwrap_or_else(|| {
-                    if toc_sent.is_some() { "sent" } else { "not-sent" }.to_string()
+                    if toc_sent.is_some() {
+                        "sent"
+                    } else {
+                        "not-sent"
+                    }
+                    .to_string()
                 }),
                 detail: r.get(2)?,
                 exit_code: r.get(3)?,

@@ -192,7 +192,9 @@ pub enum UpgradeError {
         name: String,
     },
     /// A package of this name was already published.
-    #[error("an upgrade package named {name:?} was already published; publish the new version under a new name")]
+    #[error(
+        "an upgrade package named {name:?} was already published; publish the new version under a new name"
+    )]
     Exists {
         /// The name.
         name: String,
@@ -332,7 +334,12 @@ impl Package {
             ));
         }
         check_text(p, "description", &self.description, MAX_MESSAGE_BYTES)?;
-        check_text(p, "download_message", &self.download_message, MAX_MESSAGE_BYTES)?;
+        check_text(
+            p,
+            "download_message",
+            &self.download_message,
+            MAX_MESSAGE_BYTES,
+        )?;
         check_text(p, "apply_message", &self.apply_message, MAX_MESSAGE_BYTES)?;
         if self.apply_at == ApplyAt::Start && self.apply != ApplyPolicy::Immediate {
             return Err(invalid(
@@ -342,15 +349,14 @@ impl Package {
             ));
         }
         match &self.schema_version {
-            Some(v) => {
-                if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
-                    return Err(invalid(
-                        p,
-                        "schema_version",
-                        "1-128 characters, no control characters",
-                    ));
-                }
+            Some(v) if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) => {
+                return Err(invalid(
+                    p,
+                    "schema_version",
+                    "1-128 characters, no control characters",
+                ));
             }
+            Some(_) => {}
             None if self.apply == ApplyPolicy::AfterSchema => {
                 return Err(invalid(
                     p,
@@ -398,7 +404,10 @@ impl Package {
                 return Err(invalid(
                     p,
                     "files",
-                    format!("{:?} is listed twice (names are compared ignoring case)", f.name),
+                    format!(
+                        "{:?} is listed twice (names are compared ignoring case)",
+                        f.name
+                    ),
                 ));
             }
             if let Some(h) = &f.sha256
@@ -414,7 +423,10 @@ impl Package {
                 return Err(invalid(
                     p,
                     "files",
-                    format!("{:?}: an announcement lists every file's size and sha256", f.name),
+                    format!(
+                        "{:?}: an announcement lists every file's size and sha256",
+                        f.name
+                    ),
                 ));
             }
         }
@@ -579,7 +591,9 @@ pub struct Note {
 /// True when a bundle carries upgrade content or reports (so it is applied even when its
 /// stream position holds nothing new).
 pub fn carries(m: &berth_bundle::Manifest) -> bool {
-    m.kinds.iter().any(|k| k == KIND_UPGRADE || k == KIND_REPORT)
+    m.kinds
+        .iter()
+        .any(|k| k == KIND_UPGRADE || k == KIND_REPORT)
         || m.extensions.contains_key(EXTENSION)
 }
 
@@ -659,9 +673,7 @@ impl Outgoing {
     }
 
     /// The entries: (name, kind, content), sorted by name.
-    pub fn take_entries(
-        &mut self,
-    ) -> crate::Result<Vec<(String, &'static str, std::fs::File)>> {
+    pub fn take_entries(&mut self) -> crate::Result<Vec<(String, &'static str, std::fs::File)>> {
         match self {
             Outgoing::Central(o) => o.open(),
             Outgoing::Node(r) => Ok(r
@@ -709,10 +721,9 @@ pub mod plan {
         }
         match level_cmp(&pkg.level, installed_level) {
             Ordering::Greater => OnAnnounce::Record,
-            Ordering::Equal => OnAnnounce::Refuse(format!(
-                "level {} is already installed here",
-                pkg.level
-            )),
+            Ordering::Equal => {
+                OnAnnounce::Refuse(format!("level {} is already installed here", pkg.level))
+            }
             Ordering::Less => OnAnnounce::Refuse(format!(
                 "level {} is older than the installed level {installed_level}: a downgrade is refused",
                 pkg.level
@@ -884,8 +895,14 @@ mod tests {
     fn announcements_refuse_downgrades() {
         assert_eq!(on_announce(false, "1", &pkg()), OnAnnounce::Record);
         assert_eq!(on_announce(true, "1", &pkg()), OnAnnounce::Known);
-        assert!(matches!(on_announce(false, "3", &pkg()), OnAnnounce::Refuse(_)));
-        assert!(matches!(on_announce(false, "2.0", &pkg()), OnAnnounce::Refuse(_)));
+        assert!(matches!(
+            on_announce(false, "3", &pkg()),
+            OnAnnounce::Refuse(_)
+        ));
+        assert!(matches!(
+            on_announce(false, "2.0", &pkg()),
+            OnAnnounce::Refuse(_)
+        ));
     }
 
     #[test]
@@ -893,26 +910,142 @@ mod tests {
         let files = |step| Local { step, files: true };
         let none = |step| Local { step, files: false };
         let mut p = pkg();
-        let cases: Vec<(Stage, Local, ApplyPolicy, ApplyAt, DownloadPolicy, bool, Action)> = vec![
-            (Stage::End, files(Step::Downloaded), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Forced, false, Action::Install),
-            (Stage::Start, files(Step::Downloaded), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Forced, false, Action::Nothing),
-            (Stage::Start, files(Step::Downloaded), ApplyPolicy::Immediate, ApplyAt::Start, DownloadPolicy::Forced, false, Action::Install),
-            (Stage::End, files(Step::Downloaded), ApplyPolicy::Immediate, ApplyAt::Start, DownloadPolicy::Forced, false, Action::Nothing),
-            (Stage::End, files(Step::Deferred), ApplyPolicy::Deferrable, ApplyAt::End, DownloadPolicy::Forced, false, Action::AskApply),
-            (Stage::End, files(Step::Downloaded), ApplyPolicy::AfterSchema, ApplyAt::End, DownloadPolicy::Forced, false, Action::WaitSchema),
-            (Stage::End, files(Step::Downloaded), ApplyPolicy::AfterSchema, ApplyAt::End, DownloadPolicy::Forced, true, Action::Install),
-            (Stage::End, none(Step::Announced), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Optional, false, Action::AskDownload),
-            (Stage::End, none(Step::Deferred), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Optional, false, Action::AskDownload),
-            (Stage::End, none(Step::Requested), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Optional, false, Action::Nothing),
-            (Stage::End, none(Step::Announced), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Forced, false, Action::Nothing),
-            (Stage::End, files(Step::Failed), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Forced, false, Action::RemindFailed),
-            (Stage::End, files(Step::Applied), ApplyPolicy::Immediate, ApplyAt::End, DownloadPolicy::Forced, false, Action::Nothing),
+        let cases: Vec<(
+            Stage,
+            Local,
+            ApplyPolicy,
+            ApplyAt,
+            DownloadPolicy,
+            bool,
+            Action,
+        )> = vec![
+            (
+                Stage::End,
+                files(Step::Downloaded),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                false,
+                Action::Install,
+            ),
+            (
+                Stage::Start,
+                files(Step::Downloaded),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                false,
+                Action::Nothing,
+            ),
+            (
+                Stage::Start,
+                files(Step::Downloaded),
+                ApplyPolicy::Immediate,
+                ApplyAt::Start,
+                DownloadPolicy::Forced,
+                false,
+                Action::Install,
+            ),
+            (
+                Stage::End,
+                files(Step::Downloaded),
+                ApplyPolicy::Immediate,
+                ApplyAt::Start,
+                DownloadPolicy::Forced,
+                false,
+                Action::Nothing,
+            ),
+            (
+                Stage::End,
+                files(Step::Deferred),
+                ApplyPolicy::Deferrable,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                false,
+                Action::AskApply,
+            ),
+            (
+                Stage::End,
+                files(Step::Downloaded),
+                ApplyPolicy::AfterSchema,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                false,
+                Action::WaitSchema,
+            ),
+            (
+                Stage::End,
+                files(Step::Downloaded),
+                ApplyPolicy::AfterSchema,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                true,
+                Action::Install,
+            ),
+            (
+                Stage::End,
+                none(Step::Announced),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Optional,
+                false,
+                Action::AskDownload,
+            ),
+            (
+                Stage::End,
+                none(Step::Deferred),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Optional,
+                false,
+                Action::AskDownload,
+            ),
+            (
+                Stage::End,
+                none(Step::Requested),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Optional,
+                false,
+                Action::Nothing,
+            ),
+            (
+                Stage::End,
+                none(Step::Announced),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                false,
+                Action::Nothing,
+            ),
+            (
+                Stage::End,
+                files(Step::Failed),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                false,
+                Action::RemindFailed,
+            ),
+            (
+                Stage::End,
+                files(Step::Applied),
+                ApplyPolicy::Immediate,
+                ApplyAt::End,
+                DownloadPolicy::Forced,
+                false,
+                Action::Nothing,
+            ),
         ];
         for (stage, local, apply, at, dl, ready, want) in cases {
             p.apply = apply;
             p.apply_at = at;
             p.download = dl;
-            assert_eq!(session(stage, local, &p, ready), want, "{stage:?} {local:?} {apply:?} {at:?} {dl:?}");
+            assert_eq!(
+                session(stage, local, &p, ready),
+                want,
+                "{stage:?} {local:?} {apply:?} {at:?} {dl:?}"
+            );
         }
     }
 }

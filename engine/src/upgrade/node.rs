@@ -77,12 +77,8 @@ pub fn run_after_schema(site: &mut Site) -> Result<Vec<Note>> {
     let mut notes = Vec::new();
     for (pkg, local) in local_packages(&site.conn)? {
         if pkg.apply == ApplyPolicy::AfterSchema
-            && plan::session(
-                Stage::End,
-                local,
-                &pkg,
-                gate_for(&site.conn, &pkg)?,
-            ) == Action::Install
+            && plan::session(Stage::End, local, &pkg, gate_for(&site.conn, &pkg)?)
+                == Action::Install
         {
             notes.push(install(site, &pkg)?);
         }
@@ -151,9 +147,12 @@ pub fn read_incoming(site: &Site, bundle: &mut Bundle<Verified, File>) -> Result
         match parse_entry(&e.name) {
             Some(Part::Toc(p)) => {
                 let bytes = bundle.read_entry(&e.name, MAX_TOC_BYTES)?;
-                let text = String::from_utf8(bytes).map_err(|_| bad(&e.name, "not UTF-8".into()))?;
-                let pkg = Package::from_toml(&text, &e.name).map_err(|x| bad(&e.name, x.to_string()))?;
-                pkg.validate(true).map_err(|x| bad(&e.name, x.to_string()))?;
+                let text =
+                    String::from_utf8(bytes).map_err(|_| bad(&e.name, "not UTF-8".into()))?;
+                let pkg =
+                    Package::from_toml(&text, &e.name).map_err(|x| bad(&e.name, x.to_string()))?;
+                pkg.validate(true)
+                    .map_err(|x| bad(&e.name, x.to_string()))?;
                 if pkg.name != p {
                     return Err(bad(&e.name, format!("announces package {:?}", pkg.name)));
                 }
@@ -183,8 +182,9 @@ pub fn read_incoming(site: &Site, bundle: &mut Bundle<Verified, File>) -> Result
         }
         let waiting = local.as_ref().is_none_or(|(state, have)| {
             !have
-                && Step::parse(state)
-                    .is_some_and(|s| matches!(s, Step::Announced | Step::Deferred | Step::Requested))
+                && Step::parse(state).is_some_and(|s| {
+                    matches!(s, Step::Announced | Step::Deferred | Step::Requested)
+                })
         });
         let carried = files.get(&name).cloned().unwrap_or_default();
         let complete = pkg.files.iter().all(|f| carried.contains(&f.name));
@@ -209,7 +209,8 @@ fn take_files(
     fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
     let mut staged = Vec::new();
     for f in &pkg.files {
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&dir).map_err(|e| EngineError::io(&dir, e))?;
         let mut w = HashingWriter {
             inner: tmp.as_file_mut(),
             hash: Sha256::new(),
@@ -312,7 +313,15 @@ fn push_report(
     conn.execute(
         "INSERT INTO berth_upgrade_outbox(package, step, detail, exit_code, output, level, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![package, step.as_str(), detail, exit_code, output, level, store::now()],
+        params![
+            package,
+            step.as_str(),
+            detail,
+            exit_code,
+            output,
+            level,
+            store::now()
+        ],
     )?;
     Ok(())
 }
@@ -682,7 +691,10 @@ fn install(site: &mut Site, pkg: &Package) -> Result<Note> {
             let code = s.code().map(i64::from);
             let detail = format!(
                 "install command failed ({}); level stays {previous}; files kept for a retry (`berth upgrade apply {}`)",
-                code.map_or_else(|| "killed by a signal".to_string(), |c| format!("exit code {c}")),
+                code.map_or_else(
+                    || "killed by a signal".to_string(),
+                    |c| format!("exit code {c}")
+                ),
                 pkg.name
             );
             set_state(&site.conn, &pkg.name, Step::Failed, &detail, code, &tail)?;
