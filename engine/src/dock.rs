@@ -500,7 +500,7 @@ fn apply_changes(
             p.applied_pos
         )));
     }
-    if log_to <= p.applied_pos && acks <= p.acked_pos && !crate::upgrade::carries(&m) {
+    if log_to <= p.applied_pos && acks <= p.acked_pos && !crate::upgrade::carries(&site.conn, &m)? {
         note_sender_view(site, &m)?;
         return Ok(Outcome::Duplicate);
     }

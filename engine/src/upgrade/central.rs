@@ -464,7 +464,7 @@ pub fn record_reports(conn: &Connection, node: &str, reports: &[Report]) -> Resu
                 matches!(r.step, Step::Downloaded | Step::Applied)
             ],
         )?;
-        if r.step == Step::Failed && r.exit_code.is_some() {
+        if r.step == Step::Failed {
             // A failed install keeps its files: no need to send them again.
             conn.execute(
                 "UPDATE berth_upgrade_nodes SET has_files = 1 WHERE package = ?1 AND node = ?2",

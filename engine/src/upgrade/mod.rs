@@ -588,13 +588,25 @@ pub struct Note {
     pub text: String,
 }
 
-/// True when a bundle carries upgrade content or reports (so it is applied even when its
-/// stream position holds nothing new).
-pub fn carries(m: &berth_bundle::Manifest) -> bool {
-    m.kinds
+/// True when a bundle carries upgrade content or reports, or acknowledges reports this site
+/// has not seen acknowledged (so it is applied even when its stream position holds nothing
+/// new; everything it records is idempotent).
+pub fn carries(conn: &rusqlite::Connection, m: &berth_bundle::Manifest) -> crate::Result<bool> {
+    if m.kinds
         .iter()
         .any(|k| k == KIND_UPGRADE || k == KIND_REPORT)
-        || m.extensions.contains_key(EXTENSION)
+    {
+        return Ok(true);
+    }
+    let acked = m
+        .extensions
+        .get(EXTENSION)
+        .and_then(|v| v.get("reports"))
+        .and_then(toml::Value::as_integer);
+    Ok(match acked {
+        Some(n) => n > crate::store::meta_i64(conn, "upgrade_reports_acked")?,
+        None => false,
+    })
 }
 
 /// The upgrade content of a verified incoming bundle, read before its transaction.
