@@ -696,3 +696,60 @@ fn publish_validates_the_package() {
     let err = upgrade::central::activate(&mut hq, "nope").unwrap_err();
     assert!(err.to_string().contains("no upgrade package"), "{err}");
 }
+
+fn lose_bundles_from(w: &World, sender: &str) -> usize {
+    let mut n = 0;
+    for f in berth_engine::transport::list(&w.via, None).unwrap() {
+        if f.sender == sender {
+            std::fs::remove_file(&f.path).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn announcements_reports_and_acknowledgements_survive_lost_bundles() {
+    let w = world(&["a"]);
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"immediate\"",
+        OK_SCRIPT,
+    );
+    // The announcement (with its files) is lost: central sends it again.
+    w.dock("hq");
+    assert_eq!(lose_bundles_from(&w, "hq"), 1);
+    w.dock("hq");
+    assert_eq!(
+        entries_of_waiting_bundle(&w, "a").len(),
+        4,
+        "changes, toc, two files"
+    );
+    w.dock("a");
+    assert_eq!(installed(&w, "a"), "app-2 2\n");
+    // The node's reports are lost: the node sends them again.
+    assert_eq!(lose_bundles_from(&w, "a"), 1);
+    w.dock("hq");
+    assert_eq!(central_view(&w)[&("app-2".into(), "a".into())].0, "sent");
+    w.dock("a");
+    w.dock("hq");
+    assert_eq!(central_view(&w)[&("app-2".into(), "a".into())].0, "applied");
+    // Central's acknowledgement is lost: the node repeats its reports, central repeats the
+    // acknowledgement, and the exchange ends.
+    assert_eq!(lose_bundles_from(&w, "hq"), 1);
+    w.settle();
+    assert_eq!(
+        w.value("a", "SELECT COUNT(*) FROM berth_upgrade_outbox"),
+        "0"
+    );
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT COUNT(*) FROM berth_upgrade_reports WHERE node = 'a'"
+        ),
+        "3"
+    );
+    assert_eq!(installed(&w, "a"), "app-2 2\n", "installed once");
+}
