@@ -69,6 +69,14 @@ pub fn schema_gate(conn: &Connection, version: &str) -> Result<SchemaGate> {
     Ok(SchemaGate { ready, have })
 }
 
+/// **Hook for schema migrations (issue 5)**, the other direction of the gate (seed: "if a
+/// schema upgrade that requires a corresponding software upgrade is to be applied, the
+/// software upgrade must be applied first"): true when this site's software level has reached
+/// `needed` (dotted decimal). A migration that needs newer software waits while it is false.
+pub fn software_gate(conn: &Connection, needed: &str) -> Result<bool> {
+    Ok(level_cmp(&installed_level(conn)?, needed) != Ordering::Less)
+}
+
 /// **Hook for schema migrations (issue 5)**: installs the downloaded `after-schema` packages
 /// whose schema version is now reached (seed: "the applying of the schema upgrade invokes the
 /// software upgrade at the end of the processing of the schema upgrade"). The docking session
@@ -813,4 +821,52 @@ pub fn status(site: &Site) -> Result<NodeView> {
         unreported,
         packages,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_read_the_recorded_schema_version_and_software_level() {
+        let c = Connection::open_in_memory().unwrap();
+        store::install(&c).unwrap();
+        assert!(
+            !schema_gate(&c, "7").unwrap().ready,
+            "no recorded version: wait"
+        );
+        store::set_meta(&c, "schema_version", "6").unwrap();
+        assert!(!schema_gate(&c, "7").unwrap().ready);
+        store::set_meta(&c, "schema_version", "7").unwrap();
+        assert!(schema_gate(&c, "7").unwrap().ready);
+        store::set_meta(&c, "schema_version", "7.1").unwrap();
+        assert!(
+            schema_gate(&c, "7").unwrap().ready,
+            "a later version is past it"
+        );
+        store::set_meta(&c, "schema_version", "abc").unwrap();
+        assert!(
+            schema_gate(&c, "abc").unwrap().ready,
+            "other spellings: equality"
+        );
+        assert!(software_gate(&c, "1").unwrap(), "level 1 by default");
+        assert!(!software_gate(&c, "2").unwrap());
+        store::set_meta(&c, "software_level", "2.0").unwrap();
+        assert!(software_gate(&c, "2").unwrap());
+    }
+
+    #[test]
+    fn entry_names_split_into_announcements_and_files() {
+        assert!(matches!(
+            parse_entry("payload/upgrade/app-2/package.toml"),
+            Some(Part::Toc("app-2"))
+        ));
+        assert!(matches!(
+            parse_entry("payload/upgrade/app-2/files/install.sh"),
+            Some(Part::File("app-2", "install.sh"))
+        ));
+        assert!(parse_entry("payload/upgrade/app-2/files/a/b").is_none());
+        assert!(parse_entry("payload/upgrade/app-2/other").is_none());
+        assert!(parse_entry("payload/changes.jsonl").is_none());
+    }
 }
