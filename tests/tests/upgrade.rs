@@ -36,6 +36,18 @@ if [ "$BERTH_SITE_NAME" = "b" ]; then echo "no space left at b" >&2; exit 3; fi
 echo "$BERTH_PACKAGE $BERTH_LEVEL" >> "$BERTH_SITE_DIR/installed.txt"
 "#;
 
+/// Install commands are child processes: while one is being started, the child briefly holds
+/// copies of every open descriptor of this process, site locks included, so a test opening a
+/// site in another thread at that moment would find it busy. The tests of this file run one
+/// at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn world(nodes: &[&str]) -> World {
     World::new(SCHEMA, DATA, nodes)
 }
@@ -168,6 +180,7 @@ fn entries_of_waiting_bundle(w: &World, to: &str) -> Vec<String> {
 
 #[test]
 fn forced_immediate_package_installs_at_the_end_of_the_dock_and_is_reported() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -230,6 +243,7 @@ fn forced_immediate_package_installs_at_the_end_of_the_dock_and_is_reported() {
 
 #[test]
 fn optional_download_is_asked_deferred_then_requested_and_sent_in_the_next_bundle() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -283,6 +297,7 @@ fn optional_download_is_asked_deferred_then_requested_and_sent_in_the_next_bundl
 
 #[test]
 fn deferrable_package_waits_across_docks_with_reminders_until_upgrade_apply() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -331,6 +346,7 @@ fn deferrable_package_waits_across_docks_with_reminders_until_upgrade_apply() {
 
 #[test]
 fn immediate_at_start_installs_at_the_start_of_the_next_dock() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -353,6 +369,7 @@ fn immediate_at_start_installs_at_the_start_of_the_next_dock() {
 
 #[test]
 fn after_schema_package_waits_for_its_schema_version_through_the_gate_hook() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -380,6 +397,7 @@ fn after_schema_package_waits_for_its_schema_version_through_the_gate_hook() {
 
 #[test]
 fn install_failure_keeps_the_old_level_is_reported_and_retried() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -417,6 +435,7 @@ fn install_failure_keeps_the_old_level_is_reported_and_retried() {
 
 #[test]
 fn a_file_whose_hash_differs_from_the_package_is_refused_and_nothing_runs() {
+    let _serial = serial();
     let w = world(&["a", "b"]);
     publish(
         &w,
@@ -454,6 +473,7 @@ fn a_file_whose_hash_differs_from_the_package_is_refused_and_nothing_runs() {
 
 #[test]
 fn a_file_changed_at_the_node_before_install_is_refused() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -533,6 +553,7 @@ fn forge_from_node(w: &World, node: &str, to: &str) {
 
 #[test]
 fn a_package_published_by_a_node_key_is_refused() {
+    let _serial = serial();
     let w = world(&["a", "b"]);
     forge_from_node(&w, "a", "hq");
     forge_from_node(&w, "a", "b");
@@ -556,6 +577,7 @@ fn a_package_published_by_a_node_key_is_refused() {
 
 #[test]
 fn a_package_older_than_the_installed_level_is_refused() {
+    let _serial = serial();
     let w = world(&["a"]);
     w.exec(
         "a",
@@ -583,6 +605,7 @@ fn a_package_older_than_the_installed_level_is_refused() {
 
 #[test]
 fn several_active_packages_install_in_level_order_from_one_bundle() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
@@ -606,6 +629,7 @@ fn several_active_packages_install_in_level_order_from_one_bundle() {
 
 #[test]
 fn status_at_central_reflects_every_node_after_a_round_of_docking() {
+    let _serial = serial();
     let w = world(&["a", "b", "c"]);
     publish(
         &w,
@@ -648,6 +672,7 @@ fn status_at_central_reflects_every_node_after_a_round_of_docking() {
 
 #[test]
 fn publish_validates_the_package() {
+    let _serial = serial();
     let w = world(&[]);
     let dir = w.root.path().join("bad");
     std::fs::create_dir_all(&dir).unwrap();
@@ -710,6 +735,7 @@ fn lose_bundles_from(w: &World, sender: &str) -> usize {
 
 #[test]
 fn announcements_reports_and_acknowledgements_survive_lost_bundles() {
+    let _serial = serial();
     let w = world(&["a"]);
     publish(
         &w,
