@@ -2,10 +2,11 @@
 
 mod output;
 mod transports;
+mod upgrade;
 
 use anyhow::{Context, Result, bail};
 use berth_bundle::{Bundle, Limits, PublicKey, SecretKey, TrustedKey, TrustedKeys};
-use berth_engine::dock::{DockOptions, dock};
+use berth_engine::dock::DockOptions;
 use berth_engine::site::{CentralInit, Site};
 use berth_engine::{enroll, status, transport};
 use clap::{Args, Parser, Subcommand};
@@ -108,6 +109,12 @@ enum Command {
         after_help = "Example:\n  berth watch --site laptop --via ~/Sync/berth\n  berth watch --site hq --via /mnt/share --via maildir:~/Maildir --poll 30 --json"
     )]
     Watch(transports::WatchArgs),
+    /// Software upgrades: publish and activate at central, apply at a node, status.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth upgrade publish samples/upgrade/package.toml --site hq\n  berth upgrade activate fieldapp-2 --site hq\n  berth upgrade status --site hq"
+    )]
+    Upgrade(upgrade::UpgradeCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -466,18 +473,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 a.via.clone()
             };
-            let report = dock(&mut s, &via, &opts)
+            let prompt = upgrade::TerminalPrompt::default();
+            let report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &prompt)
                 .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
             transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
             if a.json {
                 output::json(&report)?;
             } else {
                 output::dock_report(&report);
+                upgrade::print_notes(&report.upgrade);
             }
             if report.count("quarantined") > 0 || report.count("retry") > 0 {
                 return Ok(ExitCode::from(3));
             }
         }
+        Command::Upgrade(cmd) => upgrade::run(cmd)?,
         Command::Status(a) => {
             let s = Site::open(&a.site)
                 .with_context(|| format!("opening site {}", a.site.display()))?;

@@ -68,6 +68,8 @@ pub struct DockReport {
     pub incoming: Vec<Incoming>,
     /// Bundles written.
     pub written: Vec<PathBuf>,
+    /// Software upgrade messages, reminders and outcomes for the user (nodes).
+    pub upgrade: Vec<crate::upgrade::Note>,
 }
 
 impl DockReport {
@@ -86,8 +88,20 @@ enum Outcome {
     Held(String),
 }
 
-/// Runs one docking session through `via`.
+/// Runs one docking session through `via`. Upgrade prompts take their defaults (see
+/// [`dock_with_prompt`]).
 pub fn dock(site: &mut Site, via: &Path, opts: &DockOptions) -> Result<DockReport> {
+    dock_with_prompt(site, via, opts, &crate::upgrade::NonInteractive)
+}
+
+/// Runs one docking session through `via`, asking `prompt` the upgrade questions (download
+/// an optional package? install a deferrable one?).
+pub fn dock_with_prompt(
+    site: &mut Site,
+    via: &Path,
+    opts: &DockOptions,
+    prompt: &dyn crate::upgrade::Prompt,
+) -> Result<DockReport> {
     let mut report = DockReport::default();
     if !via.is_dir() {
         return Err(EngineError::io(
@@ -95,10 +109,17 @@ pub fn dock(site: &mut Site, via: &Path, opts: &DockOptions) -> Result<DockRepor
             std::io::Error::new(std::io::ErrorKind::NotFound, "exchange folder not found"),
         ));
     }
+    // Software upgrades (seed: at the start and, preferably, the end of the session).
+    let start = crate::upgrade::plan::Stage::Start;
+    report.upgrade = crate::upgrade::node::session(site, start, prompt)?;
     if opts.download {
         intake(site, via)?;
         process_spool(site, opts, &mut report)?;
     }
+    let end = crate::upgrade::plan::Stage::End;
+    report
+        .upgrade
+        .extend(crate::upgrade::node::session(site, end, prompt)?);
     if opts.upload {
         match site.role() {
             Role::Node => {
@@ -488,10 +509,11 @@ fn apply_changes(
             p.applied_pos
         )));
     }
-    if log_to <= p.applied_pos && acks <= p.acked_pos {
+    if log_to <= p.applied_pos && acks <= p.acked_pos && !crate::upgrade::carries(&site.conn, &m)? {
         note_sender_view(site, &m)?;
         return Ok(Outcome::Duplicate);
     }
+    let upgrade_in = crate::upgrade::read_incoming(site, bundle)?;
     let mut payload = Payload::read(site, bundle, CHANGES_ENTRY)?;
     let spool_path = site.folder("spool").join(&label);
     let catalog = site.catalog()?;
@@ -613,6 +635,7 @@ fn apply_changes(
         ],
     )?;
     tx.execute("DELETE FROM berth_held WHERE file = ?1", params![label])?;
+    crate::upgrade::record_incoming(&tx, &sender, &upgrade_in)?;
     store::set_capture(&tx, true)?;
     tx.commit()?;
     Ok(Outcome::Applied(stats))
@@ -732,7 +755,8 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
         .any(|f| f.sender == site.name());
     let new_changes = n > 0 && (max_pos > p.sent_pos || !ours_waiting);
     let new_ack = p.applied_pos > p.sent_ack;
-    if !new_changes && !new_ack {
+    let mut upgrade_out = crate::upgrade::outgoing(site, &p.name, ours_waiting)?;
+    if !new_changes && !new_ack && !upgrade_out.due() {
         return Ok(None);
     }
     tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
@@ -745,13 +769,19 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
         acks: u64::try_from(p.applied_pos).unwrap_or(0),
     };
     let name = naming::bundle_file_name(site.name(), &p.name, stream.seq);
-    let path = write_bundle(
-        site,
-        via,
-        &name,
-        header(site, &p.name, Some(stream.clone()))?,
-        vec![(CHANGES_ENTRY, "changes", tmp)],
-    )?;
+    let mut head = header(site, &p.name, Some(stream.clone()))?;
+    upgrade_out.extend_header(&mut head);
+    let extra = upgrade_out.take_entries()?;
+    let mut entries = vec![(CHANGES_ENTRY, "changes", tmp)];
+    entries.extend(
+        extra
+            .iter()
+            .map(|(n, k, f)| f.try_clone().map(|f| (n.as_str(), *k, f)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| EngineError::io(&spool, e))?,
+    );
+    let path = write_bundle(site, via, &name, head, entries)?;
+    upgrade_out.record_sent(&site.conn, &p.name, seq)?;
     peer::record_out(
         &site.conn,
         &p.name,

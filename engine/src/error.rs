@@ -130,6 +130,9 @@ pub enum EngineError {
         /// Every error found, each saying what, where and what to do.
         findings: Vec<String>,
     },
+    /// An upgrade package or command was refused (engine/src/upgrade).
+    #[error(transparent)]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
     /// A failure injected by a test (crash simulation).
     #[error("injected failure at {0}")]
     Injected(&'static str),

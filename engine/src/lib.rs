@@ -10,6 +10,7 @@
 //!   ([`merge::apply`]), recording collisions and corrective changes (Figure 5).
 //! - [`enroll`] handles node enrollment and the initial extract.
 //! - [`status`] reads what a site knows about its streams, held bundles and conflicts.
+//! - [`upgrade`] distributes software upgrade packages to nodes and collects their reports.
 //!
 //! ```no_run
 //! use berth_engine::{site::{Site, CentralInit}, dock::{dock, DockOptions}};
@@ -39,6 +40,7 @@ pub mod site;
 pub mod status;
 pub mod store;
 pub mod transport;
+pub mod upgrade;
 pub mod value;
 pub mod volumes;
 

@@ -127,6 +127,89 @@ CREATE TABLE IF NOT EXISTS berth_overrides(
   bundle_id TEXT NOT NULL,
   at INTEGER NOT NULL
 );
+-- Software upgrades (engine/src/upgrade, SPEC part 3). At central: packages (master record),
+-- their files (detail records), activation, where each node stands, the reports received.
+CREATE TABLE IF NOT EXISTS berth_upgrades(
+  name TEXT PRIMARY KEY,
+  level TEXT NOT NULL,
+  description TEXT NOT NULL,
+  download_message TEXT NOT NULL,
+  apply_message TEXT NOT NULL,
+  download TEXT NOT NULL,
+  apply TEXT NOT NULL,
+  apply_at TEXT NOT NULL,
+  schema_version TEXT,
+  timeout INTEGER NOT NULL,
+  install TEXT NOT NULL,
+  toc TEXT NOT NULL,
+  published INTEGER NOT NULL,
+  active INTEGER,
+  activated INTEGER
+);
+CREATE TABLE IF NOT EXISTS berth_upgrade_files(
+  package TEXT NOT NULL,
+  name TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  PRIMARY KEY (package, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS berth_upgrade_nodes(
+  package TEXT NOT NULL,
+  node TEXT NOT NULL,
+  state TEXT,
+  detail TEXT NOT NULL DEFAULT '',
+  exit_code INTEGER,
+  output TEXT NOT NULL DEFAULT '',
+  level TEXT,
+  at INTEGER,
+  last_report INTEGER NOT NULL DEFAULT 0,
+  requested INTEGER NOT NULL DEFAULT 0,
+  has_files INTEGER NOT NULL DEFAULT 0,
+  toc_sent INTEGER,
+  files_sent INTEGER,
+  PRIMARY KEY (package, node)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS berth_upgrade_reports(
+  node TEXT NOT NULL,
+  id INTEGER NOT NULL,
+  package TEXT NOT NULL,
+  step TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  exit_code INTEGER,
+  output TEXT NOT NULL,
+  level TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  received INTEGER NOT NULL,
+  PRIMARY KEY (node, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS berth_upgrade_peers(
+  node TEXT PRIMARY KEY,
+  reports_in INTEGER NOT NULL DEFAULT 0,
+  reports_acked INTEGER NOT NULL DEFAULT 0
+);
+-- At a node: the packages announced to it and where each stands, and the reports to send.
+CREATE TABLE IF NOT EXISTS berth_upgrade_local(
+  name TEXT PRIMARY KEY,
+  level TEXT NOT NULL,
+  toc TEXT NOT NULL,
+  state TEXT NOT NULL,
+  files INTEGER NOT NULL DEFAULT 0,
+  detail TEXT NOT NULL DEFAULT '',
+  exit_code INTEGER,
+  output TEXT NOT NULL DEFAULT '',
+  reminders INTEGER NOT NULL DEFAULT 0,
+  updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS berth_upgrade_outbox(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  package TEXT NOT NULL,
+  step TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  exit_code INTEGER,
+  output TEXT NOT NULL,
+  level TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
 "#;
 
 /// Creates berth's tables if they are missing.

@@ -1,0 +1,136 @@
+//! `berth upgrade ...` through the real binary, with the sample package of `samples/upgrade/`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn berth() -> Command {
+    Command::cargo_bin("berth").unwrap()
+}
+
+fn dock(site: &Path, usb: &Path) -> assert_cmd::assert::Assert {
+    berth()
+        .args(["dock", "--site"])
+        .arg(site)
+        .arg("--via")
+        .arg(usb)
+        .assert()
+        .success()
+}
+
+#[test]
+fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let usb = root.join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    std::fs::write(
+        root.join("schema.sql"),
+        "CREATE TABLE opty(id TEXT PRIMARY KEY, name TEXT);",
+    )
+    .unwrap();
+    let (hq, laptop) = (root.join("hq"), root.join("laptop"));
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(root.join("schema.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["init", "node"])
+        .arg(&laptop)
+        .args(["--name", "alice", "--via"])
+        .arg(&usb)
+        .assert()
+        .success();
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&usb)
+        .assert()
+        .success();
+    dock(&laptop, &usb);
+
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade/package.toml");
+    // Only central publishes.
+    berth()
+        .args(["upgrade", "publish"])
+        .arg(&sample)
+        .arg("--site")
+        .arg(&laptop)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("central"));
+    berth()
+        .args(["upgrade", "publish"])
+        .arg(&sample)
+        .arg("--site")
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "published fieldapp-2 (level 2, 2 files",
+        ));
+    berth()
+        .args(["upgrade", "activate", "fieldapp-2", "--site"])
+        .arg(&hq)
+        .assert()
+        .success();
+    dock(&hq, &usb);
+    // No terminal: the deferrable package takes its default (defer) and reminds.
+    dock(&laptop, &usb).stdout(
+        predicate::str::contains("upgrade reminder")
+            .and(predicate::str::contains("berth upgrade apply fieldapp-2")),
+    );
+    dock(&hq, &usb);
+    berth()
+        .args(["upgrade", "status", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("alice").and(predicate::str::contains("deferred")));
+    #[cfg(unix)]
+    {
+        berth()
+            .args(["upgrade", "apply", "fieldapp-2", "--site"])
+            .arg(&laptop)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("level 2 installed"));
+        assert!(
+            std::fs::read_to_string(laptop.join("installed-software.txt"))
+                .unwrap()
+                .starts_with("fieldapp-2 2 ")
+        );
+        dock(&laptop, &usb);
+        dock(&hq, &usb);
+        let out = berth()
+            .args(["upgrade", "status", "--json", "--site"])
+            .arg(&hq)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["name"], "fieldapp-2");
+        assert_eq!(v[0]["nodes"][0]["node"], "alice");
+        assert_eq!(v[0]["nodes"][0]["state"], "applied");
+        assert_eq!(v[0]["nodes"][0]["exit_code"], 0);
+        berth()
+            .args(["upgrade", "status", "--site"])
+            .arg(&laptop)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("software level 2"));
+        berth()
+            .args(["status", "--site"])
+            .arg(&laptop)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("software   2"));
+    }
+}
