@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Seek};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_bundle::{Bundle, Limits, PublicKey, TrustedKey, TrustedKeys};
@@ -29,6 +29,10 @@ use berth_engine::site::{CentralInit, Site};
 use berth_engine::{enroll, store};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rusqlite::{Connection, params};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::copy_dir;
 
 const DEFAULT_ROWS: usize = 500_000;
 const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, n INTEGER, v TEXT);\n";
@@ -91,19 +95,6 @@ fn write_changes(conn: &mut Connection, w: &Work) {
         }
     }
     tx.commit().unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 /// Pristine state: central's folder (before the merge), the node's bundle, the node's key.

@@ -38,6 +38,10 @@ use berth_engine::{enroll, partial, store};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rusqlite::{Connection, params};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::copy_dir;
+
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sales");
 
 fn env(name: &str, default: usize) -> usize {
@@ -45,19 +49,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 /// The routing scenario's data size: 5,000 accounts, 20,000 opportunities, 10,000 quotes,
@@ -93,38 +84,51 @@ fn routing_data(emps: usize) -> String {
     )
 }
 
-/// Central, with `nodes` nodes enrolled, in `dir`.
-fn central_with_nodes(root: &Path, nodes: usize, emps: usize) -> PathBuf {
+/// Central of the sales sample (schema and docking model) with `data`, in `root/hq`.
+/// Returns it, its folder and an exchange folder.
+fn sample_central(root: &Path, data: &str) -> (Site, PathBuf, PathBuf) {
     fs::create_dir_all(root).unwrap();
-    let (schema, data, via) = (
+    let (schema, data_path, via) = (
         root.join("schema.sql"),
         root.join("data.sql"),
         root.join("via"),
     );
     fs::copy(Path::new(SAMPLE).join("schema.sql"), &schema).unwrap();
-    fs::write(&data, routing_data(emps)).unwrap();
+    fs::write(&data_path, data).unwrap();
     fs::create_dir_all(&via).unwrap();
     let dir = root.join("hq");
     let docking = Path::new(SAMPLE).join("docking.toml");
-    let (mut hq, _) = Site::init_central(&CentralInit {
+    let (hq, _) = Site::init_central(&CentralInit {
         dir: &dir,
         name: Some("hq"),
         schema: &schema,
         docking: Some(&docking),
-        data: Some(&data),
+        data: Some(&data_path),
     })
     .unwrap();
+    (hq, dir, via)
+}
+
+/// Enrolls node `name` standing for `employee` through the public API, then throws its
+/// folder and extract away (only central's side matters here).
+fn enroll_node(hq: &mut Site, root: &Path, via: &Path, name: &str, employee: &str) {
+    let dir = root.join("nodes").join(name);
+    let node = Site::init_node(&dir, name).unwrap();
+    let request = enroll::write_request(&node, via).unwrap();
+    let attrs = BTreeMap::from([("employee".to_string(), employee.to_string())]);
+    let added = enroll::add_node(hq, name, &request, &attrs, via).unwrap();
+    fs::remove_file(&request).unwrap();
+    fs::remove_file(&added.extract).unwrap();
+    drop(node);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Central, with `nodes` nodes enrolled, in `dir`.
+fn central_with_nodes(root: &Path, nodes: usize, emps: usize) -> PathBuf {
+    let (mut hq, dir, via) = sample_central(root, &routing_data(emps));
     let t = Instant::now();
     for i in 0..nodes {
-        let name = format!("n{i}");
-        let node = Site::init_node(&root.join("nodes").join(&name), &name).unwrap();
-        let request = enroll::write_request(&node, &via).unwrap();
-        let attrs = BTreeMap::from([("employee".to_string(), format!("E{i}"))]);
-        let added = enroll::add_node(&mut hq, &name, &request, &attrs, &via).unwrap();
-        fs::remove_file(&request).unwrap();
-        fs::remove_file(&added.extract).unwrap();
-        drop(node);
-        fs::remove_dir_all(root.join("nodes").join(&name)).unwrap();
+        enroll_node(&mut hq, root, &via, &format!("n{i}"), &format!("E{i}"));
     }
     eprintln!(
         "{nodes} nodes enrolled in {:.1}s",
@@ -416,21 +420,8 @@ fn extract_scenario() -> Extract {
     let rows = env("BERTH_BENCH_EXTRACT_ROWS", 1_000_000);
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let (schema, data, via) = (r.join("schema.sql"), r.join("data.sql"), r.join("via"));
-    fs::copy(Path::new(SAMPLE).join("schema.sql"), &schema).unwrap();
-    fs::write(&data, extract_data(rows)).unwrap();
-    fs::create_dir_all(&via).unwrap();
-    let dir = r.join("hq");
-    let docking = Path::new(SAMPLE).join("docking.toml");
     let t = Instant::now();
-    let (mut hq, _) = Site::init_central(&CentralInit {
-        dir: &dir,
-        name: Some("hq"),
-        schema: &schema,
-        docking: Some(&docking),
-        data: Some(&data),
-    })
-    .unwrap();
+    let (mut hq, dir, via) = sample_central(r, &extract_data(rows));
     let total: i64 = [
         "employee",
         "position",
@@ -458,12 +449,7 @@ fn extract_scenario() -> Extract {
         t.elapsed().as_secs_f64()
     );
     // An established central: one node enrolled already (the router's edges are built).
-    let first = Site::init_node(&r.join("first"), "first").unwrap();
-    let req = enroll::write_request(&first, &via).unwrap();
-    let attrs = BTreeMap::from([("employee".to_string(), "E1".to_string())]);
-    let added = enroll::add_node(&mut hq, "first", &req, &attrs, &via).unwrap();
-    fs::remove_file(&req).unwrap();
-    fs::remove_file(&added.extract).unwrap();
+    enroll_node(&mut hq, r, &via, "first", "E1");
     hq.conn
         .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
         .unwrap();

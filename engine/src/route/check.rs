@@ -477,21 +477,7 @@ impl ResolvedMember {
         self.paths
             .iter()
             .map(|p| {
-                let mut from = format!("{} t0", ident(&self.table));
-                for (i, j) in p.joins.iter().enumerate() {
-                    let on: Vec<String> = j
-                        .from_columns
-                        .iter()
-                        .zip(&j.to_columns)
-                        .map(|(f, t)| format!("t{}.{} = t{i}.{}", i + 1, ident(t), ident(f)))
-                        .collect();
-                    from.push_str(&format!(
-                        " JOIN {} t{} ON {}",
-                        ident(&j.to_table),
-                        i + 1,
-                        on.join(" AND ")
-                    ));
-                }
+                let from = join_chain(&self.table, 0, &p.joins);
                 format!(
                     "SELECT {lead}t{}.{} FROM {from}",
                     p.joins.len(),
@@ -500,6 +486,27 @@ impl ResolvedMember {
             })
             .collect()
     }
+}
+
+/// `TABLE t{start} JOIN ... ON ...` along `joins`: join k leads from alias `t{start+k}` to
+/// alias `t{start+k+1}` (its columns compared with SQL `=`, so NULL reaches nothing).
+pub(crate) fn join_chain(table: &str, start: usize, joins: &[Join]) -> String {
+    let mut from = format!("{} t{start}", ident(table));
+    for (k, j) in joins.iter().enumerate() {
+        let (a, b) = (start + k, start + k + 1);
+        let on: Vec<String> = j
+            .from_columns
+            .iter()
+            .zip(&j.to_columns)
+            .map(|(f, t)| format!("t{b}.{} = t{a}.{}", ident(t), ident(f)))
+            .collect();
+        from.push_str(&format!(
+            " JOIN {} t{b} ON {}",
+            ident(&j.to_table),
+            on.join(" AND ")
+        ));
+    }
+    from
 }
 
 /// The model resolved against a schema: what the router works from.

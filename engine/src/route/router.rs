@@ -152,22 +152,7 @@ fn id_value(id: &str) -> Json {
 
 /// `FROM t0 JOIN t1 ... JOIN t{upto}` along a member path.
 fn path_from(m: &ResolvedMember, js: &[super::model::Join], upto: usize) -> String {
-    let mut from = format!("{} t0", ident(&m.table));
-    for (i, j) in js.iter().take(upto).enumerate() {
-        let on: Vec<String> = j
-            .from_columns
-            .iter()
-            .zip(&j.to_columns)
-            .map(|(f, t)| format!("t{}.{} = t{i}.{}", i + 1, ident(t), ident(f)))
-            .collect();
-        from.push_str(&format!(
-            " JOIN {} t{} ON {}",
-            ident(&j.to_table),
-            i + 1,
-            on.join(" AND ")
-        ));
-    }
-    from
+    check::join_chain(&m.table, 0, &js[..upto.min(js.len())])
 }
 
 /// A set-form query wrapped so that its first (`first`) or second column is restricted to
@@ -357,21 +342,7 @@ impl Plan {
             return Ok(vec![id_of(vals[0])]);
         }
         // Follow the rest of the path through central's tables as they are now.
-        let mut from = format!("{} t{}", ident(&j.to_table), at.hop + 1);
-        for (i, jj) in js.iter().enumerate().skip(at.hop + 1) {
-            let on: Vec<String> = jj
-                .from_columns
-                .iter()
-                .zip(&jj.to_columns)
-                .map(|(f, t)| format!("t{}.{} = t{i}.{}", i + 1, ident(t), ident(f)))
-                .collect();
-            from.push_str(&format!(
-                " JOIN {} t{} ON {}",
-                ident(&jj.to_table),
-                i + 1,
-                on.join(" AND ")
-            ));
-        }
+        let from = check::join_chain(&j.to_table, at.hop + 1, &js[at.hop + 1..]);
         let filter: Vec<String> = j
             .to_columns
             .iter()
@@ -1684,14 +1655,24 @@ fn reconcile_node(
     if wants {
         return download(pass, catalog, key, node, h, out);
     }
+    let (k, row) = row_now(pass, catalog, key)?;
+    out.remove(node, &key.0, k, row.unwrap_or_default())?;
+    h.held(pass.conn, key)?.remove(node);
+    Ok(())
+}
+
+/// A row's key values and the row as central has it now (`None` once deleted).
+fn row_now(
+    pass: &Pass<'_>,
+    catalog: &Catalog,
+    key: &(String, String),
+) -> Result<(Vec<Json>, Option<Row>)> {
     let k: Vec<Json> = serde_json::from_str(&key.1).unwrap_or_default();
     let row = match catalog.tables.get(&key.0) {
         Some(info) => read_row(pass.conn, info, &k)?,
         None => None,
     };
-    out.remove(node, &key.0, k, row.unwrap_or_default())?;
-    h.held(pass.conn, key)?.remove(node);
-    Ok(())
+    Ok((k, row))
 }
 
 /// Sends `node` the row whole unless it holds it already.
@@ -1706,14 +1687,7 @@ fn download(
     if h.held(pass.conn, key)?.contains(node) {
         return Ok(());
     }
-    let k: Vec<Json> = serde_json::from_str(&key.1).unwrap_or_default();
-    let Some(row) = catalog
-        .tables
-        .get(&key.0)
-        .map(|info| read_row(pass.conn, info, &k))
-        .transpose()?
-        .flatten()
-    else {
+    let (k, Some(row)) = row_now(pass, catalog, key)? else {
         return Ok(());
     };
     out.download(node, &key.0, k, row)?;

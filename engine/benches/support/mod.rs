@@ -1,0 +1,19 @@
+//! Helpers shared by the engine's benchmarks.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::Path;
+
+/// Copies a folder tree (a site's folder before a timed run; the copy is not timed).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
