@@ -460,6 +460,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 upload: !a.download_only,
                 download: !a.upload_only,
                 fail_after: None,
+                progress: output::bars(a.json),
             };
             let via = if a.via.is_file() {
                 if !transports::taken_from_folder(&a.via) {

@@ -154,3 +154,50 @@ pub fn manifest(file: &Path, m: &Manifest) {
         );
     }
 }
+
+/// Progress bars on stderr for long applies and writes, when stderr is a terminal and the
+/// output is not JSON; plain output otherwise (nothing is drawn into logs or pipes).
+pub fn bars(json: bool) -> berth_engine::progress::Reporter {
+    use std::io::IsTerminal as _;
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(std::sync::Arc::new(Bars::default()))
+}
+
+/// One bar at a time (the engine reports one piece of work at a time).
+#[derive(Debug, Default)]
+struct Bars {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl berth_engine::progress::Progress for Bars {
+    fn begin(&self, what: &str, total: u64) {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:32!} [{bar:30}] {pos}/{len} changes, {per_sec}, {eta} left",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn set(&self, done: u64) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.set_position(done);
+        }
+    }
+
+    fn end(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -129,6 +129,7 @@ fn scenario(w: &Work) -> Scenario {
         upload: false,
         download: true,
         fail_after: None,
+        ..DockOptions::default()
     };
     let report = dock(&mut node, &via, &first).unwrap();
     assert_eq!(report.count("applied"), 1, "extract applied: {report:?}");
@@ -146,6 +147,7 @@ fn scenario(w: &Work) -> Scenario {
         upload: true,
         download: false,
         fail_after: None,
+        ..DockOptions::default()
     };
     let report = dock(&mut node, &via, &up).unwrap();
     let [written] = report.written.as_slice() else {
@@ -188,6 +190,7 @@ fn merge_once(s: &Scenario, expected: u64) -> Duration {
         upload: false,
         download: true,
         fail_after: None,
+        ..DockOptions::default()
     };
     let t = Instant::now();
     let report = dock(&mut hq, &via, &opts).unwrap();

@@ -36,6 +36,8 @@ pub struct DockOptions {
     pub download: bool,
     /// Test hook: fail an apply after this many changes (crash injection).
     pub fail_after: Option<u64>,
+    /// Where progress of applying and writing large bundles goes.
+    pub progress: crate::progress::Reporter,
 }
 
 impl Default for DockOptions {
@@ -44,6 +46,7 @@ impl Default for DockOptions {
             upload: true,
             download: true,
             fail_after: None,
+            progress: None,
         }
     }
 }
@@ -125,7 +128,7 @@ pub fn dock_with_prompt(
             Role::Node => {
                 if let Some(central) = store::meta(&site.conn, "central")? {
                     let p = peer::require(&site.conn, &central)?;
-                    if let Some(path) = write_stream(site, via, &p)? {
+                    if let Some(path) = write_stream(site, via, &p, &opts.progress)? {
                         report.written.push(path);
                     }
                 }
@@ -144,7 +147,7 @@ pub fn dock_with_prompt(
                 for p in peer::all(&site.conn)? {
                     if p.role == "node"
                         && p.revoked.is_none()
-                        && let Some(path) = write_stream(site, via, &p)?
+                        && let Some(path) = write_stream(site, via, &p, &opts.progress)?
                     {
                         report.written.push(path);
                     }
@@ -565,11 +568,15 @@ fn apply_changes(
     let mut count = 0u64;
     let mut line = Vec::new();
     let mut i = 0usize;
+    let total = u64::try_from(log_to.saturating_sub(p.applied_pos)).unwrap_or(0);
+    let mut progress =
+        crate::progress::Tracker::new(&opts.progress, &format!("applying {label}"), total);
     while payload
         .next_line(&mut line)
         .map_err(|e| EngineError::io(&spool_path, e))?
     {
         i += 1;
+        progress.step();
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -707,7 +714,12 @@ pub(crate) fn write_bundle_at(
 /// Writes the next bundle of our stream to `p` if it has anything to carry: changes it has
 /// not acknowledged (and has not been sent, or whose bundle is no longer waiting in `via`),
 /// or an acknowledgement it has not seen.
-fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
+fn write_stream(
+    site: &Site,
+    via: &Path,
+    p: &Peer,
+    progress: &crate::progress::Reporter,
+) -> Result<Option<PathBuf>> {
     let catalog = site.catalog()?;
     // One snapshot for the log and the rows the export reads.
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
@@ -722,7 +734,14 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
     let (n, max_pos) = match site.role() {
         Role::Central => {
             let last = p.partial_pos;
+            let total = u64::try_from(last.saturating_sub(p.acked_pos)).unwrap_or(0);
+            let mut progress = crate::progress::Tracker::new(
+                progress,
+                &format!("writing {}'s bundle", p.name),
+                total,
+            );
             let n = crate::partial::export(&tx, &p.name, p.acked_pos, |line| {
+                progress.step();
                 out.write_all(line.as_bytes())
                     .and_then(|()| out.write_all(b"\n"))
                     .map_err(|e| EngineError::io(&spool, e))
@@ -731,6 +750,12 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
         }
         Role::Node => {
             let max_pos = store::max_pos(&tx)?;
+            let total = u64::try_from(max_pos.saturating_sub(p.acked_pos)).unwrap_or(0);
+            let mut progress = crate::progress::Tracker::new(
+                progress,
+                &format!("writing the bundle for {}", p.name),
+                total,
+            );
             let n = change::export(
                 &tx,
                 &Filter {
@@ -739,6 +764,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer) -> Result<Option<PathBuf>> {
                 },
                 &catalog,
                 |ch| {
+                    progress.step();
                     serde_json::to_writer(&mut out, ch)
                         .map_err(|e| EngineError::io(&spool, e.into()))?;
                     out.write_all(b"\n").map_err(|e| EngineError::io(&spool, e))

@@ -32,6 +32,7 @@ pub mod keychain;
 pub mod merge;
 pub mod partial;
 pub mod peer;
+pub mod progress;
 pub mod revoke;
 pub mod route;
 pub mod schema;

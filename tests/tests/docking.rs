@@ -610,3 +610,73 @@ fn statements_reach_only_the_chosen_nodes() {
         "not captured at the node"
     );
 }
+
+/// Records what a progress receiver is told.
+#[derive(Debug, Default)]
+struct Recorded(std::sync::Mutex<Vec<String>>);
+
+impl berth_engine::progress::Progress for Recorded {
+    fn begin(&self, what: &str, total: u64) {
+        self.0.lock().unwrap().push(format!("begin {what} {total}"));
+    }
+    fn set(&self, done: u64) {
+        self.0.lock().unwrap().push(format!("set {done}"));
+    }
+    fn end(&self) {
+        self.0.lock().unwrap().push("end".into());
+    }
+}
+
+/// Long applies and writes report progress (the CLI draws it as bars on a terminal); small
+/// ones do not.
+#[test]
+fn large_bundles_report_progress_while_written_and_applied() {
+    let w = World::new(SCHEMA, "", &["n1"]);
+    w.exec(
+        "n1",
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000)
+         INSERT INTO account(id, name) SELECT printf('a%05d', i), 'name' FROM c;",
+    );
+    let at_node = std::sync::Arc::new(Recorded::default());
+    let opts = DockOptions {
+        progress: Some(at_node.clone()),
+        ..DockOptions::default()
+    };
+    w.dock_with("n1", &w.via, &opts).unwrap();
+    let seen = at_node.0.lock().unwrap().clone();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("begin writing the bundle for hq 5000"),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"set 4096".to_string()), "{seen:?}");
+    assert_eq!(
+        seen[seen.len() - 2..],
+        ["set 5000".to_string(), "end".to_string()],
+        "{seen:?}"
+    );
+
+    let at_hq = std::sync::Arc::new(Recorded::default());
+    let opts = DockOptions {
+        upload: false,
+        progress: Some(at_hq.clone()),
+        ..DockOptions::default()
+    };
+    let r = w.dock_with("hq", &w.via, &opts).unwrap();
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    let seen = at_hq.0.lock().unwrap().clone();
+    assert!(seen[0].starts_with("begin applying n1_to_hq_"), "{seen:?}");
+    assert!(seen[0].ends_with(" 5000"), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("end"), "{seen:?}");
+
+    // Once everything is acknowledged, a small dock says nothing.
+    w.settle();
+    w.exec("n1", "UPDATE account SET name = 'x' WHERE id = 'a00001'");
+    let quiet = std::sync::Arc::new(Recorded::default());
+    let opts = DockOptions {
+        progress: Some(quiet.clone()),
+        ..DockOptions::default()
+    };
+    w.dock_with("n1", &w.via, &opts).unwrap();
+    assert!(quiet.0.lock().unwrap().is_empty());
+}

@@ -717,6 +717,7 @@ impl Watch<'_> {
                 upload: true,
                 download: false,
                 fail_after: None,
+                ..DockOptions::default()
             };
             let report = dock::dock(&mut site, &self.out, &opts)?;
             for p in &report.written {
