@@ -26,6 +26,7 @@ pub mod capture;
 pub mod change;
 pub mod dock;
 pub mod enroll;
+pub mod evolve;
 mod error;
 pub mod merge;
 pub mod partial;
