@@ -516,7 +516,15 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
             }
             if fc.not_null != c.not_null {
                 changed.push(if c.not_null { "NOT NULL added" } else { "NOT NULL dropped" }.into());
-                if c.not_null && c.default.is_none() && has_rows(ft) && c.generated.is_none() {
+                // A key column (WITHOUT ROWID makes keys NOT NULL) is never filled in: a NULL
+                // key fails the copy and the whole migration rolls back.
+                let in_key = tt.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+                if c.not_null
+                    && c.default.is_none()
+                    && has_rows(ft)
+                    && c.generated.is_none()
+                    && !in_key
+                {
                     destructive.push(format!(
                         "{}.{} becomes NOT NULL without a default (NULLs become {})",
                         tt.name,
@@ -958,7 +966,8 @@ fn rebuild(p: &Pairing, why: &[String], has_rows: bool) -> Result<Step, Error> {
         match p.source.get(&lc(&c.name)) {
             Some(fc) => {
                 let src = ident(&fc.name);
-                let e = if c.not_null && !fc.not_null {
+                let in_key = tt.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+                let e = if c.not_null && !fc.not_null && !in_key {
                     let fill = c
                         .default
                         .clone()
