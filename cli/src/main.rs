@@ -1,6 +1,7 @@
 //! The `berth` command: parses arguments, calls the engine, prints.
 
 mod output;
+mod schema;
 
 use anyhow::{Context, Result, bail};
 use berth_bundle::{Bundle, Limits, PublicKey, SecretKey, TrustedKey, TrustedKeys};
@@ -102,6 +103,12 @@ enum Command {
         after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip\n  berth bundle verify hq_to_alice_0000000002.berth.zip --trust hq/keys/site.pub"
     )]
     Bundle(BundleCmd),
+    /// Snapshot and diff the replicated schema.
+    #[command(subcommand)]
+    Schema(schema::SchemaCmd),
+    /// Versioned schema migrations.
+    #[command(subcommand)]
+    Migration(schema::MigrationCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -579,6 +586,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
+        Command::Schema(cmd) => return schema::schema(cmd),
+        Command::Migration(cmd) => return schema::migration(cmd),
         Command::Bundle(BundleCmd::Inspect { file, json }) => {
             let label = file_label(&file);
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;

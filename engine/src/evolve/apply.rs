@@ -108,7 +108,7 @@ pub fn run_statements(conn: &Connection, sql: &str) -> Result<(), Error> {
                 return Err(Error::Apply {
                     index,
                     statement: "(statement does not parse)".into(),
-                    source,
+                    error: source,
                 });
             }
         };
@@ -122,7 +122,7 @@ pub fn run_statements(conn: &Connection, sql: &str) -> Result<(), Error> {
                     return Err(Error::Apply {
                         index,
                         statement: text,
-                        source,
+                        error: source,
                     });
                 }
             }

@@ -471,7 +471,14 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
     // --- Decide each pair and collect destructive steps.
     let mut destructive: Vec<String> = Vec::new();
     for t in &dropped_tables {
-        destructive.push(format!("drop table {}", t.name));
+        let hint = match created.first() {
+            Some(n) => format!(
+                " (if it became {}, say so: --rename {}={})",
+                n.name, t.name, n.name
+            ),
+            None => String::new(),
+        };
+        destructive.push(format!("drop table {}{hint}", t.name));
     }
     let has_rows = |t: &TableDef| !opts.empty_tables.contains(&lc(&t.name));
     struct Decision {
@@ -483,7 +490,14 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         let mut why: Vec<String> = Vec::new();
         let (ft, tt) = (p.from, p.to);
         for c in &p.dropped {
-            destructive.push(format!("drop column {}.{}", ft.name, c.name));
+            let hint = match p.added.first() {
+                Some(a) => format!(
+                    " (if it became {}, say so: --rename {}.{}={})",
+                    a.name, ft.name, c.name, a.name
+                ),
+                None => String::new(),
+            };
+            destructive.push(format!("drop column {}.{}{hint}", ft.name, c.name));
         }
         for c in &tt.columns {
             let Some(fc) = p.source.get(&lc(&c.name)) else {
@@ -922,10 +936,8 @@ fn column_text(t: &TableDef, name: &str) -> Result<String, Error> {
         table: t.name.clone(),
         reason: "its CREATE TABLE statement cannot be read".into(),
     })?;
-    ct.columns
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, tk)| sqltext::raw(tk))
+    sqltext::column_text(&ct, name)
+        .map(str::to_string)
         .ok_or_else(|| Error::Unsupported {
             table: t.name.clone(),
             reason: format!("column {name} not found in its CREATE TABLE statement"),

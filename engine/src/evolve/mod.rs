@@ -40,20 +40,20 @@ pub enum Error {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An error about the contents of a file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     InFile {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
-        source: Box<Error>,
+        error: Box<Error>,
     },
     /// Schema SQL does not parse or does not run.
     #[error("the schema SQL does not run: {reason}")]
@@ -90,14 +90,14 @@ pub enum Error {
         reason: String,
     },
     /// A statement of a migration failed; nothing was changed.
-    #[error("migration statement {index} failed, nothing was changed: {source}\n  in: {statement}")]
+    #[error("migration statement {index} failed, nothing was changed: {error}\n  in: {statement}")]
     Apply {
         /// 1-based index of the statement.
         index: usize,
         /// The statement.
         statement: String,
         /// SQLite's complaint.
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// Foreign keys are violated after the migration; nothing was changed.
     #[error("foreign key violations after the migration, nothing was changed: {}", violations.join("; "))]

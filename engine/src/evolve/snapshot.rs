@@ -545,11 +545,11 @@ pub fn from_json(text: &str) -> Result<Snapshot, Error> {
 pub fn from_file(path: &Path) -> Result<Snapshot, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     })?;
     let with_path = |e: Error| Error::InFile {
         path: path.to_path_buf(),
-        source: Box::new(e),
+        error: Box::new(e),
     };
     match source_kind(&bytes) {
         SourceKind::Database => {

@@ -49,8 +49,17 @@ pub struct LexError {
 
 /// Splits SQL text into tokens, dropping whitespace and comments.
 pub fn tokenize(sql: &str) -> Result<Vec<Token>, LexError> {
+    Ok(tokenize_spans(sql)?.into_iter().map(|(t, _)| t).collect())
+}
+
+/// Like [`tokenize`], with each token's byte range in `sql`.
+pub fn tokenize_spans(sql: &str) -> Result<Vec<(Token, std::ops::Range<usize>)>, LexError> {
     let chars: Vec<char> = sql.chars().collect();
-    let mut out = Vec::new();
+    // Byte offset of each char index (and of the end).
+    let mut offsets: Vec<usize> = sql.char_indices().map(|(b, _)| b).collect();
+    offsets.push(sql.len());
+    let mut out: Vec<Token> = Vec::new();
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
     let mut i = 0;
     let n = chars.len();
     let take_quoted = |i: &mut usize, close: char| -> Option<String> {
@@ -74,6 +83,8 @@ pub fn tokenize(sql: &str) -> Result<Vec<Token>, LexError> {
     };
     while i < n {
         let c = chars[i];
+        let before = out.len();
+        let start = i;
         if c.is_whitespace() {
             i += 1;
         } else if c == '-' && i + 1 < n && chars[i + 1] == '-' {
@@ -156,8 +167,11 @@ pub fn tokenize(sql: &str) -> Result<Vec<Token>, LexError> {
             i += p.chars().count();
             out.push(Token::Punct(p));
         }
+        if out.len() > before {
+            spans.push(offsets[start]..offsets[i.min(n)]);
+        }
     }
-    Ok(out)
+    Ok(out.into_iter().zip(spans).collect())
 }
 
 /// SQLite's keywords (<https://www.sqlite.org/lang_keywords.html>).
@@ -301,6 +315,12 @@ pub struct CreateTable {
     pub strict: bool,
     /// The tokens of the whole statement.
     pub tokens: Vec<Token>,
+    /// Byte range of each token in `text`.
+    pub spans: Vec<std::ops::Range<usize>>,
+    /// Byte range of each column definition in `text` (parallel to `columns`).
+    pub column_spans: Vec<std::ops::Range<usize>>,
+    /// The statement.
+    pub text: String,
 }
 
 const CONSTRAINT_STARTS: &[&str] = &["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"];
@@ -308,7 +328,8 @@ const CONSTRAINT_STARTS: &[&str] = &["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK",
 /// Takes a `CREATE TABLE` statement apart. `None` when it is not one (or is `CREATE TABLE
 /// .. AS SELECT`, which has no definitions to read).
 pub fn parse_create_table(sql: &str) -> Option<CreateTable> {
-    let tokens = tokenize(sql).ok()?;
+    let (tokens, spans): (Vec<Token>, Vec<std::ops::Range<usize>>) =
+        tokenize_spans(sql).ok()?.into_iter().unzip();
     let mut i = 0;
     if !tokens.first()?.is_kw("CREATE") {
         return None;
@@ -337,6 +358,7 @@ pub fn parse_create_table(sql: &str) -> Option<CreateTable> {
         name_token,
         ..CreateTable::default()
     };
+    let mut at = open + 1;
     for item in split_commas(&tokens[open + 1..close]) {
         let first = item.first()?;
         if CONSTRAINT_STARTS.iter().any(|k| first.is_kw(k)) {
@@ -344,7 +366,10 @@ pub fn parse_create_table(sql: &str) -> Option<CreateTable> {
         } else {
             out.columns
                 .push((first.ident()?.to_string(), item.to_vec()));
+            out.column_spans
+                .push(spans.get(at)?.start..spans.get(at + item.len() - 1)?.end);
         }
+        at += item.len() + 1;
     }
     for t in &tokens[close + 1..] {
         if t.is_kw("ROWID") {
@@ -355,6 +380,8 @@ pub fn parse_create_table(sql: &str) -> Option<CreateTable> {
         }
     }
     out.tokens = tokens;
+    out.spans = spans;
+    out.text = sql.to_string();
     Some(out)
 }
 
@@ -413,17 +440,32 @@ pub fn mentions(tokens: &[Token], name: &str) -> bool {
     })
 }
 
-/// Re-renders the statement with its table name replaced (quoted).
+/// The statement's text with its table name replaced (quoted) and any schema qualifier
+/// dropped; everything else as written.
 pub fn rename_table_text(ct: &CreateTable, new_name: &str) -> String {
-    let mut tokens = ct.tokens.clone();
-    if let Some(t) = tokens.get_mut(ct.name_token) {
-        *t = Token::Quoted(new_name.to_string());
-    }
-    // Drop a schema qualifier: the new table goes where the statement runs.
-    if ct.name_token >= 2 && tokens[ct.name_token - 1].is_punct(".") {
-        tokens.drain(ct.name_token - 2..ct.name_token);
-    }
-    raw(&tokens)
+    let Some(name) = ct.spans.get(ct.name_token) else {
+        return ct.text.clone();
+    };
+    let start = if ct.name_token >= 2 && ct.tokens[ct.name_token - 1].is_punct(".") {
+        ct.spans[ct.name_token - 2].start
+    } else {
+        name.start
+    };
+    format!(
+        "{}\"{}\"{}",
+        &ct.text[..start],
+        new_name.replace('"', "\"\""),
+        &ct.text[name.end..]
+    )
+}
+
+/// The text of a column definition as written.
+pub fn column_text<'a>(ct: &'a CreateTable, name: &str) -> Option<&'a str> {
+    let i = ct
+        .columns
+        .iter()
+        .position(|(n, _)| n.eq_ignore_ascii_case(name))?;
+    ct.text.get(ct.column_spans.get(i)?.clone())
 }
 
 /// Joins tokens back into executable SQL, keeping every identifier quoted as written (unlike
@@ -472,10 +514,8 @@ mod tests {
         assert_eq!(paren_after(&ct.columns[1].1, "CHECK").len(), 1);
         assert_eq!(render(&paren_after(&ct.columns[2].1, "AS")[0]), "n || 'x'");
         assert!(has_kw(&ct.columns[0].1, "AUTOINCREMENT"));
-        assert_eq!(
-            rename_table_text(&ct, "new t").split(" ( ").next(),
-            Some("CREATE TABLE IF NOT EXISTS \"new t\"")
-        );
+        assert!(rename_table_text(&ct, "new t").starts_with("CREATE TABLE IF NOT EXISTS \"new t\"(id INTEGER"));
+        assert_eq!(column_text(&ct, "n"), Some("n TEXT COLLATE nocase CHECK (length(n) > 0)"));
     }
 
     #[test]
