@@ -64,7 +64,8 @@ pub struct DiffArgs {
 }
 
 fn parse_rename(s: &str) -> Result<Rename, String> {
-    s.parse().map_err(|e: berth_engine::evolve::Error| e.to_string())
+    s.parse()
+        .map_err(|e: berth_engine::evolve::Error| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]

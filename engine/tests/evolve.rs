@@ -22,7 +22,12 @@ struct Case {
     after: &'static str,
 }
 
-const fn case(name: &'static str, from: &'static str, data: &'static str, to: &'static str) -> Case {
+const fn case(
+    name: &'static str,
+    from: &'static str,
+    data: &'static str,
+    to: &'static str,
+) -> Case {
     Case {
         name,
         from,
@@ -38,7 +43,8 @@ const fn case(name: &'static str, from: &'static str, data: &'static str, to: &'
 
 fn open(dir: &tempfile::TempDir, name: &str) -> Connection {
     let c = Connection::open(dir.path().join(format!("{name}.db"))).unwrap();
-    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;").unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
+        .unwrap();
     c
 }
 
@@ -78,7 +84,8 @@ fn run(c: &Case) -> Plan {
     let target = snapshot::from_sql(c.to).unwrap();
     let plan = diff(&before, &target, &options(c, &db, &before))
         .unwrap_or_else(|e| panic!("{}: diff: {e}", c.name));
-    apply::apply(&db, &plan).unwrap_or_else(|e| panic!("{}: apply: {e}\n{}", c.name, plan.script()));
+    apply::apply(&db, &plan)
+        .unwrap_or_else(|e| panic!("{}: apply: {e}\n{}", c.name, plan.script()));
     let after = snapshot::read(&db).unwrap();
     assert_eq!(
         after.canonical().unwrap(),
@@ -90,13 +97,28 @@ fn run(c: &Case) -> Plan {
     assert_eq!(after.checksum().unwrap(), plan.checksum_after, "{}", c.name);
     // Nothing left to do.
     let again = diff(&after, &target, &DiffOptions::default()).unwrap();
-    assert!(again.is_empty(), "{}: second diff not empty: {:?}", c.name, again.steps);
+    assert!(
+        again.is_empty(),
+        "{}: second diff not empty: {:?}",
+        c.name,
+        again.steps
+    );
     db.execute_batch(c.after).unwrap();
     for (q, want) in c.checks {
         assert_eq!(&value(&db, q), want, "{}: {q}\n{}", c.name, plan.script());
     }
-    assert_eq!(value(&db, "PRAGMA foreign_keys"), "1", "{}: foreign keys restored", c.name);
-    assert_eq!(value(&db, "SELECT count(*) FROM pragma_foreign_key_check"), "0", "{}", c.name);
+    assert_eq!(
+        value(&db, "PRAGMA foreign_keys"),
+        "1",
+        "{}: foreign keys restored",
+        c.name
+    );
+    assert_eq!(
+        value(&db, "SELECT count(*) FROM pragma_foreign_key_check"),
+        "0",
+        "{}",
+        c.name
+    );
     if let Some(k) = c.expect {
         assert!(
             plan.steps.iter().any(|s| s.kind == k),
@@ -405,10 +427,26 @@ fn every_change_case_migrates_to_exactly_the_target_and_keeps_the_rows() {
 #[test]
 fn destructive_steps_are_refused_and_named() {
     for (from, to, what) in [
-        (T, "CREATE TABLE t(id TEXT PRIMARY KEY, n INTEGER);", "drop column t.a"),
-        ("CREATE TABLE t(id TEXT PRIMARY KEY); CREATE TABLE u(id TEXT PRIMARY KEY);", "CREATE TABLE t(id TEXT PRIMARY KEY);", "drop table u"),
-        (T, "CREATE TABLE t(id TEXT PRIMARY KEY, a INTEGER, n INTEGER);", "narrow t.a from TEXT to INTEGER"),
-        (T, "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, m TEXT NOT NULL);", "NOT NULL without a default"),
+        (
+            T,
+            "CREATE TABLE t(id TEXT PRIMARY KEY, n INTEGER);",
+            "drop column t.a",
+        ),
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY); CREATE TABLE u(id TEXT PRIMARY KEY);",
+            "CREATE TABLE t(id TEXT PRIMARY KEY);",
+            "drop table u",
+        ),
+        (
+            T,
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a INTEGER, n INTEGER);",
+            "narrow t.a from TEXT to INTEGER",
+        ),
+        (
+            T,
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, m TEXT NOT NULL);",
+            "NOT NULL without a default",
+        ),
     ] {
         let a = snapshot::from_sql(from).unwrap();
         let b = snapshot::from_sql(to).unwrap();
@@ -444,7 +482,8 @@ fn a_migration_that_breaks_a_foreign_key_leaves_everything_as_it_was() {
 fn a_migration_that_fails_halfway_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(&dir, "dup");
-    db.execute_batch(&format!("{T} {T_ROWS} UPDATE t SET a = 'same';")).unwrap();
+    db.execute_batch(&format!("{T} {T_ROWS} UPDATE t SET a = 'same';"))
+        .unwrap();
     let before = snapshot::read(&db).unwrap();
     let target = snapshot::from_sql(
         "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT UNIQUE, n INTEGER, extra TEXT);",
@@ -470,7 +509,10 @@ fn berth_objects_are_not_part_of_the_snapshot() {
          CREATE INDEX berth_log_x ON berth_log(x);",
     )
     .unwrap();
-    assert_eq!(snapshot::read(&db).unwrap().checksum().unwrap(), plain.checksum().unwrap());
+    assert_eq!(
+        snapshot::read(&db).unwrap().checksum().unwrap(),
+        plain.checksum().unwrap()
+    );
 }
 
 #[test]
@@ -504,13 +546,28 @@ mod random {
     }
 
     fn col() -> impl Strategy<Value = Col> {
-        (0..6usize, 0..TYPES.len(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-            |(name, ty, not_null, default, nocase)| Col { name, ty, not_null, default, nocase },
+        (
+            0..6usize,
+            0..TYPES.len(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
         )
+            .prop_map(|(name, ty, not_null, default, nocase)| Col {
+                name,
+                ty,
+                not_null,
+                default,
+                nocase,
+            })
     }
 
     fn tbl() -> impl Strategy<Value = Tbl> {
-        (proptest::collection::vec(col(), 0..5), proptest::option::of(0..6usize), any::<bool>())
+        (
+            proptest::collection::vec(col(), 0..5),
+            proptest::option::of(0..6usize),
+            any::<bool>(),
+        )
             .prop_map(|(mut cols, index, check)| {
                 let mut seen = std::collections::BTreeSet::new();
                 cols.retain(|c| seen.insert(c.name));
@@ -529,7 +586,11 @@ mod random {
                     d.push_str(" NOT NULL");
                 }
                 if c.default || c.not_null {
-                    d.push_str(if TYPES[c.ty] == "TEXT" { " DEFAULT 'd'" } else { " DEFAULT 0" });
+                    d.push_str(if TYPES[c.ty] == "TEXT" {
+                        " DEFAULT 'd'"
+                    } else {
+                        " DEFAULT 0"
+                    });
                 }
                 if c.nocase {
                     d.push_str(" COLLATE NOCASE");

@@ -132,7 +132,8 @@ pub fn run_statements(conn: &Connection, sql: &str) -> Result<(), Error> {
 
 /// Fails when a foreign key is violated (12-step procedure, step 10).
 pub fn check_foreign_keys(conn: &Connection) -> Result<(), Error> {
-    let mut st = conn.prepare("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT 5")?;
+    let mut st =
+        conn.prepare("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT 5")?;
     let violations: Vec<String> = st
         .query_map([], |r| {
             Ok(format!(

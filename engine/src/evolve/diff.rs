@@ -400,10 +400,16 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
                 return Err(bad(format!("table {} has no column {old}", ft.name)));
             }
             if col(tt, new).is_none() {
-                return Err(bad(format!("the new table {} has no column {new}", tt.name)));
+                return Err(bad(format!(
+                    "the new table {} has no column {new}",
+                    tt.name
+                )));
             }
             if col(tt, old).is_some() {
-                return Err(bad(format!("the new table {} still has a column {old}", tt.name)));
+                return Err(bad(format!(
+                    "the new table {} still has a column {old}",
+                    tt.name
+                )));
             }
             if col(ft, new).is_some() {
                 return Err(bad(format!("table {} already has a column {new}", ft.name)));
@@ -523,16 +529,34 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
                         "narrow {}.{} from {} to {}",
                         tt.name,
                         c.name,
-                        if fc.decl_type.is_empty() { "no type" } else { &fc.decl_type },
-                        if c.decl_type.is_empty() { "no type" } else { &c.decl_type },
+                        if fc.decl_type.is_empty() {
+                            "no type"
+                        } else {
+                            &fc.decl_type
+                        },
+                        if c.decl_type.is_empty() {
+                            "no type"
+                        } else {
+                            &c.decl_type
+                        },
                     ));
                 }
             }
             if fc.not_null != c.not_null {
-                changed.push(if c.not_null { "NOT NULL added" } else { "NOT NULL dropped" }.into());
+                changed.push(
+                    if c.not_null {
+                        "NOT NULL added"
+                    } else {
+                        "NOT NULL dropped"
+                    }
+                    .into(),
+                );
                 // A key column (WITHOUT ROWID makes keys NOT NULL) is never filled in: a NULL
                 // key fails the copy and the whole migration rolls back.
-                let in_key = tt.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+                let in_key = tt
+                    .primary_key
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&c.name));
                 if c.not_null
                     && c.default.is_none()
                     && has_rows(ft)
@@ -557,8 +581,14 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
                     c.collation.as_deref().unwrap_or("BINARY")
                 ));
             }
-            let from_gen = fc.generated.as_ref().map(|g| Some((g.stored, rename_idents(&g.expr, &p.renamed))));
-            let to_gen = c.generated.as_ref().map(|g| Some((g.stored, g.expr.clone())));
+            let from_gen = fc
+                .generated
+                .as_ref()
+                .map(|g| Some((g.stored, rename_idents(&g.expr, &p.renamed))));
+            let to_gen = c
+                .generated
+                .as_ref()
+                .map(|g| Some((g.stored, g.expr.clone())));
             if from_gen != to_gen {
                 changed.push("generated expression".into());
                 if fc.generated.is_none() && c.generated.is_some() {
@@ -589,7 +619,10 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
             .iter()
             .map(|fk| {
                 let parent_to = rename_of(&fk.parent);
-                let parent_renames = col_renames.get(&lc(&parent_to)).cloned().unwrap_or_default();
+                let parent_renames = col_renames
+                    .get(&lc(&parent_to))
+                    .cloned()
+                    .unwrap_or_default();
                 fk_key(&ForeignKey {
                     columns: map_names(&fk.columns, &p.renamed),
                     parent: parent_to,
@@ -611,10 +644,9 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
                 unique_key(
                     &u.iter()
                         .map(|c| IndexColumn {
-                            name: c
-                                .name
-                                .as_ref()
-                                .map(|n| p.renamed.get(&lc(n)).cloned().unwrap_or_else(|| n.clone())),
+                            name: c.name.as_ref().map(|n| {
+                                p.renamed.get(&lc(n)).cloned().unwrap_or_else(|| n.clone())
+                            }),
                             ..c.clone()
                         })
                         .collect::<Vec<_>>(),
@@ -627,8 +659,16 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         if fu != tu {
             why.push("UNIQUE constraints changed".into());
         }
-        let mut fc: Vec<String> = ft.checks.iter().map(|c| rename_idents(c, &p.renamed)).collect();
-        let mut tc: Vec<String> = tt.checks.iter().map(|c| rename_idents(c, &BTreeMap::new())).collect();
+        let mut fc: Vec<String> = ft
+            .checks
+            .iter()
+            .map(|c| rename_idents(c, &p.renamed))
+            .collect();
+        let mut tc: Vec<String> = tt
+            .checks
+            .iter()
+            .map(|c| rename_idents(c, &BTreeMap::new()))
+            .collect();
         fc.sort();
         tc.sort();
         if fc != tc {
@@ -660,7 +700,11 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         }
         for c in &p.added {
             let d = c.default.as_deref().unwrap_or("NULL");
-            let reason = if tt.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&c.name)) {
+            let reason = if tt
+                .primary_key
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(&c.name))
+            {
                 Some("is in the primary key")
             } else if c.generated.as_ref().is_some_and(|g| g.stored) {
                 Some("is a STORED generated column")
@@ -679,18 +723,23 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         }
         for c in &p.dropped {
             let mention = |texts: &[String]| {
-                texts.iter().any(|t| {
-                    sqltext::tokenize(t).is_ok_and(|tk| sqltext::mentions(&tk, &c.name))
-                })
+                texts
+                    .iter()
+                    .any(|t| sqltext::tokenize(t).is_ok_and(|tk| sqltext::mentions(&tk, &c.name)))
             };
             let gens: Vec<String> = ft
                 .columns
                 .iter()
                 .filter_map(|x| x.generated.as_ref().map(|g| g.expr.clone()))
                 .collect();
-            let in_key = ft.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+            let in_key = ft
+                .primary_key
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(&c.name));
             let in_unique = ft.uniques.iter().flatten().any(|u| {
-                u.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&c.name))
+                u.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&c.name))
             });
             let in_fk = ft
                 .foreign_keys
@@ -781,10 +830,13 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
     let index_kept = |i: &super::snapshot::IndexDef| {
         !rebuilt.contains(&lc(&i.table))
             && !dropped_lc.contains(&lc(&i.table))
-            && to.indexes.iter().any(|j| j == i || (j.name == i.name && j.canonical == i.canonical && j.table == i.table))
+            && to.indexes.iter().any(|j| {
+                j == i || (j.name == i.name && j.canonical == i.canonical && j.table == i.table)
+            })
     };
     for i in &from.indexes {
-        if !index_kept(i) && !rebuilt.contains(&lc(&i.table)) && !dropped_lc.contains(&lc(&i.table)) {
+        if !index_kept(i) && !rebuilt.contains(&lc(&i.table)) && !dropped_lc.contains(&lc(&i.table))
+        {
             plan.steps.push(step(
                 StepKind::DropIndex,
                 &i.name,
@@ -810,7 +862,11 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
             &name,
             format!("renamed to {new}"),
             false,
-            vec![format!("ALTER TABLE {} RENAME TO {}", ident(&name), ident(new))],
+            vec![format!(
+                "ALTER TABLE {} RENAME TO {}",
+                ident(&name),
+                ident(new)
+            )],
         ));
     }
     for (p, d) in pairs.iter().zip(&decisions) {
@@ -819,9 +875,11 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
             plan.steps.push(rebuild(p, &d.why, has_rows(p.from))?);
             continue;
         }
-        for (fcol, tcol) in p.renamed.iter().filter_map(|(o, n)| {
-            col(p.from, o).map(|c| (c.name.clone(), n.clone()))
-        }) {
+        for (fcol, tcol) in p
+            .renamed
+            .iter()
+            .filter_map(|(o, n)| col(p.from, o).map(|c| (c.name.clone(), n.clone())))
+        {
             plan.steps.push(step(
                 StepKind::RenameColumn,
                 &format!("{name}.{fcol}"),
@@ -841,7 +899,11 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
                 &format!("{name}.{}", c.name),
                 "not in the new schema".into(),
                 true,
-                vec![format!("ALTER TABLE {} DROP COLUMN {}", ident(name), ident(&c.name))],
+                vec![format!(
+                    "ALTER TABLE {} DROP COLUMN {}",
+                    ident(name),
+                    ident(&c.name)
+                )],
             ));
         }
         for c in &p.added {
@@ -876,7 +938,10 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         .map(|p| lc(&p.to.name))
         .collect();
     for i in &to.indexes {
-        let existed = from.indexes.iter().any(|j| index_kept(j) && j.name == i.name);
+        let existed = from
+            .indexes
+            .iter()
+            .any(|j| index_kept(j) && j.name == i.name);
         if !existed || rebuilt_to.contains(&lc(&i.table)) {
             plan.steps.push(step(
                 StepKind::CreateIndex,
@@ -916,7 +981,11 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         ));
     }
     for t in &to.triggers {
-        if !from.triggers.iter().any(|w| trig_same(w) && w.name == t.name) {
+        if !from
+            .triggers
+            .iter()
+            .any(|w| trig_same(w) && w.name == t.name)
+        {
             plan.steps.push(step(
                 StepKind::CreateTrigger,
                 &t.name,
@@ -978,7 +1047,10 @@ fn rebuild(p: &Pairing, why: &[String], has_rows: bool) -> Result<Step, Error> {
         match p.source.get(&lc(&c.name)) {
             Some(fc) => {
                 let src = ident(&fc.name);
-                let in_key = tt.primary_key.iter().any(|k| k.eq_ignore_ascii_case(&c.name));
+                let in_key = tt
+                    .primary_key
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&c.name));
                 let e = if c.not_null && !fc.not_null && !in_key {
                     let fill = c
                         .default
@@ -1052,11 +1124,18 @@ mod tests {
     fn rename_hints_parse() {
         assert_eq!(
             "a=b".parse::<Rename>().unwrap(),
-            Rename::Table { from: "a".into(), to: "b".into() }
+            Rename::Table {
+                from: "a".into(),
+                to: "b".into()
+            }
         );
         assert_eq!(
             "t.a=b".parse::<Rename>().unwrap(),
-            Rename::Column { table: "t".into(), from: "a".into(), to: "b".into() }
+            Rename::Column {
+                table: "t".into(),
+                from: "a".into(),
+                to: "b".into()
+            }
         );
         assert!("nothing".parse::<Rename>().is_err());
         assert!(".a=b".parse::<Rename>().is_err());

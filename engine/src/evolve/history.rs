@@ -136,10 +136,7 @@ pub fn record(conn: &Connection, rebaseline: bool) -> Result<Recorded, Error> {
     let version = version(conn)?;
     if let Some(last) = latest(conn)? {
         if last.checksum == checksum {
-            return Ok(Recorded {
-                new: false,
-                ..last
-            });
+            return Ok(Recorded { new: false, ..last });
         }
         if last.version == version && !rebaseline {
             return Err(Error::Drift {
@@ -199,10 +196,13 @@ pub fn create_migration(conn: &Connection, new: &NewMigration<'_>) -> Result<Mig
         .iter()
         .filter(|t| live.table(&t.name).is_some())
         .filter(|t| {
-            snapshot::nonempty_tables(conn, &Snapshot {
-                tables: vec![(*t).clone()],
-                ..Snapshot::default()
-            })
+            snapshot::nonempty_tables(
+                conn,
+                &Snapshot {
+                    tables: vec![(*t).clone()],
+                    ..Snapshot::default()
+                },
+            )
             .is_ok_and(|v| v.is_empty())
         })
         .map(|t| t.name.to_ascii_lowercase())
@@ -234,7 +234,9 @@ pub fn create_migration(conn: &Connection, new: &NewMigration<'_>) -> Result<Mig
     match r {
         Ok(()) => conn.execute_batch("RELEASE berth_migration_create")?,
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO berth_migration_create; RELEASE berth_migration_create");
+            let _ = conn.execute_batch(
+                "ROLLBACK TO berth_migration_create; RELEASE berth_migration_create",
+            );
             return Err(e);
         }
     }

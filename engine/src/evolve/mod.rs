@@ -114,7 +114,9 @@ pub enum Error {
         actual: String,
     },
     /// No snapshot has been recorded at the site yet.
-    #[error("no schema snapshot recorded at this site yet; record one with `berth schema snapshot`")]
+    #[error(
+        "no schema snapshot recorded at this site yet; record one with `berth schema snapshot`"
+    )]
     NoBaseline,
     /// The schema did not change since the last snapshot.
     #[error("the schema has not changed since snapshot version {version} ({checksum})")]
@@ -125,7 +127,9 @@ pub enum Error {
         checksum: String,
     },
     /// The live schema differs from the snapshot recorded at the current version.
-    #[error("the schema changed since the snapshot of version {version} ({recorded} -> {current}); freeze the change with `berth migration create`, or re-baseline")]
+    #[error(
+        "the schema changed since the snapshot of version {version} ({recorded} -> {current}); freeze the change with `berth migration create`, or re-baseline"
+    )]
     Drift {
         /// The current schema version.
         version: i64,

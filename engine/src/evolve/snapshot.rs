@@ -430,8 +430,8 @@ fn read_table(conn: &Connection, name: &str, sql: &str) -> Result<TableDef, Erro
         }
     }
     {
-        let mut st =
-            conn.prepare("SELECT name FROM pragma_index_list(?1) WHERE origin = 'u' ORDER BY name")?;
+        let mut st = conn
+            .prepare("SELECT name FROM pragma_index_list(?1) WHERE origin = 'u' ORDER BY name")?;
         let names: Vec<String> = st
             .query_map([name], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
@@ -534,7 +534,10 @@ pub fn from_json(text: &str) -> Result<Snapshot, Error> {
         })?;
     if s.format != FORMAT {
         return Err(Error::Snapshot {
-            reason: format!("snapshot format {} is not supported (expected {FORMAT})", s.format),
+            reason: format!(
+                "snapshot format {} is not supported (expected {FORMAT})",
+                s.format
+            ),
         });
     }
     s.sort();
@@ -555,13 +558,12 @@ pub fn from_file(path: &Path) -> Result<Snapshot, Error> {
         SourceKind::Database => {
             let conn = Connection::open_with_flags(
                 path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             read(&conn).map_err(with_path)
         }
-        SourceKind::SnapshotJson => {
-            from_json(&String::from_utf8_lossy(&bytes)).map_err(with_path)
-        }
+        SourceKind::SnapshotJson => from_json(&String::from_utf8_lossy(&bytes)).map_err(with_path),
         SourceKind::SqlText => match String::from_utf8(bytes) {
             Ok(text) => from_sql(&text).map_err(with_path),
             Err(_) => Err(with_path(Error::BadSql {
@@ -638,6 +640,9 @@ mod tests {
 
     #[test]
     fn bad_sql_is_an_error() {
-        assert!(matches!(from_sql("CREATE TABLE ("), Err(Error::BadSql { .. })));
+        assert!(matches!(
+            from_sql("CREATE TABLE ("),
+            Err(Error::BadSql { .. })
+        ));
     }
 }

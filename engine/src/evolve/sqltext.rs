@@ -154,16 +154,16 @@ pub fn tokenize_spans(sql: &str) -> Result<Vec<(Token, std::ops::Range<usize>)>,
             out.push(Token::Lit(chars[start..i].iter().collect()));
         } else {
             let two: String = chars[i..(i + 2).min(n)].iter().collect();
-            let p = if ["||", "<=", ">=", "==", "!=", "<>", "<<", ">>", "->"].contains(&two.as_str())
-            {
-                if two == "->" && i + 2 < n && chars[i + 2] == '>' {
-                    "->>".to_string()
+            let p =
+                if ["||", "<=", ">=", "==", "!=", "<>", "<<", ">>", "->"].contains(&two.as_str()) {
+                    if two == "->" && i + 2 < n && chars[i + 2] == '>' {
+                        "->>".to_string()
+                    } else {
+                        two
+                    }
                 } else {
-                    two
-                }
-            } else {
-                c.to_string()
-            };
+                    c.to_string()
+                };
             i += p.chars().count();
             out.push(Token::Punct(p));
         }
@@ -176,23 +176,153 @@ pub fn tokenize_spans(sql: &str) -> Result<Vec<(Token, std::ops::Range<usize>)>,
 
 /// SQLite's keywords (<https://www.sqlite.org/lang_keywords.html>).
 const KEYWORDS: &[&str] = &[
-    "ABORT", "ACTION", "ADD", "AFTER", "ALL", "ALTER", "ALWAYS", "ANALYZE", "AND", "AS", "ASC",
-    "ATTACH", "AUTOINCREMENT", "BEFORE", "BEGIN", "BETWEEN", "BY", "CASCADE", "CASE", "CAST",
-    "CHECK", "COLLATE", "COLUMN", "COMMIT", "CONFLICT", "CONSTRAINT", "CREATE", "CROSS",
-    "CURRENT", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP", "DATABASE", "DEFAULT",
-    "DEFERRABLE", "DEFERRED", "DELETE", "DESC", "DETACH", "DISTINCT", "DO", "DROP", "EACH",
-    "ELSE", "END", "ESCAPE", "EXCEPT", "EXCLUDE", "EXCLUSIVE", "EXISTS", "EXPLAIN", "FAIL",
-    "FILTER", "FIRST", "FOLLOWING", "FOR", "FOREIGN", "FROM", "FULL", "GENERATED", "GLOB",
-    "GROUP", "GROUPS", "HAVING", "IF", "IGNORE", "IMMEDIATE", "IN", "INDEX", "INDEXED",
-    "INITIALLY", "INNER", "INSERT", "INSTEAD", "INTERSECT", "INTO", "IS", "ISNULL", "JOIN",
-    "KEY", "LAST", "LEFT", "LIKE", "LIMIT", "MATCH", "MATERIALIZED", "NATURAL", "NO", "NOT",
-    "NOTHING", "NOTNULL", "NULL", "NULLS", "OF", "OFFSET", "ON", "OR", "ORDER", "OTHERS",
-    "OUTER", "OVER", "PARTITION", "PLAN", "PRAGMA", "PRECEDING", "PRIMARY", "QUERY", "RAISE",
-    "RANGE", "RECURSIVE", "REFERENCES", "REGEXP", "REINDEX", "RELEASE", "RENAME", "REPLACE",
-    "RESTRICT", "RETURNING", "RIGHT", "ROLLBACK", "ROW", "ROWS", "SAVEPOINT", "SELECT", "SET",
-    "TABLE", "TEMP", "TEMPORARY", "THEN", "TIES", "TO", "TRANSACTION", "TRIGGER", "UNBOUNDED",
-    "UNION", "UNIQUE", "UPDATE", "USING", "VACUUM", "VALUES", "VIEW", "VIRTUAL", "WHEN",
-    "WHERE", "WINDOW", "WITH", "WITHOUT",
+    "ABORT",
+    "ACTION",
+    "ADD",
+    "AFTER",
+    "ALL",
+    "ALTER",
+    "ALWAYS",
+    "ANALYZE",
+    "AND",
+    "AS",
+    "ASC",
+    "ATTACH",
+    "AUTOINCREMENT",
+    "BEFORE",
+    "BEGIN",
+    "BETWEEN",
+    "BY",
+    "CASCADE",
+    "CASE",
+    "CAST",
+    "CHECK",
+    "COLLATE",
+    "COLUMN",
+    "COMMIT",
+    "CONFLICT",
+    "CONSTRAINT",
+    "CREATE",
+    "CROSS",
+    "CURRENT",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "DATABASE",
+    "DEFAULT",
+    "DEFERRABLE",
+    "DEFERRED",
+    "DELETE",
+    "DESC",
+    "DETACH",
+    "DISTINCT",
+    "DO",
+    "DROP",
+    "EACH",
+    "ELSE",
+    "END",
+    "ESCAPE",
+    "EXCEPT",
+    "EXCLUDE",
+    "EXCLUSIVE",
+    "EXISTS",
+    "EXPLAIN",
+    "FAIL",
+    "FILTER",
+    "FIRST",
+    "FOLLOWING",
+    "FOR",
+    "FOREIGN",
+    "FROM",
+    "FULL",
+    "GENERATED",
+    "GLOB",
+    "GROUP",
+    "GROUPS",
+    "HAVING",
+    "IF",
+    "IGNORE",
+    "IMMEDIATE",
+    "IN",
+    "INDEX",
+    "INDEXED",
+    "INITIALLY",
+    "INNER",
+    "INSERT",
+    "INSTEAD",
+    "INTERSECT",
+    "INTO",
+    "IS",
+    "ISNULL",
+    "JOIN",
+    "KEY",
+    "LAST",
+    "LEFT",
+    "LIKE",
+    "LIMIT",
+    "MATCH",
+    "MATERIALIZED",
+    "NATURAL",
+    "NO",
+    "NOT",
+    "NOTHING",
+    "NOTNULL",
+    "NULL",
+    "NULLS",
+    "OF",
+    "OFFSET",
+    "ON",
+    "OR",
+    "ORDER",
+    "OTHERS",
+    "OUTER",
+    "OVER",
+    "PARTITION",
+    "PLAN",
+    "PRAGMA",
+    "PRECEDING",
+    "PRIMARY",
+    "QUERY",
+    "RAISE",
+    "RANGE",
+    "RECURSIVE",
+    "REFERENCES",
+    "REGEXP",
+    "REINDEX",
+    "RELEASE",
+    "RENAME",
+    "REPLACE",
+    "RESTRICT",
+    "RETURNING",
+    "RIGHT",
+    "ROLLBACK",
+    "ROW",
+    "ROWS",
+    "SAVEPOINT",
+    "SELECT",
+    "SET",
+    "TABLE",
+    "TEMP",
+    "TEMPORARY",
+    "THEN",
+    "TIES",
+    "TO",
+    "TRANSACTION",
+    "TRIGGER",
+    "UNBOUNDED",
+    "UNION",
+    "UNIQUE",
+    "UPDATE",
+    "USING",
+    "VACUUM",
+    "VALUES",
+    "VIEW",
+    "VIRTUAL",
+    "WHEN",
+    "WHERE",
+    "WINDOW",
+    "WITH",
+    "WITHOUT",
 ];
 
 /// True for one of SQLite's keywords (case-insensitive).
@@ -494,7 +624,10 @@ mod tests {
             normalize("create index i on \"t\" ( \"b\" , [c])  where  x>1;"),
             normalize("CREATE INDEX i ON t(b,c) WHERE x > 1")
         );
-        assert_eq!(normalize("SELECT 'a  b' -- c\n FROM t"), "SELECT 'a  b' FROM t");
+        assert_eq!(
+            normalize("SELECT 'a  b' -- c\n FROM t"),
+            "SELECT 'a  b' FROM t"
+        );
         assert_ne!(normalize("SELECT 'a'"), normalize("SELECT 'A'"));
         assert_eq!(normalize("\"odd name\""), "\"odd name\"");
     }
@@ -514,8 +647,14 @@ mod tests {
         assert_eq!(paren_after(&ct.columns[1].1, "CHECK").len(), 1);
         assert_eq!(render(&paren_after(&ct.columns[2].1, "AS")[0]), "n || 'x'");
         assert!(has_kw(&ct.columns[0].1, "AUTOINCREMENT"));
-        assert!(rename_table_text(&ct, "new t").starts_with("CREATE TABLE IF NOT EXISTS \"new t\"(id INTEGER"));
-        assert_eq!(column_text(&ct, "n"), Some("n TEXT COLLATE nocase CHECK (length(n) > 0)"));
+        assert!(
+            rename_table_text(&ct, "new t")
+                .starts_with("CREATE TABLE IF NOT EXISTS \"new t\"(id INTEGER")
+        );
+        assert_eq!(
+            column_text(&ct, "n"),
+            Some("n TEXT COLLATE nocase CHECK (length(n) > 0)")
+        );
     }
 
     #[test]
