@@ -252,7 +252,7 @@ fn cases() -> Vec<Case> {
             checks: &[("SELECT count(*) FROM t INDEXED BY t_big WHERE n > 1", "2")],
             expect: Some(StepKind::CreateIndex),
             ..case("add a partial index", T, T_ROWS,
-                &"CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER); CREATE INDEX t_big ON t(n) WHERE n > 1;")
+                "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER); CREATE INDEX t_big ON t(n) WHERE n > 1;")
         },
         Case {
             checks: &[("SELECT count(*) FROM t INDEXED BY t_big WHERE n > 2", "1")],
@@ -601,10 +601,10 @@ mod random {
                 defs.push("CHECK (length(id) > 0)".into());
             }
             out.push_str(&format!("CREATE TABLE t{i}({});\n", defs.join(", ")));
-            if let Some(ix) = t.index {
-                if t.cols.iter().any(|c| c.name == ix) {
-                    out.push_str(&format!("CREATE INDEX t{i}_c{ix} ON t{i}(c{ix});\n"));
-                }
+            if let Some(ix) = t.index
+                && t.cols.iter().any(|c| c.name == ix)
+            {
+                out.push_str(&format!("CREATE INDEX t{i}_c{ix} ON t{i}(c{ix});\n"));
             }
         }
         out

@@ -521,12 +521,13 @@ pub fn paren_after(item: &[Token], kw: &str) -> Vec<Vec<Token>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < item.len() {
-        if item[i].is_kw(kw) && item.get(i + 1).is_some_and(|t| t.is_punct("(")) {
-            if let Some(close) = matching_paren(item, i + 1) {
-                out.push(item[i + 2..close].to_vec());
-                i = close + 1;
-                continue;
-            }
+        if item[i].is_kw(kw)
+            && item.get(i + 1).is_some_and(|t| t.is_punct("("))
+            && let Some(close) = matching_paren(item, i + 1)
+        {
+            out.push(item[i + 2..close].to_vec());
+            i = close + 1;
+            continue;
         }
         // Skip nested parentheses so a CHECK inside an expression is not taken twice.
         i += 1;
