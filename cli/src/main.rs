@@ -104,10 +104,16 @@ enum Command {
     )]
     Bundle(BundleCmd),
     /// Snapshot and diff the replicated schema.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth schema snapshot --site hq\n  berth schema diff --site hq --to next-schema.sql"
+    )]
     Schema(schema::SchemaCmd),
     /// Versioned schema migrations.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth migration create --site dev --name opty-stage\n  berth migration list --site dev"
+    )]
     Migration(schema::MigrationCmd),
 }
 

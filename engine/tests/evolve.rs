@@ -637,3 +637,93 @@ mod random {
         }
     }
 }
+
+#[test]
+fn a_migration_made_on_a_developer_copy_applies_at_a_site_with_capture() {
+    use berth_engine::evolve::diff::Rename;
+    use berth_engine::evolve::history::{self, NewMigration};
+    use berth_engine::site::{CentralInit, Site};
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER);";
+    std::fs::write(dir.path().join("s1.sql"), s1).unwrap();
+    let (hq, _) = Site::init_central(&CentralInit {
+        dir: &dir.path().join("hq"),
+        name: None,
+        schema: &dir.path().join("s1.sql"),
+        docking: None,
+        data: None,
+    })
+    .unwrap();
+    hq.conn.execute_batch(T_ROWS).unwrap();
+    assert_eq!(
+        value(&hq.conn, "SELECT count(*) FROM berth_log"),
+        "3",
+        "captured"
+    );
+    // The developer's copy: plain SQLite, the schema changed by hand.
+    let dev = open(&dir, "dev");
+    dev.execute_batch(s1).unwrap();
+    history::record(&dev, false).unwrap();
+    dev.execute_batch(
+        "ALTER TABLE t RENAME COLUMN a TO label; ALTER TABLE t DROP COLUMN n;
+         ALTER TABLE t ADD COLUMN z TEXT DEFAULT 'q';",
+    )
+    .unwrap();
+    let m = history::create_migration(
+        &dev,
+        &NewMigration {
+            name: "label",
+            software_level: "2",
+            origin: "dev",
+            diff: DiffOptions {
+                allow_destructive: true,
+                renames: vec![Rename::Column {
+                    table: "t".into(),
+                    from: "a".into(),
+                    to: "label".into(),
+                }],
+                ..DiffOptions::default()
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(m.version, 1);
+    assert_eq!(history::migrations(&dev).unwrap(), vec![m.clone()]);
+    // At the site: capture triggers name `n`, yet the column drops; capture follows.
+    let logged = value(&hq.conn, "SELECT count(*) FROM berth_log");
+    history::apply_migration(&hq.conn, &m).unwrap();
+    assert_eq!(
+        snapshot::read(&hq.conn).unwrap().checksum().unwrap(),
+        m.checksum_after
+    );
+    assert_eq!(history::version(&hq.conn).unwrap(), 1);
+    assert_eq!(
+        value(
+            &hq.conn,
+            "SELECT group_concat(id || ':' || ifnull(label, '-') || ':' || z, ',') FROM t"
+        ),
+        "x:alpha:q,y:beta:q,z:-:q"
+    );
+    assert_eq!(
+        value(&hq.conn, "SELECT count(*) FROM berth_log"),
+        logged,
+        "migration rows are not journaled"
+    );
+    hq.conn
+        .execute_batch("UPDATE t SET label = 'gamma' WHERE id = 'x'")
+        .unwrap();
+    let old = value(&hq.conn, "SELECT old FROM berth_log WHERE op = 'U'");
+    assert!(
+        old.contains("\"label\":\"alpha\"")
+            && old.contains("\"z\":\"q\"")
+            && !old.contains("\"n\""),
+        "{old}"
+    );
+    assert_eq!(
+        value(&hq.conn, "SELECT cols FROM berth_tables WHERE name = 't'"),
+        "[\"id\",\"label\",\"z\"]"
+    );
+    // The same migration twice is refused, and changes nothing.
+    let err = history::apply_migration(&hq.conn, &m).unwrap_err();
+    assert!(matches!(err, Error::Mismatch { .. }), "{err}");
+}

@@ -34,14 +34,16 @@ pub fn apply(conn: &Connection, plan: &Plan) -> Result<(), Error> {
             checksum_after: Some(&plan.checksum_after),
         },
         |_| Ok(()),
+        |_| Ok(()),
     )
 }
 
-/// Runs a script in its own transaction; `also` runs inside the same transaction after the
-/// script succeeded (bookkeeping that must commit with the migration).
+/// Runs a script in its own transaction; `before` runs inside the transaction before it,
+/// `also` after it succeeded and was checked (bookkeeping that must commit with it).
 pub fn run(
     conn: &Connection,
     script: Script<'_>,
+    before: impl FnOnce(&Connection) -> Result<(), Error>,
     also: impl FnOnce(&Connection) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let fk_on: bool = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
@@ -61,6 +63,7 @@ pub fn run(
     let result = (|| {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let inner = (|| {
+            before(conn)?;
             run_statements(conn, script.sql)?;
             if switch {
                 check_foreign_keys(conn)?;

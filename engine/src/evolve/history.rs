@@ -294,8 +294,10 @@ pub fn migrations(conn: &Connection) -> Result<Vec<Migration>, Error> {
 /// Applies a migration received from elsewhere: the live schema must have its
 /// `checksum_before` and the next version must be its version; the SQL runs in one
 /// transaction with the migration record and the new snapshot, and the result must have
-/// `checksum_after`. (Capture triggers are not regenerated here: that is the docking code's
-/// part.)
+/// `checksum_after`. At a site (the database has `berth_tables`), capture is suspended for
+/// the migration (its rows are not journaled, and SQLite refuses to drop a column a trigger
+/// names) and regenerated for the new schema before commit; tables that are gone leave
+/// `berth_tables`. Translating pending changes to the new schema is the docking code's part.
 pub fn apply_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
     install(conn)?;
     let current = snapshot::read(conn)?.checksum()?;
@@ -312,6 +314,11 @@ pub fn apply_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
             expected,
         });
     }
+    let site: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'berth_tables')",
+        [],
+        |r| r.get(0),
+    )?;
     apply::run(
         conn,
         Script {
@@ -320,6 +327,25 @@ pub fn apply_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
             checksum_after: Some(&m.checksum_after),
         },
         |c| {
+            if site {
+                crate::capture::suspend(c)?;
+            }
+            Ok(())
+        },
+        |c| {
+            if site {
+                let tables = crate::schema::tables(c)?;
+                c.execute(
+                    "DELETE FROM berth_tables WHERE name NOT IN (SELECT value FROM json_each(?1))",
+                    [serde_json::to_string(
+                        &tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| Error::Snapshot {
+                        reason: e.to_string(),
+                    })?],
+                )?;
+                crate::capture::install(c, &tables)?;
+            }
             insert_migration(
                 c,
                 &Migration {
