@@ -16,8 +16,9 @@
 //! use berth_engine::evolve::{apply, diff, snapshot};
 //! # fn main() -> Result<(), berth_engine::evolve::Error> {
 //! let db = rusqlite::Connection::open_in_memory()?;
-//! db.execute_batch("CREATE TABLE t(id TEXT PRIMARY KEY, n TEXT); INSERT INTO t VALUES ('a', '1');")?;
-//! let target = snapshot::from_sql("CREATE TABLE t(id TEXT PRIMARY KEY, n INTEGER, note TEXT);")?;
+//! db.execute_batch("CREATE TABLE t(id TEXT PRIMARY KEY, n INTEGER); INSERT INTO t VALUES ('a', 1);")?;
+//! // Widening n to TEXT needs the 12-step rebuild, which also adds the new column.
+//! let target = snapshot::from_sql("CREATE TABLE t(id TEXT PRIMARY KEY, n TEXT, note TEXT);")?;
 //! let plan = diff::diff(&snapshot::read(&db)?, &target, &diff::DiffOptions::default())?;
 //! apply::apply(&db, &plan)?;
 //! assert_eq!(snapshot::read(&db)?.checksum()?, target.checksum()?);
