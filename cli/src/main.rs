@@ -1,6 +1,7 @@
 //! The `berth` command: parses arguments, calls the engine, prints.
 
 mod output;
+mod schema;
 mod transports;
 mod upgrade;
 
@@ -115,6 +116,18 @@ enum Command {
         after_help = "Example:\n  berth upgrade publish samples/upgrade/package.toml --site hq\n  berth upgrade activate fieldapp-2 --site hq\n  berth upgrade status --site hq"
     )]
     Upgrade(upgrade::UpgradeCmd),
+    /// Snapshot and diff the replicated schema.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth schema snapshot --site hq\n  berth schema diff --site hq --to next-schema.sql"
+    )]
+    Schema(schema::SchemaCmd),
+    /// Versioned schema migrations.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth migration create --site dev --name opty-stage\n  berth migration list --site dev"
+    )]
+    Migration(schema::MigrationCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -659,6 +672,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
         }
+        Command::Schema(cmd) => return schema::schema(cmd),
+        Command::Migration(cmd) => return schema::migration(cmd),
         Command::Bundle(BundleCmd::Inspect { file, json }) => {
             let label = file_label(&file);
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;

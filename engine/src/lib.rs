@@ -28,6 +28,7 @@ pub mod change;
 pub mod dock;
 pub mod enroll;
 mod error;
+pub mod evolve;
 pub mod keychain;
 pub mod merge;
 pub mod partial;

@@ -1,0 +1,291 @@
+//! `berth schema` and `berth migration` through the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn berth() -> Command {
+    Command::cargo_bin("berth").unwrap()
+}
+
+const SCHEMA: &str = "CREATE TABLE acct(id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE opty(id TEXT PRIMARY KEY, acct TEXT REFERENCES acct(id) ON DELETE CASCADE, rep TEXT, amount INTEGER);
+CREATE INDEX opty_rep ON opty(rep);
+";
+
+/// A central site with two rows, written by a plain SQLite connection (not berth).
+fn central(d: &Path) -> PathBuf {
+    std::fs::write(d.join("s.sql"), SCHEMA).unwrap();
+    let hq = d.join("hq");
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(d.join("s.sql"))
+        .assert()
+        .success();
+    exec(
+        &hq,
+        "INSERT INTO acct VALUES ('A', 'Acme'); INSERT INTO opty VALUES ('O1', 'A', 'bob', 5);",
+    );
+    hq
+}
+
+/// Runs SQL through Python's sqlite3: a foreign client, not berth.
+fn exec_db(db: &Path, sql: &str) {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+        .arg(db)
+        .arg(sql)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "python3 could not run {sql}");
+}
+
+fn query(db: &Path, q: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])"])
+        .arg(db)
+        .arg(q)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn exec(site: &Path, sql: &str) {
+    exec_db(&site.join("data.db"), sql);
+}
+
+fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).unwrap()
+}
+
+#[test]
+fn snapshot_records_once_and_reports_version_and_checksum() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    let first = berth()
+        .args(["schema", "snapshot", "--json", "--site"])
+        .arg(&hq)
+        .assert()
+        .success();
+    let v = json(&first.get_output().stdout);
+    assert_eq!(v["version"], 0);
+    assert_eq!(v["new"], true);
+    assert_eq!(v["checksum"].as_str().unwrap().len(), 64);
+    assert_eq!(v["snapshot"]["tables"].as_array().unwrap().len(), 2);
+    berth()
+        .args(["schema", "snapshot", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("unchanged")
+                .and(predicate::str::contains(v["checksum"].as_str().unwrap())),
+        );
+    // A change without a migration is not silently taken as the new base.
+    exec(&hq, "ALTER TABLE acct ADD COLUMN region TEXT");
+    berth()
+        .args(["schema", "snapshot", "--site"])
+        .arg(&hq)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("migration create"));
+}
+
+#[test]
+fn diff_to_a_sql_file_prints_the_migration_and_honours_renames() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    let to = d.path().join("next.sql");
+    std::fs::write(
+        &to,
+        "CREATE TABLE acct(id TEXT PRIMARY KEY, name TEXT NOT NULL, region TEXT);
+         CREATE TABLE opty(id TEXT PRIMARY KEY, acct TEXT REFERENCES acct(id) ON DELETE CASCADE, sales_rep TEXT, amount REAL);
+         CREATE INDEX opty_rep ON opty(sales_rep);",
+    )
+    .unwrap();
+    // Without the hint, rep -> sales_rep is a drop and an add: refused, with the hint named.
+    berth()
+        .args(["schema", "diff", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("drop column opty.rep")
+                .and(predicate::str::contains("--rename opty.rep=sales_rep")),
+        );
+    let out = berth()
+        .args(["schema", "diff", "--rename", "opty.rep=sales_rep", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    let script = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        script.contains("ALTER TABLE \"acct\" ADD COLUMN region TEXT;"),
+        "{script}"
+    );
+    assert!(script.contains("PRAGMA foreign_keys=OFF;"), "{script}");
+    assert!(
+        script.contains("SELECT rowid, \"id\", \"acct\", \"rep\", \"amount\" FROM \"opty\""),
+        "{script}"
+    );
+    // The printed script runs in a plain SQLite connection and keeps the rows.
+    let copy = d.path().join("copy.db");
+    std::fs::copy(hq.join("data.db"), &copy).unwrap();
+    exec_db(&copy, &script);
+    assert_eq!(query(&copy, "SELECT sales_rep FROM opty"), "bob");
+    // --json has the steps.
+    let out = berth()
+        .args([
+            "schema",
+            "diff",
+            "--json",
+            "--rename",
+            "opty.rep=sales_rep",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    let v = json(&out.get_output().stdout);
+    assert_eq!(v["foreign_keys_off"], true);
+    let kinds: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["add-column", "rebuild", "create-index"]);
+}
+
+#[test]
+fn a_to_file_that_does_not_parse_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    let bad = d.path().join("broken.sql");
+    std::fs::write(&bad, "CREATE TABLE opty(id TEXT PRIMARY KEY,, rep TEXT);").unwrap();
+    berth()
+        .args(["schema", "diff", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&bad)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("broken.sql").and(predicate::str::contains("syntax error")),
+        );
+    let junk = d.path().join("junk.json");
+    std::fs::write(&junk, "{\"not\": \"a snapshot\"}").unwrap();
+    berth()
+        .args(["schema", "diff", "--site"])
+        .arg(&hq)
+        .arg("--from")
+        .arg(&junk)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("junk.json")
+                .and(predicate::str::contains("not a schema snapshot")),
+        );
+}
+
+#[test]
+fn migration_create_freezes_the_change_since_the_last_snapshot() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    berth()
+        .args(["migration", "create", "--name", "early", "--site"])
+        .arg(&hq)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("berth schema snapshot"));
+    let snap = berth()
+        .args(["schema", "snapshot", "--json", "--site"])
+        .arg(&hq)
+        .assert()
+        .success();
+    let before = json(&snap.get_output().stdout)["checksum"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    berth()
+        .args(["migration", "create", "--name", "nothing", "--site"])
+        .arg(&hq)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not changed"));
+    exec(
+        &hq,
+        "ALTER TABLE acct ADD COLUMN region TEXT DEFAULT 'north';
+         CREATE VIEW big AS SELECT id FROM opty WHERE amount > 3;",
+    );
+    let out = berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "regions",
+            "--requires-software",
+            "2",
+            "--json",
+            "--site",
+        ])
+        .arg(&hq)
+        .assert()
+        .success();
+    let m = json(&out.get_output().stdout);
+    assert_eq!(m["version"], 1);
+    assert_eq!(m["checksum_before"], before.as_str());
+    assert_eq!(m["software_level"], "2");
+    assert_eq!(m["origin"], "hq");
+    assert!(
+        m["sql"].as_str().unwrap().contains("CREATE VIEW big"),
+        "{m}"
+    );
+    berth()
+        .args(["schema", "snapshot", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("schema version 1").and(predicate::str::contains(
+                m["checksum_after"].as_str().unwrap(),
+            )),
+        );
+    let list = berth()
+        .args(["migration", "list", "--json", "--site"])
+        .arg(&hq)
+        .assert()
+        .success();
+    assert_eq!(json(&list.get_output().stdout).as_array().unwrap().len(), 1);
+    // A destructive change is refused unless allowed.
+    exec(&hq, "DROP VIEW big; DROP TABLE opty;");
+    berth()
+        .args(["migration", "create", "--name", "drop-opty", "--site"])
+        .arg(&hq)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("drop table opty"));
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "drop-opty",
+            "--allow-destructive",
+            "--site",
+        ])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("migration 2"));
+}
