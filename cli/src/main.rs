@@ -474,6 +474,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 download: !a.upload_only,
                 fail_after: None,
                 progress: output::bars(a.json),
+                stop: None,
             };
             let via = if a.via.is_file() {
                 if !transports::taken_from_folder(&a.via) {

@@ -70,6 +70,8 @@ pub fn watch(a: WatchArgs) -> Result<ExitCode> {
     opts.encrypt = a.encrypt;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
+    opts.stop_between_bundles = Some(Arc::clone(&stop));
+    opts.progress = crate::output::bars(a.json);
     // SIGINT and SIGTERM (Ctrl-C / Ctrl-Break on Windows): the current bundle finishes, then
     // the loop ends. A kill at any other moment loses nothing: apply is atomic.
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))

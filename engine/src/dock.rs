@@ -38,6 +38,9 @@ pub struct DockOptions {
     pub fail_after: Option<u64>,
     /// Where progress of applying and writing large bundles goes.
     pub progress: crate::progress::Reporter,
+    /// When set (a signal handler sets it), no further bundle is started: the one being
+    /// applied finishes, the others stay in the spool for the next dock.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for DockOptions {
@@ -47,6 +50,7 @@ impl Default for DockOptions {
             download: true,
             fail_after: None,
             progress: None,
+            stop: None,
         }
     }
 }
@@ -212,6 +216,9 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
             if done.contains(&f.path) {
                 continue;
             }
+            if stopping(opts) {
+                break;
+            }
             let file = f
                 .path
                 .file_name()
@@ -289,10 +296,17 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
             report.incoming.retain(|i| i.file != e.file);
             report.incoming.push(e);
         }
-        if !progress {
+        if !progress || stopping(opts) {
             return Ok(());
         }
     }
+}
+
+/// Whether a stop was asked for (no further bundle is started).
+fn stopping(opts: &DockOptions) -> bool {
+    opts.stop
+        .as_ref()
+        .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 fn record_held(site: &Site, f: &transport::Found, file: &str, reason: &str) -> Result<()> {

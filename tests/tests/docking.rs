@@ -680,3 +680,48 @@ fn large_bundles_report_progress_while_written_and_applied() {
     w.dock_with("n1", &w.via, &opts).unwrap();
     assert!(quiet.0.lock().unwrap().is_empty());
 }
+
+/// Sets a stop flag as soon as work begins, as a signal arriving mid-apply would.
+#[derive(Debug)]
+struct StopOnBegin(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl berth_engine::progress::Progress for StopOnBegin {
+    fn begin(&self, _: &str, _: u64) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn set(&self, _: u64) {}
+    fn end(&self) {}
+}
+
+/// SIGINT/SIGTERM in the watcher: the bundle being applied finishes whole, the next one is
+/// not started and waits in the spool for the next dock.
+#[test]
+fn a_stop_request_finishes_the_current_bundle_and_starts_no_other() {
+    let w = World::new(SCHEMA, "", &["n1", "n2"]);
+    w.exec(
+        "n1",
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000)
+         INSERT INTO account(id, name) SELECT printf('a%05d', i), 'name' FROM c;",
+    );
+    w.exec(
+        "n2",
+        "INSERT INTO account(id, name) VALUES ('b1', 'from n2')",
+    );
+    w.dock("n1");
+    w.dock("n2");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opts = DockOptions {
+        upload: false,
+        progress: Some(std::sync::Arc::new(StopOnBegin(stop.clone()))),
+        stop: Some(stop.clone()),
+        ..DockOptions::default()
+    };
+    let r = w.dock_with("hq", &w.via, &opts).unwrap();
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "5000");
+    let waiting = std::fs::read_dir(w.central.join("spool")).unwrap().count();
+    assert_eq!(waiting, 1, "n2's bundle waits in the spool");
+    let r = w.dock("hq");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "5001");
+}

@@ -86,6 +86,11 @@ pub struct WatchOptions {
     pub volume_size: u64,
     /// Seal outgoing bundles for one site to that site's key (`B.age`).
     pub encrypt: bool,
+    /// Where progress of long applies and writes goes (the binary draws bars on a terminal).
+    pub progress: berth_engine::progress::Reporter,
+    /// The stop flag as the engine sees it: once set, no further bundle of the spool is
+    /// started (the one being applied finishes) and nothing more is written.
+    pub stop_between_bundles: Option<std::sync::Arc<AtomicBool>>,
 }
 
 impl WatchOptions {
@@ -102,6 +107,8 @@ impl WatchOptions {
             debounce: Duration::from_secs(2),
             volume_size: volumes::DEFAULT_VOLUME_SIZE,
             encrypt: false,
+            progress: None,
+            stop_between_bundles: None,
         }
     }
 }
@@ -700,10 +707,26 @@ impl Watch<'_> {
     fn cycle(&mut self, apply: bool, upload: bool) -> Result<bool> {
         let mut site = Site::open(&self.opts.site)?;
         let mut applied = false;
+        let stopping = || {
+            self.opts
+                .stop_between_bundles
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::SeqCst))
+        };
         if apply {
-            let report = dock::apply_spool(&mut site, &DockOptions::default())?;
+            let opts = DockOptions {
+                progress: self.opts.progress.clone(),
+                stop: self.opts.stop_between_bundles.clone(),
+                ..DockOptions::default()
+            };
+            let report = dock::apply_spool(&mut site, &opts)?;
             applied = report.count("applied") > 0;
             self.report(&report);
+        }
+        if stopping() {
+            // Stopping: what is left (bundles in the spool, our own bundle) is done at the
+            // next start.
+            return Ok(applied);
         }
         if upload || applied {
             if !self.out.is_dir() {
@@ -717,6 +740,7 @@ impl Watch<'_> {
                 upload: true,
                 download: false,
                 fail_after: None,
+                progress: self.opts.progress.clone(),
                 ..DockOptions::default()
             };
             let report = dock::dock(&mut site, &self.out, &opts)?;

@@ -307,11 +307,6 @@ impl Plan {
             .unwrap_or(Visibility::Enterprise)
     }
 
-    /// The objects, by name, in model order.
-    pub fn object_names(&self) -> impl Iterator<Item = &str> {
-        self.objects.iter().map(|o| o.r.name.as_str())
-    }
-
     fn object_index(&self, name: &str) -> Option<usize> {
         self.objects.iter().position(|o| o.r.name == name)
     }
