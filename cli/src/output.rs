@@ -175,7 +175,7 @@ impl berth_engine::progress::Progress for Bars {
     fn begin(&self, what: &str, total: u64) {
         let bar = indicatif::ProgressBar::new(total);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg:32!} [{bar:30}] {pos}/{len} changes, {per_sec}, {eta} left",
+            "{msg:40!} [{bar:30}] {percent:>3}%, {eta} left",
         ) {
             bar.set_style(style.progress_chars("=> "));
         }

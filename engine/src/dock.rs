@@ -445,17 +445,29 @@ impl Payload {
         site: &Site,
         bundle: &mut Bundle<Verified, File>,
         name: &str,
+        progress: &crate::progress::Reporter,
     ) -> Result<Payload> {
         let size = bundle.manifest().entry(name).map_or(0, |e| e.size);
+        let what = format!("reading {}", bundle.label());
+        let tracker = crate::progress::Tracker::bytes(progress, &what, size);
         if size <= IN_MEMORY_PAYLOAD {
-            Ok(Payload::Memory(
-                bundle.read_entry(name, IN_MEMORY_PAYLOAD)?,
-                0,
-            ))
+            let mut out = crate::progress::Counted {
+                inner: Vec::with_capacity(usize::try_from(size).unwrap_or(0)),
+                tracker,
+            };
+            bundle.copy_entry(name, &mut out)?;
+            Ok(Payload::Memory(out.inner, 0))
         } else {
-            Ok(Payload::File(BufReader::new(spool_entry(
-                site, bundle, name,
-            )?)))
+            let spool = site.folder("spool");
+            let tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+            let mut out = crate::progress::Counted {
+                inner: tmp,
+                tracker,
+            };
+            bundle.copy_entry(name, &mut out)?;
+            let mut tmp = out.inner;
+            tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
+            Ok(Payload::File(BufReader::new(tmp)))
         }
     }
 
@@ -531,7 +543,7 @@ fn apply_changes(
         return Ok(Outcome::Duplicate);
     }
     let upgrade_in = crate::upgrade::read_incoming(site, bundle)?;
-    let mut payload = Payload::read(site, bundle, CHANGES_ENTRY)?;
+    let mut payload = Payload::read(site, bundle, CHANGES_ENTRY, &opts.progress)?;
     let spool_path = site.folder("spool").join(&label);
     let catalog = site.catalog()?;
     let model = match site.role() {

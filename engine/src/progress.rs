@@ -16,32 +16,75 @@ pub trait Progress: Send + Sync + std::fmt::Debug {
 /// Where progress goes, if anywhere.
 pub type Reporter = Option<Arc<dyn Progress>>;
 
-/// Reports progress every `STEP` steps, and ends the work when dropped (also on an error).
+/// Reports progress every `every` steps, and ends the work when dropped (also on an error).
 pub(crate) struct Tracker<'a> {
     to: Option<&'a dyn Progress>,
     done: u64,
+    every: u64,
+    next: u64,
 }
 
+/// Changes between two reports.
 const STEP: u64 = 1024;
+/// Bytes between two reports.
+const BYTES: u64 = 64 * 1024;
 
 impl<'a> Tracker<'a> {
-    /// Starts `what` (nothing is shown for small work).
+    /// Starts `what`, counted in changes (nothing is shown for small work).
     pub(crate) fn new(to: &'a Reporter, what: &str, total: u64) -> Self {
-        let to = to.as_deref().filter(|_| total >= 4 * STEP);
+        Self::with_step(to, what, total, STEP)
+    }
+
+    /// Starts `what`, counted in bytes.
+    pub(crate) fn bytes(to: &'a Reporter, what: &str, total: u64) -> Self {
+        Self::with_step(to, what, total, BYTES)
+    }
+
+    fn with_step(to: &'a Reporter, what: &str, total: u64, every: u64) -> Self {
+        let to = to.as_deref().filter(|_| total >= 4 * every);
         if let Some(p) = to {
             p.begin(what, total);
         }
-        Tracker { to, done: 0 }
+        Tracker {
+            to,
+            done: 0,
+            every,
+            next: every,
+        }
     }
 
     /// One step done.
     pub(crate) fn step(&mut self) {
-        self.done += 1;
+        self.advance(1);
+    }
+
+    /// `n` steps done.
+    pub(crate) fn advance(&mut self, n: u64) {
+        self.done += n;
         if let Some(p) = self.to
-            && self.done.is_multiple_of(STEP)
+            && self.done >= self.next
         {
             p.set(self.done);
+            self.next = self.done + self.every;
         }
+    }
+}
+
+/// A writer that reports the bytes written through it.
+pub(crate) struct Counted<'a, W> {
+    pub(crate) inner: W,
+    pub(crate) tracker: Tracker<'a>,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.tracker.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
