@@ -272,6 +272,21 @@ impl World {
     }
 }
 
+/// Runs `f` for the seeds a seeded test should run: seed `$ONE` alone when that variable
+/// is set (a replay), else seeds `0..$MANY` (default `default`). Each seed is announced
+/// with how to replay it.
+pub fn for_seeds(one: &str, many: &str, default: u64, mut f: impl FnMut(u64)) {
+    let only: Option<u64> = std::env::var(one).ok().and_then(|v| v.parse().ok());
+    let n: u64 = std::env::var(many)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    for seed in only.map_or(0..n, |s| s..s + 1) {
+        eprintln!("seed {seed} (replay: {one}={seed})");
+        f(seed);
+    }
+}
+
 /// Dumps the user tables of a database file.
 pub fn dump_db(path: &Path) -> Dump {
     let c = Connection::open(path).unwrap();

@@ -224,161 +224,158 @@ fn pair_form_rules_route_the_same_story() {
 fn random_story(docking: &str, default_seeds: u64) {
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
-    let seeds: u64 = std::env::var("BERTH_ROUTING_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_seeds);
-    let only: Option<u64> = std::env::var("BERTH_ROUTING_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    for seed in only.map_or(0..seeds, |s| s..s + 1) {
-        eprintln!("routing story seed {seed} (replay: BERTH_ROUTING_SEED={seed})");
-        let (w, model) = sales_with(docking);
-        let mut rng = StdRng::seed_from_u64(seed);
-        let nodes = ["keith", "carl", "greg"];
-        let emps = ["E1", "E2", "E3", "E4", "E5"];
-        let optys = ["O1", "O2", "O3", "O4", "O5"];
-        let accounts = ["A1", "A2", "A3", "A4", "A5"];
-        let positions = ["P-MGR", "P-NORTH", "P-SOUTH", "P-PRICING", "P-KEY"];
-        for step in 0..60 {
-            match rng.random_range(0..15) {
-                9 => {
-                    // A quote moves to another opportunity: the activities on it move with
-                    // it (they reach the opportunity through the quote).
-                    let q = ["Q1", "Q2", "Q3", "Q4"][rng.random_range(0..4)];
-                    let o = optys[rng.random_range(0..optys.len())];
-                    w.exec("hq", &format!("UPDATE quote SET opty_id = (SELECT id FROM opty WHERE id = '{o}') WHERE id = '{q}'"));
-                }
-                10 => {
-                    // An opportunity moves to another account (the mapping between the
-                    // two objects changes).
-                    let o = optys[rng.random_range(0..optys.len())];
-                    let a = accounts[rng.random_range(0..accounts.len())];
-                    w.exec(
-                        "hq",
-                        &format!("UPDATE opty SET account_id = '{a}' WHERE id = '{o}'"),
-                    );
-                }
-                11 => {
-                    // A position change (emp_postn is read by the account rule but is no
-                    // member of it: every account is re-evaluated).
-                    let e = emps[rng.random_range(0..emps.len())];
-                    let p = positions[rng.random_range(0..positions.len())];
-                    if rng.random_range(0..2) == 0 {
+    berth_tests::for_seeds(
+        "BERTH_ROUTING_SEED",
+        "BERTH_ROUTING_SEEDS",
+        default_seeds,
+        |seed| {
+            let (w, model) = sales_with(docking);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let nodes = ["keith", "carl", "greg"];
+            let emps = ["E1", "E2", "E3", "E4", "E5"];
+            let optys = ["O1", "O2", "O3", "O4", "O5"];
+            let accounts = ["A1", "A2", "A3", "A4", "A5"];
+            let positions = ["P-MGR", "P-NORTH", "P-SOUTH", "P-PRICING", "P-KEY"];
+            for step in 0..60 {
+                match rng.random_range(0..15) {
+                    9 => {
+                        // A quote moves to another opportunity: the activities on it move with
+                        // it (they reach the opportunity through the quote).
+                        let q = ["Q1", "Q2", "Q3", "Q4"][rng.random_range(0..4)];
+                        let o = optys[rng.random_range(0..optys.len())];
+                        w.exec("hq", &format!("UPDATE quote SET opty_id = (SELECT id FROM opty WHERE id = '{o}') WHERE id = '{q}'"));
+                    }
+                    10 => {
+                        // An opportunity moves to another account (the mapping between the
+                        // two objects changes).
+                        let o = optys[rng.random_range(0..optys.len())];
+                        let a = accounts[rng.random_range(0..accounts.len())];
                         w.exec(
                             "hq",
-                            &format!("INSERT OR IGNORE INTO emp_postn VALUES ('{e}', '{p}')"),
+                            &format!("UPDATE opty SET account_id = '{a}' WHERE id = '{o}'"),
                         );
-                    } else {
-                        w.exec(
+                    }
+                    11 => {
+                        // A position change (emp_postn is read by the account rule but is no
+                        // member of it: every account is re-evaluated).
+                        let e = emps[rng.random_range(0..emps.len())];
+                        let p = positions[rng.random_range(0..positions.len())];
+                        if rng.random_range(0..2) == 0 {
+                            w.exec(
+                                "hq",
+                                &format!("INSERT OR IGNORE INTO emp_postn VALUES ('{e}', '{p}')"),
+                            );
+                        } else {
+                            w.exec(
                             "hq",
                             &format!(
                                 "DELETE FROM emp_postn WHERE emp_id = '{e}' AND position_id = '{p}'"
                             ),
                         );
+                        }
                     }
-                }
-                12 => {
-                    // A new opportunity at central, assigned to someone, with an activity.
-                    let e = emps[rng.random_range(0..emps.len())];
-                    let a = accounts[rng.random_range(0..accounts.len())];
-                    w.exec("hq", &format!(
+                    12 => {
+                        // A new opportunity at central, assigned to someone, with an activity.
+                        let e = emps[rng.random_range(0..emps.len())];
+                        let a = accounts[rng.random_range(0..accounts.len())];
+                        w.exec("hq", &format!(
                         "INSERT INTO opty(id, account_id, name) VALUES ('N{step}', '{a}', 'New {step}');
                          INSERT INTO opty_emp VALUES ('N{step}', '{e}', 'owner');
                          INSERT INTO activity(id, account_id, opty_id, kind) VALUES ('NA{step}', '{a}', 'N{step}', 'call');"
                     ));
-                }
-                13 => {
-                    // An opportunity is deleted with what hangs off it.
-                    let o = optys[rng.random_range(0..optys.len())];
-                    w.exec(
-                        "hq",
-                        &format!(
-                            "DELETE FROM opty_emp WHERE opty_id = '{o}';
+                    }
+                    13 => {
+                        // An opportunity is deleted with what hangs off it.
+                        let o = optys[rng.random_range(0..optys.len())];
+                        w.exec(
+                            "hq",
+                            &format!(
+                                "DELETE FROM opty_emp WHERE opty_id = '{o}';
                          DELETE FROM opty_prod WHERE opty_id = '{o}';
                          UPDATE activity SET opty_id = NULL WHERE opty_id = '{o}';
                          UPDATE quote SET opty_id = NULL WHERE opty_id = '{o}';
                          DELETE FROM opty WHERE id = '{o}';"
-                        ),
-                    );
-                }
-                14 => {
-                    // An account-position assignment comes or goes.
-                    let a = accounts[rng.random_range(0..accounts.len())];
-                    let p = positions[rng.random_range(0..positions.len())];
-                    if rng.random_range(0..2) == 0 {
+                            ),
+                        );
+                    }
+                    14 => {
+                        // An account-position assignment comes or goes.
+                        let a = accounts[rng.random_range(0..accounts.len())];
+                        let p = positions[rng.random_range(0..positions.len())];
+                        if rng.random_range(0..2) == 0 {
+                            w.exec(
+                                "hq",
+                                &format!("INSERT OR IGNORE INTO acct_postn VALUES ('{a}', '{p}')"),
+                            );
+                        } else {
+                            w.exec("hq", &format!("DELETE FROM acct_postn WHERE account_id = '{a}' AND position_id = '{p}'"));
+                        }
+                    }
+                    0 | 1 => {
+                        let o = optys[rng.random_range(0..optys.len())];
+                        let e = emps[rng.random_range(0..emps.len())];
+                        w.exec("hq", &format!("UPDATE opty_emp SET emp_id = '{e}' WHERE opty_id = '{o}' AND rowid = (SELECT MIN(rowid) FROM opty_emp WHERE opty_id = '{o}') AND NOT EXISTS (SELECT 1 FROM opty_emp WHERE opty_id = '{o}' AND emp_id = '{e}')"));
+                    }
+                    2 => {
+                        let q = ["Q1", "Q2", "Q3", "Q4"][rng.random_range(0..4)];
+                        let e = emps[rng.random_range(0..emps.len())];
                         w.exec(
                             "hq",
-                            &format!("INSERT OR IGNORE INTO acct_postn VALUES ('{a}', '{p}')"),
+                            &format!("UPDATE quote SET owner_emp_id = '{e}' WHERE id = '{q}'"),
                         );
-                    } else {
-                        w.exec("hq", &format!("DELETE FROM acct_postn WHERE account_id = '{a}' AND position_id = '{p}'"));
                     }
-                }
-                0 | 1 => {
-                    let o = optys[rng.random_range(0..optys.len())];
-                    let e = emps[rng.random_range(0..emps.len())];
-                    w.exec("hq", &format!("UPDATE opty_emp SET emp_id = '{e}' WHERE opty_id = '{o}' AND rowid = (SELECT MIN(rowid) FROM opty_emp WHERE opty_id = '{o}') AND NOT EXISTS (SELECT 1 FROM opty_emp WHERE opty_id = '{o}' AND emp_id = '{e}')"));
-                }
-                2 => {
-                    let q = ["Q1", "Q2", "Q3", "Q4"][rng.random_range(0..4)];
-                    let e = emps[rng.random_range(0..emps.len())];
-                    w.exec(
-                        "hq",
-                        &format!("UPDATE quote SET owner_emp_id = '{e}' WHERE id = '{q}'"),
-                    );
-                }
-                3 => {
-                    let n = nodes[rng.random_range(0..nodes.len())];
-                    let held = w.value(n, "SELECT id FROM opty ORDER BY random() LIMIT 1");
-                    if held != "NULL" {
-                        w.exec(
+                    3 => {
+                        let n = nodes[rng.random_range(0..nodes.len())];
+                        let held = w.value(n, "SELECT id FROM opty ORDER BY random() LIMIT 1");
+                        if held != "NULL" {
+                            w.exec(
                             n,
                             &format!(
                                 "UPDATE opty SET name = name || ' [{n} {step}]' WHERE id = {held}"
                             ),
                         );
+                        }
                     }
-                }
-                4 => {
-                    let n = nodes[rng.random_range(0..nodes.len())];
-                    w.exec(
-                        n,
-                        &format!(
-                            "UPDATE product SET price = {} WHERE id = 'P1'",
-                            rng.random_range(1..1000)
-                        ),
-                    );
-                }
-                5 => {
-                    // A node assigns its own employee to an opportunity (it may not see it
-                    // yet): the node's write changes what it sees.
-                    let n = nodes[rng.random_range(0..nodes.len())];
-                    let o = ["O1", "O2", "O3", "O4"][rng.random_range(0..4)];
-                    w.exec(
+                    4 => {
+                        let n = nodes[rng.random_range(0..nodes.len())];
+                        w.exec(
+                            n,
+                            &format!(
+                                "UPDATE product SET price = {} WHERE id = 'P1'",
+                                rng.random_range(1..1000)
+                            ),
+                        );
+                    }
+                    5 => {
+                        // A node assigns its own employee to an opportunity (it may not see it
+                        // yet): the node's write changes what it sees.
+                        let n = nodes[rng.random_range(0..nodes.len())];
+                        let o = ["O1", "O2", "O3", "O4"][rng.random_range(0..4)];
+                        w.exec(
                         n,
                         &format!(
                             "PRAGMA foreign_keys = OFF; INSERT OR IGNORE INTO opty_emp(opty_id, emp_id, role) VALUES ('{o}', '{}', 'helper')",
                             employee(n)
                         ),
                     );
-                }
-                _ => {
-                    let site = ["hq", "keith", "carl", "greg"][rng.random_range(0..4)];
-                    let r = w.dock(site);
-                    if rng.random_range(0..5) == 0 {
-                        for p in r.written {
-                            std::fs::remove_file(p).unwrap();
+                    }
+                    _ => {
+                        let site = ["hq", "keith", "carl", "greg"][rng.random_range(0..4)];
+                        let r = w.dock(site);
+                        if rng.random_range(0..5) == 0 {
+                            for p in r.written {
+                                std::fs::remove_file(p).unwrap();
+                            }
                         }
                     }
                 }
             }
-        }
-        w.settle();
-        for n in nodes {
-            assert_projection(&w, &model, n);
-        }
-    }
+            w.settle();
+            for n in nodes {
+                assert_projection(&w, &model, n);
+            }
+        },
+    );
 }
 
 /// Invariant 4: a node cannot change rows it cannot see, nor tables it may not write. The

@@ -245,16 +245,5 @@ fn simulate(seed: u64) {
 
 #[test]
 fn simulation_converges_to_the_oracle() {
-    if let Ok(s) = std::env::var("BERTH_SIM_SEED") {
-        simulate(s.parse().unwrap());
-        return;
-    }
-    let n: u64 = std::env::var("BERTH_SIM_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    for seed in 0..n {
-        eprintln!("simulation seed {seed} (replay: BERTH_SIM_SEED={seed})");
-        simulate(seed);
-    }
+    berth_tests::for_seeds("BERTH_SIM_SEED", "BERTH_SIM_SEEDS", 3, simulate);
 }

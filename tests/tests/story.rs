@@ -107,15 +107,5 @@ fn story(seed: u64) {
 
 #[test]
 fn random_story_converges() {
-    if let Ok(s) = std::env::var("BERTH_STORY_SEED") {
-        story(s.parse().unwrap());
-        return;
-    }
-    let n: u64 = std::env::var("BERTH_STORY_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    for seed in 0..n {
-        story(seed);
-    }
+    berth_tests::for_seeds("BERTH_STORY_SEED", "BERTH_STORY_SEEDS", 4, story);
 }
