@@ -458,16 +458,9 @@ impl Payload {
             bundle.copy_entry(name, &mut out)?;
             Ok(Payload::Memory(out.inner, 0))
         } else {
-            let spool = site.folder("spool");
-            let tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
-            let mut out = crate::progress::Counted {
-                inner: tmp,
-                tracker,
-            };
-            bundle.copy_entry(name, &mut out)?;
-            let mut tmp = out.inner;
-            tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
-            Ok(Payload::File(BufReader::new(tmp)))
+            Ok(Payload::File(BufReader::new(spool_entry(
+                site, bundle, name, tracker,
+            )?)))
         }
     }
 
@@ -503,10 +496,16 @@ pub(crate) fn spool_entry(
     site: &Site,
     bundle: &mut Bundle<Verified, File>,
     name: &str,
+    tracker: crate::progress::Tracker<'_>,
 ) -> Result<File> {
     let spool = site.folder("spool");
-    let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
-    bundle.copy_entry(name, &mut tmp)?;
+    let tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+    let mut out = crate::progress::Counted {
+        inner: tmp,
+        tracker,
+    };
+    bundle.copy_entry(name, &mut out)?;
+    let mut tmp = out.inner;
     tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
     Ok(tmp)
 }

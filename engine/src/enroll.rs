@@ -7,6 +7,7 @@ use crate::dock::{header, spool_entry, write_bundle, write_bundle_at};
 use crate::error::{EngineError, Result};
 use crate::merge::apply::MergeStats;
 use crate::peer::{self, Peer};
+use crate::progress::Tracker;
 use crate::route::model::Visibility;
 use crate::site::{Role, Site, check_name};
 use crate::value::{Row, from_sql};
@@ -282,10 +283,10 @@ pub(crate) fn apply_extract(
     }
     let key = introduced_central_key(&m).ok_or_else(|| bad("manifest", "no central key".into()))?;
     let mut ddl = String::new();
-    spool_entry(site, bundle, SCHEMA_ENTRY)?
+    spool_entry(site, bundle, SCHEMA_ENTRY, Tracker::none())?
         .read_to_string(&mut ddl)
         .map_err(|e| bad(SCHEMA_ENTRY, e.to_string()))?;
-    let rows = spool_entry(site, bundle, ROWS_ENTRY)?;
+    let rows = spool_entry(site, bundle, ROWS_ENTRY, Tracker::none())?;
     let now = store::now();
     let tx = site
         .conn

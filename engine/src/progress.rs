@@ -40,6 +40,16 @@ impl<'a> Tracker<'a> {
         Self::with_step(to, what, total, BYTES)
     }
 
+    /// Reports to no one.
+    pub(crate) fn none() -> Self {
+        Tracker {
+            to: None,
+            done: 0,
+            every: u64::MAX,
+            next: u64::MAX,
+        }
+    }
+
     fn with_step(to: &'a Reporter, what: &str, total: u64, every: u64) -> Self {
         let to = to.as_deref().filter(|_| total >= 4 * every);
         if let Some(p) = to {

@@ -155,10 +155,15 @@ fn path_from(m: &ResolvedMember, js: &[super::model::Join], upto: usize) -> Stri
     check::join_chain(&m.table, 0, &js[..upto.min(js.len())])
 }
 
+/// A rule's or mapping's SQL as a statement or subquery body (no trailing `;`).
+fn sql_body(sql: &str) -> &str {
+    sql.trim().trim_end_matches(';')
+}
+
 /// A set-form query wrapped so that its first (`first`) or second column is restricted to
 /// the ids in `temp.berth_route_ids` for object `?1`.
 fn restricted(set: &str, first: bool) -> String {
-    let body = set.trim().trim_end_matches(';');
+    let body = sql_body(set);
     let c = if first { "a" } else { "b" };
     format!(
         "WITH berth_q(a, b) AS ({body}\n) SELECT a, b FROM berth_q WHERE {c} IN (SELECT id FROM temp.berth_route_ids WHERE obj = +?1)"
@@ -714,7 +719,7 @@ impl<'a> Pass<'a> {
         };
         if let Some(set) = &m.set {
             let queries: Vec<(String, Option<usize>)> = if all {
-                vec![(set.trim().trim_end_matches(';').to_string(), None)]
+                vec![(sql_body(set).to_string(), None)]
             } else {
                 vec![
                     (restricted(set, m.dep_first), Some(m.dep)),
@@ -940,7 +945,7 @@ impl<'a> Pass<'a> {
             for rule in &o.rules {
                 match (&rule.set, self.eval) {
                     (Some(set), Evaluation::Set) => {
-                        let mut st = conn.prepare_cached(set.trim().trim_end_matches(';'))?;
+                        let mut st = conn.prepare_cached(sql_body(set))?;
                         let mut rows = st.query([])?;
                         while let Some(r) = rows.next()? {
                             if let Some(node) = from_sql(r.get_ref(1)?).as_str()
@@ -1070,7 +1075,7 @@ impl<'a> Pass<'a> {
 
     /// Per-pair check of a set-form rule (the baseline for rules that have only a set form).
     fn set_pair(&self, set: &str, id: &Json, node: &str) -> Result<bool> {
-        let body = set.trim().trim_end_matches(';');
+        let body = sql_body(set);
         let mut st = self.conn.prepare_cached(&format!(
             "WITH berth_q(a, b) AS ({body}\n) SELECT 1 FROM berth_q WHERE a = ?1 AND b = ?2 LIMIT 1"
         ))?;
@@ -1457,18 +1462,39 @@ fn for_member_rows<'i>(
         return Ok(());
     }
     load_ids(pass.conn, &set)?;
-    let o = &pass.plan.objects[oi].r;
+    each_member_row(
+        pass.conn,
+        &pass.plan.objects[oi].r,
+        oi,
+        false,
+        |m, _, k, r| {
+            let id = id_of(&from_sql(r.get_ref(m.key.len())?));
+            f(&m.table, (k, id))
+        },
+    )
+}
+
+/// Calls `f` with every member row (member, the names of the row columns when
+/// `whole_row`, key values, the result row: key columns, primary id, then the row columns)
+/// of the instances of object `oi` in `temp.berth_route_ids`.
+fn each_member_row<'o>(
+    conn: &Connection,
+    o: &'o ResolvedObject,
+    oi: usize,
+    whole_row: bool,
+    mut f: impl FnMut(&'o ResolvedMember, &[String], Vec<Json>, &rusqlite::Row<'_>) -> Result<()>,
+) -> Result<()> {
     for m in &o.members {
-        for sql in member_sql(o, m, false) {
-            let mut st = pass.conn.prepare_cached(&sql)?;
+        for sql in member_sql(o, m, whole_row) {
+            let mut st = conn.prepare_cached(&sql)?;
             let n = m.key.len();
+            let names: Vec<String> = st.column_names().skip(n + 1).map(str::to_string).collect();
             let mut rows = st.query(params![oi as i64])?;
             while let Some(r) = rows.next()? {
                 let k: Vec<Json> = (0..n)
                     .map(|i| r.get_ref(i).map(from_sql))
                     .collect::<rusqlite::Result<_>>()?;
-                let id = id_of(&from_sql(r.get_ref(n)?));
-                f(&m.table, (k, id))?;
+                f(m, &names, k, r)?;
             }
         }
     }
@@ -1895,34 +1921,22 @@ pub fn enroll(
         if ids[oi].is_empty() {
             continue;
         }
-        for m in &o.r.members {
+        each_member_row(conn, &o.r, oi, true, |m, names, k, r| {
             if plan.visibility(&m.table) != Visibility::Limited {
-                continue;
+                return Ok(());
             }
-            for sql in member_sql(&o.r, m, true) {
-                let mut st = conn.prepare_cached(&sql)?;
-                let n = m.key.len();
-                let names: Vec<String> =
-                    st.column_names().skip(n + 1).map(str::to_string).collect();
-                let mut rows = st.query(params![oi as i64])?;
-                while let Some(r) = rows.next()? {
-                    let k: Vec<Json> = (0..n)
-                        .map(|i| r.get_ref(i).map(from_sql))
-                        .collect::<rusqlite::Result<_>>()?;
-                    let key = serde_json::to_string(&k).unwrap_or_default();
-                    if !sent
-                        .entry(m.table.as_str())
-                        .or_default()
-                        .insert(key.clone())
-                    {
-                        continue;
-                    }
-                    add.execute(params![node.name, m.table, key])?;
-                    count += 1;
-                    sink(&m.table, &names, r, n + 1)?;
-                }
+            let key = serde_json::to_string(&k).unwrap_or_default();
+            if !sent
+                .entry(m.table.as_str())
+                .or_default()
+                .insert(key.clone())
+            {
+                return Ok(());
             }
-        }
+            add.execute(params![node.name, m.table, key])?;
+            count += 1;
+            sink(&m.table, names, r, m.key.len() + 1)
+        })?;
     }
     Ok(count)
 }
