@@ -568,3 +568,44 @@ fn own_changes_are_not_routed_back() {
         "only nodes that see O1 get it"
     );
 }
+
+/// A batch never ends between a node's merged change and the marker that acknowledges it:
+/// keith edits O4 just as central takes him off it, and the removal his own edit causes must
+/// reach him after that marker (before it, he would keep his local row). Routed here with
+/// batches of one entry, so without the alignment the boundary falls right there.
+#[test]
+fn a_batch_boundary_never_separates_a_merged_change_from_its_marker() {
+    use berth_engine::route::router::{self, Evaluation, Plan};
+    let (w, model) = sales();
+    // keith sees O4 only as its support (E1 on opty_emp); its quote Q4 is E4's.
+    assert!(has(&w, "keith", "SELECT 1 FROM opty WHERE id = 'O4'"));
+    w.exec(
+        "hq",
+        "DELETE FROM opty_emp WHERE opty_id = 'O4' AND emp_id = 'E1'",
+    );
+    w.exec(
+        "keith",
+        "UPDATE opty SET name = 'Depots (keith)' WHERE id = 'O4'",
+    );
+    w.dock("keith");
+    let merge = berth_engine::dock::DockOptions {
+        upload: false,
+        ..Default::default()
+    };
+    w.dock_with("hq", &w.via, &merge).unwrap();
+    {
+        let site = w.open("hq");
+        let catalog = site.catalog().unwrap();
+        let plan = Plan::new(&site.conn, &site.docking_model().unwrap().unwrap()).unwrap();
+        let tx = rusqlite::Transaction::new_unchecked(
+            &site.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .unwrap();
+        router::route_in_batches(&tx, &catalog, Some(&plan), Evaluation::Set, 1).unwrap();
+        tx.commit().unwrap();
+    }
+    w.settle();
+    assert!(!has(&w, "keith", "SELECT 1 FROM opty WHERE id = 'O4'"));
+    assert_all(&w, &model);
+}

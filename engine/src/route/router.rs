@@ -1283,6 +1283,18 @@ pub fn route_all(
     plan: Option<&Plan>,
     eval: Evaluation,
 ) -> Result<()> {
+    route_in_batches(conn, catalog, plan, eval, BATCH)
+}
+
+/// [`route_all`] with batches of about `batch` entries (tests use tiny ones to put batch
+/// boundaries everywhere).
+pub fn route_in_batches(
+    conn: &Connection,
+    catalog: &Catalog,
+    plan: Option<&Plan>,
+    eval: Evaluation,
+    batch: i64,
+) -> Result<()> {
     let nodes = nodes(conn)?;
     if nodes.is_empty() {
         // Nothing is routed, so the edges fall behind the log: the next node's enrollment
@@ -1307,7 +1319,7 @@ pub fn route_all(
     let top = store::max_pos(conn)?;
     let mut lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
     while lo < top {
-        let hi = batch_end(conn, lo, top)?;
+        let hi = batch_end(conn, lo, top, batch.max(1))?;
         route_batch(conn, catalog, plan, &nodes, eval, &mut out, lo, hi)?;
         lo = hi;
     }
@@ -1324,10 +1336,10 @@ pub fn route_all(
     Ok(())
 }
 
-/// Where the batch starting after `lo` ends: about [`BATCH`] entries on, but never between a
+/// Where the batch starting after `lo` ends: about `batch` entries on, but never between a
 /// merged node change and the marker that acknowledges it (see [`Holdings::later`]).
-fn batch_end(conn: &Connection, lo: i64, top: i64) -> Result<i64> {
-    let hi = lo.saturating_add(BATCH);
+fn batch_end(conn: &Connection, lo: i64, top: i64, batch: i64) -> Result<i64> {
+    let hi = lo.saturating_add(batch);
     if hi >= top {
         return Ok(top);
     }
