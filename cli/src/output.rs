@@ -33,9 +33,15 @@ pub fn dock_report(r: &DockReport) {
 pub fn status(s: &Status) {
     println!("site       {} ({})", s.name, s.role);
     println!(
-        "schema     {}",
+        "schema     version {} ({})",
+        s.schema_version,
         s.schema_checksum.as_deref().unwrap_or("none yet")
     );
+    if let Some((ours, central)) = s.upload_waits {
+        println!(
+            "upload     waits: schema version {ours} is behind central's {central}; local changes stay here until the migration applies (see held bundles)"
+        );
+    }
     println!("software   {}", s.software_level);
     println!("log        position {}", s.log_pos);
     if s.awaiting_extract {
@@ -45,9 +51,10 @@ pub fn status(s: &Status) {
     }
     if !s.peers.is_empty() {
         println!(
-            "\n{:<16} {:<8} {:>8} {:>8} {:>10} {:>7} {:>10} {:>10} {:>9}  key",
+            "\n{:<16} {:<8} {:>6} {:>8} {:>8} {:>10} {:>7} {:>10} {:>10} {:>9}  key",
             "peer",
             "role",
+            "schema",
             "in seq",
             "out seq",
             "to send",
@@ -58,9 +65,11 @@ pub fn status(s: &Status) {
         );
         for p in &s.peers {
             println!(
-                "{:<16} {:<8} {:>8} {:>8} {:>10} {:>7} {:>10} {:>10} {:>9}  {}{}",
+                "{:<16} {:<8} {:>6} {:>8} {:>8} {:>10} {:>7} {:>10} {:>10} {:>9}  {}{}",
                 p.name,
                 p.role,
+                p.schema_version
+                    .map_or_else(|| "-".to_string(), |v| v.to_string()),
                 p.in_seq,
                 p.out_seq,
                 p.pending_out,

@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use berth_engine::evolve::diff::{self, DiffOptions, Rename};
 use berth_engine::evolve::history::{self, NewMigration};
 use berth_engine::evolve::snapshot::{self, Snapshot};
-use berth_engine::site::Site;
+use berth_engine::migrate;
+use berth_engine::site::{Role, Site};
+use berth_engine::store;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,8 +86,74 @@ pub enum MigrationCmd {
         /// The software level a site needs to run it.
         #[arg(long = "requires-software", default_value = "1")]
         requires_software: String,
+        /// The schema to migrate to (SQL file, database or snapshot JSON): the migration is
+        /// computed from the live schema and applied. Required at central, whose schema only
+        /// changes this way (or by `migration accept` / `migration import`).
+        #[arg(long)]
+        to: Option<PathBuf>,
         #[command(flatten)]
         opts: DiffArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one of this site's migrations (a developer's copy) as a signed bundle for
+    /// central's administrator, who takes it with `berth migration accept`.
+    #[command(after_help = "Example:
+  berth migration submit --site dev --to hq --out /mnt/share
+  berth migration accept --site hq /mnt/share/dev_to_hq_migration_0003.zip")]
+    Submit {
+        /// The site folder (the developer's copy).
+        #[arg(long)]
+        site: PathBuf,
+        /// Central's name (default: this site's central, when it is a node).
+        #[arg(long)]
+        to: Option<String>,
+        /// Which migration (default: the latest).
+        #[arg(long)]
+        version: Option<i64>,
+        /// Folder to write the bundle into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// At central: verify a submitted migration, apply it to the master database and send
+    /// it to every node with their next bundles.
+    #[command(
+        after_help = "Example:\n  berth migration accept --site hq /mnt/share/dev_to_hq_migration_0003.zip"
+    )]
+    Accept {
+        /// Central's site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// The submitted bundle.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the migration history as plain files for version control: one SQL file per
+    /// migration and a checksummed index (migrations.toml).
+    #[command(after_help = "Example:
+  berth migration export --site hq --dir app/db/migrations")]
+    Export {
+        /// The site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// The folder to write (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Take new migrations from an exported history (a checkout); refused when its
+    /// checksums or order disagree with the site's history.
+    #[command(after_help = "Example:
+  berth migration import --site hq --dir app/db/migrations")]
+    Import {
+        /// The site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// The folder holding migrations.toml.
+        #[arg(long)]
+        dir: PathBuf,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -199,21 +267,53 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
             site,
             name,
             requires_software,
+            to,
             opts,
             json,
         } => {
             let s = open(&site)?;
-            let base = history::latest(&s.conn)?.ok_or(berth_engine::evolve::Error::NoBaseline)?;
-            let diff = options(&opts, &s, &base.snapshot)?;
-            let m = history::create_migration(
-                &s.conn,
-                &NewMigration {
-                    name: &name,
-                    software_level: &requires_software,
-                    origin: s.name(),
-                    diff,
-                },
-            )?;
+            let m = match &to {
+                Some(to) => {
+                    let target = snapshot::from_file(to)?;
+                    let live = snapshot::read(&s.conn)?;
+                    let diff = options(&opts, &s, &live)?;
+                    migrate::create_from_target(
+                        &s,
+                        &migrate::Target {
+                            schema: &target,
+                            name: &name,
+                            software_level: &requires_software,
+                            diff,
+                        },
+                    )?
+                }
+                None if s.role() == Role::Central
+                    && berth_engine::peer::all(&s.conn)?
+                        .iter()
+                        .any(|p| p.role == "node") =>
+                {
+                    anyhow::bail!(
+                        "this central has nodes, so its schema changes only through berth \
+                         (every change captured before a migration must reach the nodes \
+                         first): give the schema to reach with --to FILE, or create the \
+                         migration on a developer's copy and `berth migration submit` it"
+                    )
+                }
+                None => {
+                    let base =
+                        history::latest(&s.conn)?.ok_or(berth_engine::evolve::Error::NoBaseline)?;
+                    let diff = options(&opts, &s, &base.snapshot)?;
+                    history::create_migration(
+                        &s.conn,
+                        &NewMigration {
+                            name: &name,
+                            software_level: &requires_software,
+                            origin: s.name(),
+                            diff,
+                        },
+                    )?
+                }
+            };
             if json {
                 crate::output::json(&m)?;
             } else {
@@ -222,6 +322,76 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
                     m.version, m.name, m.checksum_before, m.checksum_after, m.software_level
                 );
                 print!("{}", m.sql);
+            }
+        }
+        MigrationCmd::Submit {
+            site,
+            to,
+            version,
+            out,
+        } => {
+            let s = open(&site)?;
+            let central = match to {
+                Some(c) => c,
+                None => store::meta(&s.conn, "central")?.context(
+                    "this site has no central (it is not an enrolled node): name it with --to",
+                )?,
+            };
+            let version = match version {
+                Some(v) => v,
+                None => history::version(&s.conn)?,
+            };
+            let path = migrate::submit(&s, &central, version, &out)?;
+            println!("wrote {}", path.display());
+            println!(
+                "signed by {} (key {}); central's administrator runs: berth migration accept --site CENTRAL {}",
+                s.name(),
+                s.public_key().key_id(),
+                path.display()
+            );
+        }
+        MigrationCmd::Accept { site, file, json } => {
+            let s = open(&site)?;
+            let a = migrate::accept(&s, &file)
+                .with_context(|| format!("accepting {}", file.display()))?;
+            if json {
+                crate::output::json(&a)?;
+            } else {
+                println!(
+                    "migration {} {:?} from {} (key {}) applied: schema {} -> {}; the nodes get it with their next bundles",
+                    a.migration.version,
+                    a.migration.name,
+                    a.submitter,
+                    a.key_id,
+                    a.migration.checksum_before,
+                    a.migration.checksum_after
+                );
+            }
+        }
+        MigrationCmd::Export { site, dir } => {
+            let s = open(&site)?;
+            let written = migrate::export_dir(&s.conn, &dir)?;
+            let n = history::migrations(&s.conn)?.len();
+            println!(
+                "{n} migrations in {} ({} files written)",
+                dir.display(),
+                written.len()
+            );
+        }
+        MigrationCmd::Import { site, dir, json } => {
+            let s = open(&site)?;
+            let done = migrate::import_dir(&s, &dir)
+                .with_context(|| format!("importing from {}", dir.display()))?;
+            if json {
+                crate::output::json(&done)?;
+            } else {
+                println!(
+                    "{} migrations already here, {} applied ({:?}); schema version {}",
+                    done.known.len(),
+                    done.applied.len(),
+                    done.applied,
+                    history::version(&s.conn)?
+                );
             }
         }
         MigrationCmd::List { site, json } => {

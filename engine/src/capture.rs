@@ -76,6 +76,14 @@ END;
 pub fn install(conn: &Connection, tables: &[Table]) -> Result<()> {
     for t in tables {
         create(conn, t)?;
+    }
+    record_tables(conn, tables)
+}
+
+/// Records the tables in `berth_tables` (key columns and columns), without touching the
+/// triggers.
+pub fn record_tables(conn: &Connection, tables: &[Table]) -> Result<()> {
+    for t in tables {
         conn.execute(
             "INSERT INTO berth_tables(name, pk, cols) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET pk = excluded.pk, cols = excluded.cols",

@@ -29,6 +29,9 @@ pub enum Op {
     /// An SQL statement central sent to chosen nodes (the appendix's SQLStatement records);
     /// `new` holds `{"sql": "..."}`. It runs at the node in order with the other changes.
     S,
+    /// A schema migration central sends to every node ([`crate::migrate`]); `new` holds the
+    /// migration record. It applies at the node in order with the other changes.
+    M,
 }
 
 impl Op {
@@ -40,6 +43,7 @@ impl Op {
             Op::D => "D",
             Op::A => "A",
             Op::S => "S",
+            Op::M => "M",
         }
     }
 
@@ -50,6 +54,7 @@ impl Op {
             "D" => Some(Op::D),
             "A" => Some(Op::A),
             "S" => Some(Op::S),
+            "M" => Some(Op::M),
             _ => None,
         }
     }
@@ -111,6 +116,13 @@ impl Change {
                 Ok(())
             } else {
                 Err("statement without sql")
+            };
+        }
+        if self.op == Op::M {
+            return if self.new.is_some() {
+                Ok(())
+            } else {
+                Err("migration without its record")
             };
         }
         if self.k.is_empty() {
@@ -249,7 +261,7 @@ impl Logged {
 fn to_wire(base: Change, old: Option<Row>, new: Option<Row>, pk_cols: &[String]) -> Vec<Change> {
     match base.op {
         Op::A => vec![base],
-        Op::S => vec![Change { new, ..base }],
+        Op::S | Op::M => vec![Change { new, ..base }],
         Op::I => match new {
             Some(new) => vec![Change {
                 new: Some(new),

@@ -7,7 +7,7 @@
 //! an older one: a lost bundle loses nothing, a duplicate or out-of-date one is skipped by
 //! position, and one that needs positions the recipient has not applied (`requires`) is held.
 
-use crate::change::{self, Change, Filter};
+use crate::change::{self, Change, Filter, Op};
 use crate::error::{EngineError, Result};
 use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending, is_constraint};
 use crate::peer::{self, Peer};
@@ -17,7 +17,7 @@ use berth_bundle::{
     Bundle, BundleHeader, BundleWriter, Compression, Limits, Party, StreamPosition, TrustedKey,
     TrustedKeys, Verified, naming,
 };
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -124,9 +124,19 @@ pub fn dock_with_prompt(
         process_spool(site, opts, &mut report)?;
     }
     let end = crate::upgrade::plan::Stage::End;
-    report
-        .upgrade
-        .extend(crate::upgrade::node::session(site, end, prompt)?);
+    // An install may be what a held bundle waits for (a migration needing the new software
+    // level): the spool is tried again after it, and the session again after that (a
+    // migration that applied may release an `after-schema` package). Each package installs
+    // at most once, so this ends.
+    for _ in 0..4 {
+        let notes = crate::upgrade::node::session(site, end, prompt)?;
+        let installed = notes.iter().any(|n| n.event == "applied");
+        report.upgrade.extend(notes);
+        if !(installed && opts.download && held_count(site)? > 0) {
+            break;
+        }
+        process_spool(site, opts, &mut report)?;
+    }
     if opts.upload {
         match site.role() {
             Role::Node => {
@@ -160,6 +170,12 @@ pub fn dock_with_prompt(
         }
     }
     Ok(report)
+}
+
+fn held_count(site: &Site) -> Result<i64> {
+    Ok(site
+        .conn
+        .query_row("SELECT COUNT(*) FROM berth_held", [], |r| r.get(0))?)
 }
 
 /// Takes one explicitly named bundle file (an email attachment, a file an admin handed over)
@@ -542,6 +558,19 @@ fn apply_changes(
         return Ok(Outcome::Duplicate);
     }
     let upgrade_in = crate::upgrade::read_incoming(site, bundle)?;
+    // The schema the bundle's first change was captured under (SPEC 5.5).
+    let stream_schema =
+        crate::migrate::read_extension(&m).map(|(v, _)| (v, m.schema_checksum.clone()));
+    let latest = crate::migrate::read_extension(&m).and_then(|(_, l)| l);
+    if role_is_central(site)
+        && let Some((v, c)) = &stream_schema
+    {
+        // A node's bundle holds no migration: one schema for all of it.
+        if let Err(EngineError::Wait { reason }) = schema_gate(&site.conn, *v, c.as_deref()) {
+            record_waiting(site, &sender, &upgrade_in, stream_schema.as_ref(), latest)?;
+            return Ok(Outcome::Held(reason));
+        }
+    }
     let mut payload = Payload::read(site, bundle, CHANGES_ENTRY, &opts.progress)?;
     let spool_path = site.folder("spool").join(&label);
     let catalog = site.catalog()?;
@@ -552,111 +581,148 @@ fn apply_changes(
     let me = site.name().to_string();
     let role = site.role();
     let now = store::now();
-    let tx = site
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)?;
-    store::set_capture(&tx, false)?;
-    let clock = store::meta_i64(&tx, "clock")?;
-    // Our own changes captured so far happened before anything in this bundle was seen.
-    tx.execute(
-        "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
-        params![clock],
-    )?;
-    // At a node: our changes central had not merged before this bundle's first marker.
-    let mut node_apply = NodeApply {
-        conn: &tx,
-        catalog: &catalog,
-        bundle_id: &m.bundle_id,
-        pending: if role == Role::Node {
-            Pending::load(&tx, &catalog, p.acked_pos)?
-        } else {
-            Pending::default()
-        },
-        now,
-    };
-    let central_merge = CentralMerge {
-        conn: &tx,
-        catalog: &catalog,
-        node: &sender,
-        bundle_id: &m.bundle_id,
-        clock,
-        central: &me,
-        now,
-        sql: Default::default(),
-        auth: model
-            .as_ref()
-            .map(|model| crate::merge::apply::Authorization { model }),
-    };
-    let mut stats = MergeStats::default();
-    let mut deferred = Vec::new();
-    let mut max_clock = clock;
-    let mut count = 0u64;
-    let mut line = Vec::new();
-    let mut i = 0usize;
-    let total = u64::try_from(log_to.saturating_sub(p.applied_pos)).unwrap_or(0);
-    let mut progress =
-        crate::progress::Tracker::new(&opts.progress, &format!("applying {label}"), total);
-    while payload
-        .next_line(&mut line)
-        .map_err(|e| EngineError::io(&spool_path, e))?
-    {
-        i += 1;
-        progress.step();
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let ch: Change = serde_json::from_slice(&line).map_err(|e| EngineError::BadPayload {
-            bundle: label.clone(),
-            entry: format!("{CHANGES_ENTRY} line {i}"),
-            reason: e.to_string(),
-        })?;
-        if ch.pos <= p.applied_pos {
-            stats.skipped += 1;
-            continue;
-        }
-        if opts.fail_after == Some(count) {
-            return Err(EngineError::Injected("apply"));
-        }
-        count += 1;
-        max_clock = max_clock.max(ch.c);
-        match role {
-            Role::Central => central_merge.merge(&ch, &mut stats)?,
-            Role::Node => match node_apply.apply(&ch, &mut stats) {
-                // A local row central does not know of yet may stand in the way (a UNIQUE
-                // value taken by a pending insert); a later change of this bundle (central's
-                // correction) may clear it, so try once more at the end.
-                Err(EngineError::Sql(e)) if is_constraint(&e) => deferred.push(ch),
-                other => other?,
+    let result = (|| -> Result<Outcome> {
+        let tx = site
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        store::set_capture(&tx, false)?;
+        let clock = store::meta_i64(&tx, "clock")?;
+        // Our own changes captured so far happened before anything in this bundle was seen.
+        tx.execute(
+            "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
+            params![clock],
+        )?;
+        // At a node: our changes central had not merged before this bundle's first marker.
+        let mut node_apply = NodeApply {
+            conn: &tx,
+            catalog: std::borrow::Cow::Borrowed(&catalog),
+            bundle_id: &m.bundle_id,
+            pending: if role == Role::Node {
+                Pending::load(&tx, &catalog, p.acked_pos)?
+            } else {
+                Pending::default()
             },
+            now,
+        };
+        let central_merge = CentralMerge {
+            conn: &tx,
+            catalog: &catalog,
+            node: &sender,
+            bundle_id: &m.bundle_id,
+            clock,
+            central: &me,
+            now,
+            sql: Default::default(),
+            auth: model
+                .as_ref()
+                .map(|model| crate::merge::apply::Authorization { model }),
+        };
+        let mut stats = MergeStats::default();
+        let mut deferred = Vec::new();
+        let mut max_clock = clock;
+        let mut count = 0u64;
+        let mut line = Vec::new();
+        let mut i = 0usize;
+        let total = u64::try_from(log_to.saturating_sub(p.applied_pos)).unwrap_or(0);
+        let mut progress =
+            crate::progress::Tracker::new(&opts.progress, &format!("applying {label}"), total);
+        // Schema of the changes being read, and how they translate to ours (`None`: not
+        // checked yet since the schema last changed).
+        let mut schema = stream_schema.clone();
+        let mut translations: Option<Vec<crate::migrate::Translation>> = None;
+        while payload
+            .next_line(&mut line)
+            .map_err(|e| EngineError::io(&spool_path, e))?
+        {
+            i += 1;
+            progress.step();
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let ch: Change =
+                serde_json::from_slice(&line).map_err(|e| EngineError::BadPayload {
+                    bundle: label.clone(),
+                    entry: format!("{CHANGES_ENTRY} line {i}"),
+                    reason: e.to_string(),
+                })?;
+            if ch.op == Op::M {
+                // Everything after a migration was captured under the schema it leads to.
+                if let Ok(mig) = crate::migrate::from_change(&ch) {
+                    schema = Some((mig.version, Some(mig.checksum_after)));
+                    translations = None;
+                }
+            }
+            if ch.pos <= p.applied_pos {
+                stats.skipped += 1;
+                continue;
+            }
+            if opts.fail_after == Some(count) {
+                return Err(EngineError::Injected("apply"));
+            }
+            let ch = match (&schema, ch.op) {
+                (Some((v, c)), Op::I | Op::U | Op::D) => {
+                    if translations.is_none() {
+                        translations = Some(schema_gate(&tx, *v, c.as_deref())?);
+                    }
+                    let mut ch = Some(ch);
+                    for tr in translations.iter().flatten() {
+                        ch = ch.and_then(|ch| tr.change(ch));
+                    }
+                    match ch {
+                        Some(ch) => ch,
+                        None => {
+                            // Its table is gone in our schema.
+                            stats.skipped += 1;
+                            continue;
+                        }
+                    }
+                }
+                _ => ch,
+            };
+            if ch.op == Op::M {
+                // Our schema changes: the changes after it are checked against the new one.
+                translations = None;
+            }
+            count += 1;
+            max_clock = max_clock.max(ch.c);
+            match role {
+                Role::Central => central_merge.merge(&ch, &mut stats)?,
+                Role::Node => match node_apply.apply(&ch, &mut stats) {
+                    // A local row central does not know of yet may stand in the way (a UNIQUE
+                    // value taken by a pending insert); a later change of this bundle (central's
+                    // correction) may clear it, so try once more at the end.
+                    Err(EngineError::Sql(e)) if is_constraint(&e) => deferred.push(ch),
+                    other => other?,
+                },
+            }
         }
-    }
-    for ch in deferred {
-        node_apply.apply(&ch, &mut stats)?;
-    }
-    drop(node_apply);
-    drop(central_merge);
-    if role == Role::Central && count > 0 {
-        // Everything journaled after this marker was decided knowing this node's changes
-        // up to `log_to` (see merge::apply::Pending).
-        tx.prepare_cached(
+        for ch in deferred {
+            node_apply.apply(&ch, &mut stats)?;
+        }
+        drop(node_apply);
+        drop(central_merge);
+        if role == Role::Central && count > 0 {
+            // Everything journaled after this marker was decided knowing this node's changes
+            // up to `log_to` (see merge::apply::Pending).
+            tx.prepare_cached(
             "INSERT INTO berth_log(tbl, pk, op, origin_pos, clock, target) VALUES ('', '[]', 'A', ?1, ?2, ?3)",
         )?
         .execute(params![log_to, clock, sender])?;
-    }
-    store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
-    peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
-    if role == Role::Central {
-        crate::partial::prune(&tx, &sender, p.acked_pos.max(acks))?;
-    }
-    if role == Role::Node {
-        // Central has these; keep the newest row so positions never restart.
-        let acked = p.acked_pos.max(acks);
+        }
+        store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
+        peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
+        if role == Role::Central {
+            crate::partial::prune(&tx, &sender, p.acked_pos.max(acks))?;
+        }
+        if role == Role::Node {
+            // Central has these; keep the newest row so positions never restart.
+            let acked = p.acked_pos.max(acks);
+            tx.execute(
+                "DELETE FROM berth_log WHERE pos <= ?1 AND pos < (SELECT MAX(pos) FROM berth_log)",
+                params![acked],
+            )?;
+        }
         tx.execute(
-            "DELETE FROM berth_log WHERE pos <= ?1 AND pos < (SELECT MAX(pos) FROM berth_log)",
-            params![acked],
-        )?;
-    }
-    tx.execute(
         "INSERT INTO berth_applied(bundle_id, peer, seq, changes, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             m.bundle_id,
@@ -666,11 +732,115 @@ fn apply_changes(
             now
         ],
     )?;
-    tx.execute("DELETE FROM berth_held WHERE file = ?1", params![label])?;
-    crate::upgrade::record_incoming(&tx, &sender, &upgrade_in)?;
-    store::set_capture(&tx, true)?;
+        tx.execute("DELETE FROM berth_held WHERE file = ?1", params![label])?;
+        crate::upgrade::record_incoming(&tx, &sender, &upgrade_in)?;
+        record_peer_schema(&tx, &sender, stream_schema.as_ref(), latest)?;
+        store::set_capture(&tx, true)?;
+        tx.commit()?;
+        Ok(Outcome::Applied(stats))
+    })();
+    match result {
+        Err(EngineError::Wait { reason }) => {
+            record_waiting(site, &sender, &upgrade_in, stream_schema.as_ref(), latest)?;
+            Ok(Outcome::Held(reason))
+        }
+        other => other,
+    }
+}
+
+/// At a node: `Some((ours, central's))` when central's schema version is ahead of ours.
+pub fn behind_central(conn: &rusqlite::Connection, central: &str) -> Result<Option<(i64, i64)>> {
+    let latest: Option<i64> = conn
+        .query_row(
+            "SELECT latest FROM berth_peer_schema WHERE peer = ?1",
+            params![central],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let ours = crate::migrate::state(conn)?.version;
+    Ok(latest.filter(|l| *l > ours).map(|l| (ours, l)))
+}
+
+fn role_is_central(site: &Site) -> bool {
+    site.role() == Role::Central
+}
+
+/// How changes captured under schema `version` (`checksum`) apply here: as they are (no
+/// translation), translated through the migrations this site made since, or not yet
+/// ([`EngineError::Wait`], the bundle is held with the reason).
+fn schema_gate(
+    conn: &rusqlite::Connection,
+    version: i64,
+    checksum: Option<&str>,
+) -> Result<Vec<crate::migrate::Translation>> {
+    let me = crate::migrate::state(conn)?;
+    if version == me.version {
+        return match checksum {
+            Some(c) if !me.checksum.is_empty() && c != me.checksum => Err(EngineError::Wait {
+                reason: format!(
+                    "its changes were captured under schema version {version} with checksum                      {c}, but this site's schema at that version has checksum {}: one of the                      two was changed outside a migration",
+                    me.checksum
+                ),
+            }),
+            _ => Ok(Vec::new()),
+        };
+    }
+    match crate::migrate::translations_from(conn, version, checksum)? {
+        Some(t) => Ok(t),
+        None if version > me.version => Err(EngineError::Wait {
+            reason: format!(
+                "its changes were captured under schema version {version}, which this site                  does not have yet (it is at version {}); it applies once that migration is                  applied here",
+                me.version
+            ),
+        }),
+        None => Err(EngineError::Wait {
+            reason: format!(
+                "its changes were captured under schema version {version}{}, which this                  site's migration history (now at version {}) does not lead from",
+                checksum
+                    .map(|c| format!(" (checksum {c})"))
+                    .unwrap_or_default(),
+                me.version
+            ),
+        }),
+    }
+}
+
+/// What the peer told of its schema: at central, the node's version; at a node, central's
+/// latest version (a node behind it does not upload, SPEC 5.5).
+fn record_peer_schema(
+    conn: &rusqlite::Connection,
+    peer: &str,
+    schema: Option<&(i64, Option<String>)>,
+    latest: Option<i64>,
+) -> Result<()> {
+    let Some((version, checksum)) = schema else {
+        return Ok(());
+    };
+    conn.execute(
+        "INSERT INTO berth_peer_schema(peer, version, checksum, latest, at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(peer) DO UPDATE SET version = excluded.version, checksum = excluded.checksum,
+           latest = MAX(COALESCE(latest, 0), COALESCE(excluded.latest, 0)), at = excluded.at",
+        params![peer, version, checksum, latest, store::now()],
+    )?;
+    Ok(())
+}
+
+/// A bundle held by the schema gate still delivers what does not depend on the schema: the
+/// upgrade announcements and files it carries (the software a migration waits for may be in
+/// it) and what the peer told of its schema.
+fn record_waiting(
+    site: &Site,
+    peer: &str,
+    upgrade_in: &crate::upgrade::Incoming,
+    schema: Option<&(i64, Option<String>)>,
+    latest: Option<i64>,
+) -> Result<()> {
+    let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+    crate::upgrade::record_incoming(&tx, peer, upgrade_in)?;
+    record_peer_schema(&tx, peer, schema, latest)?;
     tx.commit()?;
-    Ok(Outcome::Applied(stats))
+    Ok(())
 }
 
 /// Common header of the bundles this site writes.
@@ -679,6 +849,13 @@ pub(crate) fn header(
     recipient: &str,
     stream: Option<StreamPosition>,
 ) -> Result<BundleHeader> {
+    let schema = crate::migrate::state(&site.conn)?;
+    let mut extensions = crate::keychain::extensions(site)?;
+    let latest = (site.role() == Role::Central).then_some(schema.version);
+    extensions.insert(
+        crate::migrate::EXTENSION.into(),
+        crate::migrate::extension(schema.version, latest),
+    );
     Ok(BundleHeader {
         sender: Party {
             site: site.name().to_string(),
@@ -688,12 +865,12 @@ pub(crate) fn header(
         created: u64::try_from(store::now()).unwrap_or(0),
         bundle_id: None,
         stream,
-        schema_checksum: store::meta(&site.conn, "schema_checksum")?,
+        schema_checksum: Some(schema.checksum).filter(|c| !c.is_empty()),
         software_level: Some(
             store::meta(&site.conn, "software_level")?.unwrap_or_else(|| "1".into()),
         ),
         critical: Vec::new(),
-        extensions: crate::keychain::extensions(site)?,
+        extensions,
     })
 }
 
@@ -756,6 +933,9 @@ fn write_stream(
     let spool = site.folder("spool");
     let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
     let mut out = std::io::BufWriter::new(&mut tmp);
+    // The first migration the bundle carries, if any: its changes before it were captured
+    // under the schema that migration starts from.
+    let mut first_migration: Option<crate::evolve::history::Migration> = None;
     let (n, max_pos) = match site.role() {
         Role::Central => {
             let last = p.partial_pos;
@@ -767,11 +947,24 @@ fn write_stream(
             );
             let n = crate::partial::export(&tx, &p.name, p.acked_pos, |line| {
                 progress.step();
+                if first_migration.is_none()
+                    && line.contains(r#""op":"M""#)
+                    && let Ok(ch) = serde_json::from_str::<Change>(line)
+                    && ch.op == Op::M
+                {
+                    first_migration = crate::migrate::from_change(&ch).ok();
+                }
                 out.write_all(line.as_bytes())
                     .and_then(|()| out.write_all(b"\n"))
                     .map_err(|e| EngineError::io(&spool, e))
             })?;
             (n, last)
+        }
+        Role::Node if behind_central(&tx, &p.name)?.is_some() => {
+            // Behind central's schema: our changes wait until the migration applies here
+            // (they are translated to the new schema then). The bundle still acknowledges
+            // and reports.
+            (0, p.acked_pos)
         }
         Role::Node => {
             let max_pos = store::max_pos(&tx)?;
@@ -821,6 +1014,16 @@ fn write_stream(
     };
     let name = naming::bundle_file_name(site.name(), &p.name, stream.seq);
     let mut head = header(site, &p.name, Some(stream.clone()))?;
+    if let Some(first) = &first_migration {
+        head.schema_checksum = Some(first.checksum_before.clone());
+        head.extensions.insert(
+            crate::migrate::EXTENSION.into(),
+            crate::migrate::extension(
+                first.version - 1,
+                Some(crate::migrate::state(&site.conn)?.version),
+            ),
+        );
+    }
     upgrade_out.extend_header(&mut head);
     let extra = upgrade_out.take_entries()?;
     let mut entries = vec![(CHANGES_ENTRY, "changes", tmp)];

@@ -300,7 +300,7 @@ pub(crate) fn apply_extract(
     let mut stats = MergeStats::default();
     let mut apply = crate::merge::apply::NodeApply {
         conn: &tx,
-        catalog: &catalog,
+        catalog: std::borrow::Cow::Borrowed(&catalog),
         bundle_id: &m.bundle_id,
         pending: Default::default(),
         now,
@@ -335,7 +335,10 @@ pub(crate) fn apply_extract(
         };
         apply.apply(&ch, &mut stats)?;
     }
-    let checksum = schema::checksum(&tx)?;
+    // The schema as central recorded it: its version, and a baseline snapshot to migrate
+    // from.
+    let version = crate::migrate::read_extension(&m).map_or(0, |(v, _)| v);
+    let checksum = crate::evolve::history::baseline(&tx, version)?;
     if m.schema_checksum.as_deref().is_some_and(|c| c != checksum) {
         return Err(bad(
             SCHEMA_ENTRY,
@@ -372,7 +375,6 @@ pub(crate) fn apply_extract(
         },
     )?;
     store::set_meta(&tx, "central", &central)?;
-    store::set_meta(&tx, "schema_checksum", &checksum)?;
     if let Some(l) = &m.software_level {
         store::set_meta(&tx, "software_level", l)?;
     }

@@ -134,6 +134,15 @@ pub enum EngineError {
     #[error(transparent)]
     Upgrade(#[from] crate::upgrade::UpgradeError),
     /// A failure injected by a test (crash simulation).
+    /// A schema migration failed or does not fit this site.
+    #[error("schema migration: {0}")]
+    Migration(Box<crate::evolve::Error>),
+    /// The bundle cannot apply yet and waits in the spool (schema gating): what it waits for.
+    #[error("waiting: {reason}")]
+    Wait {
+        /// What it waits for, and what makes it apply.
+        reason: String,
+    },
     #[error("injected failure at {0}")]
     Injected(&'static str),
 }
@@ -162,4 +171,14 @@ impl EngineError {
 }
 
 /// Result alias of the engine.
+impl From<crate::evolve::Error> for EngineError {
+    fn from(e: crate::evolve::Error) -> Self {
+        match e {
+            crate::evolve::Error::Engine(inner) => inner,
+            crate::evolve::Error::Sql(inner) => EngineError::Sql(inner),
+            other => EngineError::Migration(Box::new(other)),
+        }
+    }
+}
+
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -31,6 +31,7 @@ mod error;
 pub mod evolve;
 pub mod keychain;
 pub mod merge;
+pub mod migrate;
 pub mod partial;
 pub mod peer;
 pub mod progress;

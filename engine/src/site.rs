@@ -282,7 +282,8 @@ impl Site {
         capture::install(&tx, &tables)?;
         store::set_meta(&tx, "role", "central")?;
         store::set_meta(&tx, "name", &site.config.name)?;
-        store::set_meta(&tx, "schema_checksum", &schema::checksum(&tx)?)?;
+        // Schema version 0: the baseline snapshot, its checksum in `berth_meta`.
+        crate::evolve::history::baseline(&tx, 0)?;
         store::set_meta(&tx, "clock", "1")?;
         tx.commit()?;
         let warnings = tables

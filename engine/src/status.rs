@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::peer;
 use crate::site::{Role, Site};
 use crate::store;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 /// One stream's state as `berth status` shows it.
@@ -40,6 +40,9 @@ pub struct PeerStatus {
     pub conflicts: i64,
     /// Revocation time, if revoked.
     pub revoked: Option<i64>,
+    /// The schema version the peer last reported (at central: each node's; at a node:
+    /// central's latest).
+    pub schema_version: Option<i64>,
 }
 
 /// A held bundle and why it waits.
@@ -64,8 +67,13 @@ pub struct Status {
     pub name: String,
     /// "central" or "node".
     pub role: String,
-    /// Checksum of the replicated schema.
+    /// Checksum of the replicated schema (snapshot checksum, SPEC 5.2).
     pub schema_checksum: Option<String>,
+    /// Schema version (0 before any migration).
+    pub schema_version: i64,
+    /// At a node whose schema is behind central's: `(ours, central's)`. Its changes wait
+    /// locally (they are not uploaded) until the migration applies.
+    pub upload_waits: Option<(i64, i64)>,
     /// Software level.
     pub software_level: String,
     /// Highest position in the site's update log.
@@ -125,6 +133,15 @@ pub fn status(site: &Site) -> Result<Status> {
         } else {
             0
         };
+        let schema_version: Option<i64> = conn
+            .query_row(
+                "SELECT CASE WHEN ?2 = 'central' THEN latest ELSE version END
+                 FROM berth_peer_schema WHERE peer = ?1",
+                params![p.name, p.role],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
         let key_id = berth_bundle::PublicKey::from_hex(&p.public_key)
             .map(|k| k.key_id().to_string())
             .unwrap_or_default();
@@ -143,6 +160,7 @@ pub fn status(site: &Site) -> Result<Status> {
             out_seq: p.out_seq,
             conflicts,
             revoked: p.revoked,
+            schema_version,
         });
     }
     let mut st =
@@ -162,6 +180,11 @@ pub fn status(site: &Site) -> Result<Status> {
         name: site.name().to_string(),
         role: site.role().as_str().to_string(),
         schema_checksum: store::meta(conn, "schema_checksum")?,
+        schema_version: crate::migrate::state(conn)?.version,
+        upload_waits: match store::meta(conn, "central")? {
+            Some(c) if site.role() == Role::Node => crate::dock::behind_central(conn, &c)?,
+            _ => None,
+        },
         software_level: store::meta(conn, "software_level")?.unwrap_or_else(|| "1".into()),
         log_pos: store::max_pos(conn)?,
         awaiting_extract: site.role() == Role::Node && store::meta(conn, "central")?.is_none(),

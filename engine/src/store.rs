@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS berth_log(
   pos INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,
   pk TEXT NOT NULL,
-  op TEXT NOT NULL CHECK (op = 'I' OR op = 'U' OR op = 'D' OR op = 'A' OR op = 'S'),
+  op TEXT NOT NULL CHECK (op = 'I' OR op = 'U' OR op = 'D' OR op = 'A' OR op = 'S' OR op = 'M'),
   old TEXT,
   new TEXT,
   origin TEXT,
@@ -125,6 +125,15 @@ CREATE TABLE IF NOT EXISTS berth_overrides(
   local_op TEXT NOT NULL,
   central_op TEXT NOT NULL,
   bundle_id TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+-- What each peer told of its schema (engine/src/migrate.rs): at central, each node's
+-- version; at a node, central's latest version.
+CREATE TABLE IF NOT EXISTS berth_peer_schema(
+  peer TEXT PRIMARY KEY,
+  version INTEGER NOT NULL,
+  checksum TEXT,
+  latest INTEGER,
   at INTEGER NOT NULL
 );
 -- Software upgrades (engine/src/upgrade, SPEC part 3). At central: packages (master record),

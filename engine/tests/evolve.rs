@@ -725,5 +725,5 @@ fn a_migration_made_on_a_developer_copy_applies_at_a_site_with_capture() {
     );
     // The same migration twice is refused, and changes nothing.
     let err = history::apply_migration(&hq.conn, &m).unwrap_err();
-    assert!(matches!(err, Error::Mismatch { .. }), "{err}");
+    assert!(matches!(err, Error::OutOfOrder { .. }), "{err}");
 }

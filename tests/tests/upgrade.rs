@@ -387,7 +387,7 @@ fn after_schema_package_waits_for_its_schema_version_through_the_gate_hook() {
     // What the schema migration (issue 5) will record when it applies version 7.
     w.exec(
         "a",
-        "INSERT INTO berth_meta(key, value) VALUES ('schema_version', '7')",
+        "INSERT OR REPLACE INTO berth_meta(key, value) VALUES ('schema_version', '7')",
     );
     let notes = upgrade::node::run_after_schema(&mut w.open("a")).unwrap();
     assert_eq!(notes.len(), 1, "{notes:?}");

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS berth_migrations(
   foreign_keys_off INTEGER NOT NULL,
   origin TEXT NOT NULL,
   created INTEGER NOT NULL,
-  applied INTEGER
+  applied INTEGER,
+  renames TEXT NOT NULL DEFAULT '[]'
 );
 ";
 
@@ -45,7 +46,7 @@ pub fn install(conn: &Connection) -> Result<(), Error> {
 }
 
 /// A migration: what turns schema version N-1 into N. The unit that bundles will carry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Migration {
     /// Version it leads to (1, 2, ...).
     pub version: i64,
@@ -67,6 +68,10 @@ pub struct Migration {
     pub created: i64,
     /// When it was applied (or created) here.
     pub applied: Option<i64>,
+    /// The rename hints it was created with (`OLD=NEW`, `TABLE.OLD=NEW`): how changes
+    /// captured under the old schema are translated to the new one.
+    #[serde(default)]
+    pub renames: Vec<String>,
 }
 
 /// A recorded snapshot.
@@ -82,14 +87,104 @@ pub struct Recorded {
     pub new: bool,
 }
 
-/// The site's schema version: its latest migration's version, 0 before any.
+/// The site's schema version: its latest migration's version, or the version its baseline
+/// snapshot was recorded at (a node enrolled after migration N starts at N), 0 before any.
 pub fn version(conn: &Connection) -> Result<i64, Error> {
     install(conn)?;
     Ok(conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM berth_migrations",
+        "SELECT MAX(COALESCE((SELECT MAX(version) FROM berth_migrations), 0),
+                    COALESCE((SELECT MAX(version) FROM berth_schema_history), 0))",
         [],
         |r| r.get(0),
     )?)
+}
+
+/// The migration that led to `version`, if this site has it.
+pub fn migration(conn: &Connection, version: i64) -> Result<Option<Migration>, Error> {
+    Ok(migrations(conn)?.into_iter().find(|m| m.version == version))
+}
+
+/// The snapshot recorded at `version` (the latest of that version), if any.
+pub fn snapshot_at(conn: &Connection, version: i64) -> Result<Option<Snapshot>, Error> {
+    install(conn)?;
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT snapshot FROM berth_schema_history WHERE version = ?1 ORDER BY id DESC LIMIT 1",
+            [version],
+            |r| r.get(0),
+        )
+        .optional()?;
+    text.map(|t| snapshot::from_json(&t)).transpose()
+}
+
+/// Records the schema a site starts from (a node's extract, a new central): its snapshot at
+/// `version`, and the site's schema state in `berth_meta`.
+pub fn baseline(conn: &Connection, version: i64) -> Result<String, Error> {
+    install(conn)?;
+    let snap = snapshot::read(conn)?;
+    let checksum = insert_snapshot(conn, version, &snap)?;
+    mark(conn, version, &checksum)?;
+    Ok(checksum)
+}
+
+/// Writes the site's schema state (`berth_meta` keys `schema_version` and
+/// `schema_checksum`) that bundles carry and gates read.
+fn mark(conn: &Connection, version: i64, checksum: &str) -> Result<(), Error> {
+    let is_site: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'berth_meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if is_site {
+        crate::store::set_meta(conn, "schema_version", &version.to_string())?;
+        crate::store::set_meta(conn, "schema_checksum", checksum)?;
+    }
+    Ok(())
+}
+
+fn is_site(conn: &Connection) -> Result<bool, Error> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'berth_tables')",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Brings `berth_tables` in line with the live schema (tables gone leave it; new and changed
+/// ones are recorded) and, when `triggers`, recreates the capture triggers for it. Inside a
+/// bundle's apply, where capture is suspended until commit, only the table list is updated.
+pub fn refresh_capture(conn: &Connection, triggers: bool) -> Result<(), Error> {
+    let tables = crate::schema::tables(conn)?;
+    let names = serde_json::to_string(&tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>())
+        .map_err(|e| Error::Snapshot {
+            reason: e.to_string(),
+        })?;
+    conn.execute(
+        "DELETE FROM berth_tables WHERE name NOT IN (SELECT value FROM json_each(?1))",
+        [names],
+    )?;
+    if triggers {
+        // Capture triggers still attached to a table renamed outside berth would journal
+        // under the old name: drop every capture trigger before recreating them.
+        let stale: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger'
+                   AND (name LIKE 'berth\\_ins\\_%' ESCAPE '\\' OR name LIKE 'berth\\_upd\\_%' ESCAPE '\\'
+                        OR name LIKE 'berth\\_del\\_%' ESCAPE '\\')",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for name in stale {
+            conn.execute_batch(&format!(
+                "DROP TRIGGER IF EXISTS {};",
+                crate::store::ident(&name)
+            ))?;
+        }
+        crate::capture::install(conn, &tables)?;
+    } else {
+        crate::capture::record_tables(conn, &tables)?;
+    }
+    Ok(())
 }
 
 /// The latest recorded snapshot.
@@ -224,11 +319,17 @@ pub fn create_migration(conn: &Connection, new: &NewMigration<'_>) -> Result<Mig
         origin: new.origin.to_string(),
         created: crate::store::now(),
         applied: Some(crate::store::now()),
+        renames: new.diff.renames.iter().map(ToString::to_string).collect(),
     };
     conn.execute_batch("SAVEPOINT berth_migration_create")?;
     let r = (|| {
         insert_migration(conn, &m)?;
         insert_snapshot(conn, version, &live)?;
+        if is_site(conn)? {
+            // The live schema changed under the capture triggers: capture the new columns.
+            refresh_capture(conn, true)?;
+        }
+        mark(conn, version, &m.checksum_after)?;
         Ok(())
     })();
     match r {
@@ -246,8 +347,8 @@ pub fn create_migration(conn: &Connection, new: &NewMigration<'_>) -> Result<Mig
 fn insert_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
     conn.execute(
         "INSERT INTO berth_migrations(version, name, sql, checksum_before, checksum_after,
-           software_level, foreign_keys_off, origin, created, applied)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+           software_level, foreign_keys_off, origin, created, applied, renames)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             m.version,
             m.name,
@@ -258,7 +359,8 @@ fn insert_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
             m.foreign_keys_off,
             m.origin,
             m.created,
-            m.applied
+            m.applied,
+            serde_json::to_string(&m.renames).unwrap_or_else(|_| "[]".into())
         ],
     )?;
     Ok(())
@@ -269,7 +371,7 @@ pub fn migrations(conn: &Connection) -> Result<Vec<Migration>, Error> {
     install(conn)?;
     let mut st = conn.prepare(
         "SELECT version, name, sql, checksum_before, checksum_after, software_level,
-                foreign_keys_off, origin, created, applied
+                foreign_keys_off, origin, created, applied, renames
          FROM berth_migrations ORDER BY version",
     )?;
     let rows = st
@@ -285,40 +387,33 @@ pub fn migrations(conn: &Connection) -> Result<Vec<Migration>, Error> {
                 origin: r.get(7)?,
                 created: r.get(8)?,
                 applied: r.get(9)?,
+                renames: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
 
-/// Applies a migration received from elsewhere: the live schema must have its
-/// `checksum_before` and the next version must be its version; the SQL runs in one
-/// transaction with the migration record and the new snapshot, and the result must have
-/// `checksum_after`. At a site (the database has `berth_tables`), capture is suspended for
-/// the migration (its rows are not journaled, and SQLite refuses to drop a column a trigger
-/// names) and regenerated for the new schema before commit; tables that are gone leave
-/// `berth_tables`. Translating pending changes to the new schema is the docking code's part.
+/// Applies a migration received from elsewhere, in its own transaction (central taking a
+/// submitted or imported migration): see [`check_next`] and [`apply_in_tx`]. Foreign keys
+/// are switched off around the transaction when the migration rebuilds tables, and checked
+/// before commit.
 pub fn apply_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
+    apply_migration_with(conn, m, |_| Ok(()), |_| Ok(()))
+}
+
+/// [`apply_migration`] with work of the caller's inside the same transaction: `before` runs
+/// before the migration's SQL (central routes what was captured under the old schema),
+/// `also` after it is recorded (central journals it for the nodes).
+pub fn apply_migration_with(
+    conn: &Connection,
+    m: &Migration,
+    before: impl FnOnce(&Connection) -> Result<(), Error>,
+    also: impl FnOnce(&Connection) -> Result<(), Error>,
+) -> Result<(), Error> {
     install(conn)?;
-    let current = snapshot::read(conn)?.checksum()?;
-    if current != m.checksum_before {
-        return Err(Error::Mismatch {
-            expected: m.checksum_before.clone(),
-            actual: current,
-        });
-    }
-    let expected = version(conn)? + 1;
-    if m.version != expected {
-        return Err(Error::OutOfOrder {
-            version: m.version,
-            expected,
-        });
-    }
-    let site: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'berth_tables')",
-        [],
-        |r| r.get(0),
-    )?;
+    check_next(conn, m)?;
+    let site = is_site(conn)?;
     apply::run(
         conn,
         Script {
@@ -327,6 +422,7 @@ pub fn apply_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
             checksum_after: Some(&m.checksum_after),
         },
         |c| {
+            before(c)?;
             if site {
                 crate::capture::suspend(c)?;
             }
@@ -334,27 +430,75 @@ pub fn apply_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
         },
         |c| {
             if site {
-                let tables = crate::schema::tables(c)?;
-                c.execute(
-                    "DELETE FROM berth_tables WHERE name NOT IN (SELECT value FROM json_each(?1))",
-                    [serde_json::to_string(
-                        &tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| Error::Snapshot {
-                        reason: e.to_string(),
-                    })?],
-                )?;
-                crate::capture::install(c, &tables)?;
+                refresh_capture(c, true)?;
             }
-            insert_migration(
-                c,
-                &Migration {
-                    applied: Some(crate::store::now()),
-                    ..m.clone()
-                },
-            )?;
-            insert_snapshot(c, m.version, &snapshot::read(c)?)?;
-            Ok(())
+            record_applied(c, m)?;
+            also(c)
         },
     )
+}
+
+/// Checks that `m` is the next migration for this site: the live schema has its
+/// `checksum_before` and the next version is its version.
+pub fn check_next(conn: &Connection, m: &Migration) -> Result<(), Error> {
+    let expected = version(conn)? + 1;
+    if m.version != expected {
+        return Err(Error::OutOfOrder {
+            version: m.version,
+            expected,
+        });
+    }
+    let current = snapshot::read(conn)?.checksum()?;
+    if current != m.checksum_before {
+        return Err(Error::Mismatch {
+            expected: m.checksum_before.clone(),
+            actual: current,
+        });
+    }
+    Ok(())
+}
+
+fn record_applied(c: &Connection, m: &Migration) -> Result<(), Error> {
+    insert_migration(
+        c,
+        &Migration {
+            applied: Some(crate::store::now()),
+            ..m.clone()
+        },
+    )?;
+    insert_snapshot(c, m.version, &snapshot::read(c)?)?;
+    mark(c, m.version, &m.checksum_after)
+}
+
+/// Applies a migration inside the caller's transaction (a node applying central's stream,
+/// where the bundle's changes before and after it commit with it). The caller has capture
+/// suspended and foreign keys off (a node always applies with them off, SPEC 2.11); the
+/// table list in `berth_tables` is updated here, the triggers by the caller's resume.
+/// Statements run inside a savepoint: a failure leaves the transaction as it was.
+pub fn apply_in_tx(conn: &Connection, m: &Migration) -> Result<(), Error> {
+    install(conn)?;
+    check_next(conn, m)?;
+    conn.execute_batch("SAVEPOINT berth_migration")?;
+    let r = (|| {
+        apply::run_statements(conn, &m.sql)?;
+        let actual = snapshot::read(conn)?.checksum()?;
+        if actual != m.checksum_after {
+            return Err(Error::Mismatch {
+                expected: m.checksum_after.clone(),
+                actual,
+            });
+        }
+        refresh_capture(conn, false)?;
+        record_applied(conn, m)
+    })();
+    match r {
+        Ok(()) => {
+            conn.execute_batch("RELEASE berth_migration")?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO berth_migration; RELEASE berth_migration");
+            Err(e)
+        }
+    }
 }

@@ -344,7 +344,7 @@ fn fast_sql(t: &TableInfo, op: Op, cols: &[&String]) -> String {
                     .join(" AND ");
             format!("UPDATE {tbl} SET {sets} WHERE {conds} AND {keys}")
         }
-        Op::D | Op::A | Op::S => {
+        Op::D | Op::A | Op::S | Op::M => {
             let conds = numbered(0, " AND ", &|c, i| format!("{} IS ?{i}", ident(c)));
             format!("DELETE FROM {tbl} WHERE {conds}")
         }
@@ -360,7 +360,7 @@ impl CentralMerge<'_> {
             reason,
         };
         ch.check().map_err(|r| bad(r.to_string()))?;
-        if matches!(ch.op, Op::S | Op::A) {
+        if matches!(ch.op, Op::S | Op::A | Op::M) {
             return Err(bad("a node cannot send statements or markers".into()));
         }
         let Some(t) = self.catalog.tables.get(&ch.t) else {
@@ -514,7 +514,7 @@ impl CentralMerge<'_> {
             Op::I => new.keys().collect(),
             Op::U => old.keys().collect(),
             Op::D => old.keys().collect(),
-            Op::A | Op::S => return Ok(false),
+            Op::A | Op::S | Op::M => return Ok(false),
         };
         let usable = match ch.op {
             Op::I => !cols.is_empty(),
@@ -525,7 +525,7 @@ impl CentralMerge<'_> {
                         .all(|c| new.contains_key(*c) && !t.pk.contains(c))
             }
             Op::D => cols.len() == t.cols.len(),
-            Op::A | Op::S => false,
+            Op::A | Op::S | Op::M => false,
         };
         if !usable {
             return Ok(false);
@@ -570,7 +570,7 @@ impl CentralMerge<'_> {
                 }
                 Ok(vals)
             }
-            Op::D | Op::A | Op::S => binds(t, cols, old).map_err(WriteError::Payload),
+            Op::D | Op::A | Op::S | Op::M => binds(t, cols, old).map_err(WriteError::Payload),
         }
     }
 
@@ -799,6 +799,26 @@ impl Pending {
         Ok(p)
     }
 
+    /// Follows a schema migration: entries move to the tables' and columns' new names;
+    /// entries of tables that are gone, and dropped columns, are forgotten.
+    pub fn translate(&mut self, tr: &crate::migrate::Translation) {
+        let entries = std::mem::take(&mut self.entries);
+        self.entries = entries
+            .into_iter()
+            .filter_map(|(pos, tbl, pk, cols)| {
+                let t = tr.table(&tbl)?;
+                let cols = match cols {
+                    Cols::All => Cols::All,
+                    Cols::Some(set) => {
+                        Cols::Some(set.into_iter().filter_map(|c| tr.column(&t, &c)).collect())
+                    }
+                };
+                Some((pos, t, pk, cols))
+            })
+            .collect();
+        self.advance(i64::MIN);
+    }
+
     /// Forgets the local changes up to `known` (central has merged them).
     pub fn advance(&mut self, known: i64) {
         self.entries.retain(|e| e.0 > known);
@@ -850,8 +870,8 @@ impl Pending {
 pub struct NodeApply<'a> {
     /// The open transaction's connection.
     pub conn: &'a Connection,
-    /// The replicated tables.
-    pub catalog: &'a Catalog,
+    /// The replicated tables (replaced when a migration in the stream changes them).
+    pub catalog: std::borrow::Cow<'a, Catalog>,
     /// The bundle being applied.
     pub bundle_id: &'a str,
     /// Local changes central had not merged.
@@ -877,6 +897,20 @@ impl NodeApply<'_> {
             // Central's statement for this node, run in order with the other changes.
             self.conn.execute_batch(ch.sql().unwrap_or_default())?;
             stats.applied += 1;
+            return Ok(());
+        }
+        if ch.op == Op::M {
+            // A schema migration, in order with the changes captured before and after it.
+            let m = crate::migrate::from_change(ch).map_err(bad)?;
+            if let Some(tr) = crate::migrate::apply_at_node(self.conn, &m)? {
+                self.catalog = std::borrow::Cow::Owned(Catalog::load(
+                    self.conn,
+                    &BTreeMap::new(),
+                    Default::default(),
+                )?);
+                self.pending.translate(&tr);
+                stats.applied += 1;
+            }
             return Ok(());
         }
         let t = self
@@ -931,7 +965,7 @@ impl NodeApply<'_> {
                 }
             }
             (Op::D, None) => delete(self.conn, t, &ch.k),
-            (Op::A | Op::S, _) => Ok(()),
+            (Op::A | Op::S | Op::M, _) => Ok(()),
         };
         match result {
             Ok(()) => {}

@@ -199,7 +199,7 @@ pub fn resolve(current: Option<&Row>, change: &Change, node_wins: bool) -> Resol
                 }
             }
         }
-        (Op::D, None) | (Op::A, _) | (Op::S, _) => Resolution::write(Write::None),
+        (Op::D, None) | (Op::A, _) | (Op::S, _) | (Op::M, _) => Resolution::write(Write::None),
         (Op::D, Some(cur)) => {
             let changed = differing(old, cur);
             if changed.is_empty() || node_wins {

@@ -1578,6 +1578,13 @@ fn route_change(
     out: &mut Out<'_>,
 ) -> Result<()> {
     let in_scope = |n: &&NodeState| e.base.pos > n.routed_pos;
+    if ch.op == Op::M {
+        // A schema migration: every node, in order with everything else.
+        for n in pass.nodes.iter().filter(in_scope) {
+            out.emit(&n.name, ch)?;
+        }
+        return Ok(());
+    }
     if let Some(target) = &e.target {
         let Some(node) = pass
             .nodes

@@ -1,0 +1,830 @@
+//! Distribution of schema migrations (seed 000 claims 48-59; seed 004 "software level"):
+//! migrations travel in central's streams, in order with the changes, and every bundle says
+//! which schema its changes were captured under.
+//!
+//! - At central a migration (created there, accepted from a developer, imported from version
+//!   control) is journaled as an `M` entry of `berth_log` in the transaction that applies it.
+//!   The router sends it to every node, so each node's stream holds the changes captured
+//!   before it, the migration, then the changes captured after it. A node that lacks several
+//!   migrations gets exactly those, in order, and nothing is ever re-ordered around them.
+//! - A node applies an `M` inside the bundle's transaction ([`apply_at_node`]): the SQL, the
+//!   capture triggers regenerated for the new schema at commit, and its pending local changes
+//!   translated ([`Translation`]: renamed tables and columns followed, dropped columns'
+//!   values dropped). A migration needing a newer software level than the node's waits: the
+//!   bundle is held with the reason until the upgrade is installed.
+//! - Every bundle carries `[extensions.schema] version` (and `schema_checksum`): the schema
+//!   its first change was captured under; central's also carry `latest`, central's own
+//!   version. A receiver applies changes captured under its own schema, translates changes
+//!   captured under an older schema it migrated from, and holds anything else.
+
+use crate::change::{Change, Op};
+use crate::error::{EngineError, Result};
+use crate::evolve::diff::DiffOptions;
+use crate::evolve::history::{self, Migration};
+use crate::evolve::snapshot::Snapshot;
+use crate::site::{Role, Site};
+use crate::store;
+use crate::value::{Row, parse_row};
+use rusqlite::{Connection, params};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// Name of the manifest extension.
+pub const EXTENSION: &str = "schema";
+
+/// A site's schema: version and snapshot checksum (SPEC 5.2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaState {
+    /// Schema version (0 before any migration).
+    pub version: i64,
+    /// Snapshot checksum.
+    pub checksum: String,
+}
+
+/// The site's current schema state, as recorded in `berth_meta`.
+pub fn state(conn: &Connection) -> Result<SchemaState> {
+    let version = match store::meta(conn, "schema_version")? {
+        Some(v) => v.parse().unwrap_or(0),
+        None => history::version(conn)?,
+    };
+    Ok(SchemaState {
+        version,
+        checksum: store::meta(conn, "schema_checksum")?.unwrap_or_default(),
+    })
+}
+
+/// The `[extensions.schema]` table: the version the bundle's first change was captured
+/// under, and (central) central's current version.
+pub fn extension(version: i64, latest: Option<i64>) -> toml::Value {
+    let mut t = toml::Table::new();
+    t.insert("version".into(), toml::Value::Integer(version));
+    if let Some(l) = latest {
+        t.insert("latest".into(), toml::Value::Integer(l));
+    }
+    toml::Value::Table(t)
+}
+
+/// Reads `[extensions.schema]`: `(version, latest)`. `None` when absent or malformed.
+pub fn read_extension(m: &berth_bundle::Manifest) -> Option<(i64, Option<i64>)> {
+    let t = m.extensions.get(EXTENSION)?;
+    let version = t.get("version")?.as_integer()?;
+    let latest = t.get("latest").and_then(toml::Value::as_integer);
+    (version >= 0).then_some((version, latest))
+}
+
+/// The wire form of a migration: `new` of an `M` change.
+pub fn to_row(m: &Migration) -> Row {
+    let mut r = Row::new();
+    r.insert("version".into(), Json::from(m.version));
+    r.insert("name".into(), Json::from(m.name.clone()));
+    r.insert("sql".into(), Json::from(m.sql.clone()));
+    r.insert(
+        "checksum_before".into(),
+        Json::from(m.checksum_before.clone()),
+    );
+    r.insert(
+        "checksum_after".into(),
+        Json::from(m.checksum_after.clone()),
+    );
+    r.insert(
+        "software_level".into(),
+        Json::from(m.software_level.clone()),
+    );
+    r.insert(
+        "foreign_keys_off".into(),
+        Json::from(i64::from(m.foreign_keys_off)),
+    );
+    r.insert("origin".into(), Json::from(m.origin.clone()));
+    r.insert("created".into(), Json::from(m.created));
+    r.insert(
+        "renames".into(),
+        Json::from(serde_json::to_string(&m.renames).unwrap_or_else(|_| "[]".into())),
+    );
+    r
+}
+
+/// Reads the migration of an `M` change; the reason when it is malformed.
+pub fn from_change(ch: &Change) -> std::result::Result<Migration, String> {
+    let r = ch.new.as_ref().ok_or("migration without its record")?;
+    let text = |k: &str| {
+        r.get(k)
+            .and_then(Json::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("migration record without {k}"))
+    };
+    let int = |k: &str| {
+        r.get(k)
+            .and_then(Json::as_i64)
+            .ok_or_else(|| format!("migration record without {k}"))
+    };
+    let version = int("version")?;
+    if version < 1 {
+        return Err(format!("migration version {version} is not positive"));
+    }
+    let renames: Vec<String> =
+        serde_json::from_str(&text("renames")?).map_err(|e| format!("migration renames: {e}"))?;
+    for hint in &renames {
+        hint.parse::<crate::evolve::diff::Rename>()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(Migration {
+        version,
+        name: text("name")?,
+        sql: text("sql")?,
+        checksum_before: text("checksum_before")?,
+        checksum_after: text("checksum_after")?,
+        software_level: text("software_level")?,
+        foreign_keys_off: int("foreign_keys_off")? != 0,
+        origin: text("origin")?,
+        created: int("created")?,
+        applied: None,
+        renames,
+    })
+}
+
+/// Journals migration `m` in central's log (for every node), in the caller's transaction.
+pub fn journal(conn: &Connection, m: &Migration) -> Result<()> {
+    let new = serde_json::to_string(&to_row(m)).map_err(|e| EngineError::Config {
+        path: "berth_log".into(),
+        reason: e.to_string(),
+    })?;
+    conn.execute(
+        "INSERT INTO berth_log(tbl, pk, op, new) VALUES ('', '[]', 'M', ?1)",
+        params![new],
+    )?;
+    Ok(())
+}
+
+/// How names of one schema version map to the next: renamed tables and columns followed,
+/// dropped tables and columns gone. Built from a migration's rename hints and the schema it
+/// leads to.
+#[derive(Debug, Clone, Default)]
+pub struct Translation {
+    /// Old table name (lower case) -> new table name, for tables that exist afterwards.
+    tables: BTreeMap<String, String>,
+    /// Table name (new name, lower case) -> old column (lower case) -> new column name.
+    columns: BTreeMap<String, BTreeMap<String, String>>,
+    /// Table (new name, lower case) -> its name and its columns afterwards (lower case ->
+    /// name).
+    after: BTreeMap<String, (String, BTreeMap<String, String>)>,
+}
+
+impl Translation {
+    /// The translation of migration `m` into the schema `after` it leads to.
+    pub fn new(m: &Migration, after: &Snapshot) -> Translation {
+        let mut tr = Translation::default();
+        for t in &after.tables {
+            tr.after.insert(
+                t.name.to_ascii_lowercase(),
+                (
+                    t.name.clone(),
+                    t.columns
+                        .iter()
+                        .map(|c| (c.name.to_ascii_lowercase(), c.name.clone()))
+                        .collect(),
+                ),
+            );
+        }
+        let hints: Vec<crate::evolve::diff::Rename> =
+            m.renames.iter().filter_map(|h| h.parse().ok()).collect();
+        for h in &hints {
+            if let crate::evolve::diff::Rename::Table { from, to } = h {
+                tr.tables
+                    .insert(from.to_ascii_lowercase(), to.to_ascii_lowercase());
+            }
+        }
+        for h in &hints {
+            if let crate::evolve::diff::Rename::Column { table, from, to } = h {
+                // The hint names the table by its old or its new name.
+                let lower = table.to_ascii_lowercase();
+                let new_table = tr.tables.get(&lower).cloned().unwrap_or(lower);
+                tr.columns
+                    .entry(new_table)
+                    .or_default()
+                    .insert(from.to_ascii_lowercase(), to.to_ascii_lowercase());
+            }
+        }
+        tr
+    }
+
+    /// The table's name afterwards, `None` when it is gone.
+    pub fn table(&self, old: &str) -> Option<String> {
+        let lower = old.to_ascii_lowercase();
+        let new = self.tables.get(&lower).unwrap_or(&lower);
+        self.after.get(new).map(|(name, _)| name.clone())
+    }
+
+    /// The column's name afterwards in `new_table`, `None` when it is gone.
+    pub fn column(&self, new_table: &str, old: &str) -> Option<String> {
+        let t = new_table.to_ascii_lowercase();
+        let lower = old.to_ascii_lowercase();
+        let renamed = self
+            .columns
+            .get(&t)
+            .and_then(|m| m.get(&lower))
+            .cloned()
+            .unwrap_or(lower);
+        self.after.get(&t)?.1.get(&renamed).cloned()
+    }
+
+    /// Translates a row's column names (values of dropped columns are dropped).
+    pub fn row(&self, new_table: &str, row: Row) -> Row {
+        row.into_iter()
+            .filter_map(|(c, v)| self.column(new_table, &c).map(|n| (n, v)))
+            .collect()
+    }
+
+    /// Translates a wire change; `None` when its table is gone.
+    pub fn change(&self, mut ch: Change) -> Option<Change> {
+        if matches!(ch.op, Op::A | Op::S | Op::M) {
+            return Some(ch);
+        }
+        let t = self.table(&ch.t)?;
+        ch.old = ch.old.map(|r| self.row(&t, r));
+        ch.new = ch.new.map(|r| self.row(&t, r));
+        ch.t = t;
+        Some(ch)
+    }
+
+    /// Translates this site's own log (its pending changes, not yet acknowledged): table and
+    /// column names follow the migration; changes to a table that is gone are dropped (the
+    /// newest log row stays, so positions never restart).
+    pub fn log(&self, conn: &Connection) -> Result<()> {
+        let rows: Vec<(i64, String, Option<String>, Option<String>)> = conn
+            .prepare("SELECT pos, tbl, old, new FROM berth_log WHERE tbl <> '' ORDER BY pos")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let last = store::max_pos(conn)?;
+        let text = |r: Row| serde_json::to_string(&r).unwrap_or_default();
+        for (pos, tbl, old, new) in rows {
+            let Some(t) = self.table(&tbl) else {
+                if pos < last {
+                    conn.execute("DELETE FROM berth_log WHERE pos = ?1", params![pos])?;
+                }
+                continue;
+            };
+            let old = old
+                .as_deref()
+                .and_then(parse_row)
+                .map(|r| text(self.row(&t, r)));
+            let new = new
+                .as_deref()
+                .and_then(parse_row)
+                .map(|r| text(self.row(&t, r)));
+            conn.execute(
+                "UPDATE berth_log SET tbl = ?2, old = ?3, new = ?4 WHERE pos = ?1",
+                params![pos, t, old, new],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The translations from schema `version` (with `checksum`) to this site's current schema,
+/// when this site migrated from it; `None` when it did not (the changes must wait).
+pub fn translations_from(
+    conn: &Connection,
+    version: i64,
+    checksum: Option<&str>,
+) -> Result<Option<Vec<Translation>>> {
+    let current = state(conn)?;
+    if version > current.version {
+        return Ok(None);
+    }
+    let ms: Vec<Migration> = history::migrations(conn)?
+        .into_iter()
+        .filter(|m| m.version > version && m.version <= current.version)
+        .collect();
+    let complete = ms.len() == usize::try_from(current.version - version).unwrap_or(0);
+    let starts_there = match (ms.first(), checksum) {
+        (Some(m), Some(c)) => m.checksum_before == c,
+        _ => true,
+    };
+    if !complete || !starts_there {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for m in &ms {
+        let Some(after) = history::snapshot_at(conn, m.version)? else {
+            return Ok(None);
+        };
+        out.push(Translation::new(m, &after));
+    }
+    Ok(Some(out))
+}
+
+/// Applies a migration from central's stream at a node, inside the bundle's transaction.
+/// `Ok(None)` when the node already has it (it wrote it, or imported it); otherwise the
+/// translation of names it made. Waits ([`EngineError::Wait`]) when the node's software is
+/// older than the migration needs, or when the migration does not follow the node's schema.
+pub fn apply_at_node(conn: &Connection, m: &Migration) -> Result<Option<Translation>> {
+    let have = state(conn)?;
+    if m.version <= have.version {
+        return match history::migration(conn, m.version)? {
+            Some(mine) if mine.checksum_after != m.checksum_after => Err(EngineError::Wait {
+                reason: format!(
+                    "central's migration {} ({:?}) differs from the one this site has under the \
+                     same version ({:?}); the schema histories diverged",
+                    m.version, m.name, mine.name
+                ),
+            }),
+            _ => Ok(None),
+        };
+    }
+    if !crate::upgrade::node::software_gate(conn, &m.software_level)? {
+        return Err(EngineError::Wait {
+            reason: format!(
+                "migration {} ({:?}) needs software level {}, this site has {}; it applies by \
+                 itself once that upgrade is installed",
+                m.version,
+                m.name,
+                m.software_level,
+                crate::upgrade::node::installed_level(conn)?
+            ),
+        });
+    }
+    if m.version != have.version + 1 {
+        return Err(EngineError::Wait {
+            reason: format!(
+                "migration {} arrived but this site is at schema version {}",
+                m.version, have.version
+            ),
+        });
+    }
+    history::apply_in_tx(conn, m)?;
+    let after = crate::evolve::snapshot::read(conn)?;
+    let tr = Translation::new(m, &after);
+    tr.log(conn)?;
+    Ok(Some(tr))
+}
+
+/// Applies migration `m` to central's master database and journals it for every node, in
+/// one transaction. What central's log holds from before is routed first, so every change
+/// captured under the old schema reaches the nodes in the old schema, before the migration.
+pub fn apply_at_central(site: &Site, m: &Migration) -> Result<()> {
+    site.require(Role::Central)?;
+    let catalog = site.catalog()?;
+    let model = site.docking_model()?;
+    history::apply_migration_with(
+        &site.conn,
+        m,
+        |c| Ok(crate::partial::route(c, &catalog, model.as_ref())?),
+        |c| Ok(journal(c, m)?),
+    )?;
+    Ok(())
+}
+
+/// What a migration created at central from a target schema needs.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// The schema to reach.
+    pub schema: &'a Snapshot,
+    /// The migration's name.
+    pub name: &'a str,
+    /// Software level a site needs before it runs it.
+    pub software_level: &'a str,
+    /// Renames and destructive steps.
+    pub diff: DiffOptions,
+}
+
+/// Creates the next migration from a target schema: computed from the live schema to
+/// `target`, then applied (at central also journaled for the nodes, [`apply_at_central`]).
+/// This is how central's schema changes: never behind berth's back.
+pub fn create_from_target(site: &Site, target: &Target<'_>) -> Result<Migration> {
+    if let Some(last) = history::latest(&site.conn)? {
+        let live = crate::evolve::snapshot::read(&site.conn)?.checksum()?;
+        if live != last.checksum {
+            return Err(crate::evolve::Error::Drift {
+                version: last.version,
+                recorded: last.checksum,
+                current: live,
+            }
+            .into());
+        }
+    }
+    let live = crate::evolve::snapshot::read(&site.conn)?;
+    let version = history::version(&site.conn)?;
+    let plan = crate::evolve::diff::diff(&live, target.schema, &target.diff)?;
+    if plan.is_empty() {
+        return Err(crate::evolve::Error::NothingToMigrate {
+            version,
+            checksum: plan.checksum_before,
+        }
+        .into());
+    }
+    let m = Migration {
+        version: version + 1,
+        name: checked_name(target.name)?,
+        sql: plan.body(),
+        checksum_before: plan.checksum_before.clone(),
+        checksum_after: plan.checksum_after.clone(),
+        software_level: target.software_level.to_string(),
+        foreign_keys_off: plan.foreign_keys_off,
+        origin: site.name().to_string(),
+        created: store::now(),
+        applied: None,
+        renames: target
+            .diff
+            .renames
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
+    if site.role() == Role::Central {
+        apply_at_central(site, &m)?;
+    } else {
+        history::apply_migration(&site.conn, &m)?;
+    }
+    Ok(m)
+}
+
+fn checked_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(crate::evolve::Error::Snapshot {
+            reason: format!("migration name {name:?}: use 1-100 printable characters"),
+        }
+        .into());
+    }
+    Ok(name.to_string())
+}
+
+/// The entry of a submitted migration.
+pub const SUBMIT_ENTRY: &str = "payload/migration.json";
+/// The content kind of a submitted migration.
+pub const KIND_MIGRATION: &str = "migration";
+
+/// File name of a submitted migration: `{site}_to_{central}_migration_{version:04}.zip`. It
+/// is not a bundle name (1.8), so no dock or watcher takes it: central's administrator
+/// accepts it explicitly ([`accept`]).
+pub fn submit_file_name(site: &str, central: &str, version: i64) -> String {
+    format!("{site}_to_{central}_migration_{version:04}.zip")
+}
+
+/// Writes migration `version` of this site (a developer's copy) as a signed bundle for
+/// `central` into `out`; returns its path.
+pub fn submit(site: &Site, central: &str, version: i64, out: &Path) -> Result<PathBuf> {
+    crate::site::check_name(central)?;
+    let m = history::migration(&site.conn, version)?.ok_or_else(|| EngineError::Refused {
+        bundle: String::new(),
+        reason: format!(
+            "this site has no migration {version} (see `berth migration list --site {}`)",
+            site.dir.display()
+        ),
+    })?;
+    let mut h = crate::dock::header(site, central, None)?;
+    let mut t = toml::Table::new();
+    t.insert(
+        "public_key".into(),
+        toml::Value::String(site.public_key().to_hex()),
+    );
+    h.extensions
+        .insert(KIND_MIGRATION.into(), toml::Value::Table(t));
+    let body = serde_json::to_vec_pretty(&Migration { applied: None, ..m }).map_err(|e| {
+        EngineError::Config {
+            path: out.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    let spool = site.folder("spool");
+    let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
+    tmp.write_all(&body)
+        .and_then(|()| tmp.rewind())
+        .map_err(|e| EngineError::io(&spool, e))?;
+    let name = submit_file_name(site.name(), central, version);
+    crate::dock::write_bundle(
+        site,
+        out,
+        &name,
+        h,
+        vec![(SUBMIT_ENTRY, KIND_MIGRATION, tmp)],
+    )
+}
+
+/// What [`accept`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Accepted {
+    /// The migration, as applied.
+    pub migration: Migration,
+    /// Who submitted it.
+    pub submitter: String,
+    /// The key id that signed it (compare it with the submitter's `berth keys show`).
+    pub key_id: String,
+}
+
+/// Largest submitted migration read.
+const MAX_SUBMITTED: u64 = 64 << 20;
+
+/// Central's administrator accepts a submitted migration: the bundle is verified with the key
+/// it introduces (a registered node must have signed with its registered key), addressed to
+/// this central; the migration must be the next version and start from central's schema;
+/// its SQL must lead to the checksum it promises. It is then applied and journaled.
+pub fn accept(site: &Site, file: &Path) -> Result<Accepted> {
+    site.require(Role::Central)?;
+    let label = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let f = std::fs::File::open(file).map_err(|e| EngineError::io(file, e))?;
+    let bundle = berth_bundle::Bundle::open(f, &label, &berth_bundle::Limits::default())?;
+    let man = bundle.manifest().clone();
+    let refused = |reason: String| EngineError::Refused {
+        bundle: label.clone(),
+        reason,
+    };
+    if !man.recipients.iter().any(|r| r == site.name()) {
+        return Err(refused(format!(
+            "addressed to {:?}, not to {}",
+            man.recipients,
+            site.name()
+        )));
+    }
+    let key = man
+        .extensions
+        .get(KIND_MIGRATION)
+        .and_then(|t| t.get("public_key"))
+        .and_then(toml::Value::as_str)
+        .and_then(|h| berth_bundle::PublicKey::from_hex(h).ok())
+        .ok_or_else(|| {
+            refused("not a submitted migration (no public key in the manifest)".into())
+        })?;
+    if let Some(p) = crate::peer::get(&site.conn, &man.sender.site)?
+        && p.public_key != key.to_hex()
+    {
+        return Err(refused(format!(
+            "signed by a key that is not the one registered for {}",
+            man.sender.site
+        )));
+    }
+    let mut trust = berth_bundle::TrustedKeys::new();
+    trust.add(berth_bundle::TrustedKey {
+        public: key.clone(),
+        site: man.sender.site.clone(),
+        kinds: Some([KIND_MIGRATION.to_string()].into_iter().collect()),
+    });
+    let mut verified = bundle.verify(&trust)?;
+    let body = verified.read_entry(SUBMIT_ENTRY, MAX_SUBMITTED)?;
+    let m: Migration = serde_json::from_slice(&body).map_err(|e| EngineError::BadPayload {
+        bundle: label.clone(),
+        entry: SUBMIT_ENTRY.into(),
+        reason: e.to_string(),
+    })?;
+    let m = Migration {
+        name: checked_name(&m.name)?,
+        applied: None,
+        ..m
+    };
+    for hint in &m.renames {
+        hint.parse::<crate::evolve::diff::Rename>()?;
+    }
+    apply_at_central(site, &m)?;
+    Ok(Accepted {
+        migration: m,
+        submitter: man.sender.site.clone(),
+        key_id: key.key_id().to_string(),
+    })
+}
+
+/// The index file of an exported history.
+pub const INDEX_FILE: &str = "migrations.toml";
+
+/// One migration in an exported history's index.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexEntry {
+    /// Its version.
+    pub version: i64,
+    /// Its name.
+    pub name: String,
+    /// The SQL file beside the index.
+    pub file: String,
+    /// sha256 of the SQL file (64 hex digits).
+    pub sha256: String,
+    /// Schema checksum it starts from.
+    pub checksum_before: String,
+    /// Schema checksum it leads to.
+    pub checksum_after: String,
+    /// Software level it needs.
+    pub software_level: String,
+    /// Foreign keys off while it runs.
+    pub foreign_keys_off: bool,
+    /// Rename hints.
+    #[serde(default)]
+    pub renames: Vec<String>,
+    /// Where it was created.
+    pub origin: String,
+    /// When (seconds since the epoch).
+    pub created: i64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Index {
+    format: u32,
+    #[serde(default)]
+    migration: Vec<IndexEntry>,
+}
+
+fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches('-').to_string();
+    let s: String = s.chars().take(40).collect();
+    if s.is_empty() { "migration".into() } else { s }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Writes the site's migration history into `dir` as plain files a team commits to its
+/// source repository: `NNNN_name.sql` per migration and `migrations.toml`, the index with
+/// each file's sha256 and the schema checksums. Files already there with the same content
+/// are left alone. Returns the files written.
+pub fn export_dir(conn: &Connection, dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let mut index = Index {
+        format: 1,
+        migration: Vec::new(),
+    };
+    let mut written = Vec::new();
+    for m in history::migrations(conn)? {
+        let file = format!("{:04}_{}.sql", m.version, slug(&m.name));
+        let path = dir.join(&file);
+        let same = std::fs::read(&path).is_ok_and(|b| b == m.sql.as_bytes());
+        if !same {
+            crate::transport::write_atomic(dir, &file, |mut f| {
+                f.write_all(m.sql.as_bytes())
+                    .map_err(|e| EngineError::io(&path, e))?;
+                Ok(f)
+            })?;
+            written.push(path);
+        }
+        index.migration.push(IndexEntry {
+            version: m.version,
+            name: m.name,
+            file,
+            sha256: sha256_hex(m.sql.as_bytes()),
+            checksum_before: m.checksum_before,
+            checksum_after: m.checksum_after,
+            software_level: m.software_level,
+            foreign_keys_off: m.foreign_keys_off,
+            renames: m.renames,
+            origin: m.origin,
+            created: m.created,
+        });
+    }
+    let text = format!(
+        "# berth migration history: one SQL file per migration; checksums are sha256.\n# Written by `berth migration export`; read by `berth migration import`.\n{}",
+        toml::to_string(&index).map_err(|e| EngineError::Config {
+            path: dir.join(INDEX_FILE),
+            reason: e.to_string(),
+        })?
+    );
+    let index_path = dir.join(INDEX_FILE);
+    crate::transport::write_atomic(dir, INDEX_FILE, |mut f| {
+        f.write_all(text.as_bytes())
+            .map_err(|e| EngineError::io(&index_path, e))?;
+        Ok(f)
+    })?;
+    written.push(index_path);
+    Ok(written)
+}
+
+/// Largest SQL file of an exported history read.
+const MAX_SQL_FILE: u64 = 64 << 20;
+
+/// Reads an exported history (`migrations.toml` and its SQL files), checking every file's
+/// hash, that versions run 1, 2, ... in order, and that each starts where the previous
+/// ended.
+pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
+    let index_path = dir.join(INDEX_FILE);
+    let bad = |reason: String| EngineError::Config {
+        path: index_path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&index_path).map_err(|e| EngineError::io(&index_path, e))?;
+    let index: Index = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if index.format != 1 {
+        return Err(bad(format!(
+            "format {} is not understood (expected 1)",
+            index.format
+        )));
+    }
+    let mut out: Vec<Migration> = Vec::new();
+    for (i, e) in index.migration.into_iter().enumerate() {
+        let expected = i64::try_from(i).unwrap_or(i64::MAX) + 1;
+        if e.version != expected {
+            return Err(bad(format!(
+                "migration {} is listed where version {expected} belongs: versions must run 1, 2, ... in order",
+                e.version
+            )));
+        }
+        if let Some(prev) = out.last()
+            && prev.checksum_after != e.checksum_before
+        {
+            return Err(bad(format!(
+                "migration {} starts from schema {} but migration {} ends at {}",
+                e.version, e.checksum_before, prev.version, prev.checksum_after
+            )));
+        }
+        if e.file.contains(['/', '\\']) || e.file.starts_with('.') || !e.file.ends_with(".sql") {
+            return Err(bad(format!(
+                "migration {}: file name {:?} is not a plain .sql name",
+                e.version, e.file
+            )));
+        }
+        let path = dir.join(&e.file);
+        let meta = std::fs::metadata(&path).map_err(|err| EngineError::io(&path, err))?;
+        if meta.len() > MAX_SQL_FILE {
+            return Err(bad(format!(
+                "{} is larger than {MAX_SQL_FILE} bytes",
+                e.file
+            )));
+        }
+        let bytes = std::fs::read(&path).map_err(|err| EngineError::io(&path, err))?;
+        if sha256_hex(&bytes) != e.sha256 {
+            return Err(bad(format!(
+                "{} does not match its sha256 in the index (edited after export?)",
+                e.file
+            )));
+        }
+        let sql = String::from_utf8(bytes).map_err(|_| bad(format!("{} is not UTF-8", e.file)))?;
+        for hint in &e.renames {
+            hint.parse::<crate::evolve::diff::Rename>()?;
+        }
+        out.push(Migration {
+            version: e.version,
+            name: checked_name(&e.name)?,
+            sql,
+            checksum_before: e.checksum_before,
+            checksum_after: e.checksum_after,
+            software_level: e.software_level,
+            foreign_keys_off: e.foreign_keys_off,
+            origin: e.origin,
+            created: e.created,
+            applied: None,
+            renames: e.renames,
+        });
+    }
+    Ok(out)
+}
+
+/// What [`import_dir`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Imported {
+    /// Versions the site already had (identical).
+    pub known: Vec<i64>,
+    /// Versions applied now.
+    pub applied: Vec<i64>,
+}
+
+/// Takes new migrations from an exported history (a checkout of the team's repository):
+/// refused when the history disagrees with the site's (a version the site has with other
+/// SQL or checksums). New ones are applied in order (at central, journaled for the nodes).
+pub fn import_dir(site: &Site, dir: &Path) -> Result<Imported> {
+    let theirs = read_dir(dir)?;
+    let ours = history::migrations(&site.conn)?;
+    let version = history::version(&site.conn)?;
+    let mut done = Imported::default();
+    for m in &theirs {
+        if let Some(mine) = ours.iter().find(|o| o.version == m.version) {
+            if mine.sql != m.sql
+                || mine.checksum_before != m.checksum_before
+                || mine.checksum_after != m.checksum_after
+            {
+                return Err(EngineError::Config {
+                    path: dir.join(INDEX_FILE),
+                    reason: format!(
+                        "migration {} ({:?}) differs from this site's migration {} ({:?}): the histories disagree; nothing was imported",
+                        m.version, m.name, mine.version, mine.name
+                    ),
+                });
+            }
+            done.known.push(m.version);
+        } else if m.version <= version {
+            // Before this site's baseline (a node enrolled later): nothing to check against.
+            done.known.push(m.version);
+        }
+    }
+    for m in theirs.iter().filter(|m| m.version > version) {
+        if site.role() == Role::Central {
+            apply_at_central(site, m)?;
+        } else {
+            history::apply_migration(&site.conn, m)?;
+        }
+        done.applied.push(m.version);
+    }
+    Ok(done)
+}
