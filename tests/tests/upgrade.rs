@@ -779,3 +779,98 @@ fn announcements_reports_and_acknowledgements_survive_lost_bundles() {
     );
     assert_eq!(installed(&w, "a"), "app-2 2\n", "installed once");
 }
+
+/// A migration made on a developer's copy and accepted at central (`hq`): version 1 adds
+/// `opty.stage`, needing software `level`.
+fn accept_stage_migration(w: &World, level: &str) {
+    let (dev, _) = berth_engine::site::Site::init_central(&berth_engine::site::CentralInit {
+        dir: &w.root.path().join("dev"),
+        name: Some("dev"),
+        schema: &w.root.path().join("schema.sql"),
+        docking: None,
+        data: None,
+    })
+    .unwrap();
+    berth_engine::migrate::create_by_sql(
+        &dev,
+        "ALTER TABLE opty ADD COLUMN stage TEXT DEFAULT 'open'",
+        &berth_engine::evolve::history::NewMigration {
+            name: "stage",
+            software_level: level,
+            origin: "dev",
+            diff: Default::default(),
+        },
+    )
+    .unwrap();
+    let file =
+        berth_engine::migrate::submit(&dev, "hq", 1, &w.root.path().join("outbox")).unwrap();
+    berth_engine::migrate::accept(&w.open("hq"), &file).unwrap();
+}
+
+/// Installs only if the database already has the migrated column (proves the order).
+const NEEDS_STAGE: &str = r#"#!/bin/sh
+sqlite3 "$BERTH_DATABASE" "PRAGMA table_info(opty)" | grep -q '|stage|' || { echo "schema not migrated yet" >&2; exit 5; }
+echo "$BERTH_PACKAGE $BERTH_LEVEL" >> "$BERTH_SITE_DIR/installed.txt"
+"#;
+
+#[test]
+fn a_package_tied_to_a_migration_installs_right_after_it_from_one_bundle() {
+    let _serial = serial();
+    let w = world(&["a"]);
+    accept_stage_migration(&w, "1");
+    publish(
+        &w,
+        "app-3",
+        "3",
+        "download = \"forced\"\napply = \"after-schema\"\nschema_version = \"1\"",
+        NEEDS_STAGE,
+    );
+    w.dock("hq");
+    // One bundle carries the migration and the package.
+    let r = w.dock("a");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert!(
+        r.upgrade.iter().any(|n| n.event == "applied"),
+        "{:?}",
+        r.upgrade
+    );
+    assert_eq!(installed(&w, "a"), "app-3 3\n");
+    assert_eq!(level(&w, "a"), "'3'");
+    assert_eq!(
+        w.value("a", "SELECT value FROM berth_meta WHERE key = 'schema_version'"),
+        "'1'"
+    );
+    w.dock("a");
+    w.dock("hq");
+    let st = upgrade::central::status(&w.open("hq")).unwrap();
+    assert_eq!(st[0].nodes[0].state, "applied", "{st:?}");
+}
+
+#[test]
+fn a_migration_needing_new_software_waits_for_the_package_in_the_same_bundle() {
+    let _serial = serial();
+    let w = world(&["a"]);
+    accept_stage_migration(&w, "2");
+    publish(
+        &w,
+        "app-2",
+        "2",
+        "download = \"forced\"\napply = \"immediate\"",
+        OK_SCRIPT,
+    );
+    w.dock("hq");
+    // The bundle is held for the software level, the package installs at the end of the
+    // session, and the held bundle then applies in the same dock.
+    let r = w.dock("a");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(installed(&w, "a"), "app-2 2\n");
+    assert_eq!(
+        w.value("a", "SELECT stage FROM opty LIMIT 1"),
+        w.value("hq", "SELECT stage FROM opty LIMIT 1")
+    );
+    assert_eq!(
+        w.value("a", "SELECT count(*) FROM berth_held"),
+        "0",
+        "nothing left waiting"
+    );
+}

@@ -1,0 +1,473 @@
+//! Schema migrations distributed through bundles (seed 000 claims 48-59, seed 004 "software
+//! level"): the seed's full loop from a developer's copy to central to nodes at different
+//! versions, pending local changes translated, gating by schema and by software level, and
+//! failures that leave everything as it was.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use berth_engine::dock::DockOptions;
+use berth_engine::evolve::diff::{DiffOptions, Rename};
+use berth_engine::evolve::history::{self, NewMigration};
+use berth_engine::migrate;
+use berth_engine::site::{CentralInit, Site};
+use berth_engine::status;
+use berth_tests::{SCHEMA, World};
+use std::path::{Path, PathBuf};
+
+const DATA: &str = "
+INSERT INTO account VALUES ('A1', 'Acme', 'north'), ('A2', 'Bolt', 'south');
+INSERT INTO opty VALUES ('O1', 'A1', 'Big deal', 'Keith Palmer', 1000, NULL);
+";
+
+/// A developer's copy: a central of its own (no nodes) made from the same schema file, so
+/// it starts at schema version 0 like the real central.
+fn dev_copy(w: &World) -> Site {
+    let (dev, _) = Site::init_central(&CentralInit {
+        dir: &w.root.path().join("dev"),
+        name: Some("dev"),
+        schema: &w.root.path().join("schema.sql"),
+        docking: None,
+        data: None,
+    })
+    .unwrap();
+    dev
+}
+
+/// The developer changes the schema by hand and freezes it as the next migration.
+fn develop(dev: &Site, name: &str, sql: &str, renames: Vec<Rename>, level: &str) -> i64 {
+    let m = migrate::create_by_sql(
+        dev,
+        sql,
+        &NewMigration {
+            name,
+            software_level: level,
+            origin: "dev",
+            diff: DiffOptions {
+                allow_destructive: true,
+                renames,
+                ..DiffOptions::default()
+            },
+        },
+    )
+    .unwrap();
+    m.version
+}
+
+/// Submits the developer's migration `version` and has central accept it.
+fn ship(w: &World, dev: &Site, version: i64) -> PathBuf {
+    let out = w.root.path().join("outbox");
+    let file = migrate::submit(dev, "hq", version, &out).unwrap();
+    let a = migrate::accept(&w.open("hq"), &file).unwrap();
+    assert_eq!(a.migration.version, version);
+    assert_eq!(a.submitter, "dev");
+    file
+}
+
+fn schema_version(w: &World, site: &str) -> i64 {
+    migrate::state(&w.open(site).conn).unwrap().version
+}
+
+fn checksum(w: &World, site: &str) -> String {
+    migrate::state(&w.open(site).conn).unwrap().checksum
+}
+
+fn versions(w: &World, site: &str) -> Vec<i64> {
+    history::migrations(&w.open(site).conn)
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect()
+}
+
+fn dock_via(w: &World, site: &str, via: &Path) -> berth_engine::dock::DockReport {
+    w.dock_with(site, via, &DockOptions::default()).unwrap()
+}
+
+#[test]
+fn seed_loop_developer_copy_to_central_to_three_nodes_at_different_versions() {
+    let w = World::new(SCHEMA, DATA, &["a", "b", "c"]);
+    let usb = w.root.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let dev = dev_copy(&w);
+
+    // c works offline from the start: an insert captured under schema version 0.
+    w.exec(
+        "c",
+        "INSERT INTO opty(id, account_id, name, sales_rep, amount) VALUES ('O9', 'A2', 'Field deal', 'Carl Lake', 50)",
+    );
+
+    // Migration 1: a new column with a default.
+    let v1 = develop(
+        &dev,
+        "opty-stage",
+        "ALTER TABLE opty ADD COLUMN stage TEXT DEFAULT 'open'",
+        vec![],
+        "1",
+    );
+    assert_eq!(v1, 1);
+    ship(&w, &dev, 1);
+    assert_eq!(schema_version(&w, "hq"), 1);
+    w.exec("hq", "UPDATE opty SET stage = 'won' WHERE id = 'O1'");
+    w.dock("hq");
+    let r = w.dock("a");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(versions(&w, "a"), vec![1]);
+    assert_eq!(w.value("a", "SELECT stage FROM opty WHERE id = 'O1'"), "'won'");
+
+    // b edits a column that migration 2 renames, before it knows of it.
+    w.exec("b", "UPDATE account SET region = 'east' WHERE id = 'A1'");
+    let v2 = develop(
+        &dev,
+        "territory",
+        "ALTER TABLE account RENAME COLUMN region TO territory",
+        vec!["account.region=territory".parse().unwrap()],
+        "1",
+    );
+    ship(&w, &dev, v2);
+
+    // Migration 3 needs a table rebuild (amount REAL -> TEXT), with a child table (opty_emp)
+    // referencing nothing and opty referencing account: foreign keys off, checked after.
+    let v3 = develop(
+        &dev,
+        "amount-text",
+        "CREATE TABLE opty_new(id TEXT PRIMARY KEY, account_id TEXT REFERENCES account(id), name TEXT, sales_rep TEXT, amount TEXT, doc BLOB, stage TEXT DEFAULT 'open');
+         INSERT INTO opty_new SELECT id, account_id, name, sales_rep, amount, doc, stage FROM opty;
+         DROP TABLE opty; ALTER TABLE opty_new RENAME TO opty;",
+        vec![],
+        "1",
+    );
+    assert_eq!(v3, 3);
+
+    // b docks now: it gets 1 and 2 (central is at 2), and its pending update follows the
+    // rename.
+    w.dock("hq");
+    let r = w.dock("b");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(versions(&w, "b"), vec![1, 2]);
+    assert_eq!(
+        w.value("b", "SELECT territory FROM account WHERE id = 'A1'"),
+        "'east'"
+    );
+    let log_old = w.value("b", "SELECT old FROM berth_log WHERE tbl = 'account'");
+    assert!(
+        log_old.contains("territory") && !log_old.contains("region"),
+        "{log_old}"
+    );
+    ship(&w, &dev, v3);
+    w.dock("hq");
+    w.dock("b");
+    w.dock("hq");
+    assert_eq!(
+        w.value("hq", "SELECT territory FROM account WHERE id = 'A1'"),
+        "'east'",
+        "b's change, captured under version 0, merged under its new name"
+    );
+
+    // c docks by USB only now: it lacks all three, gets exactly them in order, and its
+    // insert captured under version 0 reaches central translated.
+    dock_via(&w, "hq", &usb);
+    let r = dock_via(&w, "c", &usb);
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(versions(&w, "c"), vec![1, 2, 3]);
+    dock_via(&w, "hq", &usb);
+    assert_eq!(
+        w.value("hq", "SELECT stage || ' ' || amount FROM opty WHERE id = 'O9'"),
+        "'open 50.0'"
+    );
+
+    // Everyone converges on the same schema and rows; central knows each node's version.
+    w.settle();
+    dock_via(&w, "hq", &usb);
+    dock_via(&w, "c", &usb);
+    w.settle();
+    for n in ["a", "b", "c"] {
+        assert_eq!(checksum(&w, n), checksum(&w, "hq"), "{n}'s schema");
+        assert_eq!(versions(&w, n), vec![1, 2, 3], "{n}'s history");
+    }
+    w.assert_converged();
+    let st = status::status(&w.open("hq")).unwrap();
+    for p in &st.peers {
+        assert_eq!(p.schema_version, Some(3), "{}: {p:?}", p.name);
+    }
+    assert_eq!(st.schema_version, 3);
+    assert_eq!(w.conflicts(), 0);
+}
+
+#[test]
+fn a_node_bundle_in_transit_across_a_migration_is_translated_at_central() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let dev = dev_copy(&w);
+    // a's bundle is written under version 0 ...
+    w.exec("a", "UPDATE account SET region = 'west' WHERE id = 'A2'");
+    w.exec("a", "INSERT INTO account VALUES ('A7', 'Crane', 'west')");
+    w.dock("a");
+    // ... and central migrates before it arrives: a rename and a dropped column.
+    develop(
+        &dev,
+        "territory",
+        "ALTER TABLE account RENAME COLUMN region TO territory; ALTER TABLE opty DROP COLUMN doc",
+        vec!["account.region=territory".parse().unwrap()],
+        "1",
+    );
+    ship(&w, &dev, 1);
+    let r = w.dock("hq");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT group_concat(id || '=' || territory) FROM account WHERE territory = 'west'"
+        ),
+        "'A2=west,A7=west'"
+    );
+    w.settle();
+    w.assert_converged();
+    assert_eq!(w.conflicts(), 0);
+}
+
+#[test]
+fn a_migration_needing_newer_software_waits_and_the_node_does_not_upload_until_migrated() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let dev = dev_copy(&w);
+    // a's pending change, to a column the migration renames.
+    w.exec("a", "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'O1'");
+    develop(
+        &dev,
+        "rep",
+        "ALTER TABLE opty RENAME COLUMN sales_rep TO owner",
+        vec!["opty.sales_rep=owner".parse().unwrap()],
+        "2",
+    );
+    ship(&w, &dev, 1);
+    w.dock("hq");
+    let r = w.dock("a");
+    assert_eq!(r.count("held"), 1, "{r:?}");
+    let st = status::status(&w.open("a")).unwrap();
+    assert!(
+        st.held[0].reason.contains("software level 2"),
+        "{:?}",
+        st.held
+    );
+    assert_eq!(st.upload_waits, Some((0, 1)), "{st:?}");
+    // What a wrote while behind stays at a: central still has the old value.
+    w.dock("hq");
+    assert_eq!(
+        w.value("hq", "SELECT owner FROM opty WHERE id = 'O1'"),
+        "'Keith Palmer'"
+    );
+    // The software arrives (here: the level is installed by hand, as an install would).
+    w.exec(
+        "a",
+        "INSERT OR REPLACE INTO berth_meta(key, value) VALUES ('software_level', '2')",
+    );
+    let r = w.dock("a");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(schema_version(&w, "a"), 1);
+    assert_eq!(
+        status::status(&w.open("a")).unwrap().upload_waits,
+        None
+    );
+    w.dock("hq");
+    assert_eq!(
+        w.value("hq", "SELECT owner FROM opty WHERE id = 'O1'"),
+        "'Carl Lake'",
+        "the pending change merged under the column's new name"
+    );
+    w.settle();
+    w.assert_converged();
+}
+
+#[test]
+fn changes_captured_under_a_schema_the_receiver_lacks_wait_until_it_has_it() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let dev = dev_copy(&w);
+    develop(
+        &dev,
+        "phone",
+        "ALTER TABLE account ADD COLUMN phone TEXT",
+        vec![],
+        "1",
+    );
+    // The team's repository carries the migration; node a takes it from a checkout before
+    // central does, and writes under the new schema.
+    let repo = w.root.path().join("repo");
+    migrate::export_dir(&dev.conn, &repo).unwrap();
+    let done = migrate::import_dir(&w.open("a"), &repo).unwrap();
+    assert_eq!(done.applied, vec![1]);
+    w.exec("a", "UPDATE account SET phone = '555-0100' WHERE id = 'A1'");
+    w.dock("a");
+    let r = w.dock("hq");
+    assert_eq!(r.count("held"), 1, "{r:?}");
+    let st = status::status(&w.open("hq")).unwrap();
+    assert!(
+        st.held[0].reason.contains("does not have yet"),
+        "{:?}",
+        st.held
+    );
+    // Central takes the same history; the held bundle applies by itself.
+    let done = migrate::import_dir(&w.open("hq"), &repo).unwrap();
+    assert_eq!(done.applied, vec![1]);
+    let r = w.dock("hq");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT phone FROM account WHERE id = 'A1'"),
+        "'555-0100'"
+    );
+    // a already has migration 1: central's copy of it in the stream is recognised.
+    w.settle();
+    assert_eq!(versions(&w, "a"), vec![1]);
+    w.assert_converged();
+}
+
+#[test]
+fn a_migration_that_fails_at_a_node_leaves_its_schema_and_data_and_is_reported() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let dev = dev_copy(&w);
+    // a's local insert duplicates a name: the unique index the migration adds cannot build.
+    w.exec(
+        "a",
+        "INSERT INTO account VALUES ('A8', 'Acme', 'north')",
+    );
+    develop(
+        &dev,
+        "unique-names",
+        "CREATE UNIQUE INDEX account_name ON account(name)",
+        vec![],
+        "1",
+    );
+    ship(&w, &dev, 1);
+    w.dock("hq");
+    let before = w.dump("a");
+    let checksum_before = checksum(&w, "a");
+    let r = w.dock("a");
+    assert_eq!(r.count("retry"), 1, "{r:?}");
+    let why = format!("{r:?}");
+    assert!(why.contains("UNIQUE") || why.contains("unique"), "{why}");
+    assert_eq!(w.dump("a"), before, "data intact");
+    assert_eq!(checksum(&w, "a"), checksum_before, "schema intact");
+    assert_eq!(schema_version(&w, "a"), 0);
+    // The user fixes the data; the next dock applies the migration.
+    w.exec("a", "UPDATE account SET name = 'Acme East' WHERE id = 'A8'");
+    let r = w.dock("a");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(schema_version(&w, "a"), 1);
+    w.settle();
+    w.assert_converged();
+}
+
+#[test]
+fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let dev = dev_copy(&w);
+    develop(&dev, "one", "ALTER TABLE account ADD COLUMN x TEXT", vec![], "1");
+    develop(&dev, "two", "ALTER TABLE account ADD COLUMN y TEXT", vec![], "1");
+    let out = w.root.path().join("outbox");
+    // Version 2 before 1: out of order.
+    let file = migrate::submit(&dev, "hq", 2, &out).unwrap();
+    let err = migrate::accept(&w.open("hq"), &file).unwrap_err();
+    assert!(err.to_string().contains("next version is 1"), "{err}");
+    // A tampered bundle: one byte of the payload changed.
+    let file = migrate::submit(&dev, "hq", 1, &out).unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"ALTER ")
+        .unwrap_or(bytes.len() / 2);
+    bytes[at] ^= 0x20;
+    let tampered = out.join("tampered.zip");
+    std::fs::write(&tampered, &bytes).unwrap();
+    assert!(migrate::accept(&w.open("hq"), &tampered).is_err());
+    // Signed with another key than the one registered under the submitter's name: a node
+    // named "dev" is not who signed it.
+    let addressed_elsewhere = migrate::submit(&dev, "elsewhere", 1, &out).unwrap();
+    let err = migrate::accept(&w.open("hq"), &addressed_elsewhere).unwrap_err();
+    assert!(err.to_string().contains("not to hq"), "{err}");
+    // A migration whose SQL fails on central's data changes nothing there.
+    w.exec("hq", "INSERT INTO account VALUES ('A3', 'Acme', 'west')");
+    drop(dev);
+    let dev2 = Site::open(&w.root.path().join("dev")).unwrap();
+    develop(
+        &dev2,
+        "unique",
+        "CREATE UNIQUE INDEX account_name ON account(name)",
+        vec![],
+        "1",
+    );
+    assert_eq!(schema_version(&w, "hq"), 0);
+    migrate::accept(&w.open("hq"), &migrate::submit(&dev2, "hq", 1, &out).unwrap()).unwrap();
+    assert_eq!(schema_version(&w, "hq"), 1);
+    let file = migrate::submit(&dev2, "hq", 2, &out).unwrap();
+    migrate::accept(&w.open("hq"), &file).unwrap();
+    let before = w.dump("hq");
+    let log_before = w.value("hq", "SELECT count(*) FROM berth_log");
+    let file = migrate::submit(&dev2, "hq", 3, &out).unwrap();
+    let err = migrate::accept(&w.open("hq"), &file).unwrap_err();
+    assert!(err.to_string().contains("UNIQUE"), "{err}");
+    assert_eq!(schema_version(&w, "hq"), 2);
+    assert_eq!(w.dump("hq"), before, "data intact");
+    assert_eq!(
+        w.value("hq", "SELECT count(*) FROM berth_log"),
+        log_before,
+        "nothing journaled"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT count(*) FROM sqlite_master WHERE name = 'account_name'"),
+        "0"
+    );
+}
+
+#[test]
+fn an_exported_history_is_checked_before_anything_is_imported() {
+    let w = World::new(SCHEMA, DATA, &[]);
+    let dev = dev_copy(&w);
+    develop(&dev, "one", "ALTER TABLE account ADD COLUMN x TEXT", vec![], "1");
+    develop(&dev, "two", "CREATE INDEX account_x ON account(x)", vec![], "1");
+    let repo = w.root.path().join("repo");
+    let written = migrate::export_dir(&dev.conn, &repo).unwrap();
+    assert_eq!(written.len(), 3, "{written:?}");
+    // Exporting again rewrites only the index.
+    assert_eq!(migrate::export_dir(&dev.conn, &repo).unwrap().len(), 1);
+    let index = std::fs::read_to_string(repo.join(migrate::INDEX_FILE)).unwrap();
+    // An SQL file edited after export.
+    let sql = repo.join("0002_two.sql");
+    let good = std::fs::read_to_string(&sql).unwrap();
+    std::fs::write(&sql, good.replace("account_x", "account_y")).unwrap();
+    let err = migrate::import_dir(&w.open("hq"), &repo).unwrap_err();
+    assert!(err.to_string().contains("sha256"), "{err}");
+    std::fs::write(&sql, &good).unwrap();
+    // Versions out of order in the index.
+    std::fs::write(
+        repo.join(migrate::INDEX_FILE),
+        index.replacen("version = 1", "version = 9", 1),
+    )
+    .unwrap();
+    let err = migrate::import_dir(&w.open("hq"), &repo).unwrap_err();
+    assert!(err.to_string().contains("in order"), "{err}");
+    // A file name that leaves the folder.
+    std::fs::write(
+        repo.join(migrate::INDEX_FILE),
+        index.replace("0001_one.sql", "../0001_one.sql"),
+    )
+    .unwrap();
+    let err = migrate::import_dir(&w.open("hq"), &repo).unwrap_err();
+    assert!(err.to_string().contains("plain .sql"), "{err}");
+    assert_eq!(schema_version(&w, "hq"), 0, "nothing imported");
+    // Intact, it imports; a second import finds nothing new.
+    std::fs::write(repo.join(migrate::INDEX_FILE), &index).unwrap();
+    let done = migrate::import_dir(&w.open("hq"), &repo).unwrap();
+    assert_eq!(done.applied, vec![1, 2]);
+    let done = migrate::import_dir(&w.open("hq"), &repo).unwrap();
+    assert_eq!((done.known, done.applied), (vec![1, 2], vec![]));
+    // A history that disagrees with the site's is refused.
+    let other = w.root.path().join("other");
+    let (alt, _) = Site::init_central(&CentralInit {
+        dir: &w.root.path().join("alt"),
+        name: Some("alt"),
+        schema: &w.root.path().join("schema.sql"),
+        docking: None,
+        data: None,
+    })
+    .unwrap();
+    develop(&alt, "one", "ALTER TABLE account ADD COLUMN z TEXT", vec![], "1");
+    migrate::export_dir(&alt.conn, &other).unwrap();
+    let err = migrate::import_dir(&w.open("hq"), &other).unwrap_err();
+    assert!(err.to_string().contains("disagree"), "{err}");
+}
