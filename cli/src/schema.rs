@@ -89,8 +89,12 @@ pub enum MigrationCmd {
         /// The schema to migrate to (SQL file, database or snapshot JSON): the migration is
         /// computed from the live schema and applied. Required at central, whose schema only
         /// changes this way (or by `migration accept` / `migration import`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sql")]
         to: Option<PathBuf>,
+        /// On a developer's copy: run the statements of this SQL file (capture suspended, so
+        /// a column the capture triggers name can be dropped), then freeze the change.
+        #[arg(long)]
+        sql: Option<PathBuf>,
         #[command(flatten)]
         opts: DiffArgs,
         /// Print JSON.
@@ -168,6 +172,12 @@ pub enum MigrationCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn has_nodes(s: &Site) -> Result<bool> {
+    Ok(berth_engine::peer::all(&s.conn)?
+        .iter()
+        .any(|p| p.role == "node"))
 }
 
 fn open(site: &Path) -> Result<Site> {
@@ -268,6 +278,7 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
             name,
             requires_software,
             to,
+            sql,
             opts,
             json,
         } => {
@@ -287,11 +298,7 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
                         },
                     )?
                 }
-                None if s.role() == Role::Central
-                    && berth_engine::peer::all(&s.conn)?
-                        .iter()
-                        .any(|p| p.role == "node") =>
-                {
+                None if s.role() == Role::Central && has_nodes(&s)? => {
                     anyhow::bail!(
                         "this central has nodes, so its schema changes only through berth \
                          (every change captured before a migration must reach the nodes \
@@ -303,15 +310,20 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
                     let base =
                         history::latest(&s.conn)?.ok_or(berth_engine::evolve::Error::NoBaseline)?;
                     let diff = options(&opts, &s, &base.snapshot)?;
-                    history::create_migration(
-                        &s.conn,
-                        &NewMigration {
-                            name: &name,
-                            software_level: &requires_software,
-                            origin: s.name(),
-                            diff,
-                        },
-                    )?
+                    let new = NewMigration {
+                        name: &name,
+                        software_level: &requires_software,
+                        origin: s.name(),
+                        diff,
+                    };
+                    match &sql {
+                        Some(file) => {
+                            let text = std::fs::read_to_string(file)
+                                .with_context(|| format!("reading {}", file.display()))?;
+                            migrate::create_by_sql(&s, &text, &new)?
+                        }
+                        None => history::create_migration(&s.conn, &new)?,
+                    }
                 }
             };
             if json {

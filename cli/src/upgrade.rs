@@ -91,6 +91,17 @@ pub fn run(cmd: UpgradeCmd) -> Result<()> {
                     note.event
                 );
             }
+            // A bundle may have waited for this software level (a migration needing it).
+            let held: i64 = s
+                .conn
+                .query_row("SELECT COUNT(*) FROM berth_held", [], |r| r.get(0))?;
+            if held > 0 {
+                let r = berth_engine::dock::apply_spool(
+                    &mut s,
+                    &berth_engine::dock::DockOptions::default(),
+                )?;
+                crate::output::dock_report(&r);
+            }
         }
         UpgradeCmd::Status { site, json } => {
             let s = open(&site)?;

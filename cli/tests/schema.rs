@@ -284,3 +284,119 @@ fn migration_create_freezes_the_change_since_the_last_snapshot() {
         .success()
         .stdout(predicate::str::contains("migration 2"));
 }
+
+fn run_ok(args: &[&str], paths: &[&Path]) -> String {
+    let mut c = berth();
+    c.args(args);
+    for p in paths {
+        c.arg(p);
+    }
+    let out = c.assert().success();
+    String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+}
+
+#[test]
+fn a_developer_migration_travels_to_central_and_a_node_through_the_commands() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let hq = central(root);
+    let via = root.join("via");
+    std::fs::create_dir_all(&via).unwrap();
+    let node = root.join("laptop");
+    run_ok(
+        &["init", "node", "--name", "laptop", "--via"],
+        &[&via, &node],
+    );
+    run_ok(
+        &["node", "add", "laptop", "--via"],
+        &[&via, Path::new("--site"), &hq],
+    );
+    run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &node]);
+    // Central with nodes: its schema does not change behind berth's back.
+    berth()
+        .args(["migration", "create", "--name", "x", "--site"])
+        .arg(&hq)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--to FILE"));
+    // The developer's copy: a central of its own from the same schema file.
+    let dev = root.join("dev");
+    run_ok(
+        &["init", "central", "--name", "dev", "--schema"],
+        &[&root.join("s.sql"), &dev],
+    );
+    let change = root.join("change.sql");
+    std::fs::write(
+        &change,
+        "ALTER TABLE acct ADD COLUMN region TEXT DEFAULT 'north';",
+    )
+    .unwrap();
+    let out = run_ok(
+        &[
+            "migration",
+            "create",
+            "--name",
+            "regions",
+            "--json",
+            "--sql",
+        ],
+        &[&change, Path::new("--site"), &dev],
+    );
+    assert_eq!(json(out.as_bytes())["version"], 1);
+    let outbox = root.join("outbox");
+    let out = run_ok(
+        &["migration", "submit", "--to", "hq", "--out"],
+        &[&outbox, Path::new("--site"), &dev],
+    );
+    assert!(out.contains("migration accept"), "{out}");
+    let file = outbox.join("dev_to_hq_migration_0001.zip");
+    let out = run_ok(&["migration", "accept", "--json", "--site"], &[&hq, &file]);
+    assert_eq!(json(out.as_bytes())["migration"]["version"], 1);
+    // Accepting it twice is refused, naming why.
+    berth()
+        .args(["migration", "accept", "--site"])
+        .arg(&hq)
+        .arg(&file)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("next version is 2"));
+    run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &hq]);
+    run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &node]);
+    assert_eq!(
+        query(
+            &node.join("data.db"),
+            "SELECT count(*) FROM pragma_table_info('acct') WHERE name = 'region'"
+        ),
+        "1"
+    );
+    run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &hq]);
+    let st = json(run_ok(&["status", "--json", "--site"], &[&hq]).as_bytes());
+    assert_eq!(st["schema_version"], 1);
+    assert_eq!(st["peers"][0]["schema_version"], 1, "{st}");
+    let text = run_ok(&["status", "--site"], &[&node]);
+    assert!(text.contains("version 1"), "{text}");
+    // The history as files for version control, and back.
+    let repo = root.join("repo");
+    run_ok(
+        &["migration", "export", "--dir"],
+        &[&repo, Path::new("--site"), &hq],
+    );
+    assert!(repo.join("0001_regions.sql").is_file());
+    let out = run_ok(
+        &["migration", "import", "--dir"],
+        &[&repo, Path::new("--site"), &dev],
+    );
+    assert!(
+        out.contains("1 migrations already here, 0 applied"),
+        "{out}"
+    );
+    std::fs::write(repo.join("0001_regions.sql"), "DROP TABLE acct;").unwrap();
+    berth()
+        .args(["migration", "import", "--dir"])
+        .arg(&repo)
+        .arg("--site")
+        .arg(&dev)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("sha256"));
+}

@@ -833,10 +833,8 @@ pub fn import_dir(site: &Site, dir: &Path) -> Result<Imported> {
 /// name can be dropped) and freezes the change as the next migration, in one transaction:
 /// when the migration cannot be made, the SQL is undone too.
 pub fn create_by_sql(site: &Site, sql: &str, new: &history::NewMigration<'_>) -> Result<Migration> {
-    let tx = rusqlite::Transaction::new_unchecked(
-        &site.conn,
-        rusqlite::TransactionBehavior::Immediate,
-    )?;
+    let tx =
+        rusqlite::Transaction::new_unchecked(&site.conn, rusqlite::TransactionBehavior::Immediate)?;
     crate::capture::suspend(&tx)?;
     crate::evolve::apply::run_statements(&tx, sql)?;
     let m = history::create_migration(&tx, new)?;

@@ -111,7 +111,10 @@ fn seed_loop_developer_copy_to_central_to_three_nodes_at_different_versions() {
     let r = w.dock("a");
     assert_eq!(r.count("applied"), 1, "{r:?}");
     assert_eq!(versions(&w, "a"), vec![1]);
-    assert_eq!(w.value("a", "SELECT stage FROM opty WHERE id = 'O1'"), "'won'");
+    assert_eq!(
+        w.value("a", "SELECT stage FROM opty WHERE id = 'O1'"),
+        "'won'"
+    );
 
     // b edits a column that migration 2 renames, before it knows of it.
     w.exec("b", "UPDATE account SET region = 'east' WHERE id = 'A1'");
@@ -170,7 +173,10 @@ fn seed_loop_developer_copy_to_central_to_three_nodes_at_different_versions() {
     assert_eq!(versions(&w, "c"), vec![1, 2, 3]);
     dock_via(&w, "hq", &usb);
     assert_eq!(
-        w.value("hq", "SELECT stage || ' ' || amount FROM opty WHERE id = 'O9'"),
+        w.value(
+            "hq",
+            "SELECT stage || ' ' || amount FROM opty WHERE id = 'O9'"
+        ),
         "'open 50.0'"
     );
 
@@ -228,7 +234,10 @@ fn a_migration_needing_newer_software_waits_and_the_node_does_not_upload_until_m
     let w = World::new(SCHEMA, DATA, &["a"]);
     let dev = dev_copy(&w);
     // a's pending change, to a column the migration renames.
-    w.exec("a", "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'O1'");
+    w.exec(
+        "a",
+        "UPDATE opty SET sales_rep = 'Carl Lake' WHERE id = 'O1'",
+    );
     develop(
         &dev,
         "rep",
@@ -261,10 +270,7 @@ fn a_migration_needing_newer_software_waits_and_the_node_does_not_upload_until_m
     let r = w.dock("a");
     assert_eq!(r.count("applied"), 1, "{r:?}");
     assert_eq!(schema_version(&w, "a"), 1);
-    assert_eq!(
-        status::status(&w.open("a")).unwrap().upload_waits,
-        None
-    );
+    assert_eq!(status::status(&w.open("a")).unwrap().upload_waits, None);
     w.dock("hq");
     assert_eq!(
         w.value("hq", "SELECT owner FROM opty WHERE id = 'O1'"),
@@ -322,10 +328,7 @@ fn a_migration_that_fails_at_a_node_leaves_its_schema_and_data_and_is_reported()
     let w = World::new(SCHEMA, DATA, &["a"]);
     let dev = dev_copy(&w);
     // a's local insert duplicates a name: the unique index the migration adds cannot build.
-    w.exec(
-        "a",
-        "INSERT INTO account VALUES ('A8', 'Acme', 'north')",
-    );
+    w.exec("a", "INSERT INTO account VALUES ('A8', 'Acme', 'north')");
     develop(
         &dev,
         "unique-names",
@@ -357,8 +360,20 @@ fn a_migration_that_fails_at_a_node_leaves_its_schema_and_data_and_is_reported()
 fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
     let w = World::new(SCHEMA, DATA, &["a"]);
     let dev = dev_copy(&w);
-    develop(&dev, "one", "ALTER TABLE account ADD COLUMN x TEXT", vec![], "1");
-    develop(&dev, "two", "ALTER TABLE account ADD COLUMN y TEXT", vec![], "1");
+    develop(
+        &dev,
+        "one",
+        "ALTER TABLE account ADD COLUMN x TEXT",
+        vec![],
+        "1",
+    );
+    develop(
+        &dev,
+        "two",
+        "ALTER TABLE account ADD COLUMN y TEXT",
+        vec![],
+        "1",
+    );
     let out = w.root.path().join("outbox");
     // Version 2 before 1: out of order.
     let file = migrate::submit(&dev, "hq", 2, &out).unwrap();
@@ -392,7 +407,11 @@ fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
         "1",
     );
     assert_eq!(schema_version(&w, "hq"), 0);
-    migrate::accept(&w.open("hq"), &migrate::submit(&dev2, "hq", 1, &out).unwrap()).unwrap();
+    migrate::accept(
+        &w.open("hq"),
+        &migrate::submit(&dev2, "hq", 1, &out).unwrap(),
+    )
+    .unwrap();
     assert_eq!(schema_version(&w, "hq"), 1);
     let file = migrate::submit(&dev2, "hq", 2, &out).unwrap();
     migrate::accept(&w.open("hq"), &file).unwrap();
@@ -409,7 +428,10 @@ fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
         "nothing journaled"
     );
     assert_eq!(
-        w.value("hq", "SELECT count(*) FROM sqlite_master WHERE name = 'account_name'"),
+        w.value(
+            "hq",
+            "SELECT count(*) FROM sqlite_master WHERE name = 'account_name'"
+        ),
         "0"
     );
 }
@@ -418,8 +440,20 @@ fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
 fn an_exported_history_is_checked_before_anything_is_imported() {
     let w = World::new(SCHEMA, DATA, &[]);
     let dev = dev_copy(&w);
-    develop(&dev, "one", "ALTER TABLE account ADD COLUMN x TEXT", vec![], "1");
-    develop(&dev, "two", "CREATE INDEX account_x ON account(x)", vec![], "1");
+    develop(
+        &dev,
+        "one",
+        "ALTER TABLE account ADD COLUMN x TEXT",
+        vec![],
+        "1",
+    );
+    develop(
+        &dev,
+        "two",
+        "CREATE INDEX account_x ON account(x)",
+        vec![],
+        "1",
+    );
     let repo = w.root.path().join("repo");
     let written = migrate::export_dir(&dev.conn, &repo).unwrap();
     assert_eq!(written.len(), 3, "{written:?}");
@@ -466,7 +500,13 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
         data: None,
     })
     .unwrap();
-    develop(&alt, "one", "ALTER TABLE account ADD COLUMN z TEXT", vec![], "1");
+    develop(
+        &alt,
+        "one",
+        "ALTER TABLE account ADD COLUMN z TEXT",
+        vec![],
+        "1",
+    );
     migrate::export_dir(&alt.conn, &other).unwrap();
     let err = migrate::import_dir(&w.open("hq"), &other).unwrap_err();
     assert!(err.to_string().contains("disagree"), "{err}");

@@ -802,8 +802,7 @@ fn accept_stage_migration(w: &World, level: &str) {
         },
     )
     .unwrap();
-    let file =
-        berth_engine::migrate::submit(&dev, "hq", 1, &w.root.path().join("outbox")).unwrap();
+    let file = berth_engine::migrate::submit(&dev, "hq", 1, &w.root.path().join("outbox")).unwrap();
     berth_engine::migrate::accept(&w.open("hq"), &file).unwrap();
 }
 
@@ -837,7 +836,10 @@ fn a_package_tied_to_a_migration_installs_right_after_it_from_one_bundle() {
     assert_eq!(installed(&w, "a"), "app-3 3\n");
     assert_eq!(level(&w, "a"), "'3'");
     assert_eq!(
-        w.value("a", "SELECT value FROM berth_meta WHERE key = 'schema_version'"),
+        w.value(
+            "a",
+            "SELECT value FROM berth_meta WHERE key = 'schema_version'"
+        ),
         "'1'"
     );
     w.dock("a");
