@@ -68,7 +68,11 @@ pub fn extension(version: i64, latest: Option<i64>) -> toml::Value {
 
 /// Reads `[extensions.schema]`: `(version, latest)`. `None` when absent or malformed.
 pub fn read_extension(m: &berth_bundle::Manifest) -> Option<(i64, Option<i64>)> {
-    let t = m.extensions.get(EXTENSION)?;
+    read_extensions(&m.extensions)
+}
+
+fn read_extensions(ext: &BTreeMap<String, toml::Value>) -> Option<(i64, Option<i64>)> {
+    let t = ext.get(EXTENSION)?;
     let version = t.get("version")?.as_integer()?;
     let latest = t.get("latest").and_then(toml::Value::as_integer);
     (version >= 0).then_some((version, latest))
@@ -840,4 +844,136 @@ pub fn create_by_sql(site: &Site, sql: &str, new: &history::NewMigration<'_>) ->
     let m = history::create_migration(&tx, new)?;
     tx.commit()?;
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evolve::snapshot;
+
+    fn migration(renames: &[&str]) -> Migration {
+        Migration {
+            version: 2,
+            name: "m".into(),
+            sql: "SELECT 1".into(),
+            checksum_before: "a".into(),
+            checksum_after: "b".into(),
+            software_level: "1".into(),
+            foreign_keys_off: false,
+            origin: "dev".into(),
+            created: 5,
+            applied: None,
+            renames: renames.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn change(t: &str, op: Op, old: &[(&str, i64)], new: &[(&str, i64)]) -> Change {
+        let row = |cols: &[(&str, i64)]| -> Option<Row> {
+            (!cols.is_empty()).then(|| {
+                cols.iter()
+                    .map(|(c, v)| (c.to_string(), Json::from(*v)))
+                    .collect()
+            })
+        };
+        Change {
+            pos: 1,
+            t: t.into(),
+            k: vec![Json::from(1)],
+            op,
+            old: row(old),
+            new: row(new),
+            o: None,
+            c: 0,
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn translation_follows_renames_and_drops_what_is_gone() {
+        let after = snapshot::from_sql(
+            "CREATE TABLE Deal(id INTEGER PRIMARY KEY, owner TEXT, amount REAL);
+             CREATE TABLE kept(id INTEGER PRIMARY KEY, v);",
+        )
+        .unwrap();
+        // opty became Deal; its sales_rep became owner (hint by the old table name); note
+        // was dropped; gone was dropped.
+        let tr = Translation::new(&migration(&["opty=Deal", "opty.sales_rep=owner"]), &after);
+        let ch = tr
+            .change(change(
+                "opty",
+                Op::U,
+                &[("sales_rep", 1), ("note", 2)],
+                &[("id", 1), ("sales_rep", 3), ("note", 4), ("amount", 5)],
+            ))
+            .unwrap();
+        assert_eq!(ch.t, "Deal");
+        assert_eq!(
+            ch.old.unwrap().keys().cloned().collect::<Vec<_>>(),
+            vec!["owner"]
+        );
+        assert_eq!(
+            ch.new.unwrap().keys().cloned().collect::<Vec<_>>(),
+            vec!["amount", "id", "owner"]
+        );
+        assert!(
+            tr.change(change("gone", Op::D, &[("id", 1)], &[]))
+                .is_none()
+        );
+        let kept = tr
+            .change(change("KEPT", Op::I, &[], &[("id", 1), ("V", 2)]))
+            .unwrap();
+        assert_eq!(kept.t, "kept");
+        assert_eq!(
+            kept.new.unwrap().keys().cloned().collect::<Vec<_>>(),
+            vec!["id", "v"]
+        );
+        // The hint may name the table by its new name too.
+        let tr = Translation::new(&migration(&["opty=Deal", "Deal.sales_rep=owner"]), &after);
+        assert_eq!(tr.column("Deal", "SALES_REP").as_deref(), Some("owner"));
+        // Markers, statements and migrations pass untouched.
+        let m = change("", Op::A, &[], &[]);
+        assert_eq!(tr.change(m.clone()), Some(m));
+    }
+
+    #[test]
+    fn a_migration_record_round_trips_and_malformed_ones_are_named() {
+        let m = migration(&["t.a=b"]);
+        let mut ch = change("", Op::M, &[], &[]);
+        ch.new = Some(to_row(&m));
+        assert_eq!(from_change(&ch).unwrap(), m);
+        let cases: [(&str, Json, &str); 4] = [
+            ("version", Json::from(0), "not positive"),
+            ("version", Json::from("2"), "without version"),
+            ("renames", Json::from("not json"), "renames"),
+            ("renames", Json::from(r#"["=x"]"#), "rename"),
+        ];
+        for (field, value, expect) in cases {
+            let mut bad = ch.clone();
+            if let Some(r) = bad.new.as_mut() {
+                r.insert(field.into(), value);
+            }
+            let err = from_change(&bad).unwrap_err();
+            assert!(err.contains(expect), "{field}: {err}");
+        }
+        let mut missing = ch.clone();
+        if let Some(r) = missing.new.as_mut() {
+            r.remove("sql");
+        }
+        assert!(from_change(&missing).unwrap_err().contains("sql"));
+        ch.new = None;
+        assert!(from_change(&ch).is_err());
+        assert!(ch.check().is_err());
+    }
+
+    #[test]
+    fn the_schema_extension_reads_back_and_rejects_nonsense() {
+        let mut m = BTreeMap::new();
+        assert_eq!(read_extensions(&m), None);
+        m.insert(EXTENSION.to_string(), extension(3, Some(5)));
+        assert_eq!(read_extensions(&m), Some((3, Some(5))));
+        m.insert(EXTENSION.into(), extension(-1, None));
+        assert_eq!(read_extensions(&m), None);
+        m.insert(EXTENSION.into(), toml::Value::String("3".into()));
+        assert_eq!(read_extensions(&m), None);
+    }
 }

@@ -511,3 +511,71 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
     let err = migrate::import_dir(&w.open("hq"), &other).unwrap_err();
     assert!(err.to_string().contains("disagree"), "{err}");
 }
+
+/// Writes a bundle from node `a` to `hq`, signed with a's real key, carrying `line`.
+fn node_bundle(w: &World, seq: u64, schema: Option<i64>, line: &str) {
+    use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition};
+    let key =
+        SecretKey::from_text(&std::fs::read_to_string(w.dir("a").join("keys/site.key")).unwrap())
+            .unwrap();
+    let path = w
+        .via
+        .join(berth_bundle::naming::bundle_file_name("a", "hq", seq));
+    let mut extensions = std::collections::BTreeMap::new();
+    if let Some(v) = schema {
+        extensions.insert(migrate::EXTENSION.to_string(), migrate::extension(v, None));
+    }
+    let mut bw = BundleWriter::new(
+        std::fs::File::create(&path).unwrap(),
+        BundleHeader {
+            sender: Party {
+                site: "a".into(),
+                key_id: key.public().key_id(),
+            },
+            recipients: vec!["hq".into()],
+            created: 0,
+            bundle_id: None,
+            stream: Some(StreamPosition {
+                seq,
+                log_from: 1,
+                log_to: 1,
+                requires: 0,
+                acks: 0,
+            }),
+            schema_checksum: None,
+            software_level: None,
+            critical: vec![],
+            extensions,
+        },
+    )
+    .unwrap();
+    bw.add_bytes(
+        "payload/changes.jsonl",
+        "changes",
+        Compression::Deflate,
+        format!("{line}\n").as_bytes(),
+    )
+    .unwrap();
+    bw.finish(&key).unwrap();
+}
+
+#[test]
+fn a_node_cannot_send_a_migration_and_a_schema_from_the_future_waits() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    // A migration from a node: only central sends them.
+    let m = r#"{"pos":1,"t":"","k":[],"op":"M","new":{"version":1,"name":"evil","sql":"DROP TABLE account","checksum_before":"x","checksum_after":"y","software_level":"1","foreign_keys_off":0,"origin":"a","created":0,"renames":"[]"}}"#;
+    node_bundle(&w, 1, Some(0), m);
+    let r = w.dock("hq");
+    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+    assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "2");
+    // Changes claiming a schema version central does not have wait, named.
+    let u = r#"{"pos":1,"t":"account","k":["A1"],"op":"U","old":{"name":"Acme"},"new":{"id":"A1","name":"Acme Corp","region":"north"}}"#;
+    node_bundle(&w, 2, Some(7), u);
+    let r = w.dock("hq");
+    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert!(format!("{r:?}").contains("version 7"), "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT name FROM account WHERE id = 'A1'"),
+        "'Acme'"
+    );
+}
