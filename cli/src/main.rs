@@ -303,6 +303,28 @@ enum KeysCmd {
         #[arg(long)]
         json: bool,
     },
+    /// At central: register an admin key (its holder may sign a migration's executable
+    /// step), or list them.
+    #[command(
+        after_help = "Example:\n  berth keys generate --out keys --name dana\n  berth keys admin --site hq --name dana keys/dana.pub\n  berth keys admin --site hq --list"
+    )]
+    Admin {
+        /// Central's site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// The admin's name.
+        #[arg(long, required_unless_present = "list")]
+        name: Option<String>,
+        /// The admin's public key file (.pub).
+        #[arg(required_unless_present = "list")]
+        key: Option<PathBuf>,
+        /// List the registered admin keys.
+        #[arg(long)]
+        list: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -732,6 +754,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watch(a) => return transports::watch(a),
         Command::Node(NodeCmd::Revoke { name, site }) => transports::revoke(&site, &name)?,
         Command::Keys(KeysCmd::Rotate { site }) => transports::rotate(&site)?,
+        Command::Keys(KeysCmd::Admin {
+            site,
+            name,
+            key,
+            list,
+            json,
+        }) => {
+            let s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            if let (Some(name), Some(key)) = (name, key) {
+                let a = berth_engine::keychain::add_admin(&s, &name, &load_public(&key)?)?;
+                if !json {
+                    println!("admin {} registered (key {})", a.name, a.key_id);
+                }
+            }
+            let all = berth_engine::keychain::admins(&s.conn)?;
+            if json {
+                output::json(&all)?;
+            } else if list {
+                for a in &all {
+                    println!("{:<16} {}", a.name, a.key_id);
+                }
+                if all.is_empty() {
+                    println!("no admin keys registered");
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -95,6 +95,14 @@ pub enum MigrationCmd {
         /// a column the capture triggers name can be dropped), then freeze the change.
         #[arg(long)]
         sql: Option<PathBuf>,
+        /// An executable step: this program file ships with the migration and runs against
+        /// the database after its SQL, where sites allow executables (admin-signed at submit).
+        #[arg(long, requires = "exec_command")]
+        exec_file: Option<PathBuf>,
+        /// The executable step's command, words separated by spaces (e.g. "sh fix.sh"); its
+        /// first word may name the program file.
+        #[arg(long, requires = "exec_file")]
+        exec_command: Option<String>,
         #[command(flatten)]
         opts: DiffArgs,
         /// Print JSON.
@@ -119,6 +127,10 @@ pub enum MigrationCmd {
         /// Folder to write the bundle into.
         #[arg(long)]
         out: PathBuf,
+        /// Sign with this admin key (.key file) instead of the site's key; required for a
+        /// migration with an executable step.
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
     },
     /// At central: verify a submitted migration, apply it to the master database and send
     /// it to every node with their next bundles.
@@ -279,10 +291,28 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
             requires_software,
             to,
             sql,
+            exec_file,
+            exec_command,
             opts,
             json,
         } => {
             let s = open(&site)?;
+            let step = match (&exec_file, &exec_command) {
+                (Some(file), Some(command)) => {
+                    let bytes = std::fs::read(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let name = file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    Some(history::ExecStep::new(
+                        command.split_whitespace().map(str::to_string).collect(),
+                        &name,
+                        &bytes,
+                    )?)
+                }
+                _ => None,
+            };
             let m = match &to {
                 Some(to) => {
                     let target = snapshot::from_file(to)?;
@@ -326,6 +356,16 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
                     }
                 }
             };
+            let m = match step {
+                Some(step) => {
+                    history::attach_exec(&s.conn, m.version, &step)?;
+                    history::Migration {
+                        exec: Some(step),
+                        ..m
+                    }
+                }
+                None => m,
+            };
             if json {
                 crate::output::json(&m)?;
             } else {
@@ -341,8 +381,20 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
             to,
             version,
             out,
+            admin_key,
         } => {
             let s = open(&site)?;
+            let admin =
+                match &admin_key {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        Some(berth_bundle::SecretKey::from_text(&text).with_context(|| {
+                            format!("{} is not a secret key file", path.display())
+                        })?)
+                    }
+                    None => None,
+                };
             let central = match to {
                 Some(c) => c,
                 None => store::meta(&s.conn, "central")?.context(
@@ -353,18 +405,24 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
                 Some(v) => v,
                 None => history::version(&s.conn)?,
             };
-            let path = migrate::submit(&s, &central, version, &out)?;
+            let path = migrate::submit(&s, &central, version, &out, admin.as_ref())?;
             println!("wrote {}", path.display());
             println!(
                 "signed by {} (key {}); central's administrator runs: berth migration accept --site CENTRAL {}",
-                s.name(),
-                s.public_key().key_id(),
+                if admin.is_some() {
+                    "the admin key"
+                } else {
+                    s.name()
+                },
+                admin
+                    .as_ref()
+                    .map_or_else(|| s.public_key().key_id(), |k| k.public().key_id()),
                 path.display()
             );
         }
         MigrationCmd::Accept { site, file, json } => {
-            let s = open(&site)?;
-            let a = migrate::accept(&s, &file)
+            let mut s = open(&site)?;
+            let a = migrate::accept(&mut s, &file)
                 .with_context(|| format!("accepting {}", file.display()))?;
             if json {
                 crate::output::json(&a)?;
@@ -391,8 +449,8 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
             );
         }
         MigrationCmd::Import { site, dir, json } => {
-            let s = open(&site)?;
-            let done = migrate::import_dir(&s, &dir)
+            let mut s = open(&site)?;
+            let done = migrate::import_dir(&mut s, &dir)
                 .with_context(|| format!("importing from {}", dir.display()))?;
             if json {
                 crate::output::json(&done)?;

@@ -571,7 +571,6 @@ fn apply_changes(
             return Ok(Outcome::Held(reason));
         }
     }
-    let mut payload = Payload::read(site, bundle, CHANGES_ENTRY, &opts.progress)?;
     let spool_path = site.folder("spool").join(&label);
     let catalog = site.catalog()?;
     let model = match site.role() {
@@ -581,7 +580,12 @@ fn apply_changes(
     let me = site.name().to_string();
     let role = site.role();
     let now = store::now();
-    let result = (|| -> Result<Outcome> {
+    let allow_exec = site.config.allow_executables;
+    let attempt = |site: &mut Site,
+                   bundle: &mut Bundle<Verified, File>,
+                   backup_ready: bool|
+     -> Result<(Outcome, Vec<crate::evolve::history::Migration>)> {
+        let mut payload = Payload::read(site, bundle, CHANGES_ENTRY, &opts.progress)?;
         let tx = site
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -603,6 +607,9 @@ fn apply_changes(
                 Pending::default()
             },
             now,
+            allow_exec,
+            backup_ready,
+            execs: Vec::new(),
         };
         let central_merge = CentralMerge {
             conn: &tx,
@@ -699,6 +706,7 @@ fn apply_changes(
         for ch in deferred {
             node_apply.apply(&ch, &mut stats)?;
         }
+        let execs = std::mem::take(&mut node_apply.execs);
         drop(node_apply);
         drop(central_merge);
         if role == Role::Central && count > 0 {
@@ -737,8 +745,32 @@ fn apply_changes(
         record_peer_schema(&tx, &sender, stream_schema.as_ref(), latest)?;
         store::set_capture(&tx, true)?;
         tx.commit()?;
-        Ok(Outcome::Applied(stats))
-    })();
+        Ok((Outcome::Applied(stats), execs))
+    };
+    // A migration with an executable step: the apply starts again once a backup is taken;
+    // the steps run after the commit, and a failure puts the backup back (SPEC 5.5).
+    let backup_file = crate::migrate::backup_path(site, &label);
+    let mut result = attempt(site, bundle, false);
+    if matches!(result, Err(EngineError::NeedsBackup)) {
+        crate::migrate::backup(site, &backup_file)?;
+        result = attempt(site, bundle, true);
+    }
+    let result = match result {
+        Ok((outcome, execs)) => {
+            let failed = execs
+                .iter()
+                .find_map(|mig| crate::migrate::run_exec(site, mig).err());
+            match failed {
+                None => Ok(outcome),
+                Some(e) => {
+                    crate::migrate::restore(site, &backup_file)?;
+                    Ok(Outcome::Held(e.to_string()))
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let _ = fs::remove_file(&backup_file);
     match result {
         Err(EngineError::Wait { reason }) => {
             record_waiting(site, &sender, &upgrade_in, stream_schema.as_ref(), latest)?;

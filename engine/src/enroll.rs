@@ -303,6 +303,9 @@ pub(crate) fn apply_extract(
         catalog: std::borrow::Cow::Borrowed(&catalog),
         bundle_id: &m.bundle_id,
         pending: Default::default(),
+        allow_exec: false,
+        backup_ready: false,
+        execs: Vec::new(),
         now,
     };
     for (i, line) in BufReader::new(rows).lines().enumerate() {

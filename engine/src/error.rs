@@ -137,6 +137,21 @@ pub enum EngineError {
     /// A schema migration failed or does not fit this site.
     #[error("schema migration: {0}")]
     Migration(Box<crate::evolve::Error>),
+    /// A migration's executable step failed; the database was restored from the backup
+    /// taken before it.
+    #[error(
+        "the executable step of migration {version} failed ({reason}); the database was restored from the backup taken before it"
+    )]
+    ExecStep {
+        /// The migration's version.
+        version: i64,
+        /// Exit code or why it could not run, and the tail of its output.
+        reason: String,
+    },
+    /// Internal: the bundle carries an executable step, so a backup must be taken before it
+    /// applies (the apply is started again after the backup).
+    #[error("a backup of the database is needed before this bundle applies")]
+    NeedsBackup,
     /// The bundle cannot apply yet and waits in the spool (schema gating): what it waits for.
     #[error("waiting: {reason}")]
     Wait {

@@ -319,3 +319,52 @@ mod tests {
         assert_eq!(got, k[0].public());
     }
 }
+
+/// An admin key registered at central.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Admin {
+    /// Who holds it.
+    pub name: String,
+    /// Its key id.
+    pub key_id: String,
+    /// The public key (hex).
+    pub public_key: String,
+    /// When it was registered.
+    pub added: i64,
+}
+
+/// Registers an admin key at central (`berth keys admin add`): its holder may sign what
+/// only an admin may (a migration's executable step).
+pub fn add_admin(site: &Site, name: &str, key: &PublicKey) -> Result<Admin> {
+    site.require(Role::Central)?;
+    crate::site::check_name(name)?;
+    let a = Admin {
+        name: name.to_string(),
+        key_id: key.key_id().to_string(),
+        public_key: key.to_hex(),
+        added: crate::store::now(),
+    };
+    site.conn.execute(
+        "INSERT INTO berth_admins(key_id, public_key, name, added) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(key_id) DO UPDATE SET name = excluded.name",
+        rusqlite::params![a.key_id, a.public_key, a.name, a.added],
+    )?;
+    Ok(a)
+}
+
+/// The admin keys registered at this site.
+pub fn admins(conn: &rusqlite::Connection) -> Result<Vec<Admin>> {
+    let mut st =
+        conn.prepare("SELECT name, key_id, public_key, added FROM berth_admins ORDER BY name")?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(Admin {
+                name: r.get(0)?,
+                key_id: r.get(1)?,
+                public_key: r.get(2)?,
+                added: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}

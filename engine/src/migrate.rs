@@ -28,7 +28,7 @@ use crate::value::{Row, parse_row};
 use rusqlite::{Connection, params};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use std::io::{Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Name of the manifest extension.
@@ -106,6 +106,13 @@ pub fn to_row(m: &Migration) -> Row {
         "renames".into(),
         Json::from(serde_json::to_string(&m.renames).unwrap_or_else(|_| "[]".into())),
     );
+    r.insert(
+        "exec".into(),
+        m.exec
+            .as_ref()
+            .and_then(|e| serde_json::to_string(e).ok())
+            .map_or(Json::Null, Json::from),
+    );
     r
 }
 
@@ -133,7 +140,18 @@ pub fn from_change(ch: &Change) -> std::result::Result<Migration, String> {
         hint.parse::<crate::evolve::diff::Rename>()
             .map_err(|e| e.to_string())?;
     }
+    let exec = match r.get("exec") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(t)) => {
+            let step: history::ExecStep =
+                serde_json::from_str(t).map_err(|e| format!("migration exec: {e}"))?;
+            step.check().map_err(|e| e.to_string())?;
+            Some(step)
+        }
+        Some(_) => return Err("migration exec: not a string".into()),
+    };
     Ok(Migration {
+        exec,
         version,
         name: text("name")?,
         sql: text("sql")?,
@@ -419,6 +437,7 @@ pub fn create_from_target(site: &Site, target: &Target<'_>) -> Result<Migration>
         .into());
     }
     let m = Migration {
+        exec: None,
         version: version + 1,
         name: checked_name(target.name)?,
         sql: plan.body(),
@@ -468,43 +487,64 @@ pub fn submit_file_name(site: &str, central: &str, version: i64) -> String {
 }
 
 /// Writes migration `version` of this site (a developer's copy) as a signed bundle for
-/// `central` into `out`; returns its path.
-pub fn submit(site: &Site, central: &str, version: i64, out: &Path) -> Result<PathBuf> {
+/// `central` into `out`; returns its path. Signed with `admin` when given (required for a
+/// migration with an executable step, whose statement the admin signs too), else with the
+/// site's key.
+pub fn submit(
+    site: &Site,
+    central: &str,
+    version: i64,
+    out: &Path,
+    admin: Option<&berth_bundle::SecretKey>,
+) -> Result<PathBuf> {
     crate::site::check_name(central)?;
-    let m = history::migration(&site.conn, version)?.ok_or_else(|| EngineError::Refused {
+    let mut m = history::migration(&site.conn, version)?.ok_or_else(|| EngineError::Refused {
         bundle: String::new(),
         reason: format!(
             "this site has no migration {version} (see `berth migration list --site {}`)",
             site.dir.display()
         ),
     })?;
+    m.applied = None;
+    let key = admin.unwrap_or(site.key());
+    if m.exec.is_some() {
+        let admin = admin.ok_or_else(|| EngineError::Refused {
+            bundle: String::new(),
+            reason: format!(
+                "migration {version} carries an executable step: it must be signed with an admin key (--admin-key FILE)"
+            ),
+        })?;
+        let statement = m.exec.as_ref().map(|e| e.statement(&m)).unwrap_or_default();
+        if let Some(step) = m.exec.as_mut() {
+            step.admin_key = admin.public().to_hex();
+            step.signature = hex::encode(admin.sign(&statement));
+        }
+    }
     let mut h = crate::dock::header(site, central, None)?;
+    h.sender.key_id = key.public().key_id();
     let mut t = toml::Table::new();
     t.insert(
         "public_key".into(),
-        toml::Value::String(site.public_key().to_hex()),
+        toml::Value::String(key.public().to_hex()),
     );
     h.extensions
         .insert(KIND_MIGRATION.into(), toml::Value::Table(t));
-    let body = serde_json::to_vec_pretty(&Migration { applied: None, ..m }).map_err(|e| {
-        EngineError::Config {
-            path: out.to_path_buf(),
-            reason: e.to_string(),
-        }
+    let body = serde_json::to_vec_pretty(&m).map_err(|e| EngineError::Config {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
     })?;
-    let spool = site.folder("spool");
-    let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
-    tmp.write_all(&body)
-        .and_then(|()| tmp.rewind())
-        .map_err(|e| EngineError::io(&spool, e))?;
     let name = submit_file_name(site.name(), central, version);
-    crate::dock::write_bundle(
-        site,
-        out,
-        &name,
-        h,
-        vec![(SUBMIT_ENTRY, KIND_MIGRATION, tmp)],
-    )
+    crate::transport::write_atomic(out, &name, |f| {
+        let mut w = berth_bundle::BundleWriter::new(f, h)?;
+        w.add_bytes(
+            SUBMIT_ENTRY,
+            KIND_MIGRATION,
+            berth_bundle::Compression::Deflate,
+            &body,
+        )?;
+        let (f, _manifest) = w.finish(key)?;
+        Ok(f)
+    })
 }
 
 /// What [`accept`] did.
@@ -525,7 +565,7 @@ const MAX_SUBMITTED: u64 = 64 << 20;
 /// it introduces (a registered node must have signed with its registered key), addressed to
 /// this central; the migration must be the next version and start from central's schema;
 /// its SQL must lead to the checksum it promises. It is then applied and journaled.
-pub fn accept(site: &Site, file: &Path) -> Result<Accepted> {
+pub fn accept(site: &mut Site, file: &Path) -> Result<Accepted> {
     site.require(Role::Central)?;
     let label = file
         .file_name()
@@ -583,7 +623,7 @@ pub fn accept(site: &Site, file: &Path) -> Result<Accepted> {
     for hint in &m.renames {
         hint.parse::<crate::evolve::diff::Rename>()?;
     }
-    apply_at_central(site, &m)?;
+    apply_here(site, &m)?;
     Ok(Accepted {
         migration: m,
         submitter: man.sender.site.clone(),
@@ -621,6 +661,29 @@ pub struct IndexEntry {
     pub origin: String,
     /// When (seconds since the epoch).
     pub created: i64,
+    /// Its executable step, if any: the program is the file `stored` beside the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<IndexExec>,
+}
+
+/// An executable step in an exported history's index.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexExec {
+    /// The command.
+    pub command: Vec<String>,
+    /// The program's file name when it runs.
+    pub file: String,
+    /// The file beside the index holding the program.
+    pub stored: String,
+    /// sha256 of the program.
+    pub sha256: String,
+    /// The admin key that signed it (hex), empty if not signed yet.
+    #[serde(default)]
+    pub admin_key: String,
+    /// The admin's signature (hex), empty if not signed yet.
+    #[serde(default)]
+    pub signature: String,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -675,7 +738,31 @@ pub fn export_dir(conn: &Connection, dir: &Path) -> Result<Vec<PathBuf>> {
             })?;
             written.push(path);
         }
+        let exec = match &m.exec {
+            Some(step) => {
+                let stored = format!("{:04}_exec_{}", m.version, step.file);
+                let bytes = step.bytes()?;
+                let path = dir.join(&stored);
+                if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+                    crate::transport::write_atomic(dir, &stored, |mut f| {
+                        f.write_all(&bytes).map_err(|e| EngineError::io(&path, e))?;
+                        Ok(f)
+                    })?;
+                    written.push(path);
+                }
+                Some(IndexExec {
+                    command: step.command.clone(),
+                    file: step.file.clone(),
+                    stored,
+                    sha256: step.sha256.clone(),
+                    admin_key: step.admin_key.clone(),
+                    signature: step.signature.clone(),
+                })
+            }
+            None => None,
+        };
         index.migration.push(IndexEntry {
+            exec,
             version: m.version,
             name: m.name,
             file,
@@ -768,7 +855,31 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Migration>> {
         for hint in &e.renames {
             hint.parse::<crate::evolve::diff::Rename>()?;
         }
+        let exec = match &e.exec {
+            Some(x) => {
+                if x.stored.contains(['/', '\\']) || x.stored.starts_with('.') {
+                    return Err(bad(format!(
+                        "migration {}: program file {:?} is not a plain name",
+                        e.version, x.stored
+                    )));
+                }
+                let path = dir.join(&x.stored);
+                let bytes = std::fs::read(&path).map_err(|err| EngineError::io(&path, err))?;
+                let mut step = history::ExecStep::new(x.command.clone(), &x.file, &bytes)?;
+                if step.sha256 != x.sha256 {
+                    return Err(bad(format!(
+                        "{} does not match its sha256 in the index (edited after export?)",
+                        x.stored
+                    )));
+                }
+                step.admin_key.clone_from(&x.admin_key);
+                step.signature.clone_from(&x.signature);
+                Some(step)
+            }
+            None => None,
+        };
         out.push(Migration {
+            exec,
             version: e.version,
             name: checked_name(&e.name)?,
             sql,
@@ -797,7 +908,7 @@ pub struct Imported {
 /// Takes new migrations from an exported history (a checkout of the team's repository):
 /// refused when the history disagrees with the site's (a version the site has with other
 /// SQL or checksums). New ones are applied in order (at central, journaled for the nodes).
-pub fn import_dir(site: &Site, dir: &Path) -> Result<Imported> {
+pub fn import_dir(site: &mut Site, dir: &Path) -> Result<Imported> {
     let theirs = read_dir(dir)?;
     let ours = history::migrations(&site.conn)?;
     let version = history::version(&site.conn)?;
@@ -823,11 +934,7 @@ pub fn import_dir(site: &Site, dir: &Path) -> Result<Imported> {
         }
     }
     for m in theirs.iter().filter(|m| m.version > version) {
-        if site.role() == Role::Central {
-            apply_at_central(site, m)?;
-        } else {
-            history::apply_migration(&site.conn, m)?;
-        }
+        apply_here(site, m)?;
         done.applied.push(m.version);
     }
     Ok(done)
@@ -844,6 +951,163 @@ pub fn create_by_sql(site: &Site, sql: &str, new: &history::NewMigration<'_>) ->
     let m = history::create_migration(&tx, new)?;
     tx.commit()?;
     Ok(m)
+}
+
+/// Where a migration's backup is kept while its executable step runs.
+pub fn backup_path(site: &Site, what: &str) -> PathBuf {
+    site.dir.join("backups").join(format!("before-{what}.db"))
+}
+
+/// Copies the site's database to `path` (SQLite's online backup).
+pub fn backup(site: &Site, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(&site.dir);
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let _ = std::fs::remove_file(path);
+    site.conn
+        .backup(rusqlite::MAIN_DB, path, rusqlite::backup::NO_PROGRESS)?;
+    Ok(())
+}
+
+/// Puts the database back as it was in the backup at `path`.
+pub fn restore(site: &mut Site, path: &Path) -> Result<()> {
+    site.conn
+        .restore(rusqlite::MAIN_DB, path, rusqlite::backup::NO_PROGRESS)?;
+    Ok(())
+}
+
+/// Runs migration `m`'s executable step against the site's database, which holds no open
+/// transaction: the program file is written into `migrations/exec-NNNN/` and the command runs
+/// from there with `BERTH_DATABASE`, `BERTH_SITE_DIR`, `BERTH_SITE_NAME`,
+/// `BERTH_MIGRATION_VERSION` and `BERTH_MIGRATION_NAME` set. Its writes are captured like
+/// any application's (each site runs the step, so the same values meet at central and
+/// merge as equal). Output goes to `output.log` there.
+pub fn run_exec(site: &Site, m: &Migration) -> Result<()> {
+    let Some(step) = &m.exec else {
+        return Ok(());
+    };
+    let failed = |reason: String| EngineError::ExecStep {
+        version: m.version,
+        reason,
+    };
+    step.check().map_err(|e| failed(e.to_string()))?;
+    let dir = site
+        .dir
+        .join("migrations")
+        .join(format!("exec-{:04}", m.version));
+    std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+    let bytes = step.bytes()?;
+    let program_path = dir.join(&step.file);
+    crate::transport::write_atomic(&dir, &step.file, |mut f| {
+        f.write_all(&bytes)
+            .map_err(|e| EngineError::io(&program_path, e))?;
+        Ok(f)
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&program_path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| EngineError::io(&program_path, e))?;
+    }
+    let log = dir.join("output.log");
+    let out = std::fs::File::create(&log).map_err(|e| EngineError::io(&log, e))?;
+    let err = out.try_clone().map_err(|e| EngineError::io(&log, e))?;
+    // The first word names the shipped file, or a program on PATH: never leave a relative
+    // name to the platform's lookup rules.
+    let program = if step.command[0] == step.file {
+        program_path.clone().into_os_string()
+    } else {
+        step.command[0].clone().into()
+    };
+    let status = std::process::Command::new(program)
+        .args(&step.command[1..])
+        .current_dir(&dir)
+        .env("BERTH_DATABASE", site.db_path())
+        .env("BERTH_SITE_DIR", &site.dir)
+        .env("BERTH_SITE_NAME", site.name())
+        .env("BERTH_MIGRATION_VERSION", m.version.to_string())
+        .env("BERTH_MIGRATION_NAME", &m.name)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status();
+    let tail = crate::upgrade::node::tail(&log);
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(failed(format!(
+            "{}; output: {tail}",
+            s.code().map_or_else(
+                || "killed by a signal".to_string(),
+                |c| format!("exit code {c}")
+            )
+        ))),
+        Err(e) => Err(failed(format!(
+            "could not start {:?}: {e}",
+            step.command[0]
+        ))),
+    }
+}
+
+/// Whether this site may run `m`'s executable step: the site allows executables, and an
+/// admin key signed the step (at central: one registered there).
+pub fn check_exec(site: &Site, m: &Migration) -> Result<()> {
+    let Some(step) = &m.exec else {
+        return Ok(());
+    };
+    let refused = |reason: String| EngineError::Refused {
+        bundle: format!("migration {}", m.version),
+        reason,
+    };
+    step.check()?;
+    if !step.signed(m) {
+        return Err(refused(
+            "its executable step is not signed by an admin key (berth migration submit --admin-key)".into(),
+        ));
+    }
+    if site.role() == Role::Central
+        && !crate::keychain::admins(&site.conn)?
+            .iter()
+            .any(|a| a.public_key == step.admin_key)
+    {
+        return Err(refused(format!(
+            "its executable step is signed by key {}, which is not a registered admin key (berth keys admin add)",
+            berth_bundle::PublicKey::from_hex(&step.admin_key)
+                .map(|k| k.key_id().to_string())
+                .unwrap_or_default()
+        )));
+    }
+    if !site.config.allow_executables {
+        return Err(refused(
+            "it carries an executable step and this site does not allow executables \
+             (allow_executables = true in berth.toml)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a migration at this site in its own transaction (at central also journaled for
+/// the nodes, [`apply_at_central`]); with an executable step, a backup is taken first, the
+/// step runs after the migration commits, and the backup is restored if it fails.
+pub fn apply_here(site: &mut Site, m: &Migration) -> Result<()> {
+    check_exec(site, m)?;
+    let plain = |site: &Site| -> Result<()> {
+        if site.role() == Role::Central {
+            apply_at_central(site, m)
+        } else {
+            Ok(history::apply_migration(&site.conn, m)?)
+        }
+    };
+    if m.exec.is_none() {
+        return plain(site);
+    }
+    let path = backup_path(site, &format!("migration-{:04}", m.version));
+    backup(site, &path)?;
+    let result = plain(site).and_then(|()| run_exec(site, m));
+    if result.is_err() {
+        restore(site, &path)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 #[cfg(test)]
@@ -864,7 +1128,46 @@ mod tests {
             created: 5,
             applied: None,
             renames: renames.iter().map(|s| s.to_string()).collect(),
+            exec: None,
         }
+    }
+
+    #[test]
+    fn an_executable_step_is_checked_and_its_signature_binds_the_migration() {
+        let mut m = migration(&[]);
+        let admin = berth_bundle::SecretKey::generate();
+        let mut step =
+            history::ExecStep::new(vec!["sh".into(), "x.sh".into()], "x.sh", b"exit 0\n").unwrap();
+        assert!(!step.signed(&m), "unsigned");
+        step.admin_key = admin.public().to_hex();
+        step.signature = hex::encode(admin.sign(&step.statement(&m)));
+        assert!(step.signed(&m));
+        // The signature covers the SQL and the program.
+        m.sql = "DROP TABLE t".into();
+        assert!(!step.signed(&m));
+        let mut other = step.clone();
+        other.program = hex::encode(b"rm -rf /\n");
+        assert!(other.check().is_err(), "program no longer matches its hash");
+        for bad in ["../x.sh", ".hidden", "a/b", "c:x"] {
+            assert!(
+                history::ExecStep::new(vec!["sh".into()], bad, b"x").is_err(),
+                "{bad}"
+            );
+        }
+        assert!(history::ExecStep::new(vec![], "x.sh", b"x").is_err());
+        assert!(
+            history::ExecStep::new(
+                vec!["sh".into()],
+                "x.sh",
+                &vec![0u8; history::MAX_PROGRAM + 1]
+            )
+            .is_err()
+        );
+        // It travels in the migration record.
+        m.exec = Some(step);
+        let mut ch = change("", Op::M, &[], &[]);
+        ch.new = Some(to_row(&m));
+        assert_eq!(from_change(&ch).unwrap(), m);
     }
 
     fn change(t: &str, op: Op, old: &[(&str, i64)], new: &[(&str, i64)]) -> Change {

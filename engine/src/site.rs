@@ -57,6 +57,9 @@ pub struct Config {
     /// Collision policy per table.
     #[serde(default)]
     pub policies: BTreeMap<String, Policy>,
+    /// Whether migrations' executable steps (admin-signed programs) may run here.
+    #[serde(default)]
+    pub allow_executables: bool,
 }
 
 /// An open site. Holds the site lock while it lives.
@@ -228,6 +231,7 @@ impl Site {
             name,
             default_policy: Policy::CentralWins,
             policies: BTreeMap::new(),
+            allow_executables: false,
         };
         let schema_sql = read_text(init.schema)?;
         let data_sql = init.data.map(read_text).transpose()?;
@@ -310,6 +314,7 @@ impl Site {
             name: name.to_string(),
             default_policy: Policy::CentralWins,
             policies: BTreeMap::new(),
+            allow_executables: false,
         };
         Self::create(dir, &config)?;
         let site = Site::open(dir)?;

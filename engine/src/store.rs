@@ -127,6 +127,14 @@ CREATE TABLE IF NOT EXISTS berth_overrides(
   bundle_id TEXT NOT NULL,
   at INTEGER NOT NULL
 );
+-- At central: admin keys (engine/src/keychain.rs); a migration's executable step must be
+-- signed by one.
+CREATE TABLE IF NOT EXISTS berth_admins(
+  key_id TEXT PRIMARY KEY,
+  public_key TEXT NOT NULL,
+  name TEXT NOT NULL,
+  added INTEGER NOT NULL
+);
 -- What each peer told of its schema (engine/src/migrate.rs): at central, each node's
 -- version; at a node, central's latest version.
 CREATE TABLE IF NOT EXISTS berth_peer_schema(

@@ -55,8 +55,8 @@ fn develop(dev: &Site, name: &str, sql: &str, renames: Vec<Rename>, level: &str)
 /// Submits the developer's migration `version` and has central accept it.
 fn ship(w: &World, dev: &Site, version: i64) -> PathBuf {
     let out = w.root.path().join("outbox");
-    let file = migrate::submit(dev, "hq", version, &out).unwrap();
-    let a = migrate::accept(&w.open("hq"), &file).unwrap();
+    let file = migrate::submit(dev, "hq", version, &out, None).unwrap();
+    let a = migrate::accept(&mut w.open("hq"), &file).unwrap();
     assert_eq!(a.migration.version, version);
     assert_eq!(a.submitter, "dev");
     file
@@ -296,7 +296,7 @@ fn changes_captured_under_a_schema_the_receiver_lacks_wait_until_it_has_it() {
     // central does, and writes under the new schema.
     let repo = w.root.path().join("repo");
     migrate::export_dir(&dev.conn, &repo).unwrap();
-    let done = migrate::import_dir(&w.open("a"), &repo).unwrap();
+    let done = migrate::import_dir(&mut w.open("a"), &repo).unwrap();
     assert_eq!(done.applied, vec![1]);
     w.exec("a", "UPDATE account SET phone = '555-0100' WHERE id = 'A1'");
     w.dock("a");
@@ -309,7 +309,7 @@ fn changes_captured_under_a_schema_the_receiver_lacks_wait_until_it_has_it() {
         st.held
     );
     // Central takes the same history; the held bundle applies by itself.
-    let done = migrate::import_dir(&w.open("hq"), &repo).unwrap();
+    let done = migrate::import_dir(&mut w.open("hq"), &repo).unwrap();
     assert_eq!(done.applied, vec![1]);
     let r = w.dock("hq");
     assert_eq!(r.count("applied"), 1, "{r:?}");
@@ -376,11 +376,11 @@ fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
     );
     let out = w.root.path().join("outbox");
     // Version 2 before 1: out of order.
-    let file = migrate::submit(&dev, "hq", 2, &out).unwrap();
-    let err = migrate::accept(&w.open("hq"), &file).unwrap_err();
+    let file = migrate::submit(&dev, "hq", 2, &out, None).unwrap();
+    let err = migrate::accept(&mut w.open("hq"), &file).unwrap_err();
     assert!(err.to_string().contains("next version is 1"), "{err}");
     // A tampered bundle: one byte of the payload changed.
-    let file = migrate::submit(&dev, "hq", 1, &out).unwrap();
+    let file = migrate::submit(&dev, "hq", 1, &out, None).unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
     let at = bytes
         .windows(6)
@@ -389,11 +389,11 @@ fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
     bytes[at] ^= 0x20;
     let tampered = out.join("tampered.zip");
     std::fs::write(&tampered, &bytes).unwrap();
-    assert!(migrate::accept(&w.open("hq"), &tampered).is_err());
+    assert!(migrate::accept(&mut w.open("hq"), &tampered).is_err());
     // Signed with another key than the one registered under the submitter's name: a node
     // named "dev" is not who signed it.
-    let addressed_elsewhere = migrate::submit(&dev, "elsewhere", 1, &out).unwrap();
-    let err = migrate::accept(&w.open("hq"), &addressed_elsewhere).unwrap_err();
+    let addressed_elsewhere = migrate::submit(&dev, "elsewhere", 1, &out, None).unwrap();
+    let err = migrate::accept(&mut w.open("hq"), &addressed_elsewhere).unwrap_err();
     assert!(err.to_string().contains("not to hq"), "{err}");
     // A migration whose SQL fails on central's data changes nothing there.
     w.exec("hq", "INSERT INTO account VALUES ('A3', 'Acme', 'west')");
@@ -408,17 +408,17 @@ fn central_refuses_a_migration_that_does_not_fit_and_changes_nothing() {
     );
     assert_eq!(schema_version(&w, "hq"), 0);
     migrate::accept(
-        &w.open("hq"),
-        &migrate::submit(&dev2, "hq", 1, &out).unwrap(),
+        &mut w.open("hq"),
+        &migrate::submit(&dev2, "hq", 1, &out, None).unwrap(),
     )
     .unwrap();
     assert_eq!(schema_version(&w, "hq"), 1);
-    let file = migrate::submit(&dev2, "hq", 2, &out).unwrap();
-    migrate::accept(&w.open("hq"), &file).unwrap();
+    let file = migrate::submit(&dev2, "hq", 2, &out, None).unwrap();
+    migrate::accept(&mut w.open("hq"), &file).unwrap();
     let before = w.dump("hq");
     let log_before = w.value("hq", "SELECT count(*) FROM berth_log");
-    let file = migrate::submit(&dev2, "hq", 3, &out).unwrap();
-    let err = migrate::accept(&w.open("hq"), &file).unwrap_err();
+    let file = migrate::submit(&dev2, "hq", 3, &out, None).unwrap();
+    let err = migrate::accept(&mut w.open("hq"), &file).unwrap_err();
     assert!(err.to_string().contains("UNIQUE"), "{err}");
     assert_eq!(schema_version(&w, "hq"), 2);
     assert_eq!(w.dump("hq"), before, "data intact");
@@ -464,7 +464,7 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
     let sql = repo.join("0002_two.sql");
     let good = std::fs::read_to_string(&sql).unwrap();
     std::fs::write(&sql, good.replace("account_x", "account_y")).unwrap();
-    let err = migrate::import_dir(&w.open("hq"), &repo).unwrap_err();
+    let err = migrate::import_dir(&mut w.open("hq"), &repo).unwrap_err();
     assert!(err.to_string().contains("sha256"), "{err}");
     std::fs::write(&sql, &good).unwrap();
     // Versions out of order in the index.
@@ -473,7 +473,7 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
         index.replacen("version = 1", "version = 9", 1),
     )
     .unwrap();
-    let err = migrate::import_dir(&w.open("hq"), &repo).unwrap_err();
+    let err = migrate::import_dir(&mut w.open("hq"), &repo).unwrap_err();
     assert!(err.to_string().contains("in order"), "{err}");
     // A file name that leaves the folder.
     std::fs::write(
@@ -481,14 +481,14 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
         index.replace("0001_one.sql", "../0001_one.sql"),
     )
     .unwrap();
-    let err = migrate::import_dir(&w.open("hq"), &repo).unwrap_err();
+    let err = migrate::import_dir(&mut w.open("hq"), &repo).unwrap_err();
     assert!(err.to_string().contains("plain .sql"), "{err}");
     assert_eq!(schema_version(&w, "hq"), 0, "nothing imported");
     // Intact, it imports; a second import finds nothing new.
     std::fs::write(repo.join(migrate::INDEX_FILE), &index).unwrap();
-    let done = migrate::import_dir(&w.open("hq"), &repo).unwrap();
+    let done = migrate::import_dir(&mut w.open("hq"), &repo).unwrap();
     assert_eq!(done.applied, vec![1, 2]);
-    let done = migrate::import_dir(&w.open("hq"), &repo).unwrap();
+    let done = migrate::import_dir(&mut w.open("hq"), &repo).unwrap();
     assert_eq!((done.known, done.applied), (vec![1, 2], vec![]));
     // A history that disagrees with the site's is refused.
     let other = w.root.path().join("other");
@@ -508,7 +508,7 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
         "1",
     );
     migrate::export_dir(&alt.conn, &other).unwrap();
-    let err = migrate::import_dir(&w.open("hq"), &other).unwrap_err();
+    let err = migrate::import_dir(&mut w.open("hq"), &other).unwrap_err();
     assert!(err.to_string().contains("disagree"), "{err}");
 }
 
@@ -577,5 +577,127 @@ fn a_node_cannot_send_a_migration_and_a_schema_from_the_future_waits() {
     assert_eq!(
         w.value("hq", "SELECT name FROM account WHERE id = 'A1'"),
         "'Acme'"
+    );
+}
+
+fn allow_executables(w: &World, site: &str) {
+    let cfg = w.dir(site).join("berth.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("allow_executables = false", "allow_executables = true");
+    assert!(text.contains("allow_executables = true"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+}
+
+/// Fills `account.code` from the name; fails at a site whose folder has no file `ok` when
+/// the site's name is in FAIL_AT.
+const FILL_CODES: &str = r#"#!/bin/sh
+for s in $FAIL_AT; do
+  if [ "$s" = "$BERTH_SITE_NAME" ] && [ ! -f "$BERTH_SITE_DIR/ok" ]; then echo "conversion failed at $s" >&2; exit 4; fi
+done
+sqlite3 "$BERTH_DATABASE" "UPDATE account SET code = upper(substr(name, 1, 3)) WHERE code IS NULL"
+"#;
+
+#[cfg(unix)]
+#[test]
+fn an_executable_step_runs_only_admin_signed_where_allowed_and_a_failure_restores_the_backup() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    allow_executables(&w, "hq");
+    allow_executables(&w, "a");
+    let admin = berth_bundle::SecretKey::generate();
+    berth_engine::keychain::add_admin(&w.open("hq"), "dana", &admin.public()).unwrap();
+    let dev = dev_copy(&w);
+    let script = FILL_CODES.replace("$FAIL_AT", "a");
+    let v = develop(
+        &dev,
+        "codes",
+        "ALTER TABLE account ADD COLUMN code TEXT",
+        vec![],
+        "1",
+    );
+    let step = history::ExecStep::new(
+        vec!["sh".into(), "fill.sh".into()],
+        "fill.sh",
+        script.as_bytes(),
+    )
+    .unwrap();
+    history::attach_exec(&dev.conn, v, &step).unwrap();
+    let out = w.root.path().join("outbox");
+    // Not signed by an admin: refused at submit; signed by a key central does not know as
+    // an admin: refused at accept.
+    let err = migrate::submit(&dev, "hq", v, &out, None).unwrap_err();
+    assert!(err.to_string().contains("admin key"), "{err}");
+    let stranger = berth_bundle::SecretKey::generate();
+    let file = migrate::submit(&dev, "hq", v, &out, Some(&stranger)).unwrap();
+    let err = migrate::accept(&mut w.open("hq"), &file).unwrap_err();
+    assert!(err.to_string().contains("not a registered admin"), "{err}");
+    assert_eq!(schema_version(&w, "hq"), 0);
+    // Signed by the admin: central runs it.
+    let file = migrate::submit(&dev, "hq", v, &out, Some(&admin)).unwrap();
+    migrate::accept(&mut w.open("hq"), &file).unwrap();
+    assert_eq!(
+        w.value("hq", "SELECT group_concat(code) FROM account"),
+        "'ACM,BOL'"
+    );
+    // a: a later change of central's travels in the same bundle as the migration; the step
+    // fails at a, so the backup taken before the bundle is put back: nothing of it stays.
+    w.exec("hq", "UPDATE account SET region = 'east' WHERE id = 'A2'");
+    w.dock("hq");
+    let before = w.dump("a");
+    let r = w.dock("a");
+    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert!(format!("{r:?}").contains("conversion failed at a"), "{r:?}");
+    assert_eq!(w.dump("a"), before, "restored");
+    assert_eq!(schema_version(&w, "a"), 0);
+    // b does not allow executables: it waits, saying so.
+    let r = w.dock("b");
+    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert!(format!("{r:?}").contains("allow_executables"), "{r:?}");
+    assert_eq!(
+        status::status(&w.open("b")).unwrap().upload_waits,
+        Some((0, 1))
+    );
+    // a is fixed: the next dock applies the migration and runs the step.
+    std::fs::write(w.dir("a").join("ok"), "").unwrap();
+    let r = w.dock("a");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(schema_version(&w, "a"), 1);
+    assert_eq!(
+        w.value("a", "SELECT group_concat(code || region) FROM account"),
+        "'ACMnorth,BOLeast'"
+    );
+    // b allows them now too.
+    allow_executables(&w, "b");
+    let r = w.dock("b");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    w.settle();
+    w.assert_converged();
+    assert_eq!(w.conflicts(), 0);
+    // A step that fails at central: the master database is restored, nothing is journaled.
+    let v2 = develop(
+        &dev,
+        "more",
+        "ALTER TABLE account ADD COLUMN code2 TEXT",
+        vec![],
+        "1",
+    );
+    let step = history::ExecStep::new(
+        vec!["sh".into(), "fill.sh".into()],
+        "fill.sh",
+        FILL_CODES.replace("$FAIL_AT", "hq").as_bytes(),
+    )
+    .unwrap();
+    history::attach_exec(&dev.conn, v2, &step).unwrap();
+    let file = migrate::submit(&dev, "hq", v2, &out, Some(&admin)).unwrap();
+    let log = w.value("hq", "SELECT count(*) FROM berth_log");
+    let err = migrate::accept(&mut w.open("hq"), &file).unwrap_err();
+    assert!(err.to_string().contains("restored"), "{err}");
+    assert_eq!(schema_version(&w, "hq"), 1);
+    assert_eq!(w.value("hq", "SELECT count(*) FROM berth_log"), log);
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT count(*) FROM pragma_table_info('account') WHERE name = 'code2'"
+        ),
+        "0"
     );
 }

@@ -802,8 +802,9 @@ fn accept_stage_migration(w: &World, level: &str) {
         },
     )
     .unwrap();
-    let file = berth_engine::migrate::submit(&dev, "hq", 1, &w.root.path().join("outbox")).unwrap();
-    berth_engine::migrate::accept(&w.open("hq"), &file).unwrap();
+    let file =
+        berth_engine::migrate::submit(&dev, "hq", 1, &w.root.path().join("outbox"), None).unwrap();
+    berth_engine::migrate::accept(&mut w.open("hq"), &file).unwrap();
 }
 
 /// Installs only if the database already has the migrated column (proves the order).

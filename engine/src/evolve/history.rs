@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS berth_migrations(
   origin TEXT NOT NULL,
   created INTEGER NOT NULL,
   applied INTEGER,
-  renames TEXT NOT NULL DEFAULT '[]'
+  renames TEXT NOT NULL DEFAULT '[]',
+  exec TEXT
 );
 ";
 
@@ -72,6 +73,140 @@ pub struct Migration {
     /// captured under the old schema are translated to the new one.
     #[serde(default)]
     pub renames: Vec<String>,
+    /// An executable step run against the database after the SQL, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecStep>,
+}
+
+/// A migration's executable step: a program shipped with it and run against the database
+/// after its SQL (seed 000: data conversions SQL cannot express). It runs only where the
+/// site allows executables (`allow_executables = true` in `berth.toml`), only when an admin
+/// key signed it, and with a backup of the database taken before, restored if it fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecStep {
+    /// The command, run from the step's folder: a first word naming `file` runs that file,
+    /// anything else is looked up on PATH (e.g. `["sh", "fix.sh"]`).
+    pub command: Vec<String>,
+    /// The program file's name (plain, no path).
+    pub file: String,
+    /// The program file, hex.
+    pub program: String,
+    /// sha256 of the program file (64 hex digits).
+    pub sha256: String,
+    /// The admin key that signed the step (hex); empty until submitted.
+    #[serde(default)]
+    pub admin_key: String,
+    /// The admin's ed25519 signature of [`ExecStep::statement`] (hex); empty until submitted.
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// Largest program an executable step may ship.
+pub const MAX_PROGRAM: usize = 1 << 20;
+
+impl ExecStep {
+    /// Builds a step from a program file's bytes.
+    pub fn new(command: Vec<String>, file: &str, bytes: &[u8]) -> Result<ExecStep, Error> {
+        let step = ExecStep {
+            command,
+            file: file.to_string(),
+            program: hex::encode(bytes),
+            sha256: sha256_hex(bytes),
+            admin_key: String::new(),
+            signature: String::new(),
+        };
+        step.check()?;
+        Ok(step)
+    }
+
+    /// Checks the step is well formed: a command, a plain file name, a program that matches
+    /// its hash and is not too large.
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |reason: String| Error::Snapshot { reason };
+        if self.command.is_empty() || self.command.iter().any(|a| a.contains('\0')) {
+            return Err(bad("executable step: the command is empty".into()));
+        }
+        if self.file.is_empty()
+            || self.file.contains(['/', '\\', ':'])
+            || self.file.starts_with('.')
+            || self.file.len() > 100
+        {
+            return Err(bad(format!(
+                "executable step: file name {:?} is not a plain file name",
+                self.file
+            )));
+        }
+        let bytes = self.bytes()?;
+        if bytes.len() > MAX_PROGRAM {
+            return Err(bad(format!(
+                "executable step: the program is larger than {MAX_PROGRAM} bytes"
+            )));
+        }
+        if sha256_hex(&bytes) != self.sha256 {
+            return Err(bad(
+                "executable step: the program does not match its sha256".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The program's bytes.
+    pub fn bytes(&self) -> Result<Vec<u8>, Error> {
+        hex::decode(&self.program).map_err(|e| Error::Snapshot {
+            reason: format!("executable step: the program is not hex: {e}"),
+        })
+    }
+
+    /// What the admin signs: the migration's identity and schema checksums, its SQL's hash,
+    /// the command and the program's hash.
+    pub fn statement(&self, m: &Migration) -> Vec<u8> {
+        format!(
+            "berth-migration-exec 1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            m.version,
+            m.checksum_before,
+            m.checksum_after,
+            sha256_hex(m.sql.as_bytes()),
+            serde_json::to_string(&self.command).unwrap_or_default(),
+            self.file,
+            self.sha256
+        )
+        .into_bytes()
+    }
+
+    /// True when `admin_key` signed this step of `m`.
+    pub fn signed(&self, m: &Migration) -> bool {
+        let (Ok(key), Ok(sig)) = (
+            berth_bundle::PublicKey::from_hex(&self.admin_key),
+            hex::decode(&self.signature),
+        ) else {
+            return false;
+        };
+        key.verify(&self.statement(m), &sig)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Attaches an executable step to migration `version` of this site (before it is submitted).
+pub fn attach_exec(conn: &Connection, version: i64, step: &ExecStep) -> Result<(), Error> {
+    step.check()?;
+    let text = serde_json::to_string(step).map_err(|e| Error::Snapshot {
+        reason: e.to_string(),
+    })?;
+    let n = conn.execute(
+        "UPDATE berth_migrations SET exec = ?2 WHERE version = ?1",
+        params![version, text],
+    )?;
+    if n == 0 {
+        return Err(Error::Snapshot {
+            reason: format!("no migration {version} at this site"),
+        });
+    }
+    Ok(())
 }
 
 /// A recorded snapshot.
@@ -320,6 +455,7 @@ pub fn create_migration(conn: &Connection, new: &NewMigration<'_>) -> Result<Mig
         created: crate::store::now(),
         applied: Some(crate::store::now()),
         renames: new.diff.renames.iter().map(ToString::to_string).collect(),
+        exec: None,
     };
     conn.execute_batch("SAVEPOINT berth_migration_create")?;
     let r = (|| {
@@ -347,8 +483,8 @@ pub fn create_migration(conn: &Connection, new: &NewMigration<'_>) -> Result<Mig
 fn insert_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
     conn.execute(
         "INSERT INTO berth_migrations(version, name, sql, checksum_before, checksum_after,
-           software_level, foreign_keys_off, origin, created, applied, renames)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+           software_level, foreign_keys_off, origin, created, applied, renames, exec)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             m.version,
             m.name,
@@ -360,7 +496,8 @@ fn insert_migration(conn: &Connection, m: &Migration) -> Result<(), Error> {
             m.origin,
             m.created,
             m.applied,
-            serde_json::to_string(&m.renames).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(&m.renames).unwrap_or_else(|_| "[]".into()),
+            m.exec.as_ref().and_then(|e| serde_json::to_string(e).ok())
         ],
     )?;
     Ok(())
@@ -371,7 +508,7 @@ pub fn migrations(conn: &Connection) -> Result<Vec<Migration>, Error> {
     install(conn)?;
     let mut st = conn.prepare(
         "SELECT version, name, sql, checksum_before, checksum_after, software_level,
-                foreign_keys_off, origin, created, applied, renames
+                foreign_keys_off, origin, created, applied, renames, exec
          FROM berth_migrations ORDER BY version",
     )?;
     let rows = st
@@ -388,6 +525,9 @@ pub fn migrations(conn: &Connection) -> Result<Vec<Migration>, Error> {
                 created: r.get(8)?,
                 applied: r.get(9)?,
                 renames: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
+                exec: r
+                    .get::<_, Option<String>>(11)?
+                    .and_then(|t| serde_json::from_str(&t).ok()),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

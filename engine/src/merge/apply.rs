@@ -878,6 +878,12 @@ pub struct NodeApply<'a> {
     pub pending: Pending,
     /// Apply time.
     pub now: i64,
+    /// The site allows migrations' executable steps.
+    pub allow_exec: bool,
+    /// A backup of the database was taken before this apply (an executable step may run).
+    pub backup_ready: bool,
+    /// Migrations applied whose executable steps must run once the transaction commits.
+    pub execs: Vec<crate::evolve::history::Migration>,
 }
 
 impl NodeApply<'_> {
@@ -902,7 +908,33 @@ impl NodeApply<'_> {
         if ch.op == Op::M {
             // A schema migration, in order with the changes captured before and after it.
             let m = crate::migrate::from_change(ch).map_err(bad)?;
+            if let Some(step) = &m.exec
+                && m.version > crate::migrate::state(self.conn)?.version
+            {
+                if !step.signed(&m) {
+                    return Err(bad(format!(
+                        "migration {}: its executable step is not signed by an admin key",
+                        m.version
+                    )));
+                }
+                if !self.allow_exec {
+                    return Err(EngineError::Wait {
+                        reason: format!(
+                            "migration {} ({:?}) carries an executable step and this site does \
+                             not allow executables: set allow_executables = true in berth.toml \
+                             to run it",
+                            m.version, m.name
+                        ),
+                    });
+                }
+                if !self.backup_ready {
+                    return Err(EngineError::NeedsBackup);
+                }
+            }
             if let Some(tr) = crate::migrate::apply_at_node(self.conn, &m)? {
+                if m.exec.is_some() {
+                    self.execs.push(m.clone());
+                }
                 self.catalog = std::borrow::Cow::Owned(Catalog::load(
                     self.conn,
                     &BTreeMap::new(),

@@ -720,7 +720,7 @@ fn install(site: &mut Site, pkg: &Package) -> Result<Note> {
 }
 
 /// The last [`OUTPUT_TAIL_BYTES`] of the install output, as plain text.
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let Ok(mut f) = File::open(path) else {
         return String::new();
     };
