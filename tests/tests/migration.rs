@@ -701,3 +701,65 @@ fn an_executable_step_runs_only_admin_signed_where_allowed_and_a_failure_restore
         "0"
     );
 }
+
+#[test]
+fn a_node_enrolled_after_migrations_starts_at_centrals_version_and_takes_the_next() {
+    let w = World::new(SCHEMA, DATA, &[]);
+    let dev = dev_copy(&w);
+    develop(
+        &dev,
+        "territory",
+        "ALTER TABLE account RENAME COLUMN region TO territory",
+        vec!["account.region=territory".parse().unwrap()],
+        "1",
+    );
+    develop(
+        &dev,
+        "phone",
+        "ALTER TABLE account ADD COLUMN phone TEXT",
+        vec![],
+        "1",
+    );
+    ship(&w, &dev, 1);
+    ship(&w, &dev, 2);
+    // A new node: its extract is taken at version 2.
+    let dir = w.root.path().join("late");
+    let node = Site::init_node(&dir, "late").unwrap();
+    let req = berth_engine::enroll::write_request(&node, &w.via).unwrap();
+    drop(node);
+    berth_engine::enroll::add_node(&mut w.open("hq"), "late", &req, &Default::default(), &w.via)
+        .unwrap();
+    std::fs::remove_file(&req).unwrap();
+    let mut late = Site::open(&dir).unwrap();
+    let r = berth_engine::dock::dock(&mut late, &w.via, &DockOptions::default()).unwrap();
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    let st = migrate::state(&late.conn).unwrap();
+    assert_eq!(st.version, 2);
+    assert_eq!(st.checksum, checksum(&w, "hq"));
+    drop(late);
+    // The next migration reaches it as the only one it lacks.
+    develop(
+        &dev,
+        "idx",
+        "CREATE INDEX account_phone ON account(phone)",
+        vec![],
+        "1",
+    );
+    ship(&w, &dev, 3);
+    w.dock("hq");
+    let mut late = Site::open(&dir).unwrap();
+    let r = berth_engine::dock::dock(&mut late, &w.via, &DockOptions::default()).unwrap();
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(
+        history::migrations(&late.conn)
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(
+        migrate::state(&late.conn).unwrap().checksum,
+        checksum(&w, "hq")
+    );
+}
