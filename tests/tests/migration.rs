@@ -763,3 +763,72 @@ fn a_node_enrolled_after_migrations_starts_at_centrals_version_and_takes_the_nex
         checksum(&w, "hq")
     );
 }
+
+fn sales_sample(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../samples/sales")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn with_a_docking_model_a_migration_reaches_every_partial_replica_and_routing_goes_on() {
+    use berth_engine::route::model::DockingModel;
+    use std::collections::BTreeMap;
+    let docking = sales_sample("docking.toml");
+    let nodes: Vec<(&str, BTreeMap<String, String>)> = [("keith", "E1"), ("carl", "E2")]
+        .iter()
+        .map(|(n, e)| {
+            (
+                *n,
+                BTreeMap::from([("employee".to_string(), e.to_string())]),
+            )
+        })
+        .collect();
+    let w = World::build(
+        &sales_sample("schema.sql"),
+        &sales_sample("data.sql"),
+        Some(&docking),
+        &nodes,
+    );
+    let model = DockingModel::from_toml(&docking).unwrap();
+    let dev = dev_copy(&w);
+    // keith edits his opportunity while central migrates.
+    w.exec("keith", "UPDATE opty SET amount = 777 WHERE id = 'O1'");
+    develop(
+        &dev,
+        "close-date",
+        "ALTER TABLE opty ADD COLUMN close_date TEXT; CREATE INDEX opty_close ON opty(close_date)",
+        vec![],
+        "1",
+    );
+    ship(&w, &dev, 1);
+    w.exec(
+        "hq",
+        "UPDATE opty SET close_date = '2026-12-01' WHERE id = 'O1'",
+    );
+    // A reassignment after the migration: O2 moves from carl to keith.
+    w.exec(
+        "hq",
+        "UPDATE opty_emp SET emp_id = 'E1' WHERE opty_id = 'O2' AND emp_id = 'E2'",
+    );
+    w.settle();
+    for n in ["keith", "carl"] {
+        assert_eq!(schema_version(&w, n), 1, "{n}");
+        assert_eq!(checksum(&w, n), checksum(&w, "hq"), "{n}");
+        w.assert_matches_oracle(&model, n);
+    }
+    assert_eq!(
+        w.value(
+            "keith",
+            "SELECT close_date || ' ' || amount FROM opty WHERE id = 'O1'"
+        ),
+        "'2026-12-01 777.0'"
+    );
+    assert_eq!(
+        w.value("carl", "SELECT count(*) FROM opty WHERE id = 'O2'"),
+        "0"
+    );
+}
