@@ -827,8 +827,9 @@ fn with_a_docking_model_a_migration_reaches_every_partial_replica_and_routing_go
         ),
         "'2026-12-01 777.0'"
     );
+    // keith now holds O2 (carl keeps it through his quote Q2, the quote object rule).
     assert_eq!(
-        w.value("carl", "SELECT count(*) FROM opty WHERE id = 'O2'"),
-        "0"
+        w.value("keith", "SELECT count(*) FROM opty WHERE id = 'O2'"),
+        "1"
     );
 }
