@@ -320,10 +320,11 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
                     let diff = options(&opts, &s, &live)?;
                     migrate::create_from_target(
                         &s,
-                        &migrate::Target {
-                            schema: &target,
+                        &target,
+                        &NewMigration {
                             name: &name,
                             software_level: &requires_software,
+                            origin: s.name(),
                             diff,
                         },
                     )?

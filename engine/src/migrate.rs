@@ -19,7 +19,6 @@
 
 use crate::change::{Change, Op};
 use crate::error::{EngineError, Result};
-use crate::evolve::diff::DiffOptions;
 use crate::evolve::history::{self, Migration};
 use crate::evolve::snapshot::Snapshot;
 use crate::site::{Role, Site};
@@ -398,23 +397,14 @@ pub fn apply_at_central(site: &Site, m: &Migration) -> Result<()> {
     Ok(())
 }
 
-/// What a migration created at central from a target schema needs.
-#[derive(Debug, Clone)]
-pub struct Target<'a> {
-    /// The schema to reach.
-    pub schema: &'a Snapshot,
-    /// The migration's name.
-    pub name: &'a str,
-    /// Software level a site needs before it runs it.
-    pub software_level: &'a str,
-    /// Renames and destructive steps.
-    pub diff: DiffOptions,
-}
-
 /// Creates the next migration from a target schema: computed from the live schema to
 /// `target`, then applied (at central also journaled for the nodes, [`apply_at_central`]).
 /// This is how central's schema changes: never behind berth's back.
-pub fn create_from_target(site: &Site, target: &Target<'_>) -> Result<Migration> {
+pub fn create_from_target(
+    site: &Site,
+    target: &Snapshot,
+    new: &history::NewMigration<'_>,
+) -> Result<Migration> {
     if let Some(last) = history::latest(&site.conn)? {
         let live = crate::evolve::snapshot::read(&site.conn)?.checksum()?;
         if live != last.checksum {
@@ -428,7 +418,7 @@ pub fn create_from_target(site: &Site, target: &Target<'_>) -> Result<Migration>
     }
     let live = crate::evolve::snapshot::read(&site.conn)?;
     let version = history::version(&site.conn)?;
-    let plan = crate::evolve::diff::diff(&live, target.schema, &target.diff)?;
+    let plan = crate::evolve::diff::diff(&live, target, &new.diff)?;
     if plan.is_empty() {
         return Err(crate::evolve::Error::NothingToMigrate {
             version,
@@ -439,21 +429,16 @@ pub fn create_from_target(site: &Site, target: &Target<'_>) -> Result<Migration>
     let m = Migration {
         exec: None,
         version: version + 1,
-        name: checked_name(target.name)?,
+        name: checked_name(new.name)?,
         sql: plan.body(),
         checksum_before: plan.checksum_before.clone(),
         checksum_after: plan.checksum_after.clone(),
-        software_level: target.software_level.to_string(),
+        software_level: new.software_level.to_string(),
         foreign_keys_off: plan.foreign_keys_off,
-        origin: site.name().to_string(),
+        origin: new.origin.to_string(),
         created: store::now(),
         applied: None,
-        renames: target
-            .diff
-            .renames
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        renames: new.diff.renames.iter().map(ToString::to_string).collect(),
     };
     if site.role() == Role::Central {
         apply_at_central(site, &m)?;
