@@ -849,9 +849,14 @@ fn record_peer_schema(
     let Some((version, checksum)) = schema else {
         return Ok(());
     };
+    // A site's schema version only moves forward, but bundles can arrive late and out of
+    // order (a stale one is still opened for the upgrade report it carries): an older claim
+    // never lowers what is recorded.
     conn.execute(
         "INSERT INTO berth_peer_schema(peer, version, checksum, latest, at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(peer) DO UPDATE SET version = excluded.version, checksum = excluded.checksum,
+         ON CONFLICT(peer) DO UPDATE SET
+           checksum = CASE WHEN excluded.version >= version THEN excluded.checksum ELSE checksum END,
+           version = MAX(version, excluded.version),
            latest = MAX(COALESCE(latest, 0), COALESCE(excluded.latest, 0)), at = excluded.at",
         params![peer, version, checksum, latest, store::now()],
     )?;
