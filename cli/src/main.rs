@@ -304,7 +304,7 @@ enum KeysCmd {
         json: bool,
     },
     /// At central: register an admin key (its holder may sign a migration's executable
-    /// step), or list them.
+    /// step and submit upgrade packages), or list them.
     #[command(
         after_help = "Example:\n  berth keys generate --out keys --name dana\n  berth keys admin --site hq --name dana keys/dana.pub\n  berth keys admin --site hq --list"
     )]
@@ -820,6 +820,14 @@ fn parse_trust(arg: &str) -> Result<(Option<String>, PublicKey)> {
         return Ok((Some(site.name().to_string()), site.public_key()));
     }
     Ok((None, load_public(path)?))
+}
+
+/// Reads a secret key file (`berth keys generate`'s `.key`), for signing as an admin.
+pub(crate) fn load_secret(path: &Path) -> Result<SecretKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    SecretKey::from_text(&text)
+        .with_context(|| format!("{} is not a secret key file", path.display()))
 }
 
 fn load_public(path: &Path) -> Result<PublicKey> {

@@ -385,17 +385,7 @@ pub fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
             admin_key,
         } => {
             let s = open(&site)?;
-            let admin =
-                match &admin_key {
-                    Some(path) => {
-                        let text = std::fs::read_to_string(path)
-                            .with_context(|| format!("reading {}", path.display()))?;
-                        Some(berth_bundle::SecretKey::from_text(&text).with_context(|| {
-                            format!("{} is not a secret key file", path.display())
-                        })?)
-                    }
-                    None => None,
-                };
+            let admin = admin_key.as_deref().map(crate::load_secret).transpose()?;
             let central = match to {
                 Some(c) => c,
                 None => store::meta(&s.conn, "central")?.context(

@@ -23,6 +23,42 @@ pub enum UpgradeCmd {
         #[arg(long)]
         site: PathBuf,
     },
+    /// An admin, away from central: sign a package (PACKAGE.toml and its files) with an admin
+    /// key registered at central (`berth keys admin`) into a bundle for central.
+    #[command(
+        after_help = "Example:\n  berth upgrade submit samples/upgrade/package.toml --admin-key ann.key --as ann --to hq --out outbox\n  (at central) berth upgrade accept --site hq outbox/ann_to_hq_package_fieldapp-2.zip"
+    )]
+    Submit {
+        /// The package description (TOML; files are named relative to it).
+        package: PathBuf,
+        /// The admin's secret key file.
+        #[arg(long)]
+        admin_key: PathBuf,
+        /// The admin's name (the bundle's sender).
+        #[arg(long = "as", value_name = "NAME")]
+        admin: String,
+        /// Central's site name.
+        #[arg(long)]
+        to: String,
+        /// Folder to write the bundle into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// At central: publish a package an admin submitted, after checking it is signed by a
+    /// registered admin key. It stays inactive until `berth upgrade activate`.
+    #[command(
+        after_help = "Example:\n  berth upgrade accept --site hq ann_to_hq_package_fieldapp-2.zip"
+    )]
+    Accept {
+        /// The submitted bundle.
+        file: PathBuf,
+        /// The central site.
+        #[arg(long)]
+        site: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a published package active: every node's next bundle announces it.
     #[command(after_help = "Example:\n  berth upgrade activate fieldapp-2 --site hq")]
     Activate {
@@ -73,6 +109,42 @@ pub fn run(cmd: UpgradeCmd) -> Result<()> {
                 p.name,
                 site.display()
             );
+        }
+        UpgradeCmd::Submit {
+            package,
+            admin_key,
+            admin,
+            to,
+            out,
+        } => {
+            let key = crate::load_secret(&admin_key)?;
+            let path = upgrade::submit::submit(&package, &admin, &key, &to, &out)
+                .with_context(|| format!("submitting {}", package.display()))?;
+            println!("wrote {}", path.display());
+            println!(
+                "signed by admin key {}; central's administrator runs: berth upgrade accept --site CENTRAL {}",
+                key.public().key_id(),
+                path.display()
+            );
+        }
+        UpgradeCmd::Accept { file, site, json } => {
+            let mut s = open(&site)?;
+            let a = upgrade::submit::accept(&mut s, &file)
+                .with_context(|| format!("accepting {}", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                println!(
+                    "published {} (level {}, {} files) from admin {} (key {}); inactive until `berth upgrade activate {} --site {}`",
+                    a.package.name,
+                    a.package.level,
+                    a.package.files.len(),
+                    a.admin,
+                    a.key_id,
+                    a.package.name,
+                    site.display()
+                );
+            }
         }
         UpgradeCmd::Activate { name, site } => {
             let mut s = open(&site)?;

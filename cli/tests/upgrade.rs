@@ -134,3 +134,81 @@ fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
             .stdout(predicate::str::contains("software   2"));
     }
 }
+
+#[test]
+fn an_admin_submits_the_sample_package_and_central_accepts_it() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::write(
+        root.join("schema.sql"),
+        "CREATE TABLE opty(id TEXT PRIMARY KEY, name TEXT);",
+    )
+    .unwrap();
+    let hq = root.join("hq");
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(root.join("schema.sql"))
+        .assert()
+        .success();
+    let keys = root.join("keys");
+    berth()
+        .args(["keys", "generate", "--name", "ann", "--out"])
+        .arg(&keys)
+        .assert()
+        .success();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade/package.toml");
+    let outbox = root.join("outbox");
+    let submit = || {
+        berth()
+            .args(["upgrade", "submit"])
+            .arg(&sample)
+            .arg("--admin-key")
+            .arg(keys.join("ann.key"))
+            .args(["--as", "ann", "--to", "hq", "--out"])
+            .arg(&outbox)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("berth upgrade accept"))
+    };
+    submit();
+    let bundle = std::fs::read_dir(&outbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // Not yet an admin at central: refused, with what to do.
+    berth()
+        .args(["upgrade", "accept", "--site"])
+        .arg(&hq)
+        .arg(&bundle)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("berth keys admin"));
+    berth()
+        .args(["keys", "admin", "--site"])
+        .arg(&hq)
+        .args(["--name", "ann"])
+        .arg(keys.join("ann.pub"))
+        .assert()
+        .success();
+    let out = berth()
+        .args(["upgrade", "accept", "--json", "--site"])
+        .arg(&hq)
+        .arg(&bundle)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["admin"], "ann");
+    assert_eq!(v["package"]["name"], "fieldapp-2");
+    berth()
+        .args(["upgrade", "activate", "fieldapp-2", "--site"])
+        .arg(&hq)
+        .assert()
+        .success();
+}

@@ -334,7 +334,7 @@ pub struct Admin {
 }
 
 /// Registers an admin key at central (`berth keys admin add`): its holder may sign what
-/// only an admin may (a migration's executable step).
+/// only an admin may (a migration's executable step, a package submitted from afar).
 pub fn add_admin(site: &Site, name: &str, key: &PublicKey) -> Result<Admin> {
     site.require(Role::Central)?;
     crate::site::check_name(name)?;

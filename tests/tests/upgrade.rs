@@ -877,3 +877,78 @@ fn a_migration_needing_new_software_waits_for_the_package_in_the_same_bundle() {
         "nothing left waiting"
     );
 }
+
+/// Writes a package folder without publishing it (an admin's checkout).
+fn package_folder(w: &World, name: &str, level: &str) -> PathBuf {
+    let dir = w.root.path().join(format!("admin-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("install.sh"), OK_SCRIPT).unwrap();
+    std::fs::write(
+        dir.join("package.toml"),
+        format!(
+            "name = \"{name}\"\nlevel = \"{level}\"\ndownload = \"forced\"\napply = \"immediate\"\ninstall = [\"sh\", \"install.sh\"]\n\n[[files]]\nname = \"install.sh\"\n"
+        ),
+    )
+    .unwrap();
+    dir.join("package.toml")
+}
+
+#[test]
+fn an_admin_key_registered_at_central_may_publish_from_afar_and_nothing_else_may() {
+    let _serial = serial();
+    let w = world(&["a"]);
+    let out = w.root.path().join("outbox");
+    let admin = SecretKey::generate();
+    let stranger = SecretKey::generate();
+    berth_engine::keychain::add_admin(&w.open("hq"), "ann", &admin.public()).unwrap();
+    let toml = package_folder(&w, "app-2", "2");
+
+    // A key central does not know as an admin's: refused, nothing stored.
+    let forged = upgrade::submit::submit(&toml, "ann", &stranger, "hq", &out).unwrap();
+    let err = upgrade::submit::accept(&mut w.open("hq"), &forged).unwrap_err();
+    assert!(
+        err.to_string().contains("not a registered admin key"),
+        "{err}"
+    );
+    // A node's own key is no admin key either.
+    let node_key =
+        SecretKey::from_text(&std::fs::read_to_string(w.dir("a").join("keys/site.key")).unwrap())
+            .unwrap();
+    let by_node = upgrade::submit::submit(&toml, "a", &node_key, "hq", &out).unwrap();
+    let err = upgrade::submit::accept(&mut w.open("hq"), &by_node).unwrap_err();
+    assert!(
+        err.to_string().contains("not a registered admin key"),
+        "{err}"
+    );
+    // Addressed to another central.
+    let elsewhere = upgrade::submit::submit(&toml, "ann", &admin, "other", &out).unwrap();
+    let err = upgrade::submit::accept(&mut w.open("hq"), &elsewhere).unwrap_err();
+    assert!(err.to_string().contains("not to hq"), "{err}");
+    // A file changed after signing: the bundle layer refuses it.
+    let good = upgrade::submit::submit(&toml, "ann", &admin, "hq", &out).unwrap();
+    let tampered = w.root.path().join("tampered.zip");
+    let mut bytes = std::fs::read(&good).unwrap();
+    // A byte flipped inside the first entry's compressed data (past its local header).
+    let i = 30 + "payload/upgrade/app-2/files/install.sh".len() + 4;
+    bytes[i] ^= 0x20;
+    std::fs::write(&tampered, &bytes).unwrap();
+    assert!(upgrade::submit::accept(&mut w.open("hq"), &tampered).is_err());
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_upgrades"), "0");
+
+    // The admin's own bundle publishes it; it then travels like any package.
+    let a = upgrade::submit::accept(&mut w.open("hq"), &good).unwrap();
+    assert_eq!(
+        (a.admin.as_str(), a.package.name.as_str()),
+        ("ann", "app-2")
+    );
+    assert_eq!(a.key_id, admin.public().key_id().to_string());
+    assert!(a.package.files.iter().all(|f| f.sha256.is_some()));
+    // Accepting it twice is refused (the name exists).
+    assert!(upgrade::submit::accept(&mut w.open("hq"), &good).is_err());
+    upgrade::central::activate(&mut w.open("hq"), "app-2").unwrap();
+    w.dock("hq");
+    let r = w.dock("a");
+    assert!(r.upgrade.iter().any(|n| n.event == "applied"), "{r:?}");
+    assert_eq!(level(&w, "a"), "'2'");
+    assert_eq!(installed(&w, "a"), "app-2 2\n");
+}

@@ -26,6 +26,7 @@
 
 pub mod central;
 pub mod node;
+pub mod submit;
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
