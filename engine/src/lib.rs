@@ -42,6 +42,7 @@ pub mod seal;
 pub mod site;
 pub mod status;
 pub mod store;
+mod submission;
 pub mod transport;
 pub mod upgrade;
 pub mod value;

@@ -552,48 +552,17 @@ const MAX_SUBMITTED: u64 = 64 << 20;
 /// its SQL must lead to the checksum it promises. It is then applied and journaled.
 pub fn accept(site: &mut Site, file: &Path) -> Result<Accepted> {
     site.require(Role::Central)?;
-    let label = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let f = std::fs::File::open(file).map_err(|e| EngineError::io(file, e))?;
-    let bundle = berth_bundle::Bundle::open(f, &label, &berth_bundle::Limits::default())?;
-    let man = bundle.manifest().clone();
-    let refused = |reason: String| EngineError::Refused {
-        bundle: label.clone(),
-        reason,
-    };
-    if !man.recipients.iter().any(|r| r == site.name()) {
-        return Err(refused(format!(
-            "addressed to {:?}, not to {}",
-            man.recipients,
-            site.name()
-        )));
-    }
-    let key = man
-        .extensions
-        .get(KIND_MIGRATION)
-        .and_then(|t| t.get("public_key"))
-        .and_then(toml::Value::as_str)
-        .and_then(|h| berth_bundle::PublicKey::from_hex(h).ok())
-        .ok_or_else(|| {
-            refused("not a submitted migration (no public key in the manifest)".into())
-        })?;
+    let sub = crate::submission::Submission::open(site, file, KIND_MIGRATION, "migration")?;
+    let (label, man, key) = (sub.label.clone(), sub.manifest.clone(), sub.key.clone());
     if let Some(p) = crate::peer::get(&site.conn, &man.sender.site)?
         && p.public_key != key.to_hex()
     {
-        return Err(refused(format!(
+        return Err(sub.refused(format!(
             "signed by a key that is not the one registered for {}",
             man.sender.site
         )));
     }
-    let mut trust = berth_bundle::TrustedKeys::new();
-    trust.add(berth_bundle::TrustedKey {
-        public: key.clone(),
-        site: man.sender.site.clone(),
-        kinds: Some([KIND_MIGRATION.to_string()].into_iter().collect()),
-    });
-    let mut verified = bundle.verify(&trust)?;
+    let mut verified = sub.verify(KIND_MIGRATION)?;
     let body = verified.read_entry(SUBMIT_ENTRY, MAX_SUBMITTED)?;
     let m: Migration = serde_json::from_slice(&body).map_err(|e| EngineError::BadPayload {
         bundle: label.clone(),

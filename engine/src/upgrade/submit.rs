@@ -11,7 +11,7 @@ use super::{Package, file_entry, toc_entry};
 use crate::error::{EngineError, Result};
 use crate::site::{Role, Site, check_name};
 use crate::{store, transport};
-use berth_bundle::{Bundle, BundleHeader, BundleWriter, Compression, Limits, Party, SecretKey};
+use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -109,47 +109,23 @@ pub struct AcceptedPackage {
 /// [`publish`] does. Nothing is stored when any check fails.
 pub fn accept(site: &mut Site, file: &Path) -> Result<AcceptedPackage> {
     site.require(Role::Central)?;
-    let label = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let f = File::open(file).map_err(|e| EngineError::io(file, e))?;
-    let bundle = Bundle::open(f, &label, &Limits::default())?;
-    let man = bundle.manifest().clone();
-    let refused = |reason: String| EngineError::Refused {
-        bundle: label.clone(),
-        reason,
-    };
-    if !man.recipients.iter().any(|r| r == site.name()) {
-        return Err(refused(format!(
-            "addressed to {:?}, not to {}",
-            man.recipients,
-            site.name()
-        )));
-    }
-    let key = man
-        .extensions
-        .get(KIND_PACKAGE)
-        .and_then(|t| t.get("public_key"))
-        .and_then(toml::Value::as_str)
-        .and_then(|h| berth_bundle::PublicKey::from_hex(h).ok())
-        .ok_or_else(|| refused("not a submitted package (no admin key in the manifest)".into()))?;
+    let sub = crate::submission::Submission::open(site, file, KIND_PACKAGE, "package")?;
+    let key = sub.key.clone();
     let admin = crate::keychain::admins(&site.conn)?
         .into_iter()
         .find(|a| a.public_key == key.to_hex())
         .ok_or_else(|| {
-            refused(format!(
+            sub.refused(format!(
                 "signed by key {}, which is not a registered admin key: only central or an admin key may publish (register it with `berth keys admin`)",
                 key.key_id()
             ))
         })?;
-    let mut trust = berth_bundle::TrustedKeys::new();
-    trust.add(berth_bundle::TrustedKey {
-        public: key.clone(),
-        site: man.sender.site.clone(),
-        kinds: Some([KIND_PACKAGE.to_string()].into_iter().collect()),
-    });
-    let mut verified = bundle.verify(&trust)?;
+    let (label, man) = (sub.label.clone(), sub.manifest.clone());
+    let refused = |reason: String| EngineError::Refused {
+        bundle: label.clone(),
+        reason,
+    };
+    let mut verified = sub.verify(KIND_PACKAGE)?;
     // The package's name is only known from its TOML: the one `package.toml` entry.
     let toc = man
         .entries
