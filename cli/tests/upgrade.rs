@@ -19,25 +19,31 @@ fn dock(site: &Path, usb: &Path) -> assert_cmd::assert::Assert {
         .success()
 }
 
+/// `berth init central DIR` with a one-table schema written beside DIR.
+fn init_central(hq: &Path) {
+    let schema = hq.with_file_name("schema.sql");
+    std::fs::write(
+        &schema,
+        "CREATE TABLE opty(id TEXT PRIMARY KEY, name TEXT);",
+    )
+    .unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(hq)
+        .arg("--schema")
+        .arg(&schema)
+        .assert()
+        .success();
+}
+
 #[test]
 fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     let usb = root.join("usb");
     std::fs::create_dir_all(&usb).unwrap();
-    std::fs::write(
-        root.join("schema.sql"),
-        "CREATE TABLE opty(id TEXT PRIMARY KEY, name TEXT);",
-    )
-    .unwrap();
     let (hq, laptop) = (root.join("hq"), root.join("laptop"));
-    berth()
-        .args(["init", "central"])
-        .arg(&hq)
-        .arg("--schema")
-        .arg(root.join("schema.sql"))
-        .assert()
-        .success();
+    init_central(&hq);
     berth()
         .args(["init", "node"])
         .arg(&laptop)
@@ -139,19 +145,8 @@ fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
 fn an_admin_submits_the_sample_package_and_central_accepts_it() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    std::fs::write(
-        root.join("schema.sql"),
-        "CREATE TABLE opty(id TEXT PRIMARY KEY, name TEXT);",
-    )
-    .unwrap();
     let hq = root.join("hq");
-    berth()
-        .args(["init", "central"])
-        .arg(&hq)
-        .arg("--schema")
-        .arg(root.join("schema.sql"))
-        .assert()
-        .success();
+    init_central(&hq);
     let keys = root.join("keys");
     berth()
         .args(["keys", "generate", "--name", "ann", "--out"])
