@@ -336,7 +336,11 @@ fn brief(who: &str, via: &str, r: &DockReport) -> String {
     if parts.is_empty() {
         parts.push("nothing to do".into());
     }
-    format!("{who} docks via {via}: {}", parts.join("; "))
+    if parts.len() == 1 {
+        format!("{who} docks via {via}: {}", parts[0])
+    } else {
+        format!("{who} docks via {via}:\n      {}", parts.join("\n      "))
+    }
 }
 
 impl Demo {
@@ -516,7 +520,8 @@ impl Demo {
     fn settle_say(&mut self) -> Result<()> {
         let rounds = self.settle()?;
         self.say.line(format!(
-            "everyone docks until nothing moves ({rounds} rounds; {USB_NODE} by USB stick)"
+            "everyone docks until nothing moves ({rounds} round{}; {USB_NODE} by USB stick)",
+            if rounds == 1 { "" } else { "s" }
         ));
         Ok(())
     }
@@ -628,15 +633,16 @@ impl Demo {
             "seed 004: \"merge processor 7 would compare 'Keith Palmer,' the prior value of the field as recorded by node 27-b to 'Carl Lake,' the present value of the field as recorded in central database 3. Detecting the mismatch, merge processor 7 may then generate a transaction to change the value 'Greg Emerson' to 'Carl Lake'\"",
         );
         for c in status::conflicts(&self.hq)? {
+            let cols: Vec<String> = serde_json::from_str(&c.columns).unwrap_or_default();
             say.line(format!(
-                "conflict recorded at hq: {} {} {} {} node old {} node new {} central {} -> {}",
+                "conflict recorded at hq: {} {} on {} {}: node's old {}, node's new {}, central's {}; {}",
                 c.node,
                 c.kind,
                 c.table,
                 c.key,
-                c.node_old.as_deref().unwrap_or("-"),
-                c.node_new.as_deref().unwrap_or("-"),
-                c.central.as_deref().unwrap_or("-"),
+                pick(c.node_old.as_deref(), &cols),
+                pick(c.node_new.as_deref(), &cols),
+                pick(c.central.as_deref(), &cols),
                 c.resolution
             ));
         }
@@ -978,6 +984,21 @@ fn oracle_problems(hq: &Site, model: &DockingModel, n: &Node) -> Result<Vec<Stri
         }
     }
     Ok(problems)
+}
+
+/// The values of `cols` in a row given as a JSON object, e.g. `sales_rep='Carl Lake'`.
+fn pick(row: Option<&str>, cols: &[String]) -> String {
+    let Some(Ok(serde_json::Value::Object(row))) = row.map(serde_json::from_str) else {
+        return "-".into();
+    };
+    cols.iter()
+        .map(|c| match row.get(c) {
+            Some(serde_json::Value::String(v)) => format!("{c}='{v}'"),
+            Some(v) => format!("{c}={v}"),
+            None => format!("{c}=?"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn print_end(s: &Summary) {
