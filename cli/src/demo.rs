@@ -1004,8 +1004,8 @@ fn pick(row: Option<&str>, cols: &[String]) -> String {
 fn print_end(s: &Summary) {
     println!("\n== The end: every replica checked against what it should hold");
     println!(
-        "   {:<6} {:<8} {:>8} {:>7} {:>9} {:>10}  {}",
-        "site", "role", "rows", "schema", "software", "conflicts", "docks via"
+        "   {:<6} {:<8} {:>8} {:>7} {:>9} {:>10}  docks via",
+        "site", "role", "rows", "schema", "software", "conflicts"
     );
     for r in &s.sites {
         println!(

@@ -530,12 +530,13 @@ pub fn generate(scale: u32, seed: u64) -> Result<Generated> {
                 total += price * qty as f64;
                 items.push((id("QI", qi_no), product_ids[p].clone(), qty, price));
             }
+            let status = *rng.pick(QUOTE_STATUS);
             quote_t.row(&[
                 V::S(qid.clone()),
                 V::S(oid.clone()),
                 V::S(q_owner),
                 V::S(format!("Quote {q_no} for {}", account_names[a])),
-                V::T(*rng.pick(QUOTE_STATUS)),
+                V::T(status),
                 V::R(total),
             ]);
             for (qi, pid, qty, price) in items {
