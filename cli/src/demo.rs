@@ -12,14 +12,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use berth_engine::dock::{DockOptions, DockReport, dock_with_prompt};
 use berth_engine::evolve::diff::DiffOptions;
 use berth_engine::evolve::history::NewMigration;
-use berth_engine::route::model::{DockingModel, Visibility};
+use berth_engine::route::model::DockingModel;
 use berth_engine::route::oracle;
 use berth_engine::site::{CentralInit, Site};
 use berth_engine::upgrade::{self, Prompt, Question, QuestionKind};
 use berth_engine::{enroll, migrate, status, transport};
 use clap::Args;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -443,6 +443,17 @@ impl Demo {
 
     /// A node docks through the shared folder.
     fn dock_shared(&mut self, name: &str) -> Result<DockReport> {
+        let via = self.shared.clone();
+        self.dock_via(name, &via, "the shared folder")
+    }
+
+    /// The USB node docks from its stick only.
+    fn dock_stick(&mut self) -> Result<DockReport> {
+        let via = self.usb.clone();
+        self.dock_via(USB_NODE, &via, "the USB stick")
+    }
+
+    fn dock_via(&mut self, name: &str, via: &Path, label: &str) -> Result<DockReport> {
         let i = self.index(name)?;
         let prompt = Person {
             site: name.to_string(),
@@ -450,27 +461,11 @@ impl Demo {
         };
         dock_with_prompt(
             &mut self.nodes[i].site,
-            &self.shared,
+            via,
             &DockOptions::default(),
             &prompt,
         )
-        .with_context(|| format!("docking {name} via the shared folder"))
-    }
-
-    /// The USB node docks from its stick only.
-    fn dock_stick(&mut self) -> Result<DockReport> {
-        let i = self.index(USB_NODE)?;
-        let prompt = Person {
-            site: USB_NODE.to_string(),
-            say: self.say,
-        };
-        dock_with_prompt(
-            &mut self.nodes[i].site,
-            &self.usb,
-            &DockOptions::default(),
-            &prompt,
-        )
-        .with_context(|| format!("docking {USB_NODE} via the USB stick"))
+        .with_context(|| format!("docking {name} via {label}"))
     }
 
     /// Someone at the office plugs the stick in: bundles for the USB node go onto it, the
@@ -920,8 +915,8 @@ impl Demo {
     }
 }
 
-/// Where node `n` differs from the oracle's projection of central, and where central's
-/// router state (instance set, rows recorded as held) differs from it.
+/// Where node `n` differs from the oracle's projection of central (DESIGN.md invariant 1),
+/// and where central's router state for it does.
 fn oracle_problems(hq: &Site, model: &DockingModel, n: &Node) -> Result<Vec<String>> {
     let peer = berth_engine::peer::require(&hq.conn, n.name)?;
     let who = oracle::Node {
@@ -932,58 +927,8 @@ fn oracle_problems(hq: &Site, model: &DockingModel, n: &Node) -> Result<Vec<Stri
     if who.attributes.get("employee").map(String::as_str) != Some(n.employee) {
         bail!("{} is registered at hq with {:?}", n.name, who.attributes);
     }
-    let want = oracle::project(&hq.conn, model, &who)?;
-    let mut problems = Vec::new();
-    for (object, ids) in &want.instances {
-        let mut st = hq
-            .conn
-            .prepare("SELECT id FROM berth_instances WHERE node = ?1 AND obj = ?2")?;
-        let held: BTreeSet<String> = st
-            .query_map([n.name, object.as_str()], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if &held != ids {
-            problems.push(format!(
-                "hq's instance set of {object} has {} instances, the oracle {}",
-                held.len(),
-                ids.len()
-            ));
-        }
-    }
-    let mut st = hq
-        .conn
-        .prepare("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")?;
-    let recorded: BTreeSet<(String, String)> = st
-        .query_map([n.name], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let limited: BTreeSet<(String, String)> = want
-        .rows
-        .iter()
-        .filter(|(t, _)| {
-            model
-                .table(t)
-                .is_some_and(|s| s.visibility == Visibility::Limited)
-        })
-        .flat_map(|(t, rows)| rows.keys().map(move |k| (t.clone(), k.clone())))
-        .collect();
-    if recorded != limited {
-        problems.push(format!(
-            "hq records {} limited rows held, the oracle {}",
-            recorded.len(),
-            limited.len()
-        ));
-    }
-    let have = oracle::replica_rows(&n.site.conn, model)?;
-    for (table, rows) in &want.rows {
-        match have.get(table) {
-            Some(h) if h == rows => {}
-            h => problems.push(format!(
-                "table {table}: {} rows, the oracle {} (or values differ)",
-                h.map_or(0, BTreeMap::len),
-                rows.len()
-            )),
-        }
-    }
-    Ok(problems)
+    let d = oracle::differences(&hq.conn, model, &who, &n.site.conn)?;
+    Ok(d.iter().map(ToString::to_string).collect())
 }
 
 /// The values of `cols` in a row given as a JSON object, e.g. `sales_rep='Carl Lake'`.

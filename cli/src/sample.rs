@@ -552,22 +552,20 @@ pub fn generate(scale: u32, seed: u64) -> Result<Generated> {
         }
         if rng.chance(60) {
             act_no += 1;
-            let (kind, note) = *rng.pick(ACTIVITY);
-            let on_quote = quote_id.as_ref().filter(|_| rng.chance(30));
-            activity.row(&[
-                V::S(id("ACT", act_no)),
-                V::S(aid.clone()),
-                on_quote.map_or(V::S(oid.clone()), |_| V::Null),
-                on_quote.map_or(V::Null, |q| V::S(q.clone())),
-                V::S(owner.clone()),
-                V::T(kind),
-                V::S(format!(
-                    "2026-{:02}-{:02}",
-                    1 + rng.below(12),
-                    1 + rng.below(28)
-                )),
-                V::T(note),
-            ]);
+            let on_quote = quote_id.filter(|_| rng.chance(30));
+            let (opty_id, quote_id) = match on_quote {
+                Some(q) => (None, Some(q)),
+                None => (Some(oid.clone()), None),
+            };
+            activity_row(
+                &mut activity,
+                &mut rng,
+                act_no,
+                &aid,
+                opty_id,
+                quote_id,
+                owner,
+            );
         }
     }
     // Account-level activities (no opportunity).
@@ -578,21 +576,15 @@ pub fn generate(scale: u32, seed: u64) -> Result<Generated> {
             .first()
             .cloned()
             .unwrap_or_else(|| rng.pick(&all_reps).clone());
-        let (kind, note) = *rng.pick(ACTIVITY);
-        activity.row(&[
-            V::S(id("ACT", act_no)),
-            V::S(id("A", a + 1)),
-            V::Null,
-            V::Null,
-            V::S(owner),
-            V::T(kind),
-            V::S(format!(
-                "2026-{:02}-{:02}",
-                1 + rng.below(12),
-                1 + rng.below(28)
-            )),
-            V::T(note),
-        ]);
+        activity_row(
+            &mut activity,
+            &mut rng,
+            act_no,
+            &id("A", a + 1),
+            None,
+            None,
+            owner,
+        );
     }
 
     let mut sql = String::with_capacity(300 * (n_opty + n_accounts));
@@ -630,6 +622,30 @@ pub fn generate(scale: u32, seed: u64) -> Result<Generated> {
         t.write(&mut sql);
     }
     Ok(Generated { sql })
+}
+
+/// One activity, on an account and an opportunity or a quote (or the account alone).
+fn activity_row(
+    t: &mut Table,
+    rng: &mut Rng,
+    no: usize,
+    account: &str,
+    opty: Option<String>,
+    quote: Option<String>,
+    owner: String,
+) {
+    let (kind, note) = *rng.pick(ACTIVITY);
+    let due = format!("2026-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
+    t.row(&[
+        V::S(format!("ACT-{no:06}")),
+        V::T(account),
+        opty.map_or(V::Null, V::S),
+        quote.map_or(V::Null, V::S),
+        V::S(owner),
+        V::T(kind),
+        V::S(due),
+        V::T(note),
+    ]);
 }
 
 /// The names of the hand-written employees (`samples/sales/data.sql`).
