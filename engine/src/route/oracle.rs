@@ -1438,4 +1438,50 @@ skill = { visibility = "enterprise" }
             e5.rows
         );
     }
+
+    #[test]
+    fn differences_name_what_a_node_and_centrals_router_state_get_wrong() {
+        let m = model(&opty_model(&format!(
+            "[[object.rule]]\nsql = \"SELECT 'X' FROM opty_emp WHERE opty_id = :primary_row_id AND emp_id = :attr_employee\""
+        )));
+        let central = db(&format!(
+            "{OPTY_SCHEMA}
+             CREATE TABLE berth_instances(node TEXT, obj TEXT, id TEXT);
+             CREATE TABLE berth_node_rows(node TEXT, tbl TEXT, pk TEXT);
+             INSERT INTO berth_instances VALUES ('n-E1', 'opportunity', '[\"O1\"]');
+             INSERT INTO berth_node_rows VALUES ('n-E1', 'opty', '[\"O1\"]'),
+                                                ('n-E1', 'opty_emp', '[\"O1\",\"E1\"]');"
+        ));
+        let replica = db(&format!(
+            "{OPTY_SCHEMA} DELETE FROM opty WHERE id = 'O3'; DELETE FROM opty_emp WHERE opty_id = 'O2';
+             DELETE FROM opty WHERE id = 'O2';"
+        ));
+        let e1 = employee("E1");
+        assert_eq!(differences(&central, &m, &e1, &replica).unwrap(), vec![]);
+        // The replica: a row too many, a value changed; central: an instance forgotten.
+        replica
+            .execute_batch("INSERT INTO opty VALUES ('O9', 'stray'); UPDATE opty SET name = 'x' WHERE id = 'O1';")
+            .unwrap();
+        central
+            .execute_batch("DELETE FROM berth_instances")
+            .unwrap();
+        let d = differences(&central, &m, &e1, &replica).unwrap();
+        assert_eq!(
+            d,
+            vec![
+                Difference::Instances {
+                    object: "opportunity".into(),
+                    held: BTreeSet::new(),
+                    want: ids(&["O1"]),
+                },
+                Difference::Table {
+                    table: "opty".into(),
+                    extra: ids(&["O9"]),
+                    missing: BTreeSet::new(),
+                    changed: ids(&["O1"]),
+                },
+            ]
+        );
+        assert!(d[1].to_string().contains("O9"), "{}", d[1]);
+    }
 }
