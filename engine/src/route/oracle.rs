@@ -1441,9 +1441,9 @@ skill = { visibility = "enterprise" }
 
     #[test]
     fn differences_name_what_a_node_and_centrals_router_state_get_wrong() {
-        let m = model(&opty_model(&format!(
-            "[[object.rule]]\nsql = \"SELECT 'X' FROM opty_emp WHERE opty_id = :primary_row_id AND emp_id = :attr_employee\""
-        )));
+        let m = model(&opty_model(
+            "[[object.rule]]\nsql = \"SELECT 'X' FROM opty_emp WHERE opty_id = :primary_row_id AND emp_id = :attr_employee\"",
+        ));
         let central = db(&format!(
             "{OPTY_SCHEMA}
              CREATE TABLE berth_instances(node TEXT, obj TEXT, id TEXT);
