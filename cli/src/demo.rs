@@ -206,11 +206,11 @@ pub struct Summary {
 pub fn run(a: &DemoArgs) -> Result<()> {
     let started = Instant::now();
     let say = Say { quiet: a.json };
-    let root = prepare_dir(a.dir.as_deref())?;
     let data = match a.scale {
         Some(scale) => crate::sample::generate(scale, a.seed)?.sql,
         None => crate::sample::BASE_DATA_SQL.to_string(),
     };
+    let root = prepare_dir(a.dir.as_deref())?;
     if !a.json {
         println!("berth demo in {}", root.display());
     }
@@ -814,6 +814,13 @@ impl Demo {
                     .map(|h| format!("{}: {}", h.file, h.reason))
                     .collect::<Vec<_>>()
                     .join("; "),
+            );
+        }
+        for p in status::status(&self.hq)?.peers {
+            check(
+                format!("hq knows {} is at schema version 1", p.name),
+                p.schema_version == Some(1),
+                format!("{:?}", p.schema_version),
             );
         }
         let want_level = if CAN_INSTALL { "2" } else { "1" };

@@ -98,6 +98,52 @@ fn the_demo_narrates_the_story_and_ends_with_the_table() {
 }
 
 #[test]
+fn the_demo_tells_the_same_story_on_generated_data() {
+    let d = tempfile::tempdir().unwrap();
+    let out = berth()
+        .arg("demo")
+        .arg(d.path().join("demo"))
+        .args(["--scale", "1", "--seed", "3", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["scale"], 1);
+    let rows: Vec<i64> = v["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rows"].as_i64().unwrap())
+        .collect();
+    assert!(
+        rows[0] > 30_000,
+        "central holds the generated data: {rows:?}"
+    );
+    for r in &rows[1..] {
+        assert!(
+            *r > 200 && *r < rows[0] / 10,
+            "a node holds its share: {rows:?}"
+        );
+    }
+}
+
+#[test]
+fn the_demo_refuses_bad_input_before_making_anything() {
+    let d = tempfile::tempdir().unwrap();
+    berth()
+        .arg("demo")
+        .arg(d.path().join("demo"))
+        .args(["--scale", "0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--scale must be between 1"));
+    assert!(!d.path().join("demo").exists());
+}
+
+#[test]
 fn the_demo_refuses_a_folder_that_is_not_empty() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("notes.txt"), "mine").unwrap();
