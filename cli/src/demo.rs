@@ -324,6 +324,17 @@ fn user_rows(site: &Site) -> Result<i64> {
     Ok(n)
 }
 
+/// The upgrade steps a node reported to central for a package, in order.
+fn reported_steps(hq: &Site, package: &str, node: &str) -> Result<Vec<String>> {
+    let mut st = hq.conn.prepare(
+        "SELECT step FROM berth_upgrade_reports WHERE package = ?1 AND node = ?2 ORDER BY id",
+    )?;
+    let steps = st
+        .query_map([package, node], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(steps)
+}
+
 /// A one-line account of a dock.
 fn brief(who: &str, via: &str, r: &DockReport) -> String {
     let mut parts = Vec::new();
@@ -769,8 +780,12 @@ impl Demo {
         for pkg in upgrade::central::status(&self.hq)? {
             for n in pkg.nodes {
                 say.line(format!(
-                    "hq sees {} at {}: {} ({})",
-                    pkg.name, n.node, n.state, n.detail
+                    "hq sees {} at {}: {} ({}); reported steps: {}",
+                    pkg.name,
+                    n.node,
+                    n.state,
+                    n.detail,
+                    reported_steps(&self.hq, &pkg.name, &n.node)?.join(" -> ")
                 ));
             }
         }
@@ -835,10 +850,14 @@ impl Demo {
         if CAN_INSTALL {
             for pkg in upgrade::central::status(&self.hq)? {
                 for n in pkg.nodes {
+                    let steps = reported_steps(&self.hq, &pkg.name, &n.node)?;
                     check(
-                        format!("hq knows {} is applied at {}", pkg.name, n.node),
-                        n.state == "applied",
-                        format!("{}: {}", n.state, n.detail),
+                        format!(
+                            "{} reported {} announced, downloaded, applied",
+                            n.node, pkg.name
+                        ),
+                        n.state == "applied" && steps == ["announced", "downloaded", "applied"],
+                        format!("{}: {}; steps {steps:?}", n.state, n.detail),
                     );
                 }
             }
