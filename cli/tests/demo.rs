@@ -10,7 +10,10 @@ fn berth() -> Command {
     Command::cargo_bin("berth").unwrap()
 }
 
-fn json_of(out: &[u8]) -> Value {
+/// Runs the command with `--json`, expects success, and returns what it printed.
+fn json_of(cmd: &mut Command) -> Value {
+    let a = cmd.arg("--json").assert().success();
+    let out = &a.get_output().stdout;
     serde_json::from_slice(out)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
 }
@@ -19,16 +22,7 @@ fn json_of(out: &[u8]) -> Value {
 fn the_demo_passes_every_check_and_says_so_in_json() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("demo");
-    let out = berth()
-        .arg("demo")
-        .arg(&dir)
-        .arg("--json")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v = json_of(&out);
+    let v = json_of(berth().arg("demo").arg(&dir));
     assert_eq!(v["ok"], true, "{v:#}");
     let checks = v["checks"].as_array().unwrap();
     for c in checks {
@@ -100,16 +94,12 @@ fn the_demo_narrates_the_story_and_ends_with_the_table() {
 #[test]
 fn the_demo_tells_the_same_story_on_generated_data() {
     let d = tempfile::tempdir().unwrap();
-    let out = berth()
-        .arg("demo")
-        .arg(d.path().join("demo"))
-        .args(["--scale", "1", "--seed", "3", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v = json_of(&out);
+    let v = json_of(
+        berth()
+            .arg("demo")
+            .arg(d.path().join("demo"))
+            .args(["--scale", "1", "--seed", "3"]),
+    );
     assert_eq!(v["ok"], true, "{v:#}");
     assert_eq!(v["scale"], 1);
     let rows: Vec<i64> = v["sites"]
@@ -160,17 +150,13 @@ fn the_demo_refuses_a_folder_that_is_not_empty() {
 }
 
 fn generate(out: &Path, scale: &str, seed: &str) -> Value {
-    let o = berth()
-        .args([
-            "sample", "generate", "--scale", scale, "--seed", seed, "--json", "--out",
-        ])
-        .arg(out)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    json_of(&o)
+    json_of(
+        berth()
+            .args([
+                "sample", "generate", "--scale", scale, "--seed", seed, "--out",
+            ])
+            .arg(out),
+    )
 }
 
 /// Loads a generated folder into a real SQLite with foreign keys on; returns its counts.
