@@ -75,6 +75,18 @@ pub struct Site {
     _lock: File,
 }
 
+/// `sql` with a NUL byte appended, for `execute_batch` on a large script. SQLite copies
+/// the rest of a script that is not NUL-terminated before parsing each statement
+/// (`sqlite3Prepare`), which makes a script of many statements quadratic: a 50 MB data file
+/// took 12 s instead of 2. With the NUL inside the length it reads the script in place, and
+/// parsing ends at the NUL.
+pub fn nul_terminated(sql: &str) -> String {
+    let mut s = String::with_capacity(sql.len() + 1);
+    s.push_str(sql);
+    s.push('\0');
+    s
+}
+
 /// What `init central` needs.
 #[derive(Debug, Clone)]
 pub struct CentralInit<'a> {
@@ -277,7 +289,7 @@ impl Site {
                 source: e,
             })?;
         if let Some(data) = &data_sql {
-            tx.execute_batch(data)
+            tx.execute_batch(&nul_terminated(data))
                 .map_err(|e| EngineError::SchemaFile {
                     path: init.data.map(Path::to_path_buf).unwrap_or_default(),
                     source: e,
@@ -446,4 +458,28 @@ pub fn write_secret(path: &Path, text: &str) -> Result<()> {
     let mut f = io(path, opts.open(path))?;
     io(path, f.write_all(text.as_bytes()))?;
     io(path, f.sync_all())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nul_terminated;
+
+    #[test]
+    fn a_nul_terminated_script_runs_every_statement_and_still_reports_errors() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch(&nul_terminated(
+            "CREATE TABLE t(a); INSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2); -- done\n",
+        ))
+        .unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        let err = c
+            .execute_batch(&nul_terminated(
+                "INSERT INTO t VALUES (3); INSERT INTO nope VALUES (1);",
+            ))
+            .unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
 }

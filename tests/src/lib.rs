@@ -5,11 +5,11 @@
 
 use berth_engine::dock::{DockOptions, DockReport, dock};
 use berth_engine::enroll;
-use berth_engine::route::model::{DockingModel, Visibility};
+use berth_engine::route::model::DockingModel;
 use berth_engine::route::oracle;
 use berth_engine::site::{CentralInit, Site};
 use rusqlite::Connection;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The schema most stories use.
@@ -216,52 +216,17 @@ impl World {
             name: node.to_string(),
             attributes: serde_json::from_str(&attrs).unwrap(),
         };
-        let want = oracle::project(&central, model, &who).unwrap();
-        for (object, ids) in &want.instances {
-            let mut st = central
-                .prepare("SELECT id FROM berth_instances WHERE node = ?1 AND obj = ?2")
-                .unwrap();
-            let held: BTreeSet<String> = st
-                .query_map([node, object.as_str()], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert_eq!(
-                &held, ids,
-                "{node}: instances of {object} differ from the oracle"
-            );
-        }
-        let mut st = central
-            .prepare("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")
-            .unwrap();
-        let recorded: BTreeSet<(String, String)> = st
-            .query_map([node], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let limited: BTreeSet<(String, String)> = want
-            .rows
-            .iter()
-            .filter(|(t, _)| {
-                model
-                    .table(t)
-                    .is_some_and(|s| s.visibility == Visibility::Limited)
-            })
-            .flat_map(|(t, rows)| rows.keys().map(move |k| (t.clone(), k.clone())))
-            .collect();
-        assert_eq!(
-            recorded, limited,
-            "{node}: berth_node_rows differs from the oracle"
-        );
         let replica = Connection::open(self.dir(node).join("data.db")).unwrap();
-        let have = oracle::replica_rows(&replica, model).unwrap();
-        for (table, rows) in &want.rows {
-            assert_eq!(
-                have.get(table),
-                Some(rows),
-                "{node}: table {table} differs from the oracle"
-            );
-        }
+        let differences = oracle::differences(&central, model, &who, &replica).unwrap();
+        assert!(
+            differences.is_empty(),
+            "{node} differs from the oracle: {}",
+            differences
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
     }
 
     /// Number of conflicts recorded at central.

@@ -278,6 +278,155 @@ pub fn replica_rows(
     Ok(out)
 }
 
+/// One way a node differs from what it should hold (see [`differences`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    /// Central's instance set (S_DOBJ_INST) of `object` for the node is not the projection's.
+    Instances {
+        /// The docking object.
+        object: String,
+        /// What central's router holds.
+        held: BTreeSet<String>,
+        /// What the oracle projects.
+        want: BTreeSet<String>,
+    },
+    /// Central's record of the limited rows the node holds (`berth_node_rows`) is not the
+    /// projection's limited rows.
+    Recorded {
+        /// (table, key text) recorded but not projected.
+        extra: BTreeSet<(String, String)>,
+        /// (table, key text) projected but not recorded.
+        missing: BTreeSet<(String, String)>,
+    },
+    /// The replica's rows of `table` are not the projection's.
+    Table {
+        /// The table.
+        table: String,
+        /// Keys the replica holds that it should not.
+        extra: BTreeSet<String>,
+        /// Keys it lacks.
+        missing: BTreeSet<String>,
+        /// Keys it holds with other values than central's.
+        changed: BTreeSet<String>,
+    },
+}
+
+fn few<T: std::fmt::Debug>(set: &BTreeSet<T>) -> String {
+    let shown: Vec<String> = set.iter().take(5).map(|k| format!("{k:?}")).collect();
+    let more = set.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("[{} and {more} more]", shown.join(", "))
+    } else {
+        format!("[{}]", shown.join(", "))
+    }
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Instances { object, held, want } => write!(
+                f,
+                "central's instance set of {object} holds {} (oracle: {})",
+                few(held),
+                few(want)
+            ),
+            Difference::Recorded { extra, missing } => write!(
+                f,
+                "central's record of rows held has {} extra, misses {}",
+                few(extra),
+                few(missing)
+            ),
+            Difference::Table {
+                table,
+                extra,
+                missing,
+                changed,
+            } => write!(
+                f,
+                "table {table}: {} extra, {} missing, {} with other values",
+                few(extra),
+                few(missing),
+                few(changed)
+            ),
+        }
+    }
+}
+
+/// Every way `node`'s replica, and central's router state for it (instance set, rows
+/// recorded as held), differ from [`project`]; empty when the node holds exactly its visible
+/// projection (DESIGN.md invariant 1). `node` is named and attributed as registered at
+/// central.
+pub fn differences(
+    central: &Connection,
+    model: &DockingModel,
+    node: &Node,
+    replica: &Connection,
+) -> Result<Vec<Difference>, OracleError> {
+    let want = project(central, model, node)?;
+    let mut out = Vec::new();
+    for (object, ids) in &want.instances {
+        let held: BTreeSet<String> = central
+            .prepare_cached("SELECT id FROM berth_instances WHERE node = ?1 AND obj = ?2")?
+            .query_map([node.name.as_str(), object.as_str()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if &held != ids {
+            out.push(Difference::Instances {
+                object: object.clone(),
+                held,
+                want: ids.clone(),
+            });
+        }
+    }
+    let recorded: BTreeSet<(String, String)> = central
+        .prepare_cached("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")?
+        .query_map([node.name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let limited: BTreeSet<(String, String)> = want
+        .rows
+        .iter()
+        .filter(|(t, _)| {
+            model
+                .table(t)
+                .is_some_and(|s| s.visibility == Visibility::Limited)
+        })
+        .flat_map(|(t, rows)| rows.keys().map(move |k| (t.clone(), k.clone())))
+        .collect();
+    if recorded != limited {
+        out.push(Difference::Recorded {
+            extra: recorded.difference(&limited).cloned().collect(),
+            missing: limited.difference(&recorded).cloned().collect(),
+        });
+    }
+    let have = replica_rows(replica, model)?;
+    let empty = BTreeMap::new();
+    for (table, rows) in &want.rows {
+        let h = have.get(table).unwrap_or(&empty);
+        if h == rows {
+            continue;
+        }
+        out.push(Difference::Table {
+            table: table.clone(),
+            extra: h
+                .keys()
+                .filter(|k| !rows.contains_key(*k))
+                .cloned()
+                .collect(),
+            missing: rows
+                .keys()
+                .filter(|k| !h.contains_key(*k))
+                .cloned()
+                .collect(),
+            changed: rows
+                .iter()
+                .filter(|(k, v)| h.get(*k).is_some_and(|hv| hv != *v))
+                .map(|(k, _)| k.clone())
+                .collect(),
+        });
+    }
+    Ok(out)
+}
+
 /// Every row of `table`, by key text.
 pub fn table_rows(conn: &Connection, table: &str) -> rusqlite::Result<BTreeMap<String, Row>> {
     let key = key_columns(conn, table)?;
@@ -1288,5 +1437,51 @@ skill = { visibility = "enterprise" }
             project(&central, &m, &Node::new("kiosk")).unwrap().rows,
             e5.rows
         );
+    }
+
+    #[test]
+    fn differences_name_what_a_node_and_centrals_router_state_get_wrong() {
+        let m = model(&opty_model(
+            "[[object.rule]]\nsql = \"SELECT 'X' FROM opty_emp WHERE opty_id = :primary_row_id AND emp_id = :attr_employee\"",
+        ));
+        let central = db(&format!(
+            "{OPTY_SCHEMA}
+             CREATE TABLE berth_instances(node TEXT, obj TEXT, id TEXT);
+             CREATE TABLE berth_node_rows(node TEXT, tbl TEXT, pk TEXT);
+             INSERT INTO berth_instances VALUES ('n-E1', 'opportunity', '[\"O1\"]');
+             INSERT INTO berth_node_rows VALUES ('n-E1', 'opty', '[\"O1\"]'),
+                                                ('n-E1', 'opty_emp', '[\"O1\",\"E1\"]');"
+        ));
+        let replica = db(&format!(
+            "{OPTY_SCHEMA} DELETE FROM opty WHERE id = 'O3'; DELETE FROM opty_emp WHERE opty_id = 'O2';
+             DELETE FROM opty WHERE id = 'O2';"
+        ));
+        let e1 = employee("E1");
+        assert_eq!(differences(&central, &m, &e1, &replica).unwrap(), vec![]);
+        // The replica: a row too many, a value changed; central: an instance forgotten.
+        replica
+            .execute_batch("INSERT INTO opty VALUES ('O9', 'stray'); UPDATE opty SET name = 'x' WHERE id = 'O1';")
+            .unwrap();
+        central
+            .execute_batch("DELETE FROM berth_instances")
+            .unwrap();
+        let d = differences(&central, &m, &e1, &replica).unwrap();
+        assert_eq!(
+            d,
+            vec![
+                Difference::Instances {
+                    object: "opportunity".into(),
+                    held: BTreeSet::new(),
+                    want: ids(&["O1"]),
+                },
+                Difference::Table {
+                    table: "opty".into(),
+                    extra: ids(&["O9"]),
+                    missing: BTreeSet::new(),
+                    changed: ids(&["O1"]),
+                },
+            ]
+        );
+        assert!(d[1].to_string().contains("O9"), "{}", d[1]);
     }
 }
