@@ -831,3 +831,59 @@ fn with_a_docking_model_a_migration_reaches_every_partial_replica_and_routing_go
         "1"
     );
 }
+
+/// Regression (seeds 217 and 319 of an earlier simulation): a node bundle from before the
+/// node migrated, delivered late, is still opened for the upgrade report it carries, and
+/// recorded the node's old schema version at central over the newer one.
+#[test]
+#[cfg(unix)]
+fn a_stale_node_bundle_does_not_lower_the_schema_version_central_records() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let pkg = w.root.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("install.sh"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::write(
+        pkg.join("package.toml"),
+        "name = \"app-2\"\nlevel = \"2\"\ndescription = \"App 2\"\ndownload = \"forced\"\n\
+         apply = \"immediate\"\ninstall = [\"sh\", \"install.sh\"]\n\n[[files]]\nname = \"install.sh\"\n",
+    )
+    .unwrap();
+    let mut hq = w.open("hq");
+    berth_engine::upgrade::central::publish(&mut hq, &pkg.join("package.toml")).unwrap();
+    berth_engine::upgrade::central::activate(&mut hq, "app-2").unwrap();
+    drop(hq);
+    w.dock("hq");
+    // a installs the package and reports it under schema version 0; that bundle is delayed.
+    let stale = w.dock("a").written[0].clone();
+    let stash = w.root.path().join("stale.berth.zip");
+    std::fs::rename(&stale, &stash).unwrap();
+    let dev = dev_copy(&w);
+    develop(
+        &dev,
+        "note",
+        "ALTER TABLE account ADD COLUMN note TEXT",
+        vec![],
+        "1",
+    );
+    ship(&w, &dev, 1);
+    w.dock("hq");
+    // a migrates and reports again from version 1.
+    w.dock("a");
+    w.dock("hq");
+    let recorded = |w: &World| {
+        w.value(
+            "hq",
+            "SELECT version FROM berth_peer_schema WHERE peer = 'a'",
+        )
+    };
+    assert_eq!(recorded(&w), "1");
+    // The stale bundle turns up: opened for its report, it must not take a back to 0.
+    std::fs::rename(&stash, &stale).unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.incoming.len(), 1, "{r:?}");
+    assert_eq!(recorded(&w), "1");
+    let st = status::status(&w.open("hq")).unwrap();
+    assert_eq!(st.peers[0].schema_version, Some(1), "{st:?}");
+    w.settle();
+    assert_eq!(recorded(&w), "1");
+}
