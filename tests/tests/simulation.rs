@@ -351,23 +351,22 @@ fn simulate(seed: u64) {
             // One node's bundle from the old schema is on its way, another node holds
             // changes captured under it: both are translated.
             let (a, b) = (pick(&mut rng, &sites[1..]), pick(&mut rng, &sites[1..]));
-            for _ in 0..3 {
-                random_write(&w, &mut rng, step, &mut j);
+            for k in 1..=3 {
+                // Numbered apart from the step's own write (ids are made from it).
+                random_write(&w, &mut rng, 1000 * k + step, &mut j);
+            }
+            for n in [b, a] {
+                let id = format!("{n}{step}m");
+                let sql = format!(
+                    "INSERT OR IGNORE INTO activity(id, account_id, kind, note) SELECT '{id}', id, 'task', 'old schema' FROM account LIMIT 1"
+                );
+                w.exec(n, &sql);
+                let there = format!("SELECT count(*) FROM activity WHERE id = '{id}'");
+                if w.value(n, &there) == "1" {
+                    j.inserted(n, &id);
+                }
             }
             w.dock(a);
-            w.exec(
-                b,
-                &format!(
-                    "INSERT INTO activity(id, account_id, kind, note) SELECT '{b}{step}m', id, 'task', 'old schema' FROM account LIMIT 1"
-                ),
-            );
-            if w.value(
-                b,
-                &format!("SELECT count(*) FROM activity WHERE id = '{b}{step}m'"),
-            ) == "1"
-            {
-                j.inserted(b, &format!("{b}{step}m"));
-            }
             migrate_central(&w, j.renames_note);
         }
         if step == upgrade_at && cfg!(unix) {
