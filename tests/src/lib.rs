@@ -117,6 +117,20 @@ impl World {
         Site::open(&self.dir(site)).unwrap()
     }
 
+    /// A central of its own named `name` (a developer's copy, no nodes, no data) made from
+    /// the world's schema file, so it starts at central's first schema version.
+    pub fn schema_copy(&self, name: &str) -> Site {
+        let (site, _) = Site::init_central(&CentralInit {
+            dir: &self.root.path().join(name),
+            name: Some(name),
+            schema: &self.root.path().join("schema.sql"),
+            docking: None,
+            data: None,
+        })
+        .unwrap();
+        site
+    }
+
     /// Docks a site through the shared exchange folder.
     pub fn dock(&self, site: &str) -> DockReport {
         self.dock_with(site, &self.via, &DockOptions::default())
@@ -262,6 +276,17 @@ impl World {
                 "{node}: table {table} differs from the oracle"
             );
         }
+    }
+
+    /// How many sequence numbers of one peer's stream a site applied more than one bundle
+    /// under (a bundle applied twice; 0 is right).
+    pub fn seqs_applied_twice(&self, site: &str) -> i64 {
+        self.value(
+            site,
+            "SELECT count(*) FROM (SELECT peer, seq FROM berth_applied GROUP BY peer, seq HAVING count(*) > 1)",
+        )
+        .parse()
+        .unwrap()
     }
 
     /// Number of conflicts recorded at central.

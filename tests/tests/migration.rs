@@ -8,7 +8,7 @@ use berth_engine::dock::DockOptions;
 use berth_engine::evolve::diff::{DiffOptions, Rename};
 use berth_engine::evolve::history::{self, NewMigration};
 use berth_engine::migrate;
-use berth_engine::site::{CentralInit, Site};
+use berth_engine::site::Site;
 use berth_engine::status;
 use berth_tests::{SCHEMA, World};
 use std::path::{Path, PathBuf};
@@ -21,20 +21,7 @@ INSERT INTO opty VALUES ('O1', 'A1', 'Big deal', 'Keith Palmer', 1000, NULL);
 /// A developer's copy: a central of its own (no nodes) made from the same schema file, so
 /// it starts at schema version 0 like the real central.
 fn dev_copy(w: &World) -> Site {
-    copy_named(w, "dev")
-}
-
-/// A central of its own named `name`, from the world's schema file.
-fn copy_named(w: &World, name: &str) -> Site {
-    let (site, _) = Site::init_central(&CentralInit {
-        dir: &w.root.path().join(name),
-        name: Some(name),
-        schema: &w.root.path().join("schema.sql"),
-        docking: None,
-        data: None,
-    })
-    .unwrap();
-    site
+    w.schema_copy("dev")
 }
 
 /// The developer changes the schema by hand and freezes it as the next migration.
@@ -497,7 +484,7 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
     assert_eq!((done.known, done.applied), (vec![1, 2], vec![]));
     // A history that disagrees with the site's is refused.
     let other = w.root.path().join("other");
-    let alt = copy_named(&w, "alt");
+    let alt = w.schema_copy("alt");
     develop(
         &alt,
         "one",

@@ -32,7 +32,6 @@ use berth_engine::evolve::diff::{DiffOptions, Rename};
 use berth_engine::evolve::history::NewMigration;
 use berth_engine::migrate;
 use berth_engine::route::model::DockingModel;
-use berth_engine::site::{CentralInit, Site};
 use berth_tests::World;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -235,14 +234,7 @@ fn random_write(w: &World, rng: &mut StdRng, step: usize, j: &mut Journal) {
 /// Central migrates (from a developer's copy, submitted and accepted): `opty.close_date`
 /// added and, when `renames_note`, `activity.note` renamed to `remark`.
 fn migrate_central(w: &World, renames_note: bool) {
-    let (dev, _) = Site::init_central(&CentralInit {
-        dir: &w.root.path().join("dev"),
-        name: Some("dev"),
-        schema: &w.root.path().join("schema.sql"),
-        docking: None,
-        data: None,
-    })
-    .unwrap();
+    let dev = w.schema_copy("dev");
     let mut sql = "ALTER TABLE opty ADD COLUMN close_date TEXT".to_string();
     let mut renames = Vec::new();
     if renames_note {
@@ -516,11 +508,8 @@ fn check(w: &World, model: &DockingModel, seed: u64, j: &Journal) {
     drop(hq);
     for site in w.nodes.iter().map(|(n, _)| n.as_str()).chain(["hq"]) {
         assert_eq!(
-            w.value(
-                site,
-                "SELECT count(*) FROM (SELECT peer, seq FROM berth_applied GROUP BY peer, seq HAVING count(*) > 1)"
-            ),
-            "0",
+            w.seqs_applied_twice(site),
+            0,
             "seed {seed}: {site} applied a bundle twice ({replay})"
         );
         let spool = berth_engine::transport::list(&w.dir(site).join("spool"), None).unwrap();
