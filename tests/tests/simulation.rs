@@ -13,7 +13,10 @@
 //! to `opty`, and in half of the seeds `activity.note` renamed to `remark`, which the writes
 //! then use wherever the site has it) while one node's bundle from the old schema is on its
 //! way and another node holds changes captured under it; and (on Unix) an upgrade package is
-//! published and installed at every node at another random step.
+//! published and installed at every node at another random step. In about a third of the
+//! seeds the migration needs the software level that package installs: a node holds it (and
+//! uploads nothing, being behind central's schema) until the package has arrived and
+//! installed.
 //!
 //! After quiescence: every replica holds exactly the oracle's projection of central and
 //! central's router state agrees (so every correction arrived); every tracked node write is
@@ -234,8 +237,9 @@ fn random_write(w: &World, rng: &mut StdRng, step: usize, j: &mut Journal) {
 }
 
 /// Central migrates (from a developer's copy, submitted and accepted): `opty.close_date`
-/// added and, when `renames_note`, `activity.note` renamed to `remark`.
-fn migrate_central(w: &World, renames_note: bool) {
+/// added and, when `renames_note`, `activity.note` renamed to `remark`; it needs software
+/// `level` at the nodes.
+fn migrate_central(w: &World, renames_note: bool, level: &str) {
     let dev = w.schema_copy("dev");
     let mut sql = "ALTER TABLE opty ADD COLUMN close_date TEXT".to_string();
     let mut renames = Vec::new();
@@ -248,7 +252,7 @@ fn migrate_central(w: &World, renames_note: bool) {
         &sql,
         &NewMigration {
             name: "close-date",
-            software_level: "1",
+            software_level: level,
             origin: "dev",
             diff: DiffOptions {
                 renames,
@@ -339,6 +343,13 @@ fn simulate(seed: u64) {
         renames_note: rng.random_bool(0.5),
         ..Journal::default()
     };
+    // In some seeds the migration needs the software the upgrade package installs: nodes
+    // hold it (and upload nothing) until the package arrives and installs.
+    let level = if cfg!(unix) && rng.random_bool(0.3) {
+        "2"
+    } else {
+        "1"
+    };
     let migrate_at = rng.random_range(20..110);
     let upgrade_at = rng.random_range(10..120);
     let mut crashes: BTreeMap<String, usize> = BTreeMap::new();
@@ -364,7 +375,7 @@ fn simulate(seed: u64) {
                 }
             }
             w.dock(a);
-            migrate_central(&w, j.renames_note);
+            migrate_central(&w, j.renames_note, level);
         }
         if step == upgrade_at && cfg!(unix) {
             publish_upgrade(&w);
@@ -429,7 +440,7 @@ fn simulate(seed: u64) {
     w.settle_in_order(&order);
     check(&w, &model, seed, &j);
     eprintln!(
-        "seed {seed}: crashes {crashes:?}, {} conflicts recorded, {} node writes checked, migration at step {migrate_at}{}, upgrade at step {upgrade_at}",
+        "seed {seed}: crashes {crashes:?}, {} conflicts recorded, {} node writes checked, migration at step {migrate_at}{} needing software level {level}, upgrade at step {upgrade_at}",
         w.conflicts(),
         j.writes.len(),
         if j.renames_note {
