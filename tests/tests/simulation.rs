@@ -19,17 +19,19 @@
 //! installed.
 //!
 //! After quiescence: every replica holds exactly the oracle's projection of central and
-//! central's router state agrees (so every correction arrived); every tracked node write is
-//! at central or central recorded a collision on its row; every site is at central's schema
-//! version and checksum, and central records each node at it; every node reports the
-//! package installed, once; nothing is held, unacknowledged or left in a spool; no bundle
+//! central's router state agrees (so every correction arrived); every node write the run
+//! traces (name edits, activities inserted and deleted, self-assignments it may not make) is
+//! at central, those made under the old schema with their value translated, or central
+//! recorded a collision on its row; every site is at central's schema version and checksum,
+//! and central records each node at it; every node installed the package once and central's
+//! upgrade status says so; nothing is held, unacknowledged or left in a spool; no bundle
 //! applied twice; central's partial logs are empty (everything was acknowledged and pruned).
 //!
-//! `BERTH_SIM_SEEDS=N` runs more seeds (CI runs 3, about 25 s in debug); `BERTH_SIM_SEED=S`
-//! replays one; every failing seed is listed at the end with its replay line. 1,000 seeds ran
-//! with no invariant broken in 17 min 23 s in release on one core (about 1 s a seed, with
-//! `TMPDIR` on a tmpfs: the sites' fsyncs make it about 5x slower on disk); the figures are
-//! in docs/BENCHMARKS.md, section 7.
+//! `BERTH_SIM_SEEDS=N` runs more seeds (CI runs 3: 5-25 s in debug here, by disk load);
+//! `BERTH_SIM_SEED=S` replays one; every failing seed is listed at the end with its replay
+//! line. 1,000 seeds ran with no invariant broken in 15 min 48 s in release on one core
+//! (about 1 s a seed, with `TMPDIR` on a tmpfs: the sites' fsyncs make it up to 5x slower on
+//! a busy disk); the figures are in docs/BENCHMARKS.md, section 7.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_engine::dock::{DockOptions, ExportStep};
