@@ -531,6 +531,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 upload: !a.download_only,
                 download: !a.upload_only,
                 fail_after: None,
+                fail_export: None,
                 progress: output::bars(a.json),
                 stop: None,
             };

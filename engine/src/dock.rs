@@ -36,6 +36,8 @@ pub struct DockOptions {
     pub download: bool,
     /// Test hook: fail an apply after this many changes (crash injection).
     pub fail_after: Option<u64>,
+    /// Test hook: stop the upload at this step of writing a bundle (crash injection).
+    pub fail_export: Option<ExportStep>,
     /// Where progress of applying and writing large bundles goes.
     pub progress: crate::progress::Reporter,
     /// When set (a signal handler sets it), no further bundle is started: the one being
@@ -49,10 +51,51 @@ impl Default for DockOptions {
             upload: true,
             download: true,
             fail_after: None,
+            fail_export: None,
             progress: None,
             stop: None,
         }
     }
+}
+
+/// The steps of writing one outgoing bundle, where [`DockOptions::fail_export`] stops an
+/// upload as a crash would. Whichever it is, the next dock writes what was not delivered,
+/// and nothing is delivered twice under one sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExportStep {
+    /// Central: the routing pass is committed; no bundle is written yet.
+    Routed,
+    /// The export snapshot is committed (log clocks stamped); the bundle is not begun.
+    Snapshot,
+    /// The bundle's sequence number is reserved; the bundle is not begun.
+    Reserved,
+    /// The bundle is complete in its `.part` file (left behind), not renamed into place.
+    Written,
+    /// The bundle is in the exchange folder; what it carried is not recorded as sent.
+    Renamed,
+    /// Everything is recorded; the stream's older bundles are still in the exchange folder.
+    Recorded,
+}
+
+impl ExportStep {
+    /// Every step, in the order an export passes them.
+    pub const ALL: [ExportStep; 6] = [
+        ExportStep::Routed,
+        ExportStep::Snapshot,
+        ExportStep::Reserved,
+        ExportStep::Written,
+        ExportStep::Renamed,
+        ExportStep::Recorded,
+    ];
+}
+
+/// Fails with [`EngineError::Injected`] when `opts` asks for a crash at `step`.
+fn crash_point(opts: Option<ExportStep>, step: ExportStep) -> Result<()> {
+    if opts == Some(step) {
+        return Err(EngineError::Injected("export"));
+    }
+    Ok(())
 }
 
 /// What happened to one incoming bundle.
@@ -142,7 +185,7 @@ pub fn dock_with_prompt(
             Role::Node => {
                 if let Some(central) = store::meta(&site.conn, "central")? {
                     let p = peer::require(&site.conn, &central)?;
-                    if let Some(path) = write_stream(site, via, &p, &opts.progress)? {
+                    if let Some(path) = write_stream(site, via, &p, opts)? {
                         report.written.push(path);
                     }
                 }
@@ -158,10 +201,11 @@ pub fn dock_with_prompt(
                 )?;
                 crate::partial::route(&tx, &catalog, model.as_ref())?;
                 tx.commit()?;
+                crash_point(opts.fail_export, ExportStep::Routed)?;
                 for p in peer::all(&site.conn)? {
                     if p.role == "node"
                         && p.revoked.is_none()
-                        && let Some(path) = write_stream(site, via, &p, &opts.progress)?
+                        && let Some(path) = write_stream(site, via, &p, opts)?
                     {
                         report.written.push(path);
                     }
@@ -932,7 +976,17 @@ pub(crate) fn write_bundle_at(
     entries: Vec<(&str, &str, File)>,
     level: Option<u32>,
 ) -> Result<PathBuf> {
-    transport::write_atomic(via, file_name, |f| {
+    transport::write_atomic(via, file_name, bundle_filler(site, header, entries, level))
+}
+
+/// Writes a signed bundle into the file it is given.
+fn bundle_filler<'a>(
+    site: &'a Site,
+    header: BundleHeader,
+    entries: Vec<(&'a str, &'a str, File)>,
+    level: Option<u32>,
+) -> impl FnOnce(File) -> Result<File> + 'a {
+    move |f| {
         let mut w = BundleWriter::new(f, header)?;
         if let Some(level) = level {
             w.set_deflate_level(level)?;
@@ -947,18 +1001,14 @@ pub(crate) fn write_bundle_at(
         }
         let (f, _manifest) = w.finish(site.key())?;
         Ok(f)
-    })
+    }
 }
 
 /// Writes the next bundle of our stream to `p` if it has anything to carry: changes it has
 /// not acknowledged (and has not been sent, or whose bundle is no longer waiting in `via`),
 /// or an acknowledgement it has not seen.
-fn write_stream(
-    site: &Site,
-    via: &Path,
-    p: &Peer,
-    progress: &crate::progress::Reporter,
-) -> Result<Option<PathBuf>> {
+fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result<Option<PathBuf>> {
+    let progress = &opts.progress;
     let catalog = site.catalog()?;
     // One snapshot for the log and the rows the export reads.
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
@@ -1031,6 +1081,7 @@ fn write_stream(
     out.flush().map_err(|e| EngineError::io(&spool, e))?;
     drop(out);
     tx.commit()?;
+    crash_point(opts.fail_export, ExportStep::Snapshot)?;
     let ours_waiting = transport::list(via, Some(&p.name))?
         .iter()
         .any(|f| f.sender == site.name());
@@ -1071,16 +1122,22 @@ fn write_stream(
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| EngineError::io(&spool, e))?,
     );
-    let path = write_bundle(site, via, &name, head, entries)?;
-    upgrade_out.record_sent(&site.conn, &p.name, seq)?;
-    peer::record_out(
-        &site.conn,
-        &p.name,
-        seq,
-        max_pos,
-        p.applied_pos,
-        store::now(),
-    )?;
+    // The sequence number is taken before the bundle can reach the folder: a crash after
+    // that leaves a gap (as a lost bundle does), never two different bundles under one
+    // number (SPEC 2.8).
+    peer::reserve_out(&site.conn, &p.name, seq)?;
+    crash_point(opts.fail_export, ExportStep::Reserved)?;
+    let part = transport::write_part(via, &name, bundle_filler(site, head, entries, None))?;
+    crash_point(opts.fail_export, ExportStep::Written)?;
+    let path = transport::rename_part(&part, &via.join(&name))?;
+    crash_point(opts.fail_export, ExportStep::Renamed)?;
+    // What the bundle carried is recorded as sent in one transaction: a crash before the
+    // commit sends it again (in the next bundle, the receiver skips what it has).
+    let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+    upgrade_out.record_sent(&tx, &p.name, seq)?;
+    peer::record_out(&tx, &p.name, seq, max_pos, p.applied_pos, store::now())?;
+    tx.commit()?;
+    crash_point(opts.fail_export, ExportStep::Recorded)?;
     // The new bundle contains everything the older ones still waiting in `via` carried.
     for old in transport::list(via, Some(&p.name))? {
         if old.sender == site.name() && old.seq < stream.seq {

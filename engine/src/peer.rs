@@ -116,6 +116,13 @@ pub fn record_in(
     Ok(())
 }
 
+/// Takes sequence number `seq` of our stream to a peer before its bundle is written.
+pub fn reserve_out(conn: &Connection, name: &str, seq: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE berth_peers SET out_seq = MAX(out_seq, ?2) WHERE name = ?1")?
+        .execute(params![name, seq])?;
+    Ok(())
+}
+
 /// Records a bundle written to a peer.
 pub fn record_out(
     conn: &Connection,

@@ -77,18 +77,35 @@ pub fn write_atomic(
     name: &str,
     fill: impl FnOnce(File) -> Result<File>,
 ) -> Result<PathBuf> {
+    let part = write_part(folder, name, fill)?;
+    rename_part(&part, &folder.join(name))
+}
+
+/// The first half of [`write_atomic`]: writes and flushes `folder/name.part` (removed again
+/// if `fill` fails) and returns its path. Readers ignore it until [`rename_part`].
+pub fn write_part(
+    folder: &Path,
+    name: &str,
+    fill: impl FnOnce(File) -> Result<File>,
+) -> Result<PathBuf> {
     fs::create_dir_all(folder).map_err(|e| EngineError::io(folder, e))?;
     let part = folder.join(format!("{name}.part"));
-    let dest = folder.join(name);
     let file = File::create(&part).map_err(|e| EngineError::io(&part, e))?;
     let result = fill(file).and_then(|f| f.sync_all().map_err(|e| EngineError::io(&part, e)));
     if let Err(e) = result {
         let _ = fs::remove_file(&part);
         return Err(e);
     }
-    fs::rename(&part, &dest).map_err(|e| EngineError::io(&dest, e))?;
-    sync_dir(folder);
-    Ok(dest)
+    Ok(part)
+}
+
+/// The second half of [`write_atomic`]: renames a complete `.part` file into place.
+pub fn rename_part(part: &Path, dest: &Path) -> Result<PathBuf> {
+    fs::rename(part, dest).map_err(|e| EngineError::io(dest, e))?;
+    if let Some(folder) = dest.parent() {
+        sync_dir(folder);
+    }
+    Ok(dest.to_path_buf())
 }
 
 /// Copies a file into `folder` atomically, keeping its name.

@@ -117,6 +117,20 @@ impl World {
         Site::open(&self.dir(site)).unwrap()
     }
 
+    /// A central of its own named `name` (a developer's copy, no nodes, no data) made from
+    /// the world's schema file, so it starts at central's first schema version.
+    pub fn schema_copy(&self, name: &str) -> Site {
+        let (site, _) = Site::init_central(&CentralInit {
+            dir: &self.root.path().join(name),
+            name: Some(name),
+            schema: &self.root.path().join("schema.sql"),
+            docking: None,
+            data: None,
+        })
+        .unwrap();
+        site
+    }
+
     /// Docks a site through the shared exchange folder.
     pub fn dock(&self, site: &str) -> DockReport {
         self.dock_with(site, &self.via, &DockOptions::default())
@@ -229,6 +243,17 @@ impl World {
         );
     }
 
+    /// How many sequence numbers of one peer's stream a site applied more than one bundle
+    /// under (a bundle applied twice; 0 is right).
+    pub fn seqs_applied_twice(&self, site: &str) -> i64 {
+        self.value(
+            site,
+            "SELECT count(*) FROM (SELECT peer, seq FROM berth_applied GROUP BY peer, seq HAVING count(*) > 1)",
+        )
+        .parse()
+        .unwrap()
+    }
+
     /// Number of conflicts recorded at central.
     pub fn conflicts(&self) -> i64 {
         self.value("hq", "SELECT COUNT(*) FROM berth_conflicts")
@@ -239,17 +264,34 @@ impl World {
 
 /// Runs `f` for the seeds a seeded test should run: seed `$ONE` alone when that variable
 /// is set (a replay), else seeds `0..$MANY` (default `default`). Each seed is announced
-/// with how to replay it.
+/// with how to replay it; a failing seed does not stop the others, and every failing seed
+/// is listed at the end with its replay line (then the test fails).
 pub fn for_seeds(one: &str, many: &str, default: u64, mut f: impl FnMut(u64)) {
     let only: Option<u64> = std::env::var(one).ok().and_then(|v| v.parse().ok());
     let n: u64 = std::env::var(many)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
-    for seed in only.map_or(0..n, |s| s..s + 1) {
+    let mut failed = Vec::new();
+    let seeds = only.map_or(0..n, |s| s..s + 1);
+    let count = seeds.end - seeds.start;
+    let started = std::time::Instant::now();
+    for seed in seeds {
         eprintln!("seed {seed} (replay: {one}={seed})");
-        f(seed);
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
+        if run.is_err() {
+            failed.push(seed);
+        }
     }
+    eprintln!(
+        "{count} seeds in {:.1} s, {} failed",
+        started.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    for seed in &failed {
+        eprintln!("failed: seed {seed}, replay: {one}={seed}");
+    }
+    assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 
 /// Dumps the user tables of a database file.

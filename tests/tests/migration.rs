@@ -8,7 +8,7 @@ use berth_engine::dock::DockOptions;
 use berth_engine::evolve::diff::{DiffOptions, Rename};
 use berth_engine::evolve::history::{self, NewMigration};
 use berth_engine::migrate;
-use berth_engine::site::{CentralInit, Site};
+use berth_engine::site::Site;
 use berth_engine::status;
 use berth_tests::{SCHEMA, World};
 use std::path::{Path, PathBuf};
@@ -21,20 +21,7 @@ INSERT INTO opty VALUES ('O1', 'A1', 'Big deal', 'Keith Palmer', 1000, NULL);
 /// A developer's copy: a central of its own (no nodes) made from the same schema file, so
 /// it starts at schema version 0 like the real central.
 fn dev_copy(w: &World) -> Site {
-    copy_named(w, "dev")
-}
-
-/// A central of its own named `name`, from the world's schema file.
-fn copy_named(w: &World, name: &str) -> Site {
-    let (site, _) = Site::init_central(&CentralInit {
-        dir: &w.root.path().join(name),
-        name: Some(name),
-        schema: &w.root.path().join("schema.sql"),
-        docking: None,
-        data: None,
-    })
-    .unwrap();
-    site
+    w.schema_copy("dev")
 }
 
 /// The developer changes the schema by hand and freezes it as the next migration.
@@ -497,7 +484,7 @@ fn an_exported_history_is_checked_before_anything_is_imported() {
     assert_eq!((done.known, done.applied), (vec![1, 2], vec![]));
     // A history that disagrees with the site's is refused.
     let other = w.root.path().join("other");
-    let alt = copy_named(&w, "alt");
+    let alt = w.schema_copy("alt");
     develop(
         &alt,
         "one",
@@ -830,4 +817,60 @@ fn with_a_docking_model_a_migration_reaches_every_partial_replica_and_routing_go
         w.value("keith", "SELECT count(*) FROM opty WHERE id = 'O2'"),
         "1"
     );
+}
+
+/// Regression (seeds 217 and 319 of an earlier simulation): a node bundle from before the
+/// node migrated, delivered late, is still opened for the upgrade report it carries, and
+/// recorded the node's old schema version at central over the newer one.
+#[test]
+#[cfg(unix)]
+fn a_stale_node_bundle_does_not_lower_the_schema_version_central_records() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let pkg = w.root.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("install.sh"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::write(
+        pkg.join("package.toml"),
+        "name = \"app-2\"\nlevel = \"2\"\ndescription = \"App 2\"\ndownload = \"forced\"\n\
+         apply = \"immediate\"\ninstall = [\"sh\", \"install.sh\"]\n\n[[files]]\nname = \"install.sh\"\n",
+    )
+    .unwrap();
+    let mut hq = w.open("hq");
+    berth_engine::upgrade::central::publish(&mut hq, &pkg.join("package.toml")).unwrap();
+    berth_engine::upgrade::central::activate(&mut hq, "app-2").unwrap();
+    drop(hq);
+    w.dock("hq");
+    // a installs the package and reports it under schema version 0; that bundle is delayed.
+    let stale = w.dock("a").written[0].clone();
+    let stash = w.root.path().join("stale.berth.zip");
+    std::fs::rename(&stale, &stash).unwrap();
+    let dev = dev_copy(&w);
+    develop(
+        &dev,
+        "note",
+        "ALTER TABLE account ADD COLUMN note TEXT",
+        vec![],
+        "1",
+    );
+    ship(&w, &dev, 1);
+    w.dock("hq");
+    // a migrates and reports again from version 1.
+    w.dock("a");
+    w.dock("hq");
+    let recorded = |w: &World| {
+        w.value(
+            "hq",
+            "SELECT version FROM berth_peer_schema WHERE peer = 'a'",
+        )
+    };
+    assert_eq!(recorded(&w), "1");
+    // The stale bundle turns up: opened for its report, it must not take a back to 0.
+    std::fs::rename(&stash, &stale).unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.incoming.len(), 1, "{r:?}");
+    assert_eq!(recorded(&w), "1");
+    let st = status::status(&w.open("hq")).unwrap();
+    assert_eq!(st.peers[0].schema_version, Some(1), "{st:?}");
+    w.settle();
+    assert_eq!(recorded(&w), "1");
 }

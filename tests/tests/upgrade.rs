@@ -783,14 +783,7 @@ fn announcements_reports_and_acknowledgements_survive_lost_bundles() {
 /// A migration made on a developer's copy and accepted at central (`hq`): version 1 adds
 /// `opty.stage`, needing software `level`.
 fn accept_stage_migration(w: &World, level: &str) {
-    let (dev, _) = berth_engine::site::Site::init_central(&berth_engine::site::CentralInit {
-        dir: &w.root.path().join("dev"),
-        name: Some("dev"),
-        schema: &w.root.path().join("schema.sql"),
-        docking: None,
-        data: None,
-    })
-    .unwrap();
+    let dev = w.schema_copy("dev");
     berth_engine::migrate::create_by_sql(
         &dev,
         "ALTER TABLE opty ADD COLUMN stage TEXT DEFAULT 'open'",
