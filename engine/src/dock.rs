@@ -1144,7 +1144,30 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
             let _ = transport::remove(&old);
         }
     }
+    // So does any older bundle of ours a crash left half-way in its `.part` file (only this
+    // site, holding its lock, writes bundles under its name).
+    remove_stale_parts(via, site.name(), &p.name, stream.seq);
     Ok(Some(path))
+}
+
+/// Removes `via/{sender}_to_{recipient}_{seq}.berth.zip.part` files with a lower `seq`.
+fn remove_stale_parts(via: &Path, sender: &str, recipient: &str, below: u64) {
+    let Ok(entries) = std::fs::read_dir(via) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".part") else {
+            continue;
+        };
+        if let Some((s, r, seq)) = naming::parse_bundle_file_name(stem)
+            && s == sender
+            && r == recipient
+            && seq < below
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

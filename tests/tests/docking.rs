@@ -283,6 +283,13 @@ fn a_crash_at_every_step_of_an_export_loses_and_doubles_nothing() {
         }
         w.settle();
         w.assert_converged();
+        // A bundle left half-way in its `.part` file is cleaned up by the next export.
+        let parts: Vec<_> = std::fs::read_dir(&w.via)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".part"))
+            .collect();
+        assert!(parts.is_empty(), "{step:?}: {parts:?}");
         assert_eq!(
             w.value("hq", "SELECT count(*) FROM account"),
             "3",
