@@ -1000,3 +1000,53 @@ fn print_end(s: &Summary) {
         s.dir.join("hq").display()
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// The end checks are what makes the demo's exit code mean something: a replica that
+    /// drifted from central must fail them.
+    #[test]
+    fn the_checks_fail_when_a_replica_drifts_from_central() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = prepare_dir(Some(&tmp.path().join("demo"))).unwrap();
+        let mut d = Demo::build(&root, crate::sample::BASE_DATA_SQL, Say { quiet: true }).unwrap();
+        d.story().unwrap();
+        assert!(d.checks().unwrap().iter().all(|c| c.ok));
+        // A row lost at keith behind berth's back (capture off, as in a damaged copy).
+        let keith = &d.nodes[0].site;
+        let triggers: Vec<(String, String)> = {
+            let mut st = keith
+                .conn
+                .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'opty'")
+                .unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert!(!triggers.is_empty());
+        for (name, _) in &triggers {
+            keith
+                .conn
+                .execute_batch(&format!("DROP TRIGGER \"{name}\""))
+                .unwrap();
+        }
+        keith
+            .conn
+            .execute_batch(
+                "PRAGMA foreign_keys = OFF; DELETE FROM opty WHERE rowid = (SELECT MIN(rowid) FROM opty)",
+            )
+            .unwrap();
+        for (_, sql) in &triggers {
+            keith.conn.execute_batch(sql).unwrap();
+        }
+        let failed: Vec<Check> = d.checks().unwrap().into_iter().filter(|c| !c.ok).collect();
+        assert!(
+            failed.iter().any(|c| c.name.contains("keith")),
+            "{failed:?}"
+        );
+    }
+}
