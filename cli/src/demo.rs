@@ -760,8 +760,12 @@ impl Demo {
             .context("publishing the sample upgrade package")?;
         upgrade::central::activate(&mut self.hq, &p.name)?;
         say.line(format!(
-            "hq publishes and activates {} (level {}, {:?} download, {:?} apply): \"{}\"",
-            p.name, p.level, p.download, p.apply, p.description
+            "hq publishes and activates {} (level {}, download = {}, apply = {}): \"{}\"",
+            p.name,
+            p.level,
+            toml_word(p.download),
+            toml_word(p.apply),
+            p.description
         ));
         if !CAN_INSTALL {
             say.line(
@@ -955,6 +959,14 @@ fn oracle_problems(hq: &Site, model: &DockingModel, n: &Node) -> Result<Vec<Stri
     }
     let d = oracle::differences(&hq.conn, model, &who, &n.site.conn)?;
     Ok(d.iter().map(ToString::to_string).collect())
+}
+
+/// A policy as package.toml spells it (`forced`, `after-schema`).
+fn toml_word(v: impl Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// The values of `cols` in a row given as a JSON object, e.g. `sales_rep='Carl Lake'`.
