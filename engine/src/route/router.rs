@@ -1918,22 +1918,23 @@ pub fn enroll(
     }
     // Other nodes' instances are outside this evaluation: it only reads the edges.
     let seen = pass.evaluate_all()?;
-    let mut ins = conn.prepare_cached(
-        "INSERT OR IGNORE INTO berth_instances(obj, id, node) VALUES (?1, ?2, ?3)",
-    )?;
     let mut ids = vec![BTreeSet::new(); plan.objects.len()];
     for (oi, found) in seen.iter().enumerate() {
         for (id, nodes) in found {
             if nodes.contains(&node.name) {
-                ins.execute(params![plan.objects[oi].r.name, id, node.name])?;
                 ids[oi].insert(id.clone());
             }
         }
+        // In key order and in bulk: the new node's instances form one range of the index.
+        bulk_insert(
+            conn,
+            "INSERT OR IGNORE INTO berth_instances(obj, id, node) SELECT ?1, value, ?2 FROM json_each(?3)",
+            &plan.objects[oi].r.name,
+            &node.name,
+            ids[oi].iter(),
+        )?;
     }
     load_ids(conn, &ids)?;
-    let mut add = conn.prepare_cached(
-        "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
-    )?;
     let mut sent: HashMap<&str, HashSet<String>> = HashMap::new();
     let mut count = 0u64;
     for (oi, o) in plan.objects.iter().enumerate() {
@@ -1945,19 +1946,56 @@ pub fn enroll(
                 return Ok(());
             }
             let key = serde_json::to_string(&k).unwrap_or_default();
-            if !sent
-                .entry(m.table.as_str())
-                .or_default()
-                .insert(key.clone())
-            {
+            if !sent.entry(m.table.as_str()).or_default().insert(key) {
                 return Ok(());
             }
-            add.execute(params![node.name, m.table, key])?;
             count += 1;
             sink(&m.table, names, r, m.key.len() + 1)
         })?;
     }
+    // The rows it holds, recorded per table in key order and in bulk (one statement per
+    // chunk instead of one per row: this record is most of the extract's own cost).
+    for (table, keys) in sent {
+        let mut keys: Vec<String> = keys.into_iter().collect();
+        keys.sort_unstable();
+        bulk_insert(
+            conn,
+            "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) SELECT ?1, ?2, value FROM json_each(?3)",
+            &node.name,
+            table,
+            keys.iter(),
+        )?;
+    }
     Ok(count)
+}
+
+/// Runs `sql` (with `?1`, `?2`, and `?3` a JSON array of texts read with `json_each`) over
+/// `texts` in chunks.
+fn bulk_insert<'a>(
+    conn: &Connection,
+    sql: &str,
+    p1: &str,
+    p2: &str,
+    texts: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    const CHUNK: usize = 8192;
+    let mut st = conn.prepare_cached(sql)?;
+    let mut chunk: Vec<&String> = Vec::with_capacity(CHUNK);
+    let mut flush = |chunk: &mut Vec<&String>| -> Result<()> {
+        if !chunk.is_empty() {
+            let json = serde_json::to_string(chunk).unwrap_or_default();
+            st.execute(params![p1, p2, json])?;
+            chunk.clear();
+        }
+        Ok(())
+    };
+    for t in texts {
+        chunk.push(t);
+        if chunk.len() == CHUNK {
+            flush(&mut chunk)?;
+        }
+    }
+    flush(&mut chunk)
 }
 
 /// Asks the next routing pass to rebuild edges and instance sets (the model changed).
