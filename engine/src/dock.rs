@@ -38,6 +38,8 @@ pub struct DockOptions {
     pub fail_after: Option<u64>,
     /// Test hook: stop the upload at this step of writing a bundle (crash injection).
     pub fail_export: Option<ExportStep>,
+    /// Test hook: stop the download at this step of taking bundles in (crash injection).
+    pub fail_intake: Option<IntakeStep>,
     /// Where progress of applying and writing large bundles goes.
     pub progress: crate::progress::Reporter,
     /// When set (a signal handler sets it), no further bundle is started: the one being
@@ -52,6 +54,7 @@ impl Default for DockOptions {
             download: true,
             fail_after: None,
             fail_export: None,
+            fail_intake: None,
             progress: None,
             stop: None,
         }
@@ -90,10 +93,27 @@ impl ExportStep {
     ];
 }
 
+/// The steps of taking bundles in around an apply (whose own middle `fail_after` reaches),
+/// where [`DockOptions::fail_intake`] stops a download as a crash would. The next dock
+/// applies what is in the spool, and skips as a duplicate what was applied already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IntakeStep {
+    /// The bundles addressed to the site are moved into its spool; none is applied yet.
+    Spooled,
+    /// A bundle's transaction is committed; the bundle is still in the spool, not archived.
+    Applied,
+}
+
+impl IntakeStep {
+    /// Every step, in the order a download passes them.
+    pub const ALL: [IntakeStep; 2] = [IntakeStep::Spooled, IntakeStep::Applied];
+}
+
 /// Fails with [`EngineError::Injected`] when `opts` asks for a crash at `step`.
-fn crash_point(opts: Option<ExportStep>, step: ExportStep) -> Result<()> {
+fn crash_point<T: PartialEq>(opts: Option<T>, step: T, what: &'static str) -> Result<()> {
     if opts == Some(step) {
-        return Err(EngineError::Injected("export"));
+        return Err(EngineError::Injected(what));
     }
     Ok(())
 }
@@ -164,6 +184,7 @@ pub fn dock_with_prompt(
     report.upgrade = crate::upgrade::node::session(site, start, prompt)?;
     if opts.download {
         intake(site, via)?;
+        crash_point(opts.fail_intake, IntakeStep::Spooled, "intake")?;
         process_spool(site, opts, &mut report)?;
     }
     let end = crate::upgrade::plan::Stage::End;
@@ -201,7 +222,7 @@ pub fn dock_with_prompt(
                 )?;
                 crate::partial::route(&tx, &catalog, model.as_ref())?;
                 tx.commit()?;
-                crash_point(opts.fail_export, ExportStep::Routed)?;
+                crash_point(opts.fail_export, ExportStep::Routed, "export")?;
                 for p in peer::all(&site.conn)? {
                     if p.role == "node"
                         && p.revoked.is_none()
@@ -289,6 +310,7 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                 Ok(Outcome::Applied(stats)) => {
                     progress = true;
                     done.insert(f.path.clone());
+                    crash_point(opts.fail_intake, IntakeStep::Applied, "intake")?;
                     transport::move_into(&f.path, &site.folder("archive"))?;
                     let detail = format!(
                         "{} applied, {} conflicts, {} skipped, {} overrides",
@@ -1081,7 +1103,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     out.flush().map_err(|e| EngineError::io(&spool, e))?;
     drop(out);
     tx.commit()?;
-    crash_point(opts.fail_export, ExportStep::Snapshot)?;
+    crash_point(opts.fail_export, ExportStep::Snapshot, "export")?;
     let ours_waiting = transport::list(via, Some(&p.name))?
         .iter()
         .any(|f| f.sender == site.name());
@@ -1126,18 +1148,18 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     // that leaves a gap (as a lost bundle does), never two different bundles under one
     // number (SPEC 2.8).
     peer::reserve_out(&site.conn, &p.name, seq)?;
-    crash_point(opts.fail_export, ExportStep::Reserved)?;
+    crash_point(opts.fail_export, ExportStep::Reserved, "export")?;
     let part = transport::write_part(via, &name, bundle_filler(site, head, entries, None))?;
-    crash_point(opts.fail_export, ExportStep::Written)?;
+    crash_point(opts.fail_export, ExportStep::Written, "export")?;
     let path = transport::rename_part(&part, &via.join(&name))?;
-    crash_point(opts.fail_export, ExportStep::Renamed)?;
+    crash_point(opts.fail_export, ExportStep::Renamed, "export")?;
     // What the bundle carried is recorded as sent in one transaction: a crash before the
     // commit sends it again (in the next bundle, the receiver skips what it has).
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
     upgrade_out.record_sent(&tx, &p.name, seq)?;
     peer::record_out(&tx, &p.name, seq, max_pos, p.applied_pos, store::now())?;
     tx.commit()?;
-    crash_point(opts.fail_export, ExportStep::Recorded)?;
+    crash_point(opts.fail_export, ExportStep::Recorded, "export")?;
     // The new bundle contains everything the older ones still waiting in `via` carried.
     for old in transport::list(via, Some(&p.name))? {
         if old.sender == site.name() && old.seq < stream.seq {

@@ -1,7 +1,7 @@
 //! Docking and merge stories across real sites (seed 004, Figures 1, 3, 4, 5).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use berth_engine::dock::{DockOptions, ExportStep};
+use berth_engine::dock::{DockOptions, ExportStep, IntakeStep};
 use berth_tests::{SCHEMA, World};
 use std::fs;
 
@@ -251,6 +251,62 @@ fn duplicated_and_reordered_bundles_apply_once() {
     assert_eq!(w.conflicts(), 0);
     w.settle();
     w.assert_converged();
+}
+
+/// A crash while taking bundles in (all in the spool, none applied; or one applied and
+/// committed but not archived yet) loses nothing and applies nothing twice: the next dock
+/// applies the spool, or recognises the applied bundle as a duplicate and archives it.
+#[test]
+fn a_crash_at_every_step_of_an_intake_loses_and_doubles_nothing() {
+    for (i, step) in IntakeStep::ALL.into_iter().enumerate() {
+        let w = World::new(SCHEMA, DATA, &["a"]);
+        w.exec(
+            "a",
+            &format!("INSERT INTO account VALUES ('n{i}', 'Node', 'x')"),
+        );
+        w.dock("a");
+        let crash = DockOptions {
+            fail_intake: Some(step),
+            ..DockOptions::default()
+        };
+        let err = w.dock_with("hq", &w.via, &crash).unwrap_err();
+        assert!(
+            matches!(err, berth_engine::EngineError::Injected("intake")),
+            "{step:?}: {err}"
+        );
+        let applied = w.value(
+            "hq",
+            &format!("SELECT count(*) FROM account WHERE id = 'n{i}'"),
+        );
+        assert_eq!(
+            applied,
+            if step == IntakeStep::Applied {
+                "1"
+            } else {
+                "0"
+            },
+            "{step:?}"
+        );
+        let spooled = fs::read_dir(w.dir("hq").join("spool")).unwrap().count();
+        assert_eq!(spooled, 1, "{step:?}: the bundle waits in the spool");
+        let r = w.dock("hq");
+        let expect = if step == IntakeStep::Applied {
+            "duplicate"
+        } else {
+            "applied"
+        };
+        assert_eq!(r.count(expect), 1, "{step:?}: {r:?}");
+        assert_eq!(
+            fs::read_dir(w.dir("hq").join("spool")).unwrap().count(),
+            0,
+            "{step:?}: the spool is empty"
+        );
+        w.settle();
+        w.assert_converged();
+        for site in ["a", "hq"] {
+            assert_eq!(w.seqs_applied_twice(site), 0, "{step:?} at {site}");
+        }
+    }
 }
 
 /// A crash at any step of writing a bundle, at a node or at central, loses nothing and

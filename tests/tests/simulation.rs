@@ -3,11 +3,12 @@
 //! activities, reassignments that move opportunities between laptops, quotes and
 //! opportunities moving, positions changing, nodes writing what they may not), random
 //! docking order, and bundles lost, duplicated, delayed, reordered and torn (a copy cut off
-//! half way, as a stick pulled out). Crashes are injected at every step of a dock: in the
-//! middle of applying a bundle (after 0-5 changes) and at each step of writing one
-//! ([`ExportStep`]: after routing, after the export snapshot, after the sequence number is
-//! reserved, with the bundle complete in its `.part` file, after the rename, after the
-//! bookkeeping); the site docks normally later.
+//! half way, as a stick pulled out). Crashes are injected at every step of a dock: taking
+//! bundles in ([`IntakeStep`]: all moved into the spool, none applied; one committed but not
+//! yet archived), in the middle of applying a bundle (after 0-5 changes) and at each step of
+//! writing one ([`ExportStep`]: after routing, after the export snapshot, after the sequence
+//! number is reserved, with the bundle complete in its `.part` file, after the rename, after
+//! the bookkeeping); the site docks normally later.
 //!
 //! In the middle of every run, at a random step, central migrates its schema (a column added
 //! to `opty`, and in half of the seeds `activity.note` renamed to `remark`, which the writes
@@ -34,7 +35,7 @@
 //! a busy disk); the figures are in docs/BENCHMARKS.md, section 7.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use berth_engine::dock::{DockOptions, ExportStep};
+use berth_engine::dock::{DockOptions, ExportStep, IntakeStep};
 use berth_engine::evolve::diff::{DiffOptions, Rename};
 use berth_engine::evolve::history::NewMigration;
 use berth_engine::migrate;
@@ -393,23 +394,30 @@ fn simulate(seed: u64) {
                 // A crash in the middle of applying or of writing a bundle: nothing of it
                 // may be lost or count twice.
                 let site = pick(&mut rng, &sites);
-                let opts = if rng.random_bool(0.5) {
-                    DockOptions {
+                let opts = match rng.random_range(0..5) {
+                    0 | 1 => DockOptions {
                         fail_after: Some(rng.random_range(0..6)),
                         ..DockOptions::default()
-                    }
-                } else {
-                    DockOptions {
+                    },
+                    2 => DockOptions {
+                        fail_intake: Some(
+                            IntakeStep::ALL[rng.random_range(0..IntakeStep::ALL.len())],
+                        ),
+                        ..DockOptions::default()
+                    },
+                    _ => DockOptions {
                         fail_export: Some(
                             ExportStep::ALL[rng.random_range(0..ExportStep::ALL.len())],
                         ),
                         ..DockOptions::default()
-                    }
+                    },
                 };
                 if w.dock_with(site, &w.via, &opts).is_err() {
-                    let at = opts
-                        .fail_export
-                        .map_or("apply".to_string(), |s| format!("{s:?}"));
+                    let at = match (opts.fail_intake, opts.fail_export) {
+                        (Some(s), _) => format!("intake {s:?}"),
+                        (_, Some(s)) => format!("export {s:?}"),
+                        _ => "apply".to_string(),
+                    };
                     *crashes.entry(at).or_default() += 1;
                 }
             }
