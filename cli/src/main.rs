@@ -530,10 +530,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = DockOptions {
                 upload: !a.download_only,
                 download: !a.upload_only,
-                fail_after: None,
-                fail_export: None,
                 progress: output::bars(a.json),
-                stop: None,
+                ..DockOptions::default()
             };
             let via = if a.via.is_file() {
                 if !transports::taken_from_folder(&a.via) {
