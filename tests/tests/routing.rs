@@ -2,6 +2,7 @@
 //! compared, row for row, with the reference oracle's projection of central.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::DockOptions;
 use berth_engine::route::model::DockingModel;
 use berth_tests::World;
 use std::collections::BTreeMap;
@@ -607,5 +608,34 @@ fn a_batch_boundary_never_separates_a_merged_change_from_its_marker() {
     }
     w.settle();
     assert!(!has(&w, "keith", "SELECT 1 FROM opty WHERE id = 'O4'"));
+    assert_all(&w, &model);
+}
+
+/// Regression (the simulation, seed 254 with intake crashes): a node's insert that central
+/// merged, then deleted before any routing pass ran (central docked download-only, or
+/// crashed between the merge and the routing), had no row left to route, so the node was
+/// never recorded as its holder and the delete never reached it: the node kept the row.
+#[test]
+fn a_node_insert_deleted_at_central_before_routing_is_deleted_at_the_node() {
+    let (w, model) = sales();
+    w.exec(
+        "keith",
+        "INSERT INTO activity(id, opty_id, kind, note) VALUES ('K-1', 'O1', 'visit', 'by keith')",
+    );
+    w.dock("keith");
+    let download_only = DockOptions {
+        upload: false,
+        ..DockOptions::default()
+    };
+    let r = w.dock_with("hq", &w.via, &download_only).unwrap();
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT COUNT(*) FROM activity WHERE id = 'K-1'"),
+        "1"
+    );
+    // Central's application removes it before anything is routed.
+    w.exec("hq", "DELETE FROM activity WHERE id = 'K-1'");
+    w.settle();
+    assert!(!has(&w, "keith", "SELECT 1 FROM activity WHERE id = 'K-1'"));
     assert_all(&w, &model);
 }

@@ -1414,7 +1414,11 @@ fn route_batch(
     // 4: rows. The changes themselves, in log order.
     let mut h = Holdings::default();
     for e in &entries {
-        for ch in e.wire() {
+        let wire = e.wire();
+        if wire.is_empty() {
+            gone_before_routing(&pass, e, &mut h)?;
+        }
+        for ch in wire {
             route_change(&pass, e, &ch, &mut h, out)?;
         }
     }
@@ -1445,6 +1449,31 @@ fn route_batch(
         }
     }
     h.save(conn)
+}
+
+/// A node's insert whose row central deleted before this pass routed it has nothing to
+/// send, but the node still holds the row it made: it is recorded as a holder, so the
+/// delete later in the log reaches it. (Routing usually follows the merge in the same dock;
+/// a dock that only downloads, or a crash between the merge and the routing, lets central's
+/// own writes come in between.)
+fn gone_before_routing(pass: &Pass<'_>, e: &Logged, h: &mut Holdings) -> Result<()> {
+    let Some(node) = e.base.o.as_deref() else {
+        return Ok(());
+    };
+    if e.target.is_some()
+        || e.base.op != Op::I
+        || pass.plan.visibility(&e.base.t) != Visibility::Limited
+        || !pass
+            .nodes
+            .iter()
+            .any(|n| n.name == node && e.base.pos > n.routed_pos)
+    {
+        return Ok(());
+    }
+    let key = (e.base.t.clone(), e.base.key_text());
+    h.held(pass.conn, &key)?.insert(node.to_string());
+    h.later.push((key, node.to_string()));
+    Ok(())
 }
 
 /// A journal entry that changed central's data (not a marker, statement or corrective
