@@ -30,7 +30,7 @@
 //!
 //! `BERTH_SIM_SEEDS=N` runs more seeds (CI runs 3: 5-25 s in debug here, by disk load);
 //! `BERTH_SIM_SEED=S` replays one; every failing seed is listed at the end with its replay
-//! line. 1,000 seeds ran with no invariant broken in 15 min 48 s in release on one core
+//! line. 1,000 seeds ran with no invariant broken in 17 min 13 s in release on one core
 //! (about 1 s a seed, with `TMPDIR` on a tmpfs: the sites' fsyncs make it up to 5x slower on
 //! a busy disk); the figures are in docs/BENCHMARKS.md, section 7.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
