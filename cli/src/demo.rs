@@ -305,17 +305,13 @@ fn value(site: &Site, sql: &str) -> Result<String> {
 
 /// Rows in the site's own tables (not berth's).
 fn user_rows(site: &Site) -> Result<i64> {
-    let mut st = site.conn.prepare(
-        "SELECT name FROM sqlite_master WHERE type = 'table'
-          AND name NOT LIKE 'berth\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
-    )?;
-    let tables: Vec<String> = st
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     let mut n = 0;
-    for t in tables {
+    for t in berth_engine::schema::tables(&site.conn)? {
         let c: i64 = site.conn.query_row(
-            &format!("SELECT COUNT(*) FROM \"{}\"", t.replace('"', "\"\"")),
+            &format!(
+                "SELECT COUNT(*) FROM {}",
+                berth_engine::store::ident(&t.name)
+            ),
             [],
             |r| r.get(0),
         )?;

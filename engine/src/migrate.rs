@@ -552,20 +552,19 @@ const MAX_SUBMITTED: u64 = 64 << 20;
 /// its SQL must lead to the checksum it promises. It is then applied and journaled.
 pub fn accept(site: &mut Site, file: &Path) -> Result<Accepted> {
     site.require(Role::Central)?;
-    let sub = crate::submission::Submission::open(site, file, KIND_MIGRATION, "migration")?;
-    let (label, man, key) = (sub.label.clone(), sub.manifest.clone(), sub.key.clone());
-    if let Some(p) = crate::peer::get(&site.conn, &man.sender.site)?
-        && p.public_key != key.to_hex()
+    let mut sub = crate::submission::Submission::open(site, file, KIND_MIGRATION, "migration")?;
+    let submitter = sub.manifest.sender.site.clone();
+    if let Some(p) = crate::peer::get(&site.conn, &submitter)?
+        && p.public_key != sub.key.to_hex()
     {
         return Err(sub.refused(format!(
-            "signed by a key that is not the one registered for {}",
-            man.sender.site
+            "signed by a key that is not the one registered for {submitter}"
         )));
     }
     let mut verified = sub.verify(KIND_MIGRATION)?;
     let body = verified.read_entry(SUBMIT_ENTRY, MAX_SUBMITTED)?;
     let m: Migration = serde_json::from_slice(&body).map_err(|e| EngineError::BadPayload {
-        bundle: label.clone(),
+        bundle: sub.label.clone(),
         entry: SUBMIT_ENTRY.into(),
         reason: e.to_string(),
     })?;
@@ -580,8 +579,8 @@ pub fn accept(site: &mut Site, file: &Path) -> Result<Accepted> {
     apply_here(site, &m)?;
     Ok(Accepted {
         migration: m,
-        submitter: man.sender.site.clone(),
-        key_id: key.key_id().to_string(),
+        submitter,
+        key_id: sub.key.key_id().to_string(),
     })
 }
 

@@ -9,7 +9,7 @@ use berth_bundle::{Bundle, Limits, Manifest, PublicKey, TrustedKey, TrustedKeys,
 use std::fs::File;
 use std::path::Path;
 
-/// A submitted bundle, opened and addressed to this site, not verified yet.
+/// A submitted bundle, opened and addressed to this site; verified by [`Submission::verify`].
 pub(crate) struct Submission {
     /// The file name, for messages.
     pub label: String,
@@ -17,7 +17,8 @@ pub(crate) struct Submission {
     pub manifest: Manifest,
     /// The key it says signed it (`[extensions.<kind>] public_key`).
     pub key: PublicKey,
-    bundle: Bundle<berth_bundle::Unverified, File>,
+    /// Until it is verified.
+    bundle: Option<Bundle<berth_bundle::Unverified, File>>,
 }
 
 impl Submission {
@@ -55,7 +56,7 @@ impl Submission {
             label,
             manifest,
             key,
-            bundle,
+            bundle: Some(bundle),
         })
     }
 
@@ -67,14 +68,19 @@ impl Submission {
         }
     }
 
-    /// Verifies the bundle with the key it names, allowing entries of `kind` only.
-    pub(crate) fn verify(self, kind: &str) -> Result<Bundle<Verified, File>> {
+    /// Verifies the bundle with the key it names, allowing entries of `kind` only. Once:
+    /// the verified bundle is handed over.
+    pub(crate) fn verify(&mut self, kind: &str) -> Result<Bundle<Verified, File>> {
+        let bundle = self
+            .bundle
+            .take()
+            .ok_or_else(|| self.refused("verified twice".into()))?;
         let mut trust = TrustedKeys::new();
         trust.add(TrustedKey {
             public: self.key.clone(),
             site: self.manifest.sender.site.clone(),
             kinds: Some([kind.to_string()].into_iter().collect()),
         });
-        Ok(self.bundle.verify(&trust)?)
+        Ok(bundle.verify(&trust)?)
     }
 }

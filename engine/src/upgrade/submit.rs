@@ -109,44 +109,36 @@ pub struct AcceptedPackage {
 /// [`publish`] does. Nothing is stored when any check fails.
 pub fn accept(site: &mut Site, file: &Path) -> Result<AcceptedPackage> {
     site.require(Role::Central)?;
-    let sub = crate::submission::Submission::open(site, file, KIND_PACKAGE, "package")?;
-    let key = sub.key.clone();
+    let mut sub = crate::submission::Submission::open(site, file, KIND_PACKAGE, "package")?;
     let admin = crate::keychain::admins(&site.conn)?
         .into_iter()
-        .find(|a| a.public_key == key.to_hex())
+        .find(|a| a.public_key == sub.key.to_hex())
         .ok_or_else(|| {
             sub.refused(format!(
                 "signed by key {}, which is not a registered admin key: only central or an admin key may publish (register it with `berth keys admin`)",
-                key.key_id()
+                sub.key.key_id()
             ))
         })?;
-    let (label, man) = (sub.label.clone(), sub.manifest.clone());
-    let refused = |reason: String| EngineError::Refused {
-        bundle: label.clone(),
-        reason,
-    };
     let mut verified = sub.verify(KIND_PACKAGE)?;
     // The package's name is only known from its TOML: the one `package.toml` entry.
-    let toc = man
+    let toc = sub
+        .manifest
         .entries
         .iter()
         .map(|e| e.name.as_str())
         .find(|n| n.starts_with("payload/upgrade/") && n.ends_with("/package.toml"))
-        .ok_or_else(|| refused("the bundle holds no package.toml".into()))?
+        .ok_or_else(|| sub.refused("the bundle holds no package.toml".into()))?
         .to_string();
     let text = verified.read_entry(&toc, super::MAX_TOC_BYTES)?;
     let text = String::from_utf8(text).map_err(|_| EngineError::BadPayload {
-        bundle: label.clone(),
+        bundle: sub.label.clone(),
         entry: toc.clone(),
         reason: "package.toml is not UTF-8".into(),
     })?;
     let pkg = Package::from_toml(&text, &toc)?;
     pkg.validate(false)?;
     if toc != toc_entry(&pkg.name) {
-        return Err(refused(format!(
-            "{toc} does not belong to package {:?}",
-            pkg.name
-        )));
+        return Err(sub.refused(format!("{toc} does not belong to package {:?}", pkg.name)));
     }
     // Staged in the site's folder; `publish` copies from there and the folder goes.
     let staging = site.folder("upgrade");
