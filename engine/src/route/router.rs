@@ -932,14 +932,11 @@ impl<'a> Pass<'a> {
         Ok(seen)
     }
 
-    /// Visibility of every instance of every object for the pass's nodes (enrollment,
-    /// resynchronisation): rules evaluated without restriction, then support spread along
-    /// the edges from what is visible. Returns the ids of every instance too.
-    fn evaluate_all(&self) -> Result<Seen> {
+    /// The first round of an evaluation over every instance: what the SQL rules make
+    /// visible to the pass's nodes (object -> id -> nodes).
+    fn rule_round(&self) -> Result<Seen> {
         let conn = self.conn;
         let known: HashSet<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-        // Candidates per round: object -> id -> nodes. The SQL rules give the first round;
-        // each round then follows the edges from what became visible in the last one.
         let mut round: Seen = vec![BTreeMap::new(); self.n_obj()];
         for (oi, o) in self.plan.objects.iter().enumerate() {
             for rule in &o.rules {
@@ -966,6 +963,98 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+        Ok(round)
+    }
+
+    /// What the pass's one node sees, evaluated over every instance (enrollment), into
+    /// `temp.berth_seen(obj, id)`. The same answer as [`Pass::evaluate_all`], computed by
+    /// SQLite in rounds of set-based statements instead of key texts through Rust maps:
+    /// each round follows every mapping's edges from what became visible in the last one
+    /// (one join per mapping), and a candidate counts once it names a row of its primary
+    /// table; only then does it spread.
+    fn evaluate_one(&self) -> Result<()> {
+        let conn = self.conn;
+        let seeds: Vec<BTreeSet<Id>> = self
+            .rule_round()?
+            .into_iter()
+            .map(|ids| ids.into_keys().collect())
+            .collect();
+        load_keys(conn, &seeds)?;
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS berth_seen(obj INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (obj, id)) WITHOUT ROWID;
+             CREATE TEMP TABLE IF NOT EXISTS berth_fresh(obj INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (obj, id)) WITHOUT ROWID;
+             CREATE TEMP TABLE IF NOT EXISTS berth_reached(obj INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (obj, id)) WITHOUT ROWID;
+             DELETE FROM temp.berth_seen; DELETE FROM temp.berth_fresh;",
+        )?;
+        // The id's value (as `load_ids` binds it, `id_value`) names a row of the primary
+        // table of object `oi`. Object indexes and mapping names are written into the SQL:
+        // bound, they would make SQLite re-plan at every binding (STAT4).
+        let exists = |oi: usize, id: &str| {
+            let o = &self.plan.objects[oi].r;
+            format!(
+                "EXISTS (SELECT 1 FROM {t} p WHERE p.{k} = json_extract({id}, '$[0]'))",
+                t = ident(&o.primary_table),
+                k = ident(&o.primary_key)
+            )
+        };
+        for oi in 0..self.n_obj() {
+            conn.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO temp.berth_fresh(obj, id)
+                     SELECT s.obj, s.id FROM temp.berth_route_keys s WHERE s.obj = {oi} AND {}",
+                    exists(oi, "s.id")
+                ),
+                [],
+            )?;
+        }
+        loop {
+            conn.execute_batch(
+                "INSERT INTO temp.berth_seen(obj, id) SELECT obj, id FROM temp.berth_fresh;
+                 DELETE FROM temp.berth_reached;",
+            )?;
+            for m in &self.plan.maps {
+                conn.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO temp.berth_reached(obj, id)
+                         SELECT {dep}, e.dep_id FROM temp.berth_fresh v
+                          CROSS JOIN berth_edges e ON e.map = {name} AND e.sup_id = v.id
+                          WHERE v.obj = {sup}",
+                        dep = m.dep,
+                        sup = m.sup,
+                        name = store::literal(&m.name)
+                    ),
+                    [],
+                )?;
+            }
+            conn.execute("DELETE FROM temp.berth_fresh", [])?;
+            let mut grew = false;
+            for oi in 0..self.n_obj() {
+                grew |= conn.execute(
+                    &format!(
+                        "INSERT INTO temp.berth_fresh(obj, id)
+                         SELECT r.obj, r.id FROM temp.berth_reached r
+                          WHERE r.obj = {oi}
+                            AND NOT EXISTS (SELECT 1 FROM temp.berth_seen x WHERE x.obj = {oi} AND x.id = r.id)
+                            AND {}",
+                        exists(oi, "r.id")
+                    ),
+                    [],
+                )? > 0;
+            }
+            if !grew {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Visibility of every instance of every object for the pass's nodes (enrollment,
+    /// resynchronisation): rules evaluated without restriction, then support spread along
+    /// the edges from what is visible. Returns the ids of every instance too.
+    fn evaluate_all(&self) -> Result<Seen> {
+        let conn = self.conn;
+        // Candidates per round: object -> id -> nodes. The SQL rules give the first round;
+        // each round then follows the edges from what became visible in the last one.
+        let mut round = self.rule_round()?;
         let mut seen: Seen = vec![BTreeMap::new(); self.n_obj()];
         let mut exists: HashMap<(usize, Id), bool> = HashMap::new();
         loop {
@@ -1946,28 +2035,30 @@ pub fn enroll(
         conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
     }
     // Other nodes' instances are outside this evaluation: it only reads the edges.
-    let seen = pass.evaluate_all()?;
-    let mut ids = vec![BTreeSet::new(); plan.objects.len()];
-    for (oi, found) in seen.iter().enumerate() {
-        for (id, nodes) in found {
-            if nodes.contains(&node.name) {
-                ids[oi].insert(id.clone());
-            }
-        }
-        // In key order and in bulk: the new node's instances form one range of the index.
-        bulk_insert(
-            conn,
-            "INSERT OR IGNORE INTO berth_instances(obj, id, node) SELECT ?1, value, ?2 FROM json_each(?3)",
-            &plan.objects[oi].r.name,
-            &node.name,
-            ids[oi].iter(),
+    pass.evaluate_one()?;
+    // Its instances, in key order: one range of the index per object.
+    let mut any = vec![false; plan.objects.len()];
+    for (oi, o) in plan.objects.iter().enumerate() {
+        conn.execute(
+            "INSERT OR IGNORE INTO berth_instances(obj, id, node)
+             SELECT ?1, id, ?2 FROM temp.berth_seen WHERE obj = ?3 ORDER BY id",
+            params![o.r.name, node.name, oi as i64],
+        )?;
+        any[oi] = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM temp.berth_seen WHERE obj = ?1)",
+            params![oi as i64],
+            |r| r.get(0),
         )?;
     }
-    load_ids(conn, &ids)?;
+    // The member queries read the ids' values (as `load_ids` binds them).
+    conn.execute_batch(
+        "DELETE FROM temp.berth_route_ids;
+         INSERT INTO temp.berth_route_ids(obj, id) SELECT obj, json_extract(id, '$[0]') FROM temp.berth_seen;",
+    )?;
     let mut sent: HashMap<&str, HashSet<String>> = HashMap::new();
     let mut count = 0u64;
     for (oi, o) in plan.objects.iter().enumerate() {
-        if ids[oi].is_empty() {
+        if !any[oi] {
             continue;
         }
         each_member_row(conn, &o.r, oi, true, |m, names, k, r| {
@@ -2035,4 +2126,125 @@ pub fn request_resync(conn: &Connection) -> Result<()> {
 /// The plan for `model`, if there is one.
 pub fn plan_for(conn: &Connection, model: Option<&DockingModel>) -> Result<Option<Plan>> {
     model.map(|m| Plan::new(conn, m)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Groups seen through permissions, items through their group, and a group through any
+    /// of its items that its owner sees (a cycle). No foreign keys: permissions and items
+    /// may name groups that do not exist, and such an id must not spread.
+    const MODEL: &str = r#"
+version = 1
+[nodes]
+attributes = ["employee"]
+[tables]
+grp = { visibility = "limited" }
+item = { visibility = "limited" }
+perm = { visibility = "limited" }
+[[object]]
+name = "group"
+primary_table = "grp"
+[[object.member]]
+table = "perm"
+vis_event = true
+paths = [["perm.grp_id -> grp.id"]]
+[[object.rule]]
+sql = "SELECT 'X' FROM perm WHERE grp_id = :primary_row_id AND emp = :attr_employee"
+set_sql = "SELECT p.grp_id, na.node_id FROM perm p JOIN berth_node_attr na ON na.name = 'employee' AND na.value = p.emp"
+[[object.rule]]
+object = "item"
+sql = "SELECT id FROM item WHERE grp_id = :primary_row_id"
+set_sql = "SELECT grp_id, id FROM item WHERE grp_id IS NOT NULL AND owner IS NOT NULL"
+[[object]]
+name = "item"
+primary_table = "item"
+[[object.rule]]
+sql = "SELECT 'X' FROM item WHERE id = :primary_row_id AND owner = :attr_employee"
+set_sql = "SELECT i.id, na.node_id FROM item i JOIN berth_node_attr na ON na.name = 'employee' AND na.value = i.owner"
+[[object.rule]]
+object = "group"
+sql = "SELECT grp_id FROM item WHERE id = :primary_row_id"
+set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
+"#;
+
+    fn central(perms: &[(u8, u8)], items: &[(u8, u8, Option<u8>)], groups: u8) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(store::DDL).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE grp(id TEXT PRIMARY KEY);
+             CREATE TABLE item(id INTEGER PRIMARY KEY, grp_id TEXT, owner TEXT);
+             CREATE TABLE perm(grp_id TEXT, emp TEXT, PRIMARY KEY (grp_id, emp));",
+        )
+        .unwrap();
+        for g in 0..groups {
+            conn.execute("INSERT INTO grp VALUES (?1)", [format!("G{g}")])
+                .unwrap();
+        }
+        for (g, e) in perms {
+            conn.execute(
+                "INSERT OR IGNORE INTO perm VALUES (?1, ?2)",
+                [format!("G{g}"), format!("E{e}")],
+            )
+            .unwrap();
+        }
+        for (i, (g, _, owner)) in items.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO item VALUES (?1, ?2, ?3)",
+                params![i as i64, format!("G{g}"), owner.map(|o| format!("E{o}"))],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The set-based evaluation of one node gives exactly the instances the general
+        /// evaluation gives that node, dangling ids and the cycle included.
+        #[test]
+        fn one_node_evaluation_matches_the_general_one(
+            groups in 0u8..8,
+            perms in proptest::collection::vec((0u8..10, 0u8..3), 0..12),
+            items in proptest::collection::vec((0u8..10, 0u8..1, proptest::option::of(0u8..3)), 0..20),
+            emp in 0u8..3,
+        ) {
+            let conn = central(&perms, &items, groups);
+            let model = DockingModel::from_toml(MODEL).unwrap();
+            let plan = Plan::new(&conn, &model).unwrap();
+            let node = NodeState {
+                name: "n".into(),
+                attrs: BTreeMap::from([("employee".to_string(), format!("E{emp}"))]),
+                routed_pos: 0,
+                ppos: 0,
+            };
+            let nodes = std::slice::from_ref(&node);
+            identify(&conn, nodes).unwrap();
+            let pass = Pass { conn: &conn, plan: &plan, nodes, eval: Evaluation::Set };
+            pass.refresh_edges(&vec![BTreeSet::new(); plan.objects.len()], &vec![true; plan.maps.len()])
+                .unwrap();
+            let general: BTreeSet<(i64, String)> = pass
+                .evaluate_all()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .flat_map(|(oi, ids)| {
+                    ids.iter()
+                        .filter(|(_, nodes)| nodes.contains("n"))
+                        .map(move |(id, _)| (oi as i64, id.clone()))
+                })
+                .collect();
+            pass.evaluate_one().unwrap();
+            let one: BTreeSet<(i64, String)> = conn
+                .prepare("SELECT obj, id FROM temp.berth_seen")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            prop_assert_eq!(one, general);
+        }
+    }
 }
