@@ -10,7 +10,7 @@ use crate::peer::{self, Peer};
 use crate::progress::Tracker;
 use crate::route::model::Visibility;
 use crate::site::{Role, Site, check_name};
-use crate::value::{Row, from_sql};
+use crate::value::Row;
 use crate::{capture, schema, store};
 use berth_bundle::{
     Bundle, Limits, PublicKey, StreamPosition, TrustedKey, TrustedKeys, Verified, naming,
@@ -150,8 +150,7 @@ pub fn add_node(
                     }
                     serde_json::to_writer(&mut w, c).map_err(|e| io(e.into()))?;
                     w.write_all(b":").map_err(io)?;
-                    serde_json::to_writer(&mut w, &from_sql(r.get_ref(at + i)?))
-                        .map_err(|e| io(e.into()))?;
+                    crate::value::write_json(&mut w, r.get_ref(at + i)?).map_err(io)?;
                 }
                 w.write_all(b"}}\n").map_err(io)?;
                 rows += 1;

@@ -2057,21 +2057,45 @@ pub fn enroll(
     )?;
     let mut sent: HashMap<&str, HashSet<String>> = HashMap::new();
     let mut count = 0u64;
+    let mut key = Vec::new();
     for (oi, o) in plan.objects.iter().enumerate() {
         if !any[oi] {
             continue;
         }
-        each_member_row(conn, &o.r, oi, true, |m, names, k, r| {
+        for m in &o.r.members {
             if plan.visibility(&m.table) != Visibility::Limited {
-                return Ok(());
+                continue;
             }
-            let key = serde_json::to_string(&k).unwrap_or_default();
-            if !sent.entry(m.table.as_str()).or_default().insert(key) {
-                return Ok(());
+            let held = sent.entry(m.table.as_str()).or_default();
+            let n = m.key.len();
+            for sql in member_sql(&o.r, m, true) {
+                let mut st = conn.prepare_cached(&sql)?;
+                let names: Vec<String> =
+                    st.column_names().skip(n + 1).map(str::to_string).collect();
+                let mut rows = st.query(params![oi as i64])?;
+                while let Some(r) = rows.next()? {
+                    // The key text as `serde_json` writes the key's values (`Id`), written
+                    // straight from the row.
+                    key.clear();
+                    key.push(b'[');
+                    for i in 0..n {
+                        if i > 0 {
+                            key.push(b',');
+                        }
+                        // Writing into a Vec cannot fail.
+                        let _ = crate::value::write_json(&mut key, r.get_ref(i)?);
+                    }
+                    key.push(b']');
+                    let text = std::str::from_utf8(&key).unwrap_or_default();
+                    if held.contains(text) {
+                        continue;
+                    }
+                    held.insert(text.to_string());
+                    count += 1;
+                    sink(&m.table, &names, r, n + 1)?;
+                }
             }
-            count += 1;
-            sink(&m.table, names, r, m.key.len() + 1)
-        })?;
+        }
     }
     // The rows it holds, recorded per table in key order and in bulk (one statement per
     // chunk instead of one per row: this record is most of the extract's own cost).
