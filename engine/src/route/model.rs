@@ -222,31 +222,44 @@ impl fmt::Display for Join {
 }
 
 impl Join {
-    /// Parses `"table.column -> table.column"`.
+    /// Parses `"table.column -> table.column"`, or `"table.(a, b) -> table.(c, d)"` for a
+    /// reference on several columns (as `Display` writes it and `docking check` suggests).
     pub fn parse(text: &str) -> Result<Join, &'static str> {
         let (l, r) = text
             .split_once("->")
             .ok_or("the two sides must be separated by \"->\"")?;
-        let side = |s: &str| -> Result<(String, String), &'static str> {
+        let side = |s: &str| -> Result<(String, Vec<String>), &'static str> {
             let (t, c) = s
                 .trim()
                 .split_once('.')
-                .ok_or("each side must be table.column")?;
+                .ok_or("each side must be table.column or table.(column, ...)")?;
             let (t, c) = (t.trim(), c.trim());
-            if !is_identifier(t) || !is_identifier(c) {
+            let columns: Vec<String> = match c.strip_prefix('(') {
+                Some(list) => list
+                    .strip_suffix(')')
+                    .ok_or("a column list must end with \")\"")?
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .collect(),
+                None => vec![c.to_string()],
+            };
+            if !is_identifier(t) || !columns.iter().all(|c| is_identifier(c)) {
                 return Err(
                     "table and column names must be plain identifiers (letters, digits, _)",
                 );
             }
-            Ok((t.to_string(), c.to_string()))
+            Ok((t.to_string(), columns))
         };
         let (ft, fc) = side(l)?;
         let (tt, tc) = side(r)?;
+        if fc.len() != tc.len() {
+            return Err("the two sides must name as many columns each");
+        }
         Ok(Join {
             from_table: ft,
-            from_columns: vec![fc],
+            from_columns: fc,
             to_table: tt,
-            to_columns: vec![tc],
+            to_columns: tc,
         })
     }
 }
@@ -928,7 +941,16 @@ set_sql = "SELECT 1, 2"
     fn join_text_round_trips() {
         let j = Join::parse(" a.x ->b.y ").unwrap();
         assert_eq!(j.to_string(), "a.x -> b.y");
+        // Several columns, as `docking check` suggests them.
+        let j = Join::parse("note.(grp_id, n) -> part.( grp_id,n )").unwrap();
+        assert_eq!(j.from_columns, ["grp_id", "n"]);
+        assert_eq!(j.to_columns, ["grp_id", "n"]);
+        assert_eq!(Join::parse(&j.to_string()).unwrap(), j);
         for bad in [
+            "a.(x, y) -> b.z",
+            "a.(x, y -> b.(z, w)",
+            "a.(x,) -> b.(z, w)",
+            "a.() -> b.()",
             "a.x b.y",
             "a -> b.y",
             "a.x -> b",

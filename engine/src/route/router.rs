@@ -1658,6 +1658,56 @@ fn member_sql(o: &ResolvedObject, m: &ResolvedMember, whole_row: bool) -> Vec<St
         .collect()
 }
 
+/// One query for the rows of a member table held through any of `members` (the table as a
+/// member of several objects, each with its paths): `SELECT <key columns>, t0.* FROM table
+/// t0 WHERE <path> OR <path> ...`, each path written as nested `IN` subqueries from the
+/// member row to the instances of its object in `temp.berth_route_ids`, so SQLite reads
+/// each row once (through the index of each referencing column). `None` when a path joins
+/// on several columns at once, which `IN` cannot say.
+fn held_rows_sql(plan: &Plan, members: &[(usize, &ResolvedMember)]) -> Option<String> {
+    let (_, first) = members.first()?;
+    let mut terms = Vec::new();
+    for &(oi, m) in members {
+        let o = &plan.objects[oi].r;
+        let ids = format!("(SELECT id FROM temp.berth_route_ids WHERE obj = +{oi})");
+        let paths: Vec<Option<usize>> = if m.paths.is_empty() {
+            vec![None]
+        } else {
+            (0..m.paths.len()).map(Some).collect()
+        };
+        for p in paths {
+            let js = joins(m, p);
+            // From the primary table back to the member table: at hop k, the condition on
+            // alias tk that the row is on the way to one of the instances.
+            let mut cond = format!("t{}.{} IN {ids}", js.len(), ident(&o.primary_key));
+            for (k, j) in js.iter().enumerate().rev() {
+                let ([from], [to]) = (&j.from_columns[..], &j.to_columns[..]) else {
+                    return None;
+                };
+                cond = format!(
+                    "t{k}.{} IN (SELECT t{n}.{} FROM {} t{n} WHERE {cond})",
+                    ident(from),
+                    ident(to),
+                    ident(&j.to_table),
+                    n = k + 1
+                );
+            }
+            terms.push(cond);
+        }
+    }
+    let keys: Vec<String> = first
+        .key
+        .iter()
+        .map(|k| format!("t0.{}", ident(k)))
+        .collect();
+    Some(format!(
+        "SELECT {}, t0.* FROM {} t0 WHERE {}",
+        keys.join(", "),
+        ident(&first.table),
+        terms.join("\n OR ")
+    ))
+}
+
 /// The nodes that should hold a row now (after the instance set is up to date).
 fn desired<'h>(
     pass: &Pass<'_>,
@@ -2055,52 +2105,73 @@ pub fn enroll(
         "DELETE FROM temp.berth_route_ids;
          INSERT INTO temp.berth_route_ids(obj, id) SELECT obj, json_extract(id, '$[0]') FROM temp.berth_seen;",
     )?;
-    let mut sent: HashMap<&str, HashSet<String>> = HashMap::new();
-    let mut count = 0u64;
-    let mut key = Vec::new();
+    // Every limited member table once, with the paths of all the objects it belongs to:
+    // one query per table where they allow it (no row read twice, none to drop), else one
+    // per path with the repeats dropped by key.
+    let mut tables: BTreeMap<&str, Vec<(usize, &ResolvedMember)>> = BTreeMap::new();
     for (oi, o) in plan.objects.iter().enumerate() {
         if !any[oi] {
             continue;
         }
         for m in &o.r.members {
-            if plan.visibility(&m.table) != Visibility::Limited {
-                continue;
-            }
-            let held = sent.entry(m.table.as_str()).or_default();
-            let n = m.key.len();
-            for sql in member_sql(&o.r, m, true) {
-                let mut st = conn.prepare_cached(&sql)?;
-                let names: Vec<String> =
-                    st.column_names().skip(n + 1).map(str::to_string).collect();
-                let mut rows = st.query(params![oi as i64])?;
-                while let Some(r) = rows.next()? {
-                    // The key text as `serde_json` writes the key's values (`Id`), written
-                    // straight from the row.
-                    key.clear();
-                    key.push(b'[');
-                    for i in 0..n {
-                        if i > 0 {
-                            key.push(b',');
-                        }
-                        // Writing into a Vec cannot fail.
-                        let _ = crate::value::write_json(&mut key, r.get_ref(i)?);
-                    }
-                    key.push(b']');
-                    let text = std::str::from_utf8(&key).unwrap_or_default();
-                    if held.contains(text) {
-                        continue;
-                    }
-                    held.insert(text.to_string());
-                    count += 1;
-                    sink(&m.table, &names, r, n + 1)?;
-                }
+            if plan.visibility(&m.table) == Visibility::Limited {
+                tables.entry(m.table.as_str()).or_default().push((oi, m));
             }
         }
     }
-    // The rows it holds, recorded per table in key order and in bulk (one statement per
-    // chunk instead of one per row: this record is most of the extract's own cost).
-    for (table, keys) in sent {
-        let mut keys: Vec<String> = keys.into_iter().collect();
+    let mut count = 0u64;
+    let mut key = Vec::new();
+    for (table, members) in tables {
+        let n = members[0].1.key.len();
+        let (queries, unique) = match held_rows_sql(plan, &members) {
+            Some(sql) => (vec![(sql, None)], true),
+            None => (
+                members
+                    .iter()
+                    .flat_map(|&(oi, m)| {
+                        member_sql(&plan.objects[oi].r, m, true)
+                            .into_iter()
+                            .map(move |sql| (sql, Some(oi)))
+                    })
+                    .collect(),
+                false,
+            ),
+        };
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut keys: Vec<String> = Vec::new();
+        for (sql, oi) in queries {
+            let mut st = conn.prepare_cached(&sql)?;
+            // Per-path queries carry the primary id after the key columns.
+            let at = if oi.is_some() { n + 1 } else { n };
+            let names: Vec<String> = st.column_names().skip(at).map(str::to_string).collect();
+            let mut rows = match oi {
+                Some(oi) => st.query(params![oi as i64])?,
+                None => st.query([])?,
+            };
+            while let Some(r) = rows.next()? {
+                // The key text as `serde_json` writes the key's values (`Id`), written
+                // straight from the row.
+                key.clear();
+                key.push(b'[');
+                for i in 0..n {
+                    if i > 0 {
+                        key.push(b',');
+                    }
+                    // Writing into a Vec cannot fail.
+                    let _ = crate::value::write_json(&mut key, r.get_ref(i)?);
+                }
+                key.push(b']');
+                let text = String::from_utf8_lossy(&key).into_owned();
+                if !unique && !seen.insert(text.clone()) {
+                    continue;
+                }
+                keys.push(text);
+                count += 1;
+                sink(table, &names, r, at)?;
+            }
+        }
+        // The rows it holds, recorded per table in key order and in bulk (one statement per
+        // chunk instead of one per row: this record is a large part of the extract's cost).
         keys.sort_unstable();
         bulk_insert(
             conn,
@@ -2168,6 +2239,8 @@ attributes = ["employee"]
 grp = { visibility = "limited" }
 item = { visibility = "limited" }
 perm = { visibility = "limited" }
+part = { visibility = "limited" }
+part_note = { visibility = "limited" }
 [[object]]
 name = "group"
 primary_table = "grp"
@@ -2175,6 +2248,17 @@ primary_table = "grp"
 table = "perm"
 vis_event = true
 paths = [["perm.grp_id -> grp.id"]]
+[[object.member]]
+table = "item"
+vis_event = false
+paths = [["item.grp_id -> grp.id"]]
+[[object.member]]
+table = "part"
+vis_event = false
+[[object.member]]
+table = "part_note"
+vis_event = false
+paths = [["part_note.grp_id -> grp.id"], ["part_note.(grp_id, n) -> part.(grp_id, n)", "part.grp_id -> grp.id"]]
 [[object.rule]]
 sql = "SELECT 'X' FROM perm WHERE grp_id = :primary_row_id AND emp = :attr_employee"
 set_sql = "SELECT p.grp_id, na.node_id FROM perm p JOIN berth_node_attr na ON na.name = 'employee' AND na.value = p.emp"
@@ -2196,11 +2280,16 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
 
     fn central(perms: &[(u8, u8)], items: &[(u8, u8, Option<u8>)], groups: u8) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
+        // Dangling references on purpose.
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         conn.execute_batch(store::DDL).unwrap();
         conn.execute_batch(
             "CREATE TABLE grp(id TEXT PRIMARY KEY);
              CREATE TABLE item(id INTEGER PRIMARY KEY, grp_id TEXT, owner TEXT);
-             CREATE TABLE perm(grp_id TEXT, emp TEXT, PRIMARY KEY (grp_id, emp));",
+             CREATE TABLE perm(grp_id TEXT, emp TEXT, PRIMARY KEY (grp_id, emp));
+             CREATE TABLE part(grp_id TEXT REFERENCES grp(id), n INTEGER, PRIMARY KEY (grp_id, n));
+             CREATE TABLE part_note(id INTEGER PRIMARY KEY, grp_id TEXT REFERENCES grp(id), n INTEGER,
+                                    FOREIGN KEY (grp_id, n) REFERENCES part(grp_id, n));",
         )
         .unwrap();
         for g in 0..groups {
@@ -2214,10 +2303,22 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
             )
             .unwrap();
         }
-        for (i, (g, _, owner)) in items.iter().enumerate() {
+        for (i, (g, n, owner)) in items.iter().enumerate() {
             conn.execute(
                 "INSERT INTO item VALUES (?1, ?2, ?3)",
                 params![i as i64, format!("G{g}"), owner.map(|o| format!("E{o}"))],
+            )
+            .unwrap();
+            // Parts of groups (some of groups that do not exist), and notes on parts (some
+            // on parts that do not exist): the composite path.
+            conn.execute(
+                "INSERT OR IGNORE INTO part VALUES (?1, ?2)",
+                params![format!("G{}", g % 6), n],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO part_note VALUES (?1, ?2, ?3)",
+                params![i as i64, format!("G{}", (g + i as u8) % 7), (i % 2) as i64],
             )
             .unwrap();
         }
@@ -2232,7 +2333,7 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
         fn one_node_evaluation_matches_the_general_one(
             groups in 0u8..8,
             perms in proptest::collection::vec((0u8..10, 0u8..3), 0..12),
-            items in proptest::collection::vec((0u8..10, 0u8..1, proptest::option::of(0u8..3)), 0..20),
+            items in proptest::collection::vec((0u8..10, 0u8..2, proptest::option::of(0u8..3)), 0..20),
             emp in 0u8..3,
         ) {
             let conn = central(&perms, &items, groups);
@@ -2270,5 +2371,83 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
                 .unwrap();
             prop_assert_eq!(one, general);
         }
+
+        /// Enrollment writes each row the node holds once and records exactly those rows:
+        /// the rows of its instances as the per-path queries find them (`desired_rows`),
+        /// through a table that belongs to two objects and a path on a composite key.
+        #[test]
+        fn enrollment_records_and_writes_exactly_the_held_rows(
+            groups in 0u8..8,
+            perms in proptest::collection::vec((0u8..10, 0u8..3), 0..12),
+            items in proptest::collection::vec((0u8..10, 0u8..2, proptest::option::of(0u8..3)), 0..20),
+            emp in 0u8..3,
+        ) {
+            let conn = central(&perms, &items, groups);
+            let model = DockingModel::from_toml(MODEL).unwrap();
+            let plan = Plan::new(&conn, &model).unwrap();
+            store::set_meta(&conn, "routing_resync", "1").unwrap();
+            let node = NodeState {
+                name: "n".into(),
+                attrs: BTreeMap::from([("employee".to_string(), format!("E{emp}"))]),
+                routed_pos: 0,
+                ppos: 0,
+            };
+            let mut written = Vec::new();
+            let count = enroll(&conn, &plan, &node, |table, names, row, at| {
+                let values: Vec<String> = (0..names.len())
+                    .map(|i| format!("{:?}", row.get_ref(at + i).map(from_sql)))
+                    .collect();
+                written.push((table.to_string(), names.to_vec(), values));
+                Ok(())
+            })
+            .unwrap();
+            let recorded: BTreeSet<(String, String)> = conn
+                .prepare("SELECT tbl, pk FROM berth_node_rows WHERE node = 'n'")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let nodes = std::slice::from_ref(&node);
+            let pass = Pass { conn: &conn, plan: &plan, nodes, eval: Evaluation::Set };
+            prop_assert_eq!(&recorded, &desired_rows(&pass, "n").unwrap());
+            prop_assert_eq!(count as usize, written.len());
+            prop_assert_eq!(written.len(), recorded.len());
+            let distinct: BTreeSet<_> = written.iter().collect();
+            prop_assert_eq!(distinct.len(), written.len(), "a row written twice");
+            // Whole rows: every column of the table, in order.
+            for (table, names, _) in &written {
+                let columns: Vec<String> = conn
+                    .prepare(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"))
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                prop_assert_eq!(names, &columns);
+            }
+        }
+    }
+
+    /// A path that joins on two columns at once cannot be written with `IN`: that table
+    /// is read path by path instead.
+    #[test]
+    fn composite_paths_are_read_path_by_path() {
+        let conn = central(&[], &[], 0);
+        let plan = Plan::new(&conn, &DockingModel::from_toml(MODEL).unwrap()).unwrap();
+        let group = &plan.objects[0].r;
+        let member = |t: &str| group.members.iter().find(|m| m.table == t).unwrap();
+        assert_eq!(
+            member("part_note").paths.len(),
+            2,
+            "direct, and through its part"
+        );
+        assert!(held_rows_sql(&plan, &[(0, member("part_note"))]).is_none());
+        let sql = held_rows_sql(
+            &plan,
+            &[(0, member("item")), (1, &plan.objects[1].r.members[0])],
+        )
+        .unwrap();
+        assert_eq!(sql.matches(" IN ").count(), 3, "{sql}");
     }
 }
