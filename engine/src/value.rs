@@ -60,6 +60,22 @@ pub fn write_json<W: std::io::Write>(out: &mut W, v: ValueRef<'_>) -> std::io::R
     done.map_err(std::io::Error::other)
 }
 
+/// Writes the key text of a row's key values into `out` (cleared first): what `serde_json`
+/// writes for the array of their wire forms, the text `berth_node_rows`, `berth_instances`
+/// and `berth_edges` store.
+pub fn write_key<'a>(out: &mut Vec<u8>, values: impl IntoIterator<Item = ValueRef<'a>>) {
+    out.clear();
+    out.push(b'[');
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing into a Vec cannot fail.
+        let _ = write_json(out, v);
+    }
+    out.push(b']');
+}
+
 /// Equality as SQLite would see it: 1 and 1.0 are the same number.
 pub fn same(a: &Json, b: &Json) -> bool {
     match (a, b) {
@@ -160,6 +176,11 @@ mod tests {
             ] {
                 proptest::prop_assert_eq!(written(v), serde_json::to_string(&from_sql(v)).unwrap());
             }
+            let key = [ValueRef::Text(text.as_bytes()), ValueRef::Integer(i), ValueRef::Real(f)];
+            let mut out = b"left over".to_vec();
+            write_key(&mut out, key);
+            let json: Vec<Json> = key.iter().map(|v| from_sql(*v)).collect();
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&json).unwrap());
         }
     }
 

@@ -48,6 +48,7 @@ use crate::error::{EngineError, Result};
 use crate::merge::apply::{Catalog, read_row};
 use crate::store::{self, ident};
 use crate::value::{Bind, Row, from_sql};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -141,6 +142,13 @@ fn col<'a>(row: &'a Row, c: &str) -> Option<&'a Json> {
 
 fn id_of(v: &Json) -> Id {
     serde_json::to_string(&[v]).unwrap_or_default()
+}
+
+/// `id_of(&from_sql(v))`, written straight from the value.
+fn id_text(v: ValueRef<'_>) -> Id {
+    let mut out = Vec::new();
+    crate::value::write_key(&mut out, [v]);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn id_value(id: &str) -> Json {
@@ -935,9 +943,18 @@ impl<'a> Pass<'a> {
     /// The first round of an evaluation over every instance: what the SQL rules make
     /// visible to the pass's nodes (object -> id -> nodes).
     fn rule_round(&self) -> Result<Seen> {
+        let mut round: Seen = vec![BTreeMap::new(); self.n_obj()];
+        self.rule_hits(|oi, id, node| {
+            round[oi].entry(id).or_default().insert(node.to_string());
+        })?;
+        Ok(round)
+    }
+
+    /// Calls `f(object, id, node)` for every instance an SQL rule makes visible to one of the
+    /// pass's nodes, evaluated over every instance.
+    fn rule_hits(&self, mut f: impl FnMut(usize, Id, &str)) -> Result<()> {
         let conn = self.conn;
         let known: HashSet<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-        let mut round: Seen = vec![BTreeMap::new(); self.n_obj()];
         for (oi, o) in self.plan.objects.iter().enumerate() {
             for rule in &o.rules {
                 match (&rule.set, self.eval) {
@@ -945,25 +962,26 @@ impl<'a> Pass<'a> {
                         let mut st = conn.prepare_cached(sql_body(set))?;
                         let mut rows = st.query([])?;
                         while let Some(r) = rows.next()? {
-                            if let Some(node) = from_sql(r.get_ref(1)?).as_str()
+                            // Node names are valid UTF-8 text (`enroll::check_name`).
+                            if let ValueRef::Text(t) = r.get_ref(1)?
+                                && let Ok(node) = std::str::from_utf8(t)
                                 && known.contains(node)
                             {
-                                let id = id_of(&from_sql(r.get_ref(0)?));
-                                round[oi].entry(id).or_default().insert(node.to_string());
+                                f(oi, id_text(r.get_ref(0)?), node);
                             }
                         }
                     }
                     _ => {
                         for id in &all_ids(conn, &o.r)? {
                             for node in self.rule_pairs(rule, id)? {
-                                round[oi].entry(id.clone()).or_default().insert(node);
+                                f(oi, id.clone(), &node);
                             }
                         }
                     }
                 }
             }
         }
-        Ok(round)
+        Ok(())
     }
 
     /// What the pass's one node sees, evaluated over every instance (enrollment), into
@@ -974,12 +992,20 @@ impl<'a> Pass<'a> {
     /// table; only then does it spread.
     fn evaluate_one(&self) -> Result<()> {
         let conn = self.conn;
-        let seeds: Vec<BTreeSet<Id>> = self
-            .rule_round()?
-            .into_iter()
-            .map(|ids| ids.into_keys().collect())
-            .collect();
-        load_keys(conn, &seeds)?;
+        let mut seeds: Vec<Vec<Id>> = vec![Vec::new(); self.n_obj()];
+        self.rule_hits(|oi, id, _| seeds[oi].push(id))?;
+        conn.execute("DELETE FROM temp.berth_route_keys", [])?;
+        for (oi, ids) in seeds.iter_mut().enumerate() {
+            ids.sort_unstable();
+            ids.dedup();
+            bulk_insert(
+                conn,
+                "INSERT INTO temp.berth_route_keys(obj, id) SELECT CAST(?1 AS INTEGER), value FROM json_each(?3)",
+                &oi.to_string(),
+                "",
+                ids.iter(),
+            )?;
+        }
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS berth_seen(obj INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (obj, id)) WITHOUT ROWID;
              CREATE TEMP TABLE IF NOT EXISTS berth_fresh(obj INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (obj, id)) WITHOUT ROWID;
@@ -2151,16 +2177,10 @@ pub fn enroll(
             while let Some(r) = rows.next()? {
                 // The key text as `serde_json` writes the key's values (`Id`), written
                 // straight from the row.
-                key.clear();
-                key.push(b'[');
-                for i in 0..n {
-                    if i > 0 {
-                        key.push(b',');
-                    }
-                    // Writing into a Vec cannot fail.
-                    let _ = crate::value::write_json(&mut key, r.get_ref(i)?);
-                }
-                key.push(b']');
+                let values = (0..n)
+                    .map(|i| r.get_ref(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                crate::value::write_key(&mut key, values);
                 let text = String::from_utf8_lossy(&key).into_owned();
                 if !unique && !seen.insert(text.clone()) {
                     continue;
