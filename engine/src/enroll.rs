@@ -135,22 +135,23 @@ pub fn add_node(
     let mut rows = 0u64;
     let model = site.docking_model()?;
     {
-        let mut w = std::io::BufWriter::new(&mut rows_file);
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut rows_file);
         // One JSON line per row, `{"t": TABLE, "r": {COLUMN: VALUE, ...}}`, written straight
-        // from the result row (the extract can be large).
+        // from the result row (the extract can be large). Rows come table by table: the text
+        // before each value (`{"t":"opty","r":{"id":`, then `,"name":` ...) is made once per
+        // table.
+        let mut before: (String, Vec<Vec<u8>>) = (String::new(), Vec::new());
         let mut write_row =
             |table: &str, names: &[String], r: &rusqlite::Row<'_>, at: usize| -> Result<()> {
                 let io = |e: std::io::Error| EngineError::io(&spool, e);
-                w.write_all(b"{\"t\":").map_err(io)?;
-                serde_json::to_writer(&mut w, table).map_err(|e| io(e.into()))?;
-                w.write_all(b",\"r\":{").map_err(io)?;
-                for (i, c) in names.iter().enumerate() {
-                    if i > 0 {
-                        w.write_all(b",").map_err(io)?;
+                if before.0 != table || before.1.len() != names.len().max(1) {
+                    before = (table.to_string(), value_prefixes(table, names));
+                }
+                for (i, prefix) in before.1.iter().enumerate() {
+                    w.write_all(prefix).map_err(io)?;
+                    if i < names.len() {
+                        crate::value::write_json(&mut w, r.get_ref(at + i)?).map_err(io)?;
                     }
-                    serde_json::to_writer(&mut w, c).map_err(|e| io(e.into()))?;
-                    w.write_all(b":").map_err(io)?;
-                    crate::value::write_json(&mut w, r.get_ref(at + i)?).map_err(io)?;
                 }
                 w.write_all(b"}}\n").map_err(io)?;
                 rows += 1;
@@ -259,6 +260,25 @@ pub fn add_node(
         extract: path,
         rows,
     })
+}
+
+/// The text an extract line has before each value of a row of `table` with columns
+/// `names`: `{"t":TABLE,"r":{"NAME":` for the first, `,"NAME":` for the others (just
+/// `{"t":TABLE,"r":{`, with no value after it, when there are no columns).
+fn value_prefixes(table: &str, names: &[String]) -> Vec<Vec<u8>> {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let head = format!("{{\"t\":{},\"r\":{{", quoted(table));
+    if names.is_empty() {
+        return vec![head.into_bytes()];
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let lead = if i == 0 { head.as_str() } else { "," };
+            format!("{lead}{}:", quoted(c)).into_bytes()
+        })
+        .collect()
 }
 
 /// Applies an initial extract at a node: creates the schema, loads the rows, installs the
@@ -393,4 +413,33 @@ pub(crate) fn apply_extract(
     store::set_capture(&tx, true)?;
     tx.commit()?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_prefixes;
+
+    /// The prefixes with the values between them make the line the node parses, whatever
+    /// the names hold.
+    #[test]
+    fn value_prefixes_make_one_json_object_per_row() {
+        let names = vec!["id".to_string(), "say \"hi\"\\".to_string()];
+        let mut line = Vec::new();
+        for (p, v) in value_prefixes("t\"x", &names).iter().zip(["1", "null"]) {
+            line.extend_from_slice(p);
+            line.extend_from_slice(v.as_bytes());
+        }
+        line.extend_from_slice(b"}}");
+        let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"t": "t\"x", "r": {"id": 1, "say \"hi\"\\": null}})
+        );
+        let mut empty = value_prefixes("t", &[]).concat();
+        empty.extend_from_slice(b"}}");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&empty).unwrap(),
+            serde_json::json!({"t": "t", "r": {}})
+        );
+    }
 }
