@@ -495,11 +495,9 @@ fn extract_once(s: &Extract) -> (Duration, i64, PathBuf, tempfile::TempDir) {
     (d, held, dir, work)
 }
 
-/// The floor: the rows the manager holds (and the enterprise tables) copied with one
-/// `INSERT .. SELECT` per table into an empty database with the schema. `done` is a central
-/// after our extract: its `berth_node_rows` name the rows (turned into rowid lists before
-/// the clock starts).
-fn floor_once(done: &Path) -> Duration {
+/// A connection to the central `done` with an empty database of the sample's schema attached
+/// as `dest` (in the returned folder), for the two references to copy into.
+fn copy_target(done: &Path) -> (tempfile::TempDir, Connection) {
     let work = tempfile::tempdir().unwrap();
     let conn = Connection::open(done.join("data.db")).unwrap();
     // As at a node: a partial copy has references to rows it does not hold.
@@ -512,6 +510,15 @@ fn floor_once(done: &Path) -> Duration {
     }
     conn.execute("ATTACH ?1 AS dest", [dest.to_string_lossy()])
         .unwrap();
+    (work, conn)
+}
+
+/// The floor: the rows the manager holds (and the enterprise tables) copied with one
+/// `INSERT .. SELECT` per table into an empty database with the schema. `done` is a central
+/// after our extract: its `berth_node_rows` name the rows (turned into rowid lists before
+/// the clock starts).
+fn floor_once(done: &Path) -> Duration {
+    let (_work, conn) = copy_target(done);
     let limited = [
         ("account", "id"),
         ("contact", "id"),
@@ -566,17 +573,7 @@ fn floor_once(done: &Path) -> Duration {
 /// all inside the clock. `done` is a central after our extract: before returning, it checks
 /// that the copy holds exactly the rows our extract recorded, table by table.
 fn floor_sql_once(done: &Path) -> Duration {
-    let work = tempfile::tempdir().unwrap();
-    let conn = Connection::open(done.join("data.db")).unwrap();
-    conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
-    let dest = work.path().join("copy.db");
-    {
-        let d = Connection::open(&dest).unwrap();
-        d.execute_batch(&fs::read_to_string(Path::new(SAMPLE).join("schema.sql")).unwrap())
-            .unwrap();
-    }
-    conn.execute("ATTACH ?1 AS dest", [dest.to_string_lossy()])
-        .unwrap();
+    let (_work, conn) = copy_target(done);
     let t = Instant::now();
     conn.execute_batch(
         "BEGIN;

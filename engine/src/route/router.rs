@@ -126,6 +126,15 @@ fn lower(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
+/// The paths of member `m` as `joins` takes them: `None` alone for the primary table.
+fn path_choices(m: &ResolvedMember) -> Vec<Option<usize>> {
+    if m.paths.is_empty() {
+        vec![None]
+    } else {
+        (0..m.paths.len()).map(Some).collect()
+    }
+}
+
 fn joins(m: &ResolvedMember, p: Option<usize>) -> &[super::model::Join] {
     p.and_then(|p| m.paths.get(p))
         .map_or(&[][..], |path| &path.joins[..])
@@ -280,11 +289,7 @@ impl Plan {
         let mut hops: BTreeMap<String, Vec<(usize, Hop)>> = BTreeMap::new();
         for (oi, o) in objects.iter().enumerate() {
             for (mi, m) in o.r.members.iter().enumerate() {
-                let paths: Vec<Option<usize>> = if m.paths.is_empty() {
-                    vec![None]
-                } else {
-                    (0..m.paths.len()).map(Some).collect()
-                };
+                let paths = path_choices(m);
                 for p in paths {
                     let js = joins(m, p);
                     for hop in 0..=js.len() {
@@ -1662,11 +1667,7 @@ fn each_member_row<'o>(
 fn member_sql(o: &ResolvedObject, m: &ResolvedMember, whole_row: bool) -> Vec<String> {
     let keys: Vec<String> = m.key.iter().map(|k| format!("t0.{}", ident(k))).collect();
     let extra = if whole_row { ", t0.*" } else { "" };
-    let paths: Vec<Option<usize>> = if m.paths.is_empty() {
-        vec![None]
-    } else {
-        (0..m.paths.len()).map(Some).collect()
-    };
+    let paths = path_choices(m);
     paths
         .into_iter()
         .map(|p| {
@@ -1696,11 +1697,7 @@ fn held_rows_sql(plan: &Plan, members: &[(usize, &ResolvedMember)]) -> Option<St
     for &(oi, m) in members {
         let o = &plan.objects[oi].r;
         let ids = format!("(SELECT id FROM temp.berth_route_ids WHERE obj = +{oi})");
-        let paths: Vec<Option<usize>> = if m.paths.is_empty() {
-            vec![None]
-        } else {
-            (0..m.paths.len()).map(Some).collect()
-        };
+        let paths = path_choices(m);
         for p in paths {
             let js = joins(m, p);
             // From the primary table back to the member table: at hop k, the condition on
@@ -2345,26 +2342,46 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
         conn
     }
 
+    /// Central with that data, the plan of [`MODEL`], and node `n` standing for employee
+    /// `E{emp}`.
+    fn setup(
+        perms: &[(u8, u8)],
+        items: &[(u8, u8, Option<u8>)],
+        groups: u8,
+        emp: u8,
+    ) -> (Connection, Plan, NodeState) {
+        let conn = central(perms, items, groups);
+        let plan = Plan::new(&conn, &DockingModel::from_toml(MODEL).unwrap()).unwrap();
+        let node = NodeState {
+            name: "n".into(),
+            attrs: BTreeMap::from([("employee".to_string(), format!("E{emp}"))]),
+            routed_pos: 0,
+            ppos: 0,
+        };
+        (conn, plan, node)
+    }
+
+    /// Groups, permissions (group, employee), items (group, part, owner) and the node's
+    /// employee; group numbers run past the groups that exist.
+    #[allow(clippy::type_complexity)]
+    fn data() -> impl Strategy<Value = (u8, Vec<(u8, u8)>, Vec<(u8, u8, Option<u8>)>, u8)> {
+        (
+            0u8..8,
+            proptest::collection::vec((0u8..10, 0u8..3), 0..12),
+            proptest::collection::vec((0u8..10, 0u8..2, proptest::option::of(0u8..3)), 0..20),
+            0u8..3,
+        )
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// The set-based evaluation of one node gives exactly the instances the general
         /// evaluation gives that node, dangling ids and the cycle included.
         #[test]
         fn one_node_evaluation_matches_the_general_one(
-            groups in 0u8..8,
-            perms in proptest::collection::vec((0u8..10, 0u8..3), 0..12),
-            items in proptest::collection::vec((0u8..10, 0u8..2, proptest::option::of(0u8..3)), 0..20),
-            emp in 0u8..3,
+            (groups, perms, items, emp) in data(),
         ) {
-            let conn = central(&perms, &items, groups);
-            let model = DockingModel::from_toml(MODEL).unwrap();
-            let plan = Plan::new(&conn, &model).unwrap();
-            let node = NodeState {
-                name: "n".into(),
-                attrs: BTreeMap::from([("employee".to_string(), format!("E{emp}"))]),
-                routed_pos: 0,
-                ppos: 0,
-            };
+            let (conn, plan, node) = setup(&perms, &items, groups, emp);
             let nodes = std::slice::from_ref(&node);
             identify(&conn, nodes).unwrap();
             let pass = Pass { conn: &conn, plan: &plan, nodes, eval: Evaluation::Set };
@@ -2397,21 +2414,10 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
         /// through a table that belongs to two objects and a path on a composite key.
         #[test]
         fn enrollment_records_and_writes_exactly_the_held_rows(
-            groups in 0u8..8,
-            perms in proptest::collection::vec((0u8..10, 0u8..3), 0..12),
-            items in proptest::collection::vec((0u8..10, 0u8..2, proptest::option::of(0u8..3)), 0..20),
-            emp in 0u8..3,
+            (groups, perms, items, emp) in data(),
         ) {
-            let conn = central(&perms, &items, groups);
-            let model = DockingModel::from_toml(MODEL).unwrap();
-            let plan = Plan::new(&conn, &model).unwrap();
+            let (conn, plan, node) = setup(&perms, &items, groups, emp);
             store::set_meta(&conn, "routing_resync", "1").unwrap();
-            let node = NodeState {
-                name: "n".into(),
-                attrs: BTreeMap::from([("employee".to_string(), format!("E{emp}"))]),
-                routed_pos: 0,
-                ppos: 0,
-            };
             let mut written = Vec::new();
             let count = enroll(&conn, &plan, &node, |table, names, row, at| {
                 let values: Vec<String> = (0..names.len())
