@@ -1744,4 +1744,67 @@ primary_table = "b"
                 .any(|f| matches!(f.kind, Kind::RelatedWithoutRule { .. }))
         );
     }
+
+    /// The paths `check` suggests for an ambiguous member, composite keys included, are a
+    /// model the checker then accepts, resolving to exactly those joins.
+    #[test]
+    fn suggested_composite_paths_are_accepted_as_written() {
+        let schema = "
+            CREATE TABLE grp(id TEXT PRIMARY KEY);
+            CREATE TABLE part(grp_id TEXT REFERENCES grp(id), n INTEGER, PRIMARY KEY (grp_id, n));
+            CREATE TABLE note(id INTEGER PRIMARY KEY, grp_id TEXT REFERENCES grp(id), n INTEGER,
+                              FOREIGN KEY (grp_id, n) REFERENCES part(grp_id, n));";
+        let model = |paths: &str| {
+            format!(
+                r#"version = 1
+[tables]
+grp = {{ visibility = "limited" }}
+part = {{ visibility = "limited" }}
+note = {{ visibility = "limited" }}
+[[object]]
+name = "group"
+primary_table = "grp"
+[[object.member]]
+table = "part"
+[[object.member]]
+table = "note"
+{paths}
+[[object.rule]]
+sql = "SELECT 'X' FROM grp WHERE id = :primary_row_id AND id = :node_id"
+"#
+            )
+        };
+        let found = findings(schema, &model(""));
+        let suggested = found
+            .iter()
+            .find_map(|f| match &f.kind {
+                Kind::AmbiguousPath { candidates, .. } => Some(toml_paths(candidates)),
+                _ => None,
+            })
+            .expect("two paths from note to grp");
+        assert!(
+            suggested.contains("note.(grp_id, n) -> part.(grp_id, n)"),
+            "{suggested}"
+        );
+        let text = model(&format!("paths = [{suggested}]"));
+        let errors: Vec<String> = findings(schema, &text)
+            .iter()
+            .filter(|f| f.severity() == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let (resolved, _) = resolve(&DockingModel::from_toml(&text).unwrap(), &db(schema)).unwrap();
+        let note = resolved.objects[0]
+            .members
+            .iter()
+            .find(|m| m.table == "note")
+            .unwrap();
+        let composite = note
+            .paths
+            .iter()
+            .find(|p| p.joins.len() == 2)
+            .expect("the path through part");
+        assert_eq!(composite.joins[0].from_columns, ["grp_id", "n"]);
+        assert_eq!(composite.joins[0].to_columns, ["grp_id", "n"]);
+    }
 }
