@@ -599,12 +599,13 @@ fn load_ids(conn: &Connection, ids: &[BTreeSet<Id>]) -> Result<()> {
 /// object.
 fn load_keys(conn: &Connection, ids: &[BTreeSet<Id>]) -> Result<()> {
     conn.execute("DELETE FROM temp.berth_route_keys", [])?;
-    let mut st =
-        conn.prepare_cached("INSERT INTO temp.berth_route_keys(obj, id) VALUES (?1, ?2)")?;
     for (oi, set) in ids.iter().enumerate() {
-        for id in set {
-            st.execute(params![oi as i64, id])?;
-        }
+        bulk_insert(
+            conn,
+            "INSERT INTO temp.berth_route_keys(obj, id) SELECT ?1, value FROM json_each(?2)",
+            &[&(oi as i64)],
+            set.iter(),
+        )?;
     }
     Ok(())
 }
@@ -997,20 +998,11 @@ impl<'a> Pass<'a> {
     /// table; only then does it spread.
     fn evaluate_one(&self) -> Result<()> {
         let conn = self.conn;
-        let mut seeds: Vec<Vec<Id>> = vec![Vec::new(); self.n_obj()];
-        self.rule_hits(|oi, id, _| seeds[oi].push(id))?;
-        conn.execute("DELETE FROM temp.berth_route_keys", [])?;
-        for (oi, ids) in seeds.iter_mut().enumerate() {
-            ids.sort_unstable();
-            ids.dedup();
-            bulk_insert(
-                conn,
-                "INSERT INTO temp.berth_route_keys(obj, id) SELECT CAST(?1 AS INTEGER), value FROM json_each(?3)",
-                &oi.to_string(),
-                "",
-                ids.iter(),
-            )?;
-        }
+        let mut seeds: Vec<BTreeSet<Id>> = vec![BTreeSet::new(); self.n_obj()];
+        self.rule_hits(|oi, id, _| {
+            seeds[oi].insert(id);
+        })?;
+        load_keys(conn, &seeds)?;
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS berth_seen(obj INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (obj, id)) WITHOUT ROWID;
              CREATE TEMP TABLE IF NOT EXISTS berth_fresh(obj INTEGER NOT NULL, id TEXT NOT NULL, PRIMARY KEY (obj, id)) WITHOUT ROWID;
@@ -2110,19 +2102,19 @@ pub fn enroll(
     // Other nodes' instances are outside this evaluation: it only reads the edges.
     pass.evaluate_one()?;
     // Its instances, in key order: one range of the index per object.
-    let mut any = vec![false; plan.objects.len()];
     for (oi, o) in plan.objects.iter().enumerate() {
         conn.execute(
             "INSERT OR IGNORE INTO berth_instances(obj, id, node)
              SELECT ?1, id, ?2 FROM temp.berth_seen WHERE obj = ?3 ORDER BY id",
             params![o.r.name, node.name, oi as i64],
         )?;
-        any[oi] = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM temp.berth_seen WHERE obj = ?1)",
-            params![oi as i64],
-            |r| r.get(0),
-        )?;
     }
+    // The objects it sees any instance of.
+    let any: HashSet<usize> = conn
+        .prepare("SELECT DISTINCT obj FROM temp.berth_seen")?
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .map(|oi| Ok(usize::try_from(oi?).unwrap_or(usize::MAX)))
+        .collect::<Result<_>>()?;
     // The member queries read the ids' values (as `load_ids` binds them).
     conn.execute_batch(
         "DELETE FROM temp.berth_route_ids;
@@ -2133,7 +2125,7 @@ pub fn enroll(
     // per path with the repeats dropped by key.
     let mut tables: BTreeMap<&str, Vec<(usize, &ResolvedMember)>> = BTreeMap::new();
     for (oi, o) in plan.objects.iter().enumerate() {
-        if !any[oi] {
+        if !any.contains(&oi) {
             continue;
         }
         for m in &o.r.members {
@@ -2193,21 +2185,19 @@ pub fn enroll(
         bulk_insert(
             conn,
             "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) SELECT ?1, ?2, value FROM json_each(?3)",
-            &node.name,
-            table,
+            &[&node.name, &table],
             keys.iter(),
         )?;
     }
     Ok(count)
 }
 
-/// Runs `sql` (with `?1`, `?2`, and `?3` a JSON array of texts read with `json_each`) over
-/// `texts` in chunks.
+/// Runs `sql` over `texts` in chunks: its parameters are `head`, then one more, a JSON array
+/// of texts read with `json_each` (one statement per chunk instead of one per text).
 fn bulk_insert<'a>(
     conn: &Connection,
     sql: &str,
-    p1: &str,
-    p2: &str,
+    head: &[&dyn rusqlite::ToSql],
     texts: impl Iterator<Item = &'a String>,
 ) -> Result<()> {
     const CHUNK: usize = 8192;
@@ -2216,7 +2206,9 @@ fn bulk_insert<'a>(
     let mut flush = |chunk: &mut Vec<&String>| -> Result<()> {
         if !chunk.is_empty() {
             let json = serde_json::to_string(chunk).unwrap_or_default();
-            st.execute(params![p1, p2, json])?;
+            let mut params = head.to_vec();
+            params.push(&json);
+            st.execute(params.as_slice())?;
             chunk.clear();
         }
         Ok(())
