@@ -507,13 +507,7 @@ pub fn submit(
     }
     let mut h = crate::dock::header(site, central, None)?;
     h.sender.key_id = key.public().key_id();
-    let mut t = toml::Table::new();
-    t.insert(
-        "public_key".into(),
-        toml::Value::String(key.public().to_hex()),
-    );
-    h.extensions
-        .insert(KIND_MIGRATION.into(), toml::Value::Table(t));
+    crate::submission::name_key(&mut h, KIND_MIGRATION, &key.public());
     let body = serde_json::to_vec_pretty(&m).map_err(|e| EngineError::Config {
         path: out.to_path_buf(),
         reason: e.to_string(),

@@ -5,9 +5,21 @@
 
 use crate::error::{EngineError, Result};
 use crate::site::Site;
-use berth_bundle::{Bundle, Limits, Manifest, PublicKey, TrustedKey, TrustedKeys, Verified};
+use berth_bundle::{
+    Bundle, BundleHeader, Limits, Manifest, PublicKey, TrustedKey, TrustedKeys, Verified,
+};
 use std::fs::File;
 use std::path::Path;
+
+/// Names `key`, the key the submission is signed with, in `header` under
+/// `[extensions.<kind>] public_key`: what [`Submission::open`] reads back.
+pub(crate) fn name_key(header: &mut BundleHeader, kind: &str, key: &PublicKey) {
+    let mut t = toml::Table::new();
+    t.insert("public_key".into(), toml::Value::String(key.to_hex()));
+    header
+        .extensions
+        .insert(kind.to_string(), toml::Value::Table(t));
+}
 
 /// A submitted bundle, opened and addressed to this site; verified by [`Submission::verify`].
 pub(crate) struct Submission {

@@ -44,12 +44,7 @@ pub fn submit(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let mut ext = toml::Table::new();
-    ext.insert(
-        "public_key".into(),
-        toml::Value::String(key.public().to_hex()),
-    );
-    let header = BundleHeader {
+    let mut header = BundleHeader {
         sender: Party {
             site: admin.to_string(),
             key_id: key.public().key_id(),
@@ -61,10 +56,9 @@ pub fn submit(
         schema_checksum: None,
         software_level: None,
         critical: Vec::new(),
-        extensions: [(KIND_PACKAGE.to_string(), toml::Value::Table(ext))]
-            .into_iter()
-            .collect(),
+        extensions: Default::default(),
     };
+    crate::submission::name_key(&mut header, KIND_PACKAGE, &key.public());
     let name = submit_file_name(admin, central, &pkg.name);
     transport::write_atomic(out, &name, |f| {
         let mut w = BundleWriter::new(f, header)?;
