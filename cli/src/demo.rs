@@ -63,7 +63,7 @@ pub struct DemoArgs {
     #[arg(long)]
     scale: Option<u32>,
     /// Seed for the generated data (with --scale).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, requires = "scale")]
     seed: u64,
     /// Print a machine-readable summary instead of the narration.
     #[arg(long)]
@@ -263,30 +263,18 @@ fn prepare_dir(dir: Option<&Path>) -> Result<PathBuf> {
             .context("creating a temporary folder for the demo")?;
         return Ok(t.keep());
     };
-    if dir.exists() {
-        let mut entries =
-            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-        if entries.next().is_some() {
-            bail!(
-                "{} is not empty: give a new or empty folder (or none, for a temporary one)",
-                dir.display()
-            );
-        }
-    }
+    crate::sample::check_out_dir(dir, false)
+        .context("the demo needs a new or empty folder (or none, for a temporary one)")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir.to_path_buf())
 }
 
+/// Writes `text` to `path`, creating its folder.
 fn write(path: &Path, text: &str) -> Result<()> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
 /// Runs SQL as an application would (captured by the site's triggers).
@@ -305,19 +293,7 @@ fn value(site: &Site, sql: &str) -> Result<String> {
 
 /// Rows in the site's own tables (not berth's).
 fn user_rows(site: &Site) -> Result<i64> {
-    let mut n = 0;
-    for t in berth_engine::schema::tables(&site.conn)? {
-        let c: i64 = site.conn.query_row(
-            &format!(
-                "SELECT COUNT(*) FROM {}",
-                berth_engine::store::ident(&t.name)
-            ),
-            [],
-            |r| r.get(0),
-        )?;
-        n += c;
-    }
-    Ok(n)
+    Ok(crate::sample::row_counts(&site.conn)?.values().sum())
 }
 
 /// The upgrade steps a node reported to central for a package, in order.
@@ -338,7 +314,7 @@ fn brief(who: &str, via: &str, r: &DockReport) -> String {
         parts.push(format!("{} {} ({})", i.outcome, i.file, i.detail));
     }
     for w in &r.written {
-        parts.push(format!("wrote {}", file_name(w)));
+        parts.push(format!("wrote {}", crate::file_label(w)));
     }
     if parts.is_empty() {
         parts.push("nothing to do".into());
@@ -355,9 +331,7 @@ impl Demo {
     fn build(root: &Path, data: &str, say: Say) -> Result<Demo> {
         say.step("1. Central and three field laptops, enrolled through a shared folder");
         let samples = root.join("samples");
-        write(&samples.join("schema.sql"), crate::sample::SCHEMA_SQL)?;
-        write(&samples.join("docking.toml"), crate::sample::DOCKING_TOML)?;
-        write(&samples.join("data.sql"), data)?;
+        crate::sample::write_files(&samples, data)?;
         let shared = root.join("shared");
         let usb = root.join("usb-stick");
         for f in [&shared, &usb] {
@@ -389,10 +363,10 @@ impl Demo {
             transport::move_into(&req, &hq.folder("archive"))?;
             say.line(format!(
                 "{name} ({person}, employee {employee}): request {} approved at hq (key {}), extract of {} rows -> shared/{}",
-                file_name(&req),
+                crate::file_label(&req),
                 added.key_id,
                 added.rows,
-                file_name(&added.extract)
+                crate::file_label(&added.extract)
             ));
             nodes.push(Node {
                 name,
@@ -481,11 +455,11 @@ impl Demo {
         let mut carried = Vec::new();
         for f in transport::list(&self.usb, Some("hq"))? {
             transport::move_into(&f.path, &self.shared)?;
-            carried.push(format!("stick -> shared: {}", file_name(&f.path)));
+            carried.push(format!("stick -> shared: {}", crate::file_label(&f.path)));
         }
         for f in transport::list(&self.shared, Some(USB_NODE))? {
             transport::move_into(&f.path, &self.usb)?;
-            carried.push(format!("shared -> stick: {}", file_name(&f.path)));
+            carried.push(format!("shared -> stick: {}", crate::file_label(&f.path)));
         }
         Ok(carried)
     }
@@ -726,7 +700,7 @@ impl Demo {
             .with_context(|| format!("accepting {}", file.display()))?;
         say.line(format!(
             "dev submits {}; the admin accepts it at hq (signed by {}, key {})",
-            file_name(&file),
+            crate::file_label(&file),
             a.submitter,
             a.key_id
         ));
@@ -759,8 +733,8 @@ impl Demo {
             "hq publishes and activates {} (level {}, download = {}, apply = {}): \"{}\"",
             p.name,
             p.level,
-            toml_word(p.download),
-            toml_word(p.apply),
+            berth_engine::upgrade::central::enum_text(&p.download),
+            berth_engine::upgrade::central::enum_text(&p.apply),
             p.description
         ));
         if !CAN_INSTALL {
@@ -955,14 +929,6 @@ fn oracle_problems(hq: &Site, model: &DockingModel, n: &Node) -> Result<Vec<Stri
     }
     let d = oracle::differences(&hq.conn, model, &who, &n.site.conn)?;
     Ok(d.iter().map(ToString::to_string).collect())
-}
-
-/// A policy as package.toml spells it (`forced`, `after-schema`).
-fn toml_word(v: impl Serialize) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// The values of `cols` in a row given as a JSON object, e.g. `sales_rep='Carl Lake'`.

@@ -272,9 +272,7 @@ fn sql_value(out: &mut String, v: &V<'_>) {
 }
 
 fn quote(out: &mut String, s: &str) {
-    out.push('\'');
-    out.push_str(&s.replace('\'', "''"));
-    out.push('\'');
+    out.push_str(&berth_engine::store::literal(s));
 }
 
 /// Collects rows for one table and writes them as batched INSERT statements.
@@ -676,56 +674,71 @@ pub fn validate(schema: &str, data: &str) -> Result<Counts> {
     if broken > 0 {
         bail!("the generated data breaks {broken} foreign key(s)");
     }
-    let mut st = conn.prepare(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-    )?;
-    let tables: Vec<String> = st
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    row_counts(&conn)
+}
+
+/// Rows per user table (berth's own tables left out), by name.
+pub fn row_counts(conn: &rusqlite::Connection) -> Result<Counts> {
     let mut counts = Counts::new();
-    for t in tables {
+    for t in berth_engine::schema::tables(conn)? {
         let n: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) FROM \"{}\"", t.replace('"', "\"\"")),
+            &format!(
+                "SELECT COUNT(*) FROM {}",
+                berth_engine::store::ident(&t.name)
+            ),
             [],
             |r| r.get(0),
         )?;
-        counts.insert(t, n);
+        counts.insert(t.name, n);
     }
     Ok(counts)
 }
 
-/// Checks that `out` may be written: absent, empty, or holding only this generator's files.
-fn check_out_dir(out: &Path) -> Result<()> {
+/// Checks that `out` may be written: absent or empty, or, when `regenerate`, holding
+/// this generator's files and nothing else (its `data.sql` says so on its first line, so a
+/// folder with someone's own `schema.sql` is never overwritten).
+pub fn check_out_dir(out: &Path, regenerate: bool) -> Result<()> {
     if !out.exists() {
         return Ok(());
     }
     if !out.is_dir() {
         bail!("{} exists and is not a folder", out.display());
     }
-    let entries =
-        std::fs::read_dir(out).with_context(|| format!("reading folder {}", out.display()))?;
-    for e in entries {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(out).with_context(|| format!("reading folder {}", out.display()))? {
         let e = e.with_context(|| format!("reading folder {}", out.display()))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !OWN_FILES.contains(&name.as_str()) {
-            bail!(
-                "{} is not empty ({name} is not a file `berth sample generate` writes): \
-                 give a new or empty folder",
-                out.display()
-            );
-        }
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
+    let Some(first) = names.first() else {
+        return Ok(());
+    };
+    if !regenerate {
+        bail!(
+            "{} is not empty (it holds {first}): give a new or empty folder",
+            out.display()
+        );
+    }
+    if let Some(stranger) = names.iter().find(|n| !OWN_FILES.contains(&n.as_str())) {
+        bail!(
+            "{} is not empty ({stranger} is not a file `berth sample generate` writes): \
+             give a new or empty folder",
+            out.display()
+        );
     }
     let data = out.join("data.sql");
+    let mut line = String::new();
     if data.exists() {
-        let text = std::fs::read_to_string(&data)
+        let f =
+            std::fs::File::open(&data).with_context(|| format!("reading {}", data.display()))?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(f), &mut line)
             .with_context(|| format!("reading {}", data.display()))?;
-        if !text.starts_with(MARKER) {
-            bail!(
-                "{} holds a data.sql that `berth sample generate` did not write: \
-                 give a new or empty folder",
-                out.display()
-            );
-        }
+    }
+    if !line.starts_with(MARKER) {
+        bail!(
+            "{} holds files that `berth sample generate` did not write (its data.sql is \
+             missing or has no marker): give a new or empty folder",
+            out.display()
+        );
     }
     Ok(())
 }
@@ -745,20 +758,27 @@ pub struct Summary {
     pub rows: i64,
 }
 
-/// Generates and writes schema.sql, docking.toml and data.sql into `out`.
-pub fn write(out: &Path, scale: u32, seed: u64) -> Result<Summary> {
-    check_out_dir(out)?;
-    let g = generate(scale, seed)?;
-    let counts = validate(SCHEMA_SQL, &g.sql)?;
+/// Writes the sales sample's schema.sql and docking.toml, and `data` as data.sql, into `out`
+/// (created if missing).
+pub fn write_files(out: &Path, data: &str) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for (name, text) in [
         ("schema.sql", SCHEMA_SQL),
         ("docking.toml", DOCKING_TOML),
-        ("data.sql", g.sql.as_str()),
+        ("data.sql", data),
     ] {
         let p = out.join(name);
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
     }
+    Ok(())
+}
+
+/// Generates and writes schema.sql, docking.toml and data.sql into `out`.
+pub fn write(out: &Path, scale: u32, seed: u64) -> Result<Summary> {
+    check_out_dir(out, true)?;
+    let g = generate(scale, seed)?;
+    let counts = validate(SCHEMA_SQL, &g.sql)?;
+    write_files(out, &g.sql)?;
     Ok(Summary {
         out: out.to_path_buf(),
         scale,

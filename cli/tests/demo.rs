@@ -147,6 +147,20 @@ fn the_demo_refuses_a_folder_that_is_not_empty() {
         std::fs::read_to_string(d.path().join("notes.txt")).unwrap(),
         "mine"
     );
+    // A file where the folder should be, and a seed without generated data.
+    berth()
+        .arg("demo")
+        .arg(d.path().join("notes.txt"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is not a folder"));
+    berth()
+        .args(["demo", "--seed", "3"])
+        .arg(d.path().join("new"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--scale"));
+    assert!(!d.path().join("new").exists());
 }
 
 fn generate(out: &Path, scale: &str, seed: &str) -> Value {
@@ -260,6 +274,20 @@ fn sample_generate_refuses_bad_input_clearly() {
     assert_eq!(
         std::fs::read_to_string(e.path().join("data.sql")).unwrap(),
         "INSERT INTO x VALUES (1);"
+    );
+    // A folder holding only someone's own schema.sql (a name the generator writes) is
+    // not taken for its output: nothing is overwritten.
+    let own = tempfile::tempdir().unwrap();
+    std::fs::write(own.path().join("schema.sql"), "-- my schema").unwrap();
+    berth()
+        .args(["sample", "generate", "--out"])
+        .arg(own.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("did not write"));
+    assert_eq!(
+        std::fs::read_to_string(own.path().join("schema.sql")).unwrap(),
+        "-- my schema"
     );
     berth()
         .args(["sample", "generate", "--scale", "0", "--out"])

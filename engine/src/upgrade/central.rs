@@ -163,7 +163,8 @@ pub fn publish(site: &mut Site, toml_path: &Path) -> Result<Package> {
     Ok(pkg)
 }
 
-fn enum_text<T: Serialize>(v: &T) -> String {
+/// A policy or state as `package.toml` and the status spell it (`forced`, `after-schema`).
+pub fn enum_text<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
