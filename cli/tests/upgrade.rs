@@ -9,6 +9,12 @@ fn berth() -> Command {
     Command::cargo_bin("berth").unwrap()
 }
 
+/// Runs `cmd`, which must succeed, and parses what it prints as JSON.
+fn json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
 fn dock(site: &Path, usb: &Path) -> assert_cmd::assert::Assert {
     berth()
         .args(["dock", "--site"])
@@ -113,15 +119,11 @@ fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
         );
         dock(&laptop, &usb);
         dock(&hq, &usb);
-        let out = berth()
-            .args(["upgrade", "status", "--json", "--site"])
-            .arg(&hq)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let v = json(
+            berth()
+                .args(["upgrade", "status", "--json", "--site"])
+                .arg(&hq),
+        );
         assert_eq!(v[0]["name"], "fieldapp-2");
         assert_eq!(v[0]["nodes"][0]["node"], "alice");
         assert_eq!(v[0]["nodes"][0]["state"], "applied");
@@ -189,16 +191,12 @@ fn an_admin_submits_the_sample_package_and_central_accepts_it() {
         .arg(keys.join("ann.pub"))
         .assert()
         .success();
-    let out = berth()
-        .args(["upgrade", "accept", "--json", "--site"])
-        .arg(&hq)
-        .arg(&bundle)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = json(
+        berth()
+            .args(["upgrade", "accept", "--json", "--site"])
+            .arg(&hq)
+            .arg(&bundle),
+    );
     assert_eq!(v["admin"], "ann");
     assert_eq!(v["package"]["name"], "fieldapp-2");
     berth()

@@ -21,15 +21,15 @@ use berth_engine::{capture, schema, store};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rusqlite::{Connection, params};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::env;
+
 const DEFAULT_ROWS: usize = 200_000;
 const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, n INTEGER, v TEXT);";
 
 fn rows() -> usize {
-    std::env::var("BERTH_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ROWS)
-        .max(1)
+    env("BERTH_BENCH_ROWS", DEFAULT_ROWS).max(1)
 }
 
 /// UUIDv7-like ids: a millisecond prefix that only grows, then pseudo-random bits.
@@ -183,10 +183,7 @@ const PHASES: [Phase; 3] = [
 ];
 
 fn pairs() -> usize {
-    std::env::var("BERTH_BENCH_PAIRS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+    env("BERTH_BENCH_PAIRS", 5)
 }
 
 fn median(v: &[Split], f: impl Fn(&Split) -> Duration) -> Duration {

@@ -32,7 +32,7 @@ use rusqlite::{Connection, params};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::copy_dir;
+use support::{copy_dir, env};
 
 const DEFAULT_ROWS: usize = 500_000;
 const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, n INTEGER, v TEXT);\n";
@@ -51,11 +51,7 @@ fn id(k: usize) -> String {
 }
 
 fn work() -> Work {
-    let total = std::env::var("BERTH_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(DEFAULT_ROWS)
-        .max(5);
+    let total = env("BERTH_BENCH_ROWS", DEFAULT_ROWS).max(5);
     let updates = total / 5;
     let inserts = total - updates;
     let val = |k: usize, round: u32| {
@@ -513,10 +509,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn pairs() -> usize {
-    std::env::var("BERTH_BENCH_PAIRS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+    env("BERTH_BENCH_PAIRS", 3)
 }
 
 criterion_group!(benches, bench);

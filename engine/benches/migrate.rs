@@ -23,16 +23,16 @@ use berth_engine::store;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+#[path = "support/mod.rs"]
+mod support;
+use support::env;
 
 const OLD: &str =
     "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, n INTEGER, v TEXT); CREATE INDEX t_k ON t(k);";
 const NEW: &str = "CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, n INTEGER CHECK (n >= 0), v TEXT); CREATE INDEX t_k ON t(k);";
 
 fn rows() -> i64 {
-    std::env::var("BERTH_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
+    env("BERTH_BENCH_ROWS", 1_000_000)
 }
 
 fn template(dir: &Path) -> PathBuf {
@@ -148,10 +148,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     // Interleaved pairs for the ratio (medians).
-    let pairs: usize = std::env::var("BERTH_BENCH_PAIRS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let pairs: usize = env("BERTH_BENCH_PAIRS", 3);
     let (mut r, mut f) = (Vec::new(), Vec::new());
     for _ in 0..pairs {
         r.push(rebuild(&fresh(&tpl, dir.path(), "r.db")).as_secs_f64());

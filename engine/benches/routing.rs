@@ -43,16 +43,9 @@ use rusqlite::{Connection, params};
 
 #[path = "support/mod.rs"]
 mod support;
-use support::copy_dir;
+use support::{copy_dir, env};
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sales");
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The routing scenario's data size: 5,000 accounts, 20,000 opportunities, 10,000 quotes,
 /// 40,000 activities, whatever the number of employees.

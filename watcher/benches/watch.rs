@@ -30,25 +30,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
+// The engine's bench helpers (folder copies, size knobs), shared rather than copied.
+#[path = "../../engine/benches/support/mod.rs"]
+mod support;
+use support::{copy_dir, env};
 
 /// Central `hq` (template), and the node's one large bundle.
 fn setup(root: &Path, mb: u64) -> (PathBuf, PathBuf) {
@@ -185,8 +170,8 @@ fn main() {
     if std::env::args().any(|a| a == "--test") {
         return;
     }
-    let mb = env_or("BERTH_BENCH_MB", 256);
-    let pairs = env_or("BERTH_BENCH_PAIRS", 3).max(1);
+    let mb = env("BERTH_BENCH_MB", 256);
+    let pairs = env("BERTH_BENCH_PAIRS", 3).max(1);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let (template, bundle) = setup(root, mb);

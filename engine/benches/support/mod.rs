@@ -4,6 +4,14 @@
 use std::fs;
 use std::path::Path;
 
+/// The number in environment variable `name`, else `default` (a bench's size knobs).
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Copies a folder tree (a site's folder before a timed run; the copy is not timed).
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
