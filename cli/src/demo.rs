@@ -45,6 +45,11 @@ const UPGRADE_FILES: [(&str, &str); 3] = [
 const CAN_INSTALL: bool = cfg!(unix);
 
 /// The three field laptops: node name, employee id, person (samples/sales/data.sql).
+/// Every site of the demo: hq, then the people's laptops.
+fn everyone() -> impl Iterator<Item = &'static str> {
+    std::iter::once("hq").chain(PEOPLE.iter().map(|p| p.0))
+}
+
 const PEOPLE: [(&str, &str, &str); 3] = [
     ("keith", "E1", "Keith Palmer"),
     ("carl", "E2", "Carl Lake"),
@@ -296,17 +301,6 @@ fn user_rows(site: &Site) -> Result<i64> {
     Ok(crate::sample::row_counts(&site.conn)?.values().sum())
 }
 
-/// The upgrade steps a node reported to central for a package, in order.
-fn reported_steps(hq: &Site, package: &str, node: &str) -> Result<Vec<String>> {
-    let mut st = hq.conn.prepare(
-        "SELECT step FROM berth_upgrade_reports WHERE package = ?1 AND node = ?2 ORDER BY id",
-    )?;
-    let steps = st
-        .query_map([package, node], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(steps)
-}
-
 /// A one-line account of a dock.
 fn brief(who: &str, via: &str, r: &DockReport) -> String {
     let mut parts = Vec::new();
@@ -464,6 +458,18 @@ impl Demo {
         Ok(carried)
     }
 
+    /// `who` docks, and the narration says what moved: hq and the laptops through the
+    /// shared folder, the USB node from his stick (carried by hand around it).
+    fn dock_told(&mut self, who: &str) -> Result<()> {
+        let (r, via) = match who {
+            "hq" => (self.dock_hq()?, "the shared folder"),
+            USB_NODE => (self.dock_stick()?, "his USB stick"),
+            name => (self.dock_shared(name)?, "the shared folder"),
+        };
+        self.say.line(brief(who, via, &r));
+        Ok(())
+    }
+
     /// A node docks the way it does (the USB node: carry, dock from the stick, carry).
     fn dock_node(&mut self, name: &str) -> Result<DockReport> {
         if name == USB_NODE {
@@ -530,16 +536,13 @@ impl Demo {
         )?;
         say.line("greg: sends his Northwind volume quote (Q3) at 21,900");
         for name in ["keith", "carl"] {
-            let r = self.dock_shared(name)?;
-            say.line(brief(name, "the shared folder", &r));
+            self.dock_told(name)?;
         }
-        let r = self.dock_stick()?;
-        say.line(brief(USB_NODE, "his USB stick", &r));
+        self.dock_told(USB_NODE)?;
         for c in self.carry_stick()? {
             say.line(format!("back at the office, {c}"));
         }
-        let r = self.dock_hq()?;
-        say.line(brief("hq", "the shared folder", &r));
+        self.dock_told("hq")?;
         self.show(
             "hq",
             "O1 stage, amount",
@@ -596,15 +599,12 @@ impl Demo {
             "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'O1'",
         )?;
         say.line("carl sets O1's sales rep to 'Carl Lake'; greg, on the road, to 'Greg Emerson'");
-        let r = self.dock_stick()?;
-        say.line(brief(USB_NODE, "his USB stick", &r));
+        self.dock_told(USB_NODE)?;
         for c in self.carry_stick()? {
             say.line(format!("back at the office, {c}"));
         }
-        let r = self.dock_shared("carl")?;
-        say.line(brief("carl", "the shared folder", &r));
-        let r = self.dock_hq()?;
-        say.line(brief("hq", "the shared folder", &r));
+        self.dock_told("carl")?;
+        self.dock_told("hq")?;
         say.line(
             "seed 004: \"merge processor 7 would compare 'Keith Palmer,' the prior value of the field as recorded by node 27-b to 'Carl Lake,' the present value of the field as recorded in central database 3. Detecting the mismatch, merge processor 7 may then generate a transaction to change the value 'Greg Emerson' to 'Carl Lake'\"",
         );
@@ -623,7 +623,7 @@ impl Demo {
             ));
         }
         self.settle_say()?;
-        for n in ["hq", "keith", "carl", "greg"] {
+        for n in everyone() {
             self.show(
                 n,
                 "O1 sales rep",
@@ -647,11 +647,9 @@ impl Demo {
             "UPDATE opty_emp SET emp_id = 'E2' WHERE opty_id = 'O4' AND emp_id = 'E1'",
         )?;
         say.line("hq: Carl takes Keith's support role on O4 (the S_OPTY_EMP row changes)");
-        let r = self.dock_hq()?;
-        say.line(brief("hq", "the shared folder", &r));
+        self.dock_told("hq")?;
         for n in ["keith", "carl"] {
-            let r = self.dock_shared(n)?;
-            say.line(brief(n, "the shared folder", &r));
+            self.dock_told(n)?;
         }
         for n in ["keith", "carl"] {
             self.show(n, "after:  O4, its quote Q4, account A5", what)?;
@@ -710,7 +708,7 @@ impl Demo {
         )?;
         say.line("hq's application uses the new column: O1 closes on 2026-12-15");
         self.settle_say()?;
-        for n in ["hq", "keith", "carl", "greg"] {
+        for n in everyone() {
             let v = migrate::state(&self.site(n)?.conn)?.version;
             let c = value(self.site(n)?, "SELECT close_date FROM opty WHERE id = 'O1'")?;
             say.line(format!("{n:<6} schema version {v}, O1 close_date {c}"));
@@ -742,8 +740,7 @@ impl Demo {
                 "(this system has no `sh`: the sample's install.sh is not run, the laptops stay at level 1)",
             );
         }
-        let r = self.dock_hq()?;
-        say.line(brief("hq", "the shared folder", &r));
+        self.dock_told("hq")?;
         for (name, _, _) in PEOPLE {
             let r = self.dock_node(name)?;
             for n in &r.upgrade {
@@ -759,7 +756,7 @@ impl Demo {
                     n.node,
                     n.state,
                     n.detail,
-                    reported_steps(&self.hq, &pkg.name, &n.node)?.join(" -> ")
+                    n.steps.join(" -> ")
                 ));
             }
         }
@@ -788,15 +785,21 @@ impl Demo {
                 },
             );
         }
-        for s in std::iter::once(&self.hq).chain(self.nodes.iter().map(|n| &n.site)) {
-            let st = status::status(s)?;
+        let sites: Vec<&Site> = std::iter::once(&self.hq)
+            .chain(self.nodes.iter().map(|n| &n.site))
+            .collect();
+        let statuses = sites
+            .iter()
+            .map(|s| status::status(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        for st in &statuses {
             check(
-                format!("{} is at schema version 1", s.name()),
+                format!("{} is at schema version 1", st.name),
                 st.schema_version == 1,
                 format!("version {}", st.schema_version),
             );
             check(
-                format!("{} holds no bundle back", s.name()),
+                format!("{} holds no bundle back", st.name),
                 st.held.is_empty(),
                 st.held
                     .iter()
@@ -805,7 +808,7 @@ impl Demo {
                     .join("; "),
             );
         }
-        for p in status::status(&self.hq)?.peers {
+        for p in &statuses[0].peers {
             check(
                 format!("hq knows {} is at schema version 1", p.name),
                 p.schema_version == Some(1),
@@ -813,10 +816,9 @@ impl Demo {
             );
         }
         let want_level = if CAN_INSTALL { "2" } else { "1" };
-        for n in &self.nodes {
-            let st = status::status(&n.site)?;
+        for st in &statuses[1..] {
             check(
-                format!("{} runs software level {want_level}", n.name),
+                format!("{} runs software level {want_level}", st.name),
                 st.software_level == want_level,
                 format!("level {}", st.software_level),
             );
@@ -824,13 +826,13 @@ impl Demo {
         if CAN_INSTALL {
             for pkg in upgrade::central::status(&self.hq)? {
                 for n in pkg.nodes {
-                    let steps = reported_steps(&self.hq, &pkg.name, &n.node)?;
+                    let steps = &n.steps;
                     check(
                         format!(
                             "{} reported {} announced, downloaded, applied",
                             n.node, pkg.name
                         ),
-                        n.state == "applied" && steps == ["announced", "downloaded", "applied"],
+                        n.state == "applied" && *steps == ["announced", "downloaded", "applied"],
                         format!("{}: {}; steps {steps:?}", n.state, n.detail),
                     );
                 }
@@ -848,25 +850,23 @@ impl Demo {
                 |c| format!("{} {}: {}", c.kind, c.columns, c.resolution),
             ),
         );
-        for s in ["hq", "keith", "carl", "greg"] {
-            let v = value(self.site(s)?, "SELECT sales_rep FROM opty WHERE id = 'O1'")?;
+        for s in &sites {
+            let v = value(s, "SELECT sales_rep FROM opty WHERE id = 'O1'")?;
             check(
-                format!("{s} has 'Carl Lake' as O1's sales rep"),
+                format!("{} has 'Carl Lake' as O1's sales rep", s.name()),
                 v == "'Carl Lake'",
                 v,
             );
         }
-        let o4 = |s: &str| {
-            value(
-                self.site(s).ok()?,
-                "SELECT count(*) FROM opty WHERE id = 'O4'",
-            )
-            .ok()
-        };
+        let o4 = "SELECT count(*) FROM opty WHERE id = 'O4'";
+        let (keith, carl) = (
+            value(&self.node("keith")?.site, o4)?,
+            value(&self.node("carl")?.site, o4)?,
+        );
         check(
             "O4 left keith and arrived at carl".into(),
-            o4("keith").as_deref() == Some("0") && o4("carl").as_deref() == Some("1"),
-            format!("keith {:?}, carl {:?}", o4("keith"), o4("carl")),
+            keith == "0" && carl == "1",
+            format!("keith {keith}, carl {carl}"),
         );
         let edits = value(
             &self.hq,

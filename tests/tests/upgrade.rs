@@ -150,6 +150,11 @@ fn central_view(w: &World) -> BTreeMap<(String, String), NodeView> {
         .flat_map(|p| {
             let name = p.name.clone();
             p.nodes.into_iter().map(move |n| {
+                // The state is the last step the node reported (none yet: not-sent, sent).
+                match n.state.as_str() {
+                    "not-sent" | "sent" => assert!(n.steps.is_empty(), "{n:?}"),
+                    state => assert_eq!(n.steps.last().map(String::as_str), Some(state), "{n:?}"),
+                }
                 (
                     (name.clone(), n.node),
                     (n.state, n.exit_code, n.detail, n.output),

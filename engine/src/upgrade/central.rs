@@ -512,6 +512,8 @@ pub struct NodeState {
     pub level: Option<String>,
     /// When the node reported it (node's clock, Unix seconds).
     pub at: Option<i64>,
+    /// Every step it reported for the package, in the order it reported them.
+    pub steps: Vec<String>,
 }
 
 /// One package at central.
@@ -577,11 +579,24 @@ pub fn status(site: &Site) -> Result<Vec<PackageState>> {
                 output: r.get(4)?,
                 level: r.get(5)?,
                 at: r.get(6)?,
+                steps: Vec::new(),
             })
         })?;
         for row in rows {
             let row = row?;
             per.insert(row.node.clone(), row);
+        }
+        let mut st = conn.prepare_cached(
+            "SELECT node, step FROM berth_upgrade_reports WHERE package = ?1 ORDER BY node, id",
+        )?;
+        let reports = st.query_map(params![name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for r in reports {
+            let (node, step) = r?;
+            if let Some(n) = per.get_mut(&node) {
+                n.steps.push(step);
+            }
         }
         for n in &nodes {
             per.entry(n.clone()).or_insert_with(|| NodeState {
@@ -592,6 +607,7 @@ pub fn status(site: &Site) -> Result<Vec<PackageState>> {
                 output: String::new(),
                 level: None,
                 at: None,
+                steps: Vec::new(),
             });
         }
         out.push(PackageState {
