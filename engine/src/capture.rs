@@ -1,36 +1,66 @@
 //! Change capture (seed 004, Figure 3): triggers inside the database journal every insert,
 //! update and delete into `berth_log`, so any SQLite client's writes are captured.
 //!
-//! The triggers use only SQL that SQLite 3.37 understands (`json_object`, `json_array`,
-//! `hex`, `CASE`), because the writer's SQLite is not ours to choose. They are kept as cheap
-//! as the journal allows, since every application write pays for them:
-//! - insert: the key only; the row is read from the table when the change is exported;
-//! - update: the (new) key and the whole old row; which columns changed, and their new
-//!   values, are worked out at export time against the row as it then is;
-//! - delete: the key and the whole old row.
+//! The triggers use only SQL that SQLite 3.37 understands with its default limits
+//! (`json_object`, `json_array`, `hex`, `printf`, `CASE`, at most 126 arguments a call),
+//! because the writer's SQLite is not ours to choose. Every entry holds the exact state the
+//! writer's SQLite produced, and they are kept as cheap as that allows, since every
+//! application write pays for them (SPEC 2.4):
+//! - insert (`I`): the key only. The new row is the old row of the next entry of the same
+//!   key, or the row in the table when there is none ([`crate::change`] resolves it);
+//! - before an insert (`P`, a pre-image): every row the new one could displace through its
+//!   key or a UNIQUE index, whole. One index probe per UNIQUE index. An `INSERT OR REPLACE`
+//!   deletes such rows without firing delete triggers (unless the client set
+//!   `recursive_triggers`); a pre-image whose row is gone right after is exported as that
+//!   delete, one whose row is still there (`OR IGNORE`, `DO NOTHING`, an upsert) as nothing;
+//! - update (`U`): the key and the whole old row; an update that changes the key is
+//!   journaled as the delete of the old key (`D`, whole old row) and the insert of the new;
+//! - delete (`D`): the key and the whole old row.
 //!
-//! Blob values are logged as `["b", "HEX"]` because JSON cannot hold bytes. The triggers
-//! have no `WHEN` guard: while berth applies a bundle it drops them inside its own
-//! transaction ([`suspend`]) and recreates them before commit ([`resume`]); other connections
-//! never see them missing, and no application write pays for a guard.
+//! Values keep their storage class and bytes: blobs as `["b", HEX]`, reals as
+//! `["r", printf('%!.20e')]` (SQLite 3.40's `json_object` keeps 15 digits and writes
+//! infinities as the bare word `Inf`), text as SQLite stores it, read back byte for byte by
+//! [`crate::value::parse_row_bytes`]. A table too wide for one `json_object` call is journaled
+//! as an array of objects of at most 63 columns each.
+//!
+//! The triggers have no guard for berth's own writes: while berth applies a bundle at a node
+//! it drops them inside its own transaction ([`suspend`]) and recreates them before commit
+//! ([`resume`]); other connections never see them missing, and no application write pays for
+//! a guard. At central they stay: a node's change is journaled by them like any write, and so
+//! is everything it sets off (cascades, the application's triggers).
 
 use crate::error::Result;
 use crate::schema::Table;
 use crate::store::{ident, literal};
 use rusqlite::Connection;
 
+/// Columns a `json_object` call takes (two arguments each, 126 of SQLite's 127).
+const CHUNK: usize = 63;
+
 fn wire(prefix: &str, col: &str) -> String {
     let c = format!("{prefix}.{}", ident(col));
-    format!("CASE WHEN typeof({c}) = 'blob' THEN json_array('b', hex({c})) ELSE {c} END")
+    format!(
+        "CASE typeof({c}) WHEN 'blob' THEN json_array('b', hex({c})) \
+         WHEN 'real' THEN json_array('r', printf('%!.20e', {c})) ELSE {c} END"
+    )
 }
 
 fn row_json(prefix: &str, t: &Table) -> String {
-    let parts: Vec<String> = t
+    let objects: Vec<String> = t
         .columns
-        .iter()
-        .map(|c| format!("{}, {}", literal(c), wire(prefix, c)))
+        .chunks(CHUNK)
+        .map(|cols| {
+            let parts: Vec<String> = cols
+                .iter()
+                .map(|c| format!("{}, {}", literal(c), wire(prefix, c)))
+                .collect();
+            format!("json_object({})", parts.join(", "))
+        })
         .collect();
-    format!("json_object({})", parts.join(", "))
+    match objects.as_slice() {
+        [one] => one.clone(),
+        _ => format!("json_array({})", objects.join(", ")),
+    }
 }
 
 fn key_json(prefix: &str, t: &Table) -> String {
@@ -38,34 +68,122 @@ fn key_json(prefix: &str, t: &Table) -> String {
     format!("json_array({})", parts.join(", "))
 }
 
-/// Names of the three triggers of a table.
-pub fn trigger_names(table: &str) -> [String; 3] {
+/// `a.c IS b.c AND ...` over the columns.
+fn same_cols(a: &str, b: &str, cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| format!("{a}.{0} IS {b}.{0}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Names of the triggers of a table: after insert, update (key kept), delete, before insert
+/// (pre-images), update that changes the key, before an update of a UNIQUE column.
+pub fn trigger_names(table: &str) -> [String; 6] {
     [
         format!("berth_ins_{table}"),
         format!("berth_upd_{table}"),
         format!("berth_del_{table}"),
+        format!("berth_pre_{table}"),
+        format!("berth_key_{table}"),
+        format!("berth_preu_{table}"),
     ]
 }
 
-/// The DDL of the capture triggers of one table.
-pub fn trigger_sql(t: &Table) -> String {
-    let [ins, upd, del] = trigger_names(&t.name);
+/// The column sets of a table's key and UNIQUE indexes on plain columns (expression indexes
+/// are left out: SPEC 2.14).
+pub fn unique_sets(conn: &Connection, t: &Table) -> Result<Vec<Vec<String>>> {
+    let mut sets = vec![t.pk.clone()];
+    let names: Vec<(String, bool)> = conn
+        .prepare(&format!("PRAGMA index_list({})", ident(&t.name)))?
+        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(2)? != 0)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, unique) in names {
+        if !unique {
+            continue;
+        }
+        let cols: Vec<(i64, Option<String>)> = conn
+            .prepare(&format!("PRAGMA index_info({})", ident(&name)))?
+            .query_map([], |r| Ok((r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let plain: Option<Vec<String>> = cols
+            .into_iter()
+            .map(|(cid, n)| if cid >= 0 { n } else { None })
+            .collect();
+        if let Some(set) = plain
+            && !set.is_empty()
+            && !sets.contains(&set)
+        {
+            sets.push(set);
+        }
+    }
+    Ok(sets)
+}
+
+/// The DDL of the capture triggers of one table; `unique` from [`unique_sets`].
+pub fn trigger_sql(t: &Table, unique: &[Vec<String>]) -> String {
+    let [ins, upd, del, pre, key, preu] = trigger_names(&t.name);
     let tbl = ident(&t.name);
     let name = literal(&t.name);
+    let r = "berth_r";
+    // Rows the new one could displace: one probe per UNIQUE index.
+    let probe = |extra: &str| {
+        let any = unique
+            .iter()
+            .map(|set| {
+                let eq = set
+                    .iter()
+                    .map(|c| format!("{r}.{0} = NEW.{0}", ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!("({eq})")
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        format!(
+            "INSERT INTO berth_log(tbl, pk, op, old) SELECT {name}, {kr}, 'P', {rr} FROM {tbl} AS {r} WHERE ({any}){extra};",
+            kr = key_json(r, t),
+            rr = row_json(r, t),
+        )
+    };
+    let key_same = same_cols("OLD", "NEW", &t.pk);
+    let key_cols = t.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let mut unique_cols: Vec<&String> = unique.iter().flatten().collect();
+    unique_cols.sort();
+    unique_cols.dedup();
+    let unique_cols = unique_cols
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} BEGIN
+        "CREATE TRIGGER {pre} BEFORE INSERT ON {tbl} BEGIN
+  {probe_ins}
+END;
+CREATE TRIGGER {ins} AFTER INSERT ON {tbl} BEGIN
   INSERT INTO berth_log(tbl, pk, op) VALUES ({name}, {knew}, 'I');
 END;
-CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} BEGIN
+CREATE TRIGGER {preu} BEFORE UPDATE OF {unique_cols} ON {tbl} BEGIN
+  {probe_upd}
+END;
+CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} WHEN {key_same} BEGIN
   INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {knew}, 'U', {rold});
+END;
+CREATE TRIGGER {key} AFTER UPDATE OF {key_cols} ON {tbl} WHEN NOT ({key_same}) BEGIN
+  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});
+  INSERT INTO berth_log(tbl, pk, op) VALUES ({name}, {knew}, 'I');
 END;
 CREATE TRIGGER {del} AFTER DELETE ON {tbl} BEGIN
   INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});
 END;
 ",
+        pre = ident(&pre),
         ins = ident(&ins),
+        preu = ident(&preu),
         upd = ident(&upd),
+        key = ident(&key),
         del = ident(&del),
+        probe_ins = probe(""),
+        probe_upd = probe(&format!(" AND NOT ({})", same_cols(r, "OLD", &t.pk))),
         knew = key_json("NEW", t),
         kold = key_json("OLD", t),
         rold = row_json("OLD", t),
@@ -74,6 +192,7 @@ END;
 
 /// (Re)creates the capture triggers of every table and records the tables in `berth_tables`.
 pub fn install(conn: &Connection, tables: &[Table]) -> Result<()> {
+    crate::store::upgrade_log(conn)?;
     for t in tables {
         create(conn, t)?;
     }
@@ -101,7 +220,7 @@ fn create(conn: &Connection, t: &Table) -> Result<()> {
     for n in trigger_names(&t.name) {
         conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {};", ident(&n)))?;
     }
-    conn.execute_batch(&trigger_sql(t))?;
+    conn.execute_batch(&trigger_sql(t, &unique_sets(conn, t)?))?;
     Ok(())
 }
 

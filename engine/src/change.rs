@@ -7,8 +7,9 @@
 //! insert or update. `o` names the site where the change was made when it is not the sender.
 
 use crate::error::Result;
-use crate::merge::apply::{Catalog, read_row};
-use crate::value::{Row, parse_row, same};
+use crate::merge::apply::{Catalog, TableInfo, read_row};
+use crate::value::{Row, log_row, parse_key, raw, same};
+use std::collections::HashMap;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -149,10 +150,9 @@ pub struct Filter<'a> {
 }
 
 /// Reads log entries in position order and turns them into wire changes, calling `sink` for
-/// each. Where the log holds no new row (captured inserts and updates), the row is read from
-/// the table as it is now, so run this inside one read transaction. Updates that changed
-/// nothing are dropped; an update that changed the key becomes a delete and an insert; an
-/// insert or update whose row is gone since is dropped (its delete follows in the log).
+/// each. Each insert and update carries the row exactly as it was right after it (see
+/// [`Chains`]), so run this inside one read transaction. Updates that changed nothing are
+/// dropped; a pre-image whose row was displaced becomes its delete, any other is dropped.
 /// Returns the number of changes produced.
 pub fn export(
     conn: &Connection,
@@ -160,6 +160,7 @@ pub fn export(
     catalog: &Catalog,
     mut sink: impl FnMut(&Change) -> Result<()>,
 ) -> Result<u64> {
+    let chains = Chains::load(conn, filter.after)?;
     let mut st = conn.prepare_cached(
         "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target FROM berth_log
          WHERE pos > ?1 AND (?2 IS NULL OR origin IS NULL OR origin <> ?2)
@@ -169,13 +170,57 @@ pub fn export(
     let mut rows = st.query(params![filter.after, filter.peer])?;
     let mut n = 0u64;
     while let Some(r) = rows.next()? {
-        let entry = Logged::decode(conn, catalog, r)?;
+        let entry = Logged::decode(conn, catalog, &chains, r)?;
         for ch in entry.wire() {
             sink(&ch)?;
             n += 1;
         }
     }
     Ok(n)
+}
+
+/// The order of one row's entries in a stretch of the log: for every entry that leaves a
+/// row behind (insert, update, pre-image), the next entry of the same key, whose old row is
+/// exactly the row this one left (or, for an insert, says it was gone). Entries with no next
+/// one left the row that is in the table now. Only the key is read here, not the rows.
+#[derive(Debug, Default)]
+pub(crate) struct Chains {
+    next: HashMap<i64, i64>,
+}
+
+impl Chains {
+    /// The chains of the entries after position `after`.
+    pub fn load(conn: &Connection, after: i64) -> Result<Chains> {
+        let mut st = conn.prepare_cached(
+            "SELECT pos, tbl, pk, op FROM berth_log WHERE pos > ?1 AND target IS NULL
+               AND op IN ('I', 'U', 'D', 'P') ORDER BY pos DESC",
+        )?;
+        let mut rows = st.query(params![after])?;
+        let mut later: HashMap<(String, Vec<u8>), i64> = HashMap::new();
+        let mut next = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let pos: i64 = r.get(0)?;
+            let key = (r.get::<_, String>(1)?, raw(r.get_ref(2)?).to_vec());
+            let leaves_row = raw(r.get_ref(3)?) != b"D";
+            let q = later.insert(key, pos);
+            if let (true, Some(q)) = (leaves_row, q) {
+                next.insert(pos, q);
+            }
+        }
+        Ok(Chains { next })
+    }
+
+    /// The row as entry `pos` left it: the old row of the next entry of its key (none when
+    /// that next entry is an insert), else the row in the table now.
+    fn after(&self, conn: &Connection, info: &TableInfo, key: &[Json], pos: i64) -> Result<Option<Row>> {
+        let Some(q) = self.next.get(&pos) else {
+            return read_row(conn, info, key);
+        };
+        let (op, old): (String, Option<Row>) = conn
+            .prepare_cached("SELECT op, old FROM berth_log WHERE pos = ?1")?
+            .query_row(params![q], |r| Ok((r.get(0)?, log_row(r.get_ref(1)?))))?;
+        Ok(if op == "I" { None } else { old })
+    }
 }
 
 /// One entry of the update log, decoded: what the router reads.
@@ -185,30 +230,54 @@ pub(crate) struct Logged {
     pub base: Change,
     /// The old row as journaled (the whole row for captured updates and deletes).
     pub old: Option<Row>,
-    /// The new row: as journaled, or read from the table now.
+    /// The new row: as journaled, or the row as this entry left it.
     pub new: Option<Row>,
     /// The node a targeted entry (corrective change, marker, statement) is for.
     pub target: Option<String>,
     /// The table's key columns.
     pub pk_cols: Vec<String>,
+    /// A pre-image whose row was not displaced: nothing happened.
+    pub void: bool,
 }
 
 impl Logged {
     /// Decodes a row of `SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0),
-    /// origin_pos, target FROM berth_log`.
-    pub fn decode(conn: &Connection, catalog: &Catalog, r: &rusqlite::Row<'_>) -> Result<Logged> {
+    /// origin_pos, target FROM berth_log`, with the chains of the stretch it is read from.
+    pub fn decode(
+        conn: &Connection,
+        catalog: &Catalog,
+        chains: &Chains,
+        r: &rusqlite::Row<'_>,
+    ) -> Result<Logged> {
         let pos: i64 = r.get(0)?;
         let t: String = r.get(1)?;
-        let pk: String = r.get(2)?;
-        let op = Op::parse(&r.get::<_, String>(3)?).unwrap_or(Op::U);
-        let old = r
-            .get::<_, Option<String>>(4)?
-            .as_deref()
-            .and_then(parse_row);
-        let stored_new = r
-            .get::<_, Option<String>>(5)?
-            .as_deref()
-            .and_then(parse_row);
+        let letter = raw(r.get_ref(3)?);
+        let pre_image = letter == b"P";
+        let op = if pre_image {
+            Op::D
+        } else {
+            std::str::from_utf8(letter)
+                .ok()
+                .and_then(Op::parse)
+                .ok_or_else(|| crate::error::EngineError::Journal {
+                    pos,
+                    reason: format!(
+                        "unknown operation {:?}",
+                        String::from_utf8_lossy(letter)
+                    ),
+                })?
+        };
+        let old = log_row(r.get_ref(4)?);
+        let stored_new = match op {
+            // Statements and migrations are berth's own JSON records, not rows.
+            Op::S | Op::M => serde_json::from_slice::<Json>(raw(r.get_ref(5)?))
+                .ok()
+                .and_then(|v| match v {
+                    Json::Object(m) => Some(m.into_iter().collect()),
+                    _ => None,
+                }),
+            _ => log_row(r.get_ref(5)?),
+        };
         let o: Option<String> = r.get(6)?;
         let c: i64 = r.get(7)?;
         let target: Option<String> = r.get(9)?;
@@ -219,11 +288,16 @@ impl Logged {
         } else {
             None
         };
-        let k: Vec<Json> = serde_json::from_str(&pk).unwrap_or_default();
+        let k: Vec<Json> = parse_key(raw(r.get_ref(2)?)).unwrap_or_default();
         let table = catalog.tables.get(&t);
+        let mut void = false;
         let new = match (stored_new, op, table) {
             (Some(n), _, _) => Some(n),
-            (None, Op::I | Op::U, Some(info)) => read_row(conn, info, &k)?,
+            (None, Op::I | Op::U, Some(info)) => chains.after(conn, info, &k, pos)?,
+            (None, Op::D, Some(info)) if pre_image => {
+                void = chains.after(conn, info, &k, pos)?.is_some();
+                None
+            }
             _ => None,
         };
         let pk_cols = table.map(|i| i.pk.clone()).unwrap_or_default();
@@ -243,11 +317,15 @@ impl Logged {
             new,
             target,
             pk_cols,
+            void,
         })
     }
 
     /// The entry's wire changes.
     pub fn wire(&self) -> Vec<Change> {
+        if self.void {
+            return Vec::new();
+        }
         to_wire(
             self.base.clone(),
             self.old.clone(),

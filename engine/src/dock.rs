@@ -655,7 +655,11 @@ fn apply_changes(
         let tx = site
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        store::set_capture(&tx, false)?;
+        // A node applies central's decisions without journaling them again; central
+        // journals a node's changes through its capture triggers, with what they set off.
+        if role == Role::Node {
+            store::set_capture(&tx, false)?;
+        }
         let clock = store::meta_i64(&tx, "clock")?;
         // Our own changes captured so far happened before anything in this bundle was seen.
         tx.execute(
@@ -809,7 +813,9 @@ fn apply_changes(
         tx.execute("DELETE FROM berth_held WHERE file = ?1", params![label])?;
         crate::upgrade::record_incoming(&tx, &sender, &upgrade_in)?;
         record_peer_schema(&tx, &sender, stream_schema.as_ref(), latest)?;
-        store::set_capture(&tx, true)?;
+        if role == Role::Node {
+            store::set_capture(&tx, true)?;
+        }
         tx.commit()?;
         Ok((Outcome::Applied(stats), execs))
     };

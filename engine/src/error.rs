@@ -9,6 +9,14 @@ pub enum EngineError {
     /// SQLite refused an operation.
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// An entry of the site's update log cannot be read.
+    #[error("update log (berth_log) position {pos}: {reason}")]
+    Journal {
+        /// The entry's position.
+        pos: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -23,7 +23,7 @@ use crate::evolve::history::{self, Migration};
 use crate::evolve::snapshot::Snapshot;
 use crate::site::{Role, Site};
 use crate::store;
-use crate::value::{Row, parse_row};
+use crate::value::{Row, log_row};
 use rusqlite::{Connection, params};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -273,9 +273,16 @@ impl Translation {
     /// column names follow the migration; changes to a table that is gone are dropped (the
     /// newest log row stays, so positions never restart).
     pub fn log(&self, conn: &Connection) -> Result<()> {
-        let rows: Vec<(i64, String, Option<String>, Option<String>)> = conn
+        let rows: Vec<(i64, String, Option<Row>, Option<Row>)> = conn
             .prepare("SELECT pos, tbl, old, new FROM berth_log WHERE tbl <> '' ORDER BY pos")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    log_row(r.get_ref(2)?),
+                    log_row(r.get_ref(3)?),
+                ))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let last = store::max_pos(conn)?;
         let text = |r: Row| serde_json::to_string(&r).unwrap_or_default();
@@ -286,14 +293,8 @@ impl Translation {
                 }
                 continue;
             };
-            let old = old
-                .as_deref()
-                .and_then(parse_row)
-                .map(|r| text(self.row(&t, r)));
-            let new = new
-                .as_deref()
-                .and_then(parse_row)
-                .map(|r| text(self.row(&t, r)));
+            let old = old.map(|r| text(self.row(&t, r)));
+            let new = new.map(|r| text(self.row(&t, r)));
             conn.execute(
                 "UPDATE berth_log SET tbl = ?2, old = ?3, new = ?4 WHERE pos = ?1",
                 params![pos, t, old, new],

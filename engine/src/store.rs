@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS berth_log(
   pos INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,
   pk TEXT NOT NULL,
-  op TEXT NOT NULL CHECK (op = 'I' OR op = 'U' OR op = 'D' OR op = 'A' OR op = 'S' OR op = 'M'),
+  op TEXT NOT NULL CHECK (op = 'I' OR op = 'U' OR op = 'D' OR op = 'P' OR op = 'A' OR op = 'S' OR op = 'M'),
   old TEXT,
   new TEXT,
   origin TEXT,
@@ -232,6 +232,39 @@ CREATE TABLE IF NOT EXISTS berth_upgrade_outbox(
 /// Creates berth's tables if they are missing.
 pub fn install(conn: &Connection) -> Result<()> {
     conn.execute_batch(DDL)?;
+    upgrade_log(conn)
+}
+
+/// A log made before pre-images existed refuses op `P`, and the capture triggers write it:
+/// the table is rebuilt with the current definition, entries kept (inside the caller's
+/// transaction when there is one).
+pub fn upgrade_log(conn: &Connection) -> Result<()> {
+    let sql: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'berth_log'",
+        [],
+        |r| r.get(0),
+    )?;
+    if sql.contains("op = 'P'") {
+        return Ok(());
+    }
+    let create = DDL
+        .split(';')
+        .find(|s| s.contains("berth_log("))
+        .unwrap_or_default()
+        .replace("IF NOT EXISTS berth_log(", "berth_log_upgraded(");
+    let indexes: Vec<String> = conn
+        .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'berth_log' AND sql IS NOT NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    conn.execute_batch(&format!(
+        "{create};
+         INSERT INTO berth_log_upgraded SELECT * FROM berth_log;
+         DROP TABLE berth_log;
+         ALTER TABLE berth_log_upgraded RENAME TO berth_log;"
+    ))?;
+    for ix in indexes {
+        conn.execute_batch(&ix)?;
+    }
     Ok(())
 }
 

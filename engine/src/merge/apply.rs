@@ -4,8 +4,7 @@ use super::{Collision, Corrective, Policy, Resolution, Write, resolve};
 use crate::change::{Change, Op};
 use crate::error::{EngineError, Result};
 use crate::store::ident;
-use crate::value::{Bind, Row, from_sql, parse_row, same, to_sql};
-use rusqlite::types::Value;
+use crate::value::{Bind, Row, Sql, from_sql, to_sql};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -69,7 +68,7 @@ fn where_key(t: &TableInfo) -> String {
         .join(" AND ")
 }
 
-fn key_values(key: &[Json]) -> Option<Vec<Value>> {
+fn key_values(key: &[Json]) -> Option<Vec<Sql>> {
     key.iter().map(to_sql).collect()
 }
 
@@ -101,7 +100,7 @@ pub fn read_row(conn: &Connection, t: &TableInfo, key: &[Json]) -> Result<Option
         .optional()?)
 }
 
-fn values(t: &TableInfo, cols: &[&String], row: &Row) -> std::result::Result<Vec<Value>, String> {
+fn values(t: &TableInfo, cols: &[&String], row: &Row) -> std::result::Result<Vec<Sql>, String> {
     cols.iter()
         .map(|c| {
             if !t.cols.contains(c) {
@@ -113,24 +112,43 @@ fn values(t: &TableInfo, cols: &[&String], row: &Row) -> std::result::Result<Vec
         .collect()
 }
 
+/// A bound value of the fast path: borrowed where it can be (the merge's hot path), decoded
+/// where it must be (text that is not UTF-8).
+#[derive(Debug)]
+enum Arg<'r> {
+    Borrowed(Bind<'r>),
+    Owned(Sql),
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Borrowed(b) => b.to_sql(),
+            Arg::Owned(v) => v.to_sql(),
+        }
+    }
+}
+
+fn arg(v: &Json) -> Option<Arg<'_>> {
+    match v {
+        Json::Array(_) => to_sql(v).map(Arg::Owned),
+        _ => Bind(v).is_valid().then_some(Arg::Borrowed(Bind(v))),
+    }
+}
+
 /// Like [`values`], borrowing instead of copying.
 fn binds<'r>(
     t: &TableInfo,
     cols: &[&String],
     row: &'r Row,
-) -> std::result::Result<Vec<Bind<'r>>, String> {
+) -> std::result::Result<Vec<Arg<'r>>, String> {
     static NULL: Json = Json::Null;
     cols.iter()
         .map(|c| {
             if !t.cols.contains(c) {
                 return Err(format!("table {} has no column {c}", t.name));
             }
-            let b = Bind(row.get(*c).unwrap_or(&NULL));
-            if b.is_valid() {
-                Ok(b)
-            } else {
-                Err(format!("bad value in column {c}"))
-            }
+            arg(row.get(*c).unwrap_or(&NULL)).ok_or_else(|| format!("bad value in column {c}"))
         })
         .collect()
 }
@@ -304,6 +322,8 @@ pub struct Authorization<'a> {
 pub struct FastSql<'a> {
     statements: std::cell::RefCell<HashMap<(usize, Op, u64), rusqlite::Statement<'a>>>,
     journal: std::cell::RefCell<Option<rusqlite::Statement<'a>>>,
+    /// The last log position already marked ([`CentralMerge::tag`]).
+    seen: std::cell::Cell<Option<i64>>,
 }
 
 /// Bit set of the positions of `cols` in the table's columns (None past 64 columns).
@@ -363,6 +383,7 @@ impl CentralMerge<'_> {
         if matches!(ch.op, Op::S | Op::A | Op::M) {
             return Err(bad("a node cannot send statements or markers".into()));
         }
+        self.seen()?;
         let Some(t) = self.catalog.tables.get(&ch.t) else {
             self.record(ch, "denied", &[], None, "refused")?;
             stats.conflicts += 1;
@@ -403,7 +424,7 @@ impl CentralMerge<'_> {
             Policy::LatestWins => self.node_is_later(t, ch)?,
         };
         let res = resolve(current.as_ref(), ch, node_wins);
-        match self.execute(t, ch, current.as_ref(), &res) {
+        match self.execute(t, ch, &res) {
             Ok(()) => {}
             Err(WriteError::Payload(r)) => return Err(bad(r)),
             Err(WriteError::Sql(e)) if is_constraint(&e) => {
@@ -552,7 +573,7 @@ impl CentralMerge<'_> {
         t: &TableInfo,
         ch: &'c Change,
         cols: &[&String],
-    ) -> std::result::Result<Vec<Bind<'c>>, WriteError> {
+    ) -> std::result::Result<Vec<Arg<'c>>, WriteError> {
         static EMPTY: std::sync::LazyLock<Row> = std::sync::LazyLock::new(Row::new);
         let new = ch.new.as_ref().unwrap_or(&EMPTY);
         let old = ch.old.as_ref().unwrap_or(&EMPTY);
@@ -562,11 +583,7 @@ impl CentralMerge<'_> {
                 let mut vals = binds(t, cols, new).map_err(WriteError::Payload)?;
                 vals.extend(binds(t, cols, old).map_err(WriteError::Payload)?);
                 for k in &ch.k {
-                    let b = Bind(k);
-                    if !b.is_valid() {
-                        return Err(WriteError::Payload("bad key value".into()));
-                    }
-                    vals.push(b);
+                    vals.push(arg(k).ok_or_else(|| WriteError::Payload("bad key value".into()))?);
                 }
                 Ok(vals)
             }
@@ -579,7 +596,7 @@ impl CentralMerge<'_> {
         t: &TableInfo,
         ch: &Change,
         st: &mut rusqlite::Statement<'_>,
-        vals: &[Bind<'_>],
+        vals: &[Arg<'_>],
     ) -> std::result::Result<bool, WriteError> {
         let changed = match st.execute(params_from_iter(vals.iter())) {
             Ok(n) => n,
@@ -589,70 +606,96 @@ impl CentralMerge<'_> {
         if changed != 1 {
             return Ok(false);
         }
-        // The statement matched, so the node's old values are central's old values.
-        let journal_old = if ch.op == Op::I {
-            None
-        } else {
-            ch.old.as_ref()
-        };
+        self.tag(t, ch)?;
+        Ok(true)
+    }
+
+    /// Marks what the write just made journaled through the capture triggers: the entries
+    /// of the node's own row as the node's (they are not sent back to it), the rest (the
+    /// cascades of foreign keys, the application's own triggers) as central's, routed to
+    /// every node that holds those rows, the writer included (SPEC 2.10).
+    fn tag(&self, t: &TableInfo, ch: &Change) -> rusqlite::Result<()> {
+        let from = self.seen()?;
         let mut journal = self.sql.journal.borrow_mut();
         let st = match journal.as_mut() {
             Some(st) => st,
             None => journal.insert(self.conn.prepare(
-                "INSERT INTO berth_log(tbl, pk, op, old, origin, origin_pos, clock)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "UPDATE berth_log SET origin = CASE WHEN tbl = ?2 AND pk = ?3 THEN ?4 ELSE ?5 END,
+                   origin_pos = ?6, clock = ?7
+                 WHERE pos > ?1 AND target IS NULL RETURNING pos",
             )?),
         };
-        st.execute(params![
+        let mut top = from;
+        let mut rows = st.query(params![
+            from,
             t.name,
             ch.key_text(),
-            ch.op.as_str(),
-            json_text(journal_old),
             self.node,
+            self.central,
             ch.pos,
             ch.c
         ])?;
-        Ok(true)
+        while let Some(r) = rows.next()? {
+            top = top.max(r.get(0)?);
+        }
+        self.sql.seen.set(Some(top));
+        drop(rows);
+        if ch.op == Op::I && self.limited(t) {
+            // The node holds the row it made from the moment central accepts it: its later
+            // changes to it are allowed before any routing pass has run (SPEC 2.8).
+            self.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![self.node, t.name, ch.key_text()])?;
+        }
+        Ok(())
+    }
+
+    /// The last position marked, read once per merge, before its first write.
+    fn seen(&self) -> rusqlite::Result<i64> {
+        if let Some(p) = self.sql.seen.get() {
+            return Ok(p);
+        }
+        let p = self.conn.query_row("SELECT COALESCE(MAX(pos), 0) FROM berth_log", [], |r| {
+            r.get(0)
+        })?;
+        self.sql.seen.set(Some(p));
+        Ok(p)
+    }
+
+    fn limited(&self, t: &TableInfo) -> bool {
+        use crate::route::model::Visibility;
+        self.auth.as_ref().is_some_and(|a| {
+            a.model
+                .tables
+                .get(&t.name.to_lowercase())
+                .is_some_and(|spec| spec.visibility == Visibility::Limited)
+        })
     }
 
     fn execute(
         &self,
         t: &TableInfo,
         ch: &Change,
-        cur: Option<&Row>,
         res: &Resolution,
     ) -> std::result::Result<(), WriteError> {
-        // Journaled like a captured change: the old row; the new one is read at export.
-        let op = match &res.write {
-            Write::None => return Ok(()),
-            Write::Insert(row) => {
-                insert_row(self.conn, t, row, OnConflict::Fail)?;
-                Op::I
+        // Journaled by the capture triggers, with whatever the write set off.
+        match &res.write {
+            Write::None => {
+                if ch.op == Op::I {
+                    // The node's insert matched central's row: the node holds it.
+                    self.tag(t, ch)?;
+                }
+                return Ok(());
             }
+            Write::Insert(row) => insert_row(self.conn, t, row, OnConflict::Fail)?,
             Write::Update(set) => {
                 update(self.conn, t, &ch.k, set)?;
-                Op::U
             }
-            Write::Delete => {
-                delete(self.conn, t, &ch.k)?;
-                Op::D
-            }
-        };
-        let old = if op == Op::I { None } else { cur };
-        self.conn
-            .prepare_cached(
-                "INSERT INTO berth_log(tbl, pk, op, old, origin, origin_pos, clock)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                t.name,
-                ch.key_text(),
-                op.as_str(),
-                json_text(old),
-                self.node,
-                ch.pos,
-                ch.c
-            ])?;
+            Write::Delete => delete(self.conn, t, &ch.k)?,
+        }
+        self.tag(t, ch)?;
         Ok(())
     }
 
@@ -736,65 +779,23 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Loads the local changes after position `known`. Captured updates hold the old row
-    /// only; what they changed is judged against the row as it is now.
+    /// Loads the local changes after position `known`: what each exported as (the columns
+    /// an update changed, or the whole row).
     pub fn load(conn: &Connection, catalog: &Catalog, known: i64) -> Result<Self> {
-        let mut st = conn.prepare(
-            "SELECT pos, tbl, pk, op, old, new FROM berth_log WHERE pos > ?1 ORDER BY pos",
-        )?;
-        let rows = st.query_map(params![known], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })?;
         let mut p = Pending::default();
-        for row in rows {
-            let (pos, tbl, pk, op, old, new) = row?;
-            let old = old.as_deref().and_then(parse_row);
-            let info = catalog.tables.get(&tbl);
-            if let (Some(t), Some(o), "U") = (info, &old, op.as_str()) {
-                // A key change: the old key's row is gone, the new key's row is new.
-                let old_key: Vec<serde_json::Value> =
-                    t.pk.iter()
-                        .map(|c| o.get(c).cloned().unwrap_or_default())
-                        .collect();
-                let old_key = serde_json::to_string(&old_key).unwrap_or_default();
-                if old_key != pk {
-                    p.entries.push((pos, tbl.clone(), old_key, Cols::All));
-                    p.entries.push((pos, tbl, pk, Cols::All));
-                    continue;
-                }
-            }
-            let new = match (new.as_deref().and_then(parse_row), info) {
-                (Some(n), _) => Some(n),
-                (None, Some(t)) if op == "U" => {
-                    let key: Vec<serde_json::Value> = serde_json::from_str(&pk).unwrap_or_default();
-                    read_row(conn, t, &key)?
-                }
-                _ => None,
+        let filter = crate::change::Filter {
+            after: known,
+            peer: None,
+        };
+        crate::change::export(conn, &filter, catalog, |ch| {
+            let cols = match ch.op {
+                Op::U => Cols::Some(ch.old.iter().flat_map(|o| o.keys().cloned()).collect()),
+                Op::I | Op::D => Cols::All,
+                Op::A | Op::S | Op::M => return Ok(()),
             };
-            let cols = match (op.as_str(), old, new) {
-                ("U", Some(o), Some(n)) => {
-                    let changed: BTreeSet<String> = o
-                        .iter()
-                        .filter(|(c, v)| n.get(*c).is_none_or(|nv| !same(v, nv)))
-                        .map(|(c, _)| c.clone())
-                        .collect();
-                    if changed.is_empty() {
-                        // An update that changed nothing never travels: nothing to protect.
-                        continue;
-                    }
-                    Cols::Some(changed)
-                }
-                _ => Cols::All,
-            };
-            p.entries.push((pos, tbl, pk, cols));
-        }
+            p.entries.push((ch.pos, ch.t.clone(), ch.key_text(), cols));
+            Ok(())
+        })?;
         p.advance(known);
         Ok(p)
     }

@@ -1430,9 +1430,15 @@ pub fn route_in_batches(
     }
     let top = store::max_pos(conn)?;
     let mut lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
+    let chains = crate::change::Chains::load(conn, lo)?;
     while lo < top {
         let hi = batch_end(conn, lo, top, batch.max(1))?;
-        route_batch(conn, catalog, plan, &nodes, eval, &mut out, lo, hi)?;
+        let batch = Batch {
+            chains: &chains,
+            lo,
+            hi,
+        };
+        route_batch(conn, catalog, plan, &nodes, eval, &mut out, &batch)?;
         lo = hi;
     }
     let mut st = conn.prepare_cached(
@@ -1471,7 +1477,13 @@ fn batch_end(conn: &Connection, lo: i64, top: i64, batch: i64) -> Result<i64> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A stretch of the log routed at once, and the chains of the whole routing pass.
+struct Batch<'a> {
+    chains: &'a crate::change::Chains,
+    lo: i64,
+    hi: i64,
+}
+
 fn route_batch(
     conn: &Connection,
     catalog: &Catalog,
@@ -1479,9 +1491,9 @@ fn route_batch(
     nodes: &[NodeState],
     eval: Evaluation,
     out: &mut Out<'_>,
-    lo: i64,
-    hi: i64,
+    batch: &Batch<'_>,
 ) -> Result<()> {
+    let (lo, hi) = (batch.lo, batch.hi);
     let mut st = conn.prepare_cached(
         "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target FROM berth_log
          WHERE pos > ?1 AND pos <= ?2 ORDER BY pos",
@@ -1490,7 +1502,7 @@ fn route_batch(
     {
         let mut rows = st.query(params![lo, hi])?;
         while let Some(r) = rows.next()? {
-            entries.push(Logged::decode(conn, catalog, r)?);
+            entries.push(Logged::decode(conn, catalog, batch.chains, r)?);
         }
     }
     let Some(plan) = plan else {
@@ -1591,7 +1603,7 @@ fn gone_before_routing(pass: &Pass<'_>, e: &Logged, h: &mut Holdings) -> Result<
 /// A journal entry that changed central's data (not a marker, statement or corrective
 /// change).
 fn data_change(e: &Logged) -> bool {
-    e.target.is_none() && matches!(e.base.op, Op::I | Op::U | Op::D)
+    e.target.is_none() && !e.void && matches!(e.base.op, Op::I | Op::U | Op::D)
 }
 
 /// Whether an entry with no docking model in play goes to `node`.
