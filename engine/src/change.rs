@@ -470,6 +470,158 @@ mod tests {
         assert!(to_wire(base(Op::U), old, None, &["id".into()]).is_empty());
     }
 
+    /// A database with capture on `schema`'s tables, and its catalog.
+    fn captured(schema: &str) -> (Connection, Catalog) {
+        let c = Connection::open_in_memory().unwrap();
+        crate::store::install(&c).unwrap();
+        c.execute_batch(schema).unwrap();
+        crate::capture::install(&c, &crate::schema::tables(&c).unwrap()).unwrap();
+        let cat = Catalog::load(&c, &Default::default(), Default::default()).unwrap();
+        (c, cat)
+    }
+
+    /// What an export after `after` sends: (op, key, old, new) as JSON texts.
+    fn exported(c: &Connection, cat: &Catalog, after: i64) -> Vec<(Op, String, String, String)> {
+        let mut out = Vec::new();
+        let f = Filter { after, peer: None };
+        export(c, &f, cat, |ch| {
+            let text = |r: &Option<Row>| r.as_ref().map(|r| serde_json::to_string(r).unwrap()).unwrap_or_default();
+            out.push((ch.op, ch.key_text(), text(&ch.old), text(&ch.new)));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn top(c: &Connection) -> i64 {
+        crate::store::max_pos(c).unwrap()
+    }
+
+    /// Issue 15, defect 1: an update's new values travel even when the row is deleted or
+    /// re-keyed before the export.
+    #[test]
+    fn each_entry_carries_the_state_it_left() {
+        let (c, cat) = captured("CREATE TABLE item(id TEXT PRIMARY KEY, v INTEGER);");
+        c.execute_batch("INSERT INTO item VALUES ('k', 1)").unwrap();
+        let seen = top(&c);
+        c.execute_batch("UPDATE item SET v = 2 WHERE id = 'k'; DELETE FROM item WHERE id = 'k';")
+            .unwrap();
+        let e = exported(&c, &cat, seen);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!((e[0].0, e[0].2.as_str(), e[0].3.as_str()), (Op::U, r#"{"v":1}"#, r#"{"id":"k","v":2}"#));
+        assert_eq!((e[1].0, e[1].2.as_str()), (Op::D, r#"{"id":"k","v":2}"#));
+
+        c.execute_batch("INSERT INTO item VALUES ('k', 1)").unwrap();
+        let seen = top(&c);
+        c.execute_batch(
+            "UPDATE item SET v = 3 WHERE id = 'k'; UPDATE item SET id = 'k2' WHERE id = 'k';
+             UPDATE item SET v = 4 WHERE id = 'k2'; INSERT INTO item VALUES ('k', 9);",
+        )
+        .unwrap();
+        let e = exported(&c, &cat, seen);
+        let ops: Vec<(Op, &str)> = e.iter().map(|x| (x.0, x.1.as_str())).collect();
+        assert_eq!(
+            ops,
+            vec![(Op::U, r#"["k"]"#), (Op::D, r#"["k"]"#), (Op::I, r#"["k2"]"#), (Op::U, r#"["k2"]"#), (Op::I, r#"["k"]"#)]
+        );
+        assert_eq!(e[0].3, r#"{"id":"k","v":3}"#);
+        assert_eq!(e[1].2, r#"{"id":"k","v":3}"#);
+        assert_eq!(e[2].3, r#"{"id":"k2","v":3}"#);
+        assert_eq!(e[3].3, r#"{"id":"k2","v":4}"#);
+        assert_eq!(e[4].3, r#"{"id":"k","v":9}"#);
+    }
+
+    /// Issue 15, defect 5: REPLACE's deletes are captured with or without
+    /// `recursive_triggers`; IGNORE, DO NOTHING and a failed statement journal nothing.
+    #[test]
+    fn replace_is_captured_as_the_deletes_it_made() {
+        for recursive in [false, true] {
+            let (c, cat) = captured(
+                "CREATE TABLE u(id TEXT PRIMARY KEY, code TEXT UNIQUE, v INTEGER);",
+            );
+            c.execute_batch(&format!("PRAGMA recursive_triggers = {recursive};")).unwrap();
+            c.execute_batch("INSERT INTO u VALUES ('a', 'A', 1), ('b', 'B', 2);").unwrap();
+            let seen = top(&c);
+            c.execute_batch(
+                "INSERT OR IGNORE INTO u VALUES ('a', 'Z', 7);
+                 INSERT INTO u VALUES ('b', 'Y', 8) ON CONFLICT DO NOTHING;",
+            )
+            .unwrap();
+            assert!(c.execute_batch("INSERT INTO u VALUES ('a', 'Q', 3)").is_err());
+            assert!(exported(&c, &cat, seen).is_empty(), "recursive {recursive}");
+
+            c.execute_batch("INSERT OR REPLACE INTO u VALUES ('a', 'A', 5)").unwrap();
+            let e = exported(&c, &cat, seen);
+            let ops: Vec<(Op, &str)> = e.iter().map(|x| (x.0, x.1.as_str())).collect();
+            assert_eq!(ops, vec![(Op::D, r#"["a"]"#), (Op::I, r#"["a"]"#)], "recursive {recursive}");
+            assert_eq!(e[0].2, r#"{"code":"A","id":"a","v":1}"#);
+            assert_eq!(e[1].3, r#"{"code":"A","id":"a","v":5}"#);
+
+            // Displacing another row through the UNIQUE column.
+            let seen = top(&c);
+            c.execute_batch("REPLACE INTO u VALUES ('c', 'B', 6)").unwrap();
+            let e = exported(&c, &cat, seen);
+            let ops: Vec<(Op, &str)> = e.iter().map(|x| (x.0, x.1.as_str())).collect();
+            assert_eq!(ops, vec![(Op::D, r#"["b"]"#), (Op::I, r#"["c"]"#)], "recursive {recursive}");
+
+            // An upsert is an update.
+            let seen = top(&c);
+            c.execute_batch("INSERT INTO u VALUES ('c', 'B', 7) ON CONFLICT(id) DO UPDATE SET v = excluded.v")
+                .unwrap();
+            let e = exported(&c, &cat, seen);
+            assert_eq!(e.len(), 1);
+            assert_eq!((e[0].0, e[0].2.as_str()), (Op::U, r#"{"v":6}"#));
+        }
+    }
+
+    proptest::proptest! {
+        /// Issue 15, defects 3 and 4: every finite or infinite real and any text bytes come
+        /// out of the journal exactly as stored.
+        #[test]
+        fn journaled_values_are_exact(
+            bits in proptest::num::u64::ANY,
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+        ) {
+            let (c, cat) = captured("CREATE TABLE t(id INTEGER PRIMARY KEY, r REAL, x TEXT);");
+            let f = f64::from_bits(bits);
+            c.execute("INSERT INTO t VALUES (1, ?1, CAST(?2 AS TEXT))", rusqlite::params![f, bytes]).unwrap();
+            let stored: (Option<f64>, Vec<u8>) = c
+                .query_row("SELECT r, CAST(x AS BLOB) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
+            c.execute_batch("DELETE FROM t").unwrap();
+            let mut old = None;
+            export(&c, &Filter { after: 1, peer: None }, &cat, |ch| { old = ch.old.clone(); Ok(()) }).unwrap();
+            let old = old.unwrap();
+            let back = crate::value::to_sql(&old["r"]).unwrap();
+            match (stored.0, back) {
+                (None, crate::value::Sql::Value(rusqlite::types::Value::Null)) => {}
+                (Some(a), crate::value::Sql::Value(rusqlite::types::Value::Real(b))) => {
+                    proptest::prop_assert_eq!(a.to_bits(), b.to_bits());
+                }
+                other => proptest::prop_assert!(false, "{other:?}"),
+            }
+            let text = match crate::value::to_sql(&old["x"]).unwrap() {
+                crate::value::Sql::Value(rusqlite::types::Value::Text(s)) => s.into_bytes(),
+                crate::value::Sql::Bytes(b) => b,
+                other => panic!("{other:?}"),
+            };
+            proptest::prop_assert_eq!(text, stored.1);
+        }
+    }
+
+    /// Issue 15, defect 7: a table too wide for one `json_object` call.
+    #[test]
+    fn wide_tables_are_journaled_in_chunks() {
+        let cols: Vec<String> = (0..130).map(|i| format!("c{i} INTEGER")).collect();
+        let (c, cat) = captured(&format!("CREATE TABLE w(id INTEGER PRIMARY KEY, {});", cols.join(", ")));
+        c.execute_batch("INSERT INTO w(id, c0, c129) VALUES (1, 10, 20); DELETE FROM w;").unwrap();
+        let mut old = None;
+        export(&c, &Filter { after: 1, peer: None }, &cat, |ch| { old = ch.old.clone(); Ok(()) }).unwrap();
+        let old = old.unwrap();
+        assert_eq!(old.len(), 131);
+        assert_eq!(old["c129"], json!(20));
+    }
+
     #[test]
     fn malformed_changes_are_detected() {
         assert!(base(Op::U).check().is_err());

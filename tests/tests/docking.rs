@@ -243,10 +243,10 @@ fn duplicated_and_reordered_bundles_apply_once() {
         w.value("hq", "SELECT name FROM account WHERE id='a2'"),
         "'One!'"
     );
-    // Two inserts; a2's insert travels with its current values, so its update changes nothing.
+    // Two inserts and the update: each change travels as it was made, and applies once.
     assert_eq!(
         w.value("hq", "SELECT COUNT(*) FROM berth_log WHERE origin = 'a'"),
-        "2"
+        "3"
     );
     assert_eq!(w.conflicts(), 0);
     w.settle();
