@@ -332,3 +332,362 @@ pub fn dump_db(path: &Path) -> Dump {
     }
     out
 }
+
+/// A value exactly as SQLite stored it: its storage class and its bytes (reals as their bit
+/// pattern, text as raw bytes whatever they hold), so two values compare equal only when
+/// they are the same value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Val {
+    /// NULL.
+    Null,
+    /// INTEGER.
+    Int(i64),
+    /// REAL, by its bits.
+    Real(u64),
+    /// TEXT, its bytes.
+    Text(Vec<u8>),
+    /// BLOB.
+    Blob(Vec<u8>),
+}
+
+impl Val {
+    /// Reads a column of a result row.
+    pub fn read(v: rusqlite::types::ValueRef<'_>) -> Val {
+        use rusqlite::types::ValueRef;
+        match v {
+            ValueRef::Null => Val::Null,
+            ValueRef::Integer(i) => Val::Int(i),
+            ValueRef::Real(f) => Val::Real(f.to_bits()),
+            ValueRef::Text(t) => Val::Text(t.to_vec()),
+            ValueRef::Blob(b) => Val::Blob(b.to_vec()),
+        }
+    }
+
+    /// The value as a JSON key element, as berth spells keys in `berth_conflicts.pk`.
+    pub fn key_json(&self) -> serde_json::Value {
+        match self {
+            Val::Null => serde_json::Value::Null,
+            Val::Int(i) => (*i).into(),
+            Val::Real(b) => f64::from_bits(*b).into(),
+            Val::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+            Val::Blob(b) => serde_json::json!(["b", hex(b)]),
+        }
+    }
+}
+
+impl std::fmt::Display for Val {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Val::Null => write!(f, "NULL"),
+            Val::Int(i) => write!(f, "{i}"),
+            Val::Real(b) => write!(f, "{:?} (bits {b:016x})", f64::from_bits(*b)),
+            Val::Text(t) => match std::str::from_utf8(t) {
+                Ok(s) => write!(f, "'{}'", s.replace('\'', "''")),
+                Err(_) => write!(f, "CAST(X'{}' AS TEXT)", hex(t)),
+            },
+            Val::Blob(b) => write!(f, "X'{}'", hex(b)),
+        }
+    }
+}
+
+/// Upper-case hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// One row: column name to value.
+pub type TypedRow = BTreeMap<String, Val>;
+
+/// Every user table of a database: table, then key (a JSON array, as `berth_conflicts.pk`
+/// spells it), then row.
+pub type Rows = BTreeMap<String, BTreeMap<String, TypedRow>>;
+
+/// Reads every user table of a database file exactly (see [`Val`]).
+pub fn typed_rows(path: &Path) -> Rows {
+    let c = Connection::open(path).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'berth_%' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = Rows::new();
+    for t in tables {
+        let info: Vec<(String, i64)> = c
+            .prepare(&format!(
+                "SELECT name, pk FROM pragma_table_info('{t}') ORDER BY cid"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut pk: Vec<(i64, usize)> = info
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, k))| *k > 0)
+            .map(|(i, (_, k))| (*k, i))
+            .collect();
+        pk.sort();
+        let cols = info
+            .iter()
+            .map(|(n, _)| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut st = c.prepare(&format!("SELECT {cols} FROM \"{t}\"")).unwrap();
+        let mut rows = st.query([]).unwrap();
+        let table = out.entry(t.clone()).or_default();
+        while let Some(r) = rows.next().unwrap() {
+            let vals: Vec<Val> = (0..info.len())
+                .map(|i| Val::read(r.get_ref(i).unwrap()))
+                .collect();
+            let key: Vec<serde_json::Value> = if pk.is_empty() {
+                vec![]
+            } else {
+                pk.iter().map(|(_, i)| vals[*i].key_json()).collect()
+            };
+            let row: TypedRow = info.iter().map(|(n, _)| n.clone()).zip(vals).collect();
+            table.insert(serde_json::to_string(&key).unwrap(), row);
+        }
+    }
+    out
+}
+
+/// How an application reaches a site's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Writer {
+    /// A plain connection of the SQLite berth links, with SQLite's default settings.
+    App,
+    /// The system's `sqlite3` shell (another SQLite than berth's).
+    Shell,
+    /// `python3` with its `sqlite3` module (another SQLite than berth's).
+    Python,
+}
+
+/// A statement parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    /// NULL.
+    Null,
+    /// INTEGER.
+    Int(i64),
+    /// REAL (bound exactly where the writer binds; the shell gets the shortest literal that
+    /// reads back as the same double).
+    Real(f64),
+    /// TEXT.
+    Text(String),
+    /// BLOB.
+    Blob(Vec<u8>),
+}
+
+impl Param {
+    /// As an SQL literal.
+    pub fn literal(&self) -> String {
+        match self {
+            Param::Null => "NULL".into(),
+            Param::Int(i) => i.to_string(),
+            Param::Real(f) => format!("{f:e}"),
+            Param::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            Param::Blob(b) => format!("X'{}'", hex(b)),
+        }
+    }
+
+    fn python(&self) -> serde_json::Value {
+        match self {
+            Param::Null => serde_json::Value::Null,
+            Param::Int(i) => serde_json::json!({ "i": i }),
+            Param::Real(f) => serde_json::json!({ "r": hex(&f.to_le_bytes()) }),
+            Param::Text(t) => serde_json::json!({ "t": t }),
+            Param::Blob(b) => serde_json::json!({ "b": hex(b) }),
+        }
+    }
+}
+
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Param::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Param::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Param::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Param::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Param::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+/// One application statement with its `?` parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stmt {
+    /// SQL with `?` placeholders (no `?` elsewhere).
+    pub sql: String,
+    /// Values for the placeholders, in order.
+    pub params: Vec<Param>,
+}
+
+impl Stmt {
+    /// A statement without parameters.
+    pub fn sql(sql: impl Into<String>) -> Stmt {
+        Stmt {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// The statement with its parameters written in as literals.
+    pub fn inline(&self) -> String {
+        let mut out = String::new();
+        let mut params = self.params.iter();
+        for ch in self.sql.chars() {
+            if ch == '?' {
+                out.push_str(&params.next().expect("a parameter per ?").literal());
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    }
+}
+
+/// The script `python3` runs for [`Writer::Python`]: the statements in one transaction, as
+/// an application using the standard `sqlite3` module would (its default isolation).
+const PYTHON_WRITER: &str = r#"
+import json, sqlite3, struct, sys
+def value(p):
+    if p is None:
+        return None
+    (k, x), = p.items()
+    if k == "i":
+        return x
+    if k == "r":
+        return struct.unpack("<d", bytes.fromhex(x))[0]
+    if k == "t":
+        return x
+    return bytes.fromhex(x)
+c = sqlite3.connect(sys.argv[1], timeout=10)
+for sql, params in json.loads(sys.argv[2]):
+    c.execute(sql, [value(p) for p in params])
+c.commit()
+c.close()
+"#;
+
+/// The path of the Python interpreter (resolved once: `python3` may be a slow shim).
+fn python() -> &'static Path {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import sqlite3, sys; print(sys.executable)"])
+            .output()
+            .unwrap_or_else(|e| panic!("python3 is needed (with its sqlite3 module): {e}"));
+        assert!(
+            out.status.success(),
+            "python3 with its sqlite3 module is needed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// The system's `sqlite3` shell.
+pub const SQLITE3_SHELL: &str = "/usr/bin/sqlite3";
+
+impl World {
+    /// A connection to a site's database as an application opens it: SQLite's default
+    /// settings (foreign keys off, which the SQLite berth links would turn on), waiting
+    /// for locks.
+    pub fn app(&self, site: &str) -> Connection {
+        let c = Connection::open(self.dir(site).join("data.db")).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        c
+    }
+
+    /// Runs statements at a site through `writer`, as an application would: through
+    /// [`World::app`] or a foreign SQLite (the `sqlite3` shell, Python's `sqlite3`), in one
+    /// transaction for the shell and Python, one at a time for the plain connection. A
+    /// `PRAGMA` must come first (it is run before the transaction). Fails the test when a
+    /// statement fails or the tool is missing.
+    pub fn write(&self, site: &str, writer: Writer, stmts: &[Stmt]) {
+        let db = self.dir(site).join("data.db");
+        let all = || {
+            stmts
+                .iter()
+                .map(Stmt::inline)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match writer {
+            Writer::App => {
+                let c = self.app(site);
+                for s in stmts {
+                    c.execute(&s.sql, rusqlite::params_from_iter(&s.params))
+                        .unwrap_or_else(|e| panic!("{site}: {}: {e}", s.inline()));
+                }
+            }
+            Writer::Shell => {
+                use std::io::Write;
+                let (pragmas, rest): (Vec<&Stmt>, Vec<&Stmt>) =
+                    stmts.iter().partition(|s| s.sql.starts_with("PRAGMA"));
+                let mut script = String::from(".bail on\n.timeout 10000\n");
+                for s in pragmas {
+                    script.push_str(&format!("{};\n", s.inline()));
+                }
+                script.push_str("BEGIN;\n");
+                for s in rest {
+                    script.push_str(&format!("{};\n", s.inline()));
+                }
+                script.push_str("COMMIT;\n");
+                let mut child = std::process::Command::new(SQLITE3_SHELL)
+                    .arg(&db)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("the sqlite3 shell {SQLITE3_SHELL} is needed: {e}"));
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(script.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success() && out.stderr.is_empty(),
+                    "{site}: sqlite3 shell: {}: {}",
+                    all(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Writer::Python => {
+                let batch: Vec<serde_json::Value> = stmts
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!([
+                            s.sql,
+                            s.params.iter().map(Param::python).collect::<Vec<_>>()
+                        ])
+                    })
+                    .collect();
+                let out = std::process::Command::new(python())
+                    .args(["-c", PYTHON_WRITER])
+                    .arg(&db)
+                    .arg(serde_json::to_string(&batch).unwrap())
+                    .output()
+                    .unwrap_or_else(|e| panic!("python3 is needed: {e}"));
+                assert!(
+                    out.status.success(),
+                    "{site}: python3 sqlite3: {}: {}",
+                    all(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// Every user table of a site exactly (see [`typed_rows`]).
+    pub fn rows(&self, site: &str) -> Rows {
+        typed_rows(&self.dir(site).join("data.db"))
+    }
+}
