@@ -837,6 +837,15 @@ impl Pending {
         }
     }
 
+    /// The position of the newest local entry of a row.
+    fn last(&self, tbl: &str, pk: &str) -> Option<i64> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.1 == tbl && e.2 == pk)
+            .map(|e| e.0)
+    }
+
     fn get(&self, tbl: &str, pk: &str) -> Option<Cols> {
         self.map.get(&(tbl.to_string(), pk.to_string())).cloned()
     }
@@ -888,6 +897,25 @@ pub struct NodeApply<'a> {
 }
 
 impl NodeApply<'_> {
+    /// Central's change is about to set columns of a row with local changes it has not
+    /// merged. Applying it is not journaled, so the newest local entry of the row, whose new
+    /// row would otherwise be read from the table at export, gets the row as it is now
+    /// stored with it: the local change still travels exactly as it was made.
+    fn pin(&self, t: &TableInfo, k: &[Json], key: &str) -> Result<()> {
+        let Some(pos) = self.pending.last(&t.name, key) else {
+            return Ok(());
+        };
+        let Some(row) = read_row(self.conn, t, k)? else {
+            return Ok(());
+        };
+        self.conn
+            .prepare_cached(
+                "UPDATE berth_log SET new = ?2 WHERE pos = ?1 AND new IS NULL AND op IN ('I', 'U')",
+            )?
+            .execute(params![pos, json_text(Some(&row))])?;
+        Ok(())
+    }
+
     /// Applies one change.
     pub fn apply(&mut self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
         let bad = |reason: String| EngineError::BadPayload {
@@ -961,6 +989,9 @@ impl NodeApply<'_> {
             Some(Cols::All) => false,
             Some(Cols::Some(cols)) => !cols.contains(c),
         };
+        if let (Op::I | Op::U, Some(Cols::Some(_))) = (ch.op, &pending) {
+            self.pin(t, &ch.k, &key)?;
+        }
         let empty = Row::new();
         let new = ch.new.as_ref().unwrap_or(&empty);
         let result = match (ch.op, &pending) {
