@@ -14,19 +14,19 @@ fn sql(db: &Path, stmt: &str) {
     c(stmt);
 }
 
-/// Writes through Python's sqlite3 when present, else through the sqlite3 shell: either way a
-/// foreign client, not berth.
+/// Writes through the sqlite3 shell: a foreign client, not berth. A missing shell fails.
 fn rusqlite_free_exec(db: &Path) -> impl Fn(&str) + '_ {
     move |stmt: &str| {
-        let ok = std::process::Command::new("sqlite3").arg(db).arg(stmt).status().map(|s| s.success()).unwrap_or(false)
-            || std::process::Command::new("python3")
-                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
-                .arg(db)
-                .arg(stmt)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-        assert!(ok, "no foreign SQLite client could run {stmt}");
+        let ok = std::process::Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
+            .arg(db)
+            .arg(stmt)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("this test needs the sqlite3 shell ({e}); .ci/run installs it")
+            })
+            .success();
+        assert!(ok, "the sqlite3 shell could not run {stmt}");
     }
 }
 
@@ -36,7 +36,12 @@ fn query(db: &Path, q: &str) -> String {
         .arg(db)
         .arg(q)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("this test needs python3 ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "python3 could not run {q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -39,7 +39,7 @@ fn exec_db(db: &Path, sql: &str) {
         .arg(db)
         .arg(sql)
         .status()
-        .unwrap()
+        .unwrap_or_else(|e| panic!("this test needs python3 ({e}); .ci/run installs it"))
         .success();
     assert!(ok, "python3 could not run {sql}");
 }
@@ -50,7 +50,12 @@ fn query(db: &Path, q: &str) -> String {
         .arg(db)
         .arg(q)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("this test needs python3 ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "python3 could not run {q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 

@@ -7,19 +7,21 @@ use std::process::Command;
 
 const DATA: &str = "INSERT INTO account VALUES ('a1', 'Acme', 'north');";
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
+/// Fails the test, with what to do, when `tool` does not run: a missing tool is not a pass.
+fn need(tool: &str) {
+    let ok = Command::new(tool)
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "this test needs `{tool}`, which does not run here; .ci/run installs it"
+    );
 }
 
 #[test]
 fn sqlite3_shell_writes_are_captured_and_merged() {
-    if !have("sqlite3") {
-        eprintln!("SKIPPED: no sqlite3 shell on this machine (.ci/run installs it)");
-        return;
-    }
+    need("sqlite3");
     let w = World::new(SCHEMA, DATA, &["a"]);
     let db = w.dir("a").join("data.db");
     let out = Command::new("sqlite3")
@@ -50,10 +52,7 @@ fn sqlite3_shell_writes_are_captured_and_merged() {
 
 #[test]
 fn python_sqlite3_writes_are_captured_and_merged() {
-    if !have("python3") {
-        eprintln!("SKIPPED: no python3 on this machine (.ci/run installs it)");
-        return;
-    }
+    need("python3");
     let w = World::new(SCHEMA, DATA, &["a", "b"]);
     let db = w.dir("b").join("data.db");
     let script = r#"

@@ -887,60 +887,71 @@ INSERT INTO u VALUES ('u1', 'c1', 1);
 INSERT INTO u VALUES ('u2', 'c2', 2);
 INSERT INTO u VALUES ('u3', 'c3', 3);";
 
-/// Issue 15, defect 5: `INSERT OR REPLACE` over an existing key at a node, with and without
-/// `recursive_triggers`: the node's new row wins at central and everywhere, no collision.
-#[test]
-fn insert_or_replace_over_an_existing_key_at_a_node_stands() {
-    let w = World::new(REPLACE_SCHEMA, REPLACE_DATA, &["a", "b"]);
-    shell(
-        &w,
-        "a",
-        "INSERT OR REPLACE INTO item VALUES ('k', 2, 'replaced');",
-    );
-    let want = only(&exact(&w, "a"), &["item"]);
-    settle(&w);
-    assert_no_conflicts(&w, "INSERT OR REPLACE at a");
-    assert_everywhere(&w, &want, "INSERT OR REPLACE at a");
+/// The pragma a session starts with: SQLite's default, or `recursive_triggers` on (then
+/// SQLite fires delete triggers for the rows REPLACE removes).
+fn pragma(recursive: bool) -> &'static str {
+    if recursive {
+        "PRAGMA recursive_triggers = ON;\n"
+    } else {
+        ""
+    }
+}
 
+/// `INSERT OR REPLACE` over an existing key at node `a` (the shell) and at node `b`
+/// (Python), each over a row nobody else changed.
+fn replace_over_a_key(recursive: bool) {
+    let w = World::new(REPLACE_SCHEMA, REPLACE_DATA, &["a", "b"]);
+    let p = pragma(recursive);
     shell(
         &w,
         "a",
-        "PRAGMA recursive_triggers = ON; REPLACE INTO item VALUES ('k', 3, 'replaced again');",
+        &format!("{p}INSERT OR REPLACE INTO item VALUES ('k', 2, 'replaced');"),
     );
     python(
         &w,
         "b",
-        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(\"INSERT OR REPLACE INTO item VALUES ('other', 11, 'replaced by b')\")\nc.commit()\n",
-        &[],
+        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2] + \"REPLACE INTO item VALUES ('other', 11, 'replaced by b');\")\n",
+        &[p],
     );
     let mut want = only(&exact(&w, "a"), &["item"]);
     let item = want.get_mut("item").unwrap();
     item.retain(|r| r[0] != text("other"));
     item.insert(vec![text("other"), Cell::Int(11), text("replaced by b")]);
+    assert!(item.contains(&vec![text("k"), Cell::Int(2), text("replaced")]));
     settle(&w);
-    assert_no_conflicts(
-        &w,
-        "REPLACE with recursive_triggers at a, INSERT OR REPLACE at b",
-    );
-    assert_everywhere(
-        &w,
-        &want,
-        "REPLACE with recursive_triggers at a, INSERT OR REPLACE at b",
-    );
+    let what = format!("INSERT OR REPLACE at a and b, recursive_triggers {recursive}");
+    assert_no_conflicts(&w, &what);
+    assert_everywhere(&w, &want, &what);
 }
 
-/// Issue 15, defect 5: a REPLACE at a node that displaces other rows through the UNIQUE
-/// column (and one through both the key and the UNIQUE column): the displaced rows are gone
-/// everywhere.
+/// Issue 15, defect 5: `INSERT OR REPLACE` over an existing key at a node (SQLite's default
+/// settings): the node's new row wins at central and everywhere, no `insert-exists`.
 #[test]
-fn insert_or_replace_displacing_another_row_at_a_node_removes_it_everywhere() {
+fn insert_or_replace_over_an_existing_key_at_a_node_stands() {
+    replace_over_a_key(false);
+}
+
+/// Issue 15, defect 5: the same with `PRAGMA recursive_triggers = ON` in the writer's session.
+#[test]
+fn insert_or_replace_with_recursive_triggers_over_an_existing_key_stands() {
+    replace_over_a_key(true);
+}
+
+/// A REPLACE at node `a` that displaces `u1` through the UNIQUE column, and one that
+/// displaces `u2` by key and `u3` through the UNIQUE column at once.
+fn replace_displacing(recursive: bool) {
     let w = World::new(REPLACE_SCHEMA, REPLACE_DATA, &["a", "b"]);
-    shell(&w, "a", "INSERT OR REPLACE INTO u VALUES ('u4', 'c1', 4);");
+    let p = pragma(recursive);
+    shell(
+        &w,
+        "a",
+        &format!("{p}INSERT OR REPLACE INTO u VALUES ('u4', 'c1', 4);"),
+    );
     python(
         &w,
         "a",
-        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(\"INSERT OR REPLACE INTO u VALUES ('u2', 'c3', 5)\")\nc.commit()\n",
-        &[],
+        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2] + \"INSERT OR REPLACE INTO u VALUES ('u2', 'c3', 5);\")\n",
+        &[p],
     );
     let want = only(&exact(&w, "a"), &["u"]);
     let expected: BTreeSet<Vec<Cell>> = [("u4", "c1", 4), ("u2", "c3", 5)]
@@ -949,8 +960,24 @@ fn insert_or_replace_displacing_another_row_at_a_node_removes_it_everywhere() {
         .collect();
     assert_eq!(want["u"], expected, "the writer's rows");
     settle(&w);
-    assert_no_conflicts(&w, "REPLACE displacing rows through UNIQUE at a");
-    assert_everywhere(&w, &want, "REPLACE displacing rows through UNIQUE at a");
+    let what =
+        format!("REPLACE displacing rows through UNIQUE at a, recursive_triggers {recursive}");
+    assert_no_conflicts(&w, &what);
+    assert_everywhere(&w, &want, &what);
+}
+
+/// Issue 15, defect 5: a REPLACE at a node that displaces other rows through the UNIQUE
+/// column (and one through both the key and the UNIQUE column): the displaced rows are gone
+/// everywhere.
+#[test]
+fn insert_or_replace_displacing_another_row_at_a_node_removes_it_everywhere() {
+    replace_displacing(false);
+}
+
+/// Issue 15, defect 5: the same with `PRAGMA recursive_triggers = ON`.
+#[test]
+fn insert_or_replace_with_recursive_triggers_displacing_rows_removes_them_everywhere() {
+    replace_displacing(true);
 }
 
 /// Issue 15, defect 5: the same REPLACE done at central: the nodes follow, and the nodes'
