@@ -10,6 +10,14 @@
 //! collision (there is none in this workload), no bundle is left in a spool and no bundle was
 //! applied twice.
 //!
+//! Each turn of the loop starts `berth dock` at one site (one turn in five at a second site
+//! too, both through the shared exchange folder, as two watchers on a synced folder would),
+//! runs foreign writes beside it, and kills it after a seeded fraction of how long the
+//! latest docks left to finish took (at most 80 ms; one turn in eight is left to finish).
+//! A kill counts only when the process died of SIGKILL. A foreign write checks that each of
+//! its statements changed exactly one row: one that does not found a row of its own that
+//! berth had changed behind its back, and is reported with the rows' write history.
+//!
 //! `BERTH_CRASH_SEED` (decimal or 0x-hex) replays a seed's ledger (the kill moments are timing,
 //! not seed); `BERTH_CRASH_KILLS` raises the number of kills that must hit a running dock
 //! (default 100); `BERTH_CRASH_WORKLOAD=basic` writes only inserts and updates (the full
@@ -29,7 +37,7 @@ CREATE TABLE tally(site TEXT NOT NULL, k TEXT NOT NULL, n INTEGER NOT NULL, PRIM
 const SITES: [&str; 3] = ["hq", "alice", "bob"];
 const NODES: [&str; 2] = ["alice", "bob"];
 const DEFAULT_SEED: u64 = 0x00B3_27C4_A5C0_0015;
-/// A killed dock runs at most this long.
+/// A killed dock runs at most this long (less while docks finish sooner).
 const MAX_DELAY_MS: u64 = 80;
 
 /// Python's sqlite3 as an application uses it: autocommit unless the write asks for a
