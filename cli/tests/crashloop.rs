@@ -10,6 +10,14 @@
 //! collision (there is none in this workload), no bundle is left in a spool and no bundle was
 //! applied twice.
 //!
+//! Each turn of the loop starts `berth dock` at one site (one turn in five at a second site
+//! too, both through the shared exchange folder, as two watchers on a synced folder would),
+//! runs foreign writes beside it, and kills it after a seeded fraction of how long the
+//! latest docks left to finish took (at most 80 ms; one turn in eight is left to finish).
+//! A kill counts only when the process died of SIGKILL. A foreign write checks that each of
+//! its statements changed exactly one row: one that does not found a row of its own that
+//! berth had changed behind its back, and is reported with the rows' write history.
+//!
 //! `BERTH_CRASH_SEED` (decimal or 0x-hex) replays a seed's ledger (the kill moments are timing,
 //! not seed); `BERTH_CRASH_KILLS` raises the number of kills that must hit a running dock
 //! (default 100); `BERTH_CRASH_WORKLOAD=basic` writes only inserts and updates (the full
@@ -29,7 +37,7 @@ CREATE TABLE tally(site TEXT NOT NULL, k TEXT NOT NULL, n INTEGER NOT NULL, PRIM
 const SITES: [&str; 3] = ["hq", "alice", "bob"];
 const NODES: [&str; 2] = ["alice", "bob"];
 const DEFAULT_SEED: u64 = 0x00B3_27C4_A5C0_0015;
-/// A killed dock runs at most this long.
+/// A killed dock runs at most this long (less while docks finish sooner).
 const MAX_DELAY_MS: u64 = 80;
 
 /// Python's sqlite3 as an application uses it: autocommit unless the write asks for a
@@ -699,6 +707,17 @@ fn read_state(db: &Path) -> State {
     state
 }
 
+/// How far a site's streams are: (bundles applied, bundles written), summed over its peers.
+fn progress(db: &Path) -> (i64, i64) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT COALESCE(SUM(in_seq), 0), COALESCE(SUM(out_seq), 0) FROM berth_peers",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
 fn status(w: &World, site: &str) -> serde_json::Value {
     let out = berth_ok(&[
         "status".as_ref(),
@@ -790,6 +809,7 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
     let mut write_anomalies: BTreeMap<usize, Failed> = BTreeMap::new();
     let (mut kills, mut finished, mut iterations, mut during) = (0u64, 0u64, 0u64, 0u64);
     let mut full_runs: Vec<u128> = Vec::new();
+    let mut stages: BTreeMap<&str, u64> = BTreeMap::new();
 
     let write =
         |ledger: &mut Ledger, rng: &mut Rng, site, when: String, found: &mut BTreeMap<_, _>| {
@@ -823,8 +843,16 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
             }
         }
         let to_completion = rng.one_in(8);
-        let delay = rng.below(MAX_DELAY_MS + 1);
-        let write_at = rng.below(delay + 1);
+        // The moment of the kill: a seeded fraction of a bound that follows how long the
+        // latest docks left to finish took (the slowest of the last 8, plus a fifth), so that
+        // kills fall anywhere in a dock's life, from its start to its last write, and most of
+        // them hit a running dock. The ledger does not depend on it.
+        let recent = &full_runs[full_runs.len().saturating_sub(8)..];
+        let bound = recent.iter().max().map_or(MAX_DELAY_MS, |m| {
+            (*m as u64 * 6 / 5).clamp(10, MAX_DELAY_MS)
+        });
+        let delay = rng.below(1001) * bound / 1000;
+        let write_at = rng.below(1001) * delay / 1000;
         let writes_during = rng.below(3);
         let write_sites: Vec<&'static str> = (0..writes_during)
             .map(|_| {
@@ -850,6 +878,7 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
             })
             .collect();
         during += planned.len() as u64;
+        let progress_before: Vec<(i64, i64)> = docking.iter().map(|s| progress(&w.db(s))).collect();
         let t0 = Instant::now();
         let children: Vec<(&str, Child)> =
             docking.iter().map(|s| (*s, spawn_dock(&w, s))).collect();
@@ -865,9 +894,20 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
             if !to_completion {
                 std::thread::sleep(Duration::from_millis(delay).saturating_sub(t0.elapsed()));
             }
-            for (s, child) in children {
+            for ((s, child), before) in children.into_iter().zip(&progress_before) {
                 match end_dock(child, !to_completion) {
-                    Ended::Killed => kills += 1,
+                    Ended::Killed => {
+                        kills += 1;
+                        let after = progress(&w.db(s));
+                        let stage = if after.1 > before.1 {
+                            "after recording a bundle written"
+                        } else if after.0 > before.0 {
+                            "after committing an apply, before recording a bundle written"
+                        } else {
+                            "before committing any apply or write"
+                        };
+                        *stages.entry(stage).or_insert(0u64) += 1;
+                    }
                     Ended::Finished => finished += 1,
                     Ended::Failed(why) => {
                         anomalies.push(format!(
@@ -894,6 +934,7 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
     }
     full_runs.sort_unstable();
     let loop_time = started.elapsed();
+    println!("where the kills fell: {stages:?}");
     println!(
         "loop: {iterations} iterations, {kills} docks killed while running, {finished} finished, \
          {} writes ({during} during docks), {:.1}s; docks left to finish took {}..{} ms (median {})",
@@ -971,9 +1012,13 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
     }
     let collision_count: usize = collisions.values().map(Vec::len).sum();
     if collision_count > 0 {
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in collisions.values().flatten() {
+            *kinds.entry(c.split(' ').next().unwrap_or("?")).or_default() += 1;
+        }
         failures.push(format!(
-            "central recorded {collision_count} collision(s) on {} row(s), in a workload where \
-             every row has one writer: each is false (listed with its row below)",
+            "central recorded {collision_count} collision(s) ({kinds:?}) on {} row(s), in a \
+             workload where every row has one writer: each is false (listed with its row below)",
             collisions.len()
         ));
     }
