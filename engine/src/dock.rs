@@ -281,9 +281,31 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
 /// Moves the bundles addressed to this site from the exchange folder into the spool.
 fn intake(site: &Site, via: &Path) -> Result<()> {
     let spool = site.folder("spool");
+    remove_parts(&spool)?;
     let keys = crate::keychain::opening_keys(&site.dir, site.key())?;
     for f in transport::list(via, Some(site.name()))? {
         crate::seal::take(&keys, site.name(), &f, &spool, &site.folder("quarantine"))?;
+    }
+    Ok(())
+}
+
+/// Removes the `.part` files a killed dock left in the spool (SPEC 1.9): the site's lock is
+/// held, so no other process is writing one.
+fn remove_parts(spool: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(spool) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EngineError::io(spool, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| EngineError::io(spool, e))?.path();
+        if path.extension().is_some_and(|x| x == "part") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::io(&path, e)),
+            }
+        }
     }
     Ok(())
 }
