@@ -135,6 +135,8 @@ struct Watcher {
     child: Child,
     lines: mpsc::Receiver<Value>,
     events: Vec<Value>,
+    /// Scan markers dropped so far ([`Watcher::rescanned`]).
+    markers: u32,
 }
 
 impl Watcher {
@@ -174,6 +176,7 @@ impl Watcher {
             child,
             lines: rx,
             events: Vec::new(),
+            markers: 0,
         };
         w.wait_for("started", |_| true);
         w
@@ -213,6 +216,28 @@ impl Watcher {
             self.events.push(v);
         }
         &self.events
+    }
+
+    /// Waits until the watcher (of site `hq`) has run a whole scan of `folder`, and the dock
+    /// that follows it, begun after this call: the proof that it looked, before a check that
+    /// something did not happen. No sleep: every scan reports an unreadable volume index
+    /// addressed to the site as `waiting` when it first sees it, so a marker index is dropped
+    /// and its event awaited, then a second one; the second is seen by a later scan than the
+    /// first, which began after this call. The markers are removed again.
+    fn rescanned(&mut self, folder: &Path) {
+        for _ in 0..2 {
+            self.markers += 1;
+            let marker = format!("alice_to_hq_{:010}.berth.zip.volumes", 9000 + self.markers);
+            fs::write(folder.join(&marker), b"scan marker, not an index [[[").unwrap();
+            let seen = self.file_event("waiting", &marker);
+            assert!(
+                seen["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("unreadable volume index")),
+                "{seen}"
+            );
+            fs::remove_file(folder.join(&marker)).unwrap();
+        }
     }
 
     fn count(&mut self, event: &str, file: &str) -> usize {
@@ -300,9 +325,9 @@ fn a_bundle_written_in_pieces_under_a_temporary_name_is_applied_once_and_sync_to
     fs::rename(&part, inbox.join(name(&b))).unwrap();
     watcher.file_event("applied", &name(&b));
     assert_eq!(w.hq("SELECT v FROM item WHERE id = 'a'"), "one");
-    // Let a few more rescans pass: the bundle is not applied twice, the decoys stay.
+    // After a later rescan and dock: the bundle is not applied twice, the decoys stay.
     watcher.wait_for("written", |_| true);
-    std::thread::sleep(Duration::from_secs(2));
+    watcher.rescanned(&inbox);
     assert_eq!(watcher.count("applied", &name(&b)), 1);
     assert_eq!(
         w.hq("SELECT COUNT(*) FROM berth_applied WHERE peer = 'alice'"),
@@ -327,9 +352,10 @@ fn a_bundle_written_slowly_under_its_final_name_is_not_read_before_it_is_complet
     let half = bytes.len() / 2;
     f.write_all(&bytes[..half]).unwrap();
     f.sync_all().unwrap();
-    // Longer than the settle time: size and time are stable, but the zip does not read yet.
+    // Longer than the settle time: size and time are stable, but the zip does not read yet;
+    // and it is still not taken at a later scan.
     watcher.file_event("waiting", &name(&b));
-    std::thread::sleep(Duration::from_secs(2));
+    watcher.rescanned(&inbox);
     assert!(dest.exists(), "taken before it was complete");
     assert!(files(&w.p("hq/quarantine")).is_empty());
     f.write_all(&bytes[half..]).unwrap();
@@ -625,7 +651,7 @@ fn split_volumes_wait_for_a_missing_piece_then_rejoin_through_the_watcher() {
             .contains("unreadable volume index"),
         "{w2}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    watcher.rescanned(&inbox);
     assert_eq!(
         w.hq("SELECT COUNT(*) FROM item"),
         "0",
@@ -995,7 +1021,7 @@ fn a_sealed_bundle_written_slowly_into_a_watched_folder_is_taken_whole() {
     f.write_all(&bytes[..cut]).unwrap();
     f.sync_all().unwrap();
     watcher.file_event("waiting", &name(&sealed));
-    std::thread::sleep(Duration::from_secs(2));
+    watcher.rescanned(&inbox);
     assert!(dest.exists(), "taken before it was complete");
     assert!(files(&w.p("hq/quarantine")).is_empty());
     f.write_all(&bytes[cut..]).unwrap();

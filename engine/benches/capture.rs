@@ -33,7 +33,7 @@ fn rows() -> usize {
 }
 
 /// UUIDv7-like ids: a millisecond prefix that only grows, then pseudo-random bits.
-fn ids(n: usize) -> Vec<String> {
+pub(crate) fn ids(n: usize) -> Vec<String> {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     (0..n)
         .map(|i| {
@@ -53,7 +53,7 @@ fn ids(n: usize) -> Vec<String> {
         .collect()
 }
 
-fn value(i: usize, round: u32) -> String {
+pub(crate) fn value(i: usize, round: u32) -> String {
     format!(
         "item {i} round {round}: pallet of {} boxes, dock {}",
         i % 97,
@@ -63,7 +63,7 @@ fn value(i: usize, round: u32) -> String {
 
 /// Which triggers a run's database gets.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Triggers {
+pub(crate) enum Triggers {
     /// None: the floor.
     Raw,
     /// berth's capture triggers, installed through the engine API.
@@ -74,7 +74,7 @@ enum Triggers {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Variant {
+pub(crate) enum Variant {
     /// Logs table, key and op only: the cost of a trigger plus a second row insert.
     KeyOnly,
     /// Logs whole rows with plain `json_object` (no blob tagging, no guard).
@@ -154,12 +154,12 @@ fn open(path: &Path, triggers: Triggers) -> Connection {
 }
 
 #[derive(Clone, Copy)]
-struct Split {
+pub(crate) struct Split {
     insert: Duration,
     update: Duration,
 }
 
-fn run(ids: &[String], vals: &[(String, String)], triggers: Triggers) -> Split {
+pub(crate) fn run(ids: &[String], vals: &[(String, String)], triggers: Triggers) -> Split {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open(&dir.path().join("data.db"), triggers);
 

@@ -41,7 +41,7 @@ const UPDATE: &str = "UPDATE item SET n = ?2, v = ?3 WHERE id = ?1";
 
 /// The changes: `updates` rows seeded at central (ids 0..updates) that the node updates,
 /// and `inserts` new rows (ids after them). Ids are time-ordered text.
-struct Work {
+pub(crate) struct Work {
     inserts: Vec<(String, i64, String)>,
     updates: Vec<(String, i64, String)>,
 }
@@ -51,7 +51,12 @@ fn id(k: usize) -> String {
 }
 
 fn work() -> Work {
-    let total = env("BERTH_BENCH_ROWS", DEFAULT_ROWS).max(5);
+    work_of(env("BERTH_BENCH_ROWS", DEFAULT_ROWS))
+}
+
+/// `total` changes (at least 5): a fifth updates, the rest inserts.
+pub(crate) fn work_of(total: usize) -> Work {
+    let total = total.max(5);
     let updates = total / 5;
     let inserts = total - updates;
     let val = |k: usize, round: u32| {
@@ -78,6 +83,13 @@ fn seed_sql(rows: usize) -> String {
     )
 }
 
+impl Work {
+    /// How many changes the node makes.
+    pub(crate) fn changes(&self) -> u64 {
+        (self.inserts.len() + self.updates.len()) as u64
+    }
+}
+
 fn write_changes(conn: &mut Connection, w: &Work) {
     let tx = conn.transaction().unwrap();
     {
@@ -94,14 +106,14 @@ fn write_changes(conn: &mut Connection, w: &Work) {
 }
 
 /// Pristine state: central's folder (before the merge), the node's bundle, the node's key.
-struct Scenario {
+pub(crate) struct Scenario {
     central: PathBuf,
     bundle: PathBuf,
     node_key: PublicKey,
     _root: tempfile::TempDir,
 }
 
-fn scenario(w: &Work) -> Scenario {
+pub(crate) fn scenario(w: &Work) -> Scenario {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     let (schema, data, via) = (r.join("schema.sql"), r.join("data.sql"), r.join("via"));
@@ -175,7 +187,7 @@ fn scenario(w: &Work) -> Scenario {
 }
 
 /// One merge: fresh copies (not timed), then central's `dock` (timed).
-fn merge_once(s: &Scenario, expected: u64) -> Duration {
+pub(crate) fn merge_once(s: &Scenario, expected: u64) -> Duration {
     let work = tempfile::tempdir().unwrap();
     let (dir, via) = (work.path().join("hq"), work.path().join("via"));
     copy_dir(&s.central, &dir);
@@ -312,7 +324,7 @@ fn shaped_once(s: &Scenario, w: &Work) -> Duration {
 
 /// Only the bundle part of a merge: open, verify the signature, unpack the changes entry to a
 /// temporary file while checking its hash; then, timed apart, parse every change line.
-fn verify_unpack_parse_once(s: &Scenario, expected: u64) -> (Duration, Duration) {
+pub(crate) fn verify_unpack_parse_once(s: &Scenario, expected: u64) -> (Duration, Duration) {
     let spool = tempfile::tempdir().unwrap();
     let t = Instant::now();
     let file = fs::File::open(&s.bundle).unwrap();
@@ -349,7 +361,7 @@ fn median(v: &[Duration]) -> Duration {
 
 fn bench(c: &mut Criterion) {
     let w = work();
-    let n = (w.inserts.len() + w.updates.len()) as u64;
+    let n = w.changes();
     let t = Instant::now();
     let s = scenario(&w);
     eprintln!("scenario ready in {:.1}s", t.elapsed().as_secs_f64());

@@ -48,15 +48,17 @@ use support::{copy_dir, env};
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sales");
 
 /// The routing scenario's data size: 5,000 accounts, 20,000 opportunities, 10,000 quotes,
-/// 40,000 activities, whatever the number of employees.
+/// 40,000 activities, whatever the number of employees (`tests/agreement.rs` uses a smaller
+/// unit).
 const ROWS_UNIT: usize = 1000;
 
-/// Rows of the routing scenario: `emps` employees, each in a position of their own.
-fn routing_data(emps: usize) -> String {
-    let accounts = 5 * ROWS_UNIT;
-    let optys = 20 * ROWS_UNIT;
-    let quotes = 10 * ROWS_UNIT;
-    let acts = 40 * ROWS_UNIT;
+/// Rows of the routing scenario: `emps` employees, each in a position of their own;
+/// `5 * unit` accounts, `20 * unit` opportunities, `10 * unit` quotes, `40 * unit` activities.
+fn routing_data(emps: usize, unit: usize) -> String {
+    let accounts = 5 * unit;
+    let optys = 20 * unit;
+    let quotes = 10 * unit;
+    let acts = 40 * unit;
     format!(
         "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {emps})
          INSERT INTO employee(id, name) SELECT printf('E%d', i), printf('Employee %d', i) FROM c;
@@ -120,8 +122,8 @@ fn enroll_node(hq: &mut Site, root: &Path, via: &Path, name: &str, employee: &st
 }
 
 /// Central, with `nodes` nodes enrolled, in `dir`.
-fn central_with_nodes(root: &Path, nodes: usize, emps: usize) -> PathBuf {
-    let (mut hq, dir, via) = sample_central(root, &routing_data(emps));
+pub(crate) fn central_with_nodes(root: &Path, nodes: usize, emps: usize, unit: usize) -> PathBuf {
+    let (mut hq, dir, via) = sample_central(root, &routing_data(emps, unit));
     let t = Instant::now();
     for i in 0..nodes {
         enroll_node(&mut hq, root, &via, &format!("n{i}"), &format!("E{i}"));
@@ -137,9 +139,9 @@ fn central_with_nodes(root: &Path, nodes: usize, emps: usize) -> PathBuf {
 }
 
 /// `count` changes at central through the capture triggers; every tenth a reassignment.
-fn write_changes(dir: &Path, count: usize, emps: usize) {
+pub(crate) fn write_changes(dir: &Path, count: usize, emps: usize, unit: usize) {
     let mut conn = store::open(&dir.join("data.db")).unwrap();
-    let optys = 20 * ROWS_UNIT;
+    let optys = 20 * unit;
     let tx = conn.transaction().unwrap();
     {
         let mut reassign = tx
@@ -166,11 +168,11 @@ fn write_changes(dir: &Path, count: usize, emps: usize) {
                 }
                 4 | 5 => {
                     quote
-                        .execute(params![format!("Q{}", k % (10 * ROWS_UNIT))])
+                        .execute(params![format!("Q{}", k % (10 * unit))])
                         .unwrap();
                 }
                 _ => {
-                    act.execute(params![format!("T{}", (c * 31) % (40 * ROWS_UNIT))])
+                    act.execute(params![format!("T{}", (c * 31) % (40 * unit))])
                         .unwrap();
                 }
             }
@@ -204,21 +206,21 @@ fn routing_scenario() -> Routing {
     let (small, large) = (sizes[0], *sizes.last().unwrap());
     // The same central data at both sizes; every employee is a node, so every row has a
     // holder and each change goes somewhere at both sizes.
-    let base_100 = central_with_nodes(&r.join("s100"), small, small);
+    let base_100 = central_with_nodes(&r.join("s100"), small, small, ROWS_UNIT);
     let base_1000 = if large == small {
         base_100.clone()
     } else {
-        central_with_nodes(&r.join("s1000"), large, large)
+        central_with_nodes(&r.join("s1000"), large, large, ROWS_UNIT)
     };
     let at_100 = r.join("at_100");
     copy_dir(&base_100, &at_100);
-    write_changes(&at_100, changes, small);
+    write_changes(&at_100, changes, small, ROWS_UNIT);
     let at_1000 = r.join("at_1000");
     copy_dir(&base_1000, &at_1000);
-    write_changes(&at_1000, changes, large);
+    write_changes(&at_1000, changes, large, ROWS_UNIT);
     let prefix_1000 = r.join("prefix_1000");
     copy_dir(&base_1000, &prefix_1000);
-    write_changes(&prefix_1000, prefix, large);
+    write_changes(&prefix_1000, prefix, large, ROWS_UNIT);
     Routing {
         at_100,
         at_1000,
@@ -259,7 +261,8 @@ fn route_once(pristine: &Path, eval: Evaluation) -> (Duration, i64) {
 }
 
 /// The partial logs of both evaluations must be the same (same decisions, same order).
-fn same_output(pristine: &Path) {
+/// Returns how many changes were routed.
+pub(crate) fn same_output(pristine: &Path) -> usize {
     let dump = |eval| {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path().join("hq");
@@ -291,6 +294,7 @@ fn same_output(pristine: &Path) {
         "set form and per-pair agree on all {} routed changes",
         a.len()
     );
+    a.len()
 }
 
 fn per_change(d: Duration, n: usize) -> f64 {
@@ -404,16 +408,21 @@ fn extract_data(rows: usize) -> String {
     )
 }
 
-struct Extract {
+pub(crate) struct Extract {
     central: PathBuf,
     request: PathBuf,
     node: PathBuf,
-    rows: i64,
+    /// Rows at central, in all.
+    pub(crate) rows: i64,
     _root: tempfile::TempDir,
 }
 
 fn extract_scenario() -> Extract {
-    let rows = env("BERTH_BENCH_EXTRACT_ROWS", 1_000_000);
+    extract_scenario_of(env("BERTH_BENCH_EXTRACT_ROWS", 1_000_000))
+}
+
+/// The extract scenario with about `rows` rows at central.
+pub(crate) fn extract_scenario_of(rows: usize) -> Extract {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     let t = Instant::now();
@@ -466,7 +475,7 @@ fn extract_scenario() -> Extract {
 
 /// Ours: `add_node` for the manager on a fresh copy of central. Returns the time and the
 /// rows the node holds (limited tables).
-fn extract_once(s: &Extract) -> (Duration, i64, PathBuf, tempfile::TempDir) {
+pub(crate) fn extract_once(s: &Extract) -> (Duration, i64, PathBuf, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
     let (dir, out) = (work.path().join("hq"), work.path().join("out"));
     copy_dir(&s.central, &dir);
@@ -512,31 +521,12 @@ fn copy_target(done: &Path) -> (tempfile::TempDir, Connection) {
 /// the clock starts).
 fn floor_once(done: &Path) -> Duration {
     let (_work, conn) = copy_target(done);
-    let limited = [
-        ("account", "id"),
-        ("contact", "id"),
-        ("opty", "id"),
-        ("quote", "id"),
-        ("activity", "id"),
-        ("quote_item", "id"),
-        ("opty_prod", "id"),
-    ];
-    for (t, k) in limited {
+    for (t, k) in LIMITED {
+        let k: Vec<String> = k.split(", ").map(|c| format!("x.{c}")).collect();
         conn.execute_batch(&format!(
             "CREATE TEMP TABLE keep_{t} AS SELECT x.rowid AS r FROM {t} x CROSS JOIN berth_node_rows n
-               ON n.node = 'mgr' AND n.tbl = '{t}' AND n.pk = json_array(x.{k});"
-        ))
-        .unwrap();
-    }
-    for t in ["acct_postn", "opty_emp"] {
-        let cols = if t == "acct_postn" {
-            "account_id, position_id"
-        } else {
-            "opty_id, emp_id"
-        };
-        conn.execute_batch(&format!(
-            "CREATE TEMP TABLE keep_{t} AS SELECT x.rowid AS r FROM {t} x CROSS JOIN berth_node_rows n
-               ON n.node = 'mgr' AND n.tbl = '{t}' AND n.pk = json_array({cols});"
+               ON n.node = 'mgr' AND n.tbl = '{t}' AND n.pk = json_array({});",
+            k.join(", ")
         ))
         .unwrap();
     }
@@ -546,11 +536,7 @@ fn floor_once(done: &Path) -> Duration {
         conn.execute_batch(&format!("INSERT INTO dest.{e} SELECT * FROM main.{e};"))
             .unwrap();
     }
-    for (tb, _) in limited
-        .iter()
-        .copied()
-        .chain([("acct_postn", ""), ("opty_emp", "")])
-    {
+    for (tb, _) in LIMITED {
         conn.execute_batch(&format!(
             "INSERT INTO dest.{tb} SELECT * FROM main.{tb} WHERE rowid IN (SELECT r FROM temp.keep_{tb});"
         ))
@@ -564,8 +550,8 @@ fn floor_once(done: &Path) -> Duration {
 /// manager. The visible ids are selected in SQL (the opportunity <-> quote cycle and the
 /// related account closed by hand), then one `INSERT .. SELECT` per table copies the rows,
 /// all inside the clock. `done` is a central after our extract: before returning, it checks
-/// that the copy holds exactly the rows our extract recorded, table by table.
-fn floor_sql_once(done: &Path) -> Duration {
+/// that the copy holds exactly the rows our extract recorded ([`same_rows_as_extract`]).
+pub(crate) fn floor_sql_once(done: &Path) -> Duration {
     let (_work, conn) = copy_target(done);
     let t = Instant::now();
     conn.execute_batch(
@@ -600,25 +586,56 @@ fn floor_sql_once(done: &Path) -> Duration {
     )
     .unwrap();
     let d = t.elapsed();
-    let held: Vec<(String, i64)> = conn
-        .prepare("SELECT tbl, count(*) FROM berth_node_rows WHERE node = 'mgr' GROUP BY tbl")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for (table, n) in held {
-        let copied: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM dest.{table}"), [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(
-            copied, n,
-            "the hand-written extract copies other {table} rows"
+    same_rows_as_extract(&conn);
+    d
+}
+
+/// The tables whose rows a node holds only in part (`berth_node_rows`), with their key
+/// columns in key order.
+const LIMITED: [(&str, &str); 9] = [
+    ("account", "id"),
+    ("contact", "id"),
+    ("opty", "id"),
+    ("quote", "id"),
+    ("activity", "id"),
+    ("quote_item", "id"),
+    ("opty_prod", "id"),
+    ("acct_postn", "account_id, position_id"),
+    ("opty_emp", "opty_id, emp_id"),
+];
+
+/// Checks that the copy in `dest` holds exactly the rows of the limited tables that our
+/// extract recorded for the manager (`berth_node_rows`), key by key, and that the extract
+/// recorded rows of no other table.
+fn same_rows_as_extract(conn: &Connection) {
+    let keys = |sql: &str| -> std::collections::BTreeSet<String> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for (table, key) in LIMITED {
+        let copied = keys(&format!("SELECT json_array({key}) FROM dest.{table}"));
+        let held = keys(&format!(
+            "SELECT pk FROM berth_node_rows WHERE node = 'mgr' AND tbl = '{table}'"
+        ));
+        assert!(
+            copied == held,
+            "the hand-written extract copies other {table} rows than ours: {} copied, {} held; only copied: {:?}; only held: {:?}",
+            copied.len(),
+            held.len(),
+            copied.difference(&held).take(5).collect::<Vec<_>>(),
+            held.difference(&copied).take(5).collect::<Vec<_>>(),
         );
     }
-    d
+    let tables = keys("SELECT DISTINCT tbl FROM berth_node_rows WHERE node = 'mgr'");
+    let others: Vec<&String> = tables
+        .iter()
+        .filter(|t| !LIMITED.iter().any(|(l, _)| l == t))
+        .collect();
+    assert!(others.is_empty(), "our extract holds rows of {others:?}");
 }
 
 fn bench_extract(c: &mut Criterion) {

@@ -610,29 +610,171 @@ mod random {
         out
     }
 
+    /// A stored value, exactly: its storage class and its bytes (a real's bit pattern).
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    enum Cell {
+        Null,
+        Integer(i64),
+        Real(u64),
+        Text(Vec<u8>),
+        Blob(Vec<u8>),
+    }
+
+    impl Cell {
+        fn of(v: rusqlite::types::ValueRef<'_>) -> Cell {
+            use rusqlite::types::ValueRef;
+            match v {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(i) => Cell::Integer(i),
+                ValueRef::Real(f) => Cell::Real(f.to_bits()),
+                ValueRef::Text(t) => Cell::Text(t.to_vec()),
+                ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+            }
+        }
+    }
+
+    /// A value to store: every storage class, text that reads as a number (which a column's
+    /// affinity converts) and reals that need 17 significant digits.
+    fn stored() -> impl Strategy<Value = rusqlite::types::Value> {
+        use rusqlite::types::Value;
+        prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::Integer),
+            (-3i64..3).prop_map(Value::Integer),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::Real),
+            (1u64..1 << 52).prop_map(|m| Value::Real(1.0 + m as f64 * f64::EPSILON)),
+            (-3i64..3).prop_map(|i| Value::Real(i as f64)),
+            prop_oneof![
+                Just("12".to_string()),
+                Just("1.5".to_string()),
+                Just("0.30000000000000004".to_string()),
+                Just(" 7 ".to_string()),
+                Just("1e3".to_string()),
+                "[a-z\u{e9}]{0,5}",
+            ]
+            .prop_map(Value::Text),
+            proptest::collection::vec(any::<u8>(), 0..5).prop_map(Value::Blob),
+        ]
+    }
+
+    /// Every cell of every row of `table`, by key.
+    fn cells(db: &Connection, table: &str) -> Vec<(String, Vec<(String, Cell)>)> {
+        let mut st = db
+            .prepare(&format!("SELECT * FROM {table} ORDER BY id"))
+            .unwrap();
+        let names: Vec<String> = st.column_names().map(|c| c.to_string()).collect();
+        let mut rows = st.query([]).unwrap();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            let mut row: Vec<(String, Cell)> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), Cell::of(r.get_ref(i).unwrap())))
+                .collect();
+            row.sort();
+            let id = match &row.iter().find(|(n, _)| n == "id").unwrap().1 {
+                Cell::Text(t) => String::from_utf8(t.clone()).unwrap(),
+                other => panic!("id {other:?}"),
+            };
+            out.push((id, row));
+        }
+        out
+    }
+
+    const ROWS: [&str; 2] = ["r1", "r2"];
+    /// Values drawn per table, row and column name (tables 0..3, names c0..c5).
+    const CELLS: usize = 3 * ROWS.len() * 6;
+
+    fn cell_index(table: usize, row: usize, name: usize) -> usize {
+        (table * ROWS.len() + row) * 6 + name
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        /// Whatever the two schemas, the plan leads exactly to the second, and every cell of
+        /// every row that both schemas hold a column for arrives with its storage class and
+        /// value as the target column stores it (the column's affinity applied, a NULL in a
+        /// column that became NOT NULL filled with its default); new columns hold their
+        /// defaults.
         #[test]
         fn any_pair_of_schemas_migrates_exactly(
             a in proptest::collection::vec(proptest::option::of(tbl()), 1..4),
             b in proptest::collection::vec(proptest::option::of(tbl()), 1..4),
+            values in proptest::collection::vec(stored(), CELLS),
         ) {
             let (from, to) = (schema(&a), schema(&b));
             let dir = tempfile::tempdir().unwrap();
             let db = open(&dir, "p");
             db.execute_batch(&from).unwrap();
             let before = snapshot::read(&db).unwrap();
-            for t in &before.tables {
-                db.execute(&format!("INSERT INTO {} (id) VALUES ('r1'), ('r2')", t.name), []).unwrap();
+            // The rows, every column set (a NOT NULL column gets no NULL).
+            for (i, t) in a.iter().enumerate() {
+                let Some(t) = t else { continue };
+                for (r, id) in ROWS.iter().enumerate() {
+                    let mut cols = vec!["id".to_string()];
+                    let mut vals = vec![rusqlite::types::Value::Text(id.to_string())];
+                    for c in &t.cols {
+                        let v = values[cell_index(i, r, c.name)].clone();
+                        cols.push(format!("c{}", c.name));
+                        vals.push(if c.not_null && v == rusqlite::types::Value::Null {
+                            rusqlite::types::Value::Integer(7)
+                        } else {
+                            v
+                        });
+                    }
+                    let marks = vec!["?"; cols.len()].join(", ");
+                    db.execute(
+                        &format!("INSERT INTO t{i} ({}) VALUES ({marks})", cols.join(", ")),
+                        rusqlite::params_from_iter(vals),
+                    )
+                    .unwrap();
+                }
+            }
+            // What the rows must become: the stored values of the columns both schemas
+            // have, written into a fresh database of the target schema.
+            let expected_db = Connection::open_in_memory().unwrap();
+            expected_db.execute_batch(&to).unwrap();
+            for (i, t) in b.iter().enumerate() {
+                let Some(t) = t else { continue };
+                let Some(Some(was)) = a.get(i) else { continue };
+                for (id, row) in cells(&db, &format!("t{i}")) {
+                    let mut cols = vec!["id".to_string()];
+                    let mut vals = vec![rusqlite::types::Value::Text(id)];
+                    for c in t.cols.iter().filter(|c| was.cols.iter().any(|w| w.name == c.name)) {
+                        let name = format!("c{}", c.name);
+                        let v = match &row.iter().find(|(n, _)| *n == name).unwrap().1 {
+                            Cell::Null if c.not_null => continue,
+                            Cell::Null => rusqlite::types::Value::Null,
+                            Cell::Integer(i) => rusqlite::types::Value::Integer(*i),
+                            Cell::Real(f) => rusqlite::types::Value::Real(f64::from_bits(*f)),
+                            Cell::Text(s) => rusqlite::types::Value::Text(String::from_utf8(s.clone()).unwrap()),
+                            Cell::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
+                        };
+                        cols.push(name);
+                        vals.push(v);
+                    }
+                    let marks = vec!["?"; cols.len()].join(", ");
+                    expected_db
+                        .execute(
+                            &format!("INSERT INTO t{i} ({}) VALUES ({marks})", cols.join(", ")),
+                            rusqlite::params_from_iter(vals),
+                        )
+                        .unwrap();
+                }
             }
             let target = snapshot::from_sql(&to).unwrap();
             let plan = diff(&before, &target, &DiffOptions { allow_destructive: true, ..DiffOptions::default() }).unwrap();
             apply::apply(&db, &plan).unwrap();
             prop_assert_eq!(snapshot::read(&db).unwrap().canonical().unwrap(), target.canonical().unwrap());
             for t in &target.tables {
+                let (got, want) = (cells(&db, &t.name), cells(&expected_db, &t.name));
                 if before.table(&t.name).is_some() {
-                    prop_assert_eq!(value(&db, &format!("SELECT group_concat(id, ',') FROM {}", t.name)), "r1,r2");
+                    let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+                    prop_assert_eq!(ids, ROWS.to_vec(), "{} lost or gained rows", &t.name);
                 }
+                prop_assert_eq!(got, want, "the cells of {} after\n{}\nto\n{}", &t.name, &from, &to);
             }
         }
     }
