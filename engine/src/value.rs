@@ -146,10 +146,20 @@ pub fn same(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(i), Some(j)) => i == j,
-            _ => x.as_f64() == y.as_f64(),
+            // Exactly, as SQLite compares an integer with a real (not as two doubles).
+            (Some(i), None) => y.as_f64().is_some_and(|f| int_is_real(i, f)),
+            (None, Some(j)) => x.as_f64().is_some_and(|f| int_is_real(j, f)),
+            (None, None) => x.as_f64() == y.as_f64(),
         },
         _ => a == b,
     }
+}
+
+/// True when the real is exactly the integer.
+fn int_is_real(i: i64, f: f64) -> bool {
+    // 2^63 as a double: every double in [-2^63, 2^63) converts to i64 exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) && f as i64 == i
 }
 
 /// Parses a row from the log's JSON text (see [`parse_row_bytes`]).

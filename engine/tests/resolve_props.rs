@@ -429,7 +429,6 @@ fn same_treats_1_and_1_0_as_equal_and_nothing_else_across_classes() {
 /// already holds the new value" (or "central holds the old value") with no collision: the
 /// sites diverge silently.
 #[test]
-#[ignore = "defect in value::same (reported, issue 15): an integer and a real are compared as doubles"]
 fn same_compares_a_large_integer_and_a_real_exactly_as_sqlite_does() {
     let (i, f) = (
         json!(9_007_199_254_740_993i64),
