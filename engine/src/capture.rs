@@ -95,7 +95,9 @@ pub fn unique_sets(conn: &Connection, t: &Table) -> Result<Vec<Vec<String>>> {
     let mut sets = vec![t.pk.clone()];
     let names: Vec<(String, bool)> = conn
         .prepare(&format!("PRAGMA index_list({})", ident(&t.name)))?
-        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(2)? != 0)))?
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(1)?, r.get::<_, i64>(2)? != 0))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     for (name, unique) in names {
         if !unique {

@@ -9,10 +9,10 @@
 use crate::error::Result;
 use crate::merge::apply::{Catalog, TableInfo, read_row};
 use crate::value::{Row, log_row, parse_key, raw, same};
-use std::collections::HashMap;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use std::collections::HashMap;
 
 /// The kind of a row change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -212,7 +212,13 @@ impl Chains {
 
     /// The row as entry `pos` left it: the old row of the next entry of its key (none when
     /// that next entry is an insert), else the row in the table now.
-    fn after(&self, conn: &Connection, info: &TableInfo, key: &[Json], pos: i64) -> Result<Option<Row>> {
+    fn after(
+        &self,
+        conn: &Connection,
+        info: &TableInfo,
+        key: &[Json],
+        pos: i64,
+    ) -> Result<Option<Row>> {
         let Some(q) = self.next.get(&pos) else {
             return read_row(conn, info, key);
         };
@@ -261,10 +267,7 @@ impl Logged {
                 .and_then(Op::parse)
                 .ok_or_else(|| crate::error::EngineError::Journal {
                     pos,
-                    reason: format!(
-                        "unknown operation {:?}",
-                        String::from_utf8_lossy(letter)
-                    ),
+                    reason: format!("unknown operation {:?}", String::from_utf8_lossy(letter)),
                 })?
         };
         let old = log_row(r.get_ref(4)?);
@@ -485,7 +488,11 @@ mod tests {
         let mut out = Vec::new();
         let f = Filter { after, peer: None };
         export(c, &f, cat, |ch| {
-            let text = |r: &Option<Row>| r.as_ref().map(|r| serde_json::to_string(r).unwrap()).unwrap_or_default();
+            let text = |r: &Option<Row>| {
+                r.as_ref()
+                    .map(|r| serde_json::to_string(r).unwrap())
+                    .unwrap_or_default()
+            };
             out.push((ch.op, ch.key_text(), text(&ch.old), text(&ch.new)));
             Ok(())
         })
@@ -508,7 +515,10 @@ mod tests {
             .unwrap();
         let e = exported(&c, &cat, seen);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert_eq!((e[0].0, e[0].2.as_str(), e[0].3.as_str()), (Op::U, r#"{"v":1}"#, r#"{"id":"k","v":2}"#));
+        assert_eq!(
+            (e[0].0, e[0].2.as_str(), e[0].3.as_str()),
+            (Op::U, r#"{"v":1}"#, r#"{"id":"k","v":2}"#)
+        );
         assert_eq!((e[1].0, e[1].2.as_str()), (Op::D, r#"{"id":"k","v":2}"#));
 
         c.execute_batch("INSERT INTO item VALUES ('k', 1)").unwrap();
@@ -522,7 +532,13 @@ mod tests {
         let ops: Vec<(Op, &str)> = e.iter().map(|x| (x.0, x.1.as_str())).collect();
         assert_eq!(
             ops,
-            vec![(Op::U, r#"["k"]"#), (Op::D, r#"["k"]"#), (Op::I, r#"["k2"]"#), (Op::U, r#"["k2"]"#), (Op::I, r#"["k"]"#)]
+            vec![
+                (Op::U, r#"["k"]"#),
+                (Op::D, r#"["k"]"#),
+                (Op::I, r#"["k2"]"#),
+                (Op::U, r#"["k2"]"#),
+                (Op::I, r#"["k"]"#)
+            ]
         );
         assert_eq!(e[0].3, r#"{"id":"k","v":3}"#);
         assert_eq!(e[1].2, r#"{"id":"k","v":3}"#);
@@ -536,38 +552,54 @@ mod tests {
     #[test]
     fn replace_is_captured_as_the_deletes_it_made() {
         for recursive in [false, true] {
-            let (c, cat) = captured(
-                "CREATE TABLE u(id TEXT PRIMARY KEY, code TEXT UNIQUE, v INTEGER);",
-            );
-            c.execute_batch(&format!("PRAGMA recursive_triggers = {recursive};")).unwrap();
-            c.execute_batch("INSERT INTO u VALUES ('a', 'A', 1), ('b', 'B', 2);").unwrap();
+            let (c, cat) =
+                captured("CREATE TABLE u(id TEXT PRIMARY KEY, code TEXT UNIQUE, v INTEGER);");
+            c.execute_batch(&format!("PRAGMA recursive_triggers = {recursive};"))
+                .unwrap();
+            c.execute_batch("INSERT INTO u VALUES ('a', 'A', 1), ('b', 'B', 2);")
+                .unwrap();
             let seen = top(&c);
             c.execute_batch(
                 "INSERT OR IGNORE INTO u VALUES ('a', 'Z', 7);
                  INSERT INTO u VALUES ('b', 'Y', 8) ON CONFLICT DO NOTHING;",
             )
             .unwrap();
-            assert!(c.execute_batch("INSERT INTO u VALUES ('a', 'Q', 3)").is_err());
+            assert!(
+                c.execute_batch("INSERT INTO u VALUES ('a', 'Q', 3)")
+                    .is_err()
+            );
             assert!(exported(&c, &cat, seen).is_empty(), "recursive {recursive}");
 
-            c.execute_batch("INSERT OR REPLACE INTO u VALUES ('a', 'A', 5)").unwrap();
+            c.execute_batch("INSERT OR REPLACE INTO u VALUES ('a', 'A', 5)")
+                .unwrap();
             let e = exported(&c, &cat, seen);
             let ops: Vec<(Op, &str)> = e.iter().map(|x| (x.0, x.1.as_str())).collect();
-            assert_eq!(ops, vec![(Op::D, r#"["a"]"#), (Op::I, r#"["a"]"#)], "recursive {recursive}");
+            assert_eq!(
+                ops,
+                vec![(Op::D, r#"["a"]"#), (Op::I, r#"["a"]"#)],
+                "recursive {recursive}"
+            );
             assert_eq!(e[0].2, r#"{"code":"A","id":"a","v":1}"#);
             assert_eq!(e[1].3, r#"{"code":"A","id":"a","v":5}"#);
 
             // Displacing another row through the UNIQUE column.
             let seen = top(&c);
-            c.execute_batch("REPLACE INTO u VALUES ('c', 'B', 6)").unwrap();
+            c.execute_batch("REPLACE INTO u VALUES ('c', 'B', 6)")
+                .unwrap();
             let e = exported(&c, &cat, seen);
             let ops: Vec<(Op, &str)> = e.iter().map(|x| (x.0, x.1.as_str())).collect();
-            assert_eq!(ops, vec![(Op::D, r#"["b"]"#), (Op::I, r#"["c"]"#)], "recursive {recursive}");
+            assert_eq!(
+                ops,
+                vec![(Op::D, r#"["b"]"#), (Op::I, r#"["c"]"#)],
+                "recursive {recursive}"
+            );
 
             // An upsert is an update.
             let seen = top(&c);
-            c.execute_batch("INSERT INTO u VALUES ('c', 'B', 7) ON CONFLICT(id) DO UPDATE SET v = excluded.v")
-                .unwrap();
+            c.execute_batch(
+                "INSERT INTO u VALUES ('c', 'B', 7) ON CONFLICT(id) DO UPDATE SET v = excluded.v",
+            )
+            .unwrap();
             let e = exported(&c, &cat, seen);
             assert_eq!(e.len(), 1);
             assert_eq!((e[0].0, e[0].2.as_str()), (Op::U, r#"{"v":6}"#));
@@ -613,10 +645,26 @@ mod tests {
     #[test]
     fn wide_tables_are_journaled_in_chunks() {
         let cols: Vec<String> = (0..130).map(|i| format!("c{i} INTEGER")).collect();
-        let (c, cat) = captured(&format!("CREATE TABLE w(id INTEGER PRIMARY KEY, {});", cols.join(", ")));
-        c.execute_batch("INSERT INTO w(id, c0, c129) VALUES (1, 10, 20); DELETE FROM w;").unwrap();
+        let (c, cat) = captured(&format!(
+            "CREATE TABLE w(id INTEGER PRIMARY KEY, {});",
+            cols.join(", ")
+        ));
+        c.execute_batch("INSERT INTO w(id, c0, c129) VALUES (1, 10, 20); DELETE FROM w;")
+            .unwrap();
         let mut old = None;
-        export(&c, &Filter { after: 1, peer: None }, &cat, |ch| { old = ch.old.clone(); Ok(()) }).unwrap();
+        export(
+            &c,
+            &Filter {
+                after: 1,
+                peer: None,
+            },
+            &cat,
+            |ch| {
+                old = ch.old.clone();
+                Ok(())
+            },
+        )
+        .unwrap();
         let old = old.unwrap();
         assert_eq!(old.len(), 131);
         assert_eq!(old["c129"], json!(20));

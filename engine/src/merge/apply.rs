@@ -657,9 +657,11 @@ impl CentralMerge<'_> {
         if let Some(p) = self.sql.seen.get() {
             return Ok(p);
         }
-        let p = self.conn.query_row("SELECT COALESCE(MAX(pos), 0) FROM berth_log", [], |r| {
-            r.get(0)
-        })?;
+        let p = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(pos), 0) FROM berth_log", [], |r| {
+                r.get(0)
+            })?;
         self.sql.seen.set(Some(p));
         Ok(p)
     }
