@@ -58,19 +58,15 @@ if tx:
 c.close()
 ";
 
-/// SplitMix64: small, seedable, no dependency.
-struct Rng(u64);
+/// The loop's choices, from one seed.
+struct Rng(rand::rngs::StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        rand::RngExt::random_range(&mut self.0, 0..n)
     }
     fn one_in(&mut self, n: u64) -> bool {
         self.below(n) == 0
@@ -665,39 +661,31 @@ fn run_write(w: &World, write: &Write) -> Option<Failed> {
     })
 }
 
+/// Every row a query returns, each value as read back.
+fn rows_of(c: &rusqlite::Connection, sql: &str) -> Vec<Vec<Val>> {
+    let mut q = c.prepare(sql).unwrap();
+    let n = q.column_count();
+    q.query_map([], |r| {
+        (0..n)
+            .map(|i| r.get::<_, SqlValue>(i).map(Val::from_sql))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 fn read_state(db: &Path) -> State {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut state = State::new();
-    let mut q = c
-        .prepare("SELECT id, owner, v, note FROM item ORDER BY id")
-        .unwrap();
-    let rows = q
-        .query_map([], |r| {
-            (0..4)
-                .map(|i| r.get::<_, SqlValue>(i).map(Val::from_sql))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .unwrap();
-    for row in rows {
-        let row = row.unwrap();
+    for row in rows_of(&c, "SELECT id, owner, v, note FROM item ORDER BY id") {
         let key = match &row[0] {
             Val::Text(s) => s.clone(),
             other => other.lit(),
         };
         state.insert(("item", key), row);
     }
-    let mut q = c
-        .prepare("SELECT site, k, n FROM tally ORDER BY site, k")
-        .unwrap();
-    let rows = q
-        .query_map([], |r| {
-            (0..3)
-                .map(|i| r.get::<_, SqlValue>(i).map(Val::from_sql))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .unwrap();
-    for row in rows {
-        let row = row.unwrap();
+    for row in rows_of(&c, "SELECT site, k, n FROM tally ORDER BY site, k") {
         let key = format!(
             "{}/{}",
             row[0].lit().trim_matches('\''),
@@ -801,7 +789,7 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
         }
     );
     println!("crash loop seed {seed:#x}; replay: {replay}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let w = setup();
     let mut ledger = Ledger::new(workload);
     // What went wrong while the loop ran: docks that failed without being killed, and

@@ -500,6 +500,17 @@ mod tests {
         out
     }
 
+    /// The `old` of the last change an export after `after` sends.
+    fn last_old(c: &Connection, cat: &Catalog, after: i64) -> Row {
+        let mut old = None;
+        export(c, &Filter { after, peer: None }, cat, |ch| {
+            old = ch.old.clone();
+            Ok(())
+        })
+        .unwrap();
+        old.unwrap()
+    }
+
     fn top(c: &Connection) -> i64 {
         crate::store::max_pos(c).unwrap()
     }
@@ -621,9 +632,7 @@ mod tests {
                 .query_row("SELECT r, CAST(x AS BLOB) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap();
             c.execute_batch("DELETE FROM t").unwrap();
-            let mut old = None;
-            export(&c, &Filter { after: 1, peer: None }, &cat, |ch| { old = ch.old.clone(); Ok(()) }).unwrap();
-            let old = old.unwrap();
+            let old = last_old(&c, &cat, 1);
             let back = crate::value::to_sql(&old["r"]).unwrap();
             match (stored.0, back) {
                 (None, crate::value::Sql::Value(rusqlite::types::Value::Null)) => {}
@@ -651,21 +660,7 @@ mod tests {
         ));
         c.execute_batch("INSERT INTO w(id, c0, c129) VALUES (1, 10, 20); DELETE FROM w;")
             .unwrap();
-        let mut old = None;
-        export(
-            &c,
-            &Filter {
-                after: 1,
-                peer: None,
-            },
-            &cat,
-            |ch| {
-                old = ch.old.clone();
-                Ok(())
-            },
-        )
-        .unwrap();
-        let old = old.unwrap();
+        let old = last_old(&c, &cat, 1);
         assert_eq!(old.len(), 131);
         assert_eq!(old["c129"], json!(20));
     }

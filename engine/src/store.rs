@@ -340,6 +340,47 @@ mod tests {
         assert_eq!(literal("O'Hara"), "'O''Hara'");
     }
 
+    /// A log made before pre-images existed is rebuilt: its entries and indexes are kept,
+    /// and `P` is accepted.
+    #[test]
+    fn a_log_from_before_pre_images_is_upgraded() {
+        let c = Connection::open_in_memory().unwrap();
+        let old = DDL.replace("op = 'P' OR ", "");
+        assert_ne!(old, DDL);
+        c.execute_batch(&old).unwrap();
+        c.execute_batch(
+            "CREATE INDEX berth_log_key ON berth_log(tbl, pk);
+             INSERT INTO berth_log(tbl, pk, op, old) VALUES ('t', '[1]', 'D', '{\"id\":1}');",
+        )
+        .unwrap();
+        let refused = c.execute(
+            "INSERT INTO berth_log(tbl, pk, op) VALUES ('t', '[2]', 'P')",
+            [],
+        );
+        assert!(refused.is_err());
+        install(&c).unwrap();
+        let kept: (String, String) = c
+            .query_row("SELECT op, old FROM berth_log WHERE pos = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, ("D".into(), r#"{"id":1}"#.into()));
+        c.execute(
+            "INSERT INTO berth_log(tbl, pk, op) VALUES ('t', '[2]', 'P')",
+            [],
+        )
+        .unwrap();
+        let index: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'berth_log_key' AND tbl_name = 'berth_log'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1);
+        install(&c).unwrap();
+    }
+
     #[test]
     fn install_is_idempotent_and_meta_round_trips() {
         let c = Connection::open_in_memory().unwrap();

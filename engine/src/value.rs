@@ -527,6 +527,49 @@ mod tests {
         assert!(!Bind(&serde_json::json!(["b", "zz"])).is_valid());
     }
 
+    /// What older SQLite versions and older berth journals hold reads back exactly: bare
+    /// `Inf`, 15-digit reals, escapes (a surrogate pair, a lone surrogate), raw bytes that are
+    /// not UTF-8, tagged reals, and a wide row journaled in chunks.
+    #[test]
+    fn journal_text_of_any_writer_parses_to_wire_values() {
+        let mut text = br#"{"a":Inf,"b":-Inf,"c":0.3,"d":"x\ty\"\\\ud83d\ude00\ud800","e":["r","1.00000000000000005551e-01"],"f":""#.to_vec();
+        text.extend_from_slice(b"\xff\x41\"}");
+        let row = parse_row_bytes(&text).unwrap();
+        assert_eq!(row["a"], serde_json::json!(["r", "inf"]));
+        assert_eq!(row["b"], serde_json::json!(["r", "-inf"]));
+        assert_eq!(row["c"], serde_json::json!(0.3));
+        assert_eq!(
+            to_sql(&row["d"]),
+            Some(Sql::Bytes(b"x\ty\"\\\xf0\x9f\x98\x80\xed\xa0\x80".to_vec()))
+        );
+        assert_eq!(row["e"], serde_json::json!(0.1));
+        assert_eq!(row["f"], serde_json::json!(["t", "FF41"]));
+        let wide = parse_row_bytes(br#"[{"a":1},{"b":["b","00"]}]"#).unwrap();
+        assert_eq!(wide.len(), 2);
+        assert_eq!(wide["b"], serde_json::json!(["b", "00"]));
+        assert_eq!(
+            parse_key(br#"[["r","-Inf"],"k"]"#),
+            Some(vec![
+                serde_json::json!(["r", "-inf"]),
+                serde_json::json!("k")
+            ])
+        );
+        for bad in [
+            &b"{"[..],
+            br#"{"a":}"#,
+            b"[1,",
+            br#"{"a":1} x"#,
+            br#""\u12""#,
+        ] {
+            assert_eq!(
+                parse_row_bytes(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     #[test]
     fn malformed_wire_values_are_refused() {
         assert_eq!(to_sql(&serde_json::json!(["x", "00"])), None);

@@ -294,16 +294,35 @@ pub fn for_seeds(one: &str, many: &str, default: u64, mut f: impl FnMut(u64)) {
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 
-/// Dumps the user tables of a database file.
-pub fn dump_db(path: &Path) -> Dump {
-    let c = Connection::open(path).unwrap();
-    let tables: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'berth_%' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+/// The command `name`, after checking it runs; a missing tool fails the test.
+pub fn tool(name: &str) -> String {
+    match std::process::Command::new(name).arg("--version").output() {
+        Ok(o) if o.status.success() => name.to_string(),
+        Ok(o) => panic!(
+            "`{name} --version` failed ({}): this test needs {name}; .ci/run installs it",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!(
+            "this test needs `{name}`, which is not installed ({e}); .ci/run installs it \
+             (a missing tool fails the test, it is not skipped)"
+        ),
+    }
+}
+
+/// The user tables of a database (not berth's, not SQLite's), by name.
+pub fn user_tables(c: &Connection) -> Vec<String> {
+    c.prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'berth_%' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
-        .collect();
+        .collect()
+}
+
+/// Dumps the user tables of a database file.
+pub fn dump_db(path: &Path) -> Dump {
+    let c = Connection::open(path).unwrap();
+    let tables = user_tables(&c);
     let mut out = Dump::new();
     for t in tables {
         let cols: Vec<String> = c
@@ -336,7 +355,7 @@ pub fn dump_db(path: &Path) -> Dump {
 /// A value exactly as SQLite stored it: its storage class and its bytes (reals as their bit
 /// pattern, text as raw bytes whatever they hold), so two values compare equal only when
 /// they are the same value.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Val {
     /// NULL.
     Null,
@@ -363,14 +382,33 @@ impl Val {
         }
     }
 
-    /// The value as a JSON key element, as berth spells keys in `berth_conflicts.pk`.
-    pub fn key_json(&self) -> serde_json::Value {
+    /// The value as stored, for reading it with rusqlite's and berth's own functions.
+    pub fn as_ref(&self) -> rusqlite::types::ValueRef<'_> {
+        use rusqlite::types::ValueRef;
         match self {
-            Val::Null => serde_json::Value::Null,
-            Val::Int(i) => (*i).into(),
-            Val::Real(b) => f64::from_bits(*b).into(),
-            Val::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-            Val::Blob(b) => serde_json::json!(["b", hex(b)]),
+            Val::Null => ValueRef::Null,
+            Val::Int(i) => ValueRef::Integer(*i),
+            Val::Real(b) => ValueRef::Real(f64::from_bits(*b)),
+            Val::Text(t) => ValueRef::Text(t),
+            Val::Blob(b) => ValueRef::Blob(b),
+        }
+    }
+
+    /// The value as a JSON key element, as berth spells keys in `berth_conflicts.pk` (its
+    /// wire form, SPEC 2.5).
+    pub fn key_json(&self) -> serde_json::Value {
+        berth_engine::value::from_sql(self.as_ref())
+    }
+}
+
+impl std::fmt::Debug for Val {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Val::Null => write!(f, "NULL"),
+            Val::Int(i) => write!(f, "integer {i}"),
+            Val::Real(b) => write!(f, "real {:?} (bits {b:016x})", f64::from_bits(*b)),
+            Val::Text(t) => write!(f, "text x'{}' {:?}", hex(t), String::from_utf8_lossy(t)),
+            Val::Blob(b) => write!(f, "blob x'{}'", hex(b)),
         }
     }
 }
@@ -406,13 +444,7 @@ pub type Rows = BTreeMap<String, BTreeMap<String, TypedRow>>;
 pub fn typed_rows(path: &Path) -> Rows {
     let c = Connection::open(path).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let tables: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'berth_%' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let tables = user_tables(&c);
     let mut out = Rows::new();
     for t in tables {
         let info: Vec<(String, i64)> = c

@@ -2,26 +2,14 @@
 //! SQLite 3.40, not ours) write to a replica, and the changes reach central.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use berth_tests::{SCHEMA, World};
+use berth_tests::{SCHEMA, World, tool};
 use std::process::Command;
 
 const DATA: &str = "INSERT INTO account VALUES ('a1', 'Acme', 'north');";
 
-/// Fails the test, with what to do, when `tool` does not run: a missing tool is not a pass.
-fn need(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "this test needs `{tool}`, which does not run here; .ci/run installs it"
-    );
-}
-
 #[test]
 fn sqlite3_shell_writes_are_captured_and_merged() {
-    need("sqlite3");
+    tool("sqlite3");
     let w = World::new(SCHEMA, DATA, &["a"]);
     let db = w.dir("a").join("data.db");
     let out = Command::new("sqlite3")
@@ -52,7 +40,7 @@ fn sqlite3_shell_writes_are_captured_and_merged() {
 
 #[test]
 fn python_sqlite3_writes_are_captured_and_merged() {
-    need("python3");
+    tool("python3");
     let w = World::new(SCHEMA, DATA, &["a", "b"]);
     let db = w.dir("b").join("data.db");
     let script = r#"

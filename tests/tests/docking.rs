@@ -872,3 +872,23 @@ fn a_stop_request_finishes_the_current_bundle_and_starts_no_other() {
     assert_eq!(r.count("applied"), 1, "{r:?}");
     assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "5001");
 }
+
+/// A dock killed while copying a bundle into its spool leaves a `.part` copy there; the next
+/// dock removes it (SPEC 1.9), and applies what arrived.
+#[test]
+fn a_killed_docks_spool_copy_is_removed() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let part = w
+        .central
+        .join("spool")
+        .join("a_to_hq_0000000009.berth.zip.part");
+    fs::write(&part, b"half a bundle").unwrap();
+    w.exec("a", "INSERT INTO account VALUES ('a2', 'After', 'x')");
+    w.dock("a");
+    w.dock("hq");
+    assert!(!part.exists(), "{} is still there", part.display());
+    assert_eq!(
+        w.value("hq", "SELECT name FROM account WHERE id='a2'"),
+        "'After'"
+    );
+}

@@ -11,11 +11,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_engine::dock::{DockOptions, DockReport};
-use berth_tests::World;
+use berth_tests::{Val as Cell, World, tool, user_tables};
 use rusqlite::Connection;
-use rusqlite::types::ValueRef;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -23,42 +21,6 @@ use std::process::{Command, Output, Stdio};
 // ---------------------------------------------------------------------------------------
 // Exact values
 // ---------------------------------------------------------------------------------------
-
-/// One stored value exactly: its storage class and its bytes (reals as their bit pattern).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Cell {
-    Null,
-    Int(i64),
-    Real(u64),
-    Text(Vec<u8>),
-    Blob(Vec<u8>),
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
-
-impl fmt::Debug for Cell {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cell::Null => write!(f, "NULL"),
-            Cell::Int(i) => write!(f, "integer {i}"),
-            Cell::Real(b) => write!(f, "real {:?} (bits {b:016x})", f64::from_bits(*b)),
-            Cell::Text(t) => write!(f, "text x'{}' {:?}", hex(t), String::from_utf8_lossy(t)),
-            Cell::Blob(b) => write!(f, "blob x'{}'", hex(b)),
-        }
-    }
-}
-
-fn cell(v: ValueRef<'_>) -> Cell {
-    match v {
-        ValueRef::Null => Cell::Null,
-        ValueRef::Integer(i) => Cell::Int(i),
-        ValueRef::Real(r) => Cell::Real(r.to_bits()),
-        ValueRef::Text(t) => Cell::Text(t.to_vec()),
-        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
-    }
-}
 
 fn real(x: f64) -> Cell {
     Cell::Real(x.to_bits())
@@ -74,18 +36,8 @@ type Exact = BTreeMap<String, BTreeSet<Vec<Cell>>>;
 fn exact_db(db: &Path) -> Exact {
     let c = Connection::open(db).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    let tables: Vec<String> = c
-        .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'berth_%'
-             AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     let mut out = Exact::new();
-    for t in tables {
+    for t in user_tables(&c) {
         let mut st = c
             .prepare(&format!("SELECT * FROM \"{}\"", t.replace('"', "\"\"")))
             .unwrap();
@@ -93,7 +45,7 @@ fn exact_db(db: &Path) -> Exact {
         let rows: BTreeSet<Vec<Cell>> = st
             .query_map([], |r| {
                 (0..n)
-                    .map(|i| r.get_ref(i).map(cell))
+                    .map(|i| r.get_ref(i).map(Cell::read))
                     .collect::<rusqlite::Result<Vec<Cell>>>()
             })
             .unwrap()
@@ -168,28 +120,13 @@ fn sites(w: &World) -> Vec<String> {
 /// One value read back at a site through berth's own SQLite (reading only).
 fn read(w: &World, site: &str, sql: &str) -> Cell {
     let c = Connection::open(w.dir(site).join("data.db")).unwrap();
-    c.query_row(sql, [], |r| r.get_ref(0).map(cell))
+    c.query_row(sql, [], |r| r.get_ref(0).map(Cell::read))
         .unwrap_or_else(|e| panic!("{site}: {sql}: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------
 // Foreign writers
 // ---------------------------------------------------------------------------------------
-
-/// The command `name`, after checking it runs; a missing tool fails the test.
-fn tool(name: &str) -> String {
-    match Command::new(name).arg("--version").output() {
-        Ok(o) if o.status.success() => name.to_string(),
-        Ok(o) => panic!(
-            "`{name} --version` failed ({}): this test needs {name}; .ci/run installs it",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!(
-            "this test needs `{name}`, which is not installed ({e}); .ci/run installs it \
-             (a missing tool fails the test, it is not skipped)"
-        ),
-    }
-}
 
 /// Runs SQL at a site through the system `sqlite3` shell (one session), returning its output.
 fn shell_output(w: &World, site: &str, sql: &str) -> Output {
