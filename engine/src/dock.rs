@@ -800,6 +800,7 @@ fn apply_changes(
         }
         let execs = std::mem::take(&mut node_apply.execs);
         drop(node_apply);
+        central_merge.finish()?;
         drop(central_merge);
         if role == Role::Central && count > 0 {
             // Everything journaled after this marker was decided knowing this node's changes

@@ -322,9 +322,18 @@ pub struct Authorization<'a> {
 pub struct FastSql<'a> {
     statements: std::cell::RefCell<HashMap<(usize, Op, u64), rusqlite::Statement<'a>>>,
     journal: std::cell::RefCell<Option<rusqlite::Statement<'a>>>,
-    /// The last log position already marked ([`CentralMerge::tag`]).
+    /// The last log position already marked or queued ([`CentralMerge::tag`]).
     seen: std::cell::Cell<Option<i64>>,
+    /// Positions of the node's own entries still to be marked, with the change's `pos` and
+    /// clock ([`CentralMerge::finish`]).
+    queued: std::cell::RefCell<Vec<(i64, i64, i64)>>,
 }
+
+/// Entries marked by one statement. Marking makes a journal row longer, so it is done while
+/// the rows are still on the log's last pages: a bundle's worth at its end made SQLite split
+/// pages all through the stretch and cost more than one statement per change (measured,
+/// docs/BENCHMARKS.md section 3); 64 measured as well as 256, 16 a little worse.
+const MARK_BATCH: usize = 64;
 
 /// Bit set of the positions of `cols` in the table's columns (None past 64 columns).
 fn column_mask(t: &TableInfo, cols: &[&String]) -> Option<u64> {
@@ -417,6 +426,8 @@ impl CentralMerge<'_> {
             Err(WriteError::Payload(r)) => return Err(bad(r)),
             Err(WriteError::Sql(e)) => return Err(e.into()),
         }
+        // What the full check reads of the log (latest-wins) must be marked already.
+        self.flush()?;
         let current = read_row(self.conn, t, &ch.k)?;
         let node_wins = match t.policy {
             Policy::CentralWins => false,
@@ -598,6 +609,7 @@ impl CentralMerge<'_> {
         st: &mut rusqlite::Statement<'_>,
         vals: &[Arg<'_>],
     ) -> std::result::Result<bool, WriteError> {
+        let before = self.conn.total_changes();
         let changed = match st.execute(params_from_iter(vals.iter())) {
             Ok(n) => n,
             Err(e) if is_constraint(&e) => return Ok(false),
@@ -606,8 +618,50 @@ impl CentralMerge<'_> {
         if changed != 1 {
             return Ok(false);
         }
-        self.tag(t, ch)?;
+        if self.conn.total_changes() - before == 2 {
+            // The row and one journal entry, its own, at the next position: nothing else
+            // was set off. Marked with the others of the bundle at its end.
+            self.queue(t, ch)?;
+        } else {
+            self.tag(t, ch)?;
+        }
         Ok(true)
+    }
+
+    /// Queues the entry at the next position as the node's own change.
+    fn queue(&self, t: &TableInfo, ch: &Change) -> rusqlite::Result<()> {
+        let pos = self.seen()? + 1;
+        self.sql.seen.set(Some(pos));
+        let full = {
+            let mut queued = self.sql.queued.borrow_mut();
+            queued.push((pos, ch.pos, ch.c));
+            queued.len() >= MARK_BATCH
+        };
+        if full {
+            self.flush()?;
+        }
+        self.hold(t, ch)
+    }
+
+    /// Marks the queued entries as the node's, in one statement.
+    fn flush(&self) -> rusqlite::Result<()> {
+        let queued = std::mem::take(&mut *self.sql.queued.borrow_mut());
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_string(&queued).unwrap_or_default();
+        self.conn
+            .prepare_cached(
+                "UPDATE berth_log SET origin = ?1, origin_pos = j.value ->> 1, clock = j.value ->> 2
+                 FROM json_each(?2) AS j WHERE berth_log.pos = j.value ->> 0",
+            )?
+            .execute(params![self.node, json])?;
+        Ok(())
+    }
+
+    /// Marks every entry still queued: call once the bundle's last change is merged.
+    pub fn finish(&self) -> Result<()> {
+        Ok(self.flush()?)
     }
 
     /// Marks what the write just made journaled through the capture triggers: the entries
@@ -640,9 +694,13 @@ impl CentralMerge<'_> {
         }
         self.sql.seen.set(Some(top));
         drop(rows);
+        self.hold(t, ch)
+    }
+
+    /// The node holds a row it made from the moment central accepts it: its later changes to
+    /// it are allowed before any routing pass has run (SPEC 2.8).
+    fn hold(&self, t: &TableInfo, ch: &Change) -> rusqlite::Result<()> {
         if ch.op == Op::I && self.limited(t) {
-            // The node holds the row it made from the moment central accepts it: its later
-            // changes to it are allowed before any routing pass has run (SPEC 2.8).
             self.conn
                 .prepare_cached(
                     "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
@@ -724,6 +782,7 @@ impl CentralMerge<'_> {
                 self.clock,
                 self.node
             ])?;
+        self.sql.seen.set(Some(self.conn.last_insert_rowid()));
         Ok(())
     }
 
