@@ -892,3 +892,30 @@ fn a_killed_docks_spool_copy_is_removed() {
         "'After'"
     );
 }
+
+/// Central changes one column of a row a node has changed another column of, and the node
+/// applies central's change before its own has been merged: the node's update still travels
+/// as made (only its column), so central records no collision and keeps both (issue 15: the
+/// row read at export held central's column too, a false update-update).
+#[test]
+fn a_local_update_travels_as_made_when_central_changed_another_column_first() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    w.exec("a", "UPDATE opty SET name = 'Big deal (a)' WHERE id = 'o1'");
+    w.exec("hq", "UPDATE opty SET amount = 20.0 WHERE id = 'o1'");
+    w.dock("hq");
+    // a takes central's amount in while its name change is still its own, then sends it;
+    // central has changed the amount again by the time it merges it.
+    w.dock("a");
+    w.exec("hq", "UPDATE opty SET amount = 30.0 WHERE id = 'o1'");
+    w.dock("hq");
+    assert_eq!(w.conflicts(), 0);
+    w.settle();
+    w.assert_converged();
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT name || '/' || amount FROM opty WHERE id = 'o1'"
+        ),
+        "'Big deal (a)/30.0'"
+    );
+}
