@@ -14,7 +14,9 @@
 //!   `recursive_triggers`); a pre-image whose row is gone right after is exported as that
 //!   delete, one whose row is still there (`OR IGNORE`, `DO NOTHING`, an upsert) as nothing;
 //! - update (`U`): the key and the whole old row; an update that changes the key is
-//!   journaled as the delete of the old key (`D`, whole old row) and the insert of the new;
+//!   journaled as the delete of the old key (`D`, whole old row) and, at the next position,
+//!   the insert of the new whose `old` holds the old key (the mark that the pair is one key
+//!   change: a node sends it as one update of the key, SPEC 2.5);
 //! - delete (`D`): the key and the whole old row.
 //!
 //! Values keep their storage class and bytes: blobs as `["b", HEX]`, reals as
@@ -172,7 +174,7 @@ CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} WHEN {key_same} BEGIN
 END;
 CREATE TRIGGER {key} AFTER UPDATE OF {key_cols} ON {tbl} WHEN NOT ({key_same}) BEGIN
   INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});
-  INSERT INTO berth_log(tbl, pk, op) VALUES ({name}, {knew}, 'I');
+  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {knew}, 'I', {kold});
 END;
 CREATE TRIGGER {del} AFTER DELETE ON {tbl} BEGIN
   INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});

@@ -147,6 +147,9 @@ pub struct Filter<'a> {
     pub after: i64,
     /// Leave out entries that came from this site, and take entries targeted at it.
     pub peer: Option<&'a str>,
+    /// Send a key change as one update of the key (what a node sends central, so that
+    /// central's `ON UPDATE` actions follow it), not as a delete and an insert.
+    pub key_updates: bool,
 }
 
 /// Reads log entries in position order and turns them into wire changes, calling `sink` for
@@ -169,14 +172,69 @@ pub fn export(
     )?;
     let mut rows = st.query(params![filter.after, filter.peer])?;
     let mut n = 0u64;
-    while let Some(r) = rows.next()? {
-        let entry = Logged::decode(conn, catalog, &chains, r)?;
+    let mut emit = |entry: &Logged| -> Result<()> {
         for ch in entry.wire() {
             sink(&ch)?;
             n += 1;
         }
+        Ok(())
+    };
+    // A key change's delete, waiting to see whether the next entry is its insert.
+    let mut held: Option<Logged> = None;
+    while let Some(r) = rows.next()? {
+        let entry = Logged::decode(conn, catalog, &chains, r)?;
+        if let Some(d) = held.take() {
+            match key_update(&d, &entry) {
+                Some(l) => {
+                    emit(&l)?;
+                    continue;
+                }
+                None => emit(&d)?,
+            }
+        }
+        if filter.key_updates && entry.base.op == Op::D && !entry.void && entry.target.is_none() {
+            held = Some(entry);
+        } else {
+            emit(&entry)?;
+        }
+    }
+    if let Some(d) = held {
+        emit(&d)?;
     }
     Ok(n)
+}
+
+/// The update of the key that a delete and the insert right after it journaled, when the
+/// insert is marked as that key change (SPEC 2.4): one entry whose old row is the delete's
+/// and new row the insert's, keyed by the old key.
+fn key_update(d: &Logged, i: &Logged) -> Option<Logged> {
+    let moved_from = i.moved_from.as_ref()?;
+    if i.base.op != Op::I
+        || i.base.pos != d.base.pos + 1
+        || i.base.t != d.base.t
+        || i.base.o != d.base.o
+        || i.target.is_some()
+        || *moved_from != d.base.k
+    {
+        return None;
+    }
+    // The row left by the insert (gone when a later entry deleted or re-keyed it: then only
+    // the delete stands).
+    i.new.as_ref()?;
+    Some(Logged {
+        base: Change {
+            pos: i.base.pos,
+            op: Op::U,
+            c: i.base.c,
+            ..d.base.clone()
+        },
+        old: d.old.clone(),
+        new: i.new.clone(),
+        target: None,
+        pk_cols: d.pk_cols.clone(),
+        void: false,
+        moved_from: None,
+    })
 }
 
 /// The order of one row's entries in a stretch of the log: for every entry that leaves a
@@ -244,6 +302,8 @@ pub(crate) struct Logged {
     pub pk_cols: Vec<String>,
     /// A pre-image whose row was not displaced: nothing happened.
     pub void: bool,
+    /// For the insert of a key change: the old key (SPEC 2.4).
+    pub moved_from: Option<Vec<Json>>,
 }
 
 impl Logged {
@@ -270,7 +330,11 @@ impl Logged {
                     reason: format!("unknown operation {:?}", String::from_utf8_lossy(letter)),
                 })?
         };
-        let old = log_row(r.get_ref(4)?);
+        let (old, moved_from) = match op {
+            // The insert of a key change holds the old key where rows hold the old row.
+            Op::I => (None, parse_key(raw(r.get_ref(4)?))),
+            _ => (log_row(r.get_ref(4)?), None),
+        };
         let stored_new = match op {
             // Statements and migrations are berth's own JSON records, not rows.
             Op::S | Op::M => serde_json::from_slice::<Json>(raw(r.get_ref(5)?))
@@ -297,6 +361,11 @@ impl Logged {
         let new = match (stored_new, op, table) {
             (Some(n), _, _) => Some(n),
             (None, Op::I | Op::U, Some(info)) => chains.after(conn, info, &k, pos)?,
+            // Settled when central's change came to its row (`NodeApply::settle`).
+            (None, Op::D, _) if pre_image && raw(r.get_ref(5)?) == b"void" => {
+                void = true;
+                None
+            }
             (None, Op::D, Some(info)) if pre_image => {
                 void = chains.after(conn, info, &k, pos)?.is_some();
                 None
@@ -321,6 +390,7 @@ impl Logged {
             target,
             pk_cols,
             void,
+            moved_from,
         })
     }
 
@@ -486,7 +556,11 @@ mod tests {
     /// What an export after `after` sends: (op, key, old, new) as JSON texts.
     fn exported(c: &Connection, cat: &Catalog, after: i64) -> Vec<(Op, String, String, String)> {
         let mut out = Vec::new();
-        let f = Filter { after, peer: None };
+        let f = Filter {
+            after,
+            peer: None,
+            key_updates: false,
+        };
         export(c, &f, cat, |ch| {
             let text = |r: &Option<Row>| {
                 r.as_ref()
@@ -503,10 +577,19 @@ mod tests {
     /// The `old` of the last change an export after `after` sends.
     fn last_old(c: &Connection, cat: &Catalog, after: i64) -> Row {
         let mut old = None;
-        export(c, &Filter { after, peer: None }, cat, |ch| {
-            old = ch.old.clone();
-            Ok(())
-        })
+        export(
+            c,
+            &Filter {
+                after,
+                peer: None,
+                key_updates: false,
+            },
+            cat,
+            |ch| {
+                old = ch.old.clone();
+                Ok(())
+            },
+        )
         .unwrap();
         old.unwrap()
     }

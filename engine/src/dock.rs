@@ -800,7 +800,7 @@ fn apply_changes(
         }
         let execs = std::mem::take(&mut node_apply.execs);
         drop(node_apply);
-        central_merge.finish()?;
+        central_merge.finish(&mut stats)?;
         drop(central_merge);
         if role == Role::Central && count > 0 {
             // Everything journaled after this marker was decided knowing this node's changes
@@ -1117,6 +1117,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
                 &Filter {
                     after: p.acked_pos,
                     peer: None,
+                    key_updates: true,
                 },
                 &catalog,
                 |ch| {

@@ -296,7 +296,9 @@ impl Translation {
             let old = old.map(|r| text(self.row(&t, r)));
             let new = new.map(|r| text(self.row(&t, r)));
             conn.execute(
-                "UPDATE berth_log SET tbl = ?2, old = ?3, new = ?4 WHERE pos = ?1",
+                // `old` that is no row (the old key a key change's insert holds, SPEC 2.4)
+                // stays as it is.
+                "UPDATE berth_log SET tbl = ?2, old = COALESCE(?3, old), new = ?4 WHERE pos = ?1",
                 params![pos, t, old, new],
             )?;
         }

@@ -1079,6 +1079,97 @@ fn cascades_at_central_reach_every_node() {
     }
 }
 
+const CASCADE_SCHEMA: &str = "CREATE TABLE parent(id TEXT PRIMARY KEY, name TEXT);
+CREATE TABLE child(id TEXT PRIMARY KEY,
+  parent_id TEXT REFERENCES parent(id) ON UPDATE CASCADE ON DELETE CASCADE, v INTEGER);";
+const CASCADE_DATA: &str = "INSERT INTO parent VALUES ('p1', 'P1'), ('p2', 'P2');
+INSERT INTO child VALUES ('c1', 'p1', 1), ('c2', 'p1', 2), ('c3', 'p2', 3);";
+
+/// Issue 15, defects 1 and 6: a node's writer with foreign keys on renames a parent's key;
+/// `ON UPDATE CASCADE` moves its children there (SQLite journals them before the parent).
+/// Meanwhile another node added a child to the old key. Central merges the rename as one
+/// update of the key, so its own cascade carries every child, the one the writer never saw
+/// included; nothing is refused, nothing is deleted by `ON DELETE CASCADE`, no collision.
+#[test]
+fn key_change_with_on_update_cascade_at_a_node_moves_every_child() {
+    let w = World::new(CASCADE_SCHEMA, CASCADE_DATA, &["a", "b"]);
+    py_sql(&w, "b", "INSERT INTO child VALUES ('c4', 'p1', 4);");
+    dock(&w, "b");
+    dock(&w, "hq");
+    shell(
+        &w,
+        "a",
+        "PRAGMA foreign_keys = ON;
+         UPDATE parent SET name = 'renamed' WHERE id = 'p1';
+         UPDATE parent SET id = 'p9' WHERE id = 'p1';
+         UPDATE child SET v = 20 WHERE id = 'c2';",
+    );
+    assert_eq!(
+        shell(
+            &w,
+            "a",
+            "SELECT group_concat(id || '>' || parent_id) FROM child WHERE parent_id = 'p9';"
+        )
+        .trim(),
+        "c1>p9,c2>p9",
+        "the writer's cascade"
+    );
+    settle(&w);
+    assert_no_conflicts(&w, "a renamed p1 to p9 with ON UPDATE CASCADE");
+    let want = [
+        (
+            "child",
+            BTreeSet::from([
+                vec![text("c1"), text("p9"), Cell::Int(1)],
+                vec![text("c2"), text("p9"), Cell::Int(20)],
+                vec![text("c3"), text("p2"), Cell::Int(3)],
+                vec![text("c4"), text("p9"), Cell::Int(4)],
+            ]),
+        ),
+        (
+            "parent",
+            BTreeSet::from([
+                vec![text("p2"), text("P2")],
+                vec![text("p9"), text("renamed")],
+            ]),
+        ),
+    ]
+    .into_iter()
+    .map(|(t, r)| (t.to_string(), r))
+    .collect::<Exact>();
+    assert_everywhere(&w, &want, "a renamed p1 to p9 with ON UPDATE CASCADE");
+}
+
+/// A key change whose new key another node took first is no update of the key at central:
+/// it is merged as the delete of the old key and the insert of the new, and the insert
+/// meets the other node's row (a genuine collision, recorded against a's change). Docking
+/// goes on, and every site ends the same.
+#[test]
+fn key_change_onto_a_key_another_node_took_is_a_recorded_collision() {
+    let w = World::new(CASCADE_SCHEMA, CASCADE_DATA, &["a", "b"]);
+    py_sql(&w, "b", "INSERT INTO parent VALUES ('p9', 'from b');");
+    dock(&w, "b");
+    dock(&w, "hq");
+    shell(&w, "a", "UPDATE parent SET id = 'p9' WHERE id = 'p1';");
+    settle(&w);
+    let c = conflicts(&w);
+    assert!(
+        c.len() == 1 && c[0].starts_with("a parent [\"p9\"] insert-exists"),
+        "one collision, a's insert of p9 over b's: {c:?}"
+    );
+    let central = exact(&w, "hq");
+    assert!(
+        central["parent"].contains(&vec![text("p9"), text("from b")]),
+        "central keeps b's p9 (central wins): {:?}",
+        central["parent"]
+    );
+    assert_everywhere(
+        &w,
+        &only(&central, &["parent", "child"]),
+        "after the collision",
+    );
+}
+
 /// Issue 15, defect 6: an application trigger (in the schema; it audits only where the
 /// `settings` row that turns it on exists, a `central` table) writes rows when central
 /// merges a node's update; those rows reach every node.

@@ -304,6 +304,9 @@ struct Sim<'a> {
     renames_note: bool,
     writers: BTreeMap<Writer, usize>,
     crashes: BTreeMap<String, usize>,
+    /// Key changes made, as (table, old key, new key): a row keeps its identity, and its
+    /// history, under its new key (berth merges a key change as an update of the key).
+    moves: Vec<(String, String, String)>,
 }
 
 impl Sim<'_> {
@@ -388,6 +391,24 @@ impl Sim<'_> {
         self.routings.push(Routing { partial, knew });
     }
 
+    /// Every key the row under `key` had or came to have, through key changes anywhere.
+    fn lineage(&self, table: &str, key: &str) -> BTreeSet<String> {
+        let mut keys = BTreeSet::from([key.to_string()]);
+        loop {
+            let more: Vec<String> = self
+                .moves
+                .iter()
+                .filter(|(t, a, b)| t == table && (keys.contains(a) != keys.contains(b)))
+                .flat_map(|(_, a, b)| [a.clone(), b.clone()])
+                .collect();
+            let before = keys.len();
+            keys.extend(more);
+            if keys.len() == before {
+                return keys;
+            }
+        }
+    }
+
     /// Whether two ledger writes were concurrent: different sites, and the later one's
     /// site had not seen the earlier one.
     fn concurrent(a: &Entry, b: &Entry) -> bool {
@@ -433,6 +454,28 @@ impl Sim<'_> {
             sql.push_str("...");
         }
         let empty = BTreeMap::new();
+        // Key changes (`UPDATE t SET id = ? WHERE id = ?`) that moved a row.
+        let mut moved_here = Vec::new();
+        for st in stmts {
+            let Some(table) = st
+                .sql
+                .strip_prefix("UPDATE ")
+                .and_then(|r| r.strip_suffix(" SET id = ? WHERE id = ?"))
+            else {
+                continue;
+            };
+            let [Param::Text(to), Param::Text(from)] = st.params.as_slice() else {
+                continue;
+            };
+            let (from, to) = (
+                serde_json::to_string(&[from]).unwrap(),
+                serde_json::to_string(&[to]).unwrap(),
+            );
+            let had = |rows: &Rows, k: &str| rows.get(table).is_some_and(|t| t.contains_key(k));
+            if had(&before, &from) && had(&after, &to) && !had(&before, &to) {
+                moved_here.push((table.to_string(), from, to));
+            }
+        }
         let tables: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
         for table in tables {
             let b = before.get(table).unwrap_or(&empty);
@@ -443,7 +486,13 @@ impl Sim<'_> {
                 if rb == ra {
                     continue;
                 }
-                let cols = match (rb, ra) {
+                // A row moved to this key changed the columns that differ from its row
+                // under the old key.
+                let was = moved_here
+                    .iter()
+                    .find(|(t, _, to)| t == table && to == key)
+                    .and_then(|(_, from, _)| b.get(from));
+                let cols = match (rb.or(was), ra) {
                     (Some(rb), Some(ra)) => Some(
                         ra.iter()
                             .filter(|(c, v)| rb.get(*c) != Some(*v))
@@ -472,6 +521,7 @@ impl Sim<'_> {
                 self.ledger.push(entry);
             }
         }
+        self.moves.extend(moved_here);
     }
 
     /// Docks a site. `crash` names the step a crash is injected at (`opts` asks for it):
@@ -946,6 +996,7 @@ fn simulate(seed: u64) {
         renames_note,
         writers: BTreeMap::new(),
         crashes: BTreeMap::new(),
+        moves: Vec::new(),
     };
     sim.routed();
     let stash = w.root.path().join("stash");
@@ -1124,11 +1175,12 @@ fn listed(label: &str, found: Vec<String>) -> Vec<String> {
     out
 }
 
-/// The ledger's writes to one row, for a message.
+/// The ledger's writes to one row (under any key it had), for a message.
 fn history(sim: &Sim<'_>, table: &str, key: &str) -> String {
+    let lineage = sim.lineage(table, key);
     sim.ledger
         .iter()
-        .filter(|e| e.table == table && e.key == key)
+        .filter(|e| e.table == table && lineage.contains(&e.key))
         .map(|e| format!("\n      {e}"))
         .collect()
 }
@@ -1146,10 +1198,11 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
             .iter()
             .map(|k| sim.final_name(&c.tbl, k))
             .collect();
+        let lineage = sim.lineage(&c.tbl, &c.pk);
         let on_row: Vec<&Entry> = sim
             .ledger
             .iter()
-            .filter(|e| e.table == c.tbl && e.key == c.pk)
+            .filter(|e| e.table == c.tbl && lineage.contains(&e.key))
             .collect();
         let mine = on_row.iter().filter(|e| e.site == c.node);
         let limited = sim
@@ -1275,8 +1328,16 @@ fn owners_last_word(sim: &Sim<'_>, conflicts: &[Conflict], central: &Rows) -> Ve
     let mut out = Vec::new();
     for ((table, key), writes) in rows {
         let owner = &writes[0].site;
-        if writes.iter().any(|e| &e.site != owner)
-            || conflicts.iter().any(|c| c.tbl == table && c.pk == key)
+        // The row under every key it had.
+        let lineage = sim.lineage(table, key);
+        let all = sim
+            .ledger
+            .iter()
+            .filter(|e| e.table == table && lineage.contains(&e.key));
+        if all.clone().any(|e| &e.site != owner)
+            || conflicts
+                .iter()
+                .any(|c| c.tbl == table && lineage.contains(&c.pk))
         {
             continue;
         }

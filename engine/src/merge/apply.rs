@@ -4,7 +4,7 @@ use super::{Collision, Corrective, Policy, Resolution, Write, resolve};
 use crate::change::{Change, Op};
 use crate::error::{EngineError, Result};
 use crate::store::ident;
-use crate::value::{Bind, Row, Sql, from_sql, to_sql};
+use crate::value::{Bind, Row, Sql, from_sql, same, to_sql};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -265,6 +265,25 @@ pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
+/// The new key of an update that changes its row's key (SPEC 2.5), else `None`.
+fn moved_to(t: &TableInfo, ch: &Change) -> Option<Vec<Json>> {
+    if ch.op != Op::U || t.pk.len() != ch.k.len() {
+        return None;
+    }
+    let new = ch.new.as_ref()?;
+    let to: Vec<Json> =
+        t.pk.iter()
+            .map(|c| new.get(c).cloned())
+            .collect::<Option<_>>()?;
+    (!to.iter().zip(&ch.k).all(|(a, b)| same(a, b))).then_some(to)
+}
+
+/// True for a FOREIGN KEY violation.
+fn is_foreign_key(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
 fn json_text(row: Option<&Row>) -> Option<String> {
     row.and_then(|r| serde_json::to_string(r).ok())
 }
@@ -327,6 +346,15 @@ pub struct FastSql<'a> {
     /// Positions of the node's own entries still to be marked, with the change's `pos` and
     /// clock ([`CentralMerge::finish`]).
     queued: std::cell::RefCell<Vec<(i64, i64, i64)>>,
+    /// Changes a foreign key refused, to try again once the rest of the bundle is merged
+    /// ([`CentralMerge::finish`]).
+    deferred: std::cell::RefCell<Vec<Change>>,
+    /// Refusals are final: the deferred changes' last try.
+    last_try: std::cell::Cell<bool>,
+    /// Deferred changes are being tried again (no nested tries).
+    retrying: std::cell::Cell<bool>,
+    /// The tables each table's foreign keys refer to, as read once per merge.
+    parents: std::cell::RefCell<HashMap<String, Vec<String>>>,
 }
 
 /// Entries marked by one statement. Marking makes a journal row longer, so it is done while
@@ -383,6 +411,55 @@ fn fast_sql(t: &TableInfo, op: Op, cols: &[&String]) -> String {
 impl CentralMerge<'_> {
     /// Merges one change.
     pub fn merge(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
+        self.merge_one(ch, stats)?;
+        let adds_key = ch.op == Op::I
+            || self
+                .catalog
+                .tables
+                .get(&ch.t)
+                .is_some_and(|t| moved_to(t, ch).is_some());
+        if adds_key && !self.sql.retrying.get() && !self.sql.deferred.borrow().is_empty() {
+            self.retry_children(&ch.t, stats)?;
+        }
+        Ok(())
+    }
+
+    /// A row of `table` was added or re-keyed: the deferred changes whose foreign keys
+    /// refer to that table are tried again at once, before later changes of the bundle
+    /// (a child's update journaled before its parent's key change goes right after it,
+    /// as the writer's SQLite ordered them; not after a later change of that parent).
+    fn retry_children(&self, table: &str, stats: &mut MergeStats) -> Result<()> {
+        let waiting = std::mem::take(&mut *self.sql.deferred.borrow_mut());
+        self.sql.retrying.set(true);
+        let mut out = Ok(());
+        for ch in waiting {
+            if out.is_ok() && self.refers_to(&ch.t, table)? {
+                out = self.merge_one(&ch, stats);
+            } else {
+                self.sql.deferred.borrow_mut().push(ch);
+            }
+        }
+        self.sql.retrying.set(false);
+        out
+    }
+
+    /// Whether a foreign key of `child` refers to `parent`.
+    fn refers_to(&self, child: &str, parent: &str) -> Result<bool> {
+        let mut parents = self.sql.parents.borrow_mut();
+        let list = match parents.entry(child.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                self.conn
+                    .prepare(&format!("PRAGMA foreign_key_list({})", ident(child)))?
+                    .query_map([], |r| r.get::<_, String>(2))?
+                    .collect::<rusqlite::Result<_>>()?,
+            ),
+        };
+        Ok(list.iter().any(|p| p.eq_ignore_ascii_case(parent)))
+    }
+
+    /// Merges one change, without trying deferred ones again.
+    fn merge_one(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
         let bad = |reason: String| EngineError::BadPayload {
             bundle: self.bundle_id.to_string(),
             entry: format!("change at position {}", ch.pos),
@@ -398,6 +475,14 @@ impl CentralMerge<'_> {
             stats.conflicts += 1;
             return Ok(());
         };
+        if self.waits(ch) {
+            // A change of a row whose earlier change waits goes after it.
+            self.sql.deferred.borrow_mut().push(ch.clone());
+            return Ok(());
+        }
+        if let Some(to) = moved_to(t, ch) {
+            return self.key_change(t, ch, to, stats);
+        }
         if let Some(corrective) = self.denied(t, ch)? {
             // Invariant 4: a node cannot change what it may not see or may not write.
             let cur = read_row(self.conn, t, &ch.k)?;
@@ -438,6 +523,13 @@ impl CentralMerge<'_> {
         match self.execute(t, ch, &res) {
             Ok(()) => {}
             Err(WriteError::Payload(r)) => return Err(bad(r)),
+            Err(WriteError::Sql(e)) if is_foreign_key(&e) && !self.sql.last_try.get() => {
+                // The row it refers to may come later in the bundle: a node's writer with
+                // foreign keys on journals ON UPDATE CASCADE's child updates before the key
+                // change of their parent.
+                self.sql.deferred.borrow_mut().push(ch.clone());
+                return Ok(());
+            }
             Err(WriteError::Sql(e)) if is_constraint(&e) => {
                 let corrective = match &current {
                     Some(cur) => Corrective::Upsert(cur.clone()),
@@ -659,9 +751,138 @@ impl CentralMerge<'_> {
         Ok(())
     }
 
-    /// Marks every entry still queued: call once the bundle's last change is merged.
-    pub fn finish(&self) -> Result<()> {
+    /// Whether an earlier change of the same row waits for another try.
+    fn waits(&self, ch: &Change) -> bool {
+        let deferred = self.sql.deferred.borrow();
+        !self.sql.last_try.get()
+            && !deferred.is_empty()
+            && deferred.iter().any(|d| d.t == ch.t && d.k == ch.k)
+    }
+
+    /// Tries again the changes a foreign key refused, while any of them goes through (one
+    /// may make room for another); a change still refused on the last try is recorded as a
+    /// `constraint` collision. Then marks every entry still queued. Call once the bundle's
+    /// last change is merged.
+    pub fn finish(&self, stats: &mut MergeStats) -> Result<()> {
+        loop {
+            let waiting = std::mem::take(&mut *self.sql.deferred.borrow_mut());
+            if waiting.is_empty() {
+                break;
+            }
+            let before = waiting.len();
+            for ch in &waiting {
+                self.merge(ch, stats)?;
+            }
+            if self.sql.deferred.borrow().len() == before {
+                self.sql.last_try.set(true);
+            }
+        }
+        self.sql.last_try.set(false);
         Ok(self.flush()?)
+    }
+
+    /// Merges a node's update of a row's key. When central's row still holds the old values
+    /// of every column the node changed, it is one `UPDATE` of the key, so central's own
+    /// `ON UPDATE` actions carry the row's children with it (a child the node does not hold
+    /// included). Anything else (the row changed at central or gone, the new key taken, the
+    /// change not allowed) is merged as what it also is, the delete of the old key and the
+    /// insert of the new, each checked and resolved as such (SPEC 2.10).
+    fn key_change(
+        &self,
+        t: &TableInfo,
+        ch: &Change,
+        to: Vec<Json>,
+        stats: &mut MergeStats,
+    ) -> Result<()> {
+        let empty = Row::new();
+        let old = ch.old.as_ref().unwrap_or(&empty);
+        let new = ch.new.as_ref().unwrap_or(&empty);
+        if self.denied(t, ch)?.is_none() {
+            self.flush()?;
+            let current = read_row(self.conn, t, &ch.k)?;
+            let clean = current.as_ref().is_some_and(|cur| {
+                old.iter()
+                    .all(|(c, was)| cur.get(c).is_some_and(|now| same(now, was)))
+            });
+            if clean {
+                let set: Row = old
+                    .keys()
+                    .filter_map(|c| new.get(c).map(|v| (c.clone(), v.clone())))
+                    .collect();
+                match update(self.conn, t, &ch.k, &set) {
+                    Ok(_) => {
+                        self.tag_moved(t, ch, &to)?;
+                        stats.applied += 1;
+                        // Central changed other columns of the row since the node saw it:
+                        // those changes, made under the old key, no longer reach the node
+                        // (it deleted that key), so the row as it now stands goes to it.
+                        let moved = Change {
+                            k: to,
+                            ..ch.clone()
+                        };
+                        if let Some(row) = read_row(self.conn, t, &moved.k)?
+                            && row
+                                .iter()
+                                .any(|(c, v)| new.get(c).is_none_or(|n| !same(v, n)))
+                        {
+                            self.journal_corrective(t, &moved, &Corrective::Upsert(row))?;
+                        }
+                        return Ok(());
+                    }
+                    Err(WriteError::Payload(r)) => {
+                        return Err(EngineError::BadPayload {
+                            bundle: self.bundle_id.to_string(),
+                            entry: format!("change at position {}", ch.pos),
+                            reason: r,
+                        });
+                    }
+                    Err(WriteError::Sql(e)) if is_foreign_key(&e) && !self.sql.last_try.get() => {
+                        self.sql.deferred.borrow_mut().push(ch.clone());
+                        return Ok(());
+                    }
+                    Err(WriteError::Sql(e)) if is_constraint(&e) => {}
+                    Err(WriteError::Sql(e)) => return Err(e.into()),
+                }
+            }
+        }
+        let mut whole_old = new.clone();
+        whole_old.extend(old.iter().map(|(c, v)| (c.clone(), v.clone())));
+        let delete = Change {
+            op: Op::D,
+            old: Some(whole_old),
+            new: None,
+            ..ch.clone()
+        };
+        let insert = Change {
+            op: Op::I,
+            k: to,
+            old: None,
+            ..ch.clone()
+        };
+        self.merge(&delete, stats)?;
+        self.merge(&insert, stats)
+    }
+
+    /// [`Self::tag`] for a key change: the entries of the row under its old key and its new
+    /// one are the node's; the node holds the row under its new key.
+    fn tag_moved(&self, t: &TableInfo, ch: &Change, to: &[Json]) -> rusqlite::Result<()> {
+        let from = self.seen()?;
+        self.tag(t, ch)?;
+        let to_text = serde_json::to_string(to).unwrap_or_default();
+        self.conn
+            .prepare_cached(
+                "UPDATE berth_log SET origin = ?1 WHERE pos > ?2 AND tbl = ?3 AND pk = ?4
+                   AND target IS NULL AND origin = ?5",
+            )?
+            .execute(params![self.node, from, t.name, to_text, self.central])?;
+        if self.limited(t) {
+            self.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO berth_node_rows(node, tbl, pk) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![self.node, t.name, to_text])?;
+        }
+        Ok(())
     }
 
     /// Marks what the write just made journaled through the capture triggers: the entries
@@ -837,6 +1058,10 @@ pub enum Cols {
 pub struct Pending {
     entries: Vec<(i64, String, String, Cols)>,
     map: HashMap<(String, String), Cols>,
+    /// Rows whose newest local entry is a pre-image not yet settled, by (table, key text):
+    /// its position. Whether it was a delete is read from the table at export (SPEC 2.4),
+    /// so it is settled before central's change alters the row ([`NodeApply::settle`]).
+    pre_images: HashMap<(String, String), i64>,
 }
 
 impl Pending {
@@ -847,6 +1072,7 @@ impl Pending {
         let filter = crate::change::Filter {
             after: known,
             peer: None,
+            key_updates: false,
         };
         crate::change::export(conn, &filter, catalog, |ch| {
             let cols = match ch.op {
@@ -857,6 +1083,23 @@ impl Pending {
             p.entries.push((ch.pos, ch.t.clone(), ch.key_text(), cols));
             Ok(())
         })?;
+        let mut st = conn.prepare_cached(
+            "SELECT pos, tbl, pk, op = 'P' AND new IS NULL FROM berth_log
+             WHERE pos > ?1 AND target IS NULL AND op IN ('I', 'U', 'D', 'P') ORDER BY pos",
+        )?;
+        let mut rows = st.query(params![known])?;
+        let mut newest: HashMap<(String, String), (i64, bool)> = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let key = crate::value::parse_key(crate::value::raw(r.get_ref(2)?))
+                .and_then(|k| serde_json::to_string(&k).ok())
+                .unwrap_or_default();
+            newest.insert((r.get(1)?, key), (r.get(0)?, r.get(3)?));
+        }
+        p.pre_images = newest
+            .into_iter()
+            .filter(|(_, (_, open))| *open)
+            .map(|(k, (pos, _))| (k, pos))
+            .collect();
         p.advance(known);
         Ok(p)
     }
@@ -877,6 +1120,10 @@ impl Pending {
                 };
                 Some((pos, t, pk, cols))
             })
+            .collect();
+        self.pre_images = std::mem::take(&mut self.pre_images)
+            .into_iter()
+            .filter_map(|((tbl, pk), pos)| Some(((tr.table(&tbl)?, pk), pos)))
             .collect();
         self.advance(i64::MIN);
     }
@@ -977,6 +1224,32 @@ impl NodeApply<'_> {
         Ok(())
     }
 
+    /// Central's change is about to alter a row whose newest local entry is a pre-image
+    /// that export would settle by reading the table: it is settled now, by the row as the
+    /// local statement left it: gone (the statement displaced it: the pre-image becomes its
+    /// delete) or there (nothing happened: it is marked void).
+    fn settle(
+        conn: &Connection,
+        pending: &mut Pending,
+        t: &TableInfo,
+        k: &[Json],
+        key: &str,
+    ) -> Result<()> {
+        let Some(pos) = pending
+            .pre_images
+            .remove(&(t.name.clone(), key.to_string()))
+        else {
+            return Ok(());
+        };
+        let sql = if read_row(conn, t, k)?.is_some() {
+            "UPDATE berth_log SET new = 'void' WHERE pos = ?1"
+        } else {
+            "UPDATE berth_log SET op = 'D' WHERE pos = ?1"
+        };
+        conn.prepare_cached(sql)?.execute(params![pos])?;
+        Ok(())
+    }
+
     /// Applies one change.
     pub fn apply(&mut self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
         let bad = |reason: String| EngineError::BadPayload {
@@ -1041,6 +1314,9 @@ impl NodeApply<'_> {
             .get(&ch.t)
             .ok_or_else(|| bad(format!("unknown table {}", ch.t)))?;
         let key = ch.key_text();
+        if !self.pending.pre_images.is_empty() {
+            Self::settle(self.conn, &mut self.pending, t, &ch.k, &key)?;
+        }
         let pending = match ch.ack {
             Some(after) => self.pending.get_after(&ch.t, &key, after),
             None => self.pending.get(&ch.t, &key),
