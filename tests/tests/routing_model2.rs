@@ -36,8 +36,8 @@ CREATE TABLE project(id TEXT PRIMARY KEY, team_id TEXT REFERENCES team(id), owne
 CREATE TABLE phase(project_id TEXT NOT NULL REFERENCES project(id), n INTEGER NOT NULL,
                    name TEXT, PRIMARY KEY (project_id, n));
 CREATE TABLE task(id TEXT PRIMARY KEY, project_id TEXT, n INTEGER, title TEXT,
-                  FOREIGN KEY (project_id, n) REFERENCES phase(project_id, n));
-CREATE TABLE remark(id TEXT PRIMARY KEY, task_id TEXT REFERENCES task(id), body TEXT);
+                  FOREIGN KEY (project_id, n) REFERENCES Phase);  -- its key, by another case
+CREATE TABLE remark(id TEXT PRIMARY KEY, task_id TEXT REFERENCES task, body TEXT);
 CREATE TABLE review(id TEXT PRIMARY KEY, project_id TEXT REFERENCES project(id), reviewer TEXT,
                     note TEXT);
 CREATE TABLE verdict(id TEXT PRIMARY KEY, review_ref TEXT, grade INTEGER);
@@ -463,7 +463,7 @@ fn any_task(w: &World, rng: &mut StdRng) -> String {
 /// One write at central, as an application with foreign keys off (so that references may
 /// dangle and parents may go before their children).
 fn central_write(w: &World, rng: &mut StdRng, tag: &str) -> String {
-    let sql = match rng.random_range(0..16) {
+    let sql = match rng.random_range(0..18) {
         0 => {
             let (team, owner) = (pick(rng, &TEAMS), pick(rng, &EMPS));
             format!(
@@ -564,6 +564,21 @@ fn central_write(w: &World, rng: &mut StdRng, tag: &str) -> String {
             any_task(w, rng),
             rng.random_range(0..6)
         ),
+        15 => {
+            // An instance's primary key changes: a new instance, its members left behind.
+            format!(
+                "UPDATE OR IGNORE project SET id = '{}' WHERE id = '{}'",
+                any_project(w, rng),
+                any_project(w, rng)
+            )
+        }
+        16 => {
+            // A member row's key changes; its remarks now dangle.
+            format!(
+                "UPDATE OR IGNORE task SET id = 'K{tag}' WHERE id = '{}'",
+                any_task(w, rng)
+            )
+        }
         _ => format!(
             "UPDATE verdict SET review_ref = '{}' WHERE id = (SELECT MIN(id) FROM verdict)",
             pick_row(w, rng, "hq", "SELECT id FROM review ORDER BY id")
