@@ -5,8 +5,10 @@
 //! It is the specification the router is tested against, so it is written as plainly as
 //! possible and shares nothing with the router but the docking model: it reads every row of
 //! central, evaluates rules one instance at a time, and follows member paths one join and
-//! one row at a time. Clarity over speed; it is meant for tests, not for routing. Every
-//! routing test ends by comparing a replica ([`replica_rows`]) with [`project`], row for row.
+//! one row at a time. It finds those paths itself, too (see "How member paths are found"):
+//! the router takes them from [`super::check::resolve`], and a mistake there must not be
+//! in both. Clarity over speed; it is meant for tests, not for routing. Every routing test
+//! ends by comparing a replica ([`replica_rows`]) with [`project`], row for row.
 //!
 //! # What a node holds
 //!
@@ -45,6 +47,29 @@
 //!    unions them). A path is followed join by join: from the rows reached so far to the
 //!    rows of the join's table whose join columns equal theirs (SQL `=`, so NULL reaches
 //!    nothing); the ids are the primary keys of the primary-table rows reached at the end.
+//!
+//! # How member paths are found
+//!
+//! From the model as written ([`DockingObject::members`], each with its [`PathSpec`]) and
+//! central's schema as SQLite reports it, nothing else:
+//!
+//! - **The primary table** ([`PathSpec::Primary`]): a row is its own instance.
+//! - **Declared paths** ([`PathSpec::Declared`]): as written, every one of them.
+//! - **Foreign keys** ([`PathSpec::ForeignKeys`], a member without `paths`): the chains of
+//!   foreign keys (`PRAGMA foreign_key_list`; a reference that names no parent columns means
+//!   the parent's primary key, from `PRAGMA table_info`) that start at the member table,
+//!   pass only through tables that are members of the same object, visit no table twice and
+//!   end at the primary table, where a chain stops (the seed's AddPKTable, with its "no
+//!   loops" assumption enforced; `docs/decisions/0001-docking-model.md`). A foreign key on
+//!   several columns is one join on all of them.
+//!
+//! A foreign-key member with no such chain, or with more than one, is an error of the model
+//! (`berth docking check` reports `NoPath` / `AmbiguousPath`: a second foreign key is as often
+//! another relationship as another way to the same object). [`project`] refuses a model
+//! with any error finding; it runs [`check::check`] for those findings only and takes nothing
+//! else from it. Evaluated regardless (this module's tests do), several chains are unioned
+//! as the seed's GeneratePrimaryIdSQL unions paths, and none leaves the member's rows in no
+//! instance.
 //!
 //! # Forms
 //!
@@ -91,10 +116,10 @@
 //! # Ok(()) }
 //! ```
 
-use super::check::{self, Finding, Resolved, ResolvedMember, ResolvedObject, Severity};
+use super::check::{self, Finding, Severity};
 use super::model::{
-    DockingModel, Join, NODE_RELATIONS_DDL, PARAM_ATTR_PREFIX, PARAM_NODE_ID, PARAM_PRIMARY_ROW_ID,
-    Rule, RuleSql, Visibility,
+    DockingModel, DockingObject, Join, NODE_RELATIONS_DDL, PARAM_ATTR_PREFIX, PARAM_NODE_ID,
+    PARAM_PRIMARY_ROW_ID, Path, PathSpec, Rule, RuleSql, Visibility,
 };
 use crate::store::ident;
 use crate::value::{Bind, Row, from_sql};
@@ -201,8 +226,9 @@ pub fn key_text(key: &[Json]) -> String {
     Json::Array(key.to_vec()).to_string()
 }
 
-/// What `node` should hold, given central and the docking model. The model is resolved
-/// against central's schema first, and refused if `check` finds errors in it.
+/// What `node` should hold, given central and the docking model. The model is refused if
+/// [`check::check`] finds errors in it against central's schema (its findings are all this
+/// takes from `check`; member paths are found here, as the module doc says).
 ///
 /// Central is left as it was: the oracle only reads, inside a savepoint it rolls back.
 pub fn project(
@@ -210,22 +236,21 @@ pub fn project(
     model: &DockingModel,
     node: &Node,
 ) -> Result<Projection, OracleError> {
-    let (resolved, findings) = check::resolve(model, central)?;
-    let errors: Vec<Finding> = findings
+    let errors: Vec<Finding> = check::check(model, central)?
         .into_iter()
         .filter(|f| f.severity() == Severity::Error)
         .collect();
     if !errors.is_empty() {
         return Err(OracleError::Model { findings: errors });
     }
-    Ok(project_resolved(central, model, &resolved, node)?)
+    Ok(evaluate(central, model, node)?)
 }
 
-/// [`project`] with the model already resolved (and checked) by [`check::resolve`].
-pub fn project_resolved(
+/// [`project`] without the check: the model is evaluated as it is, whatever `check` would
+/// say of it (a member without a path holds no rows; a cycle with no way in shows nothing).
+fn evaluate(
     central: &Connection,
     model: &DockingModel,
-    resolved: &Resolved,
     node: &Node,
 ) -> rusqlite::Result<Projection> {
     // Set forms read node identity from TEMP relations; this node is put there inside a
@@ -242,7 +267,7 @@ pub fn project_resolved(
             .into_iter()
             .flat_map(|(o, ids)| ids.into_iter().map(move |(id, why)| ((o.clone(), id), why)))
             .collect();
-        let rows = held_rows(central, model, resolved, &instances)?;
+        let rows = held_rows(central, model, &instances)?;
         Ok(Projection {
             rows,
             instances,
@@ -681,9 +706,9 @@ fn run_set(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(Json, Json)>> 
 fn held_rows(
     central: &Connection,
     model: &DockingModel,
-    resolved: &Resolved,
     instances: &BTreeMap<String, BTreeSet<String>>,
 ) -> rusqlite::Result<BTreeMap<String, BTreeMap<String, Row>>> {
+    let ways = Ways::find(central, model)?;
     let mut out = BTreeMap::new();
     for spec in model.tables.values() {
         let held = match spec.visibility {
@@ -692,7 +717,7 @@ fn held_rows(
             Visibility::Limited => {
                 let mut held = BTreeMap::new();
                 for (key, row) in table_rows(central, &spec.name)? {
-                    if is_member_of_visible(central, resolved, instances, &spec.name, &row)? {
+                    if ways.is_member_of_visible(central, instances, &spec.name, &row)? {
                         held.insert(key, row);
                     }
                 }
@@ -704,65 +729,120 @@ fn held_rows(
     Ok(out)
 }
 
-/// Whether a row of `table` is a member row of any visible instance of any object.
-fn is_member_of_visible(
-    central: &Connection,
-    resolved: &Resolved,
-    instances: &BTreeMap<String, BTreeSet<String>>,
-    table: &str,
-    row: &Row,
-) -> rusqlite::Result<bool> {
-    for o in &resolved.objects {
-        let Some(member) = o
-            .members
-            .iter()
-            .find(|m| m.table.eq_ignore_ascii_case(table))
-        else {
-            continue;
-        };
-        let Some(visible) = instances.get(&o.name) else {
-            continue;
-        };
-        for id in primary_ids(central, o, member, row)? {
-            if visible.contains(&id) {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+/// How the rows of each member table find their instances: per object, its primary key
+/// column and, per member, its paths (see "How member paths are found").
+struct Ways {
+    objects: Vec<ObjectWays>,
 }
 
-/// Part 3 of the module doc: the instances (key texts) of object `o` that a row of member
-/// `m` belongs to.
-fn primary_ids(
-    central: &Connection,
-    o: &ResolvedObject,
-    m: &ResolvedMember,
-    row: &Row,
-) -> rusqlite::Result<BTreeSet<String>> {
-    let mut ids = BTreeSet::new();
-    if m.table.eq_ignore_ascii_case(&o.primary_table) {
-        if let Some(id) = column(row, &o.primary_key) {
-            ids.insert(key_text(std::slice::from_ref(id)));
-        }
-        return Ok(ids);
-    }
-    for path in &m.paths {
-        let mut reached = vec![row.clone()];
-        for join in &path.joins {
-            let mut next = Vec::new();
-            for r in &reached {
-                next.extend(follow(central, join, r)?);
+/// One docking object's part of [`Ways`].
+struct ObjectWays {
+    /// The object's name.
+    name: String,
+    /// The primary table's key column; None when it has no single-column key (`check`
+    /// refuses that), so that nothing is an instance.
+    primary_key: Option<String>,
+    /// Member table -> its paths to the primary table; None for the primary table itself.
+    members: Vec<(String, Option<Vec<Path>>)>,
+}
+
+impl Ways {
+    /// Finds every member's paths, from the model as written and central's schema.
+    fn find(central: &Connection, model: &DockingModel) -> rusqlite::Result<Ways> {
+        let mut objects = Vec::new();
+        for o in &model.objects {
+            let primary_key = match key_columns(central, &o.primary_table)?.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            };
+            let mut members = Vec::new();
+            for m in &o.members {
+                let paths = match &m.path {
+                    PathSpec::Primary => None,
+                    PathSpec::Declared(paths) => Some(paths.clone()),
+                    PathSpec::ForeignKeys => Some(foreign_key_paths(central, o, &m.table)?),
+                };
+                members.push((m.table.clone(), paths));
             }
-            reached = next;
+            objects.push(ObjectWays {
+                name: o.name.clone(),
+                primary_key,
+                members,
+            });
         }
-        for r in &reached {
-            if let Some(id) = column(r, &o.primary_key) {
+        Ok(Ways { objects })
+    }
+
+    /// Whether a row of `table` is a member row of any visible instance of any object.
+    fn is_member_of_visible(
+        &self,
+        central: &Connection,
+        instances: &BTreeMap<String, BTreeSet<String>>,
+        table: &str,
+        row: &Row,
+    ) -> rusqlite::Result<bool> {
+        for o in &self.objects {
+            let Some(visible) = instances.get(&o.name) else {
+                continue;
+            };
+            for (member, paths) in &o.members {
+                if !member.eq_ignore_ascii_case(table) {
+                    continue;
+                }
+                for id in o.primary_ids(central, paths.as_deref(), row)? {
+                    if visible.contains(&id) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl ObjectWays {
+    /// Part 3 of the module doc: the instances (key texts) a member row belongs to, given
+    /// its member's paths (None: the row is a primary row).
+    fn primary_ids(
+        &self,
+        central: &Connection,
+        paths: Option<&[Path]>,
+        row: &Row,
+    ) -> rusqlite::Result<BTreeSet<String>> {
+        let mut ids = BTreeSet::new();
+        let Some(key) = &self.primary_key else {
+            return Ok(ids);
+        };
+        let ends = match paths {
+            None => vec![row.clone()],
+            Some(paths) => {
+                let mut ends = Vec::new();
+                for path in paths {
+                    ends.extend(walk(central, path, row)?);
+                }
+                ends
+            }
+        };
+        for end in &ends {
+            if let Some(id) = column(end, key).filter(|id| !id.is_null()) {
                 ids.insert(key_text(std::slice::from_ref(id)));
             }
         }
+        Ok(ids)
     }
-    Ok(ids)
+}
+
+/// The rows a path leads to from `row`, join by join.
+fn walk(central: &Connection, path: &Path, row: &Row) -> rusqlite::Result<Vec<Row>> {
+    let mut reached = vec![row.clone()];
+    for join in &path.joins {
+        let mut next = Vec::new();
+        for r in &reached {
+            next.extend(follow(central, join, r)?);
+        }
+        reached = next;
+    }
+    Ok(reached)
 }
 
 /// The rows of `join.to_table` whose `to_columns` equal `row`'s `from_columns`.
@@ -786,6 +866,81 @@ fn follow(central: &Connection, join: &Join, row: &Row) -> rusqlite::Result<Vec<
         filter.join(" AND ")
     );
     select_rows(central, &sql, &values)
+}
+
+/// The paths of a member without declared paths: every chain of foreign keys from `member`
+/// to `o`'s primary table through `o`'s member tables, no table twice (module doc, "How
+/// member paths are found"). Sorted, each once.
+fn foreign_key_paths(
+    central: &Connection,
+    o: &DockingObject,
+    member: &str,
+) -> rusqlite::Result<Vec<Path>> {
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let mut found = Vec::new();
+    // Chains still to extend; the empty chain stands at the member table.
+    let mut open: Vec<Vec<Join>> = vec![Vec::new()];
+    while let Some(chain) = open.pop() {
+        let here = chain.last().map_or(member, |j| j.to_table.as_str());
+        for fk in foreign_keys(central, here)? {
+            let parent = fk.to_table.clone();
+            let visited = same(&parent, member) || chain.iter().any(|j| same(&j.to_table, &parent));
+            if visited || o.member(&parent).is_none() {
+                continue;
+            }
+            let mut longer = chain.clone();
+            longer.push(fk);
+            if same(&parent, &o.primary_table) {
+                found.push(Path { joins: longer });
+            } else {
+                open.push(longer);
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// The foreign keys of `table`, each as the join it makes from `table` to its parent.
+/// Parent columns left implicit are the parent's primary key; a key whose two sides do not
+/// have the same number of columns (SQLite calls it a mismatch when used) leads nowhere and
+/// is left out.
+fn foreign_keys(central: &Connection, table: &str) -> rusqlite::Result<Vec<Join>> {
+    let mut st = central.prepare_cached(
+        "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+    )?;
+    let parts = st.query_map([table], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    // Foreign key id -> the join, its parent columns as given (none when implicit).
+    let mut by_id: BTreeMap<i64, Join> = BTreeMap::new();
+    for part in parts {
+        let (id, parent, from, to) = part?;
+        let fk = by_id.entry(id).or_insert_with(|| Join {
+            from_table: table.to_string(),
+            from_columns: Vec::new(),
+            to_table: parent,
+            to_columns: Vec::new(),
+        });
+        fk.from_columns.push(from);
+        fk.to_columns.extend(to);
+    }
+    let mut out = Vec::new();
+    for mut fk in by_id.into_values() {
+        if fk.to_columns.is_empty() {
+            fk.to_columns = key_columns(central, &fk.to_table)?;
+        }
+        if fk.to_columns.len() == fk.from_columns.len() {
+            out.push(fk);
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `sql` with `params` bound as `?1..?n`; each row as column name -> value.
@@ -1090,8 +1245,7 @@ set_sql = "SELECT id, opty_id FROM quote"
             "{err}"
         );
         // ... and evaluated anyway, the cycle terminates with nothing visible.
-        let (resolved, _) = check::resolve(&m, &central).unwrap();
-        let seen = project_resolved(&central, &m, &resolved, &employee("E1")).unwrap();
+        let seen = evaluate(&central, &m, &employee("E1")).unwrap();
         assert!(seen.instances.values().all(BTreeSet::is_empty));
         assert!(seen.rows.values().all(BTreeMap::is_empty));
     }
@@ -1483,5 +1637,254 @@ skill = { visibility = "enterprise" }
             ]
         );
         assert!(d[1].to_string().contains("O9"), "{}", d[1]);
+    }
+
+    /// The paths of member `table` of the model's only object, as the oracle finds them.
+    fn paths_of(central: &Connection, toml: &str, table: &str) -> Vec<String> {
+        let m = model(toml);
+        let o = &m.objects[0];
+        let ways = Ways::find(central, &m).unwrap();
+        let found = ways.objects[0]
+            .members
+            .iter()
+            .find(|(t, _)| t.eq_ignore_ascii_case(table))
+            .and_then(|(_, p)| p.clone())
+            .unwrap_or_else(|| panic!("{table} is a member of {} with paths", o.name));
+        found.iter().map(Path::to_string).collect()
+    }
+
+    /// grp <- part (grp_id, n) <- note: a note reaches its group only through its part.
+    const COMPOSITE_SCHEMA: &str = "
+        PRAGMA foreign_keys = OFF; -- dangling ids are the point
+        CREATE TABLE grp(id TEXT PRIMARY KEY, owner TEXT);
+        CREATE TABLE part(grp_id TEXT REFERENCES grp, n INTEGER, PRIMARY KEY (grp_id, n));
+        CREATE TABLE note(id INTEGER PRIMARY KEY, g TEXT, k INTEGER,
+                          FOREIGN KEY (g, k) REFERENCES part);
+        INSERT INTO grp VALUES ('G1', 'E1'), ('G2', 'E2');
+        INSERT INTO part VALUES ('G1', 1), ('G1', 2), ('G2', 1);
+        INSERT INTO note VALUES
+          (1, 'G1', 1), (2, 'G1', 2), (3, 'G2', 1),
+          (4, 'G1', 9),   -- names no part, though its first column names G1
+          (5, 'G9', 1),   -- names no part and no group
+          (6, 'G1', NULL);";
+
+    const COMPOSITE_MODEL: &str = r#"version = 1
+[nodes]
+attributes = ["employee"]
+[tables]
+grp = { visibility = "limited" }
+part = { visibility = "limited" }
+note = { visibility = "limited" }
+[[object]]
+name = "group"
+primary_table = "grp"
+[[object.member]]
+table = "part"
+[[object.member]]
+table = "note"
+[[object.rule]]
+sql = "SELECT 'X' FROM grp WHERE id = :primary_row_id AND owner = :attr_employee"
+"#;
+
+    #[test]
+    fn a_composite_foreign_key_is_one_join_on_all_its_columns() {
+        let central = db(COMPOSITE_SCHEMA);
+        assert_eq!(
+            paths_of(&central, COMPOSITE_MODEL, "note"),
+            ["[note.(g, k) -> part.(grp_id, n), part.grp_id -> grp.id]"],
+            "parent columns left implicit are the parent's key, in key order"
+        );
+        assert_eq!(
+            paths_of(&central, COMPOSITE_MODEL, "part"),
+            ["[part.grp_id -> grp.id]"]
+        );
+        let notes = |e: &str| -> BTreeSet<String> {
+            let seen = project_toml(&central, COMPOSITE_MODEL, &employee(e));
+            seen.rows["note"]
+                .values()
+                .map(|r| r["id"].to_string())
+                .collect()
+        };
+        assert_eq!(
+            notes("E1"),
+            BTreeSet::from(["1".to_string(), "2".to_string()]),
+            "not 4 (dangling: both columns must match) nor 6 (NULL matches nothing)"
+        );
+        assert_eq!(notes("E2"), BTreeSet::from(["3".to_string()]));
+    }
+
+    const TWO_WAYS_SCHEMA: &str = "
+        PRAGMA foreign_keys = OFF; -- dangling ids are the point
+        CREATE TABLE opty(id TEXT PRIMARY KEY, owner TEXT);
+        CREATE TABLE quote(id TEXT PRIMARY KEY, opty_id TEXT REFERENCES opty(id));
+        CREATE TABLE item(id TEXT PRIMARY KEY, quote_id TEXT REFERENCES quote(id),
+                          opty_id TEXT REFERENCES opty(id));
+        INSERT INTO opty VALUES ('O1', 'E1'), ('O2', 'E2');
+        INSERT INTO quote VALUES ('Q1', 'O2'), ('Q2', 'O9');
+        INSERT INTO item VALUES ('I1', 'Q1', 'O1'), ('I2', NULL, 'O1'), ('I3', 'Q1', NULL),
+                                ('I4', 'Q2', NULL), ('I5', 'Q9', 'O9');";
+
+    fn two_ways_model(item_paths: &str) -> String {
+        format!(
+            r#"version = 1
+[nodes]
+attributes = ["employee"]
+[tables]
+opty = {{ visibility = "limited" }}
+quote = {{ visibility = "limited" }}
+item = {{ visibility = "limited" }}
+[[object]]
+name = "opportunity"
+primary_table = "opty"
+[[object.member]]
+table = "quote"
+[[object.member]]
+table = "item"
+{item_paths}
+[[object.rule]]
+sql = "SELECT 'X' FROM opty WHERE id = :primary_row_id AND owner = :attr_employee"
+"#
+        )
+    }
+
+    #[test]
+    fn two_foreign_key_paths_are_refused_by_project_and_unioned_when_declared() {
+        let central = db(TWO_WAYS_SCHEMA);
+        let undeclared = two_ways_model("");
+        assert_eq!(
+            paths_of(&central, &undeclared, "item"),
+            [
+                "[item.opty_id -> opty.id]",
+                "[item.quote_id -> quote.id, quote.opty_id -> opty.id]"
+            ],
+            "both chains through member tables are found"
+        );
+        let err = project(&central, &model(&undeclared), &employee("E1")).unwrap_err();
+        assert!(
+            matches!(&err, OracleError::Model { findings }
+                if findings.iter().any(|f| matches!(f.kind, check::Kind::AmbiguousPath { .. }))),
+            "{err}"
+        );
+        let items = |seen: &Projection| seen.keys()["item"].clone();
+        // Evaluated regardless, the two are unioned, as the seed's GeneratePrimaryIdSQL does.
+        let e1 = evaluate(&central, &model(&undeclared), &employee("E1")).unwrap();
+        assert_eq!(items(&e1), ids(&["I1", "I2"]));
+        let e2 = evaluate(&central, &model(&undeclared), &employee("E2")).unwrap();
+        assert_eq!(
+            items(&e2),
+            ids(&["I1", "I3"]),
+            "I1 by both ways, to two instances"
+        );
+        // Declared, they are accepted and give the same.
+        let declared = two_ways_model(
+            r#"paths = [["item.opty_id -> opty.id"], ["item.quote_id -> quote.id", "quote.opty_id -> opty.id"]]"#,
+        );
+        assert_eq!(
+            items(&project_toml(&central, &declared, &employee("E1"))),
+            ids(&["I1", "I2"])
+        );
+        assert_eq!(
+            items(&project_toml(&central, &declared, &employee("E2"))),
+            ids(&["I1", "I3"])
+        );
+        // One declared: only that one counts.
+        let one = two_ways_model(r#"paths = [["item.opty_id -> opty.id"]]"#);
+        assert_eq!(
+            items(&project_toml(&central, &one, &employee("E2"))),
+            ids(&[])
+        );
+        // Dangling ids (Q2 names no opportunity, I5 names nothing) reach no instance, and
+        // the rows are held by nobody.
+        for e in ["E1", "E2", "E3"] {
+            let seen = project_toml(&central, &declared, &employee(e));
+            assert!(!seen.keys()["item"].contains(&key_text(&[Json::from("I4")])));
+            assert!(!seen.keys()["item"].contains(&key_text(&[Json::from("I5")])));
+            assert!(!seen.keys()["quote"].contains(&key_text(&[Json::from("Q2")])));
+        }
+    }
+
+    #[test]
+    fn foreign_keys_through_non_member_tables_or_round_a_loop_are_not_paths() {
+        let central = db("
+            CREATE TABLE opty(id TEXT PRIMARY KEY, owner TEXT);
+            CREATE TABLE quote(id TEXT PRIMARY KEY, opty_id TEXT REFERENCES opty(id));
+            CREATE TABLE item(id TEXT PRIMARY KEY, quote_id TEXT REFERENCES quote(id),
+                              next_id TEXT REFERENCES item(id), peer_id TEXT REFERENCES peer(id));
+            CREATE TABLE peer(id TEXT PRIMARY KEY, item_id TEXT REFERENCES item(id));");
+        let toml = |members: &str| {
+            format!(
+                r#"version = 1
+[tables]
+opty = {{ visibility = "limited" }}
+quote = {{ visibility = "enterprise" }}
+item = {{ visibility = "limited" }}
+peer = {{ visibility = "limited" }}
+[[object]]
+name = "opportunity"
+primary_table = "opty"
+{members}
+[[object.rule]]
+set_sql = "SELECT id, 'n' FROM opty"
+"#
+            )
+        };
+        // quote is no member: item has no path (check calls it NoPath) ...
+        let bare = toml("[[object.member]]\ntable = \"item\"\n[[object.member]]\ntable = \"peer\"");
+        assert!(paths_of(&central, &bare, "item").is_empty());
+        assert!(
+            paths_of(&central, &bare, "peer").is_empty(),
+            "item <-> peer loops, never reaching opty"
+        );
+        // ... unless declared, through any table.
+        let declared = toml(
+            "[[object.member]]\ntable = \"item\"\npaths = [[\"item.quote_id -> quote.id\", \"quote.opty_id -> opty.id\"]]\n[[object.member]]\ntable = \"peer\"\npaths = [[\"peer.item_id -> item.id\", \"item.quote_id -> quote.id\", \"quote.opty_id -> opty.id\"]]",
+        );
+        assert_eq!(
+            paths_of(&central, &declared, "item"),
+            ["[item.quote_id -> quote.id, quote.opty_id -> opty.id]"]
+        );
+        assert_eq!(paths_of(&central, &declared, "peer").len(), 1);
+    }
+
+    #[test]
+    fn a_member_without_foreign_keys_follows_its_declared_path_two_hops() {
+        let central = db("
+            CREATE TABLE opty(id TEXT PRIMARY KEY, owner TEXT);
+            CREATE TABLE quote(id TEXT PRIMARY KEY, opty_ref TEXT);
+            CREATE TABLE item(id TEXT PRIMARY KEY, q TEXT);
+            INSERT INTO opty VALUES ('O1', 'E1'), ('O2', 'E2');
+            INSERT INTO quote VALUES ('Q1', 'O1'), ('Q2', 'O2'), ('Q3', 'O9');
+            INSERT INTO item VALUES ('I1', 'Q1'), ('I2', 'Q2'), ('I3', 'Q3'), ('I4', 'Q9');");
+        let toml = r#"version = 1
+[nodes]
+attributes = ["employee"]
+[tables]
+opty = { visibility = "limited" }
+quote = { visibility = "enterprise" }
+item = { visibility = "limited" }
+[[object]]
+name = "opportunity"
+primary_table = "opty"
+[[object.member]]
+table = "item"
+paths = [["item.q -> quote.id", "quote.opty_ref -> opty.id"]]
+[[object.rule]]
+sql = "SELECT 'X' FROM opty WHERE id = :primary_row_id AND owner = :attr_employee"
+"#;
+        assert_eq!(
+            paths_of(&central, toml, "item"),
+            ["[item.q -> quote.id, quote.opty_ref -> opty.id]"],
+            "as written"
+        );
+        assert_eq!(
+            project_toml(&central, toml, &employee("E1")).keys()["item"],
+            ids(&["I1"])
+        );
+        assert_eq!(
+            project_toml(&central, toml, &employee("E2")).keys()["item"],
+            ids(&["I2"])
+        );
+        let nobody = project_toml(&central, toml, &employee("E9"));
+        assert!(nobody.keys()["item"].is_empty(), "I3 and I4 dangle");
     }
 }
