@@ -43,8 +43,10 @@
 //! After quiescence (invariant 2 of DESIGN.md, as issue 15 states it):
 //! - (a) every collision central recorded (`berth_conflicts`) is genuine: the node it names
 //!   wrote that row (for `update-update`, that column) concurrently with another site's
-//!   write to it; a `denied` write is one to a table nodes may not write, or raced a
-//!   visibility change at central;
+//!   write to it (for `constraint`, or to another row that central keeps holding the same
+//!   UNIQUE value); a later collision of that node on that row after a genuine one undid its
+//!   write is genuine if the node wrote before seeing what the first one raced; a `denied`
+//!   write is one to a table nodes may not write, or raced a visibility change at central;
 //! - (b) every node write is at central exactly (the value it wrote, or a later write's to
 //!   the same row and column), unless a collision names that node and that row;
 //! - (c) every row only one site wrote ends at every site that holds it as that site last
@@ -1366,6 +1368,8 @@ fn cell(row: Option<&TypedRow>) -> String {
 /// (a) Every recorded collision is genuine.
 fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
     let mut out = Vec::new();
+    // Per collision judged genuine: the other sites' writes it raced.
+    let mut raced: BTreeMap<i64, Vec<&Entry>> = BTreeMap::new();
     for c in conflicts {
         let cols: Vec<String> = c
             .columns
@@ -1396,33 +1400,103 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
                             })
                         })
             }
-            "update-update" => mine.clone().any(|e| {
-                on_row.iter().any(|x| {
-                    x.site != c.node
-                        && Sim::concurrent(e, x)
-                        && cols.iter().any(|k| e.touches(k) && x.touches(k))
-                })
-            }),
-            _ => mine.clone().any(|e| {
-                on_row
-                    .iter()
-                    .any(|x| x.site != c.node && Sim::concurrent(e, x))
-            }),
+            _ => {
+                let mut by: Vec<&Entry> = mine
+                    .clone()
+                    .flat_map(|e| {
+                        sim.ledger.iter().filter(|x| {
+                            x.site != c.node
+                                && Sim::concurrent(e, x)
+                                && if x.table == c.tbl && x.key == c.pk {
+                                    c.kind != "update-update"
+                                        || cols.iter().any(|k| e.touches(k) && x.touches(k))
+                                } else {
+                                    // A UNIQUE value central keeps for another row.
+                                    c.kind == "constraint" && contends(sim, e, x)
+                                }
+                        })
+                    })
+                    .collect();
+                // A later write of the node to a row whose earlier write a genuine
+                // collision undid (refused, or central won) raced the same writes when the
+                // node made it before seeing them.
+                for p in conflicts.iter().filter(|p| {
+                    p.id < c.id
+                        && p.node == c.node
+                        && p.tbl == c.tbl
+                        && p.pk == c.pk
+                        && p.resolution != "node-wins"
+                }) {
+                    let earlier = raced.get(&p.id).map_or(&[][..], Vec::as_slice);
+                    by.extend(
+                        earlier
+                            .iter()
+                            .filter(|x| mine.clone().any(|e| Sim::concurrent(e, x))),
+                    );
+                }
+                let genuine = !by.is_empty();
+                raced.insert(c.id, by);
+                genuine
+            }
         };
         if !genuine {
             out.push(format!(
-                "{c}\n    is not a genuine collision: no write of {} to this row{} was concurrent with another site's; the row's writes:{}",
+                "{c}\n    is not a genuine collision: no write of {} to this row{} was concurrent with another site's{}; the row's writes:{}",
                 c.node,
                 if c.kind == "update-update" {
                     format!(" (columns {cols:?})")
                 } else {
                     String::new()
                 },
+                if c.kind == "constraint" {
+                    " (nor with one keeping a UNIQUE value of the row for another)"
+                } else {
+                    ""
+                },
                 history(sim, &c.tbl, &c.pk)
             ));
         }
     }
     listed("a: false collision", out)
+}
+
+/// Whether another row's write `x` holds a UNIQUE value (every column of a UNIQUE
+/// constraint of the table at central, none NULL) the same as node write `e` wrote: central
+/// keeping `x`'s row refuses `e`'s.
+fn contends(sim: &Sim<'_>, e: &Entry, x: &Entry) -> bool {
+    let (Some(mine), Some(theirs)) = (&e.after, &x.after) else {
+        return false;
+    };
+    x.table == e.table
+        && unique_sets(sim.w, &e.table).iter().any(|set| {
+            set.iter().all(|k| {
+                let v = mine.get(&sim.final_name(&e.table, k));
+                v.is_some_and(|v| *v != Val::Null) && v == theirs.get(&sim.final_name(&e.table, k))
+            })
+        })
+}
+
+/// The column sets of a table's UNIQUE constraints at central (its key not among them).
+fn unique_sets(w: &World, table: &str) -> Vec<Vec<String>> {
+    let c = w.app("hq");
+    let names: Vec<String> = c
+        .prepare("SELECT name FROM pragma_index_list(?1) WHERE \"unique\" AND origin = 'u'")
+        .unwrap()
+        .query_map([table], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    names
+        .iter()
+        .map(|n| {
+            c.prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+                .unwrap()
+                .query_map([n], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+        .collect()
 }
 
 /// (b) Every node write is at central, or a collision names that node and that row.
