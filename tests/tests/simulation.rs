@@ -1730,3 +1730,75 @@ fn simulation_converges_to_the_oracle() {
         simulate,
     );
 }
+
+/// The writers store what the simulation asks of them exactly, so its ledger holds the
+/// values it means to test: the infinities as REAL, bytes that are not UTF-8 as TEXT, and
+/// every column of a row of more than 64 columns, through each SQLite.
+#[test]
+fn every_writer_stores_infinities_raw_text_and_wide_rows_exactly() {
+    let w = World::new(
+        &format!(
+            "CREATE TABLE v(id INTEGER PRIMARY KEY, r REAL, t TEXT);\n{}",
+            wide_schema()
+        ),
+        "",
+        &[],
+    );
+    let cases: [(f64, &[u8]); 2] = [
+        (f64::INFINITY, b"\xED\xA0\x80"),
+        (f64::NEG_INFINITY, b"\xFFA\xC3 caf\xE9"),
+    ];
+    let writers = [Writer::App, Writer::Shell, Writer::Python];
+    for (i, writer) in writers.into_iter().enumerate() {
+        let mut stmts = Vec::new();
+        for (j, (r, t)) in cases.iter().enumerate() {
+            let id = i64::try_from(i * cases.len() + j).unwrap();
+            stmts.push(Stmt {
+                sql: "INSERT INTO v VALUES (?, ?, ?)".into(),
+                params: vec![Param::Int(id), Param::Real(*r), Param::RawText(t.to_vec())],
+            });
+        }
+        let id = i64::try_from(i).unwrap();
+        let wide = (1..=WIDE_COLS).map(|c| format!("c{c}")).collect::<Vec<_>>();
+        stmts.push(Stmt {
+            sql: format!(
+                "INSERT INTO wide(id, owner, {}) VALUES (?, 'hq'{})",
+                wide.join(", "),
+                ", ?".repeat(WIDE_COLS)
+            ),
+            params: [Param::Int(id)]
+                .into_iter()
+                .chain((1..=WIDE_COLS).map(|c| Param::Int(i64::try_from(c).unwrap())))
+                .collect(),
+        });
+        stmts.push(Stmt {
+            sql: format!("UPDATE wide SET c{WIDE_COLS} = ? WHERE id = ?"),
+            params: vec![Param::Real(f64::NEG_INFINITY), Param::Int(id)],
+        });
+        w.write("hq", writer, &stmts);
+    }
+    let rows = w.rows("hq");
+    for (i, writer) in writers.into_iter().enumerate() {
+        for (j, (r, t)) in cases.iter().enumerate() {
+            let row = &rows["v"][&format!("[{}]", i * cases.len() + j)];
+            assert_eq!(row["r"], Val::Real(r.to_bits()), "{writer:?}");
+            assert_eq!(row["t"], Val::Text(t.to_vec()), "{writer:?}");
+        }
+        let row = &rows["wide"][&format!("[{i}]")];
+        for c in 1..WIDE_COLS {
+            let want = i64::try_from(c).unwrap();
+            // Declared REAL converts the integer; TEXT makes it text.
+            let want = match wide_type(c) {
+                "REAL" => Val::Real((want as f64).to_bits()),
+                "TEXT" => Val::Text(want.to_string().into_bytes()),
+                _ => Val::Int(want),
+            };
+            assert_eq!(row[&format!("c{c}")], want, "{writer:?} c{c}");
+        }
+        assert_eq!(
+            row[&format!("c{WIDE_COLS}")],
+            Val::Real(f64::NEG_INFINITY.to_bits()),
+            "{writer:?}"
+        );
+    }
+}
