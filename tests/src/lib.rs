@@ -266,14 +266,30 @@ impl World {
 /// is set (a replay), else seeds `0..$MANY` (default `default`). Each seed is announced
 /// with how to replay it; a failing seed does not stop the others, and every failing seed
 /// is listed at the end with its replay line (then the test fails).
-pub fn for_seeds(one: &str, many: &str, default: u64, mut f: impl FnMut(u64)) {
-    let only: Option<u64> = std::env::var(one).ok().and_then(|v| v.parse().ok());
-    let n: u64 = std::env::var(many)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
+pub fn for_seeds(one: &str, many: &str, default: u64, f: impl FnMut(u64)) {
+    run_seeds(one, None, many, default, f);
+}
+
+/// Like [`for_seeds`], the range starting at seed `$FIRST` (default 0): seeds
+/// `$FIRST..$FIRST + $MANY`, so that processes can share out a long run
+/// (`FIRST=0 MANY=500` in one, `FIRST=500 MANY=500` in another).
+pub fn for_seeds_from(one: &str, first: &str, many: &str, default: u64, f: impl FnMut(u64)) {
+    run_seeds(one, Some(first), many, default, f);
+}
+
+fn run_seeds(one: &str, first: Option<&str>, many: &str, default: u64, mut f: impl FnMut(u64)) {
+    let var = |name: &str| -> Option<u64> {
+        let v = std::env::var(name).ok()?;
+        Some(
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a seed number")),
+        )
+    };
+    let only = var(one);
+    let start = first.and_then(var).unwrap_or(0);
+    let n = var(many).unwrap_or(default);
     let mut failed = Vec::new();
-    let seeds = only.map_or(0..n, |s| s..s + 1);
+    let seeds = only.map_or(start..start + n, |s| s..s + 1);
     let count = seeds.end - seeds.start;
     let started = std::time::Instant::now();
     for seed in seeds {
@@ -506,10 +522,16 @@ pub enum Param {
     /// INTEGER.
     Int(i64),
     /// REAL (bound exactly where the writer binds; the shell gets the shortest literal that
-    /// reads back as the same double).
+    /// reads back as the same double, and `9e999` / `-9e999` for the infinities). Not NaN:
+    /// SQLite stores NULL for it.
     Real(f64),
     /// TEXT.
     Text(String),
+    /// TEXT given as its bytes, which need not be UTF-8 (`FF 41`, a lone surrogate
+    /// `ED A0 80`): berth's connection binds them as text, the shell writes
+    /// `CAST(X'..' AS TEXT)`, Python binds `bytes` under `CAST(? AS TEXT)` (its `str`
+    /// cannot hold them). SQLite stores the bytes as they are.
+    RawText(Vec<u8>),
     /// BLOB.
     Blob(Vec<u8>),
 }
@@ -520,9 +542,21 @@ impl Param {
         match self {
             Param::Null => "NULL".into(),
             Param::Int(i) => i.to_string(),
+            Param::Real(f) if f.is_nan() => panic!("SQLite stores no NaN"),
+            // SQLite reads a literal too large for a double as an infinity.
+            Param::Real(f) if f.is_infinite() => if *f > 0.0 { "9e999" } else { "-9e999" }.into(),
             Param::Real(f) => format!("{f:e}"),
             Param::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            Param::RawText(b) => format!("CAST(X'{}' AS TEXT)", hex(b)),
             Param::Blob(b) => format!("X'{}'", hex(b)),
+        }
+    }
+
+    /// Its placeholder in the SQL Python runs: bytes become text only through a cast.
+    fn python_placeholder(&self) -> String {
+        match self {
+            Param::RawText(_) => "CAST(? AS TEXT)".into(),
+            _ => "?".into(),
         }
     }
 
@@ -532,7 +566,7 @@ impl Param {
             Param::Int(i) => serde_json::json!({ "i": i }),
             Param::Real(f) => serde_json::json!({ "r": hex(&f.to_le_bytes()) }),
             Param::Text(t) => serde_json::json!({ "t": t }),
-            Param::Blob(b) => serde_json::json!({ "b": hex(b) }),
+            Param::RawText(b) | Param::Blob(b) => serde_json::json!({ "b": hex(b) }),
         }
     }
 }
@@ -545,6 +579,7 @@ impl rusqlite::ToSql for Param {
             Param::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
             Param::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
             Param::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Param::RawText(b) => ToSqlOutput::Borrowed(ValueRef::Text(b)),
             Param::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         })
     }
@@ -570,11 +605,16 @@ impl Stmt {
 
     /// The statement with its parameters written in as literals.
     pub fn inline(&self) -> String {
+        self.substitute(Param::literal)
+    }
+
+    /// The SQL with each `?` replaced by what `each` makes of its parameter.
+    fn substitute(&self, each: impl Fn(&Param) -> String) -> String {
         let mut out = String::new();
         let mut params = self.params.iter();
         for ch in self.sql.chars() {
             if ch == '?' {
-                out.push_str(&params.next().expect("a parameter per ?").literal());
+                out.push_str(&each(params.next().expect("a parameter per ?")));
             } else {
                 out.push(ch);
             }
@@ -697,7 +737,7 @@ impl World {
                     .iter()
                     .map(|s| {
                         serde_json::json!([
-                            s.sql,
+                            s.substitute(Param::python_placeholder),
                             s.params.iter().map(Param::python).collect::<Vec<_>>()
                         ])
                     })
