@@ -524,13 +524,17 @@ impl Sim<'_> {
             else {
                 continue;
             };
-            let [Param::Text(to), Param::Text(from)] = st.params.as_slice() else {
+            let key = |p: &Param| match p {
+                Param::Text(t) => Some(serde_json::json!([t]).to_string()),
+                Param::Int(i) => Some(serde_json::json!([i]).to_string()),
+                _ => None,
+            };
+            let [to, from] = st.params.as_slice() else {
                 continue;
             };
-            let (from, to) = (
-                serde_json::to_string(&[from]).unwrap(),
-                serde_json::to_string(&[to]).unwrap(),
-            );
+            let (Some(from), Some(to)) = (key(from), key(to)) else {
+                continue;
+            };
             let had = |rows: &Rows, k: &str| rows.get(table).is_some_and(|t| t.contains_key(k));
             if had(&before, &from) && had(&after, &to) && !had(&before, &to) {
                 moved_here.push((table.to_string(), from, to));
@@ -1460,7 +1464,7 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
                         sim.ledger.iter().filter(|x| {
                             x.site != c.node
                                 && Sim::concurrent(e, x)
-                                && if x.table == c.tbl && x.key == c.pk {
+                                && if x.table == c.tbl && lineage.contains(&x.key) {
                                     c.kind != "update-update"
                                         || cols.iter().any(|k| e.touches(k) && x.touches(k))
                                 } else {
@@ -1477,7 +1481,7 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
                     p.id < c.id
                         && p.node == c.node
                         && p.tbl == c.tbl
-                        && p.pk == c.pk
+                        && lineage.contains(&p.pk)
                         && p.resolution != "node-wins"
                 }) {
                     let earlier = raced.get(&p.id).map_or(&[][..], Vec::as_slice);
@@ -1556,9 +1560,11 @@ fn unique_sets(w: &World, table: &str) -> Vec<Vec<String>> {
 fn nothing_lost(sim: &Sim<'_>, conflicts: &[Conflict], central: &Rows) -> Vec<String> {
     let mut out = Vec::new();
     for e in sim.ledger.iter().filter(|e| e.site != "hq") {
+        // A collision on the node's change of this row, under any key the row had.
+        let lineage = sim.lineage(&e.table, &e.key);
         if conflicts
             .iter()
-            .any(|c| c.node == e.site && c.tbl == e.table && c.pk == e.key)
+            .any(|c| c.node == e.site && c.tbl == e.table && lineage.contains(&c.pk))
         {
             continue;
         }
