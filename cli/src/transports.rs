@@ -147,20 +147,39 @@ pub fn after_dock(
     volume_size: u64,
 ) -> Result<()> {
     for p in written {
-        let p = &if encrypt {
-            let sealed = berth_engine::seal::seal_file(site, p)
-                .with_context(|| format!("sealing {}", p.display()))?;
-            if sealed != *p {
-                println!("sealed to its recipient: {}", sealed.display());
+        // Its recipient, docking through the same folder, may take it whole before it is
+        // sealed or cut (it arrived: nothing to do).
+        let taken = |p: &Path| {
+            let gone = !p.exists();
+            if gone {
+                println!("{}: already taken by its recipient", p.display());
             }
-            sealed
+            gone
+        };
+        if taken(p) {
+            continue;
+        }
+        let p = &if encrypt {
+            match berth_engine::seal::seal_file(site, p) {
+                Ok(sealed) => {
+                    if sealed != *p {
+                        println!("sealed to its recipient: {}", sealed.display());
+                    }
+                    sealed
+                }
+                Err(_) if taken(p) => continue,
+                Err(e) => return Err(e).with_context(|| format!("sealing {}", p.display())),
+            }
         } else {
             p.clone()
         };
-        if let Some(index) = berth_engine::volumes::split(p, volume_size)
-            .with_context(|| format!("splitting {} into volumes", p.display()))?
-        {
-            println!("split into volumes: {}", index.display());
+        match berth_engine::volumes::split(p, volume_size) {
+            Ok(Some(index)) => println!("split into volumes: {}", index.display()),
+            Ok(None) => {}
+            Err(_) if taken(p) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("splitting {} into volumes", p.display()));
+            }
         }
     }
     Ok(())

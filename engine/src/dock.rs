@@ -284,7 +284,16 @@ fn intake(site: &Site, via: &Path) -> Result<()> {
     remove_parts(&spool)?;
     let keys = crate::keychain::opening_keys(&site.dir, site.key())?;
     for f in transport::list(via, Some(site.name()))? {
-        crate::seal::take(&keys, site.name(), &f, &spool, &site.folder("quarantine"))?;
+        match crate::seal::take(&keys, site.name(), &f, &spool, &site.folder("quarantine")) {
+            // Gone between the listing and the copy: its sender pruned it (a newer bundle
+            // carries it all), or another process docking through the same folder took it.
+            // What stays is taken; a later dock takes whatever comes next.
+            Err(EngineError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            other => {
+                other?;
+            }
+        }
     }
     Ok(())
 }

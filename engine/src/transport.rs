@@ -51,12 +51,12 @@ pub fn list(folder: &Path, recipient: Option<&str>) -> Result<Vec<Found>> {
         if recipient.is_some_and(|r| r != to) {
             continue;
         }
-        if !e
-            .file_type()
-            .map_err(|err| EngineError::io(e.path(), err))?
-            .is_file()
-        {
-            continue;
+        match e.file_type() {
+            Ok(t) if t.is_file() => {}
+            Ok(_) => continue,
+            // Removed since the folder was read.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(EngineError::io(e.path(), err)),
         }
         out.push(Found {
             sender,
