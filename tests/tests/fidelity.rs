@@ -958,6 +958,31 @@ fn insert_or_replace_displacing_another_row_at_central_reaches_the_nodes() {
 /// `INSERT OR IGNORE` and `ON CONFLICT DO NOTHING` over an existing key, a statement that
 /// fails (a duplicate key; a REPLACE refused by a CHECK after displacing a row) and a
 /// transaction rolled back.
+/// A node's `INSERT OR IGNORE` over a row it holds changes nothing (its pre-image is void);
+/// central then deletes the row, the node applies the delete, and central inserts the key
+/// again before the node's next bundle arrives. The node's bundle carries no delete: the
+/// pre-image was settled when central's delete reached its row, not read from the table at
+/// export (where the row was by then gone), so nothing collides and the new row stands.
+#[test]
+fn an_ignored_insert_stays_nothing_after_central_deletes_its_row() {
+    let w = World::new(ITEM, ITEM_DATA, &["a", "b"]);
+    shell(
+        &w,
+        "a",
+        "INSERT OR IGNORE INTO item VALUES ('seed', 99, 'ignored');",
+    );
+    py_sql(&w, "hq", "DELETE FROM item WHERE id = 'seed';");
+    dock(&w, "hq");
+    dock(&w, "a");
+    assert!(!w.dump("a")["item"].iter().any(|r| r.starts_with("'seed'")));
+    py_sql(&w, "hq", "INSERT INTO item VALUES ('seed', 5, 'again');");
+    settle(&w);
+    assert_no_conflicts(&w, "a's ignored insert, then hq's delete and insert");
+    let want = only(&exact(&w, "hq"), &["item"]);
+    assert!(want["item"].contains(&vec![text("seed"), Cell::Int(5), text("again")]));
+    assert_everywhere(&w, &want, "a's ignored insert, then hq's delete and insert");
+}
+
 #[test]
 fn writes_that_change_nothing_journal_nothing() {
     let w = World::new(REPLACE_SCHEMA, REPLACE_DATA, &["a", "b"]);
@@ -1138,6 +1163,69 @@ fn key_change_with_on_update_cascade_at_a_node_moves_every_child() {
     .map(|(t, r)| (t.to_string(), r))
     .collect::<Exact>();
     assert_everywhere(&w, &want, "a renamed p1 to p9 with ON UPDATE CASCADE");
+}
+
+/// A key change renamed twice in one bundle, then a child deleted: the children's updates a
+/// foreign key first refuses at central wait only until their parent's key change has
+/// applied, not until the end of the bundle (where the second rename would have made them
+/// stale: a false collision), and the later delete of a child waits behind its update.
+#[test]
+fn children_refused_by_a_foreign_key_apply_right_after_their_parent_and_in_order() {
+    let w = World::new(CASCADE_SCHEMA, CASCADE_DATA, &["a", "b"]);
+    shell(
+        &w,
+        "a",
+        "PRAGMA foreign_keys = ON;
+         UPDATE parent SET id = 'p9' WHERE id = 'p1';
+         UPDATE parent SET id = 'p7' WHERE id = 'p9';
+         DELETE FROM child WHERE id = 'c1';",
+    );
+    let want = only(&exact(&w, "a"), &["parent", "child"]);
+    assert!(want["child"].contains(&vec![text("c2"), text("p7"), Cell::Int(2)]));
+    settle(&w);
+    assert_no_conflicts(&w, "a renamed p1 twice and deleted a child");
+    assert_everywhere(&w, &want, "a renamed p1 twice and deleted a child");
+}
+
+/// A node renames a row's key while central changes another column of it: central merges
+/// the rename as an update of the key, keeps its own column, and sends the row as it now
+/// stands to the node, which no longer has the old key central's change was made under.
+#[test]
+fn a_key_change_keeps_what_central_changed_meanwhile_everywhere() {
+    let w = World::new(CASCADE_SCHEMA, CASCADE_DATA, &["a", "b"]);
+    shell(
+        &w,
+        "a",
+        "PRAGMA foreign_keys = ON; UPDATE parent SET id = 'p9' WHERE id = 'p1';",
+    );
+    py_sql(
+        &w,
+        "hq",
+        "UPDATE parent SET name = 'from hq' WHERE id = 'p1';",
+    );
+    settle(&w);
+    assert_no_conflicts(&w, "a renamed p1 while hq renamed its name");
+    let want = [
+        (
+            "child",
+            BTreeSet::from([
+                vec![text("c1"), text("p9"), Cell::Int(1)],
+                vec![text("c2"), text("p9"), Cell::Int(2)],
+                vec![text("c3"), text("p2"), Cell::Int(3)],
+            ]),
+        ),
+        (
+            "parent",
+            BTreeSet::from([
+                vec![text("p2"), text("P2")],
+                vec![text("p9"), text("from hq")],
+            ]),
+        ),
+    ]
+    .into_iter()
+    .map(|(t, r)| (t.to_string(), r))
+    .collect::<Exact>();
+    assert_everywhere(&w, &want, "a renamed p1 while hq renamed its name");
 }
 
 /// A key change whose new key another node took first is no update of the key at central:
