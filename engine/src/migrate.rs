@@ -296,9 +296,10 @@ impl Translation {
             let old = old.map(|r| text(self.row(&t, r)));
             let new = new.map(|r| text(self.row(&t, r)));
             conn.execute(
-                // `old` that is no row (the old key a key change's insert holds, SPEC 2.4)
-                // stays as it is.
-                "UPDATE berth_log SET tbl = ?2, old = COALESCE(?3, old), new = ?4 WHERE pos = ?1",
+                // What is no row stays as it is: the old key a key change's insert holds in
+                // `old`, a settled pre-image's `void` (SPEC 2.4, 2.11).
+                "UPDATE berth_log SET tbl = ?2, old = COALESCE(?3, old), new = COALESCE(?4, new)
+                 WHERE pos = ?1",
                 params![pos, t, old, new],
             )?;
         }
@@ -1186,6 +1187,51 @@ mod tests {
         // Markers, statements and migrations pass untouched.
         let m = change("", Op::A, &[], &[]);
         assert_eq!(tr.change(m.clone()), Some(m));
+    }
+
+    #[test]
+    fn the_log_translation_keeps_what_is_no_row() {
+        let after =
+            snapshot::from_sql("CREATE TABLE Deal(id TEXT PRIMARY KEY, owner TEXT);").unwrap();
+        let tr = Translation::new(&migration(&["opty=Deal", "opty.sales_rep=owner"]), &after);
+        let conn = Connection::open_in_memory().unwrap();
+        crate::store::install(&conn).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO berth_log(pos, tbl, pk, op, old, new) VALUES
+                 (1, 'opty', '["a"]', 'D', '{"id":"a","sales_rep":"x"}', NULL),
+                 (2, 'opty', '["b"]', 'I', '["a"]', NULL),
+                 (3, 'opty', '["c"]', 'P', '{"id":"c","sales_rep":"y"}', 'void'),
+                 (4, 'opty', '["d"]', 'U', '{"id":"d","sales_rep":"z"}', '{"id":"d","sales_rep":"w"}');"#,
+        )
+        .unwrap();
+        tr.log(&conn).unwrap();
+        let rows: Vec<(String, Option<String>, Option<String>)> = conn
+            .prepare("SELECT tbl, old, new FROM berth_log ORDER BY pos")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let deal = |old: Option<&str>, new: Option<&str>| {
+            (
+                "Deal".to_string(),
+                old.map(String::from),
+                new.map(String::from),
+            )
+        };
+        assert_eq!(
+            rows,
+            vec![
+                deal(Some(r#"{"id":"a","owner":"x"}"#), None),
+                // A key change's mark (the old key) and a settled pre-image's `void`.
+                deal(Some(r#"["a"]"#), None),
+                deal(Some(r#"{"id":"c","owner":"y"}"#), Some("void")),
+                deal(
+                    Some(r#"{"id":"d","owner":"z"}"#),
+                    Some(r#"{"id":"d","owner":"w"}"#)
+                ),
+            ]
+        );
     }
 
     #[test]
