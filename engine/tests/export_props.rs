@@ -144,7 +144,7 @@ fn rows(c: &Connection) -> Vec<Vec<String>> {
                         Ok(match r.get::<_, Value>(i)? {
                             // SQLite's SQL cannot tell -0.0 from 0.0, so capture journals
                             // it as 0.0 (SPEC 2.14): compared as SQLite compares them.
-                            Value::Real(f) if f == 0.0 => "real 0".to_string(),
+                            Value::Real(0.0) => "real 0".to_string(),
                             Value::Real(f) => format!("real {:016x}", f.to_bits()),
                             other => format!("{other:?}"),
                         })
