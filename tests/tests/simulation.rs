@@ -44,8 +44,10 @@
 //! - (a) every collision central recorded (`berth_conflicts`) is genuine: the node it names
 //!   wrote that row (for `update-update`, that column) concurrently with another site's
 //!   write to it (for `constraint`, or to another row that central keeps holding the same
-//!   UNIQUE value); a later collision of that node on that row after a genuine one undid its
-//!   write is genuine if the node wrote before seeing what the first one raced; a `denied`
+//!   UNIQUE value, or, for a row whose foreign key names a row of the node that central
+//!   refused, that refusal was genuine); a later collision of that node on that row (under
+//!   any key it had) after a genuine one undid its write is genuine if the node wrote before
+//!   seeing what the first one raced; a row keeps its identity across key changes; a `denied`
 //!   write is one to a table nodes may not write, or raced a visibility change at central;
 //! - (b) every node write is at central exactly (the value it wrote, or a later write's to
 //!   the same row and column), unless a collision names that node and that row;
@@ -1491,6 +1493,27 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
                             .filter(|x| mine.clone().any(|e| Sim::concurrent(e, x))),
                     );
                 }
+                // A row refused because the row it refers to was refused: a genuine
+                // collision of the same node on that parent row came first.
+                if by.is_empty() && c.kind == "constraint" {
+                    let new: serde_json::Value = c
+                        .node_new
+                        .as_deref()
+                        .and_then(|n| serde_json::from_str(n).ok())
+                        .unwrap_or_default();
+                    for (parent, from) in parents(sim.w, &c.tbl) {
+                        let Some(v) = new.get(&from) else { continue };
+                        let key = serde_json::json!([v]).to_string();
+                        for p in conflicts.iter().filter(|p| {
+                            p.id < c.id
+                                && p.node == c.node
+                                && p.tbl == parent
+                                && sim.lineage(&parent, &p.pk).contains(&key)
+                        }) {
+                            by.extend(raced.get(&p.id).map_or(&[][..], Vec::as_slice));
+                        }
+                    }
+                }
                 let genuine = !by.is_empty();
                 raced.insert(c.id, by);
                 genuine
@@ -1531,6 +1554,18 @@ fn contends(sim: &Sim<'_>, e: &Entry, x: &Entry) -> bool {
                 v.is_some_and(|v| *v != Val::Null) && v == theirs.get(&sim.final_name(&e.table, k))
             })
         })
+}
+
+/// The tables a table's foreign keys refer to at central, with the referring column
+/// (single-column foreign keys).
+fn parents(w: &World, table: &str) -> Vec<(String, String)> {
+    w.app("hq")
+        .prepare("SELECT \"table\", \"from\" FROM pragma_foreign_key_list(?1)")
+        .unwrap()
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// The column sets of a table's UNIQUE constraints at central (its key not among them).
