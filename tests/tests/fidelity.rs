@@ -512,6 +512,28 @@ fn merged_not_routed(central_downloads_between: bool) {
     assert_everywhere(&w, &want, what);
 }
 
+/// Central and a node delete the same `limited` row without seeing each other's delete: the
+/// node's delete reaches a central that no longer has the row (nor records the node as its
+/// holder). It changes nothing there, so it is no collision, and no `denied` either.
+#[test]
+fn a_delete_of_a_row_central_deleted_too_is_no_collision() {
+    let attrs = || BTreeMap::from([("owner".to_string(), "A".to_string())]);
+    let w = World::build(
+        OWNED,
+        OWNED_DATA,
+        Some(OWNED_MODEL),
+        &[("a", attrs()), ("b", attrs())],
+    );
+    py_sql(&w, "hq", "DELETE FROM item WHERE id = 'seed';");
+    dock(&w, "hq");
+    shell(&w, "a", "DELETE FROM item WHERE id = 'seed';");
+    settle(&w);
+    assert_no_conflicts(&w, "hq and a both deleted seed");
+    let want = only(&exact(&w, "hq"), &["item"]);
+    assert!(want["item"].is_empty());
+    assert_everywhere(&w, &want, "hq and a both deleted seed");
+}
+
 /// Issue 15, defect 2: a node's insert and its later update and delete of those rows, in two
 /// bundles that central merges in one dock: the later changes apply, no `denied`.
 #[test]

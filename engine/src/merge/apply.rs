@@ -615,6 +615,11 @@ impl CentralMerge<'_> {
             if ch.op == Op::I && read_row(self.conn, t, &ch.k)?.is_none() {
                 return Ok(None);
             }
+            // A delete of a row central no longer has changes nothing (central deleted it
+            // too, or it left the node meanwhile): nothing to refuse.
+            if ch.op == Op::D && read_row(self.conn, t, &ch.k)?.is_none() {
+                return Ok(None);
+            }
             let holds: bool = self
                 .conn
                 .prepare_cached("SELECT EXISTS(SELECT 1 FROM berth_node_rows WHERE node = ?1 AND tbl = ?2 AND pk = ?3)")?
