@@ -130,6 +130,12 @@ enum Command {
         after_help = "Example:\n  berth migration create --site dev --name opty-stage\n  berth migration list --site dev"
     )]
     Migration(schema::MigrationCmd),
+    /// Check or repair change capture (the triggers berth installs in data.db).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  berth capture check --site laptop\n  berth capture restore --site laptop"
+    )]
+    Capture(schema::CaptureCmd),
     /// Sample data for the sales sample (samples/sales/).
     #[command(
         subcommand,
@@ -732,6 +738,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schema(cmd) => return schema::schema(cmd),
         Command::Migration(cmd) => return schema::migration(cmd),
+        Command::Capture(cmd) => return schema::capture(cmd),
         Command::Bundle(BundleCmd::Inspect { file, json }) => {
             let label = file_label(&file);
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;

@@ -42,6 +42,23 @@ pub fn status(s: &Status) {
             "upload     waits: schema version {ours} is behind central's {central}; local changes stay here until the migration applies (see held bundles)"
         );
     }
+    if s.capture.is_sound() {
+        println!("capture    ok");
+    } else {
+        println!(
+            "capture    STOPPED: docks apply and export nothing until this is repaired\n{}",
+            s.capture
+        );
+    }
+    for t in &s.capture.unreplicated {
+        println!(
+            "table      {t}: {}",
+            s.capture
+                .unreplicated_hint
+                .as_deref()
+                .unwrap_or("not replicated")
+        );
+    }
     println!("software   {}", s.software_level);
     println!("log        position {}", s.log_pos);
     if s.awaiting_extract {

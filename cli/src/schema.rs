@@ -186,6 +186,74 @@ pub enum MigrationCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum CaptureCmd {
+    /// Check that every replicated table has its capture triggers as berth installed them
+    /// and that the schema is the recorded one (what every dock checks first); exit 1 if not.
+    #[command(after_help = "Example:\n  berth capture check --site laptop --json")]
+    Check {
+        /// The site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reinstall the capture triggers once the tables are as recorded again (after a tool
+    /// rebuilt a table or dropped a trigger). Writes made while they were missing were not
+    /// recorded.
+    #[command(after_help = "Example:\n  berth capture restore --site laptop")]
+    Restore {
+        /// The site folder.
+        #[arg(long)]
+        site: PathBuf,
+    },
+}
+
+pub fn capture(cmd: CaptureCmd) -> Result<ExitCode> {
+    match cmd {
+        CaptureCmd::Check { site, json } => {
+            let s = open(&site)?;
+            let g = berth_engine::guard::check(&s)?;
+            if json {
+                crate::output::json(&g)?;
+            } else if g.is_sound() {
+                println!("capture ok");
+            } else {
+                println!(
+                    "capture STOPPED: docks apply and export nothing until this is repaired\n{g}"
+                );
+            }
+            if !json {
+                for t in &g.unreplicated {
+                    println!(
+                        "table {t}: {}",
+                        g.unreplicated_hint.as_deref().unwrap_or("not replicated")
+                    );
+                }
+            }
+            if !g.is_sound() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        CaptureCmd::Restore { site } => {
+            let s = open(&site)?;
+            let r = berth_engine::guard::restore(&s)?;
+            if r.tables.is_empty() {
+                println!("capture was already as berth installed it; nothing changed");
+            } else {
+                println!(
+                    "capture triggers reinstalled for {}; writes made to them while the triggers \
+                     were missing were not recorded and will not reach the other sites: check \
+                     those rows",
+                    r.tables.join(", ")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn has_nodes(s: &Site) -> Result<bool> {
     Ok(berth_engine::peer::all(&s.conn)?
         .iter()

@@ -125,6 +125,16 @@ pub fn unique_sets(conn: &Connection, t: &Table) -> Result<Vec<Vec<String>>> {
 
 /// The DDL of the capture triggers of one table; `unique` from [`unique_sets`].
 pub fn trigger_sql(t: &Table, unique: &[Vec<String>]) -> String {
+    trigger_statements(t, unique)
+        .into_iter()
+        .map(|(_, sql)| sql + ";\n")
+        .collect()
+}
+
+/// Each capture trigger of one table as `(name, statement)`, the statement without its
+/// trailing `;`: exactly the text SQLite keeps in `sqlite_master.sql`, which is what the
+/// capture guard compares ([`crate::guard`]).
+pub fn trigger_statements(t: &Table, unique: &[Vec<String>]) -> Vec<(String, String)> {
     let [ins, upd, del, pre, key, preu] = trigger_names(&t.name);
     let tbl = ident(&t.name);
     let name = literal(&t.name);
@@ -159,39 +169,55 @@ pub fn trigger_sql(t: &Table, unique: &[Vec<String>]) -> String {
         .map(|c| ident(c))
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "CREATE TRIGGER {pre} BEFORE INSERT ON {tbl} BEGIN
-  {probe_ins}
-END;
-CREATE TRIGGER {ins} AFTER INSERT ON {tbl} BEGIN
-  INSERT INTO berth_log(tbl, pk, op) VALUES ({name}, {knew}, 'I');
-END;
-CREATE TRIGGER {preu} BEFORE UPDATE OF {unique_cols} ON {tbl} BEGIN
-  {probe_upd}
-END;
-CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} WHEN {key_same} BEGIN
-  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {knew}, 'U', {rold});
-END;
-CREATE TRIGGER {key} AFTER UPDATE OF {key_cols} ON {tbl} WHEN NOT ({key_same}) BEGIN
-  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});
-  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {knew}, 'I', {kold});
-END;
-CREATE TRIGGER {del} AFTER DELETE ON {tbl} BEGIN
-  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});
-END;
-",
-        pre = ident(&pre),
-        ins = ident(&ins),
-        preu = ident(&preu),
-        upd = ident(&upd),
-        key = ident(&key),
-        del = ident(&del),
-        probe_ins = probe(""),
-        probe_upd = probe(&format!(" AND NOT ({})", same_cols(r, "OLD", &t.pk))),
-        knew = key_json("NEW", t),
-        kold = key_json("OLD", t),
-        rold = row_json("OLD", t),
-    )
+    let probe_ins = probe("");
+    let probe_upd = probe(&format!(" AND NOT ({})", same_cols(r, "OLD", &t.pk)));
+    let knew = key_json("NEW", t);
+    let kold = key_json("OLD", t);
+    let rold = row_json("OLD", t);
+    vec![
+        (
+            pre.clone(),
+            format!(
+                "CREATE TRIGGER {} BEFORE INSERT ON {tbl} BEGIN\n  {probe_ins}\nEND",
+                ident(&pre)
+            ),
+        ),
+        (
+            ins.clone(),
+            format!(
+                "CREATE TRIGGER {} AFTER INSERT ON {tbl} BEGIN\n  INSERT INTO berth_log(tbl, pk, op) VALUES ({name}, {knew}, 'I');\nEND",
+                ident(&ins)
+            ),
+        ),
+        (
+            preu.clone(),
+            format!(
+                "CREATE TRIGGER {} BEFORE UPDATE OF {unique_cols} ON {tbl} BEGIN\n  {probe_upd}\nEND",
+                ident(&preu)
+            ),
+        ),
+        (
+            upd.clone(),
+            format!(
+                "CREATE TRIGGER {} AFTER UPDATE ON {tbl} WHEN {key_same} BEGIN\n  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {knew}, 'U', {rold});\nEND",
+                ident(&upd)
+            ),
+        ),
+        (
+            key.clone(),
+            format!(
+                "CREATE TRIGGER {} AFTER UPDATE OF {key_cols} ON {tbl} WHEN NOT ({key_same}) BEGIN\n  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});\n  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {knew}, 'I', {kold});\nEND",
+                ident(&key)
+            ),
+        ),
+        (
+            del.clone(),
+            format!(
+                "CREATE TRIGGER {} AFTER DELETE ON {tbl} BEGIN\n  INSERT INTO berth_log(tbl, pk, op, old) VALUES ({name}, {kold}, 'D', {rold});\nEND",
+                ident(&del)
+            ),
+        ),
+    ]
 }
 
 /// (Re)creates the capture triggers of every table and records the tables in `berth_tables`.

@@ -179,6 +179,8 @@ pub fn dock_with_prompt(
             std::io::Error::new(std::io::ErrorKind::NotFound, "exchange folder not found"),
         ));
     }
+    // SPEC 2.4.1: nothing is applied or exported while capture is not as berth installed it.
+    crate::guard::require(site)?;
     // Software upgrades (seed: at the start and, preferably, the end of the session).
     let start = crate::upgrade::plan::Stage::Start;
     report.upgrade = crate::upgrade::node::session(site, start, prompt)?;
@@ -273,6 +275,7 @@ pub fn import_file(site: &Site, path: &Path) -> Result<PathBuf> {
 /// Applies the bundles already in the site's spool (the watcher takes them in itself, once
 /// each file is complete) without reading an exchange folder or writing anything.
 pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
+    crate::guard::require(site)?;
     let mut report = DockReport::default();
     process_spool(site, opts, &mut report)?;
     Ok(report)

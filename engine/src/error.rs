@@ -141,6 +141,17 @@ pub enum EngineError {
     /// An upgrade package or command was refused (engine/src/upgrade).
     #[error(transparent)]
     Upgrade(#[from] crate::upgrade::UpgradeError),
+    /// Capture is not what berth installed, or the replicated schema changed outside a
+    /// migration (SPEC 2.4.1): the site applies and exports nothing until it is repaired.
+    #[error(
+        "site {site}: capture is not as berth installed it, so nothing was applied or exported:\n{guard}"
+    )]
+    CaptureStopped {
+        /// The site's name.
+        site: String,
+        /// Each table and what changed, and what to do.
+        guard: Box<crate::guard::Guard>,
+    },
     /// A failure injected by a test (crash simulation).
     /// A schema migration failed or does not fit this site.
     #[error("schema migration: {0}")]

@@ -3,7 +3,8 @@
 //! Principal types and the flow of data:
 //! - [`site::Site`] is a site folder: `berth.toml`, `data.db` (user tables plus `berth_*`
 //!   tables), its key pair and working folders.
-//! - [`capture`] installs triggers that journal every write into `berth_log` (seed Figure 3).
+//! - [`capture`] installs triggers that journal every write into `berth_log` (seed Figure 3);
+//!   [`guard`] checks before every dock that they are still there as installed.
 //! - [`dock::dock`] takes the bundles addressed to the site from an exchange folder, verifies
 //!   and applies each in one transaction, then writes the site's outgoing bundles (Figure 4).
 //! - [`merge`] decides each incoming change ([`merge::resolve`], pure) and applies it
@@ -29,6 +30,7 @@ pub mod dock;
 pub mod enroll;
 mod error;
 pub mod evolve;
+pub mod guard;
 pub mod keychain;
 pub mod merge;
 pub mod migrate;

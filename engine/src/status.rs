@@ -88,6 +88,8 @@ pub struct Status {
     pub overrides: i64,
     /// At a node before its extract arrived: true.
     pub awaiting_extract: bool,
+    /// The capture guard (SPEC 2.4.1): when not sound, docks stop until it is repaired.
+    pub capture: crate::guard::Guard,
 }
 
 /// Reads the status of a site.
@@ -188,6 +190,7 @@ pub fn status(site: &Site) -> Result<Status> {
         software_level: store::meta(conn, "software_level")?.unwrap_or_else(|| "1".into()),
         log_pos: store::max_pos(conn)?,
         awaiting_extract: site.role() == Role::Node && store::meta(conn, "central")?.is_none(),
+        capture: crate::guard::check(site)?,
         peers,
         held,
         conflicts: conn.query_row("SELECT COUNT(*) FROM berth_conflicts", [], |r| r.get(0))?,

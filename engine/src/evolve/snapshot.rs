@@ -249,6 +249,13 @@ impl Snapshot {
 
 /// Reads the snapshot of the user schema of a connection.
 pub fn read(conn: &Connection) -> Result<Snapshot, Error> {
+    read_where(conn, &|_| true)
+}
+
+/// Reads the snapshot of the user objects whose table (`sqlite_master.tbl_name`; a view's
+/// own name) `keep` accepts. The capture guard reads the replicated tables only, so a table
+/// a tool added beside them is reported, not taken for a change of the replicated schema.
+pub fn read_where(conn: &Connection, keep: &dyn Fn(&str) -> bool) -> Result<Snapshot, Error> {
     let mut objects: Vec<(String, String, String, Option<String>)> = Vec::new();
     {
         let mut st = conn.prepare(
@@ -257,7 +264,7 @@ pub fn read(conn: &Connection) -> Result<Snapshot, Error> {
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         for r in rows {
             let r: (String, String, String, Option<String>) = r?;
-            if !is_internal(&r.1) && !is_internal(&r.2) {
+            if !is_internal(&r.1) && !is_internal(&r.2) && keep(&r.2) {
                 objects.push(r);
             }
         }
