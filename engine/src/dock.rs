@@ -753,6 +753,18 @@ fn apply_changes(
                     entry: format!("{CHANGES_ENTRY} line {i}"),
                     reason: e.to_string(),
                 })?;
+            if ch.pos > log_to {
+                // The manifest is what was signed and what the stream records as applied:
+                // a change beyond it would be applied and yet be sent again (SPEC 2.8).
+                return Err(EngineError::BadPayload {
+                    bundle: label.clone(),
+                    entry: format!("{CHANGES_ENTRY} line {i}"),
+                    reason: format!(
+                        "change at position {} lies beyond the manifest's log_to {log_to}",
+                        ch.pos
+                    ),
+                });
+            }
             if ch.op == Op::M {
                 // Everything after a migration was captured under the schema it leads to.
                 if let Ok(mig) = crate::migrate::from_change(&ch) {
@@ -819,7 +831,8 @@ fn apply_changes(
         )?
         .execute(params![log_to, clock, sender])?;
         }
-        store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
+        // Every change applied passed `Change::check`, so `max_clock` is at most MAX_CLOCK.
+        store::set_meta(&tx, "clock", &max_clock.saturating_add(1).to_string())?;
         peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
         if role == Role::Central {
             crate::partial::prune(&tx, &sender, p.acked_pos.max(acks))?;
