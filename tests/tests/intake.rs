@@ -10,6 +10,7 @@ use berth_engine::dock::DockReport;
 use berth_tests::{SCHEMA, World};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 const DATA: &str = "INSERT INTO account VALUES ('a1', 'Acme', 'north');
 INSERT INTO opty VALUES ('o1', 'a1', 'Big deal', 'Keith Palmer', 1000, NULL);";
@@ -74,6 +75,10 @@ fn outcome<'a>(r: &'a DockReport, file_part: &str) -> (&'a str, &'a str) {
     (i.outcome, &i.detail)
 }
 
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -81,6 +86,24 @@ fn files(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Makes a file look as if it had not changed for five minutes (past the intake grace).
+fn age(p: &Path) {
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(300))
+        .unwrap();
+}
+
+/// Node `a` writes its bundle for hq into the exchange folder; returns its path.
+fn node_bundle(w: &World, sql: &str) -> PathBuf {
+    w.exec("a", sql);
+    let r = w.dock("a");
+    assert_eq!(r.written.len(), 1, "{r:?}");
+    r.written[0].clone()
 }
 
 #[test]
@@ -162,5 +185,109 @@ fn a_logical_clock_at_i64_max_is_refused_and_the_clock_never_wraps() {
     assert_eq!(
         w.value("hq", "SELECT value FROM berth_meta WHERE key = 'clock'"),
         format!("'{}'", top + 1)
+    );
+}
+
+#[test]
+fn a_sealed_bundle_for_another_key_is_quarantined_and_reported_by_dock() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let plain = node_bundle(&w, "INSERT INTO account VALUES ('a2', 'Sealed', 'x')");
+    let stranger = SecretKey::generate();
+    let sealed = w
+        .via
+        .join(berth_bundle::seal::sealed_name(&file_name(&plain)));
+    let bytes = berth_bundle::seal::seal(
+        &fs::read(&plain).unwrap()[..],
+        &stranger.public(),
+        Vec::new(),
+    )
+    .unwrap();
+    fs::write(&sealed, bytes).unwrap();
+    fs::remove_file(&plain).unwrap();
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".age");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("sealed to another recipient"), "{detail}");
+    assert!(files(&w.dir("hq").join("quarantine")).contains(&file_name(&sealed)));
+    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+}
+
+#[test]
+fn garbage_named_age_waits_while_it_may_be_arriving_then_is_quarantined_and_reported() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let junk = w
+        .via
+        .join(berth_bundle::seal::sealed_name(&naming::bundle_file_name(
+            "a", "hq", 1,
+        )));
+    fs::write(&junk, b"this is not an age file at all").unwrap();
+    let r = w.dock("hq");
+    assert_eq!(outcome(&r, ".age").0, "waiting", "{r:?}");
+    assert!(junk.exists(), "left where it is");
+    assert!(files(&w.dir("hq").join("quarantine")).is_empty());
+    age(&junk);
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".age");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("damaged"), "{detail}");
+    assert!(!junk.exists());
+    assert!(files(&w.dir("hq").join("quarantine")).contains(&file_name(&junk)));
+}
+
+#[test]
+fn a_half_written_sealed_bundle_is_waited_for_never_quarantined() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let plain = node_bundle(&w, "INSERT INTO account VALUES ('a2', 'Slow copy', 'x')");
+    let sealed = berth_engine::seal::seal_file(&w.open("a"), &plain).unwrap();
+    let whole = fs::read(&sealed).unwrap();
+    fs::write(&sealed, &whole[..whole.len() / 2]).unwrap();
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".age");
+    assert_eq!(o, "waiting", "{r:?}");
+    assert!(
+        detail.contains("does not read as a whole bundle yet"),
+        "{detail}"
+    );
+    assert!(files(&w.dir("hq").join("quarantine")).is_empty());
+    assert!(sealed.exists());
+    // The copy completes: the next dock takes and applies it.
+    fs::write(&sealed, &whole).unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT name FROM account WHERE id = 'a2'"),
+        "'Slow copy'"
+    );
+    assert!(files(&w.dir("hq").join("quarantine")).is_empty());
+}
+
+#[test]
+fn a_volume_piece_from_another_set_is_quarantined_and_reported_by_dock() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let sql = "INSERT INTO opty VALUES ('o2', 'a1', 'Big', 'x', 1, randomblob(30000))";
+    let plain = node_bundle(&w, sql);
+    // The same bundle name cut twice, from different contents: a piece of the second set
+    // among the first set's pieces.
+    let other = w.root.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let other_plain = other.join(file_name(&plain));
+    fs::copy(&plain, &other_plain).unwrap();
+    let mut bytes = fs::read(&other_plain).unwrap();
+    bytes[4096 + 100] ^= 0xff; // inside the second piece
+    fs::write(&other_plain, &bytes).unwrap();
+    let index = berth_engine::volumes::split(&plain, 4096).unwrap().unwrap();
+    berth_engine::volumes::split(&other_plain, 4096)
+        .unwrap()
+        .unwrap();
+    let piece = berth_bundle::volume::volume_name(&file_name(&plain), 2);
+    fs::copy(other.join(&piece), w.via.join(&piece)).unwrap();
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".volumes");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("sha256"), "{detail}");
+    assert!(!index.exists());
+    assert_eq!(
+        w.value("hq", "SELECT count(*) FROM opty WHERE id = 'o2'"),
+        "0"
     );
 }
