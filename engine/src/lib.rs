@@ -29,6 +29,7 @@ pub mod dock;
 pub mod enroll;
 mod error;
 pub mod evolve;
+pub mod identity;
 pub mod keychain;
 pub mod merge;
 pub mod migrate;
