@@ -47,6 +47,7 @@ mod submission;
 pub mod transport;
 pub mod upgrade;
 pub mod value;
+pub mod verify;
 pub mod volumes;
 
 pub use error::{EngineError, Result};
