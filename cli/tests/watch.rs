@@ -690,7 +690,11 @@ fn berth_dock_joins_volumes_and_quarantines_a_damaged_set() {
         .arg("--via")
         .arg(&damaged)
         .assert()
-        .success();
+        .code(3)
+        .stdout(
+            predicates::str::contains("quarantined")
+                .and(predicates::str::contains(".002 does not match its sha256")),
+        );
     let reason = fs::read_to_string(
         w.p("hq/quarantine")
             .join(format!("{}.reason.txt", name(&index))),
