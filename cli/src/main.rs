@@ -52,6 +52,11 @@ enum Command {
     /// Show role, schema, streams, held bundles and conflicts.
     #[command(after_help = "Example:\n  berth status --site hq --json")]
     Status(SiteArgs),
+    /// Check the site's own files without changing anything (runs beside a dock or watch).
+    #[command(
+        after_help = "Checks today:\n  site-files   data.db is there, not empty, and records the site that berth.toml\n               and keys/ describe (not another site's database)\n  quick-check  SQLite's PRAGMA quick_check: damaged pages, broken b-trees\nNot yet: comparing the replica's rows with central's digests.\nExit 0 when every check passes, 1 when one fails.\n\nExample:\n  berth verify --site laptop\n  berth verify --site hq --json"
+    )]
+    Verify(SiteArgs),
     /// List the collisions recorded at central.
     #[command(after_help = "Example:\n  berth conflicts --site hq")]
     Conflicts(SiteArgs),
@@ -580,6 +585,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 output::status(&st);
                 transports::print_watcher(watcher.as_ref());
+            }
+        }
+        Command::Verify(a) => {
+            let v = berth_engine::verify::verify(&a.site)
+                .with_context(|| format!("verifying site {}", a.site.display()))?;
+            if a.json {
+                output::json(&v)?;
+            } else {
+                output::verification(&v);
+            }
+            if !v.ok() {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Conflicts(a) => {

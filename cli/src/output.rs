@@ -30,6 +30,17 @@ pub fn dock_report(r: &DockReport) {
     }
 }
 
+pub fn verification(v: &berth_engine::verify::Verification) {
+    for c in &v.checks {
+        let name = c.check.as_str();
+        let verdict = if c.ok { "ok" } else { "FAILED" };
+        println!("{name:<12} {verdict}");
+        for line in &c.detail {
+            println!("  {line}");
+        }
+    }
+}
+
 pub fn status(s: &Status) {
     println!("site       {} ({})", s.name, s.role);
     println!(

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt;
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -689,7 +690,11 @@ fn berth_dock_joins_volumes_and_quarantines_a_damaged_set() {
         .arg("--via")
         .arg(&damaged)
         .assert()
-        .success();
+        .code(3)
+        .stdout(
+            predicates::str::contains("quarantined")
+                .and(predicates::str::contains(".002 does not match its sha256")),
+        );
     let reason = fs::read_to_string(
         w.p("hq/quarantine")
             .join(format!("{}.reason.txt", name(&index))),
@@ -858,7 +863,11 @@ fn an_encrypted_bundle_opens_only_with_the_recipients_key() {
         .arg("--via")
         .arg(&d)
         .assert()
-        .success();
+        .code(3)
+        .stdout(
+            predicates::str::contains("quarantined")
+                .and(predicates::str::contains("sealed to another recipient")),
+        );
     let why = fs::read_to_string(
         w.p("impostor/quarantine")
             .join(format!("{}.reason.txt", name(&sealed))),
@@ -871,13 +880,31 @@ fn an_encrypted_bundle_opens_only_with_the_recipients_key() {
     let at = bad.len() - 40;
     bad[at] ^= 0x01;
     let d = dir_with(&w, "tampered", &sealed, &bad);
+    // Just written, it may still be arriving: left where it is, and said so.
     berth()
         .args(["dock", "--download-only", "--site"])
         .arg(w.p("hq"))
         .arg("--via")
         .arg(&d)
         .assert()
-        .success();
+        .success()
+        .stdout(predicates::str::contains("waiting"));
+    assert!(d.join(name(&sealed)).exists());
+    // Unchanged past the grace time: quarantined, reported, exit 3.
+    fs::File::options()
+        .write(true)
+        .open(d.join(name(&sealed)))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(300))
+        .unwrap();
+    berth()
+        .args(["dock", "--download-only", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(&d)
+        .assert()
+        .code(3)
+        .stdout(predicates::str::contains("quarantined"));
     let why = fs::read_to_string(
         w.p("hq/quarantine")
             .join(format!("{}.reason.txt", name(&sealed))),

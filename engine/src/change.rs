@@ -61,6 +61,12 @@ impl Op {
     }
 }
 
+/// The largest logical clock a change may carry (SPEC 2.8): 2^53 - 1, the largest integer
+/// every JSON reader holds exactly. A receiving site sets its clock one past the largest it
+/// has seen, so a bound far below `i64::MAX` means that step can never wrap to a negative
+/// clock, whatever a bundle claims.
+pub const MAX_CLOCK: i64 = (1 << 53) - 1;
+
 /// One row change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +111,9 @@ impl Change {
 
     /// Checks the change is well formed for its operation.
     pub fn check(&self) -> std::result::Result<(), &'static str> {
+        if !(0..=MAX_CLOCK).contains(&self.c) {
+            return Err("logical clock out of range (0 to 2^53 - 1)");
+        }
         if self.op == Op::A {
             return if self.ack.is_some() {
                 Ok(())

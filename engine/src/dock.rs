@@ -123,7 +123,8 @@ fn crash_point<T: PartialEq>(opts: Option<T>, step: T, what: &'static str) -> Re
 pub struct Incoming {
     /// File name.
     pub file: String,
-    /// "applied", "duplicate", "held", "quarantined" or "retry".
+    /// "applied", "duplicate", "held", "quarantined", "retry", or "waiting" (a file in the
+    /// exchange folder that does not read whole yet, left there for a later dock).
     pub outcome: &'static str,
     /// Details: counts, or the reason.
     pub detail: String,
@@ -185,7 +186,7 @@ pub fn dock_with_prompt(
     let start = crate::upgrade::plan::Stage::Start;
     report.upgrade = crate::upgrade::node::session(site, start, prompt)?;
     if opts.download {
-        intake(site, via)?;
+        report.incoming.extend(intake(site, via)?);
         crash_point(opts.fail_intake, IntakeStep::Spooled, "intake")?;
         process_spool(site, opts, &mut report)?;
     }
@@ -281,24 +282,67 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
     Ok(report)
 }
 
-/// Moves the bundles addressed to this site from the exchange folder into the spool.
-fn intake(site: &Site, via: &Path) -> Result<()> {
+/// How long a file that does not read whole may still be in the middle of being written or
+/// copied (the watcher's default `--grace`, SPEC 3.5): until then a dock leaves it where it is.
+pub const INTAKE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Moves the bundles addressed to this site from the exchange folder into the spool, and
+/// reports what it did not take: files still being written (left for a later dock) and files
+/// that can never be opened or joined (quarantined, with the reason).
+fn intake(site: &Site, via: &Path) -> Result<Vec<Incoming>> {
     let spool = site.folder("spool");
     remove_parts(&spool)?;
     let keys = crate::keychain::opening_keys(&site.dir, site.key())?;
+    let mut report = Vec::new();
     for f in transport::list(via, Some(site.name()))? {
+        let file = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let entry = |outcome, detail| Incoming {
+            file: file.clone(),
+            outcome,
+            detail,
+            stats: MergeStats::default(),
+        };
+        if !transport::is_volume_set(&f)
+            && let Err(why) = crate::seal::reads_whole(&keys, &f.path)
+            && recently_modified(&f.path)
+        {
+            report.push(entry(
+                "waiting",
+                format!(
+                    "does not read as a whole bundle yet ({why}): left where it is, as a copy                      may still be under way; a later dock takes it once it reads, or                      quarantines it once it has stayed unchanged for {} s",
+                    INTAKE_GRACE.as_secs()
+                ),
+            ));
+            continue;
+        }
         match crate::seal::take(&keys, site.name(), &f, &spool, &site.folder("quarantine")) {
+            Ok(transport::Taken::Spooled(_)) => {}
+            Ok(transport::Taken::Quarantined { reason }) => {
+                report.push(entry("quarantined", reason));
+            }
             // Gone between the listing and the copy: its sender pruned it (a newer bundle
             // carries it all), or another process docking through the same folder took it.
             // What stays is taken; a later dock takes whatever comes next.
             Err(EngineError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
-            other => {
-                other?;
-            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(report)
+}
+
+/// Whether `path` changed within [`INTAKE_GRACE`] (or its time cannot be read, or lies in
+/// the future: then it is given the benefit of the doubt).
+fn recently_modified(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .is_none_or(|age| age < INTAKE_GRACE)
 }
 
 /// Removes the `.part` files a killed dock left in the spool (SPEC 1.9): the site's lock is
@@ -756,6 +800,18 @@ fn apply_changes(
                     entry: format!("{CHANGES_ENTRY} line {i}"),
                     reason: e.to_string(),
                 })?;
+            if ch.pos > log_to {
+                // The manifest is what was signed and what the stream records as applied:
+                // a change beyond it would be applied and yet be sent again (SPEC 2.8).
+                return Err(EngineError::BadPayload {
+                    bundle: label.clone(),
+                    entry: format!("{CHANGES_ENTRY} line {i}"),
+                    reason: format!(
+                        "change at position {} lies beyond the manifest's log_to {log_to}",
+                        ch.pos
+                    ),
+                });
+            }
             if ch.op == Op::M {
                 // Everything after a migration was captured under the schema it leads to.
                 if let Ok(mig) = crate::migrate::from_change(&ch) {
@@ -822,7 +878,8 @@ fn apply_changes(
         )?
         .execute(params![log_to, clock, sender])?;
         }
-        store::set_meta(&tx, "clock", &(max_clock + 1).to_string())?;
+        // Every change applied passed `Change::check`, so `max_clock` is at most MAX_CLOCK.
+        store::set_meta(&tx, "clock", &max_clock.saturating_add(1).to_string())?;
         peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
         if role == Role::Central {
             crate::partial::prune(&tx, &sender, p.acked_pos.max(acks))?;

@@ -124,6 +124,15 @@ pub enum EngineError {
         /// Why it is refused.
         reason: String,
     },
+    /// The site's own files do not belong together: `data.db` is missing or empty, or
+    /// records another site than `berth.toml` and `keys/` (see `identity`).
+    #[error("{path}: {reason}")]
+    SiteFiles {
+        /// The database.
+        path: PathBuf,
+        /// What does not match, naming both sides, and what to do.
+        reason: String,
+    },
     /// Another berth process holds the site.
     #[error("site {path} is busy: another berth process (dock or watch) holds its lock")]
     Busy {

@@ -31,6 +31,7 @@ pub mod enroll;
 mod error;
 pub mod evolve;
 pub mod guard;
+pub mod identity;
 pub mod keychain;
 pub mod merge;
 pub mod migrate;
@@ -48,6 +49,7 @@ mod submission;
 pub mod transport;
 pub mod upgrade;
 pub mod value;
+pub mod verify;
 pub mod volumes;
 
 pub use error::{EngineError, Result};

@@ -8,7 +8,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::site::Site;
-use crate::transport::{self, Found};
+use crate::transport::{self, Found, Taken};
 use crate::{peer, volumes};
 use berth_bundle::seal::{self, SealError};
 use berth_bundle::{Bundle, Limits, PublicKey, SecretKey};
@@ -120,16 +120,45 @@ fn quarantine(path: &Path, folder: &Path, me: &str, err: &EngineError) -> Result
     fs::write(&reason, text).map_err(|e| EngineError::io(&reason, e))
 }
 
+/// Whether a file found in an exchange folder reads as whole, so that taking it cannot
+/// catch it half-written or half-copied (SPEC 3.5 step 2): a plain bundle's zip directory
+/// and manifest read (a prefix of a zip never does: its directory is at the end); a sealed
+/// one's last chunk authenticates as the last one with one of `keys` (one sealed to another
+/// key counts as whole: it is quarantined with that reason). `Err` says what does not read.
+/// Volume sets are listed only once every piece has its size, and are not checked here.
+pub fn reads_whole(keys: &[SecretKey], path: &Path) -> std::result::Result<(), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    if seal::parse_sealed_name(&label(path)).is_none() {
+        return Bundle::open(file, &label(path), &Limits::default())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let mut input = BufReader::new(file);
+    let mut last = SealError::NotForThisKey;
+    for k in keys {
+        std::io::Seek::rewind(&mut input).map_err(|e| e.to_string())?;
+        match seal::check_complete(&mut input, k) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    match last {
+        SealError::NotForThisKey => Ok(()),
+        other => Err(other.to_string()),
+    }
+}
+
 /// Takes a found bundle into `spool` and removes it from its folder: whole or volume set,
-/// sealed or not. A sealed one is opened with the first of `keys` it is sealed to; one that cannot be opened (another
-/// recipient, damaged, tampered) is moved to `quarantine` with a reason and `None` returned.
+/// sealed or not. A sealed one is opened with the first of `keys` it is sealed to; one that
+/// cannot be opened (another recipient, damaged, tampered) is moved to `quarantine` with a
+/// reason.
 pub fn take(
     keys: &[SecretKey],
     me: &str,
     f: &Found,
     spool: &Path,
     quarantine_dir: &Path,
-) -> Result<Option<PathBuf>> {
+) -> Result<Taken> {
     let file = if transport::is_volume_set(f) {
         label(&f.path)
             .trim_end_matches(berth_bundle::volume::INDEX_SUFFIX)
@@ -145,8 +174,9 @@ pub fn take(
         match volumes::join(&f.path, spool) {
             Ok(p) => (p, true),
             Err(e) if e.is_permanent() => {
-                volumes::quarantine_set(&f.path, quarantine_dir, &e.to_string())?;
-                return Ok(None);
+                let reason = e.to_string();
+                volumes::quarantine_set(&f.path, quarantine_dir, &reason)?;
+                return Ok(Taken::Quarantined { reason });
             }
             Err(e) => return Err(e),
         }
@@ -161,14 +191,16 @@ pub fn take(
                 let _ = fs::remove_file(&sealed_path);
             }
             transport::remove(f)?;
-            Ok(Some(p))
+            Ok(Taken::Spooled(p))
         }
         Err(e) if e.is_permanent() => {
             quarantine(&sealed_path, quarantine_dir, me, &e)?;
             if joined {
                 transport::remove(f)?;
             }
-            Ok(None)
+            Ok(Taken::Quarantined {
+                reason: e.to_string(),
+            })
         }
         Err(e) => Err(e),
     }

@@ -14,7 +14,7 @@
 use crate::error::{EngineError, Result};
 use crate::merge::Policy;
 use crate::merge::apply::Catalog;
-use crate::{capture, schema, store};
+use crate::{capture, identity, schema, store};
 use berth_bundle::{PublicKey, SecretKey};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -143,8 +143,8 @@ impl Site {
         self.dir.join(name)
     }
 
-    /// Opens an existing site, taking its lock.
-    pub fn open(dir: &Path) -> Result<Site> {
+    /// Reads `berth.toml` of the site in `dir`.
+    pub fn read_config(dir: &Path) -> Result<Config> {
         let cfg_path = Self::config_path(dir);
         if !cfg_path.exists() {
             return Err(EngineError::Config {
@@ -152,11 +152,22 @@ impl Site {
                 reason: "not a berth site (no berth.toml); create one with `berth init`".into(),
             });
         }
-        let config: Config =
-            toml::from_str(&read_text(&cfg_path)?).map_err(|e| EngineError::Config {
-                path: cfg_path.clone(),
-                reason: e.to_string(),
-            })?;
+        toml::from_str(&read_text(&cfg_path)?).map_err(|e| EngineError::Config {
+            path: cfg_path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Opens an existing site, taking its lock. Refuses a site whose files do not belong
+    /// together (a missing or empty `data.db`, another site's database, a `berth.toml`
+    /// whose role or name the database does not record: [`crate::identity`]).
+    pub fn open(dir: &Path) -> Result<Site> {
+        Self::open_with(dir, false)
+    }
+
+    /// [`Site::open`]; `creating`: the site is being created, its database is new.
+    fn open_with(dir: &Path, creating: bool) -> Result<Site> {
+        let config = Self::read_config(dir)?;
         let lock_path = dir.join("berth.lock");
         let lock = io(
             &lock_path,
@@ -181,7 +192,15 @@ impl Site {
         }
         let key_path = dir.join("keys").join("site.key");
         let key = SecretKey::from_text(&read_text(&key_path)?)?;
-        let conn = store::open(&dir.join("data.db"))?;
+        let db = dir.join("data.db");
+        if !creating {
+            identity::check_file(&db)?;
+        }
+        let conn = store::open(&db)?;
+        if !creating {
+            let keys = identity::site_keys(dir, key.public().to_hex())?;
+            identity::ensure(&conn, &db, &config, &keys)?;
+        }
         store::install(&conn)?;
         if config.role == Role::Node {
             // A partial replica may hold a row whose parent it does not see; central enforces
@@ -281,7 +300,8 @@ impl Site {
             let dest = init.dir.join("docking.toml");
             io(d, fs::copy(d, &dest))?;
         }
-        let mut site = Site::open(init.dir)?;
+        let mut site = Site::open_with(init.dir, true)?;
+        let site_key = site.public_key().to_hex();
         let tx = site.conn.transaction()?;
         tx.execute_batch(&schema_sql)
             .map_err(|e| EngineError::SchemaFile {
@@ -298,6 +318,7 @@ impl Site {
         capture::install(&tx, &tables)?;
         store::set_meta(&tx, "role", "central")?;
         store::set_meta(&tx, "name", &site.config.name)?;
+        store::set_meta(&tx, "site_key", &site_key)?;
         // Schema version 0: the baseline snapshot, its checksum in `berth_meta`.
         crate::evolve::history::baseline(&tx, 0)?;
         store::set_meta(&tx, "clock", "1")?;
@@ -329,9 +350,10 @@ impl Site {
             allow_executables: false,
         };
         Self::create(dir, &config)?;
-        let site = Site::open(dir)?;
+        let site = Site::open_with(dir, true)?;
         store::set_meta(&site.conn, "role", "node")?;
         store::set_meta(&site.conn, "name", name)?;
+        store::set_meta(&site.conn, "site_key", &site.public_key().to_hex())?;
         store::set_meta(&site.conn, "clock", "0")?;
         Ok(site)
     }

@@ -121,26 +121,40 @@ pub fn copy_into(src: &Path, folder: &Path) -> Result<PathBuf> {
     })
 }
 
+/// What taking a found bundle did with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Taken {
+    /// It is in the spool, at this path, and gone from where it was found.
+    Spooled(PathBuf),
+    /// It can never be opened or joined: it was moved to quarantine with its reason file.
+    Quarantined {
+        /// Why (the text of its reason file).
+        reason: String,
+    },
+}
+
 /// Takes a found bundle into `folder` (the spool) and removes it from where it was: a whole
 /// file is copied, a volume set is joined (every piece hash-checked). A set whose pieces do
-/// not match its index is moved to `quarantine` with a reason instead, and `None` returned.
-pub fn take_into(f: &Found, folder: &Path, quarantine: &Path) -> Result<Option<PathBuf>> {
+/// not match its index is moved to `quarantine` with a reason instead.
+pub fn take_into(f: &Found, folder: &Path, quarantine: &Path) -> Result<Taken> {
     if is_volume_set(f) {
         return match crate::volumes::join(&f.path, folder) {
             Ok(p) => {
                 crate::volumes::remove_set(&f.path)?;
-                Ok(Some(p))
+                Ok(Taken::Spooled(p))
             }
             Err(e) if e.is_permanent() => {
-                crate::volumes::quarantine_set(&f.path, quarantine, &e.to_string())?;
-                Ok(None)
+                let reason = e.to_string();
+                crate::volumes::quarantine_set(&f.path, quarantine, &reason)?;
+                Ok(Taken::Quarantined { reason })
             }
             Err(e) => Err(e),
         };
     }
     let p = copy_into(&f.path, folder)?;
     fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))?;
-    Ok(Some(p))
+    Ok(Taken::Spooled(p))
 }
 
 /// Removes a found bundle: the file, or every file of a volume set.

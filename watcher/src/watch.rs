@@ -620,17 +620,19 @@ impl Watch<'_> {
                     &self.spool,
                     &quarantine,
                 )? {
-                    Some(_) => {
-                        self.emit(Event::new("taken", Some(label), "copied into the spool"));
-                        Ok(true)
-                    }
-                    None => {
+                    berth_engine::transport::Taken::Quarantined { reason } => {
                         self.emit(Event::new(
                             "quarantined",
                             Some(label),
-                            "it cannot be opened or joined (see its .reason.txt in quarantine)",
+                            format!(
+                                "it cannot be opened or joined: {reason} (see its .reason.txt in quarantine)"
+                            ),
                         ));
                         Ok(false)
+                    }
+                    _ => {
+                        self.emit(Event::new("taken", Some(label), "copied into the spool"));
+                        Ok(true)
                     }
                 }
             }

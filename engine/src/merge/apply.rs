@@ -408,6 +408,22 @@ fn fast_sql(t: &TableInfo, op: Op, cols: &[&String]) -> String {
     }
 }
 
+/// A key with another number of values than its table's key columns can never address a
+/// row: the change is malformed (permanent), not a failure to retry at every dock.
+fn check_key(t: &TableInfo, ch: &Change) -> std::result::Result<(), String> {
+    if ch.k.len() == t.pk.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "its key has {} values, but table {} has {} key columns ({})",
+            ch.k.len(),
+            t.name,
+            t.pk.len(),
+            t.pk.join(", ")
+        ))
+    }
+}
+
 impl CentralMerge<'_> {
     /// Merges one change.
     pub fn merge(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
@@ -475,6 +491,7 @@ impl CentralMerge<'_> {
             stats.conflicts += 1;
             return Ok(());
         };
+        check_key(t, ch).map_err(bad)?;
         if self.waits(ch) {
             // A change of a row whose earlier change waits goes after it.
             self.sql.deferred.borrow_mut().push(ch.clone());
@@ -1318,6 +1335,7 @@ impl NodeApply<'_> {
             .tables
             .get(&ch.t)
             .ok_or_else(|| bad(format!("unknown table {}", ch.t)))?;
+        check_key(t, ch).map_err(bad)?;
         let key = ch.key_text();
         if !self.pending.pre_images.is_empty() {
             Self::settle(self.conn, &mut self.pending, t, &ch.k, &key)?;

@@ -1,0 +1,127 @@
+//! `berth verify` and the site's own files, through the binary (issue 16, part 3).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+fn berth() -> Command {
+    Command::cargo_bin("berth").unwrap()
+}
+
+/// A central `hq` whose `item` table fills a few hundred pages.
+fn central(root: &Path) -> PathBuf {
+    fs::write(
+        root.join("s.sql"),
+        "CREATE TABLE item(id TEXT PRIMARY KEY, v TEXT);",
+    )
+    .unwrap();
+    fs::write(
+        root.join("d.sql"),
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
+         INSERT INTO item SELECT 'k' || i, hex(randomblob(60)) FROM n;",
+    )
+    .unwrap();
+    let hq = root.join("hq");
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(root.join("s.sql"))
+        .arg("--data")
+        .arg(root.join("d.sql"))
+        .assert()
+        .success();
+    hq
+}
+
+fn verify(site: &Path) -> assert_cmd::assert::Assert {
+    berth().arg("verify").arg("--site").arg(site).assert()
+}
+
+#[test]
+fn verify_reports_a_damaged_page_found_by_quick_check() {
+    let root = tempfile::tempdir().unwrap();
+    let hq = central(root.path());
+    verify(&hq)
+        .success()
+        .stdout(predicate::str::contains("site-files   ok"))
+        .stdout(predicate::str::contains("quick-check  ok"));
+    // One b-tree page of the user's table, in the middle of the file, overwritten.
+    let db = hq.join("data.db");
+    let bytes = fs::read(&db).unwrap();
+    let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+        1 => 65536,
+        n => usize::from(n),
+    };
+    let pages = bytes.len() / page_size;
+    assert!(pages > 50, "{pages} pages");
+    let mut f = fs::File::options().write(true).open(&db).unwrap();
+    f.seek(SeekFrom::Start(((pages / 2) * page_size) as u64))
+        .unwrap();
+    f.write_all(&[0x5a; 64]).unwrap();
+    drop(f);
+    verify(&hq)
+        .code(1)
+        .stdout(predicate::str::contains("quick-check  FAILED"));
+    let out = berth()
+        .args(["verify", "--json", "--site"])
+        .arg(&hq)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let quick = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "quick-check")
+        .unwrap()
+        .clone();
+    assert_eq!(quick["ok"], false, "{v}");
+    assert!(!quick["detail"].as_array().unwrap().is_empty(), "{v}");
+}
+
+#[test]
+fn a_missing_database_is_refused_by_dock_and_reported_by_verify() {
+    let root = tempfile::tempdir().unwrap();
+    let hq = central(root.path());
+    let via = root.path().join("usb");
+    fs::create_dir_all(&via).unwrap();
+    for x in ["data.db", "data.db-wal", "data.db-shm"] {
+        let _ = fs::remove_file(hq.join(x));
+    }
+    berth()
+        .args(["dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&via)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("database is missing"));
+    assert!(!hq.join("data.db").exists(), "not re-created");
+    verify(&hq)
+        .code(1)
+        .stdout(predicate::str::contains("site-files   FAILED"))
+        .stdout(predicate::str::contains("database is missing"));
+    assert!(!hq.join("data.db").exists(), "verify creates nothing");
+}
+
+#[test]
+fn a_renamed_site_is_refused_naming_both_names() {
+    let root = tempfile::tempdir().unwrap();
+    let hq = central(root.path());
+    let cfg = hq.join("berth.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, text.replace("name = \"hq\"", "name = \"head\"")).unwrap();
+    berth()
+        .args(["status", "--site"])
+        .arg(&hq)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("\"head\"").and(predicate::str::contains("\"hq\"")));
+    verify(&hq)
+        .code(1)
+        .stdout(predicate::str::contains("\"head\"").and(predicate::str::contains("\"hq\"")));
+}

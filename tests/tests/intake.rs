@@ -1,0 +1,293 @@
+//! Hostile and half-arrived input at intake and apply (issue 16, part 4): whatever a dock
+//! refuses it reports, with the reason; what may still be arriving it waits for; a malformed
+//! change is quarantined once, never retried for ever.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use berth_bundle::{
+    BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition, naming,
+};
+use berth_engine::dock::DockReport;
+use berth_tests::{SCHEMA, World};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+const DATA: &str = "INSERT INTO account VALUES ('a1', 'Acme', 'north');
+INSERT INTO opty VALUES ('o1', 'a1', 'Big deal', 'Keith Palmer', 1000, NULL);";
+
+fn secret(w: &World, site: &str) -> SecretKey {
+    SecretKey::from_text(&fs::read_to_string(w.dir(site).join("keys/site.key")).unwrap()).unwrap()
+}
+
+/// Writes into the exchange folder a `changes` bundle from `from` to `to`, signed with
+/// `from`'s real key, carrying `lines` and the stream position given.
+fn forge(w: &World, from: &str, to: &str, stream: StreamPosition, lines: &[String]) -> PathBuf {
+    let key = secret(w, from);
+    let path = w.via.join(naming::bundle_file_name(from, to, stream.seq));
+    let mut bw = BundleWriter::new(
+        fs::File::create(&path).unwrap(),
+        BundleHeader {
+            sender: Party {
+                site: from.into(),
+                key_id: key.public().key_id(),
+            },
+            recipients: vec![to.into()],
+            created: 0,
+            bundle_id: None,
+            stream: Some(stream),
+            schema_checksum: None,
+            software_level: None,
+            critical: vec![],
+            extensions: Default::default(),
+        },
+    )
+    .unwrap();
+    let mut payload = lines.join("\n");
+    payload.push('\n');
+    bw.add_bytes(
+        "payload/changes.jsonl",
+        "changes",
+        Compression::Deflate,
+        payload.as_bytes(),
+    )
+    .unwrap();
+    bw.finish(&key).unwrap();
+    path
+}
+
+/// The first stream position of a node that has sent nothing yet, covering `1..=log_to`.
+fn first(log_to: u64) -> StreamPosition {
+    StreamPosition {
+        seq: 1,
+        log_from: 1,
+        log_to,
+        requires: 0,
+        acks: 0,
+    }
+}
+
+fn outcome<'a>(r: &'a DockReport, file_part: &str) -> (&'a str, &'a str) {
+    let i = r
+        .incoming
+        .iter()
+        .find(|i| i.file.contains(file_part))
+        .unwrap_or_else(|| panic!("no {file_part} in {r:?}"));
+    (i.outcome, &i.detail)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Makes a file look as if it had not changed for five minutes (past the intake grace).
+fn age(p: &Path) {
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(300))
+        .unwrap();
+}
+
+/// Node `a` writes its bundle for hq into the exchange folder; returns its path.
+fn node_bundle(w: &World, sql: &str) -> PathBuf {
+    w.exec("a", sql);
+    let r = w.dock("a");
+    assert_eq!(r.written.len(), 1, "{r:?}");
+    r.written[0].clone()
+}
+
+#[test]
+fn a_change_whose_key_has_the_wrong_number_of_values_is_quarantined_not_retried() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    // opty_emp's key is (opty_id, emp): one value cannot address a row.
+    let bad = r#"{"pos":1,"t":"opty_emp","k":["o1"],"op":"I","new":{"opty_id":"o1","emp":"e1","role":"lead"},"c":1}"#;
+    forge(&w, "a", "hq", first(1), &[bad.to_string()]);
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, "a_to_hq_");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("key has 1 values"), "{detail}");
+    assert!(detail.contains("opty_emp"), "{detail}");
+    assert_eq!(w.value("hq", "SELECT count(*) FROM berth_held"), "0");
+    let r = w.dock("hq");
+    assert!(r.incoming.is_empty(), "not tried again: {r:?}");
+    assert_eq!(w.value("hq", "SELECT count(*) FROM opty_emp"), "0");
+}
+
+#[test]
+fn a_change_whose_position_lies_beyond_its_manifests_log_to_is_refused() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let ok = r#"{"pos":1,"t":"account","k":["a2"],"op":"I","new":{"id":"a2","name":"Inside","region":null},"c":1}"#;
+    let beyond = r#"{"pos":5,"t":"account","k":["a3"],"op":"I","new":{"id":"a3","name":"Beyond","region":null},"c":1}"#;
+    forge(
+        &w,
+        "a",
+        "hq",
+        first(1),
+        &[ok.to_string(), beyond.to_string()],
+    );
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, "a_to_hq_");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(
+        detail.contains("beyond the manifest's log_to 1"),
+        "{detail}"
+    );
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT count(*) FROM account WHERE id IN ('a2', 'a3')"
+        ),
+        "0",
+        "nothing of the bundle applied"
+    );
+}
+
+#[test]
+fn a_logical_clock_at_i64_max_is_refused_and_the_clock_never_wraps() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let before = w.value("hq", "SELECT value FROM berth_meta WHERE key = 'clock'");
+    for c in [i64::MAX, i64::MAX - 1, (1i64 << 53), -1] {
+        let change = format!(
+            r#"{{"pos":1,"t":"account","k":["a2"],"op":"I","new":{{"id":"a2","name":"Late","region":null}},"c":{c}}}"#
+        );
+        forge(&w, "a", "hq", first(1), &[change]);
+        let r = w.dock("hq");
+        let (o, detail) = outcome(&r, "a_to_hq_");
+        assert_eq!(o, "quarantined", "clock {c}: {r:?}");
+        assert!(detail.contains("logical clock out of range"), "{detail}");
+        assert_eq!(
+            w.value("hq", "SELECT value FROM berth_meta WHERE key = 'clock'"),
+            before,
+            "clock {c}"
+        );
+        for q in files(&w.dir("hq").join("quarantine")) {
+            fs::remove_file(w.dir("hq").join("quarantine").join(q)).unwrap();
+        }
+    }
+    // The largest clock allowed applies, and the next clock is one past it.
+    let top = berth_engine::change::MAX_CLOCK;
+    let change = format!(
+        r#"{{"pos":1,"t":"account","k":["a2"],"op":"I","new":{{"id":"a2","name":"Late","region":null}},"c":{top}}}"#
+    );
+    forge(&w, "a", "hq", first(1), &[change]);
+    let r = w.dock("hq");
+    assert_eq!(outcome(&r, "a_to_hq_").0, "applied", "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT value FROM berth_meta WHERE key = 'clock'"),
+        format!("'{}'", top + 1)
+    );
+}
+
+#[test]
+fn a_sealed_bundle_for_another_key_is_quarantined_and_reported_by_dock() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let plain = node_bundle(&w, "INSERT INTO account VALUES ('a2', 'Sealed', 'x')");
+    let stranger = SecretKey::generate();
+    let sealed = w
+        .via
+        .join(berth_bundle::seal::sealed_name(&file_name(&plain)));
+    let bytes = berth_bundle::seal::seal(
+        &fs::read(&plain).unwrap()[..],
+        &stranger.public(),
+        Vec::new(),
+    )
+    .unwrap();
+    fs::write(&sealed, bytes).unwrap();
+    fs::remove_file(&plain).unwrap();
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".age");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("sealed to another recipient"), "{detail}");
+    assert!(files(&w.dir("hq").join("quarantine")).contains(&file_name(&sealed)));
+    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+}
+
+#[test]
+fn garbage_named_age_waits_while_it_may_be_arriving_then_is_quarantined_and_reported() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let junk = w
+        .via
+        .join(berth_bundle::seal::sealed_name(&naming::bundle_file_name(
+            "a", "hq", 1,
+        )));
+    fs::write(&junk, b"this is not an age file at all").unwrap();
+    let r = w.dock("hq");
+    assert_eq!(outcome(&r, ".age").0, "waiting", "{r:?}");
+    assert!(junk.exists(), "left where it is");
+    assert!(files(&w.dir("hq").join("quarantine")).is_empty());
+    age(&junk);
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".age");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("damaged"), "{detail}");
+    assert!(!junk.exists());
+    assert!(files(&w.dir("hq").join("quarantine")).contains(&file_name(&junk)));
+}
+
+#[test]
+fn a_half_written_sealed_bundle_is_waited_for_never_quarantined() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let plain = node_bundle(&w, "INSERT INTO account VALUES ('a2', 'Slow copy', 'x')");
+    let sealed = berth_engine::seal::seal_file(&w.open("a"), &plain).unwrap();
+    let whole = fs::read(&sealed).unwrap();
+    fs::write(&sealed, &whole[..whole.len() / 2]).unwrap();
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".age");
+    assert_eq!(o, "waiting", "{r:?}");
+    assert!(
+        detail.contains("does not read as a whole bundle yet"),
+        "{detail}"
+    );
+    assert!(files(&w.dir("hq").join("quarantine")).is_empty());
+    assert!(sealed.exists());
+    // The copy completes: the next dock takes and applies it.
+    fs::write(&sealed, &whole).unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT name FROM account WHERE id = 'a2'"),
+        "'Slow copy'"
+    );
+    assert!(files(&w.dir("hq").join("quarantine")).is_empty());
+}
+
+#[test]
+fn a_volume_piece_from_another_set_is_quarantined_and_reported_by_dock() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let sql = "INSERT INTO opty VALUES ('o2', 'a1', 'Big', 'x', 1, randomblob(30000))";
+    let plain = node_bundle(&w, sql);
+    // The same bundle name cut twice, from different contents: a piece of the second set
+    // among the first set's pieces.
+    let other = w.root.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let other_plain = other.join(file_name(&plain));
+    fs::copy(&plain, &other_plain).unwrap();
+    let mut bytes = fs::read(&other_plain).unwrap();
+    bytes[4096 + 100] ^= 0xff; // inside the second piece
+    fs::write(&other_plain, &bytes).unwrap();
+    let index = berth_engine::volumes::split(&plain, 4096).unwrap().unwrap();
+    berth_engine::volumes::split(&other_plain, 4096)
+        .unwrap()
+        .unwrap();
+    let piece = berth_bundle::volume::volume_name(&file_name(&plain), 2);
+    fs::copy(other.join(&piece), w.via.join(&piece)).unwrap();
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, ".volumes");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("sha256"), "{detail}");
+    assert!(!index.exists());
+    assert_eq!(
+        w.value("hq", "SELECT count(*) FROM opty WHERE id = 'o2'"),
+        "0"
+    );
+}
