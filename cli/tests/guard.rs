@@ -344,3 +344,42 @@ fn an_unchanged_site_reports_capture_ok_and_docks_as_before() {
         "5"
     );
 }
+
+/// Rewrites a capture trigger with the text an earlier berth might have installed (a comment
+/// stands in for the difference), through the sqlite3 shell.
+fn older_trigger_text(site: &Path, trigger: &str) -> String {
+    let sql = query(
+        site,
+        &format!("SELECT sql FROM sqlite_master WHERE name = '{trigger}'"),
+    );
+    let older = sql.replacen(" BEGIN", " BEGIN /* berth 0.1 */", 1);
+    assert_ne!(older, sql);
+    shell(site, &format!("DROP TRIGGER {trigger}; {older};"));
+    sql
+}
+
+/// A site checked by no guard yet (from before it) whose triggers an earlier berth wrote:
+/// the first dock brings them to this version's text and goes on; a site the guard has
+/// checked before is refused for the same difference (a tool's, then).
+#[test]
+fn triggers_of_an_earlier_berth_are_brought_up_to_date_once_then_guarded() {
+    let t = two();
+    let current = older_trigger_text(&t.laptop, "berth_key_dogs");
+    shell(
+        &t.laptop,
+        "DELETE FROM berth_meta WHERE key = 'capture_guard';",
+    );
+    dock(&t, &t.laptop).success();
+    assert_eq!(
+        query(
+            &t.laptop,
+            "SELECT sql FROM sqlite_master WHERE name = 'berth_key_dogs'"
+        ),
+        current,
+        "the first check installed this version's text"
+    );
+    older_trigger_text(&t.laptop, "berth_key_dogs");
+    dock(&t, &t.laptop)
+        .failure()
+        .stderr(predicate::str::contains("berth_key_dogs"));
+}
