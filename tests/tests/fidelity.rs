@@ -1132,6 +1132,27 @@ CREATE TABLE child(id TEXT PRIMARY KEY,
 const CASCADE_DATA: &str = "INSERT INTO parent VALUES ('p1', 'P1'), ('p2', 'P2');
 INSERT INTO child VALUES ('c1', 'p1', 1), ('c2', 'p1', 2), ('c3', 'p2', 3);";
 
+/// `child` and `parent` of [`CASCADE_SCHEMA`] as text rows: children `(id, parent, v)`,
+/// parents `(id, name)`.
+fn cascade_rows(children: &[(&str, &str, i64)], parents: &[(&str, &str)]) -> Exact {
+    Exact::from([
+        (
+            "child".to_string(),
+            children
+                .iter()
+                .map(|(id, p, v)| vec![text(id), text(p), Cell::Int(*v)])
+                .collect(),
+        ),
+        (
+            "parent".to_string(),
+            parents
+                .iter()
+                .map(|(id, name)| vec![text(id), text(name)])
+                .collect(),
+        ),
+    ])
+}
+
 /// Issue 15, defects 1 and 6: a node's writer with foreign keys on renames a parent's key;
 /// `ON UPDATE CASCADE` moves its children there (SQLite journals them before the parent).
 /// Meanwhile another node added a child to the old key. Central merges the rename as one
@@ -1163,27 +1184,15 @@ fn key_change_with_on_update_cascade_at_a_node_moves_every_child() {
     );
     settle(&w);
     assert_no_conflicts(&w, "a renamed p1 to p9 with ON UPDATE CASCADE");
-    let want = [
-        (
-            "child",
-            BTreeSet::from([
-                vec![text("c1"), text("p9"), Cell::Int(1)],
-                vec![text("c2"), text("p9"), Cell::Int(20)],
-                vec![text("c3"), text("p2"), Cell::Int(3)],
-                vec![text("c4"), text("p9"), Cell::Int(4)],
-            ]),
-        ),
-        (
-            "parent",
-            BTreeSet::from([
-                vec![text("p2"), text("P2")],
-                vec![text("p9"), text("renamed")],
-            ]),
-        ),
-    ]
-    .into_iter()
-    .map(|(t, r)| (t.to_string(), r))
-    .collect::<Exact>();
+    let want = cascade_rows(
+        &[
+            ("c1", "p9", 1),
+            ("c2", "p9", 20),
+            ("c3", "p2", 3),
+            ("c4", "p9", 4),
+        ],
+        &[("p2", "P2"), ("p9", "renamed")],
+    );
     assert_everywhere(&w, &want, "a renamed p1 to p9 with ON UPDATE CASCADE");
 }
 
@@ -1227,26 +1236,10 @@ fn a_key_change_keeps_what_central_changed_meanwhile_everywhere() {
     );
     settle(&w);
     assert_no_conflicts(&w, "a renamed p1 while hq renamed its name");
-    let want = [
-        (
-            "child",
-            BTreeSet::from([
-                vec![text("c1"), text("p9"), Cell::Int(1)],
-                vec![text("c2"), text("p9"), Cell::Int(2)],
-                vec![text("c3"), text("p2"), Cell::Int(3)],
-            ]),
-        ),
-        (
-            "parent",
-            BTreeSet::from([
-                vec![text("p2"), text("P2")],
-                vec![text("p9"), text("from hq")],
-            ]),
-        ),
-    ]
-    .into_iter()
-    .map(|(t, r)| (t.to_string(), r))
-    .collect::<Exact>();
+    let want = cascade_rows(
+        &[("c1", "p9", 1), ("c2", "p9", 2), ("c3", "p2", 3)],
+        &[("p2", "P2"), ("p9", "from hq")],
+    );
     assert_everywhere(&w, &want, "a renamed p1 while hq renamed its name");
 }
 
