@@ -2,13 +2,11 @@
 //! tables: `sqlite-utils transform` and the `sqlite3` shell. A missing tool fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use assert_cmd::Command;
+mod common;
+
+use common::{add_node, berth, init_central};
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
-
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
 
 /// `sqlite-utils` beside `$BERTH_PYTHON` (the venv .ci/run makes), else on the PATH.
 fn sqlite_utils() -> PathBuf {
@@ -73,40 +71,12 @@ fn two() -> Two {
     let root = d.path().to_path_buf();
     let usb = root.join("usb");
     std::fs::create_dir_all(&usb).unwrap();
-    std::fs::write(
-        root.join("schema.sql"),
+    let hq = init_central(
+        &root,
         "CREATE TABLE dogs(id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER);",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("data.sql"),
         "INSERT INTO dogs VALUES ('d1', 'Rex', 3);",
-    )
-    .unwrap();
-    let (hq, laptop) = (root.join("hq"), root.join("laptop"));
-    berth()
-        .args(["init", "central"])
-        .arg(&hq)
-        .arg("--schema")
-        .arg(root.join("schema.sql"))
-        .arg("--data")
-        .arg(root.join("data.sql"))
-        .assert()
-        .success();
-    berth()
-        .args(["init", "node"])
-        .arg(&laptop)
-        .args(["--name", "laptop", "--via"])
-        .arg(&usb)
-        .assert()
-        .success();
-    berth()
-        .args(["node", "add", "laptop", "--site"])
-        .arg(&hq)
-        .arg("--via")
-        .arg(&usb)
-        .assert()
-        .success();
+    );
+    let laptop = add_node(&root, &hq, "laptop", &usb);
     let t = Two {
         _d: d,
         usb,

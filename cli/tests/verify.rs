@@ -1,40 +1,22 @@
 //! `berth verify` and the site's own files, through the binary (issue 16, part 3).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use assert_cmd::Command;
+mod common;
+
+use common::{berth, init_central};
 use predicates::prelude::*;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
-
 /// A central `hq` whose `item` table fills a few hundred pages.
 fn central(root: &Path) -> PathBuf {
-    fs::write(
-        root.join("s.sql"),
+    init_central(
+        root,
         "CREATE TABLE item(id TEXT PRIMARY KEY, v TEXT);",
-    )
-    .unwrap();
-    fs::write(
-        root.join("d.sql"),
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000)
          INSERT INTO item SELECT 'k' || i, hex(randomblob(60)) FROM n;",
     )
-    .unwrap();
-    let hq = root.join("hq");
-    berth()
-        .args(["init", "central"])
-        .arg(&hq)
-        .arg("--schema")
-        .arg(root.join("s.sql"))
-        .arg("--data")
-        .arg(root.join("d.sql"))
-        .assert()
-        .success();
-    hq
 }
 
 fn verify(site: &Path) -> assert_cmd::assert::Assert {

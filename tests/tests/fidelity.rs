@@ -976,10 +976,6 @@ fn insert_or_replace_displacing_another_row_at_central_reaches_the_nodes() {
     assert_everywhere(&w, &want, "node writes after central's REPLACE");
 }
 
-/// Issue 15, defect 5: writes that change nothing journal nothing and move nothing:
-/// `INSERT OR IGNORE` and `ON CONFLICT DO NOTHING` over an existing key, a statement that
-/// fails (a duplicate key; a REPLACE refused by a CHECK after displacing a row) and a
-/// transaction rolled back.
 /// A node's `INSERT OR IGNORE` over a row it holds changes nothing (its pre-image is void);
 /// central then deletes the row, the node applies the delete, and central inserts the key
 /// again before the node's next bundle arrives. The node's bundle carries no delete: the
@@ -1005,6 +1001,10 @@ fn an_ignored_insert_stays_nothing_after_central_deletes_its_row() {
     assert_everywhere(&w, &want, "a's ignored insert, then hq's delete and insert");
 }
 
+/// Issue 15, defect 5: writes that change nothing journal nothing and move nothing:
+/// `INSERT OR IGNORE` and `ON CONFLICT DO NOTHING` over an existing key, a statement that
+/// fails (a duplicate key; a REPLACE refused by a CHECK after displacing a row) and a
+/// transaction rolled back.
 #[test]
 fn writes_that_change_nothing_journal_nothing() {
     let w = World::new(REPLACE_SCHEMA, REPLACE_DATA, &["a", "b"]);

@@ -428,13 +428,17 @@ impl CentralMerge<'_> {
     /// Merges one change.
     pub fn merge(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
         self.merge_one(ch, stats)?;
+        // Nothing waits in almost every bundle: the key test stays off the hot path.
+        if self.sql.retrying.get() || self.sql.deferred.borrow().is_empty() {
+            return Ok(());
+        }
         let adds_key = ch.op == Op::I
             || self
                 .catalog
                 .tables
                 .get(&ch.t)
                 .is_some_and(|t| moved_to(t, ch).is_some());
-        if adds_key && !self.sql.retrying.get() && !self.sql.deferred.borrow().is_empty() {
+        if adds_key {
             self.retry_children(&ch.t, stats)?;
         }
         Ok(())
@@ -476,11 +480,7 @@ impl CentralMerge<'_> {
 
     /// Merges one change, without trying deferred ones again.
     fn merge_one(&self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
-        let bad = |reason: String| EngineError::BadPayload {
-            bundle: self.bundle_id.to_string(),
-            entry: format!("change at position {}", ch.pos),
-            reason,
-        };
+        let bad = |reason: String| self.malformed(ch, reason);
         ch.check().map_err(|r| bad(r.to_string()))?;
         if matches!(ch.op, Op::S | Op::A | Op::M) {
             return Err(bad("a node cannot send statements or markers".into()));
@@ -494,7 +494,7 @@ impl CentralMerge<'_> {
         check_key(t, ch).map_err(bad)?;
         if self.waits(ch) {
             // A change of a row whose earlier change waits goes after it.
-            self.sql.deferred.borrow_mut().push(ch.clone());
+            self.defer(ch);
             return Ok(());
         }
         if let Some(to) = moved_to(t, ch) {
@@ -540,11 +540,11 @@ impl CentralMerge<'_> {
         match self.execute(t, ch, &res) {
             Ok(()) => {}
             Err(WriteError::Payload(r)) => return Err(bad(r)),
-            Err(WriteError::Sql(e)) if is_foreign_key(&e) && !self.sql.last_try.get() => {
+            Err(WriteError::Sql(e)) if self.defers(&e) => {
                 // The row it refers to may come later in the bundle: a node's writer with
                 // foreign keys on journals ON UPDATE CASCADE's child updates before the key
                 // change of their parent.
-                self.sql.deferred.borrow_mut().push(ch.clone());
+                self.defer(ch);
                 return Ok(());
             }
             Err(WriteError::Sql(e)) if is_constraint(&e) => {
@@ -773,6 +773,26 @@ impl CentralMerge<'_> {
         Ok(())
     }
 
+    /// The error for a change of this bundle that is malformed (the bundle is refused).
+    fn malformed(&self, ch: &Change, reason: String) -> EngineError {
+        EngineError::BadPayload {
+            bundle: self.bundle_id.to_string(),
+            entry: format!("change at position {}", ch.pos),
+            reason,
+        }
+    }
+
+    /// Whether a write's error makes its change wait for another try: a foreign key refused
+    /// it, and this is not the last try.
+    fn defers(&self, e: &rusqlite::Error) -> bool {
+        is_foreign_key(e) && !self.sql.last_try.get()
+    }
+
+    /// Puts a change among those waiting, after the ones already there.
+    fn defer(&self, ch: &Change) {
+        self.sql.deferred.borrow_mut().push(ch.clone());
+    }
+
     /// Whether an earlier change of the same row waits for another try.
     fn waits(&self, ch: &Change) -> bool {
         let deferred = self.sql.deferred.borrow();
@@ -851,15 +871,9 @@ impl CentralMerge<'_> {
                         }
                         return Ok(());
                     }
-                    Err(WriteError::Payload(r)) => {
-                        return Err(EngineError::BadPayload {
-                            bundle: self.bundle_id.to_string(),
-                            entry: format!("change at position {}", ch.pos),
-                            reason: r,
-                        });
-                    }
-                    Err(WriteError::Sql(e)) if is_foreign_key(&e) && !self.sql.last_try.get() => {
-                        self.sql.deferred.borrow_mut().push(ch.clone());
+                    Err(WriteError::Payload(r)) => return Err(self.malformed(ch, r)),
+                    Err(WriteError::Sql(e)) if self.defers(&e) => {
+                        self.defer(ch);
                         return Ok(());
                     }
                     Err(WriteError::Sql(e)) if is_constraint(&e) => {}
