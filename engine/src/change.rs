@@ -96,6 +96,12 @@ pub struct Change {
     /// recipient's changes up to there, and no later ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack: Option<i64>,
+    /// For a node's own change: how far it had applied central's stream to it (a position
+    /// of its partial log) when the change was made. Central counts the columns others
+    /// changed after that as collided even where the value is back to what the node saw
+    /// (SPEC 2.10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<i64>,
 }
 
 impl Change {
@@ -159,6 +165,10 @@ pub struct Filter<'a> {
     /// Send a key change as one update of the key (what a node sends central, so that
     /// central's `ON UPDATE` actions follow it), not as a delete and an insert.
     pub key_updates: bool,
+    /// At a node sending to central: how far it has applied central's stream now. Each
+    /// local change carries in `seen` what it had applied when it was made: the stamp the
+    /// next apply put on it, or this for a change made since (SPEC 2.4).
+    pub seen_now: Option<i64>,
 }
 
 /// Reads log entries in position order and turns them into wire changes, calling `sink` for
@@ -174,8 +184,8 @@ pub fn export(
 ) -> Result<u64> {
     let chains = Chains::load(conn, filter.after)?;
     let mut st = conn.prepare_cached(
-        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target FROM berth_log
-         WHERE pos > ?1 AND (?2 IS NULL OR origin IS NULL OR origin <> ?2)
+        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target, seen
+         FROM berth_log WHERE pos > ?1 AND (?2 IS NULL OR origin IS NULL OR origin <> ?2)
            AND (target IS NULL OR target = ?2)
          ORDER BY pos",
     )?;
@@ -191,7 +201,13 @@ pub fn export(
     // A key change's delete, waiting to see whether the next entry is its insert.
     let mut held: Option<Logged> = None;
     while let Some(r) = rows.next()? {
-        let entry = Logged::decode(conn, catalog, &chains, r)?;
+        let mut entry = Logged::decode(conn, catalog, &chains, r)?;
+        if let Some(now) = filter.seen_now
+            && entry.target.is_none()
+            && entry.base.o.is_none()
+        {
+            entry.base.seen = Some(r.get::<_, Option<i64>>(10)?.unwrap_or(now));
+        }
         if let Some(d) = held.take() {
             match key_update(&d, &entry) {
                 Some(l) => {
@@ -393,6 +409,7 @@ impl Logged {
                 o,
                 c,
                 ack,
+                seen: None,
             },
             old,
             new,
@@ -492,6 +509,7 @@ mod tests {
             o: None,
             c: 0,
             ack: None,
+            seen: None,
         }
     }
 
@@ -569,6 +587,7 @@ mod tests {
             after,
             peer: None,
             key_updates: false,
+            seen_now: None,
         };
         export(c, &f, cat, |ch| {
             let text = |r: &Option<Row>| {
@@ -592,6 +611,7 @@ mod tests {
                 after,
                 peer: None,
                 key_updates: false,
+                seen_now: None,
             },
             cat,
             |ch| {

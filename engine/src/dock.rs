@@ -744,6 +744,13 @@ fn apply_changes(
             "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
             params![clock],
         )?;
+        if role == Role::Node {
+            // ... and were made knowing central's stream up to what we had applied (SPEC 2.4).
+            tx.execute(
+                "UPDATE berth_log SET seen = ?1 WHERE seen IS NULL",
+                params![p.applied_pos],
+            )?;
+        }
         // At a node: our changes central had not merged before this bundle's first marker.
         let mut node_apply = NodeApply {
             conn: &tx,
@@ -1187,6 +1194,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
                     after: p.acked_pos,
                     peer: None,
                     key_updates: true,
+                    seen_now: Some(p.applied_pos),
                 },
                 &catalog,
                 |ch| {

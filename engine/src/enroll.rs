@@ -218,6 +218,13 @@ pub fn add_node(
             partial_pos: 0,
         },
     )?;
+    // The extract holds central's rows as of `start` (SPEC 2.10); marks of an earlier
+    // enrollment under this name no longer say anything.
+    tx.execute(
+        "DELETE FROM berth_route_marks WHERE node = ?1",
+        rusqlite::params![name],
+    )?;
+    crate::partial::mark(&tx, name, 0, start)?;
     rows_file.rewind().map_err(|e| EngineError::io(&spool, e))?;
     schema_file
         .rewind()
@@ -354,6 +361,7 @@ pub(crate) fn apply_extract(
             o: None,
             c: 0,
             ack: None,
+            seen: None,
         };
         apply.apply(&ch, &mut stats)?;
     }

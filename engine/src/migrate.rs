@@ -1139,6 +1139,7 @@ mod tests {
             o: None,
             c: 0,
             ack: None,
+            seen: None,
         }
     }
 

@@ -64,11 +64,36 @@ pub fn export(
     Ok(n)
 }
 
-/// Forgets what `node` has acknowledged.
+/// Forgets what `node` has acknowledged, and the route marks no change of it can refer to
+/// any more (its changes to come were made knowing at least its acknowledged position).
 pub fn prune(conn: &Connection, node: &str, acked: i64) -> Result<()> {
     conn.prepare_cached("DELETE FROM berth_partial WHERE node = ?1 AND ppos <= ?2")?
         .execute(params![node, acked])?;
+    conn.prepare_cached(
+        "DELETE FROM berth_route_marks WHERE node = ?1 AND ppos < (SELECT MAX(ppos)
+           FROM berth_route_marks WHERE node = ?1 AND ppos <= ?2)",
+    )?
+    .execute(params![node, acked])?;
     Ok(())
+}
+
+/// Records that `node`'s partial log up to `ppos` covers central's log up to `pos`: once
+/// the node has applied it, it has seen every change up to there that it is to receive.
+pub fn mark(conn: &Connection, node: &str, ppos: i64, pos: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO berth_route_marks(node, ppos, pos) VALUES (?1, ?2, ?3)
+         ON CONFLICT(node, ppos) DO UPDATE SET pos = max(pos, excluded.pos)",
+    )?
+    .execute(params![node, ppos, pos])?;
+    Ok(())
+}
+
+/// How far into central's log `node` had seen when it had applied its partial log up to
+/// `ppos` (`None` when no mark says: a site routed before marks existed).
+pub fn seen_pos(conn: &Connection, node: &str, ppos: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT MAX(pos) FROM berth_route_marks WHERE node = ?1 AND ppos <= ?2")?
+        .query_row(params![node, ppos], |r| r.get(0))?)
 }
 
 /// Changes waiting for `node`: in its partial log after `acked`, plus central's log entries

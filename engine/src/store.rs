@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS berth_log(
   origin TEXT,
   origin_pos INTEGER,
   clock INTEGER,
-  target TEXT
+  target TEXT,
+  seen INTEGER
 );
 CREATE TABLE IF NOT EXISTS berth_tables(
   name TEXT PRIMARY KEY,
@@ -65,6 +66,14 @@ CREATE TABLE IF NOT EXISTS berth_partial(
   node TEXT NOT NULL,
   ppos INTEGER NOT NULL,
   change TEXT NOT NULL,
+  PRIMARY KEY (node, ppos)
+) WITHOUT ROWID;
+-- At central: after a routing pass, a node that applied its partial log up to `ppos` has
+-- seen every change of central's log up to `pos` that it is to receive (SPEC 2.10).
+CREATE TABLE IF NOT EXISTS berth_route_marks(
+  node TEXT NOT NULL,
+  ppos INTEGER NOT NULL,
+  pos INTEGER NOT NULL,
   PRIMARY KEY (node, ppos)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS berth_node_rows(
@@ -235,35 +244,39 @@ pub fn install(conn: &Connection) -> Result<()> {
     upgrade_log(conn)
 }
 
-/// A log made before pre-images existed refuses op `P`, and the capture triggers write it:
-/// the table is rebuilt with the current definition, entries kept (inside the caller's
-/// transaction when there is one).
+/// Brings a log made by an older berth to the current definition, entries kept (inside the
+/// caller's transaction when there is one): a log made before pre-images existed refuses op
+/// `P`, which the capture triggers write, so it is rebuilt; a log without the `seen` column
+/// (SPEC 2.4) gets it.
 pub fn upgrade_log(conn: &Connection) -> Result<()> {
     let sql: String = conn.query_row(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'berth_log'",
         [],
         |r| r.get(0),
     )?;
-    if sql.contains("op = 'P'") {
-        return Ok(());
+    if !sql.contains("op = 'P'") {
+        let create = DDL
+            .split(';')
+            .find(|s| s.contains("berth_log("))
+            .unwrap_or_default()
+            .replace("IF NOT EXISTS berth_log(", "berth_log_upgraded(")
+            .replace(",\n  seen INTEGER", "");
+        let indexes: Vec<String> = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'berth_log' AND sql IS NOT NULL")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        conn.execute_batch(&format!(
+            "{create};
+             INSERT INTO berth_log_upgraded SELECT * FROM berth_log;
+             DROP TABLE berth_log;
+             ALTER TABLE berth_log_upgraded RENAME TO berth_log;"
+        ))?;
+        for ix in indexes {
+            conn.execute_batch(&ix)?;
+        }
     }
-    let create = DDL
-        .split(';')
-        .find(|s| s.contains("berth_log("))
-        .unwrap_or_default()
-        .replace("IF NOT EXISTS berth_log(", "berth_log_upgraded(");
-    let indexes: Vec<String> = conn
-        .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'berth_log' AND sql IS NOT NULL")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    conn.execute_batch(&format!(
-        "{create};
-         INSERT INTO berth_log_upgraded SELECT * FROM berth_log;
-         DROP TABLE berth_log;
-         ALTER TABLE berth_log_upgraded RENAME TO berth_log;"
-    ))?;
-    for ix in indexes {
-        conn.execute_batch(&ix)?;
+    if !sql.contains("seen INTEGER") {
+        conn.execute_batch("ALTER TABLE berth_log ADD COLUMN seen INTEGER")?;
     }
     Ok(())
 }
@@ -341,11 +354,13 @@ mod tests {
     }
 
     /// A log made before pre-images existed is rebuilt: its entries and indexes are kept,
-    /// and `P` is accepted.
+    /// `P` is accepted, and the `seen` column is added.
     #[test]
     fn a_log_from_before_pre_images_is_upgraded() {
         let c = Connection::open_in_memory().unwrap();
-        let old = DDL.replace("op = 'P' OR ", "");
+        let old = DDL
+            .replace("op = 'P' OR ", "")
+            .replace(",\n  seen INTEGER", "");
         assert_ne!(old, DDL);
         c.execute_batch(&old).unwrap();
         c.execute_batch(
@@ -379,6 +394,9 @@ mod tests {
             .unwrap();
         assert_eq!(index, 1);
         install(&c).unwrap();
+        // The column the knowledge stamp goes in (SPEC 2.4) was added.
+        c.execute("UPDATE berth_log SET seen = 3 WHERE pos = 1", [])
+            .unwrap();
     }
 
     #[test]

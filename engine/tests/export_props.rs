@@ -169,6 +169,7 @@ fn bundle(node: &Connection, after: i64) -> Vec<Change> {
             after,
             peer: None,
             key_updates: true,
+            seen_now: None,
         },
         &catalog,
         |ch| {

@@ -107,6 +107,7 @@ fn change(op: Op, old: Option<Row>, new: Option<Row>) -> Change {
         o: None,
         c: 0,
         ack: None,
+        seen: None,
     }
 }
 
@@ -195,7 +196,7 @@ proptest! {
     ) {
         let ch = update(&cur, &how, &new);
         let old = ch.old.clone().unwrap();
-        let r = resolve(Some(&cur), &ch, node_wins);
+        let r = resolve(Some(&cur), &ch, node_wins, None);
         // The columns in both old and new, and those of them central changed otherwise.
         let both: BTreeSet<String> = old.keys().filter(|c| new.contains_key(*c)).cloned().collect();
         let expected: BTreeSet<String> = both
@@ -269,7 +270,7 @@ proptest! {
             .map(|(ch, r)| if *ch { Was::Central { respell: *r } } else { Was::Untouched })
             .collect();
         let ch = update(&cur, &how, &new);
-        let r = resolve(Some(&cur), &ch, node_wins);
+        let r = resolve(Some(&cur), &ch, node_wins, None);
         prop_assert_eq!(&r.collision, &None);
         prop_assert_eq!(&r.corrective, &None);
         let after = written(Some(&cur), &r).unwrap();
@@ -290,7 +291,7 @@ proptest! {
         node_wins in any::<bool>(),
     ) {
         let ch = update(&cur, &how, &new);
-        let r = resolve(None, &ch, node_wins);
+        let r = resolve(None, &ch, node_wins, None);
         let old: BTreeSet<String> = ch.old.as_ref().unwrap().keys().cloned().collect();
         prop_assert_eq!(cols(&r), Some((Collision::UpdateDeleted, old)));
         if node_wins {
@@ -323,7 +324,7 @@ proptest! {
             .filter(|c| !same(&cur[**c], &new[**c]))
             .map(|c| (*c).to_string())
             .collect();
-        let r = resolve(Some(&cur), &change(Op::I, None, Some(new.clone())), node_wins);
+        let r = resolve(Some(&cur), &change(Op::I, None, Some(new.clone())), node_wins, None);
         if differing.is_empty() {
             prop_assert_eq!(&r, &Resolution { write: Write::None, collision: None, corrective: None });
         } else {
@@ -338,7 +339,7 @@ proptest! {
             }
         }
         // With no row at central, an insert inserts the node's row as it is.
-        let r = resolve(None, &change(Op::I, None, Some(new.clone())), node_wins);
+        let r = resolve(None, &change(Op::I, None, Some(new.clone())), node_wins, None);
         prop_assert_eq!(&r, &Resolution { write: Write::Insert(new), collision: None, corrective: None });
     }
 
@@ -362,7 +363,7 @@ proptest! {
             .filter(|c| !same(&cur[**c], &old[**c]))
             .map(|c| (*c).to_string())
             .collect();
-        let r = resolve(Some(&cur), &change(Op::D, Some(old.clone()), None), node_wins);
+        let r = resolve(Some(&cur), &change(Op::D, Some(old.clone()), None), node_wins, None);
         if differing.is_empty() {
             prop_assert_eq!(&r, &Resolution { write: Write::Delete, collision: None, corrective: None });
         } else {
@@ -376,7 +377,7 @@ proptest! {
             }
         }
         // Nothing to delete: nothing happens.
-        let r = resolve(None, &change(Op::D, Some(old), None), node_wins);
+        let r = resolve(None, &change(Op::D, Some(old), None), node_wins, None);
         prop_assert_eq!(&r, &Resolution { write: Write::None, collision: None, corrective: None });
     }
 

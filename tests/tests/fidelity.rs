@@ -549,6 +549,122 @@ fn update_after_a_merge_not_yet_routed_applies() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Concurrent writes whose values cancel out (ABA; SPEC 2.10)
+// ---------------------------------------------------------------------------------------
+
+/// Node `b` changes `column` of `seed` and changes it back, each through a round trip to
+/// central, while node `a`, which has not docked meanwhile, has already made `a_write`.
+/// Returns the world after `a` docked and central merged it.
+fn b_changes_and_changes_back(column: &str, a_write: &str) -> World {
+    let w = World::new(ITEM, ITEM_DATA, &["a", "b"]);
+    settle(&w);
+    shell(&w, "a", a_write);
+    let (changed, back) = match column {
+        "v" => ("v = 1", "v = 0"),
+        _ => ("note = 'moved'", "note = 'from central'"),
+    };
+    shell(
+        &w,
+        "b",
+        &format!("UPDATE item SET {changed} WHERE id = 'seed';"),
+    );
+    dock(&w, "b");
+    dock(&w, "hq");
+    shell(
+        &w,
+        "b",
+        &format!("UPDATE item SET {back} WHERE id = 'seed';"),
+    );
+    dock(&w, "b");
+    dock(&w, "hq");
+    dock(&w, "a");
+    dock(&w, "hq");
+    w
+}
+
+/// The ABA case value comparison misses (simulation seed 760): `b` sets `v` to 1 and back to
+/// 0; `a`, which saw neither, sets it to 5. Central's value is the one `a` saw, yet `b`
+/// wrote after `a` last saw the row: a genuine collision, recorded against `a`'s change and
+/// settled by central-wins, so `b`'s last write stands everywhere.
+#[test]
+fn a_change_over_a_value_changed_and_changed_back_elsewhere_collides() {
+    let w = b_changes_and_changes_back("v", "UPDATE item SET v = 5 WHERE id = 'seed';");
+    let c = conflicts(&w);
+    assert_eq!(c.len(), 1, "one collision, on a's change: {c:?}");
+    assert!(
+        c[0].starts_with(r#"a item ["seed"] update-update central-wins"#),
+        "{c:?}"
+    );
+    settle(&w);
+    assert_eq!(
+        read(&w, "hq", "SELECT v FROM item WHERE id = 'seed'"),
+        Cell::Int(0)
+    );
+    let want = only(&exact(&w, "hq"), &["item"]);
+    assert_everywhere(&w, &want, "b's write back to 0 stands");
+    assert_eq!(conflicts(&w).len(), 1, "settling adds no collision");
+}
+
+/// The same for a delete: `a` deletes a row `b` changed and changed back since `a` saw it:
+/// `delete-modified`, the row stays everywhere.
+#[test]
+fn a_delete_of_a_row_changed_and_changed_back_elsewhere_collides() {
+    let w = b_changes_and_changes_back("v", "DELETE FROM item WHERE id = 'seed';");
+    let c = conflicts(&w);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(
+        c[0].starts_with(r#"a item ["seed"] delete-modified central-wins"#),
+        "{c:?}"
+    );
+    settle(&w);
+    let want = only(&exact(&w, "hq"), &["item"]);
+    assert!(want["item"].iter().any(|r| r[0] == text("seed")));
+    assert_everywhere(&w, &want, "seed stays");
+}
+
+/// No false collision: `b` changed another column and back; `a`'s change of `v` is no
+/// collision and arrives everywhere.
+#[test]
+fn a_change_of_another_column_than_the_one_changed_back_is_no_collision() {
+    let w = b_changes_and_changes_back("note", "UPDATE item SET v = 5 WHERE id = 'seed';");
+    settle(&w);
+    assert_no_conflicts(&w, "b changed note and back, a changed v");
+    assert_eq!(
+        read(&w, "hq", "SELECT v FROM item WHERE id = 'seed'"),
+        Cell::Int(5)
+    );
+    let want = only(&exact(&w, "hq"), &["item"]);
+    assert_everywhere(&w, &want, "a's v arrives");
+}
+
+/// No false collision: a node that saw the other's changes (it docked in between) changes
+/// the row over them; and a node's own change and change back never contest its next one.
+#[test]
+fn changes_made_after_seeing_the_others_are_no_collision() {
+    let w = World::new(ITEM, ITEM_DATA, &["a", "b"]);
+    settle(&w);
+    shell(&w, "b", "UPDATE item SET v = 1 WHERE id = 'seed';");
+    settle(&w);
+    shell(&w, "b", "UPDATE item SET v = 0 WHERE id = 'seed';");
+    settle(&w);
+    shell(&w, "a", "UPDATE item SET v = 7 WHERE id = 'seed';");
+    dock(&w, "a");
+    dock(&w, "hq");
+    shell(&w, "a", "UPDATE item SET v = 0 WHERE id = 'seed';");
+    dock(&w, "a");
+    dock(&w, "hq");
+    shell(&w, "a", "UPDATE item SET v = 9 WHERE id = 'seed';");
+    settle(&w);
+    assert_no_conflicts(&w, "every change made knowing the ones before it");
+    assert_eq!(
+        read(&w, "b", "SELECT v FROM item WHERE id = 'seed'"),
+        Cell::Int(9)
+    );
+    let want = only(&exact(&w, "hq"), &["item"]);
+    assert_everywhere(&w, &want, "a's last write");
+}
+
+// ---------------------------------------------------------------------------------------
 // Defect 3: REAL values
 // ---------------------------------------------------------------------------------------
 

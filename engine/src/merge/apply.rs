@@ -355,6 +355,11 @@ pub struct FastSql<'a> {
     retrying: std::cell::Cell<bool>,
     /// The tables each table's foreign keys refer to, as read once per merge.
     parents: std::cell::RefCell<HashMap<String, Vec<String>>>,
+    /// The rows other sites changed after what the bundle's changes saw
+    /// ([`super::contest`]), read at its first change that says what it saw.
+    contest: std::cell::RefCell<Option<super::contest::Contest>>,
+    /// The last `seen` turned into a position of central's log, and that position.
+    seen_at: std::cell::Cell<Option<(i64, Option<i64>)>>,
 }
 
 /// Entries marked by one statement. Marking makes a journal row longer, so it is done while
@@ -519,7 +524,12 @@ impl CentralMerge<'_> {
             stats.conflicts += 1;
             return Ok(());
         }
-        match self.fast_path(t, ch) {
+        let contested = self.contested(t, ch)?;
+        let fast = match contested {
+            None => self.fast_path(t, ch),
+            Some(_) => Ok(false),
+        };
+        match fast {
             Ok(true) => {
                 stats.applied += 1;
                 return Ok(());
@@ -536,7 +546,7 @@ impl CentralMerge<'_> {
             Policy::NodeWins => true,
             Policy::LatestWins => self.node_is_later(t, ch)?,
         };
-        let res = resolve(current.as_ref(), ch, node_wins);
+        let res = resolve(current.as_ref(), ch, node_wins, contested.as_ref());
         match self.execute(t, ch, &res) {
             Ok(()) => {}
             Err(WriteError::Payload(r)) => return Err(bad(r)),
@@ -585,6 +595,44 @@ impl CentralMerge<'_> {
             self.journal_corrective(t, ch, c)?;
         }
         Ok(())
+    }
+
+    /// The columns of the change's row that another site changed after the node last saw
+    /// it, though their values may be back to what it saw (SPEC 2.10).
+    fn contested(&self, t: &TableInfo, ch: &Change) -> Result<Option<Cols>> {
+        let Some(seen) = ch.seen else {
+            return Ok(None);
+        };
+        let from = match self.sql.seen_at.get() {
+            Some((s, from)) if s == seen => from,
+            _ => {
+                let from = crate::partial::seen_pos(self.conn, self.node, seen)?;
+                self.sql.seen_at.set(Some((seen, from)));
+                from
+            }
+        };
+        let Some(from) = from else {
+            return Ok(None);
+        };
+        let mut contest = self.sql.contest.borrow_mut();
+        let contest = match contest.as_mut() {
+            Some(c) if c.from <= from => c,
+            _ => {
+                // The node's entries queued so far must show as its own.
+                self.flush()?;
+                contest.insert(super::contest::Contest::load(
+                    self.conn,
+                    self.catalog,
+                    self.node,
+                    self.central,
+                    from,
+                )?)
+            }
+        };
+        if contest.is_empty() {
+            return Ok(None);
+        }
+        Ok(contest.get(&t.name, &ch.key_text(), from))
     }
 
     fn node_is_later(&self, t: &TableInfo, ch: &Change) -> Result<bool> {
@@ -842,10 +890,18 @@ impl CentralMerge<'_> {
         if self.denied(t, ch)?.is_none() {
             self.flush()?;
             let current = read_row(self.conn, t, &ch.k)?;
-            let clean = current.as_ref().is_some_and(|cur| {
-                old.iter()
-                    .all(|(c, was)| cur.get(c).is_some_and(|now| same(now, was)))
-            });
+            // Another site's change to a column the node changed, even one whose value is
+            // back to what the node saw, is a collision: merged as the delete it also is.
+            let contested = match self.contested(t, ch)? {
+                None => false,
+                Some(Cols::All) => true,
+                Some(Cols::Some(cols)) => old.keys().any(|c| cols.contains(c)),
+            };
+            let clean = !contested
+                && current.as_ref().is_some_and(|cur| {
+                    old.iter()
+                        .all(|(c, was)| cur.get(c).is_some_and(|now| same(now, was)))
+                });
             if clean {
                 let set: Row = old
                     .keys()
@@ -1084,6 +1140,24 @@ pub enum Cols {
     Some(BTreeSet<String>),
 }
 
+impl Cols {
+    /// Every column of any of the sets (`None` for no set at all).
+    pub fn union<'c>(sets: impl Iterator<Item = &'c Cols>) -> Option<Cols> {
+        let mut out: Option<Cols> = None;
+        for cols in sets {
+            out = Some(match (out, cols) {
+                (Some(Cols::All), _) | (_, Cols::All) => Cols::All,
+                (Some(Cols::Some(mut have)), Cols::Some(more)) => {
+                    have.extend(more.iter().cloned());
+                    Cols::Some(have)
+                }
+                (None, Cols::Some(more)) => Cols::Some(more.clone()),
+            });
+        }
+        out
+    }
+}
+
 /// The node's local changes that central had not merged when it wrote a given change.
 ///
 /// Central journals a marker (op `A`) each time it merges one of our bundles; changes after
@@ -1109,6 +1183,7 @@ impl Pending {
             after: known,
             peer: None,
             key_updates: false,
+            seen_now: None,
         };
         crate::change::export(conn, &filter, catalog, |ch| {
             let cols = match ch.op {
@@ -1197,22 +1272,12 @@ impl Pending {
     /// Local changes to one row after position `after` (for a corrective change, which was
     /// decided knowing our changes up to `after` only).
     fn get_after(&self, tbl: &str, pk: &str, after: i64) -> Option<Cols> {
-        let mut out: Option<Cols> = None;
-        for (_, _, _, cols) in self
-            .entries
-            .iter()
-            .filter(|e| e.0 > after && e.1 == tbl && e.2 == pk)
-        {
-            out = Some(match (out, cols) {
-                (Some(Cols::All), _) | (_, Cols::All) => Cols::All,
-                (Some(Cols::Some(mut have)), Cols::Some(more)) => {
-                    have.extend(more.iter().cloned());
-                    Cols::Some(have)
-                }
-                (None, Cols::Some(more)) => Cols::Some(more.clone()),
-            });
-        }
-        out
+        Cols::union(
+            self.entries
+                .iter()
+                .filter(|e| e.0 > after && e.1 == tbl && e.2 == pk)
+                .map(|e| &e.3),
+        )
     }
 }
 

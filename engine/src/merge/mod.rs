@@ -9,9 +9,11 @@
 //! the same update that do not collide still apply.
 
 pub mod apply;
+pub mod contest;
 
 use crate::change::{Change, Op};
 use crate::value::{Row, same};
+use apply::Cols;
 use serde::{Deserialize, Serialize};
 
 /// How a table settles collisions at central.
@@ -108,8 +110,20 @@ impl Resolution {
 /// Decides how one incoming change merges into central's current row.
 ///
 /// `node_wins` says whether the node's side prevails in a collision (from the table's
-/// policy and, for latest-wins, the logical order of the two versions).
-pub fn resolve(current: Option<&Row>, change: &Change, node_wins: bool) -> Resolution {
+/// policy and, for latest-wins, the logical order of the two versions). `contested` names
+/// the columns another site changed since the node last saw the row ([`contest`]): they
+/// collide even where central's value is the one the node saw.
+pub fn resolve(
+    current: Option<&Row>,
+    change: &Change,
+    node_wins: bool,
+    contested: Option<&Cols>,
+) -> Resolution {
+    let is_contested = |c: &String| match contested {
+        None => false,
+        Some(Cols::All) => true,
+        Some(Cols::Some(cols)) => cols.contains(c),
+    };
     let empty = Row::new();
     let new = change.new.as_ref().unwrap_or(&empty);
     let old = change.old.as_ref().unwrap_or(&empty);
@@ -159,7 +173,7 @@ pub fn resolve(current: Option<&Row>, change: &Change, node_wins: bool) -> Resol
                 let at_central = cur.get(col).unwrap_or(&serde_json::Value::Null);
                 if same(at_central, now) {
                     continue;
-                } else if same(at_central, was) {
+                } else if same(at_central, was) && !is_contested(col) {
                     apply.insert(col.clone(), now.clone());
                 } else {
                     collided.insert(col.clone(), now.clone());
@@ -201,7 +215,10 @@ pub fn resolve(current: Option<&Row>, change: &Change, node_wins: bool) -> Resol
         }
         (Op::D, None) | (Op::A, _) | (Op::S, _) | (Op::M, _) => Resolution::write(Write::None),
         (Op::D, Some(cur)) => {
-            let changed = differing(old, cur);
+            let mut changed = differing(old, cur);
+            for (c, v) in cur.iter().filter(|(c, _)| is_contested(c)) {
+                changed.insert(c.clone(), v.clone());
+            }
             if changed.is_empty() || node_wins {
                 let collision = (!changed.is_empty())
                     .then(|| (Collision::DeleteModified, changed.keys().cloned().collect()));
@@ -250,6 +267,7 @@ mod tests {
             o: None,
             c: 0,
             ack: None,
+            seen: None,
         }
     }
 
@@ -263,7 +281,7 @@ mod tests {
             Some(json!({"sales_rep":"Keith Palmer"})),
             Some(json!({"id":"o1","sales_rep":"Greg Emerson","stage":"open"})),
         );
-        let r = resolve(Some(&central), &b, false);
+        let r = resolve(Some(&central), &b, false, None);
         assert_eq!(r.write, Write::None);
         assert_eq!(
             r.collision,
@@ -276,7 +294,7 @@ mod tests {
             }
             other => panic!("unexpected corrective {other:?}"),
         }
-        let r = resolve(Some(&central), &b, true);
+        let r = resolve(Some(&central), &b, true, None);
         assert_eq!(
             r.write,
             Write::Update(row(json!({"sales_rep":"Greg Emerson"})))
@@ -292,9 +310,40 @@ mod tests {
             Some(json!({"a":"orig","b":1})),
             Some(json!({"id":"o1","a":"node","b":2})),
         );
-        let r = resolve(Some(&central), &c, false);
+        let r = resolve(Some(&central), &c, false, None);
         assert_eq!(r.write, Write::Update(row(json!({"b":2}))));
         assert_eq!(r.collision.unwrap().1, vec!["a".to_string()]);
+    }
+
+    /// A column another site changed and changed back since the node saw it collides,
+    /// though central holds the node's old value; the other columns still apply, and a
+    /// delete of such a row is `delete-modified`.
+    #[test]
+    fn contested_columns_collide_though_the_value_is_back() {
+        let central = row(json!({"id":"o1","a":"orig","b":1}));
+        let u = change(
+            Op::U,
+            Some(json!({"a":"orig","b":1})),
+            Some(json!({"id":"o1","a":"node","b":2})),
+        );
+        let contested = Cols::Some(["a".to_string()].into_iter().collect());
+        let r = resolve(Some(&central), &u, false, Some(&contested));
+        assert_eq!(r.write, Write::Update(row(json!({"b":2}))));
+        assert_eq!(
+            r.collision,
+            Some((Collision::UpdateUpdate, vec!["a".to_string()]))
+        );
+        assert!(matches!(r.corrective, Some(Corrective::SetColumns { .. })));
+        let other = Cols::Some(["c".to_string()].into_iter().collect());
+        let r = resolve(Some(&central), &u, false, Some(&other));
+        assert_eq!(r.collision, None);
+        let d = change(Op::D, Some(json!({"id":"o1","a":"orig","b":1})), None);
+        let r = resolve(Some(&central), &d, false, Some(&Cols::All));
+        assert_eq!(r.write, Write::None);
+        assert_eq!(r.collision.map(|c| c.0), Some(Collision::DeleteModified));
+        assert_eq!(r.corrective, Some(Corrective::Upsert(central.clone())));
+        let r = resolve(Some(&central), &d, false, Some(&other));
+        assert_eq!((r.write, r.collision), (Write::Delete, None));
     }
 
     /// (current row, change, node_wins) -> (write, collision kind, corrective kind).
@@ -426,7 +475,7 @@ mod tests {
             ),
         ];
         for (i, (current, ch, wins, write, kind, corr)) in cases.into_iter().enumerate() {
-            let r = resolve(current.as_ref(), &ch, wins);
+            let r = resolve(current.as_ref(), &ch, wins, None);
             assert_eq!(r.write, write, "case {i}");
             assert_eq!(r.collision.map(|c| c.0), kind, "case {i}");
             let got = r.corrective.map(|c| match c {

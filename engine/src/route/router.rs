@@ -1367,6 +1367,7 @@ impl Out<'_> {
             o: None,
             c: self.clock,
             ack: None,
+            seen: None,
         };
         self.emit(node, &ch)
     }
@@ -1382,6 +1383,7 @@ impl Out<'_> {
             o: None,
             c: self.clock,
             ack: None,
+            seen: None,
         };
         self.emit(node, &ch)
     }
@@ -1445,11 +1447,9 @@ pub fn route_in_batches(
         "UPDATE berth_peers SET routed_pos = max(routed_pos, ?2), partial_pos = ?3 WHERE name = ?1",
     )?;
     for n in &nodes {
-        st.execute(params![
-            n.name,
-            top,
-            out.ppos.get(&n.name).copied().unwrap_or(n.ppos)
-        ])?;
+        let ppos = out.ppos.get(&n.name).copied().unwrap_or(n.ppos);
+        st.execute(params![n.name, top, ppos])?;
+        crate::partial::mark(conn, &n.name, ppos, top)?;
     }
     Ok(())
 }
