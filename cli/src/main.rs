@@ -54,7 +54,7 @@ enum Command {
     Status(SiteArgs),
     /// Check the site's own files without changing anything (runs beside a dock or watch).
     #[command(
-        after_help = "Checks today:\n  site-files   data.db is there, not empty, and records the site that berth.toml\n               and keys/ describe (not another site's database)\n  quick-check  SQLite's PRAGMA quick_check: damaged pages, broken b-trees\nNot yet: comparing the replica's rows with central's digests.\nExit 0 when every check passes, 1 when one fails.\n\nExample:\n  berth verify --site laptop\n  berth verify --site hq --json"
+        after_help = "Checks today:\n  site-files   data.db is there, not empty, and records the site that berth.toml\n               and keys/ describe (not another site's database)\n  quick-check  SQLite's PRAGMA quick_check: damaged pages, broken b-trees\n  replica      at a node: its rows against the digests of central's newest bundle\n               (buckets with unsent local changes left out); at central: each\n               node's last report\nExit 0 when every check passes, 1 when one fails.\n\nExample:\n  berth verify --site laptop\n  berth verify --site hq --json"
     )]
     Verify(SiteArgs),
     /// List the collisions recorded at central.
@@ -135,6 +135,11 @@ enum Command {
         after_help = "Example:\n  berth migration create --site dev --name opty-stage\n  berth migration list --site dev"
     )]
     Migration(schema::MigrationCmd),
+    /// List the rows a repair of this node's replica kept aside, write one back, or drop it.
+    #[command(
+        after_help = "A repair (central's rows for buckets where this node's rows differed from its digests)\nkeeps every row it replaces or removes. Write one back as a local change with --reapply\n(it is journaled and merged at central like any write), or forget it with --discard.\n\nExample:\n  berth repair --site laptop --list\n  berth repair --site laptop --reapply 3"
+    )]
+    Repair(RepairArgs),
     /// Check or repair change capture (the triggers berth installs in data.db).
     #[command(
         subcommand,
@@ -288,6 +293,26 @@ struct SiteArgs {
     /// The site folder.
     #[arg(long)]
     site: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").args(["list", "reapply", "discard"]).required(true)))]
+struct RepairArgs {
+    /// The site folder (a node).
+    #[arg(long)]
+    site: PathBuf,
+    /// List the rows kept aside.
+    #[arg(long)]
+    list: bool,
+    /// Write the kept row with this id back as a local change.
+    #[arg(long, value_name = "ID")]
+    reapply: Option<i64>,
+    /// Forget the kept row with this id.
+    #[arg(long, value_name = "ID")]
+    discard: Option<i64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -756,6 +781,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Schema(cmd) => return schema::schema(cmd),
         Command::Migration(cmd) => return schema::migration(cmd),
         Command::Capture(cmd) => return schema::capture(cmd),
+        Command::Repair(a) => {
+            let mut s = Site::open(&a.site)
+                .with_context(|| format!("opening site {}", a.site.display()))?;
+            if let Some(id) = a.reapply {
+                let k = berth_engine::replica::reapply(&mut s, id)?;
+                if a.json {
+                    output::json(&k)?;
+                } else {
+                    println!(
+                        "kept row {id} of {} {} written back as a local change: the next dock \
+                         sends it to central",
+                        k.table, k.key
+                    );
+                }
+            } else if let Some(id) = a.discard {
+                let k = berth_engine::replica::discard(&s.conn, id)?;
+                if a.json {
+                    output::json(&k)?;
+                } else {
+                    println!("kept row {id} of {} {} forgotten", k.table, k.key);
+                }
+            } else {
+                let kept = berth_engine::replica::kept(&s.conn)?;
+                if a.json {
+                    output::json(&kept)?;
+                } else {
+                    output::kept(&kept);
+                }
+            }
+        }
         Command::Bundle(BundleCmd::Inspect { file, json }) => {
             let label = file_label(&file);
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;

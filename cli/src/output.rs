@@ -70,6 +70,28 @@ pub fn status(s: &Status) {
                 .unwrap_or("not replicated")
         );
     }
+    if let Some(r) = &s.replica {
+        println!("replica    {}", r.summary());
+    }
+    for n in &s.replicas {
+        println!(
+            "replica    {}: {} (received at {}{})",
+            n.node,
+            n.report.summary(),
+            n.received,
+            if n.repairs_sent > 0 {
+                format!("; repairs sent: {}", n.repairs_sent)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if s.kept > 0 {
+        println!(
+            "kept       {} row(s) a repair replaced are kept aside: berth repair --list",
+            s.kept
+        );
+    }
     println!("software   {}", s.software_level);
     println!("log        position {}", s.log_pos);
     if s.awaiting_extract {
@@ -236,5 +258,28 @@ impl berth_engine::progress::Progress for Bars {
         {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The rows repairs kept aside (`berth repair --list`).
+pub fn kept(rows: &[berth_engine::replica::Kept]) {
+    if rows.is_empty() {
+        println!("no rows kept aside");
+        return;
+    }
+    let text = |r: &Option<berth_engine::value::Row>| match r {
+        Some(r) => serde_json::to_string(r).unwrap_or_default(),
+        None => "(no row)".into(),
+    };
+    for k in rows {
+        println!(
+            "{:>4}  {} {}  at {}  here: {}  central's: {}",
+            k.id,
+            k.table,
+            k.key,
+            k.at,
+            text(&k.node_row),
+            text(&k.central_row)
+        );
     }
 }

@@ -697,11 +697,28 @@ fn apply_changes(
             p.applied_pos
         )));
     }
-    if log_to <= p.applied_pos && acks <= p.acked_pos && !crate::upgrade::carries(&site.conn, &m)? {
+    let replica_only = m.kinds.iter().any(|k| {
+        [
+            crate::replica::KIND_DIGESTS,
+            crate::replica::KIND_REPAIR,
+            crate::replica::KIND_REPORT,
+        ]
+        .contains(&k.as_str())
+    });
+    if log_to <= p.applied_pos
+        && acks <= p.acked_pos
+        && !replica_only
+        && !crate::upgrade::carries(&site.conn, &m)?
+    {
         note_sender_view(site, &m)?;
         return Ok(Outcome::Duplicate);
     }
     let upgrade_in = crate::upgrade::read_incoming(site, bundle)?;
+    // Replica digests and repair (SPEC 2.15): central's to a node, a node's report to central.
+    let (replica_in, report_in) = match site.role() {
+        Role::Node => (crate::replica::read_incoming(site, bundle)?, None),
+        Role::Central => (Default::default(), crate::replica::read_report(bundle)?),
+    };
     // The schema the bundle's first change was captured under (SPEC 5.5).
     let stream_schema =
         crate::migrate::read_extension(&m).map(|(v, _)| (v, m.schema_checksum.clone()));
@@ -872,6 +889,21 @@ fn apply_changes(
         }
         for ch in deferred {
             node_apply.apply(&ch, &mut stats)?;
+        }
+        if role == Role::Node {
+            // After central's changes: its repair of the buckets we reported, and the
+            // digests of what we now hold (SPEC 2.15).
+            stats.repaired = crate::replica::apply_incoming(
+                &tx,
+                &node_apply.catalog,
+                &replica_in,
+                seq,
+                p.acked_pos.max(acks),
+                &m.bundle_id,
+                now,
+            )?;
+        } else if let Some(r) = &report_in {
+            crate::replica::record_report(&tx, &sender, r, now)?;
         }
         let execs = std::mem::take(&mut node_apply.execs);
         drop(node_apply);
@@ -1217,7 +1249,16 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     let new_changes = n > 0 && (max_pos > p.sent_pos || !ours_waiting);
     let new_ack = p.applied_pos > p.sent_ack;
     let mut upgrade_out = crate::upgrade::outgoing(site, &p.name, ours_waiting)?;
-    if !new_changes && !new_ack && !upgrade_out.due() {
+    // Replica digests and repair (SPEC 2.15): a node compares its rows at every dock.
+    let (central_replica, node_replica) = match site.role() {
+        Role::Central => (crate::replica::central_out(&site.conn, &p.name)?, None),
+        Role::Node => (
+            Default::default(),
+            Some(crate::replica::node_out(&site.conn, &catalog, p.acked_pos)?),
+        ),
+    };
+    let replica_due = central_replica.due() || node_replica.as_ref().is_some_and(|r| r.due());
+    if !new_changes && !new_ack && !upgrade_out.due() && !replica_due {
         return Ok(None);
     }
     tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
@@ -1251,6 +1292,25 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| EngineError::io(&spool, e))?,
     );
+    match &node_replica {
+        Some(r) => entries.extend(r.entry(&spool)?),
+        None => {
+            // In one read snapshot: the digests describe exactly what the routing pass took.
+            let rtx =
+                rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Deferred)?;
+            entries.extend(crate::replica::central_entries(
+                &rtx,
+                &catalog,
+                site.docking_model()?.as_ref(),
+                &p.name,
+                p.routed_pos,
+                &central_replica,
+                &spool,
+            )?);
+            rtx.commit()?;
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(b.0));
     // The sequence number is taken before the bundle can reach the folder: a crash after
     // that leaves a gap (as a lost bundle does), never two different bundles under one
     // number (SPEC 2.8).
@@ -1264,6 +1324,10 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     // commit sends it again (in the next bundle, the receiver skips what it has).
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
     upgrade_out.record_sent(&tx, &p.name, seq)?;
+    crate::replica::record_sent(&tx, &p.name, seq, &central_replica)?;
+    if let Some(r) = &node_replica {
+        r.record_sent(&tx)?;
+    }
     peer::record_out(&tx, &p.name, seq, max_pos, p.applied_pos, store::now())?;
     tx.commit()?;
     crash_point(opts.fail_export, ExportStep::Recorded, "export")?;

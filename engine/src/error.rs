@@ -147,6 +147,9 @@ pub enum EngineError {
         /// Every error found, each saying what, where and what to do.
         findings: Vec<String>,
     },
+    /// A replica digest received from another site cannot be right (engine/src/digest.rs).
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
     /// An upgrade package or command was refused (engine/src/upgrade).
     #[error(transparent)]
     Upgrade(#[from] crate::upgrade::UpgradeError),
@@ -188,6 +191,9 @@ pub enum EngineError {
     },
     #[error("injected failure at {0}")]
     Injected(&'static str),
+    /// A rows kept aside by a repair cannot be re-applied or discarded as asked (SPEC 2.15).
+    #[error("{0}")]
+    Kept(String),
 }
 
 impl EngineError {
@@ -207,6 +213,7 @@ impl EngineError {
             EngineError::BadPayload { .. }
             | EngineError::Refused { .. }
             | EngineError::Volume { .. }
+            | EngineError::Digest(_)
             | EngineError::WrongRole { .. } => true,
             _ => false,
         }

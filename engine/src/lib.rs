@@ -26,6 +26,7 @@
 
 pub mod capture;
 pub mod change;
+pub mod digest;
 pub mod dock;
 pub mod enroll;
 mod error;
@@ -38,6 +39,7 @@ pub mod migrate;
 pub mod partial;
 pub mod peer;
 pub mod progress;
+pub mod replica;
 pub mod revoke;
 pub mod route;
 pub mod schema;

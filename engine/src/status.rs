@@ -90,6 +90,26 @@ pub struct Status {
     pub awaiting_extract: bool,
     /// The capture guard (SPEC 2.4.1): when not sound, docks stop until it is repaired.
     pub capture: crate::guard::Guard,
+    /// At a node: the last comparison of its rows with central's digests (SPEC 2.15), with
+    /// its time; none before the first bundle that carried digests.
+    pub replica: Option<crate::replica::Report>,
+    /// At a node: rows repairs kept aside (`berth repair --list`).
+    pub kept: i64,
+    /// At central: each node's last replica report, with when it arrived.
+    pub replicas: Vec<NodeReplica>,
+}
+
+/// A node's last replica report at central.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReplica {
+    /// The node.
+    pub node: String,
+    /// What it reported.
+    pub report: crate::replica::Report,
+    /// When the report arrived (Unix seconds).
+    pub received: i64,
+    /// Repairs sent for it.
+    pub repairs_sent: i64,
 }
 
 /// Reads the status of a site.
@@ -191,6 +211,17 @@ pub fn status(site: &Site) -> Result<Status> {
         log_pos: store::max_pos(conn)?,
         awaiting_extract: site.role() == Role::Node && store::meta(conn, "central")?.is_none(),
         capture: crate::guard::check(site)?,
+        replica: crate::replica::last(conn)?,
+        kept: conn.query_row("SELECT COUNT(*) FROM berth_kept", [], |r| r.get(0))?,
+        replicas: crate::replica::reports(conn)?
+            .into_iter()
+            .map(|(node, report, received, repairs_sent)| NodeReplica {
+                node,
+                report,
+                received,
+                repairs_sent,
+            })
+            .collect(),
         peers,
         held,
         conflicts: conn.query_row("SELECT COUNT(*) FROM berth_conflicts", [], |r| r.get(0))?,

@@ -76,6 +76,32 @@ CREATE TABLE IF NOT EXISTS berth_route_marks(
   pos INTEGER NOT NULL,
   PRIMARY KEY (node, ppos)
 ) WITHOUT ROWID;
+-- At central: each node's last replica report (SPEC 2.15) and the repairs sent for it.
+CREATE TABLE IF NOT EXISTS berth_replicas(
+  node TEXT PRIMARY KEY,
+  report TEXT,
+  at INTEGER,
+  repair_seq INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  digests_seq INTEGER NOT NULL DEFAULT 0
+);
+-- At a node: rows a repair replaced or removed, kept aside whole (SPEC 2.15).
+CREATE TABLE IF NOT EXISTS berth_kept(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL,
+  node_row TEXT,
+  central_row TEXT,
+  bundle_id TEXT NOT NULL,
+  at INTEGER NOT NULL
+);
+-- At a node: buckets that statements from central changed on purpose, left out of the
+-- replica comparison (SPEC 2.15).
+CREATE TABLE IF NOT EXISTS berth_local_buckets(
+  tbl TEXT NOT NULL,
+  bucket INTEGER NOT NULL,
+  PRIMARY KEY (tbl, bucket)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS berth_node_rows(
   node TEXT NOT NULL,
   tbl TEXT NOT NULL,

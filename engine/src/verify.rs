@@ -7,12 +7,13 @@
 //!   the site that `berth.toml` and `keys/` describe ([`crate::identity`]);
 //! - [`Check::QuickCheck`]: SQLite's `PRAGMA quick_check` (damaged pages, broken b-trees).
 //!
-//! Not yet: comparing the replica's rows with the digests central sends (issue 16 part 2);
-//! it becomes one more [`Check`] here.
+//! - [`Check::Replica`]: at a node, its rows against the digests of central's newest bundle
+//!   (buckets with unsent local changes left out); at central, each node's last report
+//!   ([`crate::replica`], SPEC 2.15).
 
 use crate::error::{EngineError, Result};
 use crate::identity;
-use crate::site::Site;
+use crate::site::{Role, Site};
 use berth_bundle::SecretKey;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub enum Check {
     SiteFiles,
     /// SQLite's `PRAGMA quick_check`.
     QuickCheck,
+    /// At a node: its rows against the digests of central's newest bundle; at central: each
+    /// node's last report (SPEC 2.15).
+    Replica,
 }
 
 impl Check {
@@ -38,6 +42,7 @@ impl Check {
         match self {
             Check::SiteFiles => "site-files",
             Check::QuickCheck => "quick-check",
+            Check::Replica => "replica",
         }
     }
 }
@@ -107,6 +112,10 @@ pub fn verify(dir: &Path) -> Result<Verification> {
         Ok(f) => f,
         Err(e) => failed(Check::QuickCheck, e),
     });
+    out.checks.push(match replica(&conn, config.role) {
+        Ok(f) => f,
+        Err(e) => failed(Check::Replica, e),
+    });
     Ok(out)
 }
 
@@ -157,5 +166,64 @@ fn quick_check(conn: &Connection) -> Result<Finding> {
         } else {
             lines
         },
+    })
+}
+
+fn replica(conn: &Connection, role: Role) -> Result<Finding> {
+    let finding = |ok, detail| Finding {
+        check: Check::Replica,
+        ok,
+        detail,
+    };
+    if role == Role::Central {
+        let reports = crate::replica::reports(conn)?;
+        if reports.is_empty() {
+            return Ok(finding(
+                true,
+                vec!["no node has reported on its replica yet".into()],
+            ));
+        }
+        let ok = reports.iter().all(|(_, r, _, _)| r.differ.is_empty());
+        let lines = reports
+            .iter()
+            .map(|(node, r, at, attempts)| {
+                format!(
+                    "{node}: {} (reported at {at}{})",
+                    r.summary(),
+                    if *attempts > 0 {
+                        format!("; repairs sent: {attempts}")
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        return Ok(finding(ok, lines));
+    }
+    let catalog =
+        crate::merge::apply::Catalog::load(conn, &Default::default(), Default::default())?;
+    let acked: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(acked_pos), 0) FROM berth_peers WHERE role = 'central'",
+        [],
+        |r| r.get(0),
+    )?;
+    let kept = crate::replica::kept(conn)?.len();
+    let kept_line = (kept > 0).then(|| {
+        format!(
+            "{kept} row(s) a repair replaced are kept aside: `berth repair --list` shows them, \
+             `berth repair --reapply ID` writes one back"
+        )
+    });
+    Ok(match crate::replica::compare_rows(conn, &catalog, acked)? {
+        None => finding(
+            true,
+            std::iter::once("no digests from central yet: they come with its next bundle".into())
+                .chain(kept_line)
+                .collect(),
+        ),
+        Some(r) => finding(
+            r.differ.is_empty(),
+            std::iter::once(r.summary()).chain(kept_line).collect(),
+        ),
     })
 }

@@ -755,8 +755,8 @@ fn announcements_reports_and_acknowledgements_survive_lost_bundles() {
     w.dock("hq");
     assert_eq!(
         entries_of_waiting_bundle(&w, "a").len(),
-        4,
-        "changes, toc, two files"
+        5,
+        "changes, digests (SPEC 2.15), toc, two files"
     );
     w.dock("a");
     assert_eq!(installed(&w, "a"), "app-2 2\n");

@@ -299,6 +299,8 @@ pub struct MergeStats {
     pub conflicts: u64,
     /// At a node: central changes that overrode a local change not yet acknowledged.
     pub overrides: u64,
+    /// At a node: rows central's repair changed (SPEC 2.15).
+    pub repaired: u64,
 }
 
 /// Merges one node's changes at central (Figure 5), journaling accepted changes with their
@@ -1131,6 +1133,28 @@ impl CentralMerge<'_> {
     }
 }
 
+/// Sets a row to `row` (insert or replace), or deletes it when `row` is `None`: a repair
+/// (SPEC 2.15), or a row it kept aside written back.
+pub fn repair_row(conn: &Connection, t: &TableInfo, key: &[Json], row: Option<&Row>) -> Result<()> {
+    let done = match row {
+        Some(r) => insert_row(conn, t, r, OnConflict::Replace),
+        None => delete(conn, t, key),
+    };
+    match done {
+        Ok(()) => Ok(()),
+        Err(WriteError::Sql(e)) => Err(e.into()),
+        Err(WriteError::Payload(reason)) => Err(EngineError::BadPayload {
+            bundle: String::new(),
+            entry: format!(
+                "repair of {} {}",
+                t.name,
+                serde_json::to_string(key).unwrap_or_default()
+            ),
+            reason,
+        }),
+    }
+}
+
 /// Columns of a row with local changes central has not merged yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cols {
@@ -1256,6 +1280,11 @@ impl Pending {
         }
     }
 
+    /// The (table, key text) of every row with local changes or an open pre-image.
+    pub fn keys(&self) -> impl Iterator<Item = &(String, String)> {
+        self.map.keys().chain(self.pre_images.keys())
+    }
+
     /// The position of the newest local entry of a row.
     fn last(&self, tbl: &str, pk: &str) -> Option<i64> {
         self.entries
@@ -1364,8 +1393,12 @@ impl NodeApply<'_> {
             return Ok(());
         }
         if ch.op == Op::S {
-            // Central's statement for this node, run in order with the other changes.
+            // Central's statement for this node, run in order with the other changes. The
+            // rows it changes differ from central's on purpose: their buckets are left out
+            // of the replica comparison from now on (SPEC 2.15).
+            let before = crate::replica::local_digests(self.conn, &self.catalog)?;
             self.conn.execute_batch(ch.sql().unwrap_or_default())?;
+            crate::replica::mark_local(self.conn, &self.catalog, &before)?;
             stats.applied += 1;
             return Ok(());
         }
