@@ -147,6 +147,9 @@ pub enum EngineError {
         /// Every error found, each saying what, where and what to do.
         findings: Vec<String>,
     },
+    /// A replica digest received from another site cannot be right (engine/src/digest.rs).
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
     /// An upgrade package or command was refused (engine/src/upgrade).
     #[error(transparent)]
     Upgrade(#[from] crate::upgrade::UpgradeError),
@@ -207,6 +210,7 @@ impl EngineError {
             EngineError::BadPayload { .. }
             | EngineError::Refused { .. }
             | EngineError::Volume { .. }
+            | EngineError::Digest(_)
             | EngineError::WrongRole { .. } => true,
             _ => false,
         }

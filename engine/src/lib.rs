@@ -26,6 +26,7 @@
 
 pub mod capture;
 pub mod change;
+pub mod digest;
 pub mod dock;
 pub mod enroll;
 mod error;
