@@ -438,7 +438,8 @@ fn table_digest(conn: &Connection, t: &TableInfo, scope: &Scope) -> Result<Table
     let mut held = held(conn, t, scope)?;
     let mut st = conn.prepare(&shape.select)?;
     let mut rows = st.query([])?;
-    let mut d = TableDigest::default();
+    // Buckets in a fixed array while reading (no map lookup per row), kept if non-empty.
+    let mut acc = [(0u64, [0u8; HASH_LEN]); BUCKETS as usize];
     // Reused for every row: the row's bytes after the table name, and where each key
     // value's encoding sits in them.
     let mut buf = Vec::with_capacity(256);
@@ -466,7 +467,19 @@ fn table_digest(conn: &Connection, t: &TableInfo, scope: &Scope) -> Result<Table
         }
         let mut sha = shape.prefix.clone();
         sha.update(&buf);
-        d.add(f.bucket(), &truncate(sha.finalize().as_slice()));
+        let h = truncate(sha.finalize().as_slice());
+        if let Some(b) = acc.get_mut(usize::from(f.bucket())) {
+            b.0 += 1;
+            xor_into(&mut b.1, &h);
+        }
+    }
+    let mut d = TableDigest::default();
+    for (b, (n, h)) in (0..BUCKETS).zip(acc) {
+        if n > 0 {
+            d.rows += n;
+            xor_into(&mut d.xor, &h);
+            d.buckets.insert(b, (n, h));
+        }
     }
     Ok(d)
 }
