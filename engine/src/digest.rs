@@ -349,7 +349,8 @@ impl Shape {
 }
 
 /// The keys central lists for a node in one table, each as the text `serde_json` writes for
-/// the wire key (listed text parsed and written again, so that spellings of one key agree).
+/// the wire key: listed text parsed ([`parse_key`]) and written again as the stored values
+/// would be ([`canonical`]), so that spellings of one key agree.
 struct HeldKeys {
     keys: HashSet<Vec<u8>>,
     buf: Vec<u8>,
@@ -363,7 +364,7 @@ impl HeldKeys {
         let mut keys = HashSet::new();
         while let Some(r) = rows.next()? {
             // A listed key that does not parse names no row; it cannot match one.
-            if let Some(k) = parse_key(raw(r.get_ref(0)?)) {
+            if let Some(k) = parse_key(raw(r.get_ref(0)?)).and_then(|k| canonical(&k)) {
                 keys.insert(Json::Array(k).to_string().into_bytes());
             }
         }
@@ -389,6 +390,20 @@ impl HeldKeys {
         self.buf.push(b']');
         Ok(self.keys.contains(self.buf.as_slice()))
     }
+}
+
+/// A wire key as [`from_sql`] would write the values it stands for (hex in upper case, a
+/// tagged text that is UTF-8 as a plain string, a real as its shortest text); `None` when a
+/// value is not a wire value.
+fn canonical(key: &[Json]) -> Option<Vec<Json>> {
+    key.iter()
+        .map(|v| {
+            Some(match to_sql(v)? {
+                Sql::Value(v) => from_sql(ValueRef::from(&v)),
+                Sql::Bytes(b) => from_sql(ValueRef::Text(&b)),
+            })
+        })
+        .collect()
 }
 
 fn held(conn: &Connection, t: &TableInfo, scope: &Scope) -> Result<Option<HeldKeys>> {
@@ -423,7 +438,8 @@ fn table_digest(conn: &Connection, t: &TableInfo, scope: &Scope) -> Result<Table
     let mut held = held(conn, t, scope)?;
     let mut st = conn.prepare(&shape.select)?;
     let mut rows = st.query([])?;
-    let mut d = TableDigest::default();
+    // Buckets in a fixed array while reading (no map lookup per row), kept if non-empty.
+    let mut acc = [(0u64, [0u8; HASH_LEN]); BUCKETS as usize];
     // Reused for every row: the row's bytes after the table name, and where each key
     // value's encoding sits in them.
     let mut buf = Vec::with_capacity(256);
@@ -451,7 +467,19 @@ fn table_digest(conn: &Connection, t: &TableInfo, scope: &Scope) -> Result<Table
         }
         let mut sha = shape.prefix.clone();
         sha.update(&buf);
-        d.add(f.bucket(), &truncate(sha.finalize().as_slice()));
+        let h = truncate(sha.finalize().as_slice());
+        if let Some(b) = acc.get_mut(usize::from(f.bucket())) {
+            b.0 += 1;
+            xor_into(&mut b.1, &h);
+        }
+    }
+    let mut d = TableDigest::default();
+    for (b, (n, h)) in (0..BUCKETS).zip(acc) {
+        if n > 0 {
+            d.rows += n;
+            xor_into(&mut d.xor, &h);
+            d.buckets.insert(b, (n, h));
+        }
     }
     Ok(d)
 }

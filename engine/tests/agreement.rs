@@ -9,7 +9,9 @@
 //!   same model copies, key by key (`floor_sql_once`);
 //! - merge: central merges every change of a node's bundle with no collision, and the bundle
 //!   carries exactly the node's changes (`merge_once`, `verify_unpack_parse_once`);
-//! - capture: every insert and update is journaled (`run`).
+//! - capture: every insert and update is journaled (`run`);
+//! - verify: both passes read every row, and `digest::compute` gives the digests the module
+//!   doc defines, computed row by row (`by_definition`).
 // Each bench file declares its own `support` module (it is a crate of its own there).
 #![allow(clippy::duplicate_mod)]
 
@@ -24,6 +26,10 @@ mod merge;
 #[path = "../benches/capture.rs"]
 #[allow(dead_code, unused_imports)]
 mod capture;
+
+#[path = "../benches/verify.rs"]
+#[allow(dead_code, unused_imports)]
+mod verify;
 
 #[test]
 fn set_form_routing_agrees_with_per_pair_routing() {
@@ -71,4 +77,22 @@ fn capture_journals_every_insert_and_update() {
         .map(|i| (capture::value(i, 0), capture::value(i, 1)))
         .collect();
     capture::run(&ids, &vals, capture::Triggers::Berth);
+}
+
+#[test]
+fn the_verify_computes_the_digests_the_definition_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2_000;
+    let conn = verify::build(&dir.path().join("node.db"), n);
+    let tables = verify::tables();
+    assert_eq!(verify::floor(&conn).0, n as u64);
+    assert_eq!(verify::verify(&conn, &tables), n as u64);
+    let scoped: Vec<_> = tables
+        .iter()
+        .map(|t| (t, berth_engine::digest::Scope::All))
+        .collect();
+    assert_eq!(
+        berth_engine::digest::compute(&conn, &scoped).unwrap(),
+        verify::by_definition(&conn, &tables)
+    );
 }
