@@ -353,3 +353,38 @@ fn triggers_of_an_earlier_berth_are_brought_up_to_date_once_then_guarded() {
         .failure()
         .stderr(predicate::str::contains("berth_key_dogs"));
 }
+
+/// A site the guard found sound under an earlier berth whose trigger text differs (its
+/// fingerprint recorded, but no `capture_text`, or another version's): the first dock after
+/// the upgrade brings the triggers to this version's text and goes on; a later difference is
+/// a tool's and is refused.
+#[test]
+fn triggers_checked_by_an_earlier_berth_are_brought_up_to_date_after_an_upgrade() {
+    let t = two();
+    assert_eq!(
+        query(
+            &t.laptop,
+            "SELECT CAST(count(*) AS TEXT) FROM berth_meta WHERE key = 'capture_guard'"
+        ),
+        "1",
+        "the guard recorded a sound check"
+    );
+    let current = older_trigger_text(&t.laptop, "berth_pre_dogs");
+    shell(
+        &t.laptop,
+        "DELETE FROM berth_meta WHERE key = 'capture_text';",
+    );
+    dock(&t, &t.laptop).success();
+    assert_eq!(
+        query(
+            &t.laptop,
+            "SELECT sql FROM sqlite_master WHERE name = 'berth_pre_dogs'"
+        ),
+        current,
+        "the first check after the upgrade installed this version's text"
+    );
+    older_trigger_text(&t.laptop, "berth_pre_dogs");
+    dock(&t, &t.laptop)
+        .failure()
+        .stderr(predicate::str::contains("berth_pre_dogs"));
+}

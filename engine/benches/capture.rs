@@ -71,6 +71,22 @@ pub(crate) enum Triggers {
     /// Diagnostic (`BERTH_BENCH_SPLIT=1`): hand-written triggers into the same `berth_log`,
     /// each adding one ingredient of berth's, to show where the cost goes.
     Split(Variant),
+    /// Diagnostic (`BERTH_BENCH_ALT=a.sql,b.sql`): hand-written capture triggers read from a
+    /// file (index into [`alt_sql`]), to measure a formulation before changing `capture.rs`.
+    Alt(usize),
+}
+
+/// The trigger files named in `BERTH_BENCH_ALT` (comma-separated), read once.
+fn alt_sql() -> &'static [(String, String)] {
+    static ALT: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    ALT.get_or_init(|| {
+        std::env::var("BERTH_BENCH_ALT")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(|f| (f.to_owned(), std::fs::read_to_string(f).unwrap()))
+            .collect()
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -149,6 +165,10 @@ fn open(path: &Path, triggers: Triggers) -> Connection {
             store::install(&conn).unwrap();
             conn.execute_batch(&v.sql()).unwrap();
         }
+        Triggers::Alt(i) => {
+            store::install(&conn).unwrap();
+            conn.execute_batch(&alt_sql()[i].1).unwrap();
+        }
     }
     conn
 }
@@ -159,11 +179,37 @@ pub(crate) struct Split {
     update: Duration,
 }
 
+/// A point in time: the wall clock, or with `BERTH_BENCH_CPU=1` (diagnostics on a shared
+/// machine) the CPU time this thread has run (Linux `schedstat`), which other processes'
+/// load does not stretch.
+#[derive(Clone, Copy)]
+struct Clock(Instant, Duration);
+
+impl Clock {
+    fn cpu() -> Option<Duration> {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*ON.get_or_init(|| std::env::var_os("BERTH_BENCH_CPU").is_some()) {
+            return None;
+        }
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        Some(Duration::from_nanos(s.split(' ').next()?.parse().ok()?))
+    }
+    fn now() -> Self {
+        Clock(Instant::now(), Self::cpu().unwrap_or_default())
+    }
+    fn elapsed(&self) -> Duration {
+        match Self::cpu() {
+            Some(c) => c - self.1,
+            None => self.0.elapsed(),
+        }
+    }
+}
+
 pub(crate) fn run(ids: &[String], vals: &[(String, String)], triggers: Triggers) -> Split {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open(&dir.path().join("data.db"), triggers);
 
-    let t = Instant::now();
+    let t = Clock::now();
     let tx = conn.transaction().unwrap();
     {
         let mut st = tx
@@ -176,7 +222,7 @@ pub(crate) fn run(ids: &[String], vals: &[(String, String)], triggers: Triggers)
     tx.commit().unwrap();
     let insert = t.elapsed();
 
-    let t = Instant::now();
+    let t = Clock::now();
     let tx = conn.transaction().unwrap();
     {
         let mut st = tx
@@ -189,7 +235,8 @@ pub(crate) fn run(ids: &[String], vals: &[(String, String)], triggers: Triggers)
     tx.commit().unwrap();
     let update = t.elapsed();
 
-    if triggers != Triggers::Raw {
+    // Diagnostic files may journal less (an empty one is the raw floor).
+    if !matches!(triggers, Triggers::Raw | Triggers::Alt(_)) {
         let logged: i64 = conn
             .query_row("SELECT COUNT(*) FROM berth_log", [], |r| r.get(0))
             .unwrap();
@@ -216,10 +263,60 @@ fn median(v: &[Split], f: impl Fn(&Split) -> Duration) -> Duration {
     d.get(d.len() / 2).copied().unwrap_or_default()
 }
 
+/// `BERTH_BENCH_ALT`: interleaved rounds of raw, berth, previous and each file's triggers
+/// (the order rotates each round); medians of the ratios to raw of the same round.
+fn alternatives(ids: &[String], vals: &[(String, String)]) {
+    if std::env::var_os("BERTH_BENCH_ALT_ONCE").is_some() {
+        // One run of each file's triggers and nothing else (for instruction counts under
+        // valgrind; an empty file is the raw floor).
+        for i in 0..alt_sql().len() {
+            run(ids, vals, Triggers::Alt(i));
+        }
+        return;
+    }
+    let mut sides = vec![
+        ("berth".to_owned(), Triggers::Berth),
+        ("previous".to_owned(), Triggers::Split(Variant::Previous)),
+    ];
+    for (i, (f, _)) in alt_sql().iter().enumerate() {
+        sides.push((f.clone(), Triggers::Alt(i)));
+    }
+    let mut ratios: Vec<Vec<[f64; 3]>> = vec![Vec::new(); sides.len()];
+    for round in 0..pairs() {
+        let raw = run(ids, vals, Triggers::Raw);
+        for k in 0..sides.len() {
+            let j = (k + round) % sides.len();
+            let s = run(ids, vals, sides[j].1);
+            let r = PHASES.map(|(_, f)| f(&raw).as_secs_f64() / f(&s).as_secs_f64());
+            ratios[j].push(r);
+        }
+    }
+    for ((name, _), rs) in sides.iter().zip(&ratios) {
+        let mid: Vec<String> = (0..3)
+            .map(|p| {
+                let mut v: Vec<f64> = rs.iter().map(|r| r[p]).collect();
+                v.sort_by(f64::total_cmp);
+                format!(
+                    "{} {:.3}x ({:.2}-{:.2})",
+                    PHASES[p].0,
+                    v[v.len() / 2],
+                    v[0],
+                    v[v.len() - 1]
+                )
+            })
+            .collect();
+        println!("alt {name:>40}: {}", mid.join(", "));
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let n = rows();
     let ids = ids(n);
     let vals: Vec<(String, String)> = (0..n).map(|i| (value(i, 0), value(i, 1))).collect();
+    if std::env::var_os("BERTH_BENCH_ALT").is_some() {
+        alternatives(&ids, &vals);
+        return;
+    }
     let mut trig: Vec<Split> = Vec::new();
     let mut raw: Vec<Split> = Vec::new();
 

@@ -220,6 +220,22 @@ pub fn trigger_statements(t: &Table, unique: &[Vec<String>]) -> Vec<(String, Str
     ]
 }
 
+/// A digest of the trigger text this berth installs (the statements for a sample table with a
+/// UNIQUE index): it changes with any change to the text, so the capture guard can tell the
+/// triggers of an earlier berth, brought up to date once after an upgrade, from triggers a
+/// tool changed ([`crate::guard`]).
+pub fn text_version() -> String {
+    use sha2::{Digest, Sha256};
+    let t = Table {
+        name: "t".into(),
+        columns: vec!["id".into(), "u".into(), "v".into()],
+        pk: vec!["id".into()],
+        rowid_key: false,
+    };
+    let sql = trigger_sql(&t, &[vec!["id".into()], vec!["u".into()]]);
+    hex::encode(&Sha256::digest(sql.as_bytes())[..8])
+}
+
 /// (Re)creates the capture triggers of every table and records the tables in `berth_tables`.
 pub fn install(conn: &Connection, tables: &[Table]) -> Result<()> {
     crate::store::upgrade_log(conn)?;

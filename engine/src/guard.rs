@@ -375,14 +375,20 @@ fn schema_change(conn: &Connection, replicated: &BTreeSet<String>) -> Result<Opt
 /// Meta key of the fingerprint of the last sound check ([`fingerprint`]).
 const SOUND_KEY: &str = "capture_guard";
 
+/// Meta key of the [`capture::text_version`] of the berth that made the last sound check.
+const TEXT_KEY: &str = "capture_text";
+
 /// The sha256 of everything the guard's verdict depends on: every row of `sqlite_master`
 /// (the user schema, berth's triggers and tables), `berth_tables` and the recorded schema
 /// checksum; and the names of the user tables (for the unreplicated ones). Equal
 /// fingerprints give equal verdicts, so a fingerprint recorded after a sound check lets the
-/// next dock skip the trigger texts and the snapshot (the checksum) entirely.
+/// next dock skip the trigger texts and the snapshot (the checksum) entirely. The version of
+/// the trigger text this berth installs is part of it: after an upgrade that changes the
+/// text, the first check compares the triggers again (and brings them up to date).
 fn fingerprint(conn: &Connection) -> Result<(String, Vec<String>, BTreeSet<String>)> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
+    h.update(capture::text_version().as_bytes());
     let mut user = Vec::new();
     let mut st = conn.prepare_cached(
         "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name",
@@ -456,11 +462,15 @@ fn check_with(site: &Site, remember: bool) -> Result<Guard> {
     } else {
         let mut g = inspect(&site.conn)?;
         let mut print = print;
-        if remember && only_older_text(&g) && store::meta(&site.conn, SOUND_KEY)?.is_none() {
-            // A site from before the guard, first checked by this version: every trigger is
-            // there and the tables are as recorded, only the text is an earlier berth's (a
-            // software upgrade changes it). They are berth's own, brought to this version's
-            // text once; from then on the recorded fingerprint tells them from a tool's.
+        let version = capture::text_version();
+        let checked_by_this_version = store::meta(&site.conn, SOUND_KEY)?.is_some()
+            && store::meta(&site.conn, TEXT_KEY)?.as_deref() == Some(version.as_str());
+        if remember && only_older_text(&g) && !checked_by_this_version {
+            // A site from before the guard, or last found sound by a berth whose trigger text
+            // differs, first checked by this version: every trigger is there and the tables
+            // are as recorded, only the text is an earlier berth's (a software upgrade changes
+            // it). They are berth's own, brought to this version's text once; from then on
+            // the recorded fingerprint tells them from a tool's.
             let tx = rusqlite::Transaction::new_unchecked(
                 &site.conn,
                 rusqlite::TransactionBehavior::Immediate,
@@ -472,6 +482,7 @@ fn check_with(site: &Site, remember: bool) -> Result<Guard> {
         }
         if remember && g.is_sound() {
             store::set_meta(&site.conn, SOUND_KEY, &print)?;
+            store::set_meta(&site.conn, TEXT_KEY, &version)?;
         }
         g
     };
