@@ -107,3 +107,113 @@ fn a_renamed_site_is_refused_naming_both_names() {
         .code(1)
         .stdout(predicate::str::contains("\"head\"").and(predicate::str::contains("\"hq\"")));
 }
+
+fn dock(site: &Path, via: &Path) {
+    berth()
+        .args(["dock", "--site"])
+        .arg(site)
+        .arg("--via")
+        .arg(via)
+        .assert()
+        .success();
+}
+
+/// Issue 16 part 2 through the binary: a row changed at a node with the triggers dropped (as
+/// the `sqlite3` shell does it), the triggers put back with `berth capture restore`: the next
+/// dock finds the difference (`verify` names the table and bucket), central's repair puts
+/// its row back, `berth repair --list` shows the node's value kept aside, and `--reapply`
+/// sends it on as an ordinary change that reaches central.
+#[test]
+fn a_hand_edit_is_found_repaired_kept_and_can_be_written_back() {
+    let root = tempfile::tempdir().unwrap();
+    let hq = init_central(
+        root.path(),
+        "CREATE TABLE item(id TEXT PRIMARY KEY, v TEXT);",
+        "INSERT INTO item VALUES ('k1', 'one'), ('k2', 'two'), ('k3', 'three');",
+    );
+    let via = root.path().join("via");
+    fs::create_dir_all(&via).unwrap();
+    let a = common::add_node(root.path(), &hq, "a", &via);
+    for _ in 0..2 {
+        dock(&a, &via);
+        dock(&hq, &via);
+    }
+    dock(&a, &via);
+    verify(&a)
+        .success()
+        .stdout(predicate::str::contains("replica      ok"));
+    let shell = "sqlite3";
+    let triggers = std::process::Command::new(shell)
+        .arg(a.join("data.db"))
+        .arg("SELECT group_concat('DROP TRIGGER ' || name || ';', ' ') FROM sqlite_master WHERE type = 'trigger';")
+        .output()
+        .unwrap();
+    let drops = String::from_utf8(triggers.stdout).unwrap();
+    let edit = std::process::Command::new(shell)
+        .arg(a.join("data.db"))
+        .arg(format!(
+            "{drops} UPDATE item SET v = 'by hand' WHERE id = 'k2';"
+        ))
+        .status()
+        .unwrap();
+    assert!(edit.success());
+    berth()
+        .args(["capture", "restore", "--site"])
+        .arg(&a)
+        .assert()
+        .success();
+    dock(&a, &via); // compares, reports
+    verify(&a)
+        .code(1)
+        .stdout(predicate::str::contains("replica      FAILED"))
+        .stdout(predicate::str::contains("item bucket"));
+    dock(&hq, &via); // answers with the repair
+    dock(&a, &via); // applies it
+    verify(&a).success().stdout(predicate::str::contains(
+        "row(s) a repair replaced are kept aside",
+    ));
+    let out = berth()
+        .args(["repair", "--list", "--json", "--site"])
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let kept: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kept = kept.as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["node_row"]["v"], "by hand");
+    assert_eq!(kept[0]["central_row"]["v"], "two");
+    berth()
+        .args(["status", "--site"])
+        .arg(&a)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("kept       1 row(s)"));
+    let id = kept[0]["id"].as_i64().unwrap().to_string();
+    berth()
+        .args(["repair", "--reapply", &id, "--site"])
+        .arg(&a)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("written back as a local change"));
+    berth()
+        .args(["repair", "--reapply", &id, "--site"])
+        .arg(&a)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("berth repair --list"));
+    dock(&a, &via);
+    dock(&hq, &via);
+    let v = std::process::Command::new(shell)
+        .arg(hq.join("data.db"))
+        .arg("SELECT v FROM item WHERE id = 'k2';")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(v.stdout).unwrap().trim(), "by hand");
+    berth()
+        .args(["status", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("replica    a: rows match"));
+}

@@ -705,13 +705,13 @@ fn apply_changes(
         ]
         .contains(&k.as_str())
     });
-    if log_to <= p.applied_pos
-        && acks <= p.acked_pos
-        && !replica_only
-        && !crate::upgrade::carries(&site.conn, &m)?
-    {
+    if log_to <= p.applied_pos && acks <= p.acked_pos {
+        // Nothing new in the stream: what the sender believes we acknowledged tells whether
+        // our acknowledgement was lost.
         note_sender_view(site, &m)?;
-        return Ok(Outcome::Duplicate);
+        if !replica_only && !crate::upgrade::carries(&site.conn, &m)? {
+            return Ok(Outcome::Duplicate);
+        }
     }
     let upgrade_in = crate::upgrade::read_incoming(site, bundle)?;
     // Replica digests and repair (SPEC 2.15): central's to a node, a node's report to central.

@@ -185,6 +185,8 @@ pub struct CentralOut {
     first_digests: bool,
     /// The bundle being written carries digests.
     with_digests: std::cell::Cell<bool>,
+    /// The bundle being written carries the repair.
+    with_repair: std::cell::Cell<bool>,
 }
 
 impl CentralOut {
@@ -239,7 +241,12 @@ pub fn central_entries(
 ) -> Result<Vec<(&'static str, &'static str, std::fs::File)>> {
     let tables = scope(catalog, model, Some(node));
     let mut entries = Vec::new();
-    if store::max_pos(conn)? == routed_pos {
+    if store::max_pos(conn)? != routed_pos {
+        // Written since the routing pass: the rows are ahead of the bundle's changes. The
+        // next bundle carries both (a repair stays due until sent).
+        return Ok(entries);
+    }
+    {
         let digests = digest::compute(conn, &tables)?;
         let mut f = tempfile::tempfile_in(spool).map_err(|e| EngineError::io(spool, e))?;
         f.write_all(digest::to_json(&digests).as_bytes())
@@ -248,7 +255,8 @@ pub fn central_entries(
         entries.push((DIGESTS_ENTRY, KIND_DIGESTS, f));
         out.with_digests.set(true);
     }
-    if out.due() {
+    if !out.repair.is_empty() {
+        out.with_repair.set(true);
         let mut f = tempfile::tempfile_in(spool).map_err(|e| EngineError::io(spool, e))?;
         write_repair(conn, &tables, &out.repair, &mut f, spool)?;
         f.rewind().map_err(|e| EngineError::io(spool, e))?;
@@ -335,7 +343,7 @@ pub fn record_sent(conn: &Connection, node: &str, seq: i64, out: &CentralOut) ->
         "INSERT OR IGNORE INTO berth_replicas(node) VALUES (?1)",
         params![node],
     )?;
-    if !out.repair.is_empty() {
+    if out.with_repair.get() {
         conn.execute(
             "UPDATE berth_replicas SET repair_seq = ?2, attempts = attempts + 1 WHERE node = ?1",
             params![node, seq.max(out.report_seq)],
@@ -735,18 +743,22 @@ pub fn last(conn: &Connection) -> Result<Option<Report>> {
     Ok(store::meta(conn, "replica_result")?.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
-/// What a node's next bundle carries for its replica: its last result, when central has not
-/// had it (it differs from the last one sent, or names differing places after a newer bundle).
+/// What a node's next bundle carries for its replica: its latest result, in every bundle (a
+/// bundle that replaces one still waiting in the folder must not drop the report that one
+/// carried). It alone justifies a bundle ([`NodeOut::due`]) when central has not had it: it
+/// names other places than the last one sent, names places after newer digests, or follows
+/// a repair.
 #[derive(Debug, Default)]
 pub struct NodeOut {
     /// The report to send.
     pub report: Option<Report>,
+    due: bool,
 }
 
 impl NodeOut {
     /// Whether it alone justifies writing a bundle.
     pub fn due(&self) -> bool {
-        self.report.is_some()
+        self.due
     }
 
     /// The entry: (name, kind, content).
@@ -793,7 +805,8 @@ pub fn node_out(conn: &Connection, catalog: &Catalog, acked: i64) -> Result<Node
         }
     };
     Ok(NodeOut {
-        report: due.then_some(report),
+        report: Some(report),
+        due,
     })
 }
 

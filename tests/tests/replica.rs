@@ -265,3 +265,126 @@ proptest! {
         }
     }
 }
+
+/// Writes into the exchange folder a bundle from central to `to`, signed with central's real
+/// key, carrying no changes and the given replica entries (name, kind, bytes).
+fn forge_from_central(w: &World, to: &str, entries: &[(&str, &str, Vec<u8>)]) -> String {
+    use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition};
+    let key =
+        SecretKey::from_text(&std::fs::read_to_string(w.dir("hq").join("keys/site.key")).unwrap())
+            .unwrap();
+    let hq = Connection::open(w.dir("hq").join("data.db")).unwrap();
+    let (out_seq, acked, applied): (i64, i64, i64) = hq
+        .query_row(
+            "SELECT out_seq, acked_pos, applied_pos FROM berth_peers WHERE name = ?1",
+            [to],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let stream = StreamPosition {
+        seq: (out_seq + 1) as u64,
+        log_from: (acked + 1) as u64,
+        log_to: acked as u64,
+        requires: acked as u64,
+        acks: applied as u64,
+    };
+    let name = berth_bundle::naming::bundle_file_name("hq", to, stream.seq);
+    let mut bw = BundleWriter::new(
+        std::fs::File::create(w.via.join(&name)).unwrap(),
+        BundleHeader {
+            sender: Party {
+                site: "hq".into(),
+                key_id: key.public().key_id(),
+            },
+            recipients: vec![to.into()],
+            created: 0,
+            bundle_id: None,
+            stream: Some(stream),
+            schema_checksum: None,
+            software_level: None,
+            critical: vec![],
+            extensions: Default::default(),
+        },
+    )
+    .unwrap();
+    bw.add_bytes(
+        "payload/changes.jsonl",
+        "changes",
+        Compression::Deflate,
+        b"",
+    )
+    .unwrap();
+    for (entry, kind, bytes) in entries {
+        bw.add_bytes(entry, kind, Compression::Deflate, bytes)
+            .unwrap();
+    }
+    bw.finish(&key).unwrap();
+    name
+}
+
+/// A repair or digests entry that cannot be right (hostile or damaged, yet signed by
+/// central) is refused as malformed: the bundle is quarantined with the reason, naming the
+/// entry and line, and not one row changes.
+#[test]
+fn a_malformed_repair_or_digest_is_quarantined_and_changes_nothing() {
+    let w = World::new(ITEM, &data(10), &["a"]);
+    w.settle();
+    let before = w.dump("a");
+    let key_k1_bucket = berth_engine::digest::bucket_of_key(&[serde_json::json!("k1")]).unwrap();
+    let other = (key_k1_bucket + 1) % berth_engine::digest::BUCKETS;
+    let cases: Vec<(&str, Vec<(&str, &str, Vec<u8>)>, &str)> = vec![
+        (
+            "bucket out of range",
+            vec![(replica::REPAIR_ENTRY, "repair", br#"{"t":"item","b":99,"n":0}"#.to_vec())],
+            "out of range",
+        ),
+        (
+            "row in the wrong bucket",
+            vec![(
+                replica::REPAIR_ENTRY,
+                "repair",
+                format!(
+                    "{{\"t\":\"item\",\"b\":{other},\"n\":1}}\n{{\"t\":\"item\",\"b\":{other},\"k\":[\"k1\"],\"r\":{{\"id\":\"k1\",\"v\":0,\"note\":\"x\"}}}}\n"
+                )
+                .into_bytes(),
+            )],
+            "not in that bucket",
+        ),
+        (
+            "header count disagrees",
+            vec![(
+                replica::REPAIR_ENTRY,
+                "repair",
+                format!("{{\"t\":\"item\",\"b\":{key_k1_bucket},\"n\":5}}\n").into_bytes(),
+            )],
+            "header says 5 rows",
+        ),
+        (
+            "not JSON",
+            vec![(replica::REPAIR_ENTRY, "repair", b"\xff\xfe garbage".to_vec())],
+            "line 1",
+        ),
+        (
+            "digests with a bad hash",
+            vec![(
+                replica::DIGESTS_ENTRY,
+                "digests",
+                br#"{"item":{"rows":1,"xor":"zz","b":{"3":[1,"zz"]}}}"#.to_vec(),
+            )],
+            "digests",
+        ),
+    ];
+    for (what, entries, reason) in cases {
+        let name = forge_from_central(&w, "a", &entries);
+        let r = w.dock("a");
+        let i = r
+            .incoming
+            .iter()
+            .find(|i| i.file == name)
+            .unwrap_or_else(|| panic!("{what}: {name} not reported: {r:?}"));
+        assert_eq!(i.outcome, "quarantined", "{what}: {i:?}");
+        assert!(i.detail.contains(reason), "{what}: {:?}", i.detail);
+        assert_eq!(w.dump("a"), before, "{what}: rows changed");
+        assert!(kept(&w, "a").is_empty(), "{what}");
+    }
+}
