@@ -332,7 +332,9 @@ fn a_malformed_repair_or_digest_is_quarantined_and_changes_nothing() {
     let before = w.dump("a");
     let key_k1_bucket = berth_engine::digest::bucket_of_key(&[serde_json::json!("k1")]).unwrap();
     let other = (key_k1_bucket + 1) % berth_engine::digest::BUCKETS;
-    let cases: Vec<(&str, Vec<(&str, &str, Vec<u8>)>, &str)> = vec![
+    /// (what, entries (name, kind, bytes), the reason the quarantine names)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str, Vec<u8>)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "bucket out of range",
             vec![(replica::REPAIR_ENTRY, "repair", br#"{"t":"item","b":99,"n":0}"#.to_vec())],
