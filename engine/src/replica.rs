@@ -544,6 +544,9 @@ pub fn apply_incoming(
     }
     let mut changed = 0u64;
     if !inc.repair.is_empty() {
+        // Rows of several tables are repaired one by one: a child may be put back before its
+        // parent. Foreign keys are checked at commit (the pragma ends with the transaction).
+        conn.execute_batch("PRAGMA defer_foreign_keys = ON")?;
         let pending = unmerged(conn, catalog, acked)?;
         for ((table, b), (_, rows)) in &inc.repair {
             let Some(t) = catalog.tables.get(table) else {
@@ -551,7 +554,7 @@ pub fn apply_incoming(
             };
             let central: BTreeMap<String, (&Vec<Json>, &Row)> = rows
                 .iter()
-                .map(|(k, r)| (serde_json::to_string(k).unwrap_or_default(), (k, r)))
+                .map(|(k, r)| (canonical_key(k), (k, r)))
                 .collect();
             let mut ours: BTreeMap<String, (Vec<Json>, Row)> = BTreeMap::new();
             digest::rows_in_buckets(conn, t, &Scope::All, &BTreeSet::from([*b]), |k, r| {
@@ -599,6 +602,25 @@ pub fn apply_incoming(
         store::set_meta(conn, "replica_repaired", &changed.to_string())?;
     }
     Ok(changed)
+}
+
+/// A key's text as a row read from SQLite gives it ([`crate::value::from_sql`]), whatever
+/// spelling of the same values it came in (`1.0` for a real 1, hex in either case), so
+/// central's rows and ours are matched by value.
+fn canonical_key(k: &[Json]) -> String {
+    let values: Vec<Json> = k
+        .iter()
+        .map(|v| match crate::value::to_sql(v) {
+            Some(crate::value::Sql::Value(x)) => {
+                crate::value::from_sql(rusqlite::types::ValueRef::from(&x))
+            }
+            Some(crate::value::Sql::Bytes(b)) => {
+                crate::value::from_sql(rusqlite::types::ValueRef::Text(&b))
+            }
+            None => v.clone(),
+        })
+        .collect();
+    serde_json::to_string(&values).unwrap_or_default()
 }
 
 fn rows_equal(a: &Row, b: &Row) -> bool {
