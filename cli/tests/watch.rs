@@ -1255,3 +1255,37 @@ fn a_sealed_initial_extract_opens_only_at_its_node() {
         "payroll"
     );
 }
+
+/// Issue 16 part 1 at the watcher: a tool dropped one of central's capture triggers while
+/// the watcher runs. A node's bundle that arrives is not applied (it would be merged with
+/// capture broken, so what it sets off would never reach the nodes): the watcher reports
+/// the error naming the table and what to do, and the bundle waits in the spool. Once
+/// `berth capture restore` put the trigger back, the next bundle's cycle applies both.
+#[test]
+fn the_watcher_applies_nothing_while_capture_is_broken() {
+    let w = Pair::new();
+    let b1 = w.node_bundle("INSERT INTO item VALUES('g1', 'first', NULL)");
+    let inbox = w.p("inbox");
+    let mut watcher = w.watch("hq", &["--via", inbox.to_str().unwrap()]);
+    exec(&w.p("hq/data.db"), "DROP TRIGGER berth_upd_item;");
+    fs::copy(&b1, inbox.join(name(&b1))).unwrap();
+    let e = watcher.wait_for("error", |v| {
+        v["detail"].as_str().is_some_and(|d| d.contains("item"))
+    });
+    let detail = e["detail"].as_str().unwrap();
+    assert!(detail.contains("capture restore"), "{detail}");
+    assert_eq!(w.hq("SELECT COUNT(*) FROM item WHERE id = 'g1'"), "0");
+    assert_eq!(watcher.count("applied", &name(&b1)), 0);
+    berth()
+        .args(["capture", "restore", "--site"])
+        .arg(w.p("hq"))
+        .assert()
+        .success();
+    let b2 = w.node_bundle("INSERT INTO item VALUES('g2', 'second', NULL)");
+    fs::copy(&b2, inbox.join(name(&b2))).unwrap();
+    watcher.file_event("applied", &name(&b2));
+    assert_eq!(
+        w.hq("SELECT COUNT(*) FROM item WHERE id IN ('g1', 'g2')"),
+        "2"
+    );
+}
