@@ -450,14 +450,45 @@ fn parse_attr(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
+/// Exit status when the reader of our output went away (`berth conflicts | head -1`): what a
+/// shell reports for a program SIGPIPE ended, with nothing printed.
+const BROKEN_PIPE: u8 = 141;
+
+/// Whether a panic's payload is the one `println!` raises on a closed pipe.
+fn broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    msg.contains("Broken pipe") || msg.contains("os error 32") || msg.contains("os error 232")
+}
+
 fn main() -> ExitCode {
+    // `println!` panics when stdout is a closed pipe: such a panic is not a bug to report.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !broken_pipe(info.payload()) {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e))
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(BROKEN_PIPE)
+        }
+        Ok(Err(e)) => {
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
         }
+        Err(payload) if broken_pipe(payload.as_ref()) => ExitCode::from(BROKEN_PIPE),
+        Err(payload) => std::panic::resume_unwind(payload),
     }
 }
 

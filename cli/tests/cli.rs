@@ -284,3 +284,42 @@ fn every_help_text_has_an_example() {
     assert!(seen >= 10, "only {seen} help texts found");
     assert!(missing.is_empty(), "no example in: {}", missing.join(", "));
 }
+
+/// Issue 19, broken 3: output into a pipe whose reader has gone (`berth ... | head -1`)
+/// ends the command quietly with the status a shell gives a program SIGPIPE ended (141),
+/// not a panic (exit 101 and a backtrace hint on stderr). Both printing paths: plain text
+/// (`println!`) and `--json`.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("s.sql"),
+        "CREATE TABLE item(id TEXT PRIMARY KEY);",
+    )
+    .unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(root.path().join("hq"))
+        .arg("--schema")
+        .arg(root.path().join("s.sql"))
+        .assert()
+        .success();
+    for json in [false, true] {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        cmd.args(["status", "--site"]).arg(root.path().join("hq"));
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command has written anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "json {json}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "json {json}: {stderr}");
+    }
+}

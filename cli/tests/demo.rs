@@ -297,3 +297,29 @@ fn sample_generate_refuses_bad_input_clearly() {
         .stderr(predicate::str::contains("--scale must be between 1"));
     assert!(!d.path().join("new").exists());
 }
+
+/// Issue 19, broken 1: a relative folder (as the README writes `--site laptop`). Install
+/// programs and executable steps run in other folders, so every path berth hands them
+/// (BERTH_SITE_DIR, BERTH_DATABASE, BERTH_PACKAGE_DIR) must be absolute: the demo's
+/// upgrade and migration pass every check from a relative folder too.
+#[test]
+fn the_demo_passes_every_check_from_a_relative_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let v = json_of(berth().current_dir(d.path()).arg("demo").arg("rel"));
+    let failed: Vec<&Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] != true)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(v["ok"], true);
+    if cfg!(unix) {
+        let keith = &v["sites"][1];
+        assert_eq!(
+            keith["software_level"], "2",
+            "the upgrade installed: {keith}"
+        );
+    }
+    assert!(d.path().join("rel/hq").is_dir());
+}

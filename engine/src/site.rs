@@ -167,6 +167,10 @@ impl Site {
 
     /// [`Site::open`]; `creating`: the site is being created, its database is new.
     fn open_with(dir: &Path, creating: bool) -> Result<Site> {
+        // Every path berth hands on (to install programs, executable steps, the demo's
+        // checks) is absolute: they run in other folders than the caller's.
+        let absolute = std::path::absolute(dir).map_err(|e| EngineError::io(dir, e))?;
+        let dir = absolute.as_path();
         let config = Self::read_config(dir)?;
         let lock_path = dir.join("berth.lock");
         let lock = io(
