@@ -323,3 +323,65 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(141), "json {json}: {stderr}");
     }
 }
+
+/// Issue 19, broken 5: a node named `all` (the recipient of every enrollment request) or
+/// named like central is refused with a message saying why, at `init` and at `node add`,
+/// and nothing is enrolled.
+#[test]
+fn names_that_already_mean_something_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::write(r.join("s.sql"), "CREATE TABLE item(id TEXT PRIMARY KEY);").unwrap();
+    std::fs::create_dir_all(r.join("via")).unwrap();
+    berth()
+        .args(["init", "node"])
+        .arg(r.join("n1"))
+        .args(["--name", "all", "--via"])
+        .arg(r.join("via"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"all\" cannot be used"))
+        .stderr(predicate::str::contains("choose another name"));
+    assert!(!r.join("n1/berth.toml").exists());
+    berth()
+        .args(["init", "central"])
+        .arg(r.join("c1"))
+        .args(["--name", "all", "--schema"])
+        .arg(r.join("s.sql"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"all\" cannot be used"));
+    berth()
+        .args(["init", "central"])
+        .arg(r.join("hq"))
+        .arg("--schema")
+        .arg(r.join("s.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["init", "node"])
+        .arg(r.join("twin"))
+        .args(["--name", "hq", "--via"])
+        .arg(r.join("via"))
+        .assert()
+        .success();
+    berth()
+        .args(["node", "add", "hq", "--site"])
+        .arg(r.join("hq"))
+        .arg("--via")
+        .arg(r.join("via"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("central's own name"));
+    let hq_to_hq = std::fs::read_dir(r.join("via"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("hq_to_hq")
+        })
+        .count();
+    assert_eq!(hq_to_hq, 0, "no extract written");
+}

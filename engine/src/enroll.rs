@@ -87,6 +87,14 @@ pub fn add_node(
 ) -> Result<Added> {
     site.require(Role::Central)?;
     check_name(name)?;
+    if name == site.name() {
+        return Err(EngineError::ReservedName {
+            name: name.to_string(),
+            reason: "it is central's own name: bundles to the node and to central could not \
+                     be told apart"
+                .into(),
+        });
+    }
     let label = request
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

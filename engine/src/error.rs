@@ -60,6 +60,14 @@ pub enum EngineError {
         /// The name given.
         name: String,
     },
+    /// A well-formed name that cannot be a site's: it already means something else.
+    #[error("the name {name:?} cannot be used: {reason}; choose another name")]
+    ReservedName {
+        /// The name given.
+        name: String,
+        /// What it already means.
+        reason: String,
+    },
     /// The operation needs a site of the other role.
     #[error("this is a {actual} site; the operation needs a {expected} site")]
     WrongRole {

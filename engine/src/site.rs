@@ -110,15 +110,23 @@ fn read_text(path: &Path) -> Result<String> {
     io(path, fs::read_to_string(path))
 }
 
-/// Checks a site or node name.
+/// Checks a site or node name: well formed, and not `all`, which in a bundle's recipients
+/// addresses every site (a new node's enrollment request goes `to_all`).
 pub fn check_name(name: &str) -> Result<()> {
-    if berth_bundle::naming::is_valid_site_name(name) {
-        Ok(())
-    } else {
-        Err(EngineError::BadName {
+    if !berth_bundle::naming::is_valid_site_name(name) {
+        return Err(EngineError::BadName {
             name: name.to_string(),
-        })
+        });
     }
+    if name == "all" {
+        return Err(EngineError::ReservedName {
+            name: name.to_string(),
+            reason: "\"all\" addresses every site in a bundle's recipients (a new node's \
+                     enrollment request is sent to all)"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn default_name(dir: &Path) -> String {
