@@ -205,3 +205,72 @@ fn an_admin_submits_the_sample_package_and_central_accepts_it() {
         .assert()
         .success();
 }
+
+/// Issue 19, broken 2: a package whose install command is the shipped program itself
+/// (`install = ["install.sh"]`, no `sh` in front) installs: the file berth stores for the
+/// node is made executable before it runs (it used to fail with "Permission denied").
+#[cfg(unix)]
+#[test]
+fn an_install_program_shipped_in_the_package_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let usb = root.join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let (hq, laptop) = (root.join("hq"), root.join("laptop"));
+    init_central(&hq);
+    berth()
+        .args(["init", "node"])
+        .arg(&laptop)
+        .args(["--name", "alice", "--via"])
+        .arg(&usb)
+        .assert()
+        .success();
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&usb)
+        .assert()
+        .success();
+    dock(&laptop, &usb);
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade");
+    let pkg = root.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for f in ["install.sh", "RELEASE-NOTES.txt"] {
+        std::fs::copy(sample.join(f), pkg.join(f)).unwrap();
+    }
+    let toml = std::fs::read_to_string(sample.join("package.toml"))
+        .unwrap()
+        .replace(
+            "install = [\"sh\", \"install.sh\"]",
+            "install = [\"install.sh\"]",
+        )
+        .replace("apply = \"deferrable\"", "apply = \"immediate\"");
+    assert!(toml.contains("install = [\"install.sh\"]"));
+    std::fs::write(pkg.join("package.toml"), toml).unwrap();
+    berth()
+        .args(["upgrade", "publish"])
+        .arg(pkg.join("package.toml"))
+        .arg("--site")
+        .arg(&hq)
+        .assert()
+        .success();
+    berth()
+        .args(["upgrade", "activate", "fieldapp-2", "--site"])
+        .arg(&hq)
+        .assert()
+        .success();
+    dock(&hq, &usb);
+    dock(&laptop, &usb);
+    assert!(
+        std::fs::read_to_string(laptop.join("installed-software.txt"))
+            .unwrap_or_else(|e| panic!("the install did not run: {e}"))
+            .starts_with("fieldapp-2 2 ")
+    );
+    berth()
+        .args(["status", "--site"])
+        .arg(&laptop)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("software   2"));
+}

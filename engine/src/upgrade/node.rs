@@ -655,7 +655,16 @@ fn install(site: &mut Site, pkg: &Package) -> Result<Note> {
     // up on PATH (behaviour of relative program paths with a working folder is platform
     // specific, so never leave it to the platform).
     let program = if pkg.files.iter().any(|f| f.name == pkg.install[0]) {
-        dir.join(&pkg.install[0]).into_os_string()
+        let path = dir.join(&pkg.install[0]);
+        // Files arrive readable by the site only; the one the install command runs must
+        // also be executable (as a migration's executable step is).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                .map_err(|e| EngineError::io(&path, e))?;
+        }
+        path.into_os_string()
     } else {
         pkg.install[0].clone().into()
     };
