@@ -142,7 +142,13 @@ struct Watcher {
 
 impl Watcher {
     fn start(site: &Path, args: &[&str]) -> Watcher {
+        Watcher::start_env(site, args, &[])
+    }
+
+    /// [`Watcher::start`] with environment variables set for the watcher.
+    fn start_env(site: &Path, args: &[&str], env: &[(&str, &Path)]) -> Watcher {
         let mut child = std::process::Command::new(bin())
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .arg("watch")
             .arg("--site")
             .arg(site)
@@ -1288,4 +1294,50 @@ fn the_watcher_applies_nothing_while_capture_is_broken() {
         w.hq("SELECT COUNT(*) FROM item WHERE id IN ('g1', 'g2')"),
         "2"
     );
+}
+
+/// Issue 19, broken 4: the help's own example, `--via maildir:~/Maildir`, watches the
+/// Maildir in the home folder (no shell expands `~` after `maildir:`), and a Maildir that
+/// is not there is an error that says so, instead of a watcher that watches nothing.
+#[test]
+fn maildir_in_the_home_folder_is_watched_and_a_missing_one_is_an_error() {
+    let w = Pair::new();
+    berth()
+        .args(["watch", "--site"])
+        .arg(w.p("hq"))
+        .args(["--via", "maildir:~/NoSuchMaildir", "--out"])
+        .arg(w.p("inbox"))
+        .env("HOME", w.p(""))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("NoSuchMaildir is not a Maildir"));
+    let maildir = w.p("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let inbox = w.p("inbox");
+    let mut watcher = Watcher::start_env(
+        &w.p("hq"),
+        &[
+            "--via",
+            "maildir:~/Maildir",
+            "--out",
+            inbox.to_str().unwrap(),
+        ],
+        &[("HOME", w.p("").as_path())],
+    );
+    let b = w.node_bundle("INSERT INTO item VALUES('h1', 'home maildir', NULL)");
+    let eml = w.p("side/h1.eml");
+    berth()
+        .args(["bundle", "mail"])
+        .arg(&b)
+        .args(["--to", "hq@example.org", "--out"])
+        .arg(&eml)
+        .assert()
+        .success();
+    let msg = "1700000001.M1P1.berth-test";
+    fs::copy(&eml, maildir.join("tmp").join(msg)).unwrap();
+    fs::rename(maildir.join("tmp").join(msg), maildir.join("new").join(msg)).unwrap();
+    watcher.file_event("applied", &name(&b));
+    assert_eq!(w.hq("SELECT v FROM item WHERE id = 'h1'"), "home maildir");
 }

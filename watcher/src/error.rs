@@ -44,6 +44,15 @@ pub enum WatchError {
     /// The options do not make a watch possible.
     #[error("{0}")]
     Usage(&'static str),
+    /// A `maildir:` source that is not a Maildir (no `new/` and no `cur/` folder in it).
+    #[error(
+        "{path} is not a Maildir (it has no new/ or cur/ folder): give the folder your mail \
+         program delivers into, e.g. --via maildir:~/Maildir"
+    )]
+    NotMaildir {
+        /// The path given.
+        path: PathBuf,
+    },
 }
 
 impl WatchError {

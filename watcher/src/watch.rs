@@ -46,11 +46,12 @@ pub enum Source {
 }
 
 impl Source {
-    /// `maildir:PATH` is a Maildir; anything else a folder.
+    /// `maildir:PATH` is a Maildir; anything else a folder. A leading `~` is the home
+    /// folder: no shell expands it after `maildir:`.
     pub fn parse(arg: &str) -> Source {
         match arg.strip_prefix("maildir:") {
-            Some(p) => Source::Maildir(PathBuf::from(p)),
-            None => Source::Folder(PathBuf::from(arg)),
+            Some(p) => Source::Maildir(home(p)),
+            None => Source::Folder(home(arg)),
         }
     }
 
@@ -58,6 +59,19 @@ impl Source {
         match self {
             Source::Folder(p) | Source::Maildir(p) => p,
         }
+    }
+}
+
+/// `~` and `~/...` (or `~\...`) under the home folder (`HOME`, else `USERPROFILE`); any other
+/// path as it is.
+fn home(p: &str) -> PathBuf {
+    let rest = match p.strip_prefix('~') {
+        Some(r) if r.is_empty() || r.starts_with('/') || r.starts_with('\\') => r,
+        _ => return PathBuf::from(p),
+    };
+    match std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")) {
+        Some(h) => PathBuf::from(h).join(rest.trim_start_matches(['/', '\\'])),
+        None => PathBuf::from(p),
     }
 }
 
@@ -245,6 +259,14 @@ fn file_name(p: &Path) -> String {
 pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) -> Result<()> {
     if opts.sources.is_empty() {
         return Err(WatchError::Usage("give at least one --via source"));
+    }
+    for s in &opts.sources {
+        if let Source::Maildir(p) = s
+            && !p.join("new").is_dir()
+            && !p.join("cur").is_dir()
+        {
+            return Err(WatchError::NotMaildir { path: p.clone() });
+        }
     }
     let out = match &opts.out {
         Some(o) => o.clone(),
@@ -773,5 +795,36 @@ impl Watch<'_> {
                 i.detail.clone(),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn a_leading_tilde_is_the_home_folder_and_nothing_else_is_touched() {
+        let h = std::env::var_os("HOME")
+            .or_else(|| std::env::var_os("USERPROFILE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("neither HOME nor USERPROFILE is set"));
+        assert_eq!(
+            Source::parse("maildir:~/Maildir"),
+            Source::Maildir(h.join("Maildir"))
+        );
+        assert_eq!(Source::parse("~"), Source::Folder(h.clone()));
+        assert_eq!(
+            Source::parse("~/sync/berth"),
+            Source::Folder(h.join("sync/berth"))
+        );
+        assert_eq!(
+            Source::parse("~bob/x"),
+            Source::Folder(PathBuf::from("~bob/x"))
+        );
+        assert_eq!(
+            Source::parse("/a/~/b"),
+            Source::Folder(PathBuf::from("/a/~/b"))
+        );
     }
 }
