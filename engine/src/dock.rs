@@ -1324,9 +1324,9 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     // commit sends it again (in the next bundle, the receiver skips what it has).
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
     upgrade_out.record_sent(&tx, &p.name, seq)?;
-    crate::replica::record_sent(&tx, &p.name, seq, &central_replica)?;
-    if let Some(r) = &node_replica {
-        r.record_sent(&tx)?;
+    match &node_replica {
+        Some(r) => r.record_sent(&tx)?,
+        None => crate::replica::record_sent(&tx, &p.name, seq, &central_replica)?,
     }
     peer::record_out(&tx, &p.name, seq, max_pos, p.applied_pos, store::now())?;
     tx.commit()?;

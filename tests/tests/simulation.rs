@@ -1514,6 +1514,29 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
                         }
                     }
                 }
+                // A UNIQUE value central still holds for another row because a genuine
+                // collision of the same node on that row went central's way (it kept a row
+                // the node had deleted or replaced): the node reused the value before the
+                // correction reached it, racing the writes that collision raced.
+                if by.is_empty() && c.kind == "constraint" {
+                    for p in conflicts.iter().filter(|p| {
+                        p.id < c.id
+                            && p.node == c.node
+                            && p.tbl == c.tbl
+                            && p.resolution != "node-wins"
+                            && !lineage.contains(&p.pk)
+                    }) {
+                        let kept = sim.lineage(&p.tbl, &p.pk);
+                        let holds = sim.ledger.iter().any(|x| {
+                            x.table == p.tbl
+                                && kept.contains(&x.key)
+                                && mine.clone().any(|e| contends(sim, e, x))
+                        });
+                        if holds {
+                            by.extend(raced.get(&p.id).map_or(&[][..], Vec::as_slice));
+                        }
+                    }
+                }
                 let genuine = !by.is_empty();
                 raced.insert(c.id, by);
                 genuine
