@@ -390,10 +390,17 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                     done.insert(f.path.clone());
                     crash_point(opts.fail_intake, IntakeStep::Applied, "intake")?;
                     transport::move_into(&f.path, &site.folder("archive"))?;
-                    let detail = format!(
+                    let mut detail = format!(
                         "{} applied, {} conflicts, {} skipped, {} overrides",
                         stats.applied, stats.conflicts, stats.skipped, stats.overrides
                     );
+                    if stats.repaired > 0 {
+                        detail.push_str(&format!(
+                            "; {} rows repaired from central's (the replaced ones are kept: \
+                             berth repair --list)",
+                            stats.repaired
+                        ));
+                    }
                     Incoming {
                         file,
                         outcome: "applied",

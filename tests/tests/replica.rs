@@ -79,7 +79,15 @@ fn a_row_changed_behind_berths_back_is_repaired_and_kept_aside() {
     assert_eq!(r.differ.len(), 1, "one bucket differs: {r:?}");
     assert_eq!(r.differ[0].t, "item");
     assert!(r.differ[0].b.is_some());
-    round_trip(&w, "a");
+    w.dock("hq");
+    let took = w.dock("a");
+    assert!(
+        took.incoming
+            .iter()
+            .any(|i| i.detail.contains("1 rows repaired from central's")),
+        "{took:?}"
+    );
+    w.dock("hq");
     assert_eq!(w.value("a", "SELECT v FROM item WHERE id = 'k7'"), "7");
     let k = kept(&w, "a");
     assert_eq!(k.len(), 1, "{k:?}");
