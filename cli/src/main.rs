@@ -454,6 +454,24 @@ fn parse_attr(s: &str) -> Result<(String, String), String> {
 /// shell reports for a program SIGPIPE ended, with nothing printed.
 const BROKEN_PIPE: u8 = 141;
 
+/// An error and its causes on one line, each said once: a library error that names its
+/// cause in its own message (`file: No such file or directory`) is not followed by that
+/// cause again.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Whether a panic's payload is the one `println!` raises on a closed pipe.
 fn broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
     let msg = payload
@@ -484,7 +502,7 @@ fn main() -> ExitCode {
             ExitCode::from(BROKEN_PIPE)
         }
         Ok(Err(e)) => {
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", message(&e));
             ExitCode::FAILURE
         }
         Err(payload) if broken_pipe(payload.as_ref()) => ExitCode::from(BROKEN_PIPE),

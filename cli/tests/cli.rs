@@ -385,3 +385,44 @@ fn names_that_already_mean_something_are_refused() {
         .count();
     assert_eq!(hq_to_hq, 0, "no extract written");
 }
+
+/// Issue 19, unhelpful 1: one message, each cause said once: an OS error used to be printed
+/// twice (`No such file or directory (os error 2): No such file or directory (os error
+/// 2)`), an SQL error of a bad schema three times.
+#[test]
+fn an_error_says_each_cause_once() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let out = berth()
+        .args(["init", "central"])
+        .arg(r.join("hq"))
+        .arg("--schema")
+        .arg(r.join("missing.sql"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.sql"), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    std::fs::write(
+        r.join("bad.sql"),
+        "CREATE TABLE t(id TEXT PRIMARY KEY, x BOGUS(;\n",
+    )
+    .unwrap();
+    let out = berth()
+        .args(["init", "central"])
+        .arg(r.join("hq"))
+        .arg("--schema")
+        .arg(r.join("bad.sql"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.sql"), "{err}");
+    assert_eq!(err.matches("syntax error").count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("berth:")).count(),
+        1,
+        "{err}"
+    );
+}
