@@ -635,12 +635,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::SendSql { site, nodes, file } => {
-            let s =
+            let mut s =
                 Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
             s.require(berth_engine::site::Role::Central)?;
             let sql = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            berth_engine::partial::send_sql(&s.conn, &nodes, &sql)
+            berth_engine::partial::send_sql(&mut s.conn, &nodes, &sql)
                 .with_context(|| format!("sending {} to {}", file.display(), nodes.join(", ")))?;
             println!(
                 "journaled for {}; it travels with their next bundles",

@@ -100,6 +100,16 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// A `send-sql` script holds a statement central will not run inside its transaction.
+    #[error(
+        "statement {statement} of the script is {what}, which send-sql does not allow: central tries the script inside a transaction of its own, so a script may not begin, end or release transactions (BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT, RELEASE), attach or detach databases, or set pragmas; remove that statement and send the script again (nothing was run or journaled)"
+    )]
+    SqlRefused {
+        /// Its position in the script, from 1.
+        statement: usize,
+        /// What it does (`COMMIT (or END)`, `ATTACH "x.db"`, `PRAGMA foreign_keys = OFF`).
+        what: String,
+    },
     /// A volume set (a bundle cut into pieces) cannot be joined: a piece differs from its index.
     #[error("volume set {index}: {reason}")]
     Volume {
@@ -211,6 +221,7 @@ impl EngineError {
             EngineError::Bundle(e) => e.is_permanent(),
             EngineError::Sealed { source, .. } => source.is_permanent(),
             EngineError::BadPayload { .. }
+            | EngineError::SqlRefused { .. }
             | EngineError::Refused { .. }
             | EngineError::Volume { .. }
             | EngineError::Digest(_)
