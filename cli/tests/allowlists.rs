@@ -162,3 +162,124 @@ fn send_sql_refuses_statements_that_escape_the_trial_transaction() {
     );
     assert_capture_on(&hq, "a legitimate script");
 }
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales")
+}
+
+/// The sales sample's model with the SQL of the account object's first rule replaced.
+fn with_first_rule(sql: &str) -> String {
+    let text = std::fs::read_to_string(samples().join("docking.toml")).unwrap();
+    let start = text.find("[[object.rule]]\nsql = \"\"\"").unwrap() + "[[object.rule]]\n".len();
+    let open = "sql = \"\"\"".len();
+    let end = start + open + text[start + open..].find("\"\"\"").unwrap() + 3;
+    format!(
+        "{}sql = \"\"\"\n{sql}\n\"\"\"{}",
+        &text[..start],
+        &text[end..]
+    )
+}
+
+/// Regression (issue 17, path 5): a rule using ATTACH or PRAGMA passed `docking check` and
+/// `docking apply` as read-only, and the ATTACH rule created a file at the next dock. Rules
+/// are now held to the allow-list of SPEC 2.8 wherever a model comes in: `docking check`,
+/// `docking apply` (the model in force is unchanged) and `init central --docking`.
+#[test]
+fn docking_rules_outside_the_allow_list_are_refused_everywhere() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let s = samples();
+    let hq = root.join("hq");
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(s.join("schema.sql"))
+        .arg("--data")
+        .arg(s.join("data.sql"))
+        .arg("--docking")
+        .arg(s.join("docking.toml"))
+        .assert()
+        .success();
+    // The sample itself passes.
+    berth()
+        .args(["docking", "check", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 error(s)"));
+    let in_force = std::fs::read(hq.join("docking.toml")).unwrap();
+    let evil = root.join("evil.db");
+    let cases: Vec<(String, &str)> = vec![
+        (format!("ATTACH '{}' AS evil", evil.display()), "ATTACH"),
+        ("DETACH main".into(), "DETACH main"),
+        ("PRAGMA foreign_keys = OFF".into(), "PRAGMA foreign_keys"),
+        ("PRAGMA table_info(account)".into(), "PRAGMA table_info"),
+        ("BEGIN".into(), "BEGIN"),
+        ("COMMIT".into(), "COMMIT"),
+        ("SAVEPOINT s".into(), "SAVEPOINT s"),
+        (
+            "INSERT INTO account(id) VALUES ('evil')".into(),
+            "INSERT INTO account",
+        ),
+        ("UPDATE account SET name = 'x'".into(), "UPDATE account"),
+        ("DELETE FROM account".into(), "DELETE FROM account"),
+        (
+            "WITH q AS (SELECT 'evil') INSERT INTO account(id) SELECT * FROM q".into(),
+            "INSERT INTO account",
+        ),
+        ("SELECT load_extension('evil')".into(), "load_extension()"),
+    ];
+    for (i, (sql, says)) in cases.into_iter().enumerate() {
+        let bad = root.join(format!("bad{i}.toml"));
+        std::fs::write(&bad, with_first_rule(&sql)).unwrap();
+        let names_rule = predicate::str::contains("object \"account\" rule 1");
+        berth()
+            .args(["docking", "check", "--site"])
+            .arg(&hq)
+            .arg(&bad)
+            .current_dir(root)
+            .assert()
+            .code(1)
+            .stdout(names_rule.clone().and(predicate::str::contains(says)))
+            .stdout(predicate::str::contains("rules and mappings may not"));
+        berth()
+            .args(["docking", "apply", "--site"])
+            .arg(&hq)
+            .arg(&bad)
+            .current_dir(root)
+            .assert()
+            .failure()
+            .stderr(names_rule.clone().and(predicate::str::contains(says)));
+        assert_eq!(
+            std::fs::read(hq.join("docking.toml")).unwrap(),
+            in_force,
+            "{sql}"
+        );
+        let hq2 = root.join(format!("hq2-{i}"));
+        berth()
+            .args(["init", "central"])
+            .arg(&hq2)
+            .arg("--schema")
+            .arg(s.join("schema.sql"))
+            .arg("--docking")
+            .arg(&bad)
+            .current_dir(root)
+            .assert()
+            .failure()
+            .stderr(names_rule.and(predicate::str::contains(says)));
+        assert!(!hq2.exists(), "{sql}");
+        assert!(!evil.exists(), "{sql} created {}", evil.display());
+    }
+    // Central still docks: the model in force was never replaced.
+    let via = root.join("usb");
+    std::fs::create_dir_all(&via).unwrap();
+    berth()
+        .args(["dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&via)
+        .assert()
+        .success();
+    assert!(!evil.exists());
+}
