@@ -283,3 +283,57 @@ fn docking_rules_outside_the_allow_list_are_refused_everywhere() {
         .success();
     assert!(!evil.exists());
 }
+
+/// `node add --attr` takes only the attributes `[nodes] attributes` declares, and says which
+/// those are.
+#[test]
+fn node_add_refuses_attributes_the_model_does_not_declare() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let s = samples();
+    let (hq, laptop, via) = (root.join("hq"), root.join("laptop"), root.join("usb"));
+    std::fs::create_dir_all(&via).unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(s.join("schema.sql"))
+        .arg("--data")
+        .arg(s.join("data.sql"))
+        .arg("--docking")
+        .arg(s.join("docking.toml"))
+        .assert()
+        .success();
+    berth()
+        .args(["init", "node"])
+        .arg(&laptop)
+        .args(["--name", "alice", "--via"])
+        .arg(&via)
+        .assert()
+        .success();
+    let add = |attrs: &[&str]| {
+        let mut c = berth();
+        c.args(["node", "add", "alice", "--site"])
+            .arg(&hq)
+            .arg("--via")
+            .arg(&via);
+        for a in attrs {
+            c.args(["--attr", a]);
+        }
+        c.assert()
+    };
+    add(&["employee=E1", "undeclared=1"])
+        .failure()
+        .stderr(predicate::str::contains("\"undeclared\" is not declared"))
+        .stderr(predicate::str::contains("declared: employee"));
+    add(&["Employee=E1"])
+        .failure()
+        .stderr(predicate::str::contains("declared: employee"));
+    assert_eq!(
+        one::<i64>(&hq, "SELECT count(*) FROM berth_peers WHERE name = 'alice'"),
+        0
+    );
+    add(&["employee=E1"])
+        .success()
+        .stdout(predicate::str::contains("registered node"));
+}

@@ -74,6 +74,17 @@ pub enum EngineError {
         /// The node name.
         name: String,
     },
+    /// `node add --attr` names an attribute the docking model does not declare.
+    #[error(
+        "attribute {name:?} is not declared in the docking model; declared: {}; use one of those, or add {name:?} to [nodes] attributes and run `berth docking apply`",
+        if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+    )]
+    UndeclaredAttribute {
+        /// The attribute given.
+        name: String,
+        /// The attributes `[nodes] attributes` declares.
+        declared: Vec<String>,
+    },
     /// A node with this name already exists.
     #[error("a node named {name:?} is already registered (key {key_id})")]
     NodeExists {
