@@ -63,7 +63,7 @@ enum Command {
     /// Send SQL statements to chosen nodes: they run there in order with the other changes.
     #[command(
         name = "send-sql",
-        after_help = "Example:\n  berth send-sql --site hq --nodes alice,bob purge-old-activities.sql"
+        after_help = "Central tries the script inside a transaction it rolls back; a script that begins, ends or\nreleases a transaction (BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT, RELEASE), attaches or\ndetaches a database, or runs a PRAGMA is refused before anything runs.\n\nExample:\n  berth send-sql --site hq --nodes alice,bob purge-old-activities.sql"
     )]
     SendSql {
         /// The central site.
