@@ -63,7 +63,7 @@ enum Command {
     /// Send SQL statements to chosen nodes: they run there in order with the other changes.
     #[command(
         name = "send-sql",
-        after_help = "Example:\n  berth send-sql --site hq --nodes alice,bob purge-old-activities.sql"
+        after_help = "Central tries the script inside a transaction it rolls back; a script that begins, ends or\nreleases a transaction (BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT, RELEASE), attaches or\ndetaches a database, or runs a PRAGMA is refused before anything runs.\n\nExample:\n  berth send-sql --site hq --nodes alice,bob purge-old-activities.sql"
     )]
     SendSql {
         /// The central site.
@@ -684,12 +684,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::SendSql { site, nodes, file } => {
-            let s =
+            let mut s =
                 Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
             s.require(berth_engine::site::Role::Central)?;
             let sql = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            berth_engine::partial::send_sql(&s.conn, &nodes, &sql)
+            berth_engine::partial::send_sql(&mut s.conn, &nodes, &sql)
                 .with_context(|| format!("sending {} to {}", file.display(), nodes.join(", ")))?;
             println!(
                 "journaled for {}; it travels with their next bundles",

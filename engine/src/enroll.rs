@@ -76,6 +76,21 @@ pub struct Added {
     pub rows: u64,
 }
 
+/// Refuses an attribute the docking model does not declare under `[nodes] attributes`: no
+/// rule could read it, so it is a typo or a model that is out of date.
+fn check_attributes(
+    attrs: &BTreeMap<String, String>,
+    declared: &std::collections::BTreeSet<String>,
+) -> Result<()> {
+    match attrs.keys().find(|k| !declared.contains(*k)) {
+        Some(k) => Err(EngineError::UndeclaredAttribute {
+            name: k.clone(),
+            declared: declared.iter().cloned().collect(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Approves a node at central: verifies its request, registers its key and attributes, and
 /// writes its initial extract into `out`.
 pub fn add_node(
@@ -94,6 +109,9 @@ pub fn add_node(
                      be told apart"
                 .into(),
         });
+    }
+    if let Some(model) = site.docking_model()? {
+        check_attributes(attrs, &model.node_attributes)?;
     }
     let label = request
         .file_name()

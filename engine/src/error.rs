@@ -82,6 +82,17 @@ pub enum EngineError {
         /// The node name.
         name: String,
     },
+    /// `node add --attr` names an attribute the docking model does not declare.
+    #[error(
+        "attribute {name:?} is not declared in the docking model; declared: {}; use one of those, or add {name:?} to [nodes] attributes and run `berth docking apply`",
+        if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+    )]
+    UndeclaredAttribute {
+        /// The attribute given.
+        name: String,
+        /// The attributes `[nodes] attributes` declares.
+        declared: Vec<String>,
+    },
     /// A node with this name already exists.
     #[error("a node named {name:?} is already registered (key {key_id})")]
     NodeExists {
@@ -107,6 +118,16 @@ pub enum EngineError {
         entry: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A `send-sql` script holds a statement central will not run inside its transaction.
+    #[error(
+        "statement {statement} of the script is {what}, which send-sql does not allow: central tries the script inside a transaction of its own, so a script may not begin, end or release transactions (BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT, RELEASE), attach or detach databases, or set pragmas; remove that statement and send the script again (nothing was run or journaled)"
+    )]
+    SqlRefused {
+        /// Its position in the script, from 1.
+        statement: usize,
+        /// What it does (`COMMIT (or END)`, `ATTACH "x.db"`, `PRAGMA foreign_keys = OFF`).
+        what: String,
     },
     /// A volume set (a bundle cut into pieces) cannot be joined: a piece differs from its index.
     #[error("volume set {index}: {reason}")]
@@ -219,6 +240,7 @@ impl EngineError {
             EngineError::Bundle(e) => e.is_permanent(),
             EngineError::Sealed { source, .. } => source.is_permanent(),
             EngineError::BadPayload { .. }
+            | EngineError::SqlRefused { .. }
             | EngineError::Refused { .. }
             | EngineError::Volume { .. }
             | EngineError::Digest(_)

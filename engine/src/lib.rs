@@ -45,6 +45,7 @@ pub mod route;
 pub mod schema;
 pub mod seal;
 pub mod site;
+pub mod sqlpolicy;
 pub mod status;
 pub mod store;
 mod submission;

@@ -19,6 +19,7 @@ use crate::merge::apply::Catalog;
 use crate::peer::Peer;
 use crate::route::model::DockingModel;
 use crate::route::router::{self, Evaluation, Plan};
+use crate::sqlpolicy::{Gate, Policy};
 use rusqlite::{Connection, params};
 
 /// Routes central's log entries not routed yet into every active node's partial log (the
@@ -117,7 +118,14 @@ pub fn pending(conn: &Connection, node: &Peer) -> Result<i64> {
 /// records): each receives it in order with its other changes and runs it there. Central
 /// does not run it; it is tried on central's schema inside a savepoint that is rolled back,
 /// so a statement that cannot run is refused here rather than at the nodes.
-pub fn send_sql(conn: &Connection, nodes: &[String], sql: &str) -> Result<()> {
+///
+/// SPEC 2.8: the script MUST NOT end the transaction it is tried in or change the
+/// connection. Every statement is prepared under [`Policy::Script`] (SQLite's authorizer):
+/// transaction control, `ATTACH`/`DETACH` and pragmas are refused before any statement
+/// runs when the whole script can be prepared up front, and always before the refused
+/// statement itself runs (a statement that needs an earlier one's table is prepared after
+/// that one ran, inside the savepoint).
+pub fn send_sql(conn: &mut Connection, nodes: &[String], sql: &str) -> Result<()> {
     if sql.trim().is_empty() {
         return Err(EngineError::BadPayload {
             bundle: String::new(),
@@ -125,12 +133,20 @@ pub fn send_sql(conn: &Connection, nodes: &[String], sql: &str) -> Result<()> {
             reason: "no SQL statement given".into(),
         });
     }
-    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    crate::capture::suspend(&tx)?;
+    // The gate takes the authorizer off the connection when dropped, on every path.
+    let gate = Gate::new(conn, Policy::Script)?;
+    let tx = rusqlite::Transaction::new_unchecked(&gate, rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch("SAVEPOINT berth_try_sql")?;
-    let tried = tx.execute_batch(sql);
+    // Capture is suspended inside the savepoint, so rolling back to it brings the triggers
+    // back: nothing can leave capture off (if even that rollback failed, dropping `tx`
+    // rolls everything back).
+    let tried = crate::capture::suspend(&tx).and_then(|()| {
+        gate.arm(true);
+        let tried = try_script(&gate, &tx, sql);
+        gate.arm(false);
+        tried
+    });
     tx.execute_batch("ROLLBACK TO berth_try_sql; RELEASE berth_try_sql")?;
-    crate::capture::resume(&tx)?;
     tried?;
     let new = serde_json::json!({ "sql": sql }).to_string();
     for node in nodes {
@@ -142,4 +158,41 @@ pub fn send_sql(conn: &Connection, nodes: &[String], sql: &str) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Prepares every statement of `sql` (refusing what the gate refuses), then runs them one by
+/// one, each prepared again just before it runs.
+fn try_script(gate: &Gate<'_>, conn: &Connection, sql: &str) -> Result<()> {
+    use rusqlite::fallible_iterator::FallibleIterator;
+    let refused = |statement: usize, e: rusqlite::Error| match gate.take_refusal() {
+        Some(what) => EngineError::SqlRefused { statement, what },
+        None => EngineError::Sql(e),
+    };
+    // First pass, nothing runs: stops at the first statement that does not prepare, which
+    // may be one needing a table an earlier statement creates; the second pass decides.
+    let mut batch = rusqlite::Batch::new(conn, sql);
+    let mut n = 0;
+    loop {
+        n += 1;
+        match batch.next() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => match refused(n, e) {
+                e @ EngineError::SqlRefused { .. } => return Err(e),
+                _ => break,
+            },
+        }
+    }
+    let mut batch = rusqlite::Batch::new(conn, sql);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let mut st = match batch.next() {
+            Ok(Some(st)) => st,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(refused(n, e)),
+        };
+        let mut rows = st.raw_query();
+        while rows.next()?.is_some() {}
+    }
 }

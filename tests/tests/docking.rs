@@ -718,18 +718,23 @@ fn lost_acknowledgement_is_sent_again() {
 fn statements_reach_only_the_chosen_nodes() {
     let w = World::new(SCHEMA, DATA, &["a", "b"]);
     w.exec("hq", "UPDATE account SET region = 'west' WHERE id = 'a1'");
-    let hq = w.open("hq");
+    let mut hq = w.open("hq");
     berth_engine::partial::send_sql(
-        &hq.conn,
+        &mut hq.conn,
         &["a".to_string()],
         "UPDATE account SET name = 'Seen by a only' WHERE region = 'west';",
     )
     .unwrap();
-    let err =
-        berth_engine::partial::send_sql(&hq.conn, &["a".to_string()], "UPDATE nosuch SET x = 1;")
-            .unwrap_err();
+    let err = berth_engine::partial::send_sql(
+        &mut hq.conn,
+        &["a".to_string()],
+        "UPDATE nosuch SET x = 1;",
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("nosuch"), "{err}");
-    assert!(berth_engine::partial::send_sql(&hq.conn, &["zz".to_string()], "SELECT 1;").is_err());
+    assert!(
+        berth_engine::partial::send_sql(&mut hq.conn, &["zz".to_string()], "SELECT 1;").is_err()
+    );
     drop(hq);
     w.settle();
     assert_eq!(

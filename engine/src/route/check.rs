@@ -15,6 +15,7 @@ use super::model::{
     PARAM_ATTR_PREFIX, PARAM_NODE_ID, PARAM_PRIMARY_ROW_ID, Path, PathSpec, Rule, RuleSql,
     Visibility,
 };
+use crate::sqlpolicy::{QueryProbe, Vetted};
 use crate::store::ident;
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
@@ -251,6 +252,18 @@ pub enum Kind {
     NotReadOnly {
         /// Which SQL.
         form: Form,
+    },
+    /// SQL that does what rules may not (SPEC 2.8: the allow-list), seen by SQLite's
+    /// authorizer while preparing it.
+    #[error(
+        "{} uses {what}, which rules and mappings may not: they must be one read-only SELECT (reading tables and views, calling functions); ATTACH, DETACH, PRAGMA, transaction statements and writes are refused",
+        .form.field()
+    )]
+    NotAllowed {
+        /// Which SQL.
+        form: Form,
+        /// What it does (`ATTACH "x.db"`, `PRAGMA foreign_keys`, `INSERT INTO t`).
+        what: String,
     },
     /// A rule reads a member table whose changes are declared not to change visibility.
     #[error(
@@ -697,10 +710,17 @@ pub fn resolve(
         }
     }
 
+    // Every rule is vetted in a copy of the schema under the rules' allow-list before it
+    // is prepared here (SPEC 2.8).
+    let probe = QueryProbe::new(conn, NODE_RELATIONS_DDL)?;
+    let db = Db {
+        conn,
+        probe: &probe,
+    };
     let temp = TempRelations::create(conn)?;
     let mut resolved = Resolved::default();
     let outcome: rusqlite::Result<()> = model.objects.iter().try_for_each(|o| {
-        if let Some(r) = resolve_object(model, o, &schema, conn, &mut findings)? {
+        if let Some(r) = resolve_object(model, o, &schema, &db, &mut findings)? {
             resolved.objects.push(r);
         }
         Ok(())
@@ -710,11 +730,17 @@ pub fn resolve(
     Ok((resolved, findings))
 }
 
+/// The database rules are compiled against, with the probe that vets them first.
+struct Db<'a> {
+    conn: &'a Connection,
+    probe: &'a QueryProbe,
+}
+
 fn resolve_object(
     model: &DockingModel,
     o: &DockingObject,
     schema: &Schema,
-    conn: &Connection,
+    conn: &Db<'_>,
     findings: &mut Vec<Finding>,
 ) -> rusqlite::Result<Option<ResolvedObject>> {
     let oat = loc(format!("object {:?}", o.name), o.line);
@@ -942,7 +968,7 @@ fn fk_paths(o: &DockingObject, member: &str, schema: &Schema) -> Vec<Path> {
 }
 
 fn compile_both(
-    conn: &Connection,
+    conn: &Db<'_>,
     sql: &RuleSql,
     pair: Form,
     set: Form,
@@ -963,19 +989,25 @@ fn compile_both(
 /// Prepares `sql` as the router will, checks its columns, parameters and that it only reads;
 /// returns the user tables it reads.
 fn compile(
-    conn: &Connection,
+    db: &Db<'_>,
     sql: &str,
     form: Form,
     model: &DockingModel,
     at: &Location,
     findings: &mut Vec<Finding>,
 ) -> rusqlite::Result<BTreeSet<String>> {
+    let conn = db.conn;
     let mut push = |kind| {
         findings.push(Finding {
             at: at.clone(),
             kind,
         })
     };
+    let vetted = db.probe.vet(sql);
+    if let Vetted::Refused(what) = vetted {
+        push(Kind::NotAllowed { form, what });
+        return Ok(BTreeSet::new());
+    }
     let st = match conn.prepare(sql) {
         Ok(st) => st,
         Err(e) => {
@@ -988,6 +1020,15 @@ fn compile(
     };
     if !st.readonly() {
         push(Kind::NotReadOnly { form });
+        return Ok(BTreeSet::new());
+    }
+    if let Vetted::Unknown(error) = vetted {
+        // It compiles here but not in the copy of the schema: it cannot be vetted, so it
+        // may not run.
+        push(Kind::Sql {
+            form,
+            error: format!("it could not be checked against a copy of the schema: {error}"),
+        });
         return Ok(BTreeSet::new());
     }
     if let Some(expected) = form.columns() {
@@ -1363,9 +1404,46 @@ set_sql = "SELECT id, opty_id FROM quote WHERE opty_id IS NOT NULL"
                 |k| {
                     matches!(
                         k,
-                        Kind::NotReadOnly {
-                            form: Form::RulePair
-                        }
+                        Kind::NotAllowed {
+                            form: Form::RulePair,
+                            what,
+                        } if what == "DELETE FROM quote"
+                    )
+                },
+                "object \"quote\" rule 1",
+            ),
+            (
+                "a rule that attaches a database (read-only to SQLite)",
+                s.clone(),
+                swap(
+                    "sql = \"SELECT 'X' FROM quote WHERE id = :primary_row_id AND owner = :attr_employee\"",
+                    "sql = \"ATTACH 'evil.db' AS evil\"",
+                ),
+                |k| {
+                    matches!(
+                        k,
+                        Kind::NotAllowed {
+                            form: Form::RulePair,
+                            what,
+                        } if what.starts_with("ATTACH")
+                    )
+                },
+                "object \"quote\" rule 1",
+            ),
+            (
+                "a rule that runs a pragma",
+                s.clone(),
+                swap(
+                    "sql = \"SELECT 'X' FROM quote WHERE id = :primary_row_id AND owner = :attr_employee\"",
+                    "sql = \"PRAGMA foreign_keys = OFF\"",
+                ),
+                |k| {
+                    matches!(
+                        k,
+                        Kind::NotAllowed {
+                            form: Form::RulePair,
+                            what,
+                        } if what == "PRAGMA foreign_keys = OFF"
                     )
                 },
                 "object \"quote\" rule 1",
