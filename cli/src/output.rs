@@ -25,7 +25,10 @@ pub fn dock_report(r: &DockReport) {
     for w in &r.written {
         println!("{:<12} {}", "written", w.display());
     }
-    if r.incoming.is_empty() && r.written.is_empty() {
+    for w in &r.waits {
+        println!("{:<12} {w}", "waits");
+    }
+    if r.incoming.is_empty() && r.written.is_empty() && r.waits.is_empty() {
         println!("nothing to do");
     }
 }

@@ -426,3 +426,89 @@ fn an_error_says_each_cause_once() {
         "{err}"
     );
 }
+
+/// Issue 19, unhelpful 2: a dock with nothing to do because someone else has to act first
+/// says what waits and the command that unblocks it, in text and in `--json`, instead of
+/// "nothing to do": a node before central added it, and central with a request waiting.
+#[test]
+fn a_dock_says_what_waits_and_how_to_unblock_it() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::write(r.join("s.sql"), "CREATE TABLE item(id TEXT PRIMARY KEY);").unwrap();
+    std::fs::create_dir_all(r.join("via")).unwrap();
+    berth()
+        .args(["init", "central"])
+        .arg(r.join("hq"))
+        .arg("--schema")
+        .arg(r.join("s.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["init", "node"])
+        .arg(r.join("n1"))
+        .args(["--name", "n1", "--via"])
+        .arg(r.join("via"))
+        .assert()
+        .success();
+    let dock = |site: &str| {
+        let mut c = berth();
+        c.args(["dock", "--site"])
+            .arg(r.join(site))
+            .arg("--via")
+            .arg(r.join("via"));
+        c
+    };
+    dock("n1")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "has not been added at central yet",
+        ))
+        .stdout(predicate::str::contains("berth node add n1"))
+        .stdout(predicate::str::contains("nothing to do").not());
+    dock("hq")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("node n1 asks to be added"))
+        .stdout(predicate::str::contains("berth node add n1 --site"));
+    let out = dock("hq").arg("--json").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["waits"][0]
+            .as_str()
+            .unwrap()
+            .contains("node n1 asks to be added"),
+        "{v}"
+    );
+    berth()
+        .args(["node", "add", "n1", "--site"])
+        .arg(r.join("hq"))
+        .arg("--via")
+        .arg(r.join("via"))
+        .assert()
+        .success();
+    // Central writes and docks again before the node took its extract: the new bundle does
+    // not replace the extract (it carries none of its rows).
+    let ok = std::process::Command::new("sqlite3")
+        .arg(r.join("hq/data.db"))
+        .arg("INSERT INTO item VALUES ('x1');")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    dock("hq")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("asks to be added").not());
+    assert!(r.join("via/hq_to_n1_0000000001.berth.zip").exists());
+    dock("n1")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("has not been added").not());
+    let out = std::process::Command::new("sqlite3")
+        .arg(r.join("n1/data.db"))
+        .arg("SELECT id FROM item;")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x1");
+}

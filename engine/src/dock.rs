@@ -141,6 +141,10 @@ pub struct DockReport {
     pub written: Vec<PathBuf>,
     /// Software upgrade messages, reminders and outcomes for the user (nodes).
     pub upgrade: Vec<crate::upgrade::Note>,
+    /// What waits for someone else before this site has anything to do, and the command
+    /// that unblocks it (a node before central added it; a node's enrollment request at
+    /// central).
+    pub waits: Vec<String>,
 }
 
 impl DockReport {
@@ -237,7 +241,48 @@ pub fn dock_with_prompt(
             }
         }
     }
+    report.waits = waits(site, via)?;
     Ok(report)
+}
+
+/// What waits for someone else, said with the command that unblocks it.
+fn waits(site: &Site, via: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    match site.role() {
+        Role::Node => {
+            if store::meta(&site.conn, "central")?.is_none() {
+                out.push(format!(
+                    "this node has not been added at central yet: its enrollment request {} \
+                     waits in the exchange folder; at central run `berth node add {} --site \
+                     <central> --via <folder>`, then dock here again",
+                    berth_bundle::naming::bundle_file_name(site.name(), "all", 0),
+                    site.name()
+                ));
+            }
+        }
+        Role::Central => {
+            let known: std::collections::BTreeSet<String> =
+                peer::all(&site.conn)?.into_iter().map(|p| p.name).collect();
+            for f in transport::list(via, Some("all"))? {
+                if f.seq == 0 && f.sender != site.name() && !known.contains(&f.sender) {
+                    out.push(format!(
+                        "node {} asks to be added (its request {} waits in {}): run `berth \
+                         node add {} --site {} --via {}` to enroll it",
+                        f.sender,
+                        f.path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        via.display(),
+                        f.sender,
+                        site.dir.display(),
+                        via.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn held_count(site: &Site) -> Result<i64> {
@@ -1338,9 +1383,12 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     peer::record_out(&tx, &p.name, seq, max_pos, p.applied_pos, store::now())?;
     tx.commit()?;
     crash_point(opts.fail_export, ExportStep::Recorded, "export")?;
-    // The new bundle contains everything the older ones still waiting in `via` carried.
+    // The new bundle contains everything the older ones still waiting in `via` carried,
+    // except a node's initial extract (central's seq 1 to it, SPEC 2.13): a stream bundle
+    // never carries the rows an extract does.
     for old in transport::list(via, Some(&p.name))? {
-        if old.sender == site.name() && old.seq < stream.seq {
+        let extract = site.role() == Role::Central && old.seq <= 1;
+        if old.sender == site.name() && old.seq < stream.seq && !extract {
             let _ = transport::remove(&old);
         }
     }
