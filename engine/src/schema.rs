@@ -1,8 +1,8 @@
-//! The replicated schema: which tables berth carries, their keys, and the schema checksum.
+//! The replicated schema: which tables berth carries and their keys. (The schema checksum
+//! is the snapshot's, `evolve::snapshot`.)
 
 use crate::error::{EngineError, Result};
 use rusqlite::Connection;
-use sha2::{Digest, Sha256};
 
 /// A replicated table as berth sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +60,16 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
             });
         }
         let rowid_key = keyed.len() == 1 && keyed[0].2.eq_ignore_ascii_case("INTEGER") && {
-            let without_rowid: bool = conn.query_row(
-                "SELECT sql LIKE '%WITHOUT ROWID%' FROM sqlite_master WHERE name = ?1",
+            // From the tokens, not the text: a comment may mention WITHOUT ROWID, and the
+            // two words may be on two lines.
+            let sql: Option<String> = conn.query_row(
+                "SELECT sql FROM sqlite_master WHERE name = ?1",
                 [&name],
                 |r| r.get(0),
             )?;
-            !without_rowid
+            !sql.as_deref()
+                .and_then(crate::evolve::sqltext::parse_create_table)
+                .is_some_and(|p| p.without_rowid)
         };
         out.push(Table {
             columns: cols.into_iter().map(|c| c.0).collect(),
@@ -101,21 +105,6 @@ pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// sha256 of the normalized user schema (statements with whitespace folded, sorted).
-pub fn checksum(conn: &Connection) -> Result<String> {
-    let mut stmts: Vec<String> = schema_sql(conn)?
-        .iter()
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    stmts.sort();
-    let mut h = Sha256::new();
-    for s in stmts {
-        h.update(s.as_bytes());
-        h.update(b"\n");
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,20 +132,5 @@ mod tests {
         assert!(t[0].rowid_key);
         assert_eq!(t[1].pk, vec!["y".to_string(), "x".to_string()]);
         assert!(!t[1].rowid_key);
-    }
-
-    #[test]
-    fn checksum_ignores_whitespace_and_berth_objects() {
-        let a = Connection::open_in_memory().unwrap();
-        a.execute_batch("CREATE TABLE t(id TEXT PRIMARY KEY,  v);")
-            .unwrap();
-        let b = Connection::open_in_memory().unwrap();
-        b.execute_batch(
-            "CREATE TABLE t(id TEXT PRIMARY KEY, v); CREATE TABLE berth_x(a PRIMARY KEY);",
-        )
-        .unwrap();
-        assert_eq!(checksum(&a).unwrap(), checksum(&b).unwrap());
-        b.execute_batch("CREATE INDEX t_v ON t(v);").unwrap();
-        assert_ne!(checksum(&a).unwrap(), checksum(&b).unwrap());
     }
 }

@@ -134,8 +134,76 @@ const T: &str = "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER);";
 const T_ROWS: &str = "INSERT INTO t VALUES ('x', 'alpha', 1), ('y', 'beta', 2), ('z', NULL, 3);";
 const T_ALL: &str = "SELECT group_concat(id || ':' || ifnull(a, '-') || ':' || n, ',') FROM (SELECT * FROM t ORDER BY id)";
 
+/// A schema with a comment in every position SQLite keeps one: inside the stored text of a
+/// table (after `(`, after a column, between constraints, inside a CHECK and a type, before
+/// `)`), of an index, a view and a trigger, and at their ends; and literals whose spaces
+/// matter.
+macro_rules! commented {
+    ($n_type:literal, $extra:literal) => {
+        concat!(
+            "CREATE TABLE t( -- after the opening paren
+  id TEXT PRIMARY KEY, -- the key
+  /* before a column */ name TEXT NOT NULL /* between constraints */ DEFAULT 'a  b', -- spaces in a literal
+  n ", $n_type, " CHECK (n /* inside a CHECK */ >= 0 -- a line comment inside a CHECK
+  ),
+  code VARCHAR /* inside a type */ (10),
+  note TEXT CHECK (note <> '   ')", $extra, " -- before the closing paren
+  -- a line of its own
+) /* after the closing paren */; -- at the end of the statement
+CREATE INDEX t_n ON t(n -- inside an index
+) WHERE n > 0; -- after an index
+CREATE VIEW v AS SELECT id, -- inside a view
+  name FROM t /* at the end of a view */;
+CREATE TABLE log(id INTEGER PRIMARY KEY, k TEXT);
+CREATE TRIGGER t_log AFTER INSERT ON t BEGIN -- inside a trigger
+  INSERT INTO log(k) VALUES (NEW.id); /* between trigger statements */
+  UPDATE t SET note = 'x' WHERE id = NEW.id -- a line comment before END
+  ;
+END; -- after a trigger
+"
+        )
+    };
+}
+const COMMENTED: &str = commented!("INTEGER", "");
+/// [`COMMENTED`] without its comments.
+const UNCOMMENTED: &str = "CREATE TABLE t(id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT 'a  b',
+  n INTEGER CHECK (n >= 0), code VARCHAR (10), note TEXT CHECK (note <> '   '));
+CREATE INDEX t_n ON t(n) WHERE n > 0;
+CREATE VIEW v AS SELECT id, name FROM t;
+CREATE TABLE log(id INTEGER PRIMARY KEY, k TEXT);
+CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log(k) VALUES (NEW.id);
+  UPDATE t SET note = 'x' WHERE id = NEW.id; END;";
+const COMMENTED_ROWS: &str = "INSERT INTO t(id, n, note) VALUES ('a', 1, 'p'), ('b', 2, NULL);";
+const COMMENTED_ALL: &str = "SELECT group_concat(id || ':' || name || ':' || n || ':' || note, ',') FROM (SELECT * FROM t ORDER BY id)";
+
 fn cases() -> Vec<Case> {
     vec![
+        Case {
+            checks: &[
+                (COMMENTED_ALL, "a:a  b:1:x,b:a  b:2:x,c:a  b:3:x"),
+                // The new column's literal keeps its spaces; the trigger still fires.
+                ("SELECT group_concat(extra, ',') FROM t", "q  r,q  r,q  r"),
+                ("SELECT count(*) FROM log", "3"),
+            ],
+            after: "INSERT INTO t(id, n) VALUES ('c', 3);",
+            expect: Some(StepKind::AddColumn),
+            ..case("comments everywhere: add a column", COMMENTED, COMMENTED_ROWS,
+                commented!("INTEGER", ",\n  extra TEXT /* new */ DEFAULT 'q  r' -- a new column\n"))
+        },
+        Case {
+            checks: &[
+                (COMMENTED_ALL, "a:a  b:1.0:x,b:a  b:2.0:x,c:a  b:3.0:x"),
+                // The recreated trigger ran for the new row; the default and the CHECK keep
+                // their literals' spaces.
+                ("SELECT count(*) FROM log", "3"),
+                ("SELECT count(*) FROM pragma_table_xinfo('t') WHERE dflt_value = '''a  b'''", "1"),
+                ("SELECT instr(sql, '<> ''   ''') > 0 FROM sqlite_master WHERE name = 't'", "1"),
+            ],
+            after: "INSERT INTO t(id, n) VALUES ('c', 3);",
+            expect: Some(StepKind::Rebuild),
+            ..case("comments everywhere: rebuild, literals keep their spaces", COMMENTED, COMMENTED_ROWS,
+                commented!("REAL", ""))
+        },
         Case {
             checks: &[("SELECT group_concat(ifnull(b, 'null'), ',') FROM t", "null,null,null")],
             expect: Some(StepKind::AddColumn),
@@ -869,3 +937,60 @@ fn a_migration_made_on_a_developer_copy_applies_at_a_site_with_capture() {
     let err = history::apply_migration(&hq.conn, &m).unwrap_err();
     assert!(matches!(err, Error::OutOfOrder { .. }), "{err}");
 }
+
+#[test]
+fn a_commented_schema_has_the_checksum_of_the_same_schema_without_comments() {
+    let commented = snapshot::from_sql(COMMENTED).unwrap();
+    let plain = snapshot::from_sql(UNCOMMENTED).unwrap();
+    assert_eq!(
+        commented.canonical().unwrap(),
+        plain.canonical().unwrap(),
+        "comments are not part of the schema"
+    );
+    // The stored statements keep their comments and line breaks, so each still runs: the
+    // snapshot recreates the schema exactly.
+    let t = commented.table("t").unwrap();
+    assert!(t.sql.contains("-- the key\n"), "{}", t.sql);
+    assert!(
+        t.sql.contains("'a  b'") && t.sql.contains("'   '"),
+        "{}",
+        t.sql
+    );
+    let copy = snapshot::materialize(&commented).unwrap();
+    assert_eq!(
+        snapshot::read(&copy).unwrap().checksum().unwrap(),
+        plain.checksum().unwrap()
+    );
+    // A script of the statements (each followed by `;`, as a plan prints them) runs too: no
+    // trailing `--` comment swallows the `;`.
+    let script: String = commented
+        .create_sql()
+        .iter()
+        .map(|s| format!("{s};\n"))
+        .collect();
+    assert!(
+        !script.contains("-- at the end of the statement"),
+        "{script}"
+    );
+    let again = snapshot::from_sql(&script).unwrap();
+    assert_eq!(again.checksum().unwrap(), plain.checksum().unwrap());
+}
+
+#[test]
+fn whitespace_inside_literals_is_part_of_the_schema() {
+    let a =
+        snapshot::from_sql("CREATE TABLE t(id TEXT PRIMARY KEY, s TEXT DEFAULT 'a  b')").unwrap();
+    let b =
+        snapshot::from_sql("CREATE TABLE t(id TEXT PRIMARY KEY, s TEXT DEFAULT 'a b')").unwrap();
+    assert_ne!(a.checksum().unwrap(), b.checksum().unwrap());
+}
+
+/// The checksum of a schema without comments is what earlier builds recorded (sites keep
+/// their recorded checksums across this change).
+#[test]
+fn the_checksum_of_a_schema_without_comments_is_unchanged() {
+    let s = snapshot::from_sql(UNCOMMENTED).unwrap();
+    assert_eq!(s.checksum().unwrap(), PINNED_UNCOMMENTED);
+}
+/// Computed by the build before this change (main at daa472e, `berth schema snapshot`).
+const PINNED_UNCOMMENTED: &str = "c27b47f9eb8b2ba90ca4a4e3c457f40f9f990ac31df520a6b88f8d56a7e35a8d";
