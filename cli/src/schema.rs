@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use berth_engine::evolve::diff::{self, DiffOptions, Rename};
+use berth_engine::evolve::fill::Fill;
 use berth_engine::evolve::history::{self, NewMigration};
 use berth_engine::evolve::snapshot::{self, Snapshot};
 use berth_engine::migrate;
@@ -33,7 +34,7 @@ pub enum SchemaCmd {
     /// Print the migration SQL from one schema to another. Without --from/--to: from the last
     /// recorded snapshot to the site's live schema; with only --to: from the live schema.
     #[command(
-        after_help = "Example:\n  berth schema diff --site hq\n  berth schema diff --site hq --to next-schema.sql --rename opty.rep=sales_rep\n  berth schema diff --site hq --from v3.json --to other.db --allow-destructive --json"
+        after_help = "Example:\n  berth schema diff --site hq\n  berth schema diff --site hq --to next-schema.sql --rename opty.rep=sales_rep\n  berth schema diff --site hq --from v3.json --to other.db --allow-destructive --json\n  berth schema diff --site hq --to next-schema.sql --fill opty.stage=\"'open'\""
     )]
     Diff {
         /// The site folder.
@@ -63,6 +64,19 @@ pub struct DiffArgs {
     /// never guessed.
     #[arg(long = "rename", value_parser = parse_rename)]
     renames: Vec<Rename>,
+    /// What the existing rows get in a new column (or in the NULLs of a column that becomes
+    /// NOT NULL): TABLE.COLUMN=SQL-EXPR, an expression over the row's old columns, evaluated
+    /// per row when the table is copied (repeatable). Without it a new NOT NULL column
+    /// without a default gets its type's zero ('', 0, X''), which --allow-destructive must
+    /// accept and which is refused when the column is a key, UNIQUE, or has a CHECK the zero
+    /// fails. The expression must be deterministic: the migration runs at every site.
+    #[arg(long = "fill", value_parser = parse_fill, value_name = "TABLE.COLUMN=SQL-EXPR")]
+    fills: Vec<Fill>,
+}
+
+fn parse_fill(s: &str) -> Result<Fill, String> {
+    s.parse()
+        .map_err(|e: berth_engine::evolve::Error| e.to_string())
 }
 
 fn parse_rename(s: &str) -> Result<Rename, String> {
@@ -74,7 +88,7 @@ fn parse_rename(s: &str) -> Result<Rename, String> {
 pub enum MigrationCmd {
     /// Freeze the change since the last snapshot into the next versioned migration.
     #[command(
-        after_help = "Example:\n  berth schema snapshot --site dev          # before changing the schema\n  sqlite3 dev/data.db 'ALTER TABLE opty ADD COLUMN stage TEXT'\n  berth migration create --site dev --name opty-stage --requires-software 2"
+        after_help = "Example:\n  berth schema snapshot --site dev          # before changing the schema\n  sqlite3 dev/data.db 'ALTER TABLE opty ADD COLUMN stage TEXT'\n  berth migration create --site dev --name opty-stage --requires-software 2\n  berth migration create --site hq --name acct-code --to next-schema.sql --fill \"acct.code='A-' || id\""
     )]
     Create {
         /// The site folder.
@@ -282,6 +296,7 @@ fn options(args: &DiffArgs, site: &Site, from: &Snapshot) -> Result<DiffOptions>
         allow_destructive: args.allow_destructive,
         renames: args.renames.clone(),
         empty_tables: empty,
+        fills: args.fills.clone(),
     })
 }
 

@@ -527,3 +527,125 @@ fn a_schema_with_comments_inits_diffs_and_migrates_to_exactly_the_target() {
     assert_eq!(query(&db, "SELECT note FROM t WHERE id = 'c'"), "x");
     assert_eq!(query(&db, "SELECT count(*) FROM log"), "3");
 }
+
+#[test]
+fn a_new_unique_not_null_column_is_refused_without_a_fill_and_filled_per_row_with_one() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    exec(&hq, "INSERT INTO acct VALUES ('B', 'Bolt');");
+    let to = d.path().join("next.sql");
+    std::fs::write(
+        &to,
+        SCHEMA.replace(
+            "name TEXT NOT NULL)",
+            "name TEXT NOT NULL, code TEXT NOT NULL UNIQUE CHECK (length(code) >= 3))",
+        ),
+    )
+    .unwrap();
+    // The zero ('') would collide in the second row and fails the CHECK: refused even with
+    // destructive steps allowed, and the message says how to fill.
+    for cmd in [
+        &["schema", "diff", "--allow-destructive", "--site"][..],
+        &[
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--allow-destructive",
+            "--site",
+        ][..],
+    ] {
+        berth()
+            .args(cmd)
+            .arg(&hq)
+            .arg("--to")
+            .arg(&to)
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains("new column acct.code is in the primary key or a UNIQUE")
+                    .and(predicate::str::contains("--fill TABLE.COLUMN=SQL-EXPR")),
+            );
+    }
+    // A constant fill the CHECK refuses is refused before anything runs ...
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--fill",
+            "acct.code='A'",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("fill \"acct.code='A'\"")
+                .and(predicate::str::contains("length(code) >= 3")),
+        );
+    // ... one that reads the row is checked row by row as the table is copied: the first
+    // row it fails rolls everything back.
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--fill",
+            "acct.code=id",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("CHECK constraint failed")
+                .and(predicate::str::contains("nothing was changed")),
+        );
+    berth()
+        .args(["schema", "diff", "--fill", "acct.code='A-' || id", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("('A-' || id)"));
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--fill",
+            "acct.code='A-' || lower(id) || '-' || name",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    let db = hq.join("data.db");
+    assert_eq!(
+        query(
+            &db,
+            "SELECT group_concat(code, ',') FROM (SELECT code FROM acct ORDER BY id)"
+        ),
+        "A-a-Acme,A-b-Bolt"
+    );
+    assert_eq!(query(&db, "SELECT count(*) FROM opty"), "1");
+    berth()
+        .args(["schema", "diff", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to do"));
+}

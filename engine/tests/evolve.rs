@@ -13,6 +13,8 @@ struct Case {
     data: &'static str,
     to: &'static str,
     renames: &'static [&'static str],
+    /// `--fill` arguments.
+    fills: &'static [&'static str],
     destructive: bool,
     /// (query returning one value, expected text of it)
     checks: &'static [(&'static str, &'static str)],
@@ -34,6 +36,7 @@ const fn case(
         data,
         to,
         renames: &[],
+        fills: &[],
         destructive: false,
         checks: &[],
         expect: None,
@@ -66,6 +69,7 @@ fn options(c: &Case, db: &Connection, before: &snapshot::Snapshot) -> DiffOption
     DiffOptions {
         allow_destructive: c.destructive,
         renames: c.renames.iter().map(|r| r.parse().unwrap()).collect(),
+        fills: c.fills.iter().map(|f| f.parse().unwrap()).collect(),
         empty_tables: before
             .tables
             .iter()
@@ -178,6 +182,28 @@ const COMMENTED_ALL: &str = "SELECT group_concat(id || ':' || name || ':' || n |
 
 fn cases() -> Vec<Case> {
     vec![
+        Case {
+            fills: &["t.code='c-' || id"],
+            checks: &[("SELECT group_concat(code, ',') FROM (SELECT code FROM t ORDER BY id)", "c-x,c-y,c-z"),
+                      (T_ALL, "x:alpha:1,y:beta:2,z:-:3")],
+            expect: Some(StepKind::Rebuild),
+            ..case("a new NOT NULL UNIQUE column filled per row", T, T_ROWS,
+                "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL UNIQUE);")
+        },
+        Case {
+            fills: &["t.a=upper(id) || n"],
+            checks: &[(T_ALL, "x:alpha:1,y:beta:2,z:Z3:3")],
+            expect: Some(StepKind::Rebuild),
+            ..case("a column that becomes NOT NULL, its NULLs filled per row", T, T_ROWS,
+                "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT NOT NULL, n INTEGER);")
+        },
+        Case {
+            fills: &["t.label=ifnull(a, 'none')"],
+            checks: &[("SELECT group_concat(label, ',') FROM (SELECT label FROM t ORDER BY id)", "alpha,beta,none")],
+            expect: Some(StepKind::Rebuild),
+            ..case("a new nullable column filled from the row", T, T_ROWS,
+                "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, label TEXT);")
+        },
         Case {
             checks: &[
                 (COMMENTED_ALL, "a:a  b:1:x,b:a  b:2:x,c:a  b:3:x"),
@@ -994,3 +1020,84 @@ fn the_checksum_of_a_schema_without_comments_is_unchanged() {
 }
 /// Computed by the build before this change (main at daa472e, `berth schema snapshot`).
 const PINNED_UNCOMMENTED: &str = "c27b47f9eb8b2ba90ca4a4e3c457f40f9f990ac31df520a6b88f8d56a7e35a8d";
+
+#[test]
+fn the_zero_fill_is_refused_where_it_cannot_apply_and_says_how_to_fill() {
+    for (to, what) in [
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL UNIQUE);",
+            "new column t.code is in the primary key or a UNIQUE constraint",
+        ),
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL);
+             CREATE UNIQUE INDEX t_code ON t(code);",
+            "new column t.code is in the primary key or a UNIQUE constraint",
+        ),
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL CHECK (length(code) = 3));",
+            "CHECK (length(code) = 3) refuses the zero ''",
+        ),
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, k INT NOT NULL CHECK (k > 0));",
+            "CHECK (k > 0) refuses the zero 0",
+        ),
+    ] {
+        let a = snapshot::from_sql(T).unwrap();
+        let b = snapshot::from_sql(to).unwrap();
+        // Refused even with destructive steps allowed: the plan could never apply.
+        let err = diff(
+            &a,
+            &b,
+            &DiffOptions {
+                allow_destructive: true,
+                ..DiffOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(&err, Error::Unfillable { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(what), "{msg}");
+        assert!(msg.contains("--fill TABLE.COLUMN=SQL-EXPR"), "{msg}");
+    }
+    // A zero that satisfies the column is still only a destructive step.
+    let a = snapshot::from_sql(T).unwrap();
+    let b = snapshot::from_sql(
+        "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, k INT NOT NULL CHECK (k >= 0));",
+    )
+    .unwrap();
+    let err = diff(&a, &b, &DiffOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Destructive { .. }) && err.to_string().contains("--fill t.k="),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fill_that_cannot_fit_is_refused_before_anything_runs() {
+    let a = snapshot::from_sql(T).unwrap();
+    let b = snapshot::from_sql(
+        "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL UNIQUE CHECK (code <> 'no'));",
+    )
+    .unwrap();
+    for (fill, what) in [
+        ("t.code='no' || ''", "CHECK (code <> 'no')"),
+        ("t.code='same'", "every row the same value"),
+        ("t.code=nosuch || id", "no such column: nosuch"),
+        ("t.code=hex(randomblob(4))", "not deterministic"),
+        ("t.a=upper(id)", "neither a new"),
+        ("t.nope=1", "has no column nope"),
+        ("u.code=1", "no table u"),
+    ] {
+        let err = diff(
+            &a,
+            &b,
+            &DiffOptions {
+                fills: vec![fill.parse().unwrap()],
+                ..DiffOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(&err, Error::BadFill { .. }), "{fill}: {err}");
+        assert!(err.to_string().contains(what), "{fill}: {err}");
+    }
+}
