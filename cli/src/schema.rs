@@ -33,8 +33,16 @@ pub enum SchemaCmd {
     },
     /// Print the migration SQL from one schema to another. Without --from/--to: from the last
     /// recorded snapshot to the site's live schema; with only --to: from the live schema.
+    ///
+    /// The printed plan is for a plain copy of the schema (a database without berth's capture
+    /// triggers), e.g. to review it or to migrate an application's own copy. Do not run it
+    /// on a site's data.db: it knows nothing of capture (SQLite refuses to drop a column the
+    /// capture triggers name, and a rebuilt table loses its triggers). To change a site's
+    /// schema, run `berth migration create --site SITE --name NAME --to FILE` with the same
+    /// options: it runs this plan with capture suspended, regenerates capture, records the
+    /// migration and, at a central, sends it to the nodes.
     #[command(
-        after_help = "Example:\n  berth schema diff --site hq\n  berth schema diff --site hq --to next-schema.sql --rename opty.rep=sales_rep\n  berth schema diff --site hq --from v3.json --to other.db --allow-destructive --json\n  berth schema diff --site hq --to next-schema.sql --fill opty.stage=\"'open'\""
+        after_help = "Example:\n  berth schema diff --site hq\n  berth schema diff --site hq --to next-schema.sql --rename opty.rep=sales_rep\n  berth schema diff --site hq --from v3.json --to other.db --allow-destructive --json\n  berth schema diff --site hq --to next-schema.sql --fill opty.stage=\"'open'\"\n\nTo apply it to the site:\n  berth migration create --site hq --name next --to next-schema.sql"
     )]
     Diff {
         /// The site folder.
@@ -268,6 +276,15 @@ pub fn capture(cmd: CaptureCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `schema diff` says with every plan it prints (issue 18 part 4): the plan knows
+/// nothing of capture, so it is for a plain copy, and the command that applies it to a site.
+const PLAIN_COPY_NOTE: &str =
+    "This plan is for a plain copy of the schema (a database without berth's capture
+triggers). Do not run it on a site's data.db: to change a site's schema, run
+  berth migration create --site SITE --name NAME --to FILE
+with the same options (it suspends capture, runs the plan, regenerates capture,
+records the migration and, at a central, sends it to the nodes).";
+
 fn has_nodes(s: &Site) -> Result<bool> {
     Ok(berth_engine::peer::all(&s.conn)?
         .iter()
@@ -357,8 +374,12 @@ pub fn schema(cmd: SchemaCmd) -> Result<ExitCode> {
                     "foreign_keys_off": plan.foreign_keys_off,
                     "steps": plan.steps,
                     "script": plan.script(),
+                    "note": PLAIN_COPY_NOTE,
                 }))?;
             } else {
+                for line in PLAIN_COPY_NOTE.lines() {
+                    println!("-- {line}");
+                }
                 print!("{}", plan.script());
             }
         }

@@ -649,3 +649,70 @@ fn a_new_unique_not_null_column_is_refused_without_a_fill_and_filled_per_row_wit
         .success()
         .stdout(predicate::str::contains("nothing to do"));
 }
+
+#[test]
+fn the_printed_plan_says_it_is_for_a_plain_copy_and_which_command_applies_it_to_a_site() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    let to = d.path().join("next.sql");
+    // Drops a column that the capture triggers name.
+    std::fs::write(
+        &to,
+        SCHEMA
+            .replace(", rep TEXT", "")
+            .replace("CREATE INDEX opty_rep ON opty(rep);\n", ""),
+    )
+    .unwrap();
+    let out = berth()
+        .args(["schema", "diff", "--allow-destructive", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    let script = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        script.contains("plain copy of the schema")
+            && script.contains("berth migration create --site SITE --name NAME --to FILE"),
+        "{script}"
+    );
+    // It runs on a plain copy of the schema (the note is SQL comments) ...
+    let copy = d.path().join("copy.db");
+    exec_db(&copy, SCHEMA);
+    exec_db(&copy, &script);
+    // ... and the command it names applies it to the site, capture and all.
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "no-rep",
+            "--allow-destructive",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    berth()
+        .args(["schema", "diff", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("plain copy of the schema").and(
+            predicate::str::contains("berth migration create --site SITE"),
+        ));
+    let json_out = berth()
+        .args(["schema", "diff", "--json", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    assert!(
+        json(&json_out.get_output().stdout)["note"]
+            .as_str()
+            .unwrap()
+            .contains("migration create")
+    );
+}
