@@ -82,7 +82,8 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
 }
 
 /// The user's schema as SQL statements, in an order that recreates it: tables, indexes,
-/// views, triggers (berth's own objects excluded).
+/// views, triggers (berth's own objects excluded). Each is the text SQLite stores, comments
+/// included, without what follows its last token.
 pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
     let mut st = conn.prepare(
         "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL
@@ -99,7 +100,9 @@ pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
     for row in rows {
         let (_kind, name, sql) = row?;
         if !is_internal(&name) {
-            out.push(sql);
+            // SQLite may store a trailing `--` comment with the statement; the `;` that joins
+            // the statements must not end up inside it.
+            out.push(crate::evolve::sqltext::statement_text(&sql).to_string());
         }
     }
     Ok(out)
@@ -132,5 +135,23 @@ mod tests {
         assert!(t[0].rowid_key);
         assert_eq!(t[1].pk, vec!["y".to_string(), "x".to_string()]);
         assert!(!t[1].rowid_key);
+    }
+
+    #[test]
+    fn statements_with_comments_rejoin_into_a_script_that_runs() {
+        let c = Connection::open_in_memory().unwrap();
+        // SQLite keeps the trailing comment of the index, without a line break.
+        c.execute_batch("CREATE TABLE t(id TEXT PRIMARY KEY, -- key\n v)")
+            .unwrap();
+        c.execute_batch("CREATE INDEX t_v ON t(v) -- by v").unwrap();
+        c.execute_batch("CREATE VIEW w AS SELECT v FROM t /* all */")
+            .unwrap();
+        let script = schema_sql(&c).unwrap().join(";\n") + ";\n";
+        let copy = Connection::open_in_memory().unwrap();
+        copy.execute_batch(&script).unwrap();
+        let n: i64 = copy
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4, "{script}");
     }
 }

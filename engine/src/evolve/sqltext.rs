@@ -405,7 +405,7 @@ pub fn strip_comments(sql: &str) -> String {
     let ends = spans
         .iter()
         .map(|(_, s)| s.clone())
-        .chain([sql.len()..sql.len()]);
+        .chain(std::iter::once(sql.len()..sql.len()));
     for span in ends {
         // Between two tokens there is only whitespace and comments.
         let mut rest = &sql[at..span.start];
