@@ -1,5 +1,6 @@
 //! Schema diff to migration (seed 000, claims 1-6): compares two [`Snapshot`]s and plans the
-//! SQL that turns the first into the second. Pure: no database is touched.
+//! SQL that turns the first into the second. No database of the caller is touched (a fill
+//! is tried in a scratch in-memory one, [`super::fill`]).
 //!
 //! Rules (SPEC "Schema snapshots and migrations"):
 //! - `ALTER TABLE` where SQLite allows it: `RENAME TO`, `RENAME COLUMN`, `ADD COLUMN` (not a
@@ -18,6 +19,9 @@
 //! - Destructive steps (dropping a table or a column, narrowing a column's type affinity,
 //!   turning a column into a generated one, NOT NULL without a default on a table that may
 //!   hold rows) are refused unless [`DiffOptions::allow_destructive`].
+//! - The existing rows of a new NOT NULL column get a [`Fill`] (an expression over the old
+//!   row) or the zero of its type; a zero the column refuses (key, UNIQUE, CHECK) is refused
+//!   at plan time.
 //! - Renames are never guessed: a table or column missing on one side and new on the other is
 //!   a drop and an add unless a [`Rename`] hint pairs them.
 
