@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use berth_engine::evolve::diff::{self, DiffOptions, Rename};
+use berth_engine::evolve::fill::Fill;
 use berth_engine::evolve::history::{self, NewMigration};
 use berth_engine::evolve::snapshot::{self, Snapshot};
 use berth_engine::migrate;
@@ -32,8 +33,16 @@ pub enum SchemaCmd {
     },
     /// Print the migration SQL from one schema to another. Without --from/--to: from the last
     /// recorded snapshot to the site's live schema; with only --to: from the live schema.
+    ///
+    /// The printed plan is for a plain copy of the schema (a database without berth's capture
+    /// triggers), e.g. to review it or to migrate an application's own copy. Do not run it
+    /// on a site's data.db: it knows nothing of capture (SQLite refuses to drop a column the
+    /// capture triggers name, and a rebuilt table loses its triggers). To change a site's
+    /// schema, run `berth migration create --site SITE --name NAME --to FILE` with the same
+    /// options: it runs this plan with capture suspended, regenerates capture, records the
+    /// migration and, at a central, sends it to the nodes.
     #[command(
-        after_help = "Example:\n  berth schema diff --site hq\n  berth schema diff --site hq --to next-schema.sql --rename opty.rep=sales_rep\n  berth schema diff --site hq --from v3.json --to other.db --allow-destructive --json"
+        after_help = "Example:\n  berth schema diff --site hq\n  berth schema diff --site hq --to next-schema.sql --rename opty.rep=sales_rep\n  berth schema diff --site hq --from v3.json --to other.db --allow-destructive --json\n  berth schema diff --site hq --to next-schema.sql --fill opty.stage=\"'open'\"\n\nTo apply it to the site:\n  berth migration create --site hq --name next --to next-schema.sql"
     )]
     Diff {
         /// The site folder.
@@ -63,6 +72,19 @@ pub struct DiffArgs {
     /// never guessed.
     #[arg(long = "rename", value_parser = parse_rename)]
     renames: Vec<Rename>,
+    /// What the existing rows get in a new column (or in the NULLs of a column that becomes
+    /// NOT NULL): TABLE.COLUMN=SQL-EXPR, an expression over the row's old columns, evaluated
+    /// per row when the table is copied (repeatable). Without it a new NOT NULL column
+    /// without a default gets its type's zero ('', 0, X''), which --allow-destructive must
+    /// accept and which is refused when the column is a key, UNIQUE, or has a CHECK the zero
+    /// fails. The expression must be deterministic: the migration runs at every site.
+    #[arg(long = "fill", value_parser = parse_fill, value_name = "TABLE.COLUMN=SQL-EXPR")]
+    fills: Vec<Fill>,
+}
+
+fn parse_fill(s: &str) -> Result<Fill, String> {
+    s.parse()
+        .map_err(|e: berth_engine::evolve::Error| e.to_string())
 }
 
 fn parse_rename(s: &str) -> Result<Rename, String> {
@@ -74,7 +96,7 @@ fn parse_rename(s: &str) -> Result<Rename, String> {
 pub enum MigrationCmd {
     /// Freeze the change since the last snapshot into the next versioned migration.
     #[command(
-        after_help = "Example:\n  berth schema snapshot --site dev          # before changing the schema\n  sqlite3 dev/data.db 'ALTER TABLE opty ADD COLUMN stage TEXT'\n  berth migration create --site dev --name opty-stage --requires-software 2"
+        after_help = "Example:\n  berth schema snapshot --site dev          # before changing the schema\n  sqlite3 dev/data.db 'ALTER TABLE opty ADD COLUMN stage TEXT'\n  berth migration create --site dev --name opty-stage --requires-software 2\n  berth migration create --site hq --name acct-code --to next-schema.sql --fill \"acct.code='A-' || id\""
     )]
     Create {
         /// The site folder.
@@ -254,6 +276,15 @@ pub fn capture(cmd: CaptureCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `schema diff` says with every plan it prints (issue 18 part 4): the plan knows
+/// nothing of capture, so it is for a plain copy, and the command that applies it to a site.
+const PLAIN_COPY_NOTE: &str =
+    "This plan is for a plain copy of the schema (a database without berth's capture
+triggers). Do not run it on a site's data.db: to change a site's schema, run
+  berth migration create --site SITE --name NAME --to FILE
+with the same options (it suspends capture, runs the plan, regenerates capture,
+records the migration and, at a central, sends it to the nodes).";
+
 fn has_nodes(s: &Site) -> Result<bool> {
     Ok(berth_engine::peer::all(&s.conn)?
         .iter()
@@ -282,6 +313,7 @@ fn options(args: &DiffArgs, site: &Site, from: &Snapshot) -> Result<DiffOptions>
         allow_destructive: args.allow_destructive,
         renames: args.renames.clone(),
         empty_tables: empty,
+        fills: args.fills.clone(),
     })
 }
 
@@ -342,8 +374,12 @@ pub fn schema(cmd: SchemaCmd) -> Result<ExitCode> {
                     "foreign_keys_off": plan.foreign_keys_off,
                     "steps": plan.steps,
                     "script": plan.script(),
+                    "note": PLAIN_COPY_NOTE,
                 }))?;
             } else {
+                for line in PLAIN_COPY_NOTE.lines() {
+                    println!("-- {line}");
+                }
                 print!("{}", plan.script());
             }
         }

@@ -405,3 +405,314 @@ fn a_developer_migration_travels_to_central_and_a_node_through_the_commands() {
         .failure()
         .stderr(predicate::str::contains("sha256"));
 }
+
+/// A schema as applications write it: comments after columns, between them, inside a CHECK
+/// and a type, before the closing paren, inside an index, a view and a trigger, and at the
+/// ends of statements; literals whose spaces matter. `{N}` is the type of `n`, `{EXTRA}`
+/// more columns.
+const COMMENTED: &str = "CREATE TABLE t( -- after the opening paren
+  id TEXT PRIMARY KEY, -- the key
+  /* before a column */ name TEXT NOT NULL /* between constraints */ DEFAULT 'a  b', -- spaces
+  n {N} CHECK (n /* inside a CHECK */ >= 0 -- a line comment inside a CHECK
+  ),
+  code VARCHAR /* inside a type */ (10),
+  note TEXT CHECK (note <> '   '){EXTRA} -- before the closing paren
+  -- a line of its own
+) /* after the closing paren */; -- at the end of the statement
+CREATE INDEX t_n ON t(n -- inside an index
+) WHERE n > 0; -- after an index
+CREATE VIEW v AS SELECT id, -- inside a view
+  name FROM t /* at the end of a view */;
+CREATE TABLE log(id TEXT PRIMARY KEY, k TEXT);
+CREATE TRIGGER t_log AFTER INSERT ON t BEGIN -- inside a trigger
+  INSERT INTO log(id, k) VALUES (NEW.id, 'made'); /* between trigger statements */
+  UPDATE t SET note = 'x' WHERE id = NEW.id -- a line comment before END
+  ;
+END; -- after a trigger
+";
+
+fn commented(n: &str, extra: &str) -> String {
+    COMMENTED.replace("{N}", n).replace("{EXTRA}", extra)
+}
+
+#[test]
+fn a_schema_with_comments_inits_diffs_and_migrates_to_exactly_the_target() {
+    let d = tempfile::tempdir().unwrap();
+    let v1 = d.path().join("v1.sql");
+    std::fs::write(&v1, commented("INTEGER", "")).unwrap();
+    let hq = d.path().join("hq");
+    berth()
+        .args(["init", "central"])
+        .arg(&hq)
+        .arg("--schema")
+        .arg(&v1)
+        .assert()
+        .success();
+    exec(
+        &hq,
+        "INSERT INTO t(id, n, note) VALUES ('a', 1, 'p'), ('b', 2, NULL);",
+    );
+    let nothing = |to: &Path| {
+        berth()
+            .args(["schema", "diff", "--site"])
+            .arg(&hq)
+            .arg("--to")
+            .arg(to)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("nothing to do"));
+    };
+    nothing(&v1);
+
+    // v2 rebuilds t (n becomes REAL), so the commented trigger and view are created again.
+    let v2 = d.path().join("v2.sql");
+    std::fs::write(&v2, commented("REAL", "")).unwrap();
+    let out = berth()
+        .args(["schema", "diff", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&v2)
+        .assert()
+        .success();
+    let script = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(script.contains("CREATE TRIGGER t_log"), "{script}");
+    // The printed plan runs in a plain copy of the schema with the rows.
+    let copy = d.path().join("copy.db");
+    exec_db(&copy, &commented("INTEGER", ""));
+    exec_db(&copy, "INSERT INTO t(id, n) VALUES ('a', 1), ('b', 2);");
+    exec_db(&copy, &script);
+    assert_eq!(
+        query(&copy, "SELECT group_concat(n, ',') FROM t"),
+        "1.0,2.0"
+    );
+    berth()
+        .args(["migration", "create", "--name", "real-n", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&v2)
+        .assert()
+        .success();
+    nothing(&v2);
+
+    // v3 adds a column (ALTER TABLE .. ADD COLUMN, its text with its comment).
+    let v3 = d.path().join("v3.sql");
+    std::fs::write(
+        &v3,
+        commented(
+            "REAL",
+            ",\n  extra TEXT /* new */ DEFAULT 'q  r' -- a new column\n",
+        ),
+    )
+    .unwrap();
+    berth()
+        .args(["migration", "create", "--name", "extra", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&v3)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ADD COLUMN extra TEXT /* new */"));
+    nothing(&v3);
+
+    // The rows survived; the literals kept their spaces; the re-created trigger fires.
+    let db = hq.join("data.db");
+    assert_eq!(
+        query(
+            &db,
+            "SELECT group_concat(id || ':' || name || ':' || n || ':' || note || ':' || extra, ',') FROM t"
+        ),
+        "a:a  b:1.0:x:q  r,b:a  b:2.0:x:q  r"
+    );
+    exec(&hq, "INSERT INTO t(id, n) VALUES ('c', 3);");
+    assert_eq!(query(&db, "SELECT note FROM t WHERE id = 'c'"), "x");
+    assert_eq!(query(&db, "SELECT count(*) FROM log"), "3");
+}
+
+#[test]
+fn a_new_unique_not_null_column_is_refused_without_a_fill_and_filled_per_row_with_one() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    exec(&hq, "INSERT INTO acct VALUES ('B', 'Bolt');");
+    let to = d.path().join("next.sql");
+    std::fs::write(
+        &to,
+        SCHEMA.replace(
+            "name TEXT NOT NULL)",
+            "name TEXT NOT NULL, code TEXT NOT NULL UNIQUE CHECK (length(code) >= 3))",
+        ),
+    )
+    .unwrap();
+    // The zero ('') would collide in the second row and fails the CHECK: refused even with
+    // destructive steps allowed, and the message says how to fill.
+    for cmd in [
+        &["schema", "diff", "--allow-destructive", "--site"][..],
+        &[
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--allow-destructive",
+            "--site",
+        ][..],
+    ] {
+        berth()
+            .args(cmd)
+            .arg(&hq)
+            .arg("--to")
+            .arg(&to)
+            .assert()
+            .failure()
+            .stderr(
+                predicate::str::contains("new column acct.code is in the primary key or a UNIQUE")
+                    .and(predicate::str::contains("--fill TABLE.COLUMN=SQL-EXPR")),
+            );
+    }
+    // A constant fill the CHECK refuses is refused before anything runs ...
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--fill",
+            "acct.code='A'",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("fill \"acct.code='A'\"")
+                .and(predicate::str::contains("length(code) >= 3")),
+        );
+    // ... one that reads the row is checked row by row as the table is copied: the first
+    // row it fails rolls everything back.
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--fill",
+            "acct.code=id",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("CHECK constraint failed")
+                .and(predicate::str::contains("nothing was changed")),
+        );
+    berth()
+        .args(["schema", "diff", "--fill", "acct.code='A-' || id", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("('A-' || id)"));
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "codes",
+            "--fill",
+            "acct.code='A-' || lower(id) || '-' || name",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    let db = hq.join("data.db");
+    assert_eq!(
+        query(
+            &db,
+            "SELECT group_concat(code, ',') FROM (SELECT code FROM acct ORDER BY id)"
+        ),
+        "A-a-Acme,A-b-Bolt"
+    );
+    assert_eq!(query(&db, "SELECT count(*) FROM opty"), "1");
+    berth()
+        .args(["schema", "diff", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to do"));
+}
+
+#[test]
+fn the_printed_plan_says_it_is_for_a_plain_copy_and_which_command_applies_it_to_a_site() {
+    let d = tempfile::tempdir().unwrap();
+    let hq = central(d.path());
+    let to = d.path().join("next.sql");
+    // Drops a column that the capture triggers name.
+    std::fs::write(
+        &to,
+        SCHEMA
+            .replace(", rep TEXT", "")
+            .replace("CREATE INDEX opty_rep ON opty(rep);\n", ""),
+    )
+    .unwrap();
+    let out = berth()
+        .args(["schema", "diff", "--allow-destructive", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    let script = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        script.contains("plain copy of the schema")
+            && script.contains("berth migration create --site SITE --name NAME --to FILE"),
+        "{script}"
+    );
+    // It runs on a plain copy of the schema (the note is SQL comments) ...
+    let copy = d.path().join("copy.db");
+    exec_db(&copy, SCHEMA);
+    exec_db(&copy, &script);
+    // ... and the command it names applies it to the site, capture and all.
+    berth()
+        .args([
+            "migration",
+            "create",
+            "--name",
+            "no-rep",
+            "--allow-destructive",
+            "--site",
+        ])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    berth()
+        .args(["schema", "diff", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("plain copy of the schema").and(
+            predicate::str::contains("berth migration create --site SITE"),
+        ));
+    let json_out = berth()
+        .args(["schema", "diff", "--json", "--site"])
+        .arg(&hq)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    assert!(
+        json(&json_out.get_output().stdout)["note"]
+            .as_str()
+            .unwrap()
+            .contains("migration create")
+    );
+}

@@ -1,8 +1,8 @@
-//! The replicated schema: which tables berth carries, their keys, and the schema checksum.
+//! The replicated schema: which tables berth carries and their keys. (The schema checksum
+//! is the snapshot's, `evolve::snapshot`.)
 
 use crate::error::{EngineError, Result};
 use rusqlite::Connection;
-use sha2::{Digest, Sha256};
 
 /// A replicated table as berth sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +60,16 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
             });
         }
         let rowid_key = keyed.len() == 1 && keyed[0].2.eq_ignore_ascii_case("INTEGER") && {
-            let without_rowid: bool = conn.query_row(
-                "SELECT sql LIKE '%WITHOUT ROWID%' FROM sqlite_master WHERE name = ?1",
+            // From the tokens, not the text: a comment may mention WITHOUT ROWID, and the
+            // two words may be on two lines.
+            let sql: Option<String> = conn.query_row(
+                "SELECT sql FROM sqlite_master WHERE name = ?1",
                 [&name],
                 |r| r.get(0),
             )?;
-            !without_rowid
+            !sql.as_deref()
+                .and_then(crate::evolve::sqltext::parse_create_table)
+                .is_some_and(|p| p.without_rowid)
         };
         out.push(Table {
             columns: cols.into_iter().map(|c| c.0).collect(),
@@ -78,7 +82,8 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
 }
 
 /// The user's schema as SQL statements, in an order that recreates it: tables, indexes,
-/// views, triggers (berth's own objects excluded).
+/// views, triggers (berth's own objects excluded). Each is the text SQLite stores, comments
+/// included, without what follows its last token.
 pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
     let mut st = conn.prepare(
         "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL
@@ -95,25 +100,12 @@ pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
     for row in rows {
         let (_kind, name, sql) = row?;
         if !is_internal(&name) {
-            out.push(sql);
+            // SQLite may store a trailing `--` comment with the statement; the `;` that joins
+            // the statements must not end up inside it.
+            out.push(crate::evolve::sqltext::statement_text(&sql).to_string());
         }
     }
     Ok(out)
-}
-
-/// sha256 of the normalized user schema (statements with whitespace folded, sorted).
-pub fn checksum(conn: &Connection) -> Result<String> {
-    let mut stmts: Vec<String> = schema_sql(conn)?
-        .iter()
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    stmts.sort();
-    let mut h = Sha256::new();
-    for s in stmts {
-        h.update(s.as_bytes());
-        h.update(b"\n");
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]
@@ -146,17 +138,20 @@ mod tests {
     }
 
     #[test]
-    fn checksum_ignores_whitespace_and_berth_objects() {
-        let a = Connection::open_in_memory().unwrap();
-        a.execute_batch("CREATE TABLE t(id TEXT PRIMARY KEY,  v);")
+    fn statements_with_comments_rejoin_into_a_script_that_runs() {
+        let c = Connection::open_in_memory().unwrap();
+        // SQLite keeps the trailing comment of the index, without a line break.
+        c.execute_batch("CREATE TABLE t(id TEXT PRIMARY KEY, -- key\n v)")
             .unwrap();
-        let b = Connection::open_in_memory().unwrap();
-        b.execute_batch(
-            "CREATE TABLE t(id TEXT PRIMARY KEY, v); CREATE TABLE berth_x(a PRIMARY KEY);",
-        )
-        .unwrap();
-        assert_eq!(checksum(&a).unwrap(), checksum(&b).unwrap());
-        b.execute_batch("CREATE INDEX t_v ON t(v);").unwrap();
-        assert_ne!(checksum(&a).unwrap(), checksum(&b).unwrap());
+        c.execute_batch("CREATE INDEX t_v ON t(v) -- by v").unwrap();
+        c.execute_batch("CREATE VIEW w AS SELECT v FROM t /* all */")
+            .unwrap();
+        let script = schema_sql(&c).unwrap().join(";\n") + ";\n";
+        let copy = Connection::open_in_memory().unwrap();
+        copy.execute_batch(&script).unwrap();
+        let n: i64 = copy
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4, "{script}");
     }
 }

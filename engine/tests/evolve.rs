@@ -13,6 +13,8 @@ struct Case {
     data: &'static str,
     to: &'static str,
     renames: &'static [&'static str],
+    /// `--fill` arguments.
+    fills: &'static [&'static str],
     destructive: bool,
     /// (query returning one value, expected text of it)
     checks: &'static [(&'static str, &'static str)],
@@ -34,6 +36,7 @@ const fn case(
         data,
         to,
         renames: &[],
+        fills: &[],
         destructive: false,
         checks: &[],
         expect: None,
@@ -66,6 +69,7 @@ fn options(c: &Case, db: &Connection, before: &snapshot::Snapshot) -> DiffOption
     DiffOptions {
         allow_destructive: c.destructive,
         renames: c.renames.iter().map(|r| r.parse().unwrap()).collect(),
+        fills: c.fills.iter().map(|f| f.parse().unwrap()).collect(),
         empty_tables: before
             .tables
             .iter()
@@ -134,8 +138,98 @@ const T: &str = "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER);";
 const T_ROWS: &str = "INSERT INTO t VALUES ('x', 'alpha', 1), ('y', 'beta', 2), ('z', NULL, 3);";
 const T_ALL: &str = "SELECT group_concat(id || ':' || ifnull(a, '-') || ':' || n, ',') FROM (SELECT * FROM t ORDER BY id)";
 
+/// A schema with a comment in every position SQLite keeps one: inside the stored text of a
+/// table (after `(`, after a column, between constraints, inside a CHECK and a type, before
+/// `)`), of an index, a view and a trigger, and at their ends; and literals whose spaces
+/// matter.
+macro_rules! commented {
+    ($n_type:literal, $extra:literal) => {
+        concat!(
+            "CREATE TABLE t( -- after the opening paren
+  id TEXT PRIMARY KEY, -- the key
+  /* before a column */ name TEXT NOT NULL /* between constraints */ DEFAULT 'a  b', -- spaces in a literal
+  n ", $n_type, " CHECK (n /* inside a CHECK */ >= 0 -- a line comment inside a CHECK
+  ),
+  code VARCHAR /* inside a type */ (10),
+  note TEXT CHECK (note <> '   ')", $extra, " -- before the closing paren
+  -- a line of its own
+) /* after the closing paren */; -- at the end of the statement
+CREATE INDEX t_n ON t(n -- inside an index
+) WHERE n > 0; -- after an index
+CREATE VIEW v AS SELECT id, -- inside a view
+  name FROM t /* at the end of a view */;
+CREATE TABLE log(id INTEGER PRIMARY KEY, k TEXT);
+CREATE TRIGGER t_log AFTER INSERT ON t BEGIN -- inside a trigger
+  INSERT INTO log(k) VALUES (NEW.id); /* between trigger statements */
+  UPDATE t SET note = 'x' WHERE id = NEW.id -- a line comment before END
+  ;
+END; -- after a trigger
+"
+        )
+    };
+}
+const COMMENTED: &str = commented!("INTEGER", "");
+/// [`COMMENTED`] without its comments.
+const UNCOMMENTED: &str = "CREATE TABLE t(id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT 'a  b',
+  n INTEGER CHECK (n >= 0), code VARCHAR (10), note TEXT CHECK (note <> '   '));
+CREATE INDEX t_n ON t(n) WHERE n > 0;
+CREATE VIEW v AS SELECT id, name FROM t;
+CREATE TABLE log(id INTEGER PRIMARY KEY, k TEXT);
+CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log(k) VALUES (NEW.id);
+  UPDATE t SET note = 'x' WHERE id = NEW.id; END;";
+const COMMENTED_ROWS: &str = "INSERT INTO t(id, n, note) VALUES ('a', 1, 'p'), ('b', 2, NULL);";
+const COMMENTED_ALL: &str = "SELECT group_concat(id || ':' || name || ':' || n || ':' || note, ',') FROM (SELECT * FROM t ORDER BY id)";
+
 fn cases() -> Vec<Case> {
     vec![
+        Case {
+            fills: &["t.code='c-' || id"],
+            checks: &[("SELECT group_concat(code, ',') FROM (SELECT code FROM t ORDER BY id)", "c-x,c-y,c-z"),
+                      (T_ALL, "x:alpha:1,y:beta:2,z:-:3")],
+            expect: Some(StepKind::Rebuild),
+            ..case("a new NOT NULL UNIQUE column filled per row", T, T_ROWS,
+                "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL UNIQUE);")
+        },
+        Case {
+            fills: &["t.a=upper(id) || n"],
+            checks: &[(T_ALL, "x:alpha:1,y:beta:2,z:Z3:3")],
+            expect: Some(StepKind::Rebuild),
+            ..case("a column that becomes NOT NULL, its NULLs filled per row", T, T_ROWS,
+                "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT NOT NULL, n INTEGER);")
+        },
+        Case {
+            fills: &["t.label=ifnull(a, 'none')"],
+            checks: &[("SELECT group_concat(label, ',') FROM (SELECT label FROM t ORDER BY id)", "alpha,beta,none")],
+            expect: Some(StepKind::Rebuild),
+            ..case("a new nullable column filled from the row", T, T_ROWS,
+                "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, label TEXT);")
+        },
+        Case {
+            checks: &[
+                (COMMENTED_ALL, "a:a  b:1:x,b:a  b:2:x,c:a  b:3:x"),
+                // The new column's literal keeps its spaces; the trigger still fires.
+                ("SELECT group_concat(extra, ',') FROM t", "q  r,q  r,q  r"),
+                ("SELECT count(*) FROM log", "3"),
+            ],
+            after: "INSERT INTO t(id, n) VALUES ('c', 3);",
+            expect: Some(StepKind::AddColumn),
+            ..case("comments everywhere: add a column", COMMENTED, COMMENTED_ROWS,
+                commented!("INTEGER", ",\n  extra TEXT /* new */ DEFAULT 'q  r' -- a new column\n"))
+        },
+        Case {
+            checks: &[
+                (COMMENTED_ALL, "a:a  b:1.0:x,b:a  b:2.0:x,c:a  b:3.0:x"),
+                // The recreated trigger ran for the new row; the default and the CHECK keep
+                // their literals' spaces.
+                ("SELECT count(*) FROM log", "3"),
+                ("SELECT count(*) FROM pragma_table_xinfo('t') WHERE dflt_value = '''a  b'''", "1"),
+                ("SELECT instr(sql, '<> ''   ''') > 0 FROM sqlite_master WHERE name = 't'", "1"),
+            ],
+            after: "INSERT INTO t(id, n) VALUES ('c', 3);",
+            expect: Some(StepKind::Rebuild),
+            ..case("comments everywhere: rebuild, literals keep their spaces", COMMENTED, COMMENTED_ROWS,
+                commented!("REAL", ""))
+        },
         Case {
             checks: &[("SELECT group_concat(ifnull(b, 'null'), ',') FROM t", "null,null,null")],
             expect: Some(StepKind::AddColumn),
@@ -868,4 +962,142 @@ fn a_migration_made_on_a_developer_copy_applies_at_a_site_with_capture() {
     // The same migration twice is refused, and changes nothing.
     let err = history::apply_migration(&hq.conn, &m).unwrap_err();
     assert!(matches!(err, Error::OutOfOrder { .. }), "{err}");
+}
+
+#[test]
+fn a_commented_schema_has_the_checksum_of_the_same_schema_without_comments() {
+    let commented = snapshot::from_sql(COMMENTED).unwrap();
+    let plain = snapshot::from_sql(UNCOMMENTED).unwrap();
+    assert_eq!(
+        commented.canonical().unwrap(),
+        plain.canonical().unwrap(),
+        "comments are not part of the schema"
+    );
+    // The stored statements keep their comments and line breaks, so each still runs: the
+    // snapshot recreates the schema exactly.
+    let t = commented.table("t").unwrap();
+    assert!(t.sql.contains("-- the key\n"), "{}", t.sql);
+    assert!(
+        t.sql.contains("'a  b'") && t.sql.contains("'   '"),
+        "{}",
+        t.sql
+    );
+    let copy = snapshot::materialize(&commented).unwrap();
+    assert_eq!(
+        snapshot::read(&copy).unwrap().checksum().unwrap(),
+        plain.checksum().unwrap()
+    );
+    // A script of the statements (each followed by `;`, as a plan prints them) runs too: no
+    // trailing `--` comment swallows the `;`.
+    let script: String = commented
+        .create_sql()
+        .iter()
+        .map(|s| format!("{s};\n"))
+        .collect();
+    assert!(
+        !script.contains("-- at the end of the statement"),
+        "{script}"
+    );
+    let again = snapshot::from_sql(&script).unwrap();
+    assert_eq!(again.checksum().unwrap(), plain.checksum().unwrap());
+}
+
+#[test]
+fn whitespace_inside_literals_is_part_of_the_schema() {
+    let a =
+        snapshot::from_sql("CREATE TABLE t(id TEXT PRIMARY KEY, s TEXT DEFAULT 'a  b')").unwrap();
+    let b =
+        snapshot::from_sql("CREATE TABLE t(id TEXT PRIMARY KEY, s TEXT DEFAULT 'a b')").unwrap();
+    assert_ne!(a.checksum().unwrap(), b.checksum().unwrap());
+}
+
+/// The checksum of a schema without comments is what earlier builds recorded (sites keep
+/// their recorded checksums across this change).
+#[test]
+fn the_checksum_of_a_schema_without_comments_is_unchanged() {
+    let s = snapshot::from_sql(UNCOMMENTED).unwrap();
+    assert_eq!(s.checksum().unwrap(), PINNED_UNCOMMENTED);
+}
+/// Computed by the build before this change (main at daa472e, `berth schema snapshot`).
+const PINNED_UNCOMMENTED: &str = "c27b47f9eb8b2ba90ca4a4e3c457f40f9f990ac31df520a6b88f8d56a7e35a8d";
+
+#[test]
+fn the_zero_fill_is_refused_where_it_cannot_apply_and_says_how_to_fill() {
+    for (to, what) in [
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL UNIQUE);",
+            "new column t.code is in the primary key or a UNIQUE constraint",
+        ),
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL);
+             CREATE UNIQUE INDEX t_code ON t(code);",
+            "new column t.code is in the primary key or a UNIQUE constraint",
+        ),
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL CHECK (length(code) = 3));",
+            "CHECK (length(code) = 3) refuses the zero ''",
+        ),
+        (
+            "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, k INT NOT NULL CHECK (k > 0));",
+            "CHECK (k > 0) refuses the zero 0",
+        ),
+    ] {
+        let a = snapshot::from_sql(T).unwrap();
+        let b = snapshot::from_sql(to).unwrap();
+        // Refused even with destructive steps allowed: the plan could never apply.
+        let err = diff(
+            &a,
+            &b,
+            &DiffOptions {
+                allow_destructive: true,
+                ..DiffOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(&err, Error::Unfillable { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(what), "{msg}");
+        assert!(msg.contains("--fill TABLE.COLUMN=SQL-EXPR"), "{msg}");
+    }
+    // A zero that satisfies the column is still only a destructive step.
+    let a = snapshot::from_sql(T).unwrap();
+    let b = snapshot::from_sql(
+        "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, k INT NOT NULL CHECK (k >= 0));",
+    )
+    .unwrap();
+    let err = diff(&a, &b, &DiffOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Destructive { .. }) && err.to_string().contains("--fill t.k="),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fill_that_cannot_fit_is_refused_before_anything_runs() {
+    let a = snapshot::from_sql(T).unwrap();
+    let b = snapshot::from_sql(
+        "CREATE TABLE t(id TEXT PRIMARY KEY, a TEXT, n INTEGER, code TEXT NOT NULL UNIQUE CHECK (code <> 'no'));",
+    )
+    .unwrap();
+    for (fill, what) in [
+        ("t.code='no' || ''", "CHECK (code <> 'no')"),
+        ("t.code='same'", "every row the same value"),
+        ("t.code=nosuch || id", "no such column: nosuch"),
+        ("t.code=hex(randomblob(4))", "not deterministic"),
+        ("t.a=upper(id)", "neither a new"),
+        ("t.nope=1", "has no column nope"),
+        ("u.code=1", "no table u"),
+    ] {
+        let err = diff(
+            &a,
+            &b,
+            &DiffOptions {
+                fills: vec![fill.parse().unwrap()],
+                ..DiffOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(&err, Error::BadFill { .. }), "{fill}: {err}");
+        assert!(err.to_string().contains(what), "{fill}: {err}");
+    }
 }

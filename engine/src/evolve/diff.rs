@@ -1,5 +1,6 @@
 //! Schema diff to migration (seed 000, claims 1-6): compares two [`Snapshot`]s and plans the
-//! SQL that turns the first into the second. Pure: no database is touched.
+//! SQL that turns the first into the second. No database of the caller is touched (a fill
+//! is tried in a scratch in-memory one, [`super::fill`]).
 //!
 //! Rules (SPEC "Schema snapshots and migrations"):
 //! - `ALTER TABLE` where SQLite allows it: `RENAME TO`, `RENAME COLUMN`, `ADD COLUMN` (not a
@@ -18,10 +19,14 @@
 //! - Destructive steps (dropping a table or a column, narrowing a column's type affinity,
 //!   turning a column into a generated one, NOT NULL without a default on a table that may
 //!   hold rows) are refused unless [`DiffOptions::allow_destructive`].
+//! - The existing rows of a new NOT NULL column get a [`Fill`] (an expression over the old
+//!   row) or the zero of its type; a zero the column refuses (key, UNIQUE, CHECK) is refused
+//!   at plan time.
 //! - Renames are never guessed: a table or column missing on one side and new on the other is
 //!   a drop and an add unless a [`Rename`] hint pairs them.
 
 use super::Error;
+use super::fill::{self, Fill};
 use super::snapshot::{ColumnDef, ForeignKey, IndexColumn, Snapshot, TableDef};
 use super::sqltext::{self, Token};
 use crate::store::{ident, literal};
@@ -99,6 +104,9 @@ pub struct DiffOptions {
     /// Tables of the old schema known to hold no rows (lower case). Every other table is
     /// assumed to hold rows.
     pub empty_tables: BTreeSet<String>,
+    /// What the existing rows get in a new column, or in the NULLs of a column that becomes
+    /// NOT NULL, instead of the zero of its type ([`fill`]).
+    pub fills: Vec<Fill>,
 }
 
 /// The kind of a step.
@@ -474,6 +482,62 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         .filter(|t| !matched_from.contains(&lc(&t.name)))
         .collect();
 
+    // --- Fills, checked against both schemas: table (new name, lower) -> column (lower) -> fill.
+    let mut fills: BTreeMap<String, BTreeMap<String, &Fill>> = BTreeMap::new();
+    for f in &opts.fills {
+        let bad = |reason: String| Error::BadFill {
+            fill: f.to_string(),
+            reason,
+        };
+        let Some(p) = pairs.iter().find(|p| {
+            p.to.name.eq_ignore_ascii_case(&f.table) || p.from.name.eq_ignore_ascii_case(&f.table)
+        }) else {
+            return Err(bad(
+                if created
+                    .iter()
+                    .any(|t| t.name.eq_ignore_ascii_case(&f.table))
+                {
+                    format!("table {} is new: it has no rows to fill", f.table)
+                } else {
+                    format!("no table {} in both schemas", f.table)
+                },
+            ));
+        };
+        let c = col(p.to, &f.column).ok_or_else(|| {
+            bad(format!(
+                "the new table {} has no column {}",
+                p.to.name, f.column
+            ))
+        })?;
+        let fillable = match p.source.get(&lc(&c.name)) {
+            None => c.generated.is_none(),
+            Some(fc) => c.not_null && !fc.not_null,
+        };
+        if !fillable {
+            return Err(bad(format!(
+                "{}.{} is neither a new (not generated) column nor one that becomes NOT NULL; \
+                 only those are filled",
+                p.to.name, c.name
+            )));
+        }
+        let is_new = |n: &str| !p.source.contains_key(&lc(n));
+        fill::check(f, p.from, p.to, &to.indexes, &is_new)?;
+        if fills
+            .entry(lc(&p.to.name))
+            .or_default()
+            .insert(lc(&c.name), f)
+            .is_some()
+        {
+            return Err(bad(format!("{}.{} is filled twice", p.to.name, c.name)));
+        }
+    }
+    let fill_of = |t: &TableDef, c: &ColumnDef| -> Option<&Fill> {
+        fills
+            .get(&lc(&t.name))
+            .and_then(|m| m.get(&lc(&c.name)))
+            .copied()
+    };
+
     // --- Decide each pair and collect destructive steps.
     let mut destructive: Vec<String> = Vec::new();
     for t in &dropped_tables {
@@ -492,6 +556,7 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         why: Vec<String>,
     }
     let mut decisions: Vec<Decision> = Vec::new();
+    let mut unfillable: Vec<String> = Vec::new();
     for p in &pairs {
         let mut why: Vec<String> = Vec::new();
         let (ft, tt) = (p.from, p.to);
@@ -511,12 +576,17 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
                     && c.generated.is_none()
                     && c.default.as_deref().is_none_or(|d| d == "NULL")
                     && has_rows(ft)
+                    && fill_of(tt, c).is_none()
                 {
+                    let zero = zero_value(&c.decl_type);
+                    let is_new = |n: &str| !p.source.contains_key(&lc(n));
+                    if let Some(why) = fill::zero_refusal(tt, &to.indexes, &c.name, zero, &is_new)?
+                    {
+                        unfillable.push(format!("new column {}.{} {why}", tt.name, c.name));
+                    }
                     destructive.push(format!(
-                        "new column {}.{} is NOT NULL without a default on a table that may hold rows (existing rows get {})",
-                        tt.name,
-                        c.name,
-                        zero_value(&c.decl_type)
+                        "new column {}.{} is NOT NULL without a default on a table that may hold rows (existing rows get {zero}, or what --fill {}.{}=SQL-EXPR says)",
+                        tt.name, c.name, tt.name, c.name
                     ));
                 }
                 continue;
@@ -562,6 +632,7 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
                     && has_rows(ft)
                     && c.generated.is_none()
                     && !in_key
+                    && fill_of(tt, c).is_none()
                 {
                     destructive.push(format!(
                         "{}.{} becomes NOT NULL without a default (NULLs become {})",
@@ -700,7 +771,9 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         }
         for c in &p.added {
             let d = c.default.as_deref().unwrap_or("NULL");
-            let reason = if tt
+            let reason = if fill_of(tt, c).is_some() {
+                Some("is filled per row")
+            } else if tt
                 .primary_key
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(&c.name))
@@ -755,6 +828,11 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
         decisions.push(Decision {
             rebuild: !why.is_empty(),
             why,
+        });
+    }
+    if !unfillable.is_empty() {
+        return Err(Error::Unfillable {
+            columns: unfillable,
         });
     }
     if !destructive.is_empty() && !opts.allow_destructive {
@@ -872,7 +950,9 @@ pub fn diff(from: &Snapshot, to: &Snapshot, opts: &DiffOptions) -> Result<Plan, 
     for (p, d) in pairs.iter().zip(&decisions) {
         let name = &p.to.name;
         if d.rebuild {
-            plan.steps.push(rebuild(p, &d.why, has_rows(p.from))?);
+            let table_fills = fills.get(&lc(&p.to.name)).cloned().unwrap_or_default();
+            plan.steps
+                .push(rebuild(p, &d.why, has_rows(p.from), &table_fills)?);
             continue;
         }
         for (fcol, tcol) in p
@@ -1020,7 +1100,12 @@ pub fn scratch_name(table: &str) -> String {
 
 /// SQLite's 12-step rebuild of one table (steps 4-7 here; 1-3 and 8-12 are the plan's
 /// framing, index/view/trigger recreation and foreign-key check).
-fn rebuild(p: &Pairing, why: &[String], has_rows: bool) -> Result<Step, Error> {
+fn rebuild(
+    p: &Pairing,
+    why: &[String],
+    has_rows: bool,
+    fills: &BTreeMap<String, &Fill>,
+) -> Result<Step, Error> {
     let (ft, tt) = (p.from, p.to);
     let name = &tt.name;
     let scratch = scratch_name(name);
@@ -1051,7 +1136,9 @@ fn rebuild(p: &Pairing, why: &[String], has_rows: bool) -> Result<Step, Error> {
                     .primary_key
                     .iter()
                     .any(|k| k.eq_ignore_ascii_case(&c.name));
-                let e = if c.not_null && !fc.not_null && !in_key {
+                let e = if let Some(f) = fills.get(&lc(&c.name)) {
+                    format!("COALESCE({src}, ({}))", f.expr)
+                } else if c.not_null && !fc.not_null && !in_key {
                     let fill = c
                         .default
                         .clone()
@@ -1064,7 +1151,11 @@ fn rebuild(p: &Pairing, why: &[String], has_rows: bool) -> Result<Step, Error> {
                 exprs.push(e);
             }
             None => {
-                if c.not_null && c.default.as_deref().is_none_or(|d| d == "NULL") && has_rows {
+                if let Some(f) = fills.get(&lc(&c.name)) {
+                    cols.push(ident(&c.name));
+                    exprs.push(format!("({})", f.expr));
+                } else if c.not_null && c.default.as_deref().is_none_or(|d| d == "NULL") && has_rows
+                {
                     cols.push(ident(&c.name));
                     exprs.push(zero_value(&c.decl_type).to_string());
                 }

@@ -27,6 +27,7 @@
 
 pub mod apply;
 pub mod diff;
+pub mod fill;
 pub mod history;
 pub mod snapshot;
 pub mod sqltext;
@@ -81,6 +82,24 @@ pub enum Error {
     Destructive {
         /// Each destructive step, described.
         steps: Vec<String>,
+    },
+    /// A fill (`TABLE.COLUMN=SQL-EXPR`) does not parse, does not fit the two schemas, or
+    /// gives a value the column refuses.
+    #[error("fill {fill:?}: {reason}")]
+    BadFill {
+        /// The fill as given.
+        fill: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// New NOT NULL columns whose existing rows cannot get their type's zero.
+    #[error(
+        "the existing rows cannot be filled with the type's zero: {}; say what each row gets with --fill TABLE.COLUMN=SQL-EXPR (an expression over the row's old columns, e.g. --fill t.code=id), or give the column a DEFAULT",
+        columns.join("; ")
+    )]
+    Unfillable {
+        /// Each column, and why its zero does not do.
+        columns: Vec<String>,
     },
     /// A change that this version cannot turn into SQL.
     #[error("table {table}: {reason}")]

@@ -60,8 +60,9 @@ pub struct TableDef {
     pub uniques: Vec<Vec<IndexColumn>>,
     /// CHECK expressions (column and table constraints alike) in canonical form, sorted.
     pub checks: Vec<String>,
-    /// The `CREATE TABLE` statement as stored by SQLite (whitespace folded). Not part of the
-    /// canonical text; used to recreate the table.
+    /// The `CREATE TABLE` statement as stored by SQLite, comments and whitespace as written
+    /// (only what follows its last token dropped). Not part of the canonical text; used to
+    /// recreate the table.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sql: String,
 }
@@ -71,7 +72,7 @@ pub struct TableDef {
 pub struct ColumnDef {
     /// Column name.
     pub name: String,
-    /// Declared type, upper case, whitespace folded ("" when none).
+    /// Declared type, upper case, comments dropped, whitespace folded ("" when none).
     #[serde(rename = "type")]
     pub decl_type: String,
     /// `NOT NULL`.
@@ -168,8 +169,21 @@ pub struct TriggerDef {
     pub sql: String,
 }
 
-fn fold(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// The stored text of a statement, kept as SQLite stores it: comments and whitespace
+/// inside it as written (a `--` comment ends at its line break, and string literals keep
+/// their spaces), only what follows its last token dropped.
+fn stored(sql: &str) -> String {
+    sqltext::statement_text(sql).to_string()
+}
+
+/// A declared type as the snapshot compares it: comments dropped, whitespace runs folded to
+/// one space, upper case. (Types hold no literals, so folding changes no value.)
+fn decl_type(ty: &str) -> String {
+    sqltext::strip_comments(ty)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase()
 }
 
 fn line<T: Serialize>(out: &mut String, kind: &str, v: &T) -> Result<(), Error> {
@@ -281,13 +295,13 @@ pub fn read_where(conn: &Connection, keep: &dyn Fn(&str) -> bool) -> Result<Snap
             "view" => snap.views.push(ViewDef {
                 name,
                 canonical: sqltext::normalize(&sql),
-                sql: fold(&sql),
+                sql: stored(&sql),
             }),
             "trigger" => snap.triggers.push(TriggerDef {
                 name,
                 table: tbl,
                 canonical: sqltext::normalize(&sql),
-                sql: fold(&sql),
+                sql: stored(&sql),
             }),
             _ => {}
         }
@@ -327,7 +341,7 @@ fn read_table(conn: &Connection, name: &str, sql: &str) -> Result<TableDef, Erro
     };
     let mut t = TableDef {
         name: name.to_string(),
-        sql: fold(sql),
+        sql: stored(sql),
         without_rowid: parsed.as_ref().is_some_and(|p| p.without_rowid),
         strict: parsed.as_ref().is_some_and(|p| p.strict),
         ..TableDef::default()
@@ -381,7 +395,7 @@ fn read_table(conn: &Connection, name: &str, sql: &str) -> Result<TableDef, Erro
                 .filter(|c| c != "BINARY");
             t.columns.push(ColumnDef {
                 name: cname,
-                decl_type: fold(&ty.unwrap_or_default()).to_ascii_uppercase(),
+                decl_type: decl_type(&ty.unwrap_or_default()),
                 not_null: notnull != 0,
                 default: dflt.map(|d| sqltext::normalize(&d)),
                 collation,
@@ -477,7 +491,7 @@ fn read_index(conn: &Connection, name: &str, table: &str, sql: &str) -> Result<I
         columns: index_columns(conn, name)?,
         partial,
         canonical: sqltext::normalize(sql),
-        sql: fold(sql),
+        sql: stored(sql),
     })
 }
 

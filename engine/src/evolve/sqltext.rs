@@ -393,6 +393,54 @@ pub fn normalize(sql: &str) -> String {
     }
 }
 
+/// The text with every comment outside literals replaced by one space; everything else
+/// (whitespace, literals, quoted names) as written. Text that does not tokenize is returned
+/// as it is.
+pub fn strip_comments(sql: &str) -> String {
+    let Ok(spans) = tokenize_spans(sql) else {
+        return sql.to_string();
+    };
+    let mut out = String::with_capacity(sql.len());
+    let mut at = 0;
+    let ends = spans
+        .iter()
+        .map(|(_, s)| s.clone())
+        .chain(std::iter::once(sql.len()..sql.len()));
+    for span in ends {
+        // Between two tokens there is only whitespace and comments.
+        let mut rest = &sql[at..span.start];
+        while let Some(c) = rest.chars().next() {
+            if let Some(r) = rest.strip_prefix("--") {
+                out.push(' ');
+                // A line comment ends at the newline, which stays.
+                rest = r.find('\n').map_or("", |i| &r[i..]);
+            } else if let Some(r) = rest.strip_prefix("/*") {
+                out.push(' ');
+                rest = r.find("*/").map_or("", |i| &r[i + 2..]);
+            } else {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        out.push_str(&sql[span.clone()]);
+        at = span.end;
+    }
+    out
+}
+
+/// The statement as written, without what follows its last token (SQLite may store a
+/// trailing comment with it, and a `--` comment at the very end would swallow the `;` a
+/// script puts after the statement). Text that does not tokenize is returned as it is.
+pub fn statement_text(sql: &str) -> &str {
+    match tokenize_spans(sql) {
+        Ok(spans) => match spans.iter().rev().find(|(t, _)| !t.is_punct(";")) {
+            Some((_, last)) => &sql[..last.end],
+            None => sql,
+        },
+        Err(_) => sql,
+    }
+}
+
 /// Index of the parenthesis closing the one opened at `open`.
 pub fn matching_paren(tokens: &[Token], open: usize) -> Option<usize> {
     let mut depth = 0usize;
@@ -656,6 +704,19 @@ mod tests {
             column_text(&ct, "n"),
             Some("n TEXT COLLATE nocase CHECK (length(n) > 0)")
         );
+    }
+
+    #[test]
+    fn comments_go_and_literals_stay() {
+        assert_eq!(
+            strip_comments("a /* x */ INT -- y\n, 'p -- q /* r */'"),
+            "a   INT  \n, 'p -- q /* r */'"
+        );
+        assert_eq!(
+            statement_text("CREATE INDEX i ON t(a) -- c\n"),
+            "CREATE INDEX i ON t(a)"
+        );
+        assert_eq!(statement_text("SELECT '--' ; -- x"), "SELECT '--'");
     }
 
     #[test]
