@@ -200,16 +200,6 @@ impl CentralOut {
 /// differing buckets, it has applied the previous repair (or none was sent), and fewer than
 /// [`MAX_ATTEMPTS`] were sent for what it reports.
 pub fn central_out(conn: &Connection, node: &str) -> Result<CentralOut> {
-    // A node that has sent nothing yet has not applied its extract: its first digests go
-    // with the first bundle that is due anyway.
-    let heard: bool = conn
-        .query_row(
-            "SELECT in_seq > 0 FROM berth_peers WHERE name = ?1",
-            params![node],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(false);
     let row: Option<(Option<String>, i64, i64, i64)> = conn
         .query_row(
             "SELECT report, repair_seq, attempts, digests_seq FROM berth_replicas WHERE node = ?1",
@@ -219,12 +209,12 @@ pub fn central_out(conn: &Connection, node: &str) -> Result<CentralOut> {
         .optional()?;
     let Some((text, repair_seq, attempts, digests_seq)) = row else {
         return Ok(CentralOut {
-            first_digests: heard,
+            first_digests: true,
             ..CentralOut::default()
         });
     };
     let mut out = CentralOut {
-        first_digests: heard && digests_seq == 0,
+        first_digests: digests_seq == 0,
         ..CentralOut::default()
     };
     let Some(report) = text.and_then(|t| serde_json::from_str::<Report>(&t).ok()) else {
