@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use predicates::prelude::*;
 
+mod common;
+
 fn berth() -> Command {
     Command::cargo_bin("berth").unwrap()
 }
@@ -292,21 +294,10 @@ fn every_help_text_has_an_example() {
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     let root = tempfile::tempdir().unwrap();
-    std::fs::write(
-        root.path().join("s.sql"),
-        "CREATE TABLE item(id TEXT PRIMARY KEY);",
-    )
-    .unwrap();
-    berth()
-        .args(["init", "central"])
-        .arg(root.path().join("hq"))
-        .arg("--schema")
-        .arg(root.path().join("s.sql"))
-        .assert()
-        .success();
+    let hq = common::init_central(root.path(), "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
     for json in [false, true] {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
-        cmd.args(["status", "--site"]).arg(root.path().join("hq"));
+        cmd.args(["status", "--site"]).arg(&hq);
         if json {
             cmd.arg("--json");
         }
@@ -351,13 +342,7 @@ fn names_that_already_mean_something_are_refused() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("\"all\" cannot be used"));
-    berth()
-        .args(["init", "central"])
-        .arg(r.join("hq"))
-        .arg("--schema")
-        .arg(r.join("s.sql"))
-        .assert()
-        .success();
+    let hq = common::init_central(r, "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
     berth()
         .args(["init", "node"])
         .arg(r.join("twin"))
@@ -367,7 +352,7 @@ fn names_that_already_mean_something_are_refused() {
         .success();
     berth()
         .args(["node", "add", "hq", "--site"])
-        .arg(r.join("hq"))
+        .arg(&hq)
         .arg("--via")
         .arg(r.join("via"))
         .assert()
@@ -434,15 +419,8 @@ fn an_error_says_each_cause_once() {
 fn a_dock_says_what_waits_and_how_to_unblock_it() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    std::fs::write(r.join("s.sql"), "CREATE TABLE item(id TEXT PRIMARY KEY);").unwrap();
     std::fs::create_dir_all(r.join("via")).unwrap();
-    berth()
-        .args(["init", "central"])
-        .arg(r.join("hq"))
-        .arg("--schema")
-        .arg(r.join("s.sql"))
-        .assert()
-        .success();
+    common::init_central(r, "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
     berth()
         .args(["init", "node"])
         .arg(r.join("n1"))

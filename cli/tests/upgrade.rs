@@ -3,7 +3,7 @@
 
 use assert_cmd::Command;
 use predicates::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn berth() -> Command {
     Command::cargo_bin("berth").unwrap()
@@ -42,10 +42,9 @@ fn init_central(hq: &Path) {
         .success();
 }
 
-#[test]
-fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path();
+/// Central `hq` and node `alice` (folder `laptop`), enrolled through `usb`, the extract
+/// applied: (hq, laptop, usb).
+fn central_and_alice(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let usb = root.join("usb");
     std::fs::create_dir_all(&usb).unwrap();
     let (hq, laptop) = (root.join("hq"), root.join("laptop"));
@@ -65,6 +64,13 @@ fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
         .assert()
         .success();
     dock(&laptop, &usb);
+    (hq, laptop, usb)
+}
+
+#[test]
+fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let (hq, laptop, usb) = central_and_alice(d.path());
 
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade/package.toml");
     // Only central publishes.
@@ -214,25 +220,7 @@ fn an_admin_submits_the_sample_package_and_central_accepts_it() {
 fn an_install_program_shipped_in_the_package_runs() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let usb = root.join("usb");
-    std::fs::create_dir_all(&usb).unwrap();
-    let (hq, laptop) = (root.join("hq"), root.join("laptop"));
-    init_central(&hq);
-    berth()
-        .args(["init", "node"])
-        .arg(&laptop)
-        .args(["--name", "alice", "--via"])
-        .arg(&usb)
-        .assert()
-        .success();
-    berth()
-        .args(["node", "add", "alice", "--site"])
-        .arg(&hq)
-        .arg("--via")
-        .arg(&usb)
-        .assert()
-        .success();
-    dock(&laptop, &usb);
+    let (hq, laptop, usb) = central_and_alice(root);
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade");
     let pkg = root.join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
