@@ -78,15 +78,8 @@ pub fn status(s: &Status) {
     }
     for n in &s.replicas {
         println!(
-            "replica    {}: {} (received at {}{})",
-            n.node,
-            n.report.summary(),
-            n.received,
-            if n.repairs_sent > 0 {
-                format!("; repairs sent: {}", n.repairs_sent)
-            } else {
-                String::new()
-            }
+            "replica    {}",
+            berth_engine::replica::report_line(&n.node, &n.report, n.received, n.repairs_sent)
         );
     }
     if s.kept > 0 {

@@ -723,6 +723,21 @@ fn berth_dock_joins_volumes_and_quarantines_a_damaged_set() {
     assert!(files(&w.p("side")).iter().all(|f| !f.starts_with(&bundle)));
 }
 
+/// Mails `bundle` with `berth bundle mail` and delivers the message into `maildir` the
+/// Maildir way: written in tmp/ as `msg`, then moved into new/.
+fn mail_into_maildir(w: &Pair, bundle: &Path, maildir: &Path, msg: &str) {
+    let eml = w.p(&format!("side/{msg}.eml"));
+    berth()
+        .args(["bundle", "mail"])
+        .arg(bundle)
+        .args(["--to", "hq@example.org", "--out"])
+        .arg(&eml)
+        .assert()
+        .success();
+    fs::copy(&eml, maildir.join("tmp").join(msg)).unwrap();
+    fs::rename(maildir.join("tmp").join(msg), maildir.join("new").join(msg)).unwrap();
+}
+
 #[test]
 fn an_eml_file_and_a_maildir_deliver_bundles_and_garbage_mail_is_quarantined() {
     let w = Pair::new();
@@ -774,18 +789,8 @@ fn an_eml_file_and_a_maildir_deliver_bundles_and_garbage_mail_is_quarantined() {
     assert!(w.p("hq/archive/msg.eml").exists());
 
     let b2 = w.node_bundle("INSERT INTO item VALUES('m2', 'by maildir', NULL)");
-    let raw_eml = w.p("side/m2.eml");
-    berth()
-        .args(["bundle", "mail"])
-        .arg(&b2)
-        .args(["--to", "hq@example.org", "--out"])
-        .arg(&raw_eml)
-        .assert()
-        .success();
-    // Delivered the Maildir way: written in tmp/, then moved into new/.
     let msg = "1700000000.M1P1.berth-test";
-    fs::copy(&raw_eml, maildir.join("tmp").join(msg)).unwrap();
-    fs::rename(maildir.join("tmp").join(msg), maildir.join("new").join(msg)).unwrap();
+    mail_into_maildir(&w, &b2, &maildir, msg);
     watcher.file_event("applied", &name(&b2));
     assert_eq!(w.hq("SELECT v FROM item WHERE id = 'm2'"), "by maildir");
     assert!(
@@ -1327,17 +1332,7 @@ fn maildir_in_the_home_folder_is_watched_and_a_missing_one_is_an_error() {
         &[("HOME", w.p("").as_path())],
     );
     let b = w.node_bundle("INSERT INTO item VALUES('h1', 'home maildir', NULL)");
-    let eml = w.p("side/h1.eml");
-    berth()
-        .args(["bundle", "mail"])
-        .arg(&b)
-        .args(["--to", "hq@example.org", "--out"])
-        .arg(&eml)
-        .assert()
-        .success();
-    let msg = "1700000001.M1P1.berth-test";
-    fs::copy(&eml, maildir.join("tmp").join(msg)).unwrap();
-    fs::rename(maildir.join("tmp").join(msg), maildir.join("new").join(msg)).unwrap();
+    mail_into_maildir(&w, &b, &maildir, "1700000001.M1P1.berth-test");
     watcher.file_event("applied", &name(&b));
     assert_eq!(w.hq("SELECT v FROM item WHERE id = 'h1'"), "home maildir");
 }

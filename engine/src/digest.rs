@@ -394,8 +394,8 @@ impl HeldKeys {
 
 /// A wire key as [`from_sql`] would write the values it stands for (hex in upper case, a
 /// tagged text that is UTF-8 as a plain string, a real as its shortest text); `None` when a
-/// value is not a wire value.
-fn canonical(key: &[Json]) -> Option<Vec<Json>> {
+/// value is not a wire value. Two spellings of the same key are equal after this.
+pub fn canonical(key: &[Json]) -> Option<Vec<Json>> {
     key.iter()
         .map(|v| {
             Some(match to_sql(v)? {

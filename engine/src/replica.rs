@@ -407,6 +407,19 @@ pub fn record_report(conn: &Connection, node: &str, report: &Report, now: i64) -
     Ok(())
 }
 
+/// One node's last report at central as people read it (`status`, `berth verify`).
+pub fn report_line(node: &str, report: &Report, received: i64, repairs_sent: i64) -> String {
+    format!(
+        "{node}: {} (received at {received}{})",
+        report.summary(),
+        if repairs_sent > 0 {
+            format!("; repairs sent: {repairs_sent}")
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// Each node's last report at central, with when it arrived and the repairs sent for it.
 pub fn reports(conn: &Connection) -> Result<Vec<(String, Report, i64, i64)>> {
     let mut st = conn.prepare(
@@ -604,22 +617,11 @@ pub fn apply_incoming(
     Ok(changed)
 }
 
-/// A key's text as a row read from SQLite gives it ([`crate::value::from_sql`]), whatever
-/// spelling of the same values it came in (`1.0` for a real 1, hex in either case), so
-/// central's rows and ours are matched by value.
+/// A key's text as a row read from SQLite gives it, whatever spelling of the same values it
+/// came in (`1.0` for a real 1, hex in either case), so central's rows and ours are matched
+/// by value.
 fn canonical_key(k: &[Json]) -> String {
-    let values: Vec<Json> = k
-        .iter()
-        .map(|v| match crate::value::to_sql(v) {
-            Some(crate::value::Sql::Value(x)) => {
-                crate::value::from_sql(rusqlite::types::ValueRef::from(&x))
-            }
-            Some(crate::value::Sql::Bytes(b)) => {
-                crate::value::from_sql(rusqlite::types::ValueRef::Text(&b))
-            }
-            None => v.clone(),
-        })
-        .collect();
+    let values = digest::canonical(k).unwrap_or_else(|| k.to_vec());
     serde_json::to_string(&values).unwrap_or_default()
 }
 
@@ -834,10 +836,16 @@ pub fn node_out(conn: &Connection, catalog: &Catalog, acked: i64) -> Result<Node
 
 /// The rows repairs kept aside at this node.
 pub fn kept(conn: &Connection) -> Result<Vec<Kept>> {
+    kept_rows(conn, None)
+}
+
+/// The kept rows, or the one with this id.
+fn kept_rows(conn: &Connection, id: Option<i64>) -> Result<Vec<Kept>> {
     let mut st = conn.prepare(
-        "SELECT id, tbl, pk, node_row, central_row, bundle_id, at FROM berth_kept ORDER BY id",
+        "SELECT id, tbl, pk, node_row, central_row, bundle_id, at FROM berth_kept
+         WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
     )?;
-    let rows = st.query_map([], |r| {
+    let rows = st.query_map(params![id], |r| {
         let row = |i: usize| -> rusqlite::Result<Option<Row>> {
             Ok(r.get::<_, Option<String>>(i)?
                 .and_then(|t| serde_json::from_str(&t).ok()))
@@ -892,7 +900,7 @@ pub fn discard(conn: &Connection, id: i64) -> Result<Kept> {
 }
 
 fn take(conn: &Connection, id: i64) -> Result<Kept> {
-    kept(conn)?.into_iter().find(|k| k.id == id).ok_or_else(|| {
+    kept_rows(conn, Some(id))?.pop().ok_or_else(|| {
         EngineError::Kept(format!(
             "no kept row {id}: `berth repair --list` shows the rows repairs kept aside"
         ))

@@ -186,17 +186,7 @@ fn replica(conn: &Connection, role: Role) -> Result<Finding> {
         let ok = reports.iter().all(|(_, r, _, _)| r.differ.is_empty());
         let lines = reports
             .iter()
-            .map(|(node, r, at, attempts)| {
-                format!(
-                    "{node}: {} (reported at {at}{})",
-                    r.summary(),
-                    if *attempts > 0 {
-                        format!("; repairs sent: {attempts}")
-                    } else {
-                        String::new()
-                    }
-                )
-            })
+            .map(|(node, r, at, attempts)| crate::replica::report_line(node, r, *at, *attempts))
             .collect();
         return Ok(finding(ok, lines));
     }

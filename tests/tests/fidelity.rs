@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_engine::dock::{DockOptions, DockReport};
-use berth_tests::{Val as Cell, World, tool, user_tables};
+use berth_tests::{OWNER_MODEL, Val as Cell, World, tool, user_tables};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -446,27 +446,13 @@ fn chains_of_writes_split_across_two_docks_end_exactly_as_written() {
 /// central authorizes a node's update or delete by the rows it knows the node holds.
 const OWNED: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, owner TEXT, v INTEGER, note TEXT);";
 const OWNED_DATA: &str = "INSERT INTO item VALUES ('seed', 'A', 0, 'from central');";
-const OWNED_MODEL: &str = "version = 1
-[nodes]
-attributes = [\"owner\"]
-[tables]
-item = { visibility = \"limited\", node_write = true }
-[[object]]
-name = \"item\"
-primary_table = \"item\"
-[[object.member]]
-table = \"item\"
-vis_event = true
-[[object.rule]]
-sql = \"SELECT 'X' FROM item WHERE id = :primary_row_id AND owner = :attr_owner\"
-";
 
 fn merged_not_routed(central_downloads_between: bool) {
     let attrs = || BTreeMap::from([("owner".to_string(), "A".to_string())]);
     let w = World::build(
         OWNED,
         OWNED_DATA,
-        Some(OWNED_MODEL),
+        Some(OWNER_MODEL),
         &[("a", attrs()), ("b", attrs())],
     );
     shell(
@@ -521,7 +507,7 @@ fn a_delete_of_a_row_central_deleted_too_is_no_collision() {
     let w = World::build(
         OWNED,
         OWNED_DATA,
-        Some(OWNED_MODEL),
+        Some(OWNER_MODEL),
         &[("a", attrs()), ("b", attrs())],
     );
     py_sql(&w, "hq", "DELETE FROM item WHERE id = 'seed';");

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_engine::replica;
-use berth_tests::World;
+use berth_tests::{OWNER_MODEL, World, tool};
 use proptest::prelude::*;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
@@ -20,24 +20,33 @@ fn data(n: usize) -> String {
         .collect()
 }
 
-/// Runs SQL at a node with its capture triggers dropped, as a tool that rebuilds tables or a
-/// hand edit in DB Browser does, then puts the triggers back the way `berth capture
-/// restore` does: the writes were never journaled.
+/// Runs SQL at a node through the system `sqlite3` shell (another SQLite than berth's) with
+/// the capture triggers dropped, as a tool that rebuilds tables or a hand edit in DB
+/// Browser does, then puts the triggers back the way `berth capture restore` does: the
+/// writes were never journaled.
 fn behind_berths_back(w: &World, site: &str, sql: &str) {
-    let c = Connection::open(w.dir(site).join("data.db")).unwrap();
-    let triggers: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'berth_%'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert!(!triggers.is_empty());
-    for t in &triggers {
-        c.execute_batch(&format!("DROP TRIGGER \"{t}\"")).unwrap();
-    }
-    c.execute_batch(sql).unwrap();
+    let db = w.dir(site).join("data.db");
+    let c = Connection::open(&db).unwrap();
+    let drops: String = c
+        .query_row(
+            "SELECT group_concat('DROP TRIGGER \"' || name || '\";', ' ') FROM sqlite_master
+             WHERE type = 'trigger' AND name LIKE 'berth_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     drop(c);
+    let out = std::process::Command::new(tool("sqlite3"))
+        .args(["-bail", "-cmd", ".timeout 10000"])
+        .arg(&db)
+        .arg(format!("{drops} {sql}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let site = w.open(site);
     let restored = berth_engine::guard::restore(&site).unwrap();
     assert!(!restored.tables.is_empty(), "the triggers were put back");
@@ -180,27 +189,13 @@ fn unsent_local_changes_are_not_touched_by_a_repair() {
 const OWNED: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, owner TEXT, v INTEGER);";
 const OWNED_DATA: &str = "INSERT INTO item VALUES ('mine', 'A', 1);
 INSERT INTO item VALUES ('theirs', 'B', 2);";
-const OWNED_MODEL: &str = "version = 1
-[nodes]
-attributes = [\"owner\"]
-[tables]
-item = { visibility = \"limited\", node_write = true }
-[[object]]
-name = \"item\"
-primary_table = \"item\"
-[[object.member]]
-table = \"item\"
-vis_event = true
-[[object.rule]]
-sql = \"SELECT 'X' FROM item WHERE id = :primary_row_id AND owner = :attr_owner\"
-";
 
 /// A `limited` row a node should not hold (it left, or was put there by hand): the repair
 /// removes it and keeps it aside; the node ends holding exactly what central routes to it.
 #[test]
 fn a_row_that_should_have_left_the_node_is_removed() {
     let attrs = BTreeMap::from([("owner".to_string(), "A".to_string())]);
-    let w = World::build(OWNED, OWNED_DATA, Some(OWNED_MODEL), &[("a", attrs)]);
+    let w = World::build(OWNED, OWNED_DATA, Some(OWNER_MODEL), &[("a", attrs)]);
     w.settle();
     assert_eq!(w.value("a", "SELECT COUNT(*) FROM item"), "1");
     behind_berths_back(&w, "a", "INSERT INTO item VALUES ('theirs', 'B', 2);");
