@@ -844,9 +844,7 @@ fn apply_changes(
             central: &me,
             now,
             sql: Default::default(),
-            auth: model
-                .as_ref()
-                .map(|model| crate::merge::apply::Authorization { model }),
+            auth: model.as_ref().map(crate::merge::apply::Authorization::new),
         };
         let mut stats = MergeStats::default();
         let mut deferred = Vec::new();

@@ -329,11 +329,45 @@ pub struct CentralMerge<'a> {
 }
 
 /// What a node may write, from the docking model (seed: a node cannot change rows it
-/// cannot see).
+/// cannot see; SPEC 2.10: nor link rows to instances it does not hold).
 #[derive(Debug)]
 pub struct Authorization<'a> {
     /// The site's docking model.
     pub model: &'a crate::route::model::DockingModel,
+    /// The model resolved against central's schema, made at the first write it is needed for.
+    plan: std::cell::OnceCell<crate::route::router::Plan>,
+    /// Instances the bundle created: primary rows it inserted under keys central did not
+    /// have, as (object, id).
+    created: std::cell::RefCell<BTreeSet<(String, String)>>,
+}
+
+impl<'a> Authorization<'a> {
+    /// Authorization by `model`.
+    pub fn new(model: &'a crate::route::model::DockingModel) -> Self {
+        Self {
+            model,
+            plan: std::cell::OnceCell::new(),
+            created: std::cell::RefCell::default(),
+        }
+    }
+
+    fn plan(&self, conn: &Connection) -> Result<&crate::route::router::Plan> {
+        if let Some(p) = self.plan.get() {
+            return Ok(p);
+        }
+        let plan = crate::route::router::Plan::new(conn, self.model)?;
+        plan.prepare_links(conn)?;
+        Ok(self.plan.get_or_init(|| plan))
+    }
+}
+
+/// What the links a node's write makes allow (SPEC 2.10, "Links").
+enum Links {
+    Allowed,
+    /// The instance it links to may come later in the bundle.
+    Wait,
+    /// Refused, with the reason.
+    Denied(String),
 }
 
 /// Prepared fast-path statements of one merge, by (table, operation, column set), and the
@@ -503,6 +537,16 @@ impl CentralMerge<'_> {
             // A change of a row whose earlier change waits goes after it.
             self.defer(ch);
             return Ok(());
+        }
+        if self.denied(t, ch)?.is_none() {
+            match self.links(t, ch)? {
+                Links::Allowed => {}
+                Links::Wait => {
+                    self.defer(ch);
+                    return Ok(());
+                }
+                Links::Denied(reason) => return self.deny_links(t, ch, &reason, stats),
+            }
         }
         if let Some(to) = moved_to(t, ch) {
             return self.key_change(t, ch, to, stats);
@@ -696,6 +740,145 @@ impl CentralMerge<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// Link authorization (SPEC 2.10, "Links"): an insert or update may link its row (or
+    /// the rows below it) only to instances the node holds or the bundle created, unless the
+    /// model grants the link (`node_link`). The instances reached are compared before and
+    /// after the write the node asks for: memberships from the row, mapping pairs with the
+    /// write made in a savepoint and rolled back.
+    fn links(&self, t: &TableInfo, ch: &Change) -> Result<Links> {
+        let Some(auth) = &self.auth else {
+            return Ok(Links::Allowed);
+        };
+        if !matches!(ch.op, Op::I | Op::U) {
+            return Ok(Links::Allowed);
+        }
+        let plan = auth.plan(self.conn)?;
+        if !plan.links_through(&t.name) {
+            return Ok(Links::Allowed);
+        }
+        if let Some(object) = plan.read_by_rules(&t.name) {
+            return Ok(Links::Denied(format!(
+                "a rule of object {object} reads table {} outside its member paths, so a node's write there could change who sees any {object}",
+                t.name
+            )));
+        }
+        let cur = read_row(self.conn, t, &ch.k)?;
+        let mut new = match (&cur, ch.op) {
+            (Some(c), Op::U) => c.clone(),
+            (None, Op::U) => ch.old.clone().unwrap_or_default(),
+            _ => Row::new(),
+        };
+        new.extend(ch.new.iter().flatten().map(|(c, v)| (c.clone(), v.clone())));
+        if ch.op == Op::I && cur.is_none() {
+            auth.created
+                .borrow_mut()
+                .extend(plan.own_instances(&t.name, &new));
+        }
+        let probe = plan.probe(self.conn, &t.name, cur.as_ref(), Some(&new))?;
+        let gains = if probe.needs_write() {
+            self.conn.execute_batch("SAVEPOINT berth_links")?;
+            let wrote = match &cur {
+                Some(_) => update(self.conn, t, &ch.k, &new).map(drop),
+                None => insert_row(self.conn, t, &new, OnConflict::Fail),
+            };
+            let gains = match wrote {
+                Ok(()) => plan.gains(self.conn, &t.name, &probe, Some(&new), true),
+                Err(_) => Ok(Vec::new()),
+            };
+            self.conn
+                .execute_batch("ROLLBACK TO berth_links; RELEASE berth_links")?;
+            match wrote {
+                Ok(()) => gains?,
+                Err(WriteError::Payload(r)) => return Err(self.malformed(ch, r)),
+                Err(WriteError::Sql(e)) if self.defers(&e) => return Ok(Links::Wait),
+                // The merge's own write fails the same way and refuses the change.
+                Err(WriteError::Sql(e)) if is_foreign_key(&e) => {
+                    plan.gains(self.conn, &t.name, &probe, Some(&new), false)?
+                }
+                Err(WriteError::Sql(e)) if is_constraint(&e) => {
+                    return Ok(Links::Denied(format!(
+                        "its links could not be checked: SQLite refused the write ({e})"
+                    )));
+                }
+                Err(WriteError::Sql(e)) => return Err(e.into()),
+            }
+        } else {
+            plan.gains(self.conn, &t.name, &probe, Some(&new), false)?
+        };
+        let mut held = self.conn.prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM berth_instances WHERE obj = ?1 AND id = ?2 AND node = ?3)",
+        )?;
+        for g in gains {
+            if g.granted
+                || auth
+                    .created
+                    .borrow()
+                    .contains(&(g.object.clone(), g.id.clone()))
+                || held.query_row(params![g.object, g.id, self.node], |r| r.get::<_, bool>(0))?
+            {
+                continue;
+            }
+            let exists = plan.instance_exists(self.conn, &g.object, &g.id)?;
+            if !exists && !self.sql.last_try.get() {
+                // It may be created later in the bundle (a writer without foreign keys).
+                return Ok(Links::Wait);
+            }
+            let what = if exists {
+                "which it does not hold"
+            } else {
+                "which does not exist"
+            };
+            return Ok(Links::Denied(format!(
+                "it links {} {} to {} {} ({}), {what}; the docking model does not let nodes make that link (node_link)",
+                t.name,
+                ch.key_text(),
+                g.object,
+                g.id,
+                g.via
+            )));
+        }
+        Ok(Links::Allowed)
+    }
+
+    /// Refuses a write whose links are not allowed: a `denied` conflict with the reason, and
+    /// the corrective changes that undo it at the node (central's row, or its removal; for
+    /// a key change, under both keys).
+    fn deny_links(
+        &self,
+        t: &TableInfo,
+        ch: &Change,
+        reason: &str,
+        stats: &mut MergeStats,
+    ) -> Result<()> {
+        let cur = read_row(self.conn, t, &ch.k)?;
+        let cols: Vec<String> = ch
+            .new
+            .as_ref()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        self.record(
+            ch,
+            "denied",
+            &cols,
+            cur.as_ref(),
+            &format!("refused: {reason}"),
+        )?;
+        if let Some(to) = moved_to(t, ch) {
+            let moved = Change {
+                k: to,
+                ..ch.clone()
+            };
+            self.journal_corrective(t, &moved, &Corrective::Delete)?;
+        }
+        let corrective = match cur {
+            Some(cur) => Corrective::Upsert(cur),
+            None => Corrective::Delete,
+        };
+        self.journal_corrective(t, ch, &corrective)?;
+        stats.conflicts += 1;
+        Ok(())
     }
 
     /// The common case in one statement, without reading the row first: an insert of a new

@@ -432,6 +432,8 @@ pub struct ResolvedMember {
     pub vis_event: bool,
     /// The paths to the primary table (empty for the primary table itself).
     pub paths: Vec<Path>,
+    /// Nodes may link its rows to instances they do not hold (SPEC 2.10).
+    pub node_link: bool,
 }
 
 /// A docking object resolved against the schema.
@@ -827,6 +829,7 @@ fn resolve_object(
             key: info.pk.clone(),
             vis_event: m.vis_event,
             paths,
+            node_link: m.node_link,
         };
         // The generated SQL must compile too (it will, given the columns exist; this guards
         // the generator).

@@ -170,6 +170,14 @@ pub enum ModelError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A setting given where it means nothing.
+    #[error("{at}: {reason}")]
+    Misplaced {
+        /// Where.
+        at: Location,
+        /// Why it does not belong there.
+        reason: String,
+    },
     /// A declared path does not lead from the member table to the primary table.
     #[error("{at}: {reason}")]
     BrokenPath {
@@ -299,6 +307,9 @@ pub struct Member {
     pub vis_event: bool,
     /// The way from a row to its primary row(s).
     pub path: PathSpec,
+    /// Whether a node's write may put a row of this table into an instance the node does
+    /// not hold (SPEC 2.10, link grants). False unless the model says so.
+    pub node_link: bool,
     /// Line of the declaration (None for the implicit primary member).
     pub line: Option<usize>,
 }
@@ -333,6 +344,9 @@ pub enum Rule {
         object: String,
         /// The mapping from this object's primary ids to the other's.
         sql: RuleSql,
+        /// Whether a node's write may map an instance it does not hold to one visible to
+        /// someone (SPEC 2.10, link grants).
+        node_link: bool,
         /// Line of the rule.
         line: Option<usize>,
     },
@@ -361,6 +375,9 @@ pub struct Related {
     pub object: String,
     /// The mapping from this object's primary ids to the related object's.
     pub sql: RuleSql,
+    /// Whether a node's write may relate an instance it does not hold to one visible to
+    /// someone (SPEC 2.10, link grants).
+    pub node_link: bool,
     /// Line of the declaration.
     pub line: Option<usize>,
 }
@@ -512,6 +529,9 @@ pub mod file {
         /// Declared paths, each a list of `"table.column -> table.column"` joins. Absent:
         /// follow foreign keys.
         pub paths: Option<Vec<Vec<String>>>,
+        /// Nodes may link rows of this table to instances they do not hold (default false).
+        #[serde(default)]
+        pub node_link: bool,
     }
 
     fn yes() -> bool {
@@ -528,6 +548,10 @@ pub mod file {
         pub sql: Option<String>,
         /// Set form.
         pub set_sql: Option<String>,
+        /// Nodes' writes may create this mapping to instances they do not hold (object
+        /// rules only; default false).
+        #[serde(default)]
+        pub node_link: bool,
     }
 
     /// `[[object.related]]`.
@@ -540,6 +564,10 @@ pub mod file {
         pub sql: Option<String>,
         /// Set form of the mapping.
         pub set_sql: Option<String>,
+        /// Nodes' writes may create this mapping to instances they do not hold (default
+        /// false).
+        #[serde(default)]
+        pub node_link: bool,
     }
 }
 
@@ -687,6 +715,7 @@ fn validate(raw: file::File, text: &str) -> Result<DockingModel, ModelError> {
             table: primary.clone(),
             vis_event: true,
             path: PathSpec::Primary,
+            node_link: false,
             line: None,
         }];
         for m in &o.member {
@@ -728,6 +757,7 @@ fn validate(raw: file::File, text: &str) -> Result<DockingModel, ModelError> {
                 table,
                 vis_event: m.vis_event,
                 path,
+                node_link: m.node_link,
                 line: mline,
             });
         }
@@ -739,10 +769,17 @@ fn validate(raw: file::File, text: &str) -> Result<DockingModel, ModelError> {
             let at = Location::new(format!("object {oname:?} rule {}", i + 1), line);
             let sql = rule_sql(r.sql.clone(), r.set_sql.clone(), &at)?;
             rules.push(match &r.object {
+                None if r.node_link => {
+                    return Err(ModelError::Misplaced {
+                        at,
+                        reason: "`node_link` grants links made by an object rule (`object = ...`), a member or a related object; an SQL rule makes none".into(),
+                    });
+                }
                 None => Rule::Sql { sql, line },
                 Some(other) => Rule::Object {
                     object: known_object(other, &at)?,
                     sql,
+                    node_link: r.node_link,
                     line,
                 },
             });
@@ -767,6 +804,7 @@ fn validate(raw: file::File, text: &str) -> Result<DockingModel, ModelError> {
             related.push(Related {
                 object,
                 sql: rule_sql(r.sql.clone(), r.set_sql.clone(), &at)?,
+                node_link: r.node_link,
                 line,
             });
         }

@@ -53,6 +53,9 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+mod links;
+pub use links::{Gain, Probe};
+
 /// An instance id: the key text of its primary row (`["O1"]`).
 pub type Id = String;
 
@@ -88,6 +91,8 @@ struct Mapping {
     /// Every table it reads lies on a member path of `dep` or `sup`, so its pairs change only
     /// with a dirty instance at one end.
     anchored: bool,
+    /// Nodes' writes may create its pairs to dependents they do not hold (SPEC 2.10).
+    node_link: bool,
 }
 
 /// One docking object, ready for routing.
@@ -219,7 +224,12 @@ impl Plan {
                 let reads = r.rule_reads.get(ri).cloned().unwrap_or_default();
                 match rule {
                     Rule::Sql { sql, .. } => rules.push((sql.clone(), reads)),
-                    Rule::Object { object, sql, .. } => {
+                    Rule::Object {
+                        object,
+                        sql,
+                        node_link,
+                        ..
+                    } => {
                         if let Some(&sup) = index.get(object) {
                             maps.push(Mapping {
                                 name: format!("{}/rule/{}", r.name, ri + 1),
@@ -231,6 +241,7 @@ impl Plan {
                                 pair_binds_dep: true,
                                 reads: reads.iter().map(|t| lower(t)).collect(),
                                 anchored: false,
+                                node_link: *node_link,
                             });
                         }
                     }
@@ -249,6 +260,7 @@ impl Plan {
                         pair_binds_dep: false,
                         reads: reads.iter().map(|t| lower(t)).collect(),
                         anchored: false,
+                        node_link: rel.node_link,
                     });
                 }
             }
@@ -649,6 +661,71 @@ fn all_ids(conn: &Connection, o: &ResolvedObject) -> Result<BTreeSet<Id>> {
     Ok(ids.iter().filter(|v| !v.is_null()).map(id_of).collect())
 }
 
+/// Mapping `mi`'s pairs (dep, sup) now: all of them, or those with a dependent in
+/// `ids[dep]` or a support in `ids[sup]` (the ids are in `temp.berth_route_ids`).
+fn mapping_pairs(
+    conn: &Connection,
+    plan: &Plan,
+    mi: usize,
+    ids: &[BTreeSet<Id>],
+    all: bool,
+) -> Result<BTreeSet<(Id, Id)>> {
+    let m = &plan.maps[mi];
+    let mut out = BTreeSet::new();
+    let mut add = |a: Json, b: Json| {
+        if a.is_null() || b.is_null() {
+            return;
+        }
+        let (d, s) = if m.dep_first { (a, b) } else { (b, a) };
+        out.insert((id_of(&d), id_of(&s)));
+    };
+    if let Some(set) = &m.set {
+        let queries: Vec<(String, Option<usize>)> = if all {
+            vec![(sql_body(set).to_string(), None)]
+        } else {
+            vec![
+                (restricted(set, m.dep_first), Some(m.dep)),
+                (restricted(set, !m.dep_first), Some(m.sup)),
+            ]
+        };
+        for (sql, obj) in queries {
+            if obj.is_some_and(|o| ids[o].is_empty()) {
+                continue;
+            }
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut rows = match obj {
+                Some(o) => st.query(params![o as i64])?,
+                None => st.query([])?,
+            };
+            while let Some(r) = rows.next()? {
+                add(from_sql(r.get_ref(0)?), from_sql(r.get_ref(1)?));
+            }
+        }
+        return Ok(out);
+    }
+    let Some(pair) = &m.pair else {
+        return Ok(out);
+    };
+    // Pair form: evaluated from the side it binds, for every instance of that side
+    // unless only ids of that side are asked for.
+    let bound = if m.pair_binds_dep { m.dep } else { m.sup };
+    let other = if m.pair_binds_dep { m.sup } else { m.dep };
+    let from: BTreeSet<Id> = if all || !ids[other].is_empty() {
+        all_ids(conn, &plan.objects[bound].r)?
+    } else {
+        ids[bound].clone()
+    };
+    for id in &from {
+        let v = id_value(id);
+        // The pair form binds the dependent for object rules (`dep_first`) and the
+        // support for related objects, so (bound, found) is in `add`'s order.
+        for found in run_pair(conn, pair, &v, None)? {
+            add(v.clone(), found);
+        }
+    }
+    Ok(out)
+}
+
 /// Visibility of a region of instances: object -> id -> the nodes that see it.
 type Seen = Vec<BTreeMap<Id, BTreeSet<String>>>;
 
@@ -714,70 +791,6 @@ impl<'a> Pass<'a> {
         Ok(out)
     }
 
-    /// Mapping `mi`'s pairs (dep, sup) now: all of them, or those with a dependent in
-    /// `ids[dep]` or a support in `ids[sup]` (the ids are in `temp.berth_route_ids`).
-    fn mapping_pairs(
-        &self,
-        mi: usize,
-        ids: &[BTreeSet<Id>],
-        all: bool,
-    ) -> Result<BTreeSet<(Id, Id)>> {
-        let m = &self.plan.maps[mi];
-        let mut out = BTreeSet::new();
-        let mut add = |a: Json, b: Json| {
-            if a.is_null() || b.is_null() {
-                return;
-            }
-            let (d, s) = if m.dep_first { (a, b) } else { (b, a) };
-            out.insert((id_of(&d), id_of(&s)));
-        };
-        if let Some(set) = &m.set {
-            let queries: Vec<(String, Option<usize>)> = if all {
-                vec![(sql_body(set).to_string(), None)]
-            } else {
-                vec![
-                    (restricted(set, m.dep_first), Some(m.dep)),
-                    (restricted(set, !m.dep_first), Some(m.sup)),
-                ]
-            };
-            for (sql, obj) in queries {
-                if obj.is_some_and(|o| ids[o].is_empty()) {
-                    continue;
-                }
-                let mut st = self.conn.prepare_cached(&sql)?;
-                let mut rows = match obj {
-                    Some(o) => st.query(params![o as i64])?,
-                    None => st.query([])?,
-                };
-                while let Some(r) = rows.next()? {
-                    add(from_sql(r.get_ref(0)?), from_sql(r.get_ref(1)?));
-                }
-            }
-            return Ok(out);
-        }
-        let Some(pair) = &m.pair else {
-            return Ok(out);
-        };
-        // Pair form: evaluated from the side it binds, for every instance of that side
-        // unless only ids of that side are asked for.
-        let bound = if m.pair_binds_dep { m.dep } else { m.sup };
-        let other = if m.pair_binds_dep { m.sup } else { m.dep };
-        let from: BTreeSet<Id> = if all || !ids[other].is_empty() {
-            all_ids(self.conn, &self.plan.objects[bound].r)?
-        } else {
-            ids[bound].clone()
-        };
-        for id in &from {
-            let v = id_value(id);
-            // The pair form binds the dependent for object rules (`dep_first`) and the
-            // support for related objects, so (bound, found) is in `add`'s order.
-            for found in run_pair(self.conn, pair, &v, None)? {
-                add(v.clone(), found);
-            }
-        }
-        Ok(out)
-    }
-
     /// Recomputes the edges touching `dirty` (all edges of mappings in `full`), stores
     /// them, and returns the dependents whose edges changed.
     fn refresh_edges(&self, dirty: &[BTreeSet<Id>], full: &[bool]) -> Result<Vec<BTreeSet<Id>>> {
@@ -797,7 +810,7 @@ impl<'a> Pass<'a> {
                 continue;
             }
             let old = self.stored_edges(mi, &dirty[m.dep], &dirty[m.sup], all)?;
-            let new = self.mapping_pairs(mi, dirty, all)?;
+            let new = mapping_pairs(self.conn, self.plan, mi, dirty, all)?;
             for (d, s) in old.difference(&new) {
                 del.execute(params![m.name, d, s])?;
                 seeds[m.dep].insert(d.clone());
