@@ -16,6 +16,9 @@ use crate::value::Row;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
 
+/// A mapping's pairs, (dependent, support).
+type Pairs = BTreeSet<(Id, Id)>;
+
 /// A link a write adds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Gain {
@@ -38,7 +41,7 @@ pub struct Probe {
     /// The instances whose mapping pairs the write can change, per object.
     dirty: Vec<BTreeSet<Id>>,
     /// Per mapping that reads the table: (mapping, every pair compared, the pairs before).
-    pairs: Vec<(usize, bool, BTreeSet<(Id, Id)>)>,
+    pairs: Vec<(usize, bool, Pairs)>,
 }
 
 impl Probe {
