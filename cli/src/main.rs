@@ -769,6 +769,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 f.severity() == berth_engine::route::check::Severity::Error
             };
             let errors = findings.iter().filter(|f| is_error(f)).count();
+            let grants = berth_engine::route::model::DockingModel::from_toml(&text)
+                .map(|m| berth_engine::route::check::link_grants(&m))
+                .unwrap_or_default();
             if json {
                 let list: Vec<_> = findings
                     .iter()
@@ -778,11 +781,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     })
                     .collect();
                 output::json(
-                    &serde_json::json!({"file": file, "errors": errors, "findings": list}),
+                    &serde_json::json!({"file": file, "errors": errors, "findings": list, "link_grants": grants}),
                 )?;
             } else {
                 for f in &findings {
                     println!("{f}");
+                }
+                if grants.is_empty() {
+                    println!(
+                        "links: a node's write may link rows only to instances it holds or creates (no node_link grants)"
+                    );
+                } else {
+                    println!(
+                        "links: a node's write may link rows only to instances it holds or creates, except:"
+                    );
+                    for g in &grants {
+                        println!("  {g}");
+                    }
                 }
                 println!(
                     "{}: {} error(s), {} warning(s)",

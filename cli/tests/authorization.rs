@@ -372,3 +372,74 @@ fn a_new_instance_created_by_the_node_is_accepted() {
         ],
     );
 }
+
+/// `docking check` says which links nodes may make, and warns of a node-writable table an
+/// SQL rule reads outside the object's members (central refuses every node write to it).
+#[test]
+fn docking_check_explains_the_links_nodes_may_make() {
+    let s = Sales::new(&sample_model());
+    let check = |model: &str| {
+        let file = s.root.join("candidate.toml");
+        std::fs::write(&file, model).unwrap();
+        let out = berth()
+            .args(["docking", "check", "--site"])
+            .arg(&s.hq)
+            .arg(&file)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = check(&sample_model());
+    assert!(
+        plain.contains("links: a node's write may link rows only to instances it holds or creates (no node_link grants)"),
+        "{plain}"
+    );
+    let granted = sample_model().replacen(
+        "[[object.member]]\ntable = \"activity\"\nvis_event = false\n# Both paths",
+        "[[object.member]]\ntable = \"activity\"\nvis_event = false\nnode_link = true\n# Both paths",
+        1,
+    );
+    let out = check(&granted);
+    assert!(
+        out.contains("object \"opportunity\" member \"activity\": nodes may put activity rows into any opportunity by its id"),
+        "{out}"
+    );
+    let risky = sample_model().replace(
+        "emp_postn = { visibility = \"enterprise\" }",
+        "emp_postn = { visibility = \"enterprise\", node_write = true }",
+    );
+    let out = check(&risky);
+    assert!(
+        out.contains("warning: object \"account\" rule 1")
+            && out.contains("this rule reads \"emp_postn\", which nodes may write"),
+        "{out}"
+    );
+    // And central does refuse a node's write there, whatever it links.
+    std::fs::write(s.root.join("risky.toml"), &risky).unwrap();
+    berth()
+        .args(["docking", "apply", "--site"])
+        .arg(&s.hq)
+        .arg(s.root.join("risky.toml"))
+        .assert()
+        .success();
+    s.dock("hq");
+    s.shell("keith", "INSERT INTO emp_postn VALUES ('E1', 'P-SOUTH')");
+    s.round("keith");
+    let denied = s.denied("keith");
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(
+        denied[0].contains("a rule of object account reads table emp_postn"),
+        "{denied:?}"
+    );
+    assert_eq!(
+        s.count("keith", "SELECT count(*) FROM account WHERE id = 'A2'"),
+        0
+    );
+    assert_eq!(
+        s.count(
+            "hq",
+            "SELECT count(*) FROM emp_postn WHERE emp_id = 'E1' AND position_id = 'P-SOUTH'"
+        ),
+        0
+    );
+}

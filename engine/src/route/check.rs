@@ -265,6 +265,16 @@ pub enum Kind {
         /// What it does (`ATTACH "x.db"`, `PRAGMA foreign_keys`, `INSERT INTO t`).
         what: String,
     },
+    /// An SQL rule reads a table nodes may write that is on none of the object's member
+    /// paths: a node's write there could change who sees any instance, so central refuses
+    /// every node write to it (SPEC 2.10, "Links").
+    #[error(
+        "this rule reads {table:?}, which nodes may write (node_write = true) but which is not a member of the object: a node's write there could make any instance visible, so central refuses every node write to it; set node_write = false, or make it a member so each write is checked against the instance it belongs to"
+    )]
+    NodeWritesRuleInput {
+        /// The table.
+        table: String,
+    },
     /// A rule reads a member table whose changes are declared not to change visibility.
     #[error(
         "this rule reads {table:?}, a member of the object with vis_event = false, so changes there would not re-evaluate visibility; set vis_event = true on that member"
@@ -302,7 +312,8 @@ impl Kind {
         match self {
             Kind::NodeWriteOnCentral { .. }
             | Kind::RelatedWithoutRule { .. }
-            | Kind::VisEventOff { .. } => Severity::Warning,
+            | Kind::VisEventOff { .. }
+            | Kind::NodeWritesRuleInput { .. } => Severity::Warning,
             _ => Severity::Error,
         }
     }
@@ -534,6 +545,42 @@ pub struct Resolved {
 /// Findings of [`DockingModel`] against the schema of `conn`.
 pub fn check(model: &DockingModel, conn: &Connection) -> rusqlite::Result<Vec<Finding>> {
     Ok(resolve(model, conn)?.1)
+}
+
+/// The links the model lets nodes make to instances they do not hold (`node_link`), one
+/// line each; empty when nodes may link rows only to instances they hold (SPEC 2.10).
+pub fn link_grants(model: &DockingModel) -> Vec<String> {
+    let mut out = Vec::new();
+    for o in &model.objects {
+        for m in o.members.iter().filter(|m| m.node_link) {
+            out.push(format!(
+                "object {:?} member {:?}: nodes may put {} rows into any {} by its id",
+                o.name, m.table, m.table, o.name
+            ));
+        }
+        for (i, r) in o.rules.iter().enumerate() {
+            if let Rule::Object {
+                object,
+                node_link: true,
+                ..
+            } = r
+            {
+                out.push(format!(
+                    "object {:?} rule {}: nodes' writes may make any {} visible where the {object} they map it to is",
+                    o.name,
+                    i + 1,
+                    o.name
+                ));
+            }
+        }
+        for r in o.related.iter().filter(|r| r.node_link) {
+            out.push(format!(
+                "object {:?} related {:?}: nodes' writes may bring any {} along with a {}",
+                o.name, r.object, r.object, o.name
+            ));
+        }
+    }
+    out
 }
 
 /// Parses `text` and checks it; a model that does not parse is one finding.
@@ -846,6 +893,16 @@ fn resolve_object(
             Rule::Object { .. } => (Form::MapPair, Form::MapSet),
         };
         let reads = compile_both(conn, r.sql(), pair, set, model, &at, findings)?;
+        if matches!(r, Rule::Sql { .. }) {
+            for t in &reads {
+                if o.member(t).is_none() && model.table(t).is_some_and(|spec| spec.node_write) {
+                    findings.push(Finding {
+                        at: at.clone(),
+                        kind: Kind::NodeWritesRuleInput { table: t.clone() },
+                    });
+                }
+            }
+        }
         for t in &reads {
             if let Some(m) = o.member(t)
                 && !m.vis_event
