@@ -942,6 +942,61 @@ sql = "SELECT 'X' FROM opty_emp WHERE opty_id = :primary_row_id AND emp_id = :at
     }
 
     #[test]
+    fn node_link_is_read_where_it_grants_a_link_and_refused_on_an_sql_rule() {
+        let text = |rule_extra: &str| {
+            format!(
+                r#"
+version = 1
+[tables]
+opty = {{ visibility = "limited", node_write = true }}
+activity = {{ visibility = "limited", node_write = true }}
+quote = {{ visibility = "limited", node_write = true }}
+
+[[object]]
+name = "opportunity"
+primary_table = "opty"
+
+[[object.member]]
+table = "activity"
+node_link = true
+
+[[object.rule]]
+sql = "SELECT 1"
+{rule_extra}
+
+[[object.related]]
+object = "quote"
+sql = "SELECT id FROM quote WHERE opty_id = :primary_row_id"
+node_link = true
+
+[[object]]
+name = "quote"
+primary_table = "quote"
+
+[[object.rule]]
+object = "opportunity"
+sql = "SELECT opty_id FROM quote WHERE id = :primary_row_id"
+"#
+            )
+        };
+        let m = DockingModel::from_toml(&text("")).unwrap();
+        let o = m.object("opportunity").unwrap();
+        assert!(o.member("activity").unwrap().node_link);
+        assert!(!o.member("opty").unwrap().node_link, "default false");
+        assert!(o.related[0].node_link);
+        assert!(matches!(
+            m.object("quote").unwrap().rules[0],
+            Rule::Object { node_link: false, .. }
+        ));
+        let e = DockingModel::from_toml(&text("node_link = true")).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::Misplaced { at, .. } if at.item == "object \"opportunity\" rule 1"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("an SQL rule makes none"), "{e}");
+    }
+
+    #[test]
     fn declared_paths_parse_and_chain() {
         let text = r#"
 version = 1
