@@ -2,7 +2,10 @@
 //! replica with foreign keys off (re-pointing every foreign key to any id of the sample,
 //! inserting rows under keys he does not hold, rows on instances he does not hold, rows of
 //! tables nodes may not write), in random rounds; his bundles carry whatever his SQLite
-//! journaled. After each round has settled, with nobody else writing:
+//! journaled. A last round is a bundle he forges and signs with his own key, continuing his
+//! stream: inserts, updates and deletes of any row of any table, held or not, with any
+//! references (the test asserts central merged it). After each round has settled, with
+//! nobody else writing:
 //! - (P1) no node holds an instance it did not hold before, unless keith held it or his
 //!   round created it (its primary row was not at central before);
 //! - (P2) no node holds a row it did not hold before that keith does not hold or held,
@@ -321,6 +324,154 @@ fn adversary(docking: &str, seed: u64) {
             }
             wrote
         });
+    }
+    // Last, a bundle keith forges and signs with his own key: changes his SQLite could not
+    // journal (updates and deletes of rows he does not hold, any key, any table).
+    let mut forged = Vec::new();
+    round_holds(&w, &model, &format!("seed {seed} forged round"), |keith| {
+        forged = forge(&w, keith, &mut rng, &ids);
+        forged.clone()
+    });
+    // Central took the forged bundle in and merged it (nothing quarantined).
+    let last: i64 =
+        serde_json::from_str::<serde_json::Value>(forged.last().unwrap()).unwrap()["pos"]
+            .as_i64()
+            .unwrap();
+    let applied: i64 = hq(&w)
+        .query_row(
+            "SELECT applied_pos FROM berth_peers WHERE name = 'keith'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        applied >= last,
+        "seed {seed}: the forged bundle was not merged ({applied} < {last})"
+    );
+}
+
+/// Writes into the exchange folder a bundle from keith to central that continues his
+/// stream, signed with his key, carrying random changes; moves his stream past it so that
+/// his next bundle follows. Returns the change lines.
+fn forge(w: &World, keith: &Connection, rng: &mut StdRng, ids: &Ids) -> Vec<String> {
+    use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition};
+    // Every change of his is acknowledged (the rounds settled): the forged positions follow
+    // his log's last.
+    let (seq, acked, top, applied): (i64, i64, i64, i64) = keith
+        .query_row(
+            "SELECT out_seq, acked_pos, (SELECT COALESCE(MAX(pos), 0) FROM berth_log), applied_pos
+             FROM berth_peers WHERE name = 'hq'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(acked, top, "keith's log is not all acknowledged");
+    let (seq, sent, applied) = (seq as u64, top as u64, applied as u64);
+    let n = rng.random_range(1..8u64);
+    let lines: Vec<String> = (1..=n)
+        .map(|i| {
+            let pos = sent + i;
+            let (t, k, row) = match rng.random_range(0..7) {
+                0 => {
+                    let id = any(rng, &ids.optys);
+                    let a = reference(rng, &ids.accounts);
+                    ("opty", id.clone(), format!(r#"{{"id":"{id}","account_id":{},"name":"forged"}}"#, json(&a)))
+                }
+                1 => {
+                    let id = any(rng, &ids.quotes);
+                    let o = reference(rng, &ids.optys);
+                    let e = reference(rng, &ids.employees);
+                    ("quote", id.clone(), format!(r#"{{"id":"{id}","opty_id":{},"owner_emp_id":{},"name":"forged"}}"#, json(&o), json(&e)))
+                }
+                2 => {
+                    let id = format!("F{pos}");
+                    let o = reference(rng, &ids.optys);
+                    let a = reference(rng, &ids.accounts);
+                    ("activity", id.clone(), format!(r#"{{"id":"{id}","opty_id":{},"account_id":{},"kind":"forged"}}"#, json(&o), json(&a)))
+                }
+                3 => {
+                    let id = any(rng, &ids.accounts);
+                    ("account", id.clone(), format!(r#"{{"id":"{id}","name":"forged"}}"#))
+                }
+                4 => {
+                    let id = any(rng, &ids.contacts);
+                    let a = reference(rng, &ids.accounts);
+                    ("contact", id.clone(), format!(r#"{{"id":"{id}","account_id":{},"name":"forged"}}"#, json(&a)))
+                }
+                5 => ("commission", "E1".into(), r#"{"emp_id":"E1","rate":0.9}"#.into()),
+                _ => ("employee", "E2".into(), r#"{"id":"E2","name":"forged"}"#.into()),
+            };
+            let op = any(rng, &["I".into(), "U".into(), "D".into()]);
+            let (old, new) = match op.as_str() {
+                "I" => ("null".to_string(), row),
+                "U" => (r#"{"name":"whatever"}"#.to_string(), row),
+                _ => (row, "null".to_string()),
+            };
+            format!(r#"{{"pos":{pos},"t":"{t}","k":["{k}"],"op":"{op}","old":{old},"new":{new},"c":{pos}}}"#)
+        })
+        .collect();
+    let key = SecretKey::from_text(
+        &std::fs::read_to_string(w.dir("keith").join("keys/site.key")).unwrap(),
+    )
+    .unwrap();
+    let path = w.via.join(berth_bundle::naming::bundle_file_name(
+        "keith",
+        "hq",
+        seq + 1,
+    ));
+    let mut bw = BundleWriter::new(
+        std::fs::File::create(&path).unwrap(),
+        BundleHeader {
+            sender: Party {
+                site: "keith".into(),
+                key_id: key.public().key_id(),
+            },
+            recipients: vec!["hq".into()],
+            created: 0,
+            bundle_id: None,
+            stream: Some(StreamPosition {
+                seq: seq + 1,
+                log_from: sent + 1,
+                log_to: sent + n,
+                requires: sent,
+                acks: applied,
+            }),
+            schema_checksum: None,
+            software_level: None,
+            critical: vec![],
+            extensions: Default::default(),
+        },
+    )
+    .unwrap();
+    let mut payload = lines.join("\n");
+    payload.push('\n');
+    bw.add_bytes(
+        "payload/changes.jsonl",
+        "changes",
+        Compression::Deflate,
+        payload.as_bytes(),
+    )
+    .unwrap();
+    bw.finish(&key).unwrap();
+    // His own stream goes on after the forged bundle, as if he had written it: the next
+    // sequence number, and his log reaching its last position (an entry central skips as
+    // applied, once it has applied the forged bundle).
+    let last = (sent + n) as i64;
+    keith
+        .execute_batch(&format!(
+            "UPDATE berth_peers SET out_seq = out_seq + 1, sent_pos = {last} WHERE name = 'hq';
+             INSERT INTO berth_log(pos, tbl, pk, op, old)
+               SELECT {last}, 'opty', json_array(id), 'U', json_object('name', name) FROM opty LIMIT 1;"
+        ))
+        .unwrap();
+    lines
+}
+
+/// An SQL literal of `reference` as JSON.
+fn json(sql: &str) -> String {
+    match sql.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+        Some(id) => format!("\"{id}\""),
+        None => "null".into(),
     }
 }
 
