@@ -607,12 +607,34 @@ fn the_escalation_paths_hold_the_properties() {
         "INSERT INTO opty_prod(id, opty_id, product_id) VALUES ('OP9', 'O2', 'P1')",
         "INSERT INTO quote_item(id, quote_id, product_id) VALUES ('QI9', 'Q2', 'P1')",
         "INSERT OR REPLACE INTO opty(id, account_id, name) VALUES ('O2', 'A1', 'stolen')",
-        "INSERT INTO opty(id, account_id, name) VALUES ('O9', 'A2', 'a way into A2')",
+        "INSERT INTO opty(id, account_id, name) VALUES ('O9', 'A2', 'a way into A2');
+         INSERT INTO activity(id, opty_id, kind) VALUES ('X9', 'O9', 'on the refused one')",
     ] {
         round_holds(&w, &model, sql, |keith| {
             keith.execute_batch(sql).unwrap();
             vec![sql.to_string()]
         });
+    }
+    // Each was refused, and nothing of them is at central.
+    let c = hq(&w);
+    let denied: i64 = c
+        .query_row(
+            "SELECT count(*) FROM berth_conflicts WHERE node = 'keith' AND kind = 'denied'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(denied >= 11, "{denied} denied");
+    for q in [
+        "SELECT count(*) FROM activity WHERE id IN ('X1', 'X2', 'X9')",
+        "SELECT count(*) FROM opty WHERE id = 'O9' OR name = 'stolen'",
+        "SELECT count(*) FROM quote WHERE id = 'Q9' OR opty_id = 'O2' AND id <> 'Q2'",
+    ] {
+        assert_eq!(
+            c.query_row(q, [], |r| r.get::<_, i64>(0)).unwrap(),
+            0,
+            "{q}"
+        );
     }
 }
 

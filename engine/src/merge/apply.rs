@@ -865,6 +865,13 @@ impl CentralMerge<'_> {
             cur.as_ref(),
             &format!("refused: {reason}"),
         )?;
+        // An instance this change would have created is not there for later changes.
+        if let (Some(auth), Some(new)) = (&self.auth, &ch.new)
+            && let Some(plan) = auth.plan.get()
+        {
+            let own = plan.own_instances(&t.name, new);
+            auth.created.borrow_mut().retain(|i| !own.contains(i));
+        }
         if let Some(to) = moved_to(t, ch) {
             let moved = Change {
                 k: to,
