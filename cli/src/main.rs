@@ -57,9 +57,14 @@ enum Command {
         after_help = "Checks today:\n  site-files   data.db is there, not empty, and records the site that berth.toml\n               and keys/ describe (not another site's database)\n  quick-check  SQLite's PRAGMA quick_check: damaged pages, broken b-trees\n  replica      at a node: its rows against the digests of central's newest bundle\n               (buckets with unsent local changes left out); at central: each\n               node's last report\nExit 0 when every check passes, 1 when one fails.\n\nExample:\n  berth verify --site laptop\n  berth verify --site hq --json"
     )]
     Verify(SiteArgs),
-    /// List the collisions recorded at central.
-    #[command(after_help = "Example:\n  berth conflicts --site hq")]
-    Conflicts(SiteArgs),
+    /// List what lost: collisions at central (with the losing value), overrides at a node;
+    /// `resolve` writes the chosen side of a collision again as a new change.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "At central each collision shows both sides and which lost; at a node each override is a\nlocal write central's change met before central had merged it (central settles it when\nthe write arrives, and the collision, if any, is listed at central).\n\nExample:\n  berth conflicts --site hq\n  berth conflicts --site hq --json\n  berth conflicts resolve 3 --take node --site hq"
+    )]
+    Conflicts(ConflictsArgs),
     /// Send SQL statements to chosen nodes: they run there in order with the other changes.
     #[command(
         name = "send-sql",
@@ -296,6 +301,46 @@ struct SiteArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ConflictsArgs {
+    #[command(subcommand)]
+    action: Option<ConflictsCmd>,
+    /// The site folder.
+    #[arg(long, required = true)]
+    site: Option<PathBuf>,
+    /// Print JSON: `{"conflicts": [...], "overrides": [...]}`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConflictsCmd {
+    /// At central: write one side of a collision again as a new change of central's (it
+    /// travels to every node holding the row with the next dock).
+    #[command(after_help = "Example:\n  berth conflicts resolve 3 --take node --site hq")]
+    Resolve {
+        /// The collision's id (`berth conflicts` shows it as #ID).
+        id: i64,
+        /// The side to keep: the node's values, or central's as they were when the change
+        /// arrived.
+        #[arg(long, value_enum)]
+        take: Take,
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--take` of `conflicts resolve`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Take {
+    Node,
+    Central,
 }
 
 #[derive(Args, Debug)]
@@ -673,16 +718,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Conflicts(a) => {
-            let s = Site::open(&a.site)
-                .with_context(|| format!("opening site {}", a.site.display()))?;
-            let c = status::conflicts(&s)?;
-            if a.json {
-                output::json(&c)?
-            } else {
-                output::conflicts(&c)
-            }
-        }
+        Command::Conflicts(a) => conflicts(a)?,
         Command::SendSql { site, nodes, file } => {
             let mut s =
                 Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
@@ -960,6 +996,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn conflicts(a: ConflictsArgs) -> Result<()> {
+    use berth_engine::conflict::{self, Side};
+    if let Some(ConflictsCmd::Resolve {
+        id,
+        take,
+        site,
+        json,
+    }) = a.action
+    {
+        let mut s =
+            Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+        let side = match take {
+            Take::Node => Side::Node,
+            Take::Central => Side::Central,
+        };
+        let r = conflict::resolve(&mut s, id, side)
+            .with_context(|| format!("resolving conflict #{id}"))?;
+        if json {
+            output::json(&r)?;
+        } else {
+            output::resolution(&r, &site);
+        }
+        return Ok(());
+    }
+    let Some(site) = a.site else {
+        bail!("give --site SITE");
+    };
+    let s = Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+    let c = conflict::conflicts(&s)?;
+    let o = conflict::overrides(&s)?;
+    if a.json {
+        output::json(&serde_json::json!({"conflicts": c, "overrides": o}))
+    } else {
+        output::conflicts(&c, &o, &site);
+        Ok(())
+    }
 }
 
 pub(crate) fn file_label(p: &Path) -> String {

@@ -1,8 +1,10 @@
 //! Human-readable and JSON printing.
 
 use berth_bundle::Manifest;
+use berth_engine::conflict::{Conflict, Override, Resolution, Side};
 use berth_engine::dock::DockReport;
-use berth_engine::status::{Conflict, Status};
+use berth_engine::status::Status;
+use berth_engine::value::Row;
 use std::path::Path;
 
 /// Prints any serializable value as pretty JSON.
@@ -150,32 +152,100 @@ pub fn status(s: &Status) {
     println!("\nconflicts  {}", s.conflicts);
     if s.overrides > 0 {
         println!(
-            "overrides  {} local changes were overridden by central (see berth_overrides)",
+            "overrides  {} local changes met a change of central's before it merged them: berth conflicts",
             s.overrides
         );
     }
 }
 
-pub fn conflicts(c: &[Conflict]) {
-    if c.is_empty() {
+/// Some columns of a row, `col='text'` or `col=value`; `(no row)` when there is none.
+fn values(row: Option<&Row>, cols: &[String]) -> String {
+    let Some(row) = row else {
+        return "(no row)".into();
+    };
+    let shown: Vec<String> = row
+        .iter()
+        .filter(|(c, _)| cols.is_empty() || cols.contains(c))
+        .map(|(c, v)| match v {
+            serde_json::Value::String(t) => format!("{c}='{t}'"),
+            v => format!("{c}={v}"),
+        })
+        .collect();
+    shown.join(", ")
+}
+
+/// `berth conflicts`: collisions with both sides and which lost; overrides at a node.
+pub fn conflicts(c: &[Conflict], o: &[Override], site: &Path) {
+    if c.is_empty() && o.is_empty() {
         println!("no conflicts");
         return;
     }
     for x in c {
+        let lost = match x.lost.side {
+            Side::Node => "node",
+            Side::Central => "central",
+        };
         println!(
-            "#{} {} {} {} {} columns {} ({}): node had {} -> {}, central {}",
+            "#{} {} {} {} {} on {} ({})",
             x.id,
             x.node,
             x.table,
-            x.key,
+            serde_json::Value::from(x.key.clone()),
             x.kind,
-            x.columns,
+            if x.columns.is_empty() {
+                "the row".to_string()
+            } else {
+                x.columns.join(", ")
+            },
             x.resolution,
-            x.node_old.as_deref().unwrap_or("-"),
-            x.node_new.as_deref().unwrap_or("-"),
-            x.central.as_deref().unwrap_or("-")
+        );
+        println!(
+            "    node     {} -> {}",
+            values(x.node_old.as_ref(), &x.columns),
+            values(x.node_new.as_ref(), &x.columns)
+        );
+        println!("    central  {}", values(x.central.as_ref(), &x.columns));
+        println!(
+            "    lost     {lost}'s {}",
+            values(x.lost.values.as_ref(), &x.columns)
+        );
+        match &x.resolved {
+            Some(r) => println!("    resolved: took {}'s side", r.took.as_str()),
+            None => println!(
+                "    to keep the {lost}'s side: berth conflicts resolve {} --take {lost} --site {}",
+                x.id,
+                site.display()
+            ),
+        }
+    }
+    for x in o {
+        println!(
+            "override #{} {} {}: central's {} met a local {} not yet merged; holds {} (central settles it when the local change arrives)",
+            x.id,
+            x.table,
+            serde_json::Value::from(x.key.clone()),
+            x.central_op,
+            x.local_op,
+            values(x.row.as_ref(), &[])
         );
     }
+}
+
+/// `berth conflicts resolve`.
+pub fn resolution(r: &Resolution, site: &Path) {
+    let c = &r.conflict;
+    println!(
+        "#{} {} {}: {}'s side written as a new change: {}",
+        c.id,
+        c.table,
+        serde_json::Value::from(c.key.clone()),
+        c.resolved.as_ref().map_or("?", |x| x.took.as_str()),
+        values(r.row.as_ref(), &c.columns)
+    );
+    println!(
+        "next: `berth dock --site {} --via FOLDER` sends it to the nodes that hold the row",
+        site.display()
+    );
 }
 
 pub fn manifest(file: &Path, m: &Manifest) {

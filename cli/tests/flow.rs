@@ -189,8 +189,100 @@ fn the_documented_user_flow_works_end_to_end() {
         .output()
         .unwrap();
     let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(c[0]["node"], "bob");
-    assert_eq!(c[0]["kind"], "update-update");
+    let c = &c["conflicts"][0];
+    assert_eq!(c["node"], "bob");
+    assert_eq!(c["kind"], "update-update");
+    // Values, not JSON text inside JSON; the losing side is named with its value.
+    assert_eq!(c["key"], serde_json::json!(["o1"]));
+    assert_eq!(c["columns"], serde_json::json!(["sales_rep"]));
+    assert_eq!(c["node_new"]["sales_rep"], "Greg Emerson");
+    assert_eq!(c["central"]["sales_rep"], "Carl Lake");
+    assert_eq!(c["lost"]["side"], "node");
+    assert_eq!(c["lost"]["values"]["sales_rep"], "Greg Emerson");
+    assert!(c["resolved"].is_null());
+    let id = c["id"].as_i64().unwrap().to_string();
+    berth()
+        .args(["conflicts", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("lost     node's sales_rep='Greg Emerson'").and(
+                predicate::str::contains(format!("berth conflicts resolve {id} --take node")),
+            ),
+        );
+    // The admin takes bob's side: written at central as a new change, it reaches every node.
+    berth()
+        .args(["conflicts", "resolve", &id, "--take", "node", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sales_rep='Greg Emerson'"));
+    for _ in 0..2 {
+        for site in [&hq, &laptop, &tablet] {
+            berth()
+                .args(["dock", "--site"])
+                .arg(site)
+                .arg("--via")
+                .arg(&usb)
+                .assert()
+                .success();
+        }
+    }
+    for site in [&hq, &laptop, &tablet] {
+        assert_eq!(
+            query(&site.join("data.db"), "SELECT sales_rep FROM opty"),
+            "Greg Emerson"
+        );
+    }
+    let out = berth()
+        .args(["conflicts", "--json", "--site"])
+        .arg(&hq)
+        .output()
+        .unwrap();
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["conflicts"][0]["resolved"]["took"], "node");
+    // At a node, the overrides: central's change met alice's write central had not merged.
+    sql(
+        &laptop.join("data.db"),
+        "UPDATE opty SET sales_rep = 'Alice' WHERE id = 'o1';",
+    );
+    sql(
+        &hq.join("data.db"),
+        "UPDATE opty SET sales_rep = 'Dana', name = 'Big deal' WHERE id = 'o1';",
+    );
+    berth()
+        .args(["dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&usb)
+        .assert()
+        .success();
+    berth()
+        .args(["dock", "--download-only", "--site"])
+        .arg(&laptop)
+        .arg("--via")
+        .arg(&usb)
+        .assert()
+        .success();
+    let out = berth()
+        .args(["conflicts", "--json", "--site"])
+        .arg(&laptop)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &o["overrides"][0];
+    assert_eq!(o["table"], "opty");
+    assert_eq!(o["key"], serde_json::json!(["o1"]));
+    assert_eq!(o["row"]["sales_rep"], "Alice", "{o}");
+    assert_eq!(o["row"]["name"], "Big deal", "{o}");
+    berth()
+        .args(["conflicts", "--site"])
+        .arg(&laptop)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("override #1 opty [\"o1\"]"));
     // The node shows central's key id, to compare with what the admin sees at central.
     let hq_key = berth()
         .args(["keys", "show", "--json"])
@@ -424,6 +516,15 @@ fn explain_names_the_instances_behind_an_answer() {
     assert!(out.status.success());
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["visible"], false);
+    // Instance ids are key values, not JSON text inside JSON.
+    assert!(
+        e["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == serde_json::json!(["O2"])),
+        "{e}"
+    );
     // The rule chain: a quote item of Q4 reaches alice through its quote, its opportunity
     // O4 and the S_OPTY_EMP rule.
     berth()

@@ -220,6 +220,9 @@ pub enum EngineError {
     },
     #[error("injected failure at {0}")]
     Injected(&'static str),
+    /// A collision cannot be resolved as asked.
+    #[error(transparent)]
+    Resolve(#[from] crate::conflict::ResolveError),
     /// A rows kept aside by a repair cannot be re-applied or discarded as asked (SPEC 2.15).
     #[error("{0}")]
     Kept(String),
