@@ -41,7 +41,7 @@ enum Command {
     /// Manage nodes at central.
     #[command(
         subcommand,
-        after_help = "Example:\n  berth node add alice --site hq --via /media/usb"
+        after_help = "Example:\n  berth node add alice --site hq --via /media/usb\n  berth node set alice --site hq --attr employee=E17"
     )]
     Node(NodeCmd),
     /// Apply the bundles addressed to this site, then write its outgoing bundles.
@@ -251,6 +251,28 @@ enum NodeCmd {
         /// Seal the extract to the node's key (`NAME.age`): a lost stick leaks nothing.
         #[arg(long, conflicts_with = "out")]
         encrypt: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a node's attributes: the next dock at central routes by them (the rows they
+    /// show arrive at the node, those they hide leave it).
+    #[command(
+        after_help = "Example:\n  berth node set alice --site hq --attr employee=E17\n  berth node set alice --site hq --unset region"
+    )]
+    Set {
+        /// The node's name.
+        name: String,
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// Set an attribute, KEY=VALUE (repeatable; KEY declared in the docking model's
+        /// `[nodes] attributes`).
+        #[arg(long = "attr", value_parser = parse_attr, required_unless_present = "unset")]
+        attrs: Vec<(String, String)>,
+        /// Remove an attribute (repeatable).
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -965,6 +987,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo(a) => demo::run(&a)?,
+        Command::Node(NodeCmd::Set {
+            name,
+            site,
+            attrs,
+            unset,
+            json,
+        }) => {
+            let s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
+            let a = enroll::set_attributes(&s, &name, &attrs, &unset)
+                .with_context(|| format!("setting {name}'s attributes"))?;
+            if json {
+                output::json(&a)?;
+            } else if a.attributes == a.before {
+                println!("{name}'s attributes are unchanged");
+            } else {
+                let text = |m: &BTreeMap<String, String>| {
+                    let v: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    if v.is_empty() {
+                        "none".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                println!(
+                    "{name}'s attributes: {} (were {})",
+                    text(&a.attributes),
+                    text(&a.before)
+                );
+                println!(
+                    "next: `berth dock --site {} --via FOLDER` routes by them: rows they show arrive at {name}, rows they hide leave",
+                    site.display()
+                );
+            }
+        }
         Command::Node(NodeCmd::Revoke { name, site }) => transports::revoke(&site, &name)?,
         Command::Keys(KeysCmd::Rotate { site }) => transports::rotate(&site)?,
         Command::Keys(KeysCmd::Admin {

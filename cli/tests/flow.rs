@@ -567,3 +567,86 @@ fn explain_names_the_instances_behind_an_answer() {
         .failure()
         .stderr(predicate::str::contains("nobody"));
 }
+
+fn ids(db: &Path) -> String {
+    query(
+        db,
+        "SELECT group_concat(id, ',') FROM (SELECT id FROM opty ORDER BY id)",
+    )
+}
+
+/// `berth node set`: a node's attributes change at central, and its rows follow at the next
+/// docks (those the new attributes show arrive, those they hide leave).
+#[test]
+fn node_set_changes_attributes_and_rows_follow() {
+    let d = tempfile::tempdir().unwrap();
+    let (hq, laptop, usb) = (
+        d.path().join("hq"),
+        d.path().join("laptop"),
+        d.path().join("usb"),
+    );
+    std::fs::create_dir_all(&usb).unwrap();
+    init_sample_central(&hq);
+    berth()
+        .args(["init", "node"])
+        .arg(&laptop)
+        .args(["--name", "alice", "--via"])
+        .arg(&usb)
+        .assert()
+        .success();
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&usb)
+        .args(["--attr", "employee=E1"])
+        .assert()
+        .success();
+    let dock = |site: &Path| {
+        berth()
+            .args(["dock", "--site"])
+            .arg(site)
+            .arg("--via")
+            .arg(&usb)
+            .assert()
+            .success();
+    };
+    dock(&laptop);
+    assert_eq!(ids(&laptop.join("data.db")), "O1,O4");
+    // A misspelt attribute is refused, as at node add.
+    berth()
+        .args(["node", "set", "alice", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employe=E2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not declared"));
+    berth()
+        .args(["node", "set", "alice", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employee=E2"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("employee=E2 (were employee=E1)"));
+    for _ in 0..2 {
+        dock(&hq);
+        dock(&laptop);
+    }
+    assert_eq!(ids(&laptop.join("data.db")), "O2");
+    let out = berth()
+        .args(["node", "set", "alice", "--json", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employee=E2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["attributes"]["employee"], "E2");
+    berth()
+        .args(["node", "set", "nobody", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employee=E2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nobody"));
+}
