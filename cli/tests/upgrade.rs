@@ -182,6 +182,19 @@ fn an_admin_submits_the_sample_package_and_central_accepts_it() {
         .unwrap()
         .unwrap()
         .path();
+    // Lying in the exchange folder, it is what central's dock says waits.
+    berth()
+        .args(["dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&outbox)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("submitted by ann waits")
+                .and(predicate::str::contains("berth upgrade accept --site"))
+                .and(predicate::str::contains("nothing to do").not()),
+        );
     // Not yet an admin at central: refused, with what to do.
     berth()
         .args(["upgrade", "accept", "--site"])

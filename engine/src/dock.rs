@@ -142,8 +142,8 @@ pub struct DockReport {
     /// Software upgrade messages, reminders and outcomes for the user (nodes).
     pub upgrade: Vec<crate::upgrade::Note>,
     /// What waits for someone else before this site has anything to do, and the command
-    /// that unblocks it (a node before central added it; a node's enrollment request at
-    /// central).
+    /// that unblocks it (a node before central added it; at central a node's enrollment
+    /// request, a submitted migration or upgrade package).
     pub waits: Vec<String>,
 }
 
@@ -279,6 +279,60 @@ fn waits(site: &Site, via: &Path) -> Result<Vec<String>> {
                         via.display()
                     ));
                 }
+            }
+            out.extend(submissions_waiting(site, via)?);
+        }
+    }
+    Ok(out)
+}
+
+/// At central: migrations and upgrade packages submitted from away (`migration submit`,
+/// `upgrade submit`) that lie in the exchange folder and have not been accepted. No dock
+/// takes them (their names are not bundle names, SPEC 1.8): an administrator reviews and
+/// accepts each.
+fn submissions_waiting(site: &Site, via: &Path) -> Result<Vec<String>> {
+    let version = crate::migrate::state(&site.conn)?.version;
+    let mut out = Vec::new();
+    let mut names: Vec<String> = fs::read_dir(via)
+        .map_err(|e| EngineError::io(via, e))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    for name in names {
+        let Some((from, rest)) = name.strip_suffix(".zip").and_then(|n| n.split_once("_to_"))
+        else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix(site.name()) else {
+            continue;
+        };
+        let file = via.join(&name);
+        if let Some(v) = rest
+            .strip_prefix("_migration_")
+            .and_then(|v| v.parse::<i64>().ok())
+            && v > version
+        {
+            out.push(format!(
+                "migration {v} submitted by {from} waits in {}: review it, then run `berth \
+                 migration accept --site {} {}`",
+                via.display(),
+                site.dir.display(),
+                file.display()
+            ));
+        } else if let Some(package) = rest.strip_prefix("_package_") {
+            let published: bool = site.conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM berth_upgrades WHERE name = ?1)",
+                params![package],
+                |r| r.get(0),
+            )?;
+            if !published {
+                out.push(format!(
+                    "upgrade package {package} submitted by {from} waits in {}: review it, \
+                     then run `berth upgrade accept --site {} {}`",
+                    via.display(),
+                    site.dir.display(),
+                    file.display()
+                ));
             }
         }
     }
