@@ -434,10 +434,15 @@ enum KeysCmd {
         site: PathBuf,
     },
     /// Show a key file's key id and public key (a site folder shows the site's key).
-    #[command(after_help = "Example:\n  berth keys show keys/admin.pub\n  berth keys show hq")]
+    #[command(
+        after_help = "With --age-identity, only the site's age identity (AGE-SECRET-KEY-1...) is printed: the\nsecret that opens bundles sealed to it with the age tool. Keep it as private as the key.\n\nExample:\n  berth keys show keys/admin.pub\n  berth keys show hq\n  berth keys show laptop --age-identity > id.txt\n  age -d -i id.txt -o b.berth.zip hq_to_alice_0000000002.berth.zip.age"
+    )]
     Show {
         /// A .key or .pub file, or a site folder.
         path: PathBuf,
+        /// Print the age identity of the secret key (a site folder or a .key file) instead.
+        #[arg(long)]
+        age_identity: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -468,9 +473,10 @@ enum KeysCmd {
 
 #[derive(Subcommand, Debug)]
 enum BundleCmd {
-    /// Summarize a bundle (its manifest is shown unverified).
+    /// Summarize a bundle (its manifest is shown unverified); a sealed one (`.age`) is named
+    /// with how to open it.
     #[command(
-        after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip --json"
+        after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip --json\n  berth bundle inspect hq_to_alice_0000000002.berth.zip.age"
     )]
     Inspect {
         /// The bundle file.
@@ -698,9 +704,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 a.via.clone()
             };
             let prompt = upgrade::TerminalPrompt::default();
-            let report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &prompt)
+            let mut report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &prompt)
                 .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
-            transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
+            report.written = transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
             if a.json {
                 output::json(&report)?;
             } else {
@@ -869,7 +875,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 public.display()
             );
         }
-        Command::Keys(KeysCmd::Show { path, json }) => {
+        Command::Keys(KeysCmd::Show {
+            path,
+            age_identity: true,
+            json,
+        }) => {
+            let secret = load_secret(&if path.is_dir() {
+                path.join("keys").join("site.key")
+            } else {
+                path.clone()
+            })?;
+            let id = berth_bundle::seal::identity_text(&secret)?;
+            if json {
+                output::json(&serde_json::json!({"age_identity": id}))?;
+            } else {
+                println!("{id}");
+            }
+        }
+        Command::Keys(KeysCmd::Show { path, json, .. }) => {
             let public = load_public(&path)?;
             // What bundles for this key are sealed to (SPEC 3.4): a standard age recipient.
             let age = berth_bundle::seal::recipient_text(&public)?;
@@ -920,7 +943,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bundle(BundleCmd::Inspect { file, json }) => {
             let label = file_label(&file);
-            let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let mut f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            if transports::is_sealed(&mut f)
+                .with_context(|| format!("reading {}", file.display()))?
+            {
+                return output::sealed(&file, json).map(|()| ExitCode::SUCCESS);
+            }
             let b = Bundle::open(f, &label, &Limits::default())?;
             if json {
                 output::json(b.manifest())?

@@ -248,6 +248,45 @@ pub fn resolution(r: &Resolution, site: &Path) {
     );
 }
 
+/// `berth bundle inspect` of a sealed bundle: what its name says, and how to look inside.
+pub fn sealed(file: &Path, json: bool) -> anyhow::Result<()> {
+    let name = crate::file_label(file);
+    let inner = berth_bundle::seal::parse_sealed_name(&name);
+    let parsed = inner.and_then(berth_bundle::naming::parse_bundle_file_name);
+    let recipient = parsed.as_ref().map(|p| p.1.clone());
+    let open = format!(
+        "berth keys show {} --age-identity > id.txt && age -d -i id.txt -o {} {}",
+        recipient.as_deref().unwrap_or("RECIPIENT-SITE"),
+        inner.unwrap_or("bundle.berth.zip"),
+        file.display()
+    );
+    if json {
+        return self::json(&serde_json::json!({
+            "sealed": true,
+            "format": "age-encryption.org/v1",
+            "bundle": inner,
+            "sender": parsed.as_ref().map(|p| p.0.clone()),
+            "recipient": recipient,
+            "seq": parsed.as_ref().map(|p| p.2),
+            "open": open,
+        }));
+    }
+    println!(
+        "sealed     {} (the age format, SPEC 3.4): the manifest is inside the encryption",
+        file.display()
+    );
+    if let (Some(inner), Some((sender, recipient, seq))) = (inner, &parsed) {
+        println!("bundle     {inner}");
+        println!("sender     {sender}");
+        println!("recipient  {recipient} (sealed to its key)");
+        println!("seq        {seq}");
+    }
+    println!(
+        "to open    its recipient docks it as it is; to look inside, at the recipient:\n           {open}\n           then `berth bundle inspect` the result"
+    );
+    Ok(())
+}
+
 pub fn manifest(file: &Path, m: &Manifest) {
     println!(
         "bundle     {} (UNVERIFIED: use `berth bundle verify` to check it)",

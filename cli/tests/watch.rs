@@ -595,12 +595,32 @@ fn one_watcher_per_site() {
     assert_eq!(v["watcher"]["last"][0]["event"], "started");
 }
 
+/// Every file a dock's report names as written exists (it names what sealing or splitting
+/// left, not the file they replaced).
+fn written_files_exist(out: &[u8]) -> Vec<PathBuf> {
+    let out = String::from_utf8_lossy(out);
+    let written: Vec<PathBuf> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("written"))
+        .map(|p| PathBuf::from(p.trim()))
+        .collect();
+    assert!(!written.is_empty(), "{out}");
+    for p in &written {
+        assert!(
+            p.exists(),
+            "{} is named but does not exist: {out}",
+            p.display()
+        );
+    }
+    written
+}
+
 fn big_bundle(w: &Pair) -> PathBuf {
     exec(
         &w.p("laptop/data.db"),
         "INSERT INTO item VALUES('big', 'blob', randomblob(60000))",
     );
-    berth()
+    let out = berth()
         .args(["dock", "--upload-only", "--site"])
         .arg(w.p("laptop"))
         .arg("--via")
@@ -608,6 +628,8 @@ fn big_bundle(w: &Pair) -> PathBuf {
         .args(["--volume-size", "16384"])
         .assert()
         .success();
+    let written = written_files_exist(&out.get_output().stdout);
+    assert!(written.len() >= 4, "the index and its volumes: {written:?}");
     let index = files(&w.p("side"))
         .into_iter()
         .find(|f| f.ends_with(".berth.zip.volumes"))
@@ -835,16 +857,29 @@ fn an_encrypted_bundle_opens_only_with_the_recipients_key() {
         &w.p("laptop/data.db"),
         "INSERT INTO item VALUES('e1', 'top-secret-value', NULL)",
     );
-    berth()
+    let out = berth()
         .args(["dock", "--upload-only", "--encrypt", "--site"])
         .arg(w.p("laptop"))
         .arg("--via")
         .arg(w.p("side"))
         .assert()
-        .success()
-        .stdout(predicates::str::contains("sealed to its recipient"));
+        .success();
     let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
-    assert!(sealed.exists(), "{:?}", files(&w.p("side")));
+    assert_eq!(
+        written_files_exist(&out.get_output().stdout),
+        [sealed.clone()]
+    );
+    // `bundle inspect` says what a sealed file is and how to open it.
+    berth()
+        .args(["bundle", "inspect"])
+        .arg(&sealed)
+        .assert()
+        .success()
+        .stdout(
+            predicates::str::contains("sealed")
+                .and(predicates::str::contains("recipient  hq"))
+                .and(predicates::str::contains("--age-identity")),
+        );
     assert!(
         files(&w.p("side"))
             .iter()
@@ -1112,6 +1147,57 @@ fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied(
         w.hq("SELECT v FROM item WHERE id = 'x1'"),
         "sealed by age(1)"
     );
+}
+
+/// `keys show --age-identity` prints what the age tool needs to open a bundle sealed to the
+/// site, as the README promises.
+#[test]
+fn the_age_tool_opens_a_sealed_bundle_with_the_sites_age_identity() {
+    assert!(
+        std::process::Command::new("age")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test needs the age tool, which is not installed; .ci/run installs it"
+    );
+    let w = Pair::new();
+    exec(
+        &w.p("laptop/data.db"),
+        "INSERT INTO item VALUES('a1', 'for age', NULL)",
+    );
+    berth()
+        .args(["dock", "--upload-only", "--encrypt", "--site"])
+        .arg(w.p("laptop"))
+        .arg("--via")
+        .arg(w.p("side"))
+        .assert()
+        .success();
+    let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
+    let out = berth()
+        .args(["keys", "show", "--age-identity"])
+        .arg(w.p("hq"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(id.starts_with("AGE-SECRET-KEY-1"), "{id}");
+    fs::write(w.p("id.txt"), &id).unwrap();
+    let plain = w.p("opened.berth.zip");
+    let ok = std::process::Command::new("age")
+        .args(["-d", "-i"])
+        .arg(w.p("id.txt"))
+        .arg("-o")
+        .arg(&plain)
+        .arg(&sealed)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    berth()
+        .args(["bundle", "inspect"])
+        .arg(&plain)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("sender     alice"));
 }
 
 fn key_id(dir: &Path) -> String {
