@@ -499,15 +499,15 @@ enum BundleCmd {
     },
     /// Write a mail message (.eml) with a bundle attached, for any mail client or sendmail.
     #[command(
-        after_help = "Example:\n  berth bundle mail out/hq_to_alice_0000000002.berth.zip --to alice@example.org --out msg.eml\n  sendmail -t < msg.eml"
+        after_help = "Example:\n  berth bundle mail out/hq_to_alice_0000000002.berth.zip --to 'Alice Lee <alice@example.org>' --out msg.eml\n  sendmail -t < msg.eml"
     )]
     Mail {
         /// The bundle file.
         file: PathBuf,
-        /// The recipient's address.
+        /// The recipient: `addr@example.org` or `Name <addr@example.org>`.
         #[arg(long)]
         to: String,
-        /// The sender's address.
+        /// The sender, written the same way (default berth@localhost).
         #[arg(long)]
         from: Option<String>,
         /// The message file to write.

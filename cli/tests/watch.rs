@@ -791,19 +791,32 @@ fn an_eml_file_and_a_maildir_deliver_bundles_and_garbage_mail_is_quarantined() {
         .arg(&keep)
         .args([
             "--to",
-            "hq@example.org",
+            "Head Office <hq@example.org>",
             "--from",
-            "alice@example.org",
+            "Zoë Ärger <alice@example.org>",
             "--out",
         ])
         .arg(&eml)
         .assert()
         .success();
     let text = fs::read_to_string(&eml).unwrap();
+    // Display names parsed, not taken for the address; a non-ASCII one encoded (RFC 2047).
     assert!(
-        text.contains("To: <hq@example.org>") || text.contains("To: hq@example.org"),
+        text.contains("To: \"Head Office\" <hq@example.org>")
+            || text.contains("To: Head Office <hq@example.org>"),
         "{text}"
     );
+    assert!(text.contains("From: =?utf-8?"), "{text}");
+    assert!(!text.contains("<Head") && !text.contains('Ä'), "{text}");
+    // A mailbox berth cannot read is refused, naming it.
+    berth()
+        .args(["bundle", "mail"])
+        .arg(&keep)
+        .args(["--to", "Head Office <hq@example.org", "--out"])
+        .arg(w.p("side/bad.eml"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("not a mail address"));
     fs::rename(&eml, inbox.join("msg.eml")).unwrap();
     watcher.wait_for("mail", |v| v["file"] == "msg.eml");
     watcher.wait_for("applied", |_| true);
@@ -819,6 +832,30 @@ fn an_eml_file_and_a_maildir_deliver_bundles_and_garbage_mail_is_quarantined() {
         maildir.join("new").join(msg).exists(),
         "a mailbox is read, never changed"
     );
+
+    // Forwarded: the bundle's message attached whole (message/rfc822) to another.
+    let b3 = w.node_bundle("INSERT INTO item VALUES('m3', 'forwarded', NULL)");
+    let inner = w.p("side/inner.eml");
+    berth()
+        .args(["bundle", "mail"])
+        .arg(&b3)
+        .args(["--to", "hq@example.org", "--out"])
+        .arg(&inner)
+        .assert()
+        .success();
+    let forwarded = format!(
+        "From: bob@example.org\r\nTo: hq@example.org\r\nSubject: Fwd: berth bundle\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"fwd-boundary\"\r\n\r\n\
+         --fwd-boundary\r\nContent-Type: text/plain\r\n\r\nsee the forwarded message\r\n\
+         --fwd-boundary\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n\
+         {}\r\n--fwd-boundary--\r\n",
+        fs::read_to_string(&inner).unwrap()
+    );
+    let msg = "1700000001.M2P1.berth-test";
+    fs::write(maildir.join("tmp").join(msg), forwarded).unwrap();
+    fs::rename(maildir.join("tmp").join(msg), maildir.join("new").join(msg)).unwrap();
+    watcher.file_event("applied", &name(&b3));
+    assert_eq!(w.hq("SELECT v FROM item WHERE id = 'm3'"), "forwarded");
 }
 
 #[cfg(unix)]
