@@ -304,7 +304,8 @@ struct DockArgs {
     /// Only apply incoming bundles.
     #[arg(long)]
     download_only: bool,
-    /// Print JSON.
+    /// Print JSON (`happened` says whether anything was done); upgrade questions take their
+    /// defaults without asking.
     #[arg(long)]
     json: bool,
     /// Split outgoing bundles larger than this many bytes into volumes (FAT32 media).
@@ -703,8 +704,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 a.via.clone()
             };
-            let prompt = upgrade::TerminalPrompt::default();
-            let mut report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &prompt)
+            // A script reading --json answers no question: each takes its default.
+            let prompt: Box<dyn berth_engine::upgrade::Prompt> = if a.json {
+                Box::new(berth_engine::upgrade::NonInteractive)
+            } else {
+                Box::new(upgrade::TerminalPrompt::default())
+            };
+            let mut report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &*prompt)
                 .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
             report.written = transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
             if a.json {

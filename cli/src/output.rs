@@ -30,7 +30,7 @@ pub fn dock_report(r: &DockReport) {
     for w in &r.waits {
         println!("{:<12} {w}", "waits");
     }
-    if r.incoming.is_empty() && r.written.is_empty() && r.waits.is_empty() {
+    if r.incoming.is_empty() && r.written.is_empty() && r.waits.is_empty() && r.upgrade.is_empty() {
         println!("nothing to do");
     }
 }

@@ -145,9 +145,25 @@ pub struct DockReport {
     /// that unblocks it (a node before central added it; at central a node's enrollment
     /// request, a submitted migration or upgrade package).
     pub waits: Vec<String>,
+    /// Whether anything happened: a bundle taken in (applied, held, refused), a bundle
+    /// written, or a software package asked for, installed or failed. False is the text
+    /// output's "nothing to do" (what waits, if anything, is in `waits`).
+    pub happened: bool,
 }
 
 impl DockReport {
+    /// Computes [`DockReport::happened`] from the rest.
+    fn settle(&mut self) {
+        self.happened = self.incoming.iter().any(|i| i.outcome != "waiting")
+            || !self.written.is_empty()
+            || self.upgrade.iter().any(|n| {
+                matches!(
+                    n.event.as_str(),
+                    "requested" | "applied" | "failed" | "refused"
+                )
+            });
+    }
+
     /// Bundles with this outcome.
     pub fn count(&self, outcome: &str) -> usize {
         self.incoming
@@ -242,6 +258,7 @@ pub fn dock_with_prompt(
         }
     }
     report.waits = waits(site, via)?;
+    report.settle();
     Ok(report)
 }
 
@@ -378,6 +395,7 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
     crate::guard::require(site)?;
     let mut report = DockReport::default();
     process_spool(site, opts, &mut report)?;
+    report.settle();
     Ok(report)
 }
 
