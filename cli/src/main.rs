@@ -23,11 +23,42 @@ use std::process::ExitCode;
     name = "berth",
     version,
     about = "Offline-first sync for SQLite: signed bundle files carried by folders, email or USB sticks.",
-    after_help = "Example:\n  berth init central hq --schema samples/sales/schema.sql\n  berth init node laptop --name alice --via /media/usb\n  berth node add alice --site hq --via /media/usb\n  berth dock --site laptop --via /media/usb"
+    after_help = "Example:\n  berth init central hq --schema samples/sales/schema.sql\n  berth init node laptop --name alice --via /media/usb\n  berth node add alice --site hq --via /media/usb\n  berth dock --site laptop --via /media/usb\n\nExit status:\n  0    done (for checks: every check passed)\n  1    failed: the message on stderr says what, where and what to do; or a check\n       failed (verify, docking check, capture check)\n  3    dock: a bundle was quarantined or waits to be retried (the report says which)\n  141  the reader of the output went away (`berth conflicts | head -1`)\n\nLogging: -v, -vv, -vvv (info, debug, trace) or RUST_LOG (e.g. RUST_LOG=berth_engine=debug)\nwrite the log to stderr; -q leaves only errors and draws no progress bars."
 )]
 struct Cli {
+    /// More log output on stderr: -v info (with progress of long work when no bar is
+    /// drawn), -vv debug, -vvv trace. RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr: no warnings in the log, no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Starts the log on stderr: RUST_LOG when set, else the level -v/-q choose (warnings by
+/// default).
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    output::QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    // A second subscriber (tests calling main twice) is not an error worth stopping for.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 #[derive(Subcommand, Debug)]
@@ -565,6 +596,7 @@ fn main() -> ExitCode {
         }
     }));
     let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(Ok(code)) => code,
         Ok(Err(e))

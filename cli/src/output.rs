@@ -319,14 +319,54 @@ pub fn manifest(file: &Path, m: &Manifest) {
     }
 }
 
-/// Progress bars on stderr for long applies and writes, when stderr is a terminal and the
-/// output is not JSON; plain output otherwise (nothing is drawn into logs or pipes).
+/// `-q`: no progress bars.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Progress of long applies, routing passes and writes: bars on stderr when stderr is a
+/// terminal, the output is not JSON and `-q` is not given; otherwise lines in the log when
+/// it shows info (`-v`); nothing is drawn into logs or pipes.
 pub fn bars(json: bool) -> berth_engine::progress::Reporter {
     use std::io::IsTerminal as _;
-    if json || !std::io::stderr().is_terminal() {
-        return None;
+    let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
+    if !json && !quiet && std::io::stderr().is_terminal() {
+        return Some(std::sync::Arc::new(Bars::default()));
     }
-    Some(std::sync::Arc::new(Bars::default()))
+    if tracing::enabled!(tracing::Level::INFO) {
+        return Some(std::sync::Arc::new(Logged::default()));
+    }
+    None
+}
+
+/// Progress as log lines: the start, every tenth, the end.
+#[derive(Debug, Default)]
+struct Logged {
+    work: std::sync::Mutex<(String, u64, u64)>,
+}
+
+impl berth_engine::progress::Progress for Logged {
+    fn begin(&self, what: &str, total: u64) {
+        tracing::info!("{what}: {total} to do");
+        if let Ok(mut w) = self.work.lock() {
+            *w = (what.to_string(), total, 0);
+        }
+    }
+
+    fn set(&self, done: u64) {
+        if let Ok(mut w) = self.work.lock() {
+            let (what, total, shown) = &mut *w;
+            let tenth = (*total / 10).max(1);
+            if done >= *shown + tenth && done < *total {
+                tracing::info!("{what}: {done} of {total}");
+                *shown = done;
+            }
+        }
+    }
+
+    fn end(&self) {
+        if let Ok(w) = self.work.lock() {
+            tracing::info!("{}: done", w.0);
+        }
+    }
 }
 
 /// One bar at a time (the engine reports one piece of work at a time).

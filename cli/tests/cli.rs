@@ -490,3 +490,77 @@ fn a_dock_says_what_waits_and_how_to_unblock_it() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x1");
 }
+
+/// `--help` lists the exit statuses, 3 included.
+#[test]
+fn help_lists_the_exit_statuses() {
+    berth()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("Exit status:")
+                .and(predicate::str::contains("  3 "))
+                .and(predicate::str::contains("141")),
+        );
+}
+
+/// The log: silent by default; -v shows what a dock did and the progress of a routing pass
+/// after a large change (no bar is drawn without a terminal); RUST_LOG decides when set; -q
+/// leaves only errors.
+#[test]
+fn verbose_and_rust_log_show_the_log_and_routing_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let hq = common::init_central(root, "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);", "");
+    let via = root.join("via");
+    std::fs::create_dir_all(&via).unwrap();
+    let node = common::add_node(root, &hq, "n1", &via);
+    berth()
+        .args(["dock", "--site"])
+        .arg(&node)
+        .arg("--via")
+        .arg(&via)
+        .assert()
+        .success()
+        .stderr("");
+    let ok = std::process::Command::new("sqlite3")
+        .arg(hq.join("data.db"))
+        .arg(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000)
+             INSERT INTO t SELECT 'k' || i, 'v' FROM n;",
+        )
+        .status()
+        .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e})"))
+        .success();
+    assert!(ok);
+    berth()
+        .args(["-v", "dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&via)
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("routing to the nodes: ")
+                .and(predicate::str::contains("routing to the nodes: done"))
+                .and(predicate::str::contains("written")),
+        );
+    berth()
+        .args(["dock", "--site"])
+        .arg(&node)
+        .arg("--via")
+        .arg(&via)
+        .env("RUST_LOG", "debug")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("dock starts"));
+    berth()
+        .args(["-q", "dock", "--site"])
+        .arg(&node)
+        .arg("--via")
+        .arg(&via)
+        .assert()
+        .success()
+        .stderr("");
+}

@@ -200,6 +200,7 @@ pub fn dock_with_prompt(
             std::io::Error::new(std::io::ErrorKind::NotFound, "exchange folder not found"),
         ));
     }
+    tracing::debug!(site = site.name(), via = %via.display(), "dock starts");
     // SPEC 2.4.1: nothing is applied or exported while capture is not as berth installed it.
     crate::guard::require(site)?;
     // Software upgrades (seed: at the start and, preferably, the end of the session).
@@ -207,6 +208,10 @@ pub fn dock_with_prompt(
     report.upgrade = crate::upgrade::node::session(site, start, prompt)?;
     if opts.download {
         report.incoming.extend(intake(site, via)?);
+        tracing::debug!(
+            taken = report.incoming.len(),
+            "intake done; applying the spool"
+        );
         crash_point(opts.fail_intake, IntakeStep::Spooled, "intake")?;
         process_spool(site, opts, &mut report)?;
     }
@@ -243,7 +248,8 @@ pub fn dock_with_prompt(
                     &site.conn,
                     TransactionBehavior::Immediate,
                 )?;
-                crate::partial::route(&tx, &catalog, model.as_ref())?;
+                tracing::debug!("routing central's log to the nodes");
+                crate::partial::route_with_progress(&tx, &catalog, model.as_ref(), &opts.progress)?;
                 tx.commit()?;
                 crash_point(opts.fail_export, ExportStep::Routed, "export")?;
                 for p in peer::all(&site.conn)? {
@@ -259,6 +265,12 @@ pub fn dock_with_prompt(
     }
     report.waits = waits(site, via)?;
     report.settle();
+    for i in &report.incoming {
+        tracing::info!(file = %i.file, outcome = i.outcome, "{}", i.detail);
+    }
+    for w in &report.written {
+        tracing::info!(file = %w.display(), "written");
+    }
     Ok(report)
 }
 
