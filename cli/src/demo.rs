@@ -195,6 +195,8 @@ pub struct Summary {
     pub ok: bool,
     /// The folder holding the sites.
     pub dir: PathBuf,
+    /// The command that removes it, when the demo made it (no folder was given).
+    pub remove_with: Option<String>,
     /// Generated data scale, if any.
     pub scale: Option<u32>,
     /// Wall time of the whole demo.
@@ -217,7 +219,13 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     };
     let root = prepare_dir(a.dir.as_deref())?;
     if !a.json {
-        println!("berth demo in {}", root.display());
+        match &a.dir {
+            Some(_) => println!("berth demo in {}", root.display()),
+            None => println!(
+                "berth demo in {} (a temporary folder, kept afterwards; the end says how to remove it)",
+                root.display()
+            ),
+        }
     }
     let mut d = Demo::build(&root, &data, say)
         .with_context(|| format!("building the deployment in {}", root.display()))?;
@@ -233,6 +241,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     let summary = Summary {
         ok: checks.iter().all(|c| c.ok),
         dir: root.clone(),
+        remove_with: a.dir.is_none().then(|| remove_command(&root)),
         scale: a.scale,
         elapsed_ms: started.elapsed().as_millis(),
         checks,
@@ -972,6 +981,18 @@ fn print_end(s: &Summary) {
         s.dir.display(),
         s.dir.join("hq").display()
     );
+    if let Some(rm) = &s.remove_with {
+        println!("   a temporary folder made for the demo; remove it with `{rm}`");
+    }
+}
+
+/// The shell command that removes the demo's folder.
+fn remove_command(dir: &Path) -> String {
+    if cfg!(windows) {
+        format!("rmdir /s /q \"{}\"", dir.display())
+    } else {
+        format!("rm -rf '{}'", dir.display())
+    }
 }
 
 #[cfg(test)]

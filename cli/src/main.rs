@@ -168,7 +168,7 @@ enum Command {
     /// Versioned schema migrations.
     #[command(
         subcommand,
-        after_help = "Example:\n  berth migration create --site dev --name opty-stage\n  berth migration list --site dev"
+        after_help = "Example:\n  berth migration create --site dev --name opty-probability\n  berth migration list --site dev"
     )]
     Migration(schema::MigrationCmd),
     /// List the rows a repair of this node's replica kept aside, write one back, or drop it.

@@ -494,15 +494,11 @@ fn a_dock_says_what_waits_and_how_to_unblock_it() {
 /// `--help` lists the exit statuses, 3 included.
 #[test]
 fn help_lists_the_exit_statuses() {
-    berth()
-        .arg("--help")
-        .assert()
-        .success()
-        .stdout(
-            predicate::str::contains("Exit status:")
-                .and(predicate::str::contains("  3 "))
-                .and(predicate::str::contains("141")),
-        );
+    berth().arg("--help").assert().success().stdout(
+        predicate::str::contains("Exit status:")
+            .and(predicate::str::contains("  3 "))
+            .and(predicate::str::contains("141")),
+    );
 }
 
 /// The log: silent by default; -v shows what a dock did and the progress of a routing pass
@@ -563,4 +559,103 @@ fn verbose_and_rust_log_show_the_log_and_routing_progress() {
         .assert()
         .success()
         .stderr("");
+}
+
+/// The README's session and migration examples run as written (with the stick a folder of
+/// the test's): every command exists and the migration starts from a site it creates.
+/// (Unix: the examples are sh, and `samples` is linked into the test's folder.)
+#[cfg(unix)]
+#[test]
+fn the_readme_examples_run_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::create_dir_all(root.join("usb")).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples"),
+        root.join("samples"),
+    )
+    .unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("$B "))
+        .collect();
+    assert_eq!(blocks.len(), 2, "the session and the migration: {blocks:?}");
+    for block in blocks {
+        let script = block.replace("\\\n", " ").replace("/tmp/usb", "usb");
+        for line in script
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("B="))
+        {
+            let out = std::process::Command::new("sh")
+                .args(["-c", line])
+                .current_dir(root)
+                .env("B", assert_cmd::cargo::cargo_bin("berth"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "README line failed: {line}\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert!(root.join("app/db/migrations/migrations.toml").exists());
+}
+
+/// `migration create --help`'s example runs on a copy of the sample: the column it adds is
+/// one the sample does not have yet.
+#[test]
+fn the_migration_create_help_example_runs_on_the_sample() {
+    let help = berth()
+        .args(["migration", "create", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let alter = help
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sqlite3 dev/data.db "))
+        .unwrap_or_else(|| panic!("no sqlite3 line in the example: {help}"))
+        .trim_matches('\'')
+        .to_string();
+    let create: Vec<String> = help
+        .lines()
+        .find(|l| l.contains("migration create --site dev") && !l.contains("--sql"))
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let d = tempfile::tempdir().unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales");
+    let dev = d.path().join("dev");
+    berth()
+        .args(["init", "central"])
+        .arg(&dev)
+        .arg("--schema")
+        .arg(samples.join("schema.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["schema", "snapshot", "--site"])
+        .arg(&dev)
+        .assert()
+        .success();
+    let ok = std::process::Command::new("sqlite3")
+        .arg(dev.join("data.db"))
+        .arg(&alter)
+        .status()
+        .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e})"))
+        .success();
+    assert!(ok, "{alter}");
+    berth()
+        .args(&create)
+        .current_dir(d.path())
+        .assert()
+        .success();
 }

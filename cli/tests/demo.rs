@@ -323,3 +323,33 @@ fn the_demo_passes_every_check_from_a_relative_folder() {
     }
     assert!(d.path().join("rel/hq").is_dir());
 }
+
+/// Issue 19: `demo` without a folder says where it left its files and how to remove them.
+#[test]
+fn the_demo_without_a_folder_says_where_its_files_are_and_how_to_remove_them() {
+    let d = tempfile::tempdir().unwrap();
+    let out = berth()
+        .arg("demo")
+        .env("TMPDIR", d.path())
+        .env("TMP", d.path())
+        .env("TEMP", d.path())
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let made: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let dir = made[0].display().to_string();
+    assert!(
+        text.contains(&format!("berth demo in {dir} (a temporary folder")),
+        "{text}"
+    );
+    let rm = if cfg!(windows) {
+        format!("rmdir /s /q \"{dir}\"")
+    } else {
+        format!("rm -rf '{dir}'")
+    };
+    assert!(text.contains(&format!("remove it with `{rm}`")), "{text}");
+}
