@@ -659,3 +659,95 @@ fn the_migration_create_help_example_runs_on_the_sample() {
         .assert()
         .success();
 }
+
+/// Every file and folder under `dir` handed to `uid`.
+#[cfg(unix)]
+fn chown_tree(dir: &Path, uid: u32) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(uid)).unwrap();
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// Issue 19, a read-only stick: a download-only dock applies from a folder berth cannot
+/// write (the bundle stays there); a dock that must write its bundle there names the folder
+/// and what to do, with the OS error said once. The permission is real: the tests run as
+/// root, which no folder mode stops, so under root berth runs as `nobody` (uid 65534) on a
+/// tree handed to it; otherwise as the user running the tests.
+#[cfg(unix)]
+#[test]
+fn a_read_only_stick_applies_and_a_dock_that_must_write_there_says_what_to_do() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    const NOBODY: u32 = 65534;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let hq = common::init_central(
+        root,
+        "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);",
+        "INSERT INTO t VALUES ('a', 'from hq');",
+    );
+    let usb = root.join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let node = common::add_node(root, &hq, "n1", &usb);
+    // Files the test makes belong to whoever runs it.
+    let as_root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root).unwrap()) == 0;
+    if as_root {
+        chown_tree(root, NOBODY);
+    }
+    std::fs::set_permissions(&usb, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let dock = |args: &[&str]| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        c.arg("dock")
+            .args(args)
+            .arg("--site")
+            .arg(&node)
+            .arg("--via")
+            .arg(&usb);
+        if as_root {
+            c.uid(NOBODY).gid(NOBODY);
+        }
+        assert_cmd::Command::from_std(c).assert()
+    };
+    let left: Vec<_> = std::fs::read_dir(&usb).unwrap().collect();
+    dock(&["--download-only"])
+        .success()
+        .stdout(predicate::str::contains("applied"));
+    assert_eq!(
+        std::fs::read_dir(&usb).unwrap().count(),
+        left.len(),
+        "the bundle stays on the read-only stick"
+    );
+    let db = node.join("data.db");
+    let q = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT v FROM t WHERE id = 'a'")
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e})"));
+    assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), "from hq");
+    // Docked again: nothing breaks on the bundle left behind.
+    dock(&["--download-only"]).success();
+    // A local change to send: the folder must be written, and cannot be.
+    let ok = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("INSERT INTO t VALUES ('b', 'from n1')")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    if as_root {
+        chown_tree(&node, NOBODY);
+    }
+    let out = dock(&[]).failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains(&format!("{} cannot be written", usb.display()))
+            && err.contains("--download-only")
+            && err.contains("write-protect"),
+        "{err}"
+    );
+    assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
+    std::fs::set_permissions(&usb, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

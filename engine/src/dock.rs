@@ -230,38 +230,7 @@ pub fn dock_with_prompt(
         process_spool(site, opts, &mut report)?;
     }
     if opts.upload {
-        match site.role() {
-            Role::Node => {
-                if let Some(central) = store::meta(&site.conn, "central")? {
-                    let p = peer::require(&site.conn, &central)?;
-                    if let Some(path) = write_stream(site, via, &p, opts)? {
-                        report.written.push(path);
-                    }
-                }
-            }
-            Role::Central => {
-                // One routing pass for every node (seed Figure 6), committed with the
-                // checkpoints; then each node's bundle carries its partial log.
-                let catalog = site.catalog()?;
-                let model = site.docking_model()?;
-                let tx = rusqlite::Transaction::new_unchecked(
-                    &site.conn,
-                    TransactionBehavior::Immediate,
-                )?;
-                tracing::debug!("routing central's log to the nodes");
-                crate::partial::route_with_progress(&tx, &catalog, model.as_ref(), &opts.progress)?;
-                tx.commit()?;
-                crash_point(opts.fail_export, ExportStep::Routed, "export")?;
-                for p in peer::all(&site.conn)? {
-                    if p.role == "node"
-                        && p.revoked.is_none()
-                        && let Some(path) = write_stream(site, via, &p, opts)?
-                    {
-                        report.written.push(path);
-                    }
-                }
-            }
-        }
+        upload(site, via, opts, &mut report).map_err(|e| not_writable(e, via))?;
     }
     report.waits = waits(site, via)?;
     report.settle();
@@ -272,6 +241,58 @@ pub fn dock_with_prompt(
         tracing::info!(file = %w.display(), "written");
     }
     Ok(report)
+}
+
+/// The upload half of a dock: at a node its stream to central; at central one routing pass,
+/// then every node's bundle.
+fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) -> Result<()> {
+    match site.role() {
+        Role::Node => {
+            if let Some(central) = store::meta(&site.conn, "central")? {
+                let p = peer::require(&site.conn, &central)?;
+                if let Some(path) = write_stream(site, via, &p, opts)? {
+                    report.written.push(path);
+                }
+            }
+        }
+        Role::Central => {
+            // One routing pass for every node (seed Figure 6), committed with the
+            // checkpoints; then each node's bundle carries its partial log.
+            let catalog = site.catalog()?;
+            let model = site.docking_model()?;
+            let tx =
+                rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+            tracing::debug!("routing central's log to the nodes");
+            crate::partial::route_with_progress(&tx, &catalog, model.as_ref(), &opts.progress)?;
+            tx.commit()?;
+            crash_point(opts.fail_export, ExportStep::Routed, "export")?;
+            for p in peer::all(&site.conn)? {
+                if p.role == "node"
+                    && p.revoked.is_none()
+                    && let Some(path) = write_stream(site, via, &p, opts)?
+                {
+                    report.written.push(path);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An error writing into the exchange folder, said as what it is: a folder berth must write
+/// to (its outgoing bundles go there) and may not, with what to do.
+fn not_writable(e: EngineError, via: &Path) -> EngineError {
+    match e {
+        EngineError::Io { path, source }
+            if transport::is_read_only(&source) && path.starts_with(via) =>
+        {
+            EngineError::NotWritable {
+                folder: via.to_path_buf(),
+                source,
+            }
+        }
+        other => other,
+    }
 }
 
 /// What waits for someone else, said with the command that unblocks it.

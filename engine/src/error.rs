@@ -220,6 +220,17 @@ pub enum EngineError {
     },
     #[error("injected failure at {0}")]
     Injected(&'static str),
+    /// The exchange folder cannot be written (a write-protected stick, a read-only share):
+    /// the incoming bundles were applied; the outgoing ones could not be written.
+    #[error(
+        "{folder} cannot be written ({source}): this site's outgoing bundles go there; make it writable (a stick's write-protect switch, the share's or mount's options, the folder's permissions) and dock again, or dock with --download-only to only apply what it holds"
+    )]
+    NotWritable {
+        /// The exchange folder.
+        folder: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// A collision cannot be resolved as asked.
     #[error(transparent)]
     Resolve(#[from] crate::conflict::ResolveError),
