@@ -1102,6 +1102,25 @@ fn a_revoked_nodes_bundles_are_refused_from_then_on_and_it_gets_nothing_more() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("nobody"));
+    // The revoked name is not given to a new key; the message says what to do instead.
+    berth()
+        .args(["init", "node"])
+        .arg(w.p("laptop2"))
+        .args(["--name", "alice", "--via"])
+        .arg(w.p("inbox2"))
+        .assert()
+        .success();
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(w.p("hq"))
+        .arg("--via")
+        .arg(w.p("inbox2"))
+        .assert()
+        .failure()
+        .stderr(
+            predicates::str::contains("belongs to a revoked node")
+                .and(predicates::str::contains("--name NEW")),
+        );
 }
 
 #[test]

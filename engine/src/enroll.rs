@@ -200,6 +200,11 @@ pub fn add_node(
     let mut verified = bundle.verify(&trust)?;
     verified.check_all_entries()?;
     if let Some(existing) = peer::get(&site.conn, name)? {
+        if existing.revoked.is_some() {
+            return Err(EngineError::RevokedName {
+                name: name.to_string(),
+            });
+        }
         let key_id = PublicKey::from_hex(&existing.public_key)
             .map(|k| k.key_id().to_string())
             .unwrap_or_default();

@@ -101,6 +101,15 @@ pub enum EngineError {
         /// The key it is registered with.
         key_id: String,
     },
+    /// The name is a revoked node's: its key stays refused, and its routing state stays
+    /// with the name, so it is not given to another key.
+    #[error(
+        "the name {name:?} belongs to a revoked node: its bundles stay refused under that name; enroll the machine under a new name (`berth init node DIR --name NEW --via FOLDER`, then `berth node add NEW`)"
+    )]
+    RevokedName {
+        /// The node name.
+        name: String,
+    },
     /// No enrollment request for the node was found.
     #[error("no enrollment request for {name:?} found in {folder}")]
     NoEnrollment {
