@@ -904,7 +904,7 @@ fn an_encrypted_bundle_opens_only_with_the_recipients_key() {
     let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
     assert_eq!(
         written_files_exist(&out.get_output().stdout),
-        [sealed.clone()]
+        std::slice::from_ref(&sealed)
     );
     // `bundle inspect` says what a sealed file is and how to open it.
     berth()
