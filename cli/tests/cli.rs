@@ -512,14 +512,17 @@ fn verbose_and_rust_log_show_the_log_and_routing_progress() {
     let via = root.join("via");
     std::fs::create_dir_all(&via).unwrap();
     let node = common::add_node(root, &hq, "n1", &via);
-    berth()
-        .args(["dock", "--site"])
-        .arg(&node)
-        .arg("--via")
-        .arg(&via)
-        .assert()
-        .success()
-        .stderr("");
+    // `berth [FLAGS] dock --site SITE --via VIA`.
+    let dock = |flags: &[&str], site: &Path| {
+        let mut c = berth();
+        c.args(flags)
+            .args(["dock", "--site"])
+            .arg(site)
+            .arg("--via")
+            .arg(&via);
+        c
+    };
+    dock(&[], &node).assert().success().stderr("");
     let ok = std::process::Command::new("sqlite3")
         .arg(hq.join("data.db"))
         .arg(
@@ -530,35 +533,17 @@ fn verbose_and_rust_log_show_the_log_and_routing_progress() {
         .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e})"))
         .success();
     assert!(ok);
-    berth()
-        .args(["-v", "dock", "--site"])
-        .arg(&hq)
-        .arg("--via")
-        .arg(&via)
-        .assert()
-        .success()
-        .stderr(
-            predicate::str::contains("routing to the nodes: ")
-                .and(predicate::str::contains("routing to the nodes: done"))
-                .and(predicate::str::contains("written")),
-        );
-    berth()
-        .args(["dock", "--site"])
-        .arg(&node)
-        .arg("--via")
-        .arg(&via)
+    dock(&["-v"], &hq).assert().success().stderr(
+        predicate::str::contains("routing to the nodes: ")
+            .and(predicate::str::contains("routing to the nodes: done"))
+            .and(predicate::str::contains("written")),
+    );
+    dock(&[], &node)
         .env("RUST_LOG", "debug")
         .assert()
         .success()
         .stderr(predicate::str::contains("dock starts"));
-    berth()
-        .args(["-q", "dock", "--site"])
-        .arg(&node)
-        .arg("--via")
-        .arg(&via)
-        .assert()
-        .success()
-        .stderr("");
+    dock(&["-q"], &node).assert().success().stderr("");
 }
 
 /// The README's session and migration examples run as written (with the stick a folder of

@@ -88,6 +88,48 @@ fn integer_keys_get_a_warning() {
         );
 }
 
+/// `rounds` rounds of docks of `sites`, in order, through `via`.
+fn dock_rounds(rounds: usize, sites: &[&Path], via: &Path) {
+    for _ in 0..rounds {
+        for site in sites {
+            berth()
+                .arg("dock")
+                .arg("--site")
+                .arg(site)
+                .arg("--via")
+                .arg(via)
+                .assert()
+                .success();
+        }
+    }
+}
+
+/// Every site holds opportunity o1 with this sales rep.
+fn assert_rep(sites: &[&Path], rep: &str) {
+    for site in sites {
+        assert_eq!(
+            query(
+                &site.join("data.db"),
+                "SELECT sales_rep FROM opty WHERE id = 'o1'"
+            ),
+            rep,
+            "{}",
+            site.display()
+        );
+    }
+}
+
+/// `berth conflicts --json --site SITE`, which must succeed.
+fn conflicts_json(site: &Path) -> serde_json::Value {
+    let out = berth()
+        .args(["conflicts", "--json", "--site"])
+        .arg(site)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn the_documented_user_flow_works_end_to_end() {
     let d = tempfile::tempdir().unwrap();
@@ -156,23 +198,8 @@ fn the_documented_user_flow_works_end_to_end() {
         &tablet.join("data.db"),
         "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'o1';",
     );
-    for _ in 0..3 {
-        for site in [&laptop, &tablet, &hq] {
-            berth()
-                .args(["dock", "--site"])
-                .arg(site)
-                .arg("--via")
-                .arg(&usb)
-                .assert()
-                .success();
-        }
-    }
-    for site in [&hq, &laptop, &tablet] {
-        assert_eq!(
-            query(&site.join("data.db"), "SELECT sales_rep FROM opty"),
-            "Carl Lake"
-        );
-    }
+    dock_rounds(3, &[&laptop, &tablet, &hq], &usb);
+    assert_rep(&[&hq, &laptop, &tablet], "Carl Lake");
     let out = berth()
         .args(["status", "--json", "--site"])
         .arg(&hq)
@@ -183,12 +210,7 @@ fn the_documented_user_flow_works_end_to_end() {
     assert_eq!(st["role"], "central");
     assert_eq!(st["conflicts"], 1);
     assert_eq!(st["peers"].as_array().unwrap().len(), 2);
-    let out = berth()
-        .args(["conflicts", "--json", "--site"])
-        .arg(&hq)
-        .output()
-        .unwrap();
-    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = conflicts_json(&hq);
     let c = &c["conflicts"][0];
     assert_eq!(c["node"], "bob");
     assert_eq!(c["kind"], "update-update");
@@ -218,46 +240,23 @@ fn the_documented_user_flow_works_end_to_end() {
         .assert()
         .success()
         .stdout(predicate::str::contains("sales_rep='Greg Emerson'"));
-    for _ in 0..2 {
-        for site in [&hq, &laptop, &tablet] {
-            berth()
-                .args(["dock", "--site"])
-                .arg(site)
-                .arg("--via")
-                .arg(&usb)
-                .assert()
-                .success();
-        }
-    }
-    for site in [&hq, &laptop, &tablet] {
-        assert_eq!(
-            query(&site.join("data.db"), "SELECT sales_rep FROM opty"),
-            "Greg Emerson"
+    dock_rounds(2, &[&hq, &laptop, &tablet], &usb);
+    assert_rep(&[&hq, &laptop, &tablet], "Greg Emerson");
+    assert_eq!(
+        conflicts_json(&hq)["conflicts"][0]["resolved"]["took"],
+        "node"
+    );
+    // At a node, the overrides: central's change met alice's write central had not merged.
+    for (site, set) in [
+        (&laptop, "sales_rep = 'Alice'"),
+        (&hq, "sales_rep = 'Dana', name = 'Big deal'"),
+    ] {
+        sql(
+            &site.join("data.db"),
+            &format!("UPDATE opty SET {set} WHERE id = 'o1';"),
         );
     }
-    let out = berth()
-        .args(["conflicts", "--json", "--site"])
-        .arg(&hq)
-        .output()
-        .unwrap();
-    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(c["conflicts"][0]["resolved"]["took"], "node");
-    // At a node, the overrides: central's change met alice's write central had not merged.
-    sql(
-        &laptop.join("data.db"),
-        "UPDATE opty SET sales_rep = 'Alice' WHERE id = 'o1';",
-    );
-    sql(
-        &hq.join("data.db"),
-        "UPDATE opty SET sales_rep = 'Dana', name = 'Big deal' WHERE id = 'o1';",
-    );
-    berth()
-        .args(["dock", "--site"])
-        .arg(&hq)
-        .arg("--via")
-        .arg(&usb)
-        .assert()
-        .success();
+    dock_rounds(1, &[&hq], &usb);
     berth()
         .args(["dock", "--download-only", "--site"])
         .arg(&laptop)
@@ -265,13 +264,7 @@ fn the_documented_user_flow_works_end_to_end() {
         .arg(&usb)
         .assert()
         .success();
-    let out = berth()
-        .args(["conflicts", "--json", "--site"])
-        .arg(&laptop)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = conflicts_json(&laptop);
     let o = &o["overrides"][0];
     assert_eq!(o["table"], "opty");
     assert_eq!(o["key"], serde_json::json!(["o1"]));
@@ -472,15 +465,10 @@ fn docking_models_are_checked_against_the_schema() {
     assert!(!d.path().join("hq2").exists());
 }
 
-/// `berth explain` says whether a row is visible to a node and through which instances.
-#[test]
-fn explain_names_the_instances_behind_an_answer() {
-    let d = tempfile::tempdir().unwrap();
-    let (hq, laptop, usb) = (
-        d.path().join("hq"),
-        d.path().join("laptop"),
-        d.path().join("usb"),
-    );
+/// The sample's central `hq` and node `alice` (folder `laptop`, employee E1), enrolled
+/// through `usb`; the extract waits there: (hq, laptop, usb).
+fn sample_with_alice(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (hq, laptop, usb) = (root.join("hq"), root.join("laptop"), root.join("usb"));
     std::fs::create_dir_all(&usb).unwrap();
     init_sample_central(&hq);
     berth()
@@ -498,6 +486,14 @@ fn explain_names_the_instances_behind_an_answer() {
         .args(["--attr", "employee=E1"])
         .assert()
         .success();
+    (hq, laptop, usb)
+}
+
+/// `berth explain` says whether a row is visible to a node and through which instances.
+#[test]
+fn explain_names_the_instances_behind_an_answer() {
+    let d = tempfile::tempdir().unwrap();
+    let (hq, laptop, usb) = sample_with_alice(d.path());
     berth()
         .args(["explain", "--site"])
         .arg(&hq)
@@ -580,28 +576,7 @@ fn ids(db: &Path) -> String {
 #[test]
 fn node_set_changes_attributes_and_rows_follow() {
     let d = tempfile::tempdir().unwrap();
-    let (hq, laptop, usb) = (
-        d.path().join("hq"),
-        d.path().join("laptop"),
-        d.path().join("usb"),
-    );
-    std::fs::create_dir_all(&usb).unwrap();
-    init_sample_central(&hq);
-    berth()
-        .args(["init", "node"])
-        .arg(&laptop)
-        .args(["--name", "alice", "--via"])
-        .arg(&usb)
-        .assert()
-        .success();
-    berth()
-        .args(["node", "add", "alice", "--site"])
-        .arg(&hq)
-        .arg("--via")
-        .arg(&usb)
-        .args(["--attr", "employee=E1"])
-        .assert()
-        .success();
+    let (hq, laptop, usb) = sample_with_alice(d.path());
     let dock = |site: &Path| {
         berth()
             .args(["dock", "--site"])

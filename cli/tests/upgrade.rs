@@ -67,6 +67,33 @@ fn central_and_alice(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (hq, laptop, usb)
 }
 
+/// The sample package with its `package.toml` changed by `edit` (each change must apply),
+/// published and activated at `hq`.
+fn publish_sample_as(root: &Path, hq: &Path, edit: impl Fn(&str) -> String) {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade");
+    let pkg = root.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for f in ["install.sh", "RELEASE-NOTES.txt"] {
+        std::fs::copy(sample.join(f), pkg.join(f)).unwrap();
+    }
+    let original = std::fs::read_to_string(sample.join("package.toml")).unwrap();
+    let toml = edit(&original);
+    assert_ne!(toml, original, "the edit changed nothing");
+    std::fs::write(pkg.join("package.toml"), toml).unwrap();
+    berth()
+        .args(["upgrade", "publish"])
+        .arg(pkg.join("package.toml"))
+        .arg("--site")
+        .arg(hq)
+        .assert()
+        .success();
+    berth()
+        .args(["upgrade", "activate", "fieldapp-2", "--site"])
+        .arg(hq)
+        .assert()
+        .success();
+}
+
 #[test]
 fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
     let d = tempfile::tempdir().unwrap();
@@ -234,33 +261,13 @@ fn an_install_program_shipped_in_the_package_runs() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     let (hq, laptop, usb) = central_and_alice(root);
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade");
-    let pkg = root.join("pkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    for f in ["install.sh", "RELEASE-NOTES.txt"] {
-        std::fs::copy(sample.join(f), pkg.join(f)).unwrap();
-    }
-    let toml = std::fs::read_to_string(sample.join("package.toml"))
-        .unwrap()
-        .replace(
+    publish_sample_as(root, &hq, |toml| {
+        toml.replace(
             "install = [\"sh\", \"install.sh\"]",
             "install = [\"install.sh\"]",
         )
-        .replace("apply = \"deferrable\"", "apply = \"immediate\"");
-    assert!(toml.contains("install = [\"install.sh\"]"));
-    std::fs::write(pkg.join("package.toml"), toml).unwrap();
-    berth()
-        .args(["upgrade", "publish"])
-        .arg(pkg.join("package.toml"))
-        .arg("--site")
-        .arg(&hq)
-        .assert()
-        .success();
-    berth()
-        .args(["upgrade", "activate", "fieldapp-2", "--site"])
-        .arg(&hq)
-        .assert()
-        .success();
+        .replace("apply = \"deferrable\"", "apply = \"immediate\"")
+    });
     dock(&hq, &usb);
     dock(&laptop, &usb);
     assert!(
@@ -285,15 +292,8 @@ fn an_unattended_dock_never_waits_and_upgrade_apply_asks_for_a_deferred_download
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     let (hq, laptop, usb) = central_and_alice(root);
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade");
-    let pkg = root.join("pkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    for f in ["install.sh", "RELEASE-NOTES.txt"] {
-        std::fs::copy(sample.join(f), pkg.join(f)).unwrap();
-    }
-    let toml = std::fs::read_to_string(sample.join("package.toml"))
-        .unwrap()
-        .replace(
+    publish_sample_as(root, &hq, |toml| {
+        toml.replace(
             "download = \"forced\"",
             "download = \"optional\"\ndownload_default = \"defer\"",
         )
@@ -301,21 +301,8 @@ fn an_unattended_dock_never_waits_and_upgrade_apply_asks_for_a_deferred_download
         .replace(
             "install = [\"sh\", \"install.sh\"]",
             "install = [\"sh\", \"-c\", \"exit 7\"]",
-        );
-    assert!(toml.contains("download_default = \"defer\""));
-    std::fs::write(pkg.join("package.toml"), toml).unwrap();
-    berth()
-        .args(["upgrade", "publish"])
-        .arg(pkg.join("package.toml"))
-        .arg("--site")
-        .arg(&hq)
-        .assert()
-        .success();
-    berth()
-        .args(["upgrade", "activate", "fieldapp-2", "--site"])
-        .arg(&hq)
-        .assert()
-        .success();
+        )
+    });
     let v = json(
         berth()
             .args(["upgrade", "status", "--json", "--site"])

@@ -67,32 +67,52 @@ impl Pair {
             .arg(r.join("s.sql"))
             .assert()
             .success();
+        let pair = Pair { root };
+        pair.enroll("laptop", "usb").success();
+        berth()
+            .args(["dock", "--site"])
+            .arg(pair.p("laptop"))
+            .arg("--via")
+            .arg(pair.p("usb"))
+            .assert()
+            .success();
+        pair
+    }
+
+    /// `berth init node DIR --name alice` with its request in `via`, then `berth node add
+    /// alice` at hq: what node add did.
+    fn enroll(&self, dir: &str, via: &str) -> assert_cmd::assert::Assert {
         berth()
             .args(["init", "node"])
-            .arg(r.join("laptop"))
+            .arg(self.p(dir))
             .args(["--name", "alice", "--via"])
-            .arg(r.join("usb"))
+            .arg(self.p(via))
             .assert()
             .success();
         berth()
             .args(["node", "add", "alice", "--site"])
-            .arg(r.join("hq"))
+            .arg(self.p("hq"))
             .arg("--via")
-            .arg(r.join("usb"))
+            .arg(self.p(via))
             .assert()
-            .success();
-        berth()
-            .args(["dock", "--site"])
-            .arg(r.join("laptop"))
-            .arg("--via")
-            .arg(r.join("usb"))
-            .assert()
-            .success();
-        Pair { root }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
         self.root.path().join(rel)
+    }
+
+    /// A node change captured and written as alice's next bundle into `side/`, sealed to
+    /// hq (`dock --encrypt`); returns the sealed file.
+    fn sealed_bundle(&self, sql: &str) -> PathBuf {
+        exec(&self.p("laptop/data.db"), sql);
+        berth()
+            .args(["dock", "--upload-only", "--encrypt", "--site"])
+            .arg(self.p("laptop"))
+            .arg("--via")
+            .arg(self.p("side"))
+            .assert()
+            .success();
+        self.p("side").join("alice_to_hq_0000000001.berth.zip.age")
     }
 
     /// A node change captured and written as alice's next bundle into `side/`; returns it.
@@ -1103,41 +1123,17 @@ fn a_revoked_nodes_bundles_are_refused_from_then_on_and_it_gets_nothing_more() {
         .failure()
         .stderr(predicates::str::contains("nobody"));
     // The revoked name is not given to a new key; the message says what to do instead.
-    berth()
-        .args(["init", "node"])
-        .arg(w.p("laptop2"))
-        .args(["--name", "alice", "--via"])
-        .arg(w.p("inbox2"))
-        .assert()
-        .success();
-    berth()
-        .args(["node", "add", "alice", "--site"])
-        .arg(w.p("hq"))
-        .arg("--via")
-        .arg(w.p("inbox2"))
-        .assert()
-        .failure()
-        .stderr(
-            predicates::str::contains("belongs to a revoked node")
-                .and(predicates::str::contains("--name NEW")),
-        );
+    w.enroll("laptop2", "inbox2").failure().stderr(
+        predicates::str::contains("belongs to a revoked node")
+            .and(predicates::str::contains("--name NEW")),
+    );
 }
 
 #[test]
 fn a_sealed_bundle_written_slowly_into_a_watched_folder_is_taken_whole() {
     let w = Pair::new();
-    exec(
-        &w.p("laptop/data.db"),
-        "INSERT INTO item VALUES('s1', 'sealed and slow', randomblob(200000))",
-    );
-    berth()
-        .args(["dock", "--upload-only", "--encrypt", "--site"])
-        .arg(w.p("laptop"))
-        .arg("--via")
-        .arg(w.p("side"))
-        .assert()
-        .success();
-    let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
+    let sealed =
+        w.sealed_bundle("INSERT INTO item VALUES('s1', 'sealed and slow', randomblob(200000))");
     let bytes = fs::read(&sealed).unwrap();
     assert!(bytes.len() > 3 * 65536, "several age chunks");
     let inbox = w.p("inbox");
@@ -1165,13 +1161,7 @@ fn a_sealed_bundle_written_slowly_into_a_watched_folder_is_taken_whole() {
 
 #[test]
 fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied() {
-    assert!(
-        std::process::Command::new("age")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "this test needs the age tool, which is not installed; .ci/run installs it"
-    );
+    need_age();
     let w = Pair::new();
     let plain = w.node_bundle("INSERT INTO item VALUES('x1', 'sealed by age(1)', NULL)");
     let out = berth()
@@ -1209,26 +1199,9 @@ fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied(
 /// site, as the README promises.
 #[test]
 fn the_age_tool_opens_a_sealed_bundle_with_the_sites_age_identity() {
-    assert!(
-        std::process::Command::new("age")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "this test needs the age tool, which is not installed; .ci/run installs it"
-    );
+    need_age();
     let w = Pair::new();
-    exec(
-        &w.p("laptop/data.db"),
-        "INSERT INTO item VALUES('a1', 'for age', NULL)",
-    );
-    berth()
-        .args(["dock", "--upload-only", "--encrypt", "--site"])
-        .arg(w.p("laptop"))
-        .arg("--via")
-        .arg(w.p("side"))
-        .assert()
-        .success();
-    let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
+    let sealed = w.sealed_bundle("INSERT INTO item VALUES('a1', 'for age', NULL)");
     let out = berth()
         .args(["keys", "show", "--age-identity"])
         .arg(w.p("hq"))
@@ -1254,6 +1227,17 @@ fn the_age_tool_opens_a_sealed_bundle_with_the_sites_age_identity() {
         .assert()
         .success()
         .stdout(predicates::str::contains("sender     alice"));
+}
+
+/// Fails the test, saying why, when the age tool is not installed.
+fn need_age() {
+    assert!(
+        std::process::Command::new("age")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test needs the age tool, which is not installed; .ci/run installs it"
+    );
 }
 
 fn key_id(dir: &Path) -> String {

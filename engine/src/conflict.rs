@@ -132,25 +132,17 @@ pub enum ResolveError {
         /// Its table.
         table: String,
     },
-    /// A stored value cannot be read back (a database edited by hand).
-    #[error("conflict #{id}: its {what} cannot be read")]
-    Stored {
-        /// The conflict.
-        id: i64,
-        /// Which value.
-        what: &'static str,
-    },
 }
 
-/// Parses a stored JSON text; `None` stays `None`.
-fn parse<T: serde::de::DeserializeOwned>(
-    text: Option<String>,
-    id: i64,
-    what: &'static str,
-) -> Result<Option<T>> {
-    text.map(|t| serde_json::from_str(&t))
-        .transpose()
-        .map_err(|_| ResolveError::Stored { id, what }.into())
+/// Column `i` of `r`, stored as JSON text, read as `T` (NULL as `T`'s reading of `null`).
+fn json_col<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: Option<String> = r.get(i)?;
+    serde_json::from_str(text.as_deref().unwrap_or("null")).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// The columns of `row` named in `columns` (all of it when `columns` is empty).
@@ -164,75 +156,22 @@ fn only(row: &Row, columns: &[String]) -> Row {
         .collect()
 }
 
-type Stored = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    i64,
-    Option<String>,
-    Option<i64>,
-);
-
-fn conflict(s: Stored) -> Result<Conflict> {
-    let (
-        id,
-        node,
-        table,
-        key,
-        kind,
-        columns,
-        old,
-        new,
-        central,
-        resolution,
-        bundle_id,
-        at,
-        took,
-        t,
-    ) = s;
-    let key = parse(Some(key), id, "key")?.unwrap_or_default();
-    let columns: Vec<String> = parse(Some(columns), id, "columns")?.unwrap_or_default();
-    let node_old: Option<Row> = parse(old, id, "node's old values")?;
-    let node_new: Option<Row> = parse(new, id, "node's new values")?;
-    let central: Option<Row> = parse(central, id, "central's row")?;
-    let side = if resolution == "node-wins" {
-        Side::Central
+/// The losing side of a collision decided with `resolution`, and its values.
+fn lost(
+    resolution: &str,
+    node_new: Option<&Row>,
+    central: Option<&Row>,
+    columns: &[String],
+) -> Lost {
+    let (side, row) = if resolution == "node-wins" {
+        (Side::Central, central)
     } else {
-        Side::Node
+        (Side::Node, node_new)
     };
-    let values = match side {
-        Side::Node => node_new.as_ref(),
-        Side::Central => central.as_ref(),
+    Lost {
+        side,
+        values: row.map(|r| only(r, columns)),
     }
-    .map(|r| only(r, &columns));
-    let resolved = match (took.as_deref().and_then(Side::parse), t) {
-        (Some(took), Some(at)) => Some(Resolved { took, at }),
-        _ => None,
-    };
-    Ok(Conflict {
-        id,
-        node,
-        table,
-        key,
-        kind,
-        columns,
-        node_old,
-        node_new,
-        central,
-        resolution,
-        lost: Lost { side, values },
-        bundle_id,
-        at,
-        resolved,
-    })
 }
 
 fn read(conn: &Connection, id: Option<i64>) -> Result<Vec<Conflict>> {
@@ -242,27 +181,34 @@ fn read(conn: &Connection, id: Option<i64>) -> Result<Vec<Conflict>> {
          FROM berth_conflicts c LEFT JOIN berth_resolved r ON r.conflict = c.id
          WHERE ?1 IS NULL OR c.id = ?1 ORDER BY c.id",
     )?;
-    let rows = st
-        .query_map(params![id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-                r.get(11)?,
-                r.get(12)?,
-                r.get(13)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<Stored>>>()?;
-    rows.into_iter().map(conflict).collect()
+    let rows = st.query_map(params![id], |r| {
+        let columns: Vec<String> = json_col(r, 5)?;
+        let node_new: Option<Row> = json_col(r, 7)?;
+        let central: Option<Row> = json_col(r, 8)?;
+        let resolution: String = r.get(9)?;
+        let took: Option<String> = r.get(12)?;
+        let resolved_at: Option<i64> = r.get(13)?;
+        Ok(Conflict {
+            id: r.get(0)?,
+            node: r.get(1)?,
+            table: r.get(2)?,
+            key: json_col(r, 3)?,
+            kind: r.get(4)?,
+            lost: lost(&resolution, node_new.as_ref(), central.as_ref(), &columns),
+            columns,
+            node_old: json_col(r, 6)?,
+            node_new,
+            central,
+            resolution,
+            bundle_id: r.get(10)?,
+            at: r.get(11)?,
+            resolved: match (took.as_deref().and_then(Side::parse), resolved_at) {
+                (Some(took), Some(at)) => Some(Resolved { took, at }),
+                _ => None,
+            },
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Every recorded collision, oldest first (central; a node records none).
@@ -276,36 +222,24 @@ pub fn overrides(site: &Site) -> Result<Vec<Override>> {
     let mut st = site.conn.prepare(
         "SELECT id, tbl, pk, local_op, central_op, bundle_id, at FROM berth_overrides ORDER BY id",
     )?;
-    let stored = st
+    let mut out: Vec<Override> = st
         .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
+            Ok(Override {
+                id: r.get(0)?,
+                table: r.get(1)?,
+                key: json_col(r, 2)?,
+                local_op: r.get(3)?,
+                central_op: r.get(4)?,
+                row: None,
+                bundle_id: r.get(5)?,
+                at: r.get(6)?,
+            })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut out = Vec::new();
-    for (id, table, key, local_op, central_op, bundle_id, at) in stored {
-        let key: Vec<Json> = parse(Some(key), id, "key")?.unwrap_or_default();
-        let row = match catalog.tables.get(&table) {
-            Some(t) => read_row(&site.conn, t, &key)?,
-            None => None,
-        };
-        out.push(Override {
-            id,
-            table,
-            key,
-            local_op,
-            central_op,
-            row,
-            bundle_id,
-            at,
-        });
+        .collect::<rusqlite::Result<_>>()?;
+    for o in &mut out {
+        if let Some(t) = catalog.tables.get(&o.table) {
+            o.row = read_row(&site.conn, t, &o.key)?;
+        }
     }
     Ok(out)
 }
