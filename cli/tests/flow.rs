@@ -493,7 +493,7 @@ fn sample_with_alice(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, st
 #[test]
 fn explain_names_the_instances_behind_an_answer() {
     let d = tempfile::tempdir().unwrap();
-    let (hq, laptop, usb) = sample_with_alice(d.path());
+    let (hq, _, _) = sample_with_alice(d.path());
     berth()
         .args(["explain", "--site"])
         .arg(&hq)
