@@ -74,12 +74,19 @@ pub fn recipient_text(key: &PublicKey) -> Result<String, SealError> {
     bech32::encode::<Bech32>(Hrp::parse_unchecked("age"), &key.x25519()).map_err(age_error)
 }
 
-fn identity(key: &SecretKey) -> Result<age::x25519::Identity, SealError> {
-    let text =
-        bech32::encode_upper::<Bech32>(Hrp::parse_unchecked("AGE-SECRET-KEY-"), &key.x25519())
-            .map_err(age_error)?;
-    text.parse().map_err(age_error)
+/// The age identity string (`AGE-SECRET-KEY-1...`) of a site's secret key: with it, the
+/// `age` tool opens what was sealed to the site (`age -d -i FILE`). It is the secret key.
+pub fn identity_text(key: &SecretKey) -> Result<String, SealError> {
+    bech32::encode_upper::<Bech32>(Hrp::parse_unchecked("AGE-SECRET-KEY-"), &key.x25519())
+        .map_err(age_error)
 }
+
+fn identity(key: &SecretKey) -> Result<age::x25519::Identity, SealError> {
+    identity_text(key)?.parse().map_err(age_error)
+}
+
+/// The first bytes of every age v1 file: how a sealed bundle is recognised without a key.
+pub const MAGIC: &[u8] = b"age-encryption.org/v1\n";
 
 /// Encrypts everything `input` holds to `to` into `out`; returns `out`.
 pub fn seal<R: Read, W: Write>(mut input: R, to: &PublicKey, out: W) -> Result<W, SealError> {

@@ -16,7 +16,7 @@ use berth_engine::route::model::DockingModel;
 use berth_engine::route::oracle;
 use berth_engine::site::{CentralInit, Site};
 use berth_engine::upgrade::{self, Prompt, Question, QuestionKind};
-use berth_engine::{enroll, migrate, status, transport};
+use berth_engine::{conflict, enroll, migrate, status, transport};
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -195,6 +195,8 @@ pub struct Summary {
     pub ok: bool,
     /// The folder holding the sites.
     pub dir: PathBuf,
+    /// The command that removes it, when the demo made it (no folder was given).
+    pub remove_with: Option<String>,
     /// Generated data scale, if any.
     pub scale: Option<u32>,
     /// Wall time of the whole demo.
@@ -204,7 +206,7 @@ pub struct Summary {
     /// Per site.
     pub sites: Vec<SiteRow>,
     /// The conflicts central recorded.
-    pub conflicts: Vec<status::Conflict>,
+    pub conflicts: Vec<conflict::Conflict>,
 }
 
 /// Runs `berth demo`.
@@ -217,7 +219,13 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     };
     let root = prepare_dir(a.dir.as_deref())?;
     if !a.json {
-        println!("berth demo in {}", root.display());
+        match &a.dir {
+            Some(_) => println!("berth demo in {}", root.display()),
+            None => println!(
+                "berth demo in {} (a temporary folder, kept afterwards; the end says how to remove it)",
+                root.display()
+            ),
+        }
     }
     let mut d = Demo::build(&root, &data, say)
         .with_context(|| format!("building the deployment in {}", root.display()))?;
@@ -229,10 +237,11 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     })?;
     let checks = d.checks()?;
     let sites = d.table()?;
-    let conflicts = status::conflicts(&d.hq)?;
+    let conflicts = conflict::conflicts(&d.hq)?;
     let summary = Summary {
         ok: checks.iter().all(|c| c.ok),
         dir: root.clone(),
+        remove_with: a.dir.is_none().then(|| remove_command(&root)),
         scale: a.scale,
         elapsed_ms: started.elapsed().as_millis(),
         checks,
@@ -608,17 +617,16 @@ impl Demo {
         say.line(
             "seed 004: \"merge processor 7 would compare 'Keith Palmer,' the prior value of the field as recorded by node 27-b to 'Carl Lake,' the present value of the field as recorded in central database 3. Detecting the mismatch, merge processor 7 may then generate a transaction to change the value 'Greg Emerson' to 'Carl Lake'\"",
         );
-        for c in status::conflicts(&self.hq)? {
-            let cols: Vec<String> = serde_json::from_str(&c.columns).unwrap_or_default();
+        for c in conflict::conflicts(&self.hq)? {
             say.line(format!(
                 "conflict recorded at hq: {} {} on {} {}: node's old {}, node's new {}, central's {}; {}",
                 c.node,
                 c.kind,
                 c.table,
-                c.key,
-                pick(c.node_old.as_deref(), &cols),
-                pick(c.node_new.as_deref(), &cols),
-                pick(c.central.as_deref(), &cols),
+                serde_json::Value::from(c.key.clone()),
+                pick(c.node_old.as_ref(), &c.columns),
+                pick(c.node_new.as_ref(), &c.columns),
+                pick(c.central.as_ref(), &c.columns),
                 c.resolution
             ));
         }
@@ -838,16 +846,16 @@ impl Demo {
                 }
             }
         }
-        let conflicts = status::conflicts(&self.hq)?;
-        let collision = conflicts
-            .iter()
-            .find(|c| c.node == USB_NODE && c.table == "opty" && c.key.contains("\"O1\""));
+        let conflicts = conflict::conflicts(&self.hq)?;
+        let collision = conflicts.iter().find(|c| {
+            c.node == USB_NODE && c.table == "opty" && c.key == [serde_json::Value::from("O1")]
+        });
         check(
             "the Carl Lake / Greg Emerson collision is recorded at hq".into(),
             collision.is_some(),
             collision.map_or_else(
                 || format!("{} conflicts, none for greg on opty O1", conflicts.len()),
-                |c| format!("{} {}: {}", c.kind, c.columns, c.resolution),
+                |c| format!("{} {}: {}", c.kind, c.columns.join(", "), c.resolution),
             ),
         );
         for s in &sites {
@@ -932,8 +940,8 @@ fn oracle_problems(hq: &Site, model: &DockingModel, n: &Node) -> Result<Vec<Stri
 }
 
 /// The values of `cols` in a row given as a JSON object, e.g. `sales_rep='Carl Lake'`.
-fn pick(row: Option<&str>, cols: &[String]) -> String {
-    let Some(Ok(serde_json::Value::Object(row))) = row.map(serde_json::from_str) else {
+fn pick(row: Option<&berth_engine::value::Row>, cols: &[String]) -> String {
+    let Some(row) = row else {
         return "-".into();
     };
     cols.iter()
@@ -973,6 +981,18 @@ fn print_end(s: &Summary) {
         s.dir.display(),
         s.dir.join("hq").display()
     );
+    if let Some(rm) = &s.remove_with {
+        println!("   a temporary folder made for the demo; remove it with `{rm}`");
+    }
+}
+
+/// The shell command that removes the demo's folder.
+fn remove_command(dir: &Path) -> String {
+    if cfg!(windows) {
+        format!("rmdir /s /q \"{}\"", dir.display())
+    } else {
+        format!("rm -rf '{}'", dir.display())
+    }
 }
 
 #[cfg(test)]

@@ -23,11 +23,42 @@ use std::process::ExitCode;
     name = "berth",
     version,
     about = "Offline-first sync for SQLite: signed bundle files carried by folders, email or USB sticks.",
-    after_help = "Example:\n  berth init central hq --schema samples/sales/schema.sql\n  berth init node laptop --name alice --via /media/usb\n  berth node add alice --site hq --via /media/usb\n  berth dock --site laptop --via /media/usb"
+    after_help = "Example:\n  berth init central hq --schema samples/sales/schema.sql\n  berth init node laptop --name alice --via /media/usb\n  berth node add alice --site hq --via /media/usb\n  berth dock --site laptop --via /media/usb\n\nExit status:\n  0    done (for checks: every check passed)\n  1    failed: the message on stderr says what, where and what to do; or a check\n       failed (verify, docking check, capture check)\n  3    dock: a bundle was quarantined or waits to be retried (the report says which)\n  141  the reader of the output went away (`berth conflicts | head -1`)\n\nLogging: -v, -vv, -vvv (info, debug, trace) or RUST_LOG (e.g. RUST_LOG=berth_engine=debug)\nwrite the log to stderr; -q leaves only errors and draws no progress bars."
 )]
 struct Cli {
+    /// More log output on stderr: -v info (with progress of long work when no bar is
+    /// drawn), -vv debug, -vvv trace. RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr: no warnings in the log, no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Starts the log on stderr: RUST_LOG when set, else the level -v/-q choose (warnings by
+/// default).
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    output::QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    // A second subscriber (tests calling main twice) is not an error worth stopping for.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,7 +72,7 @@ enum Command {
     /// Manage nodes at central.
     #[command(
         subcommand,
-        after_help = "Example:\n  berth node add alice --site hq --via /media/usb"
+        after_help = "Example:\n  berth node add alice --site hq --via /media/usb\n  berth node set alice --site hq --attr employee=E17"
     )]
     Node(NodeCmd),
     /// Apply the bundles addressed to this site, then write its outgoing bundles.
@@ -57,9 +88,14 @@ enum Command {
         after_help = "Checks today:\n  site-files   data.db is there, not empty, and records the site that berth.toml\n               and keys/ describe (not another site's database)\n  quick-check  SQLite's PRAGMA quick_check: damaged pages, broken b-trees\n  replica      at a node: its rows against the digests of central's newest bundle\n               (buckets with unsent local changes left out); at central: each\n               node's last report\nExit 0 when every check passes, 1 when one fails.\n\nExample:\n  berth verify --site laptop\n  berth verify --site hq --json"
     )]
     Verify(SiteArgs),
-    /// List the collisions recorded at central.
-    #[command(after_help = "Example:\n  berth conflicts --site hq")]
-    Conflicts(SiteArgs),
+    /// List what lost: collisions at central (with the losing value), overrides at a node;
+    /// `resolve` writes the chosen side of a collision again as a new change.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true,
+        after_help = "At central each collision shows both sides and which lost; at a node each override is a\nlocal write central's change met before central had merged it (central settles it when\nthe write arrives, and the collision, if any, is listed at central).\n\nExample:\n  berth conflicts --site hq\n  berth conflicts --site hq --json\n  berth conflicts resolve 3 --take node --site hq"
+    )]
+    Conflicts(ConflictsArgs),
     /// Send SQL statements to chosen nodes: they run there in order with the other changes.
     #[command(
         name = "send-sql",
@@ -132,7 +168,7 @@ enum Command {
     /// Versioned schema migrations.
     #[command(
         subcommand,
-        after_help = "Example:\n  berth migration create --site dev --name opty-stage\n  berth migration list --site dev"
+        after_help = "Example:\n  berth migration create --site dev --name opty-probability\n  berth migration list --site dev"
     )]
     Migration(schema::MigrationCmd),
     /// List the rows a repair of this node's replica kept aside, write one back, or drop it.
@@ -250,6 +286,28 @@ enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change a node's attributes: the next dock at central routes by them (the rows they
+    /// show arrive at the node, those they hide leave it).
+    #[command(
+        after_help = "Example:\n  berth node set alice --site hq --attr employee=E17\n  berth node set alice --site hq --unset region"
+    )]
+    Set {
+        /// The node's name.
+        name: String,
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// Set an attribute, KEY=VALUE (repeatable; KEY declared in the docking model's
+        /// `[nodes] attributes`).
+        #[arg(long = "attr", value_parser = parse_attr, required_unless_present = "unset")]
+        attrs: Vec<(String, String)>,
+        /// Remove an attribute (repeatable).
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a node's key (a stolen laptop): central refuses every bundle it signed, from
     /// now on, and stops writing to it.
     #[command(after_help = "Example:\n  berth node revoke alice --site hq")]
@@ -277,7 +335,8 @@ struct DockArgs {
     /// Only apply incoming bundles.
     #[arg(long)]
     download_only: bool,
-    /// Print JSON.
+    /// Print JSON (`happened` says whether anything was done); upgrade questions take their
+    /// defaults without asking.
     #[arg(long)]
     json: bool,
     /// Split outgoing bundles larger than this many bytes into volumes (FAT32 media).
@@ -296,6 +355,46 @@ struct SiteArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ConflictsArgs {
+    #[command(subcommand)]
+    action: Option<ConflictsCmd>,
+    /// The site folder.
+    #[arg(long, required = true)]
+    site: Option<PathBuf>,
+    /// Print JSON: `{"conflicts": [...], "overrides": [...]}`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConflictsCmd {
+    /// At central: write one side of a collision again as a new change of central's (it
+    /// travels to every node holding the row with the next dock).
+    #[command(after_help = "Example:\n  berth conflicts resolve 3 --take node --site hq")]
+    Resolve {
+        /// The collision's id (`berth conflicts` shows it as #ID).
+        id: i64,
+        /// The side to keep: the node's values, or central's as they were when the change
+        /// arrived.
+        #[arg(long, value_enum)]
+        take: Take,
+        /// The central site folder.
+        #[arg(long)]
+        site: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--take` of `conflicts resolve`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Take {
+    Node,
+    Central,
 }
 
 #[derive(Args, Debug)]
@@ -367,10 +466,15 @@ enum KeysCmd {
         site: PathBuf,
     },
     /// Show a key file's key id and public key (a site folder shows the site's key).
-    #[command(after_help = "Example:\n  berth keys show keys/admin.pub\n  berth keys show hq")]
+    #[command(
+        after_help = "With --age-identity, only the site's age identity (AGE-SECRET-KEY-1...) is printed: the\nsecret that opens bundles sealed to it with the age tool. Keep it as private as the key.\n\nExample:\n  berth keys show keys/admin.pub\n  berth keys show hq\n  berth keys show laptop --age-identity > id.txt\n  age -d -i id.txt -o b.berth.zip hq_to_alice_0000000002.berth.zip.age"
+    )]
     Show {
         /// A .key or .pub file, or a site folder.
         path: PathBuf,
+        /// Print the age identity of the secret key (a site folder or a .key file) instead.
+        #[arg(long)]
+        age_identity: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -401,9 +505,10 @@ enum KeysCmd {
 
 #[derive(Subcommand, Debug)]
 enum BundleCmd {
-    /// Summarize a bundle (its manifest is shown unverified).
+    /// Summarize a bundle (its manifest is shown unverified); a sealed one (`.age`) is named
+    /// with how to open it.
     #[command(
-        after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip --json"
+        after_help = "Example:\n  berth bundle inspect hq_to_alice_0000000002.berth.zip --json\n  berth bundle inspect hq_to_alice_0000000002.berth.zip.age"
     )]
     Inspect {
         /// The bundle file.
@@ -426,15 +531,15 @@ enum BundleCmd {
     },
     /// Write a mail message (.eml) with a bundle attached, for any mail client or sendmail.
     #[command(
-        after_help = "Example:\n  berth bundle mail out/hq_to_alice_0000000002.berth.zip --to alice@example.org --out msg.eml\n  sendmail -t < msg.eml"
+        after_help = "Example:\n  berth bundle mail out/hq_to_alice_0000000002.berth.zip --to 'Alice Lee <alice@example.org>' --out msg.eml\n  sendmail -t < msg.eml"
     )]
     Mail {
         /// The bundle file.
         file: PathBuf,
-        /// The recipient's address.
+        /// The recipient: `addr@example.org` or `Name <addr@example.org>`.
         #[arg(long)]
         to: String,
-        /// The sender's address.
+        /// The sender, written the same way (default berth@localhost).
         #[arg(long)]
         from: Option<String>,
         /// The message file to write.
@@ -491,6 +596,7 @@ fn main() -> ExitCode {
         }
     }));
     let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
         Ok(Ok(code)) => code,
         Ok(Err(e))
@@ -630,10 +736,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 a.via.clone()
             };
-            let prompt = upgrade::TerminalPrompt::default();
-            let report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &prompt)
+            // A script reading --json answers no question: each takes its default.
+            let prompt: Box<dyn berth_engine::upgrade::Prompt> = if a.json {
+                Box::new(berth_engine::upgrade::NonInteractive)
+            } else {
+                Box::new(upgrade::TerminalPrompt::default())
+            };
+            let mut report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &*prompt)
                 .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
-            transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
+            report.written = transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
             if a.json {
                 output::json(&report)?;
             } else {
@@ -673,16 +784,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Conflicts(a) => {
-            let s = Site::open(&a.site)
-                .with_context(|| format!("opening site {}", a.site.display()))?;
-            let c = status::conflicts(&s)?;
-            if a.json {
-                output::json(&c)?
-            } else {
-                output::conflicts(&c)
-            }
-        }
+        Command::Conflicts(a) => conflicts(a)?,
         Command::SendSql { site, nodes, file } => {
             let mut s =
                 Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
@@ -826,7 +928,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 public.display()
             );
         }
-        Command::Keys(KeysCmd::Show { path, json }) => {
+        Command::Keys(KeysCmd::Show {
+            path,
+            age_identity: true,
+            json,
+        }) => {
+            let secret = load_secret(&if path.is_dir() {
+                path.join("keys").join("site.key")
+            } else {
+                path.clone()
+            })?;
+            let id = berth_bundle::seal::identity_text(&secret)?;
+            if json {
+                output::json(&serde_json::json!({"age_identity": id}))?;
+            } else {
+                println!("{id}");
+            }
+        }
+        Command::Keys(KeysCmd::Show { path, json, .. }) => {
             let public = load_public(&path)?;
             // What bundles for this key are sealed to (SPEC 3.4): a standard age recipient.
             let age = berth_bundle::seal::recipient_text(&public)?;
@@ -877,7 +996,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bundle(BundleCmd::Inspect { file, json }) => {
             let label = file_label(&file);
-            let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let mut f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            if transports::is_sealed(&mut f)
+                .with_context(|| format!("reading {}", file.display()))?
+            {
+                return output::sealed(&file, json).map(|()| ExitCode::SUCCESS);
+            }
             let b = Bundle::open(f, &label, &Limits::default())?;
             if json {
                 output::json(b.manifest())?
@@ -944,6 +1068,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo(a) => demo::run(&a)?,
+        Command::Node(NodeCmd::Set {
+            name,
+            site,
+            attrs,
+            unset,
+            json,
+        }) => {
+            let s =
+                Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+            let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
+            let a = enroll::set_attributes(&s, &name, &attrs, &unset)
+                .with_context(|| format!("setting {name}'s attributes"))?;
+            if json {
+                output::json(&a)?;
+            } else if a.attributes == a.before {
+                println!("{name}'s attributes are unchanged");
+            } else {
+                let text = |m: &BTreeMap<String, String>| {
+                    let v: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    if v.is_empty() {
+                        "none".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                println!(
+                    "{name}'s attributes: {} (were {})",
+                    text(&a.attributes),
+                    text(&a.before)
+                );
+                println!(
+                    "next: `berth dock --site {} --via FOLDER` routes by them: rows they show arrive at {name}, rows they hide leave",
+                    site.display()
+                );
+            }
+        }
         Command::Node(NodeCmd::Revoke { name, site }) => transports::revoke(&site, &name)?,
         Command::Keys(KeysCmd::Rotate { site }) => transports::rotate(&site)?,
         Command::Keys(KeysCmd::Admin {
@@ -975,6 +1135,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn conflicts(a: ConflictsArgs) -> Result<()> {
+    use berth_engine::conflict::{self, Side};
+    if let Some(ConflictsCmd::Resolve {
+        id,
+        take,
+        site,
+        json,
+    }) = a.action
+    {
+        let mut s =
+            Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+        let side = match take {
+            Take::Node => Side::Node,
+            Take::Central => Side::Central,
+        };
+        let r = conflict::resolve(&mut s, id, side)
+            .with_context(|| format!("resolving conflict #{id}"))?;
+        if json {
+            output::json(&r)?;
+        } else {
+            output::resolution(&r, &site);
+        }
+        return Ok(());
+    }
+    let Some(site) = a.site else {
+        bail!("give --site SITE");
+    };
+    let s = Site::open(&site).with_context(|| format!("opening site {}", site.display()))?;
+    let c = conflict::conflicts(&s)?;
+    let o = conflict::overrides(&s)?;
+    if a.json {
+        output::json(&serde_json::json!({"conflicts": c, "overrides": o}))
+    } else {
+        output::conflicts(&c, &o, &site);
+        Ok(())
+    }
 }
 
 pub(crate) fn file_label(p: &Path) -> String {

@@ -1,8 +1,10 @@
 //! Human-readable and JSON printing.
 
 use berth_bundle::Manifest;
+use berth_engine::conflict::{Conflict, Override, Resolution, Side};
 use berth_engine::dock::DockReport;
-use berth_engine::status::{Conflict, Status};
+use berth_engine::status::Status;
+use berth_engine::value::Row;
 use std::path::Path;
 
 /// Prints any serializable value as pretty JSON.
@@ -28,7 +30,7 @@ pub fn dock_report(r: &DockReport) {
     for w in &r.waits {
         println!("{:<12} {w}", "waits");
     }
-    if r.incoming.is_empty() && r.written.is_empty() && r.waits.is_empty() {
+    if r.incoming.is_empty() && r.written.is_empty() && r.waits.is_empty() && r.upgrade.is_empty() {
         println!("nothing to do");
     }
 }
@@ -150,32 +152,139 @@ pub fn status(s: &Status) {
     println!("\nconflicts  {}", s.conflicts);
     if s.overrides > 0 {
         println!(
-            "overrides  {} local changes were overridden by central (see berth_overrides)",
+            "overrides  {} local changes met a change of central's before it merged them: berth conflicts",
             s.overrides
         );
     }
 }
 
-pub fn conflicts(c: &[Conflict]) {
-    if c.is_empty() {
+/// Some columns of a row, `col='text'` or `col=value`; `(no row)` when there is none.
+fn values(row: Option<&Row>, cols: &[String]) -> String {
+    let Some(row) = row else {
+        return "(no row)".into();
+    };
+    let shown: Vec<String> = row
+        .iter()
+        .filter(|(c, _)| cols.is_empty() || cols.contains(c))
+        .map(|(c, v)| match v {
+            serde_json::Value::String(t) => format!("{c}='{t}'"),
+            v => format!("{c}={v}"),
+        })
+        .collect();
+    shown.join(", ")
+}
+
+/// `berth conflicts`: collisions with both sides and which lost; overrides at a node.
+pub fn conflicts(c: &[Conflict], o: &[Override], site: &Path) {
+    if c.is_empty() && o.is_empty() {
         println!("no conflicts");
         return;
     }
     for x in c {
+        let lost = match x.lost.side {
+            Side::Node => "node",
+            Side::Central => "central",
+        };
         println!(
-            "#{} {} {} {} {} columns {} ({}): node had {} -> {}, central {}",
+            "#{} {} {} {} {} on {} ({})",
             x.id,
             x.node,
             x.table,
-            x.key,
+            serde_json::Value::from(x.key.clone()),
             x.kind,
-            x.columns,
+            if x.columns.is_empty() {
+                "the row".to_string()
+            } else {
+                x.columns.join(", ")
+            },
             x.resolution,
-            x.node_old.as_deref().unwrap_or("-"),
-            x.node_new.as_deref().unwrap_or("-"),
-            x.central.as_deref().unwrap_or("-")
+        );
+        println!(
+            "    node     {} -> {}",
+            values(x.node_old.as_ref(), &x.columns),
+            values(x.node_new.as_ref(), &x.columns)
+        );
+        println!("    central  {}", values(x.central.as_ref(), &x.columns));
+        println!(
+            "    lost     {lost}'s {}",
+            values(x.lost.values.as_ref(), &x.columns)
+        );
+        match &x.resolved {
+            Some(r) => println!("    resolved: took {}'s side", r.took.as_str()),
+            None => println!(
+                "    to keep the {lost}'s side: berth conflicts resolve {} --take {lost} --site {}",
+                x.id,
+                site.display()
+            ),
+        }
+    }
+    for x in o {
+        println!(
+            "override #{} {} {}: central's {} met a local {} not yet merged; holds {} (central settles it when the local change arrives)",
+            x.id,
+            x.table,
+            serde_json::Value::from(x.key.clone()),
+            x.central_op,
+            x.local_op,
+            values(x.row.as_ref(), &[])
         );
     }
+}
+
+/// `berth conflicts resolve`.
+pub fn resolution(r: &Resolution, site: &Path) {
+    let c = &r.conflict;
+    println!(
+        "#{} {} {}: {}'s side written as a new change: {}",
+        c.id,
+        c.table,
+        serde_json::Value::from(c.key.clone()),
+        c.resolved.as_ref().map_or("?", |x| x.took.as_str()),
+        values(r.row.as_ref(), &c.columns)
+    );
+    println!(
+        "next: `berth dock --site {} --via FOLDER` sends it to the nodes that hold the row",
+        site.display()
+    );
+}
+
+/// `berth bundle inspect` of a sealed bundle: what its name says, and how to look inside.
+pub fn sealed(file: &Path, json: bool) -> anyhow::Result<()> {
+    let name = crate::file_label(file);
+    let inner = berth_bundle::seal::parse_sealed_name(&name);
+    let parsed = inner.and_then(berth_bundle::naming::parse_bundle_file_name);
+    let recipient = parsed.as_ref().map(|p| p.1.clone());
+    let open = format!(
+        "berth keys show {} --age-identity > id.txt && age -d -i id.txt -o {} {}",
+        recipient.as_deref().unwrap_or("RECIPIENT-SITE"),
+        inner.unwrap_or("bundle.berth.zip"),
+        file.display()
+    );
+    if json {
+        return self::json(&serde_json::json!({
+            "sealed": true,
+            "format": "age-encryption.org/v1",
+            "bundle": inner,
+            "sender": parsed.as_ref().map(|p| p.0.clone()),
+            "recipient": recipient,
+            "seq": parsed.as_ref().map(|p| p.2),
+            "open": open,
+        }));
+    }
+    println!(
+        "sealed     {} (the age format, SPEC 3.4): the manifest is inside the encryption",
+        file.display()
+    );
+    if let (Some(inner), Some((sender, recipient, seq))) = (inner, &parsed) {
+        println!("bundle     {inner}");
+        println!("sender     {sender}");
+        println!("recipient  {recipient} (sealed to its key)");
+        println!("seq        {seq}");
+    }
+    println!(
+        "to open    its recipient docks it as it is; to look inside, at the recipient:\n           {open}\n           then `berth bundle inspect` the result"
+    );
+    Ok(())
 }
 
 pub fn manifest(file: &Path, m: &Manifest) {
@@ -210,14 +319,54 @@ pub fn manifest(file: &Path, m: &Manifest) {
     }
 }
 
-/// Progress bars on stderr for long applies and writes, when stderr is a terminal and the
-/// output is not JSON; plain output otherwise (nothing is drawn into logs or pipes).
+/// `-q`: no progress bars.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Progress of long applies, routing passes and writes: bars on stderr when stderr is a
+/// terminal, the output is not JSON and `-q` is not given; otherwise lines in the log when
+/// it shows info (`-v`); nothing is drawn into logs or pipes.
 pub fn bars(json: bool) -> berth_engine::progress::Reporter {
     use std::io::IsTerminal as _;
-    if json || !std::io::stderr().is_terminal() {
-        return None;
+    let quiet = QUIET.load(std::sync::atomic::Ordering::Relaxed);
+    if !json && !quiet && std::io::stderr().is_terminal() {
+        return Some(std::sync::Arc::new(Bars::default()));
     }
-    Some(std::sync::Arc::new(Bars::default()))
+    if tracing::enabled!(tracing::Level::INFO) {
+        return Some(std::sync::Arc::new(Logged::default()));
+    }
+    None
+}
+
+/// Progress as log lines: the start, every tenth, the end.
+#[derive(Debug, Default)]
+struct Logged {
+    work: std::sync::Mutex<(String, u64, u64)>,
+}
+
+impl berth_engine::progress::Progress for Logged {
+    fn begin(&self, what: &str, total: u64) {
+        tracing::info!("{what}: {total} to do");
+        if let Ok(mut w) = self.work.lock() {
+            *w = (what.to_string(), total, 0);
+        }
+    }
+
+    fn set(&self, done: u64) {
+        if let Ok(mut w) = self.work.lock() {
+            let (what, total, shown) = &mut *w;
+            let tenth = (*total / 10).max(1);
+            if done >= *shown + tenth && done < *total {
+                tracing::info!("{what}: {done} of {total}");
+                *shown = done;
+            }
+        }
+    }
+
+    fn end(&self) {
+        if let Ok(w) = self.work.lock() {
+            tracing::info!("{}: done", w.0);
+        }
+    }
 }
 
 /// One bar at a time (the engine reports one piece of work at a time).

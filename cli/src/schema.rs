@@ -96,7 +96,7 @@ fn parse_rename(s: &str) -> Result<Rename, String> {
 pub enum MigrationCmd {
     /// Freeze the change since the last snapshot into the next versioned migration.
     #[command(
-        after_help = "Example:\n  berth schema snapshot --site dev          # before changing the schema\n  sqlite3 dev/data.db 'ALTER TABLE opty ADD COLUMN stage TEXT'\n  berth migration create --site dev --name opty-stage --requires-software 2\n  berth migration create --site hq --name acct-code --to next-schema.sql --fill \"acct.code='A-' || id\""
+        after_help = "Example:\n  berth schema snapshot --site dev          # before changing the schema\n  sqlite3 dev/data.db 'ALTER TABLE opty ADD COLUMN probability INTEGER'\n  berth migration create --site dev --name opty-probability --requires-software 2\n  berth migration create --site dev --name opty-close-date --sql samples/sales/migration/0001_opty_close_date.sql\n  berth migration create --site hq --name account-code --to next-schema.sql --fill \"account.code='A-' || id\""
     )]
     Create {
         /// The site folder.

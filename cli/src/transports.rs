@@ -138,51 +138,59 @@ pub fn mail(file: &Path, to: &str, from: Option<&str>, out: &Path) -> Result<()>
     Ok(())
 }
 
+/// Whether the file starts as an age file does (a sealed bundle); the file is read from its
+/// start again afterwards.
+pub fn is_sealed(f: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _};
+    let magic = berth_bundle::seal::MAGIC;
+    let mut head = Vec::with_capacity(magic.len());
+    std::io::Read::by_ref(f)
+        .take(magic.len() as u64)
+        .read_to_end(&mut head)?;
+    f.rewind()?;
+    Ok(head == magic)
+}
+
 /// After `berth dock`: seals the bundles it wrote (with `--encrypt`) and splits those larger
-/// than `volume_size` into volumes.
+/// than `volume_size` into volumes. Returns the files now in the folder in their place (the
+/// sealed file; a volume set's index and volumes), for the report to name what exists.
 pub fn after_dock(
     site: &berth_engine::site::Site,
     written: &[PathBuf],
     encrypt: bool,
     volume_size: u64,
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
     for p in written {
         // Its recipient, docking through the same folder, may take it whole before it is
-        // sealed or cut (it arrived: nothing to do).
-        let taken = |p: &Path| {
-            let gone = !p.exists();
-            if gone {
-                println!("{}: already taken by its recipient", p.display());
-            }
-            gone
-        };
+        // sealed or cut (it arrived: nothing to do; the report names what was written).
+        let taken = |p: &Path| !p.exists();
         if taken(p) {
+            out.push(p.clone());
             continue;
         }
-        let p = &if encrypt {
+        let p = if encrypt {
             match berth_engine::seal::seal_file(site, p) {
-                Ok(sealed) => {
-                    if sealed != *p {
-                        println!("sealed to its recipient: {}", sealed.display());
-                    }
-                    sealed
+                Ok(sealed) => sealed,
+                Err(_) if taken(p) => {
+                    out.push(p.clone());
+                    continue;
                 }
-                Err(_) if taken(p) => continue,
                 Err(e) => return Err(e).with_context(|| format!("sealing {}", p.display())),
             }
         } else {
             p.clone()
         };
-        match berth_engine::volumes::split(p, volume_size) {
-            Ok(Some(index)) => println!("split into volumes: {}", index.display()),
-            Ok(None) => {}
-            Err(_) if taken(p) => {}
+        match berth_engine::volumes::split(&p, volume_size) {
+            Ok(Some(index)) => out.extend(berth_engine::volumes::set_files(&index)),
+            Ok(None) => out.push(p),
+            Err(_) if taken(&p) => out.push(p),
             Err(e) => {
                 return Err(e).with_context(|| format!("splitting {} into volumes", p.display()));
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// `berth node revoke NAME --site CENTRAL`.

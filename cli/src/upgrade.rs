@@ -68,8 +68,11 @@ pub enum UpgradeCmd {
         #[arg(long)]
         site: PathBuf,
     },
-    /// Install a downloaded package now at a node (deferred ones, or a retry after a failure).
-    #[command(after_help = "Example:\n  berth upgrade apply fieldapp-2 --site laptop")]
+    /// Install a downloaded package now at a node (deferred ones, or a retry after a failure);
+    /// one whose files are not here yet (an optional download a dock deferred) is asked for.
+    #[command(
+        after_help = "A package whose files have not come yet is asked for instead: the next dock sends the\nrequest, central's bundle after it brings the files; run the command again then (or let\nthe package's apply policy install it).\n\nExample:\n  berth upgrade apply fieldapp-2 --site laptop"
+    )]
     Apply {
         /// The package name.
         name: String,
@@ -157,6 +160,9 @@ pub fn run(cmd: UpgradeCmd) -> Result<()> {
             let note = upgrade::node::apply_now(&mut s, &name)
                 .with_context(|| format!("applying {name}"))?;
             print_notes(std::slice::from_ref(&note));
+            if note.event == "requested" {
+                return Ok(());
+            }
             if note.event != "applied" {
                 anyhow::bail!(
                     "{name} was not applied ({}); the outcome is reported at the next dock",
@@ -203,6 +209,14 @@ pub fn run(cmd: UpgradeCmd) -> Result<()> {
                                 p.files,
                                 p.bytes
                             );
+                            for f in &p.file_list {
+                                println!(
+                                    "  file {:<24} {:>12} bytes  sha256 {}",
+                                    f.name,
+                                    f.size.map_or_else(|| "?".to_string(), |s| s.to_string()),
+                                    f.sha256.as_deref().unwrap_or("?")
+                                );
+                            }
                             for n in &p.nodes {
                                 println!(
                                     "  {:<16} {:<11} {}{}",
@@ -256,16 +270,24 @@ pub fn print_notes(notes: &[Note]) {
     }
 }
 
-/// Asks on the terminal, with the package's time-out; without a terminal on stdin, every
-/// question takes the package's default at once.
+/// Asks on the terminal, with the package's time-out; unless both stdin and stderr are a
+/// terminal (someone to see the question and answer it), every question takes the package's
+/// default at once: an unattended dock never waits.
 #[derive(Debug, Default)]
 pub struct TerminalPrompt {
     lines: Mutex<Option<Receiver<String>>>,
 }
 
+impl TerminalPrompt {
+    /// Whether a question would be asked (rather than answered by its default at once).
+    pub fn attended() -> bool {
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+    }
+}
+
 impl Prompt for TerminalPrompt {
     fn ask(&self, q: &Question) -> Option<bool> {
-        if !std::io::stdin().is_terminal() {
+        if !Self::attended() {
             return None;
         }
         let what = match q.kind {

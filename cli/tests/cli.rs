@@ -490,3 +490,249 @@ fn a_dock_says_what_waits_and_how_to_unblock_it() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x1");
 }
+
+/// `--help` lists the exit statuses, 3 included.
+#[test]
+fn help_lists_the_exit_statuses() {
+    berth().arg("--help").assert().success().stdout(
+        predicate::str::contains("Exit status:")
+            .and(predicate::str::contains("  3 "))
+            .and(predicate::str::contains("141")),
+    );
+}
+
+/// The log: silent by default; -v shows what a dock did and the progress of a routing pass
+/// after a large change (no bar is drawn without a terminal); RUST_LOG decides when set; -q
+/// leaves only errors.
+#[test]
+fn verbose_and_rust_log_show_the_log_and_routing_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let hq = common::init_central(root, "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);", "");
+    let via = root.join("via");
+    std::fs::create_dir_all(&via).unwrap();
+    let node = common::add_node(root, &hq, "n1", &via);
+    // `berth [FLAGS] dock --site SITE --via VIA`.
+    let dock = |flags: &[&str], site: &Path| {
+        let mut c = berth();
+        c.args(flags)
+            .args(["dock", "--site"])
+            .arg(site)
+            .arg("--via")
+            .arg(&via);
+        c
+    };
+    dock(&[], &node).assert().success().stderr("");
+    let ok = std::process::Command::new("sqlite3")
+        .arg(hq.join("data.db"))
+        .arg(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000)
+             INSERT INTO t SELECT 'k' || i, 'v' FROM n;",
+        )
+        .status()
+        .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e})"))
+        .success();
+    assert!(ok);
+    dock(&["-v"], &hq).assert().success().stderr(
+        predicate::str::contains("routing to the nodes: ")
+            .and(predicate::str::contains("routing to the nodes: done"))
+            .and(predicate::str::contains("written")),
+    );
+    dock(&[], &node)
+        .env("RUST_LOG", "debug")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("dock starts"));
+    dock(&["-q"], &node).assert().success().stderr("");
+}
+
+/// The README's session and migration examples run as written (with the stick a folder of
+/// the test's): every command exists and the migration starts from a site it creates.
+/// (Unix: the examples are sh, and `samples` is linked into the test's folder.)
+#[cfg(unix)]
+#[test]
+fn the_readme_examples_run_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    std::fs::create_dir_all(root.join("usb")).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples"),
+        root.join("samples"),
+    )
+    .unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("$B "))
+        .collect();
+    assert_eq!(blocks.len(), 2, "the session and the migration: {blocks:?}");
+    for block in blocks {
+        let script = block.replace("\\\n", " ").replace("/tmp/usb", "usb");
+        for line in script
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("B="))
+        {
+            let out = std::process::Command::new("sh")
+                .args(["-c", line])
+                .current_dir(root)
+                .env("B", assert_cmd::cargo::cargo_bin("berth"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "README line failed: {line}\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert!(root.join("app/db/migrations/migrations.toml").exists());
+}
+
+/// `migration create --help`'s example runs on a copy of the sample: the column it adds is
+/// one the sample does not have yet.
+#[test]
+fn the_migration_create_help_example_runs_on_the_sample() {
+    let help = berth()
+        .args(["migration", "create", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let alter = help
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sqlite3 dev/data.db "))
+        .unwrap_or_else(|| panic!("no sqlite3 line in the example: {help}"))
+        .trim_matches('\'')
+        .to_string();
+    let create: Vec<String> = help
+        .lines()
+        .find(|l| l.contains("migration create --site dev") && !l.contains("--sql"))
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let d = tempfile::tempdir().unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales");
+    let dev = d.path().join("dev");
+    berth()
+        .args(["init", "central"])
+        .arg(&dev)
+        .arg("--schema")
+        .arg(samples.join("schema.sql"))
+        .assert()
+        .success();
+    berth()
+        .args(["schema", "snapshot", "--site"])
+        .arg(&dev)
+        .assert()
+        .success();
+    let ok = std::process::Command::new("sqlite3")
+        .arg(dev.join("data.db"))
+        .arg(&alter)
+        .status()
+        .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e})"))
+        .success();
+    assert!(ok, "{alter}");
+    berth()
+        .args(&create)
+        .current_dir(d.path())
+        .assert()
+        .success();
+}
+
+/// Every file and folder under `dir` handed to `uid`.
+#[cfg(unix)]
+fn chown_tree(dir: &Path, uid: u32) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(uid)).unwrap();
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
+
+/// Issue 19, a read-only stick: a download-only dock applies from a folder berth cannot
+/// write (the bundle stays there); a dock that must write its bundle there names the folder
+/// and what to do, with the OS error said once. The permission is real: the tests run as
+/// root, which no folder mode stops, so under root berth runs as `nobody` (uid 65534) on a
+/// tree handed to it; otherwise as the user running the tests.
+#[cfg(unix)]
+#[test]
+fn a_read_only_stick_applies_and_a_dock_that_must_write_there_says_what_to_do() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    const NOBODY: u32 = 65534;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let hq = common::init_central(
+        root,
+        "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);",
+        "INSERT INTO t VALUES ('a', 'from hq');",
+    );
+    let usb = root.join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let node = common::add_node(root, &hq, "n1", &usb);
+    // Files the test makes belong to whoever runs it.
+    let as_root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root).unwrap()) == 0;
+    if as_root {
+        chown_tree(root, NOBODY);
+    }
+    std::fs::set_permissions(&usb, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let dock = |args: &[&str]| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        c.arg("dock")
+            .args(args)
+            .arg("--site")
+            .arg(&node)
+            .arg("--via")
+            .arg(&usb);
+        if as_root {
+            c.uid(NOBODY).gid(NOBODY);
+        }
+        assert_cmd::Command::from_std(c).assert()
+    };
+    let left: Vec<_> = std::fs::read_dir(&usb).unwrap().collect();
+    dock(&["--download-only"])
+        .success()
+        .stdout(predicate::str::contains("applied"));
+    assert_eq!(
+        std::fs::read_dir(&usb).unwrap().count(),
+        left.len(),
+        "the bundle stays on the read-only stick"
+    );
+    let db = node.join("data.db");
+    let q = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT v FROM t WHERE id = 'a'")
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e})"));
+    assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), "from hq");
+    // Docked again: nothing breaks on the bundle left behind.
+    dock(&["--download-only"]).success();
+    // A local change to send: the folder must be written, and cannot be.
+    let ok = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("INSERT INTO t VALUES ('b', 'from n1')")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    if as_root {
+        chown_tree(&node, NOBODY);
+    }
+    let out = dock(&[]).failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains(&format!("{} cannot be written", usb.display()))
+            && err.contains("--download-only")
+            && err.contains("write-protect"),
+        "{err}"
+    );
+    assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
+    std::fs::set_permissions(&usb, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

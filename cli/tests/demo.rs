@@ -53,10 +53,10 @@ fn the_demo_passes_every_check_and_says_so_in_json() {
         .iter()
         .find(|c| c["node"] == "greg" && c["table"] == "opty")
         .unwrap_or_else(|| panic!("no conflict for greg on opty: {conflicts:?}"));
-    assert_eq!(c["key"], "[\"O1\"]");
+    assert_eq!(c["key"], serde_json::json!(["O1"]));
     assert_eq!(c["kind"], "update-update");
-    assert!(c["node_new"].as_str().unwrap().contains("Greg Emerson"));
-    assert!(c["central"].as_str().unwrap().contains("Carl Lake"));
+    assert_eq!(c["node_new"]["sales_rep"], "Greg Emerson");
+    assert_eq!(c["central"]["sales_rep"], "Carl Lake");
     assert_eq!(sites[0]["conflicts"], 1);
     assert_eq!(sites[3]["conflicts"], 1, "greg's");
     // The sites are kept where the summary says.
@@ -322,4 +322,34 @@ fn the_demo_passes_every_check_from_a_relative_folder() {
         );
     }
     assert!(d.path().join("rel/hq").is_dir());
+}
+
+/// Issue 19: `demo` without a folder says where it left its files and how to remove them.
+#[test]
+fn the_demo_without_a_folder_says_where_its_files_are_and_how_to_remove_them() {
+    let d = tempfile::tempdir().unwrap();
+    let out = berth()
+        .arg("demo")
+        .env("TMPDIR", d.path())
+        .env("TMP", d.path())
+        .env("TEMP", d.path())
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let made: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let dir = made[0].display().to_string();
+    assert!(
+        text.contains(&format!("berth demo in {dir} (a temporary folder")),
+        "{text}"
+    );
+    let rm = if cfg!(windows) {
+        format!("rmdir /s /q \"{dir}\"")
+    } else {
+        format!("rm -rf '{dir}'")
+    };
+    assert!(text.contains(&format!("remove it with `{rm}`")), "{text}");
 }

@@ -88,6 +88,48 @@ fn integer_keys_get_a_warning() {
         );
 }
 
+/// `rounds` rounds of docks of `sites`, in order, through `via`.
+fn dock_rounds(rounds: usize, sites: &[&Path], via: &Path) {
+    for _ in 0..rounds {
+        for site in sites {
+            berth()
+                .arg("dock")
+                .arg("--site")
+                .arg(site)
+                .arg("--via")
+                .arg(via)
+                .assert()
+                .success();
+        }
+    }
+}
+
+/// Every site holds opportunity o1 with this sales rep.
+fn assert_rep(sites: &[&Path], rep: &str) {
+    for site in sites {
+        assert_eq!(
+            query(
+                &site.join("data.db"),
+                "SELECT sales_rep FROM opty WHERE id = 'o1'"
+            ),
+            rep,
+            "{}",
+            site.display()
+        );
+    }
+}
+
+/// `berth conflicts --json --site SITE`, which must succeed.
+fn conflicts_json(site: &Path) -> serde_json::Value {
+    let out = berth()
+        .args(["conflicts", "--json", "--site"])
+        .arg(site)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn the_documented_user_flow_works_end_to_end() {
     let d = tempfile::tempdir().unwrap();
@@ -156,23 +198,8 @@ fn the_documented_user_flow_works_end_to_end() {
         &tablet.join("data.db"),
         "UPDATE opty SET sales_rep = 'Greg Emerson' WHERE id = 'o1';",
     );
-    for _ in 0..3 {
-        for site in [&laptop, &tablet, &hq] {
-            berth()
-                .args(["dock", "--site"])
-                .arg(site)
-                .arg("--via")
-                .arg(&usb)
-                .assert()
-                .success();
-        }
-    }
-    for site in [&hq, &laptop, &tablet] {
-        assert_eq!(
-            query(&site.join("data.db"), "SELECT sales_rep FROM opty"),
-            "Carl Lake"
-        );
-    }
+    dock_rounds(3, &[&laptop, &tablet, &hq], &usb);
+    assert_rep(&[&hq, &laptop, &tablet], "Carl Lake");
     let out = berth()
         .args(["status", "--json", "--site"])
         .arg(&hq)
@@ -183,14 +210,72 @@ fn the_documented_user_flow_works_end_to_end() {
     assert_eq!(st["role"], "central");
     assert_eq!(st["conflicts"], 1);
     assert_eq!(st["peers"].as_array().unwrap().len(), 2);
-    let out = berth()
-        .args(["conflicts", "--json", "--site"])
+    let c = conflicts_json(&hq);
+    let c = &c["conflicts"][0];
+    assert_eq!(c["node"], "bob");
+    assert_eq!(c["kind"], "update-update");
+    // Values, not JSON text inside JSON; the losing side is named with its value.
+    assert_eq!(c["key"], serde_json::json!(["o1"]));
+    assert_eq!(c["columns"], serde_json::json!(["sales_rep"]));
+    assert_eq!(c["node_new"]["sales_rep"], "Greg Emerson");
+    assert_eq!(c["central"]["sales_rep"], "Carl Lake");
+    assert_eq!(c["lost"]["side"], "node");
+    assert_eq!(c["lost"]["values"]["sales_rep"], "Greg Emerson");
+    assert!(c["resolved"].is_null());
+    let id = c["id"].as_i64().unwrap().to_string();
+    berth()
+        .args(["conflicts", "--site"])
         .arg(&hq)
-        .output()
-        .unwrap();
-    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(c[0]["node"], "bob");
-    assert_eq!(c[0]["kind"], "update-update");
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("lost     node's sales_rep='Greg Emerson'").and(
+                predicate::str::contains(format!("berth conflicts resolve {id} --take node")),
+            ),
+        );
+    // The admin takes bob's side: written at central as a new change, it reaches every node.
+    berth()
+        .args(["conflicts", "resolve", &id, "--take", "node", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sales_rep='Greg Emerson'"));
+    dock_rounds(2, &[&hq, &laptop, &tablet], &usb);
+    assert_rep(&[&hq, &laptop, &tablet], "Greg Emerson");
+    assert_eq!(
+        conflicts_json(&hq)["conflicts"][0]["resolved"]["took"],
+        "node"
+    );
+    // At a node, the overrides: central's change met alice's write central had not merged.
+    for (site, set) in [
+        (&laptop, "sales_rep = 'Alice'"),
+        (&hq, "sales_rep = 'Dana', name = 'Big deal'"),
+    ] {
+        sql(
+            &site.join("data.db"),
+            &format!("UPDATE opty SET {set} WHERE id = 'o1';"),
+        );
+    }
+    dock_rounds(1, &[&hq], &usb);
+    berth()
+        .args(["dock", "--download-only", "--site"])
+        .arg(&laptop)
+        .arg("--via")
+        .arg(&usb)
+        .assert()
+        .success();
+    let o = conflicts_json(&laptop);
+    let o = &o["overrides"][0];
+    assert_eq!(o["table"], "opty");
+    assert_eq!(o["key"], serde_json::json!(["o1"]));
+    assert_eq!(o["row"]["sales_rep"], "Alice", "{o}");
+    assert_eq!(o["row"]["name"], "Big deal", "{o}");
+    berth()
+        .args(["conflicts", "--site"])
+        .arg(&laptop)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("override #1 opty [\"o1\"]"));
     // The node shows central's key id, to compare with what the admin sees at central.
     let hq_key = berth()
         .args(["keys", "show", "--json"])
@@ -380,15 +465,10 @@ fn docking_models_are_checked_against_the_schema() {
     assert!(!d.path().join("hq2").exists());
 }
 
-/// `berth explain` says whether a row is visible to a node and through which instances.
-#[test]
-fn explain_names_the_instances_behind_an_answer() {
-    let d = tempfile::tempdir().unwrap();
-    let (hq, laptop, usb) = (
-        d.path().join("hq"),
-        d.path().join("laptop"),
-        d.path().join("usb"),
-    );
+/// The sample's central `hq` and node `alice` (folder `laptop`, employee E1), enrolled
+/// through `usb`; the extract waits there: (hq, laptop, usb).
+fn sample_with_alice(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (hq, laptop, usb) = (root.join("hq"), root.join("laptop"), root.join("usb"));
     std::fs::create_dir_all(&usb).unwrap();
     init_sample_central(&hq);
     berth()
@@ -406,6 +486,14 @@ fn explain_names_the_instances_behind_an_answer() {
         .args(["--attr", "employee=E1"])
         .assert()
         .success();
+    (hq, laptop, usb)
+}
+
+/// `berth explain` says whether a row is visible to a node and through which instances.
+#[test]
+fn explain_names_the_instances_behind_an_answer() {
+    let d = tempfile::tempdir().unwrap();
+    let (hq, _, _) = sample_with_alice(d.path());
     berth()
         .args(["explain", "--site"])
         .arg(&hq)
@@ -424,6 +512,15 @@ fn explain_names_the_instances_behind_an_answer() {
     assert!(out.status.success());
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["visible"], false);
+    // Instance ids are key values, not JSON text inside JSON.
+    assert!(
+        e["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == serde_json::json!(["O2"])),
+        "{e}"
+    );
     // The rule chain: a quote item of Q4 reaches alice through its quote, its opportunity
     // O4 and the S_OPTY_EMP rule.
     berth()
@@ -462,6 +559,68 @@ fn explain_names_the_instances_behind_an_answer() {
         .args(["explain", "--site"])
         .arg(&hq)
         .args(["--node", "nobody", "opty", "O1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nobody"));
+}
+
+fn ids(db: &Path) -> String {
+    query(
+        db,
+        "SELECT group_concat(id, ',') FROM (SELECT id FROM opty ORDER BY id)",
+    )
+}
+
+/// `berth node set`: a node's attributes change at central, and its rows follow at the next
+/// docks (those the new attributes show arrive, those they hide leave).
+#[test]
+fn node_set_changes_attributes_and_rows_follow() {
+    let d = tempfile::tempdir().unwrap();
+    let (hq, laptop, usb) = sample_with_alice(d.path());
+    let dock = |site: &Path| {
+        berth()
+            .args(["dock", "--site"])
+            .arg(site)
+            .arg("--via")
+            .arg(&usb)
+            .assert()
+            .success();
+    };
+    dock(&laptop);
+    assert_eq!(ids(&laptop.join("data.db")), "O1,O4");
+    // A misspelt attribute is refused, as at node add.
+    berth()
+        .args(["node", "set", "alice", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employe=E2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not declared"));
+    berth()
+        .args(["node", "set", "alice", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employee=E2"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("employee=E2 (were employee=E1)"));
+    for _ in 0..2 {
+        dock(&hq);
+        dock(&laptop);
+    }
+    assert_eq!(ids(&laptop.join("data.db")), "O2");
+    let out = berth()
+        .args(["node", "set", "alice", "--json", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employee=E2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["attributes"]["employee"], "E2");
+    berth()
+        .args(["node", "set", "nobody", "--site"])
+        .arg(&hq)
+        .args(["--attr", "employee=E2"])
         .assert()
         .failure()
         .stderr(predicate::str::contains("nobody"));

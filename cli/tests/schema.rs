@@ -348,13 +348,20 @@ fn a_developer_migration_travels_to_central_and_a_node_through_the_commands() {
         &[&change, Path::new("--site"), &dev],
     );
     assert_eq!(json(out.as_bytes())["version"], 1);
-    let outbox = root.join("outbox");
+    // Submitted into the exchange folder: central's dock says it waits, and for what.
     let out = run_ok(
         &["migration", "submit", "--to", "hq", "--out"],
-        &[&outbox, Path::new("--site"), &dev],
+        &[&via, Path::new("--site"), &dev],
     );
     assert!(out.contains("migration accept"), "{out}");
-    let file = outbox.join("dev_to_hq_migration_0001.zip");
+    let file = via.join("dev_to_hq_migration_0001.zip");
+    let out = run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &hq]);
+    assert!(
+        out.contains("migration 1 submitted by dev waits")
+            && out.contains("berth migration accept --site")
+            && !out.contains("nothing to do"),
+        "{out}"
+    );
     let out = run_ok(&["migration", "accept", "--json", "--site"], &[&hq, &file]);
     assert_eq!(json(out.as_bytes())["migration"]["version"], 1);
     // Accepting it twice is refused, naming why.
@@ -365,7 +372,8 @@ fn a_developer_migration_travels_to_central_and_a_node_through_the_commands() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("next version is 2"));
-    run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &hq]);
+    let out = run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &hq]);
+    assert!(!out.contains("submitted by dev"), "{out}");
     run_ok(&["dock", "--via"], &[&via, Path::new("--site"), &node]);
     assert_eq!(
         query(

@@ -67,6 +67,33 @@ fn central_and_alice(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (hq, laptop, usb)
 }
 
+/// The sample package with its `package.toml` changed by `edit` (each change must apply),
+/// published and activated at `hq`.
+fn publish_sample_as(root: &Path, hq: &Path, edit: impl Fn(&str) -> String) {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade");
+    let pkg = root.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for f in ["install.sh", "RELEASE-NOTES.txt"] {
+        std::fs::copy(sample.join(f), pkg.join(f)).unwrap();
+    }
+    let original = std::fs::read_to_string(sample.join("package.toml")).unwrap();
+    let toml = edit(&original);
+    assert_ne!(toml, original, "the edit changed nothing");
+    std::fs::write(pkg.join("package.toml"), toml).unwrap();
+    berth()
+        .args(["upgrade", "publish"])
+        .arg(pkg.join("package.toml"))
+        .arg("--site")
+        .arg(hq)
+        .assert()
+        .success();
+    berth()
+        .args(["upgrade", "activate", "fieldapp-2", "--site"])
+        .arg(hq)
+        .assert()
+        .success();
+}
+
 #[test]
 fn the_sample_package_is_published_announced_deferred_applied_and_reported() {
     let d = tempfile::tempdir().unwrap();
@@ -182,6 +209,19 @@ fn an_admin_submits_the_sample_package_and_central_accepts_it() {
         .unwrap()
         .unwrap()
         .path();
+    // Lying in the exchange folder, it is what central's dock says waits.
+    berth()
+        .args(["dock", "--site"])
+        .arg(&hq)
+        .arg("--via")
+        .arg(&outbox)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("submitted by ann waits")
+                .and(predicate::str::contains("berth upgrade accept --site"))
+                .and(predicate::str::contains("nothing to do").not()),
+        );
     // Not yet an admin at central: refused, with what to do.
     berth()
         .args(["upgrade", "accept", "--site"])
@@ -221,33 +261,13 @@ fn an_install_program_shipped_in_the_package_runs() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
     let (hq, laptop, usb) = central_and_alice(root);
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/upgrade");
-    let pkg = root.join("pkg");
-    std::fs::create_dir_all(&pkg).unwrap();
-    for f in ["install.sh", "RELEASE-NOTES.txt"] {
-        std::fs::copy(sample.join(f), pkg.join(f)).unwrap();
-    }
-    let toml = std::fs::read_to_string(sample.join("package.toml"))
-        .unwrap()
-        .replace(
+    publish_sample_as(root, &hq, |toml| {
+        toml.replace(
             "install = [\"sh\", \"install.sh\"]",
             "install = [\"install.sh\"]",
         )
-        .replace("apply = \"deferrable\"", "apply = \"immediate\"");
-    assert!(toml.contains("install = [\"install.sh\"]"));
-    std::fs::write(pkg.join("package.toml"), toml).unwrap();
-    berth()
-        .args(["upgrade", "publish"])
-        .arg(pkg.join("package.toml"))
-        .arg("--site")
-        .arg(&hq)
-        .assert()
-        .success();
-    berth()
-        .args(["upgrade", "activate", "fieldapp-2", "--site"])
-        .arg(&hq)
-        .assert()
-        .success();
+        .replace("apply = \"deferrable\"", "apply = \"immediate\"")
+    });
     dock(&hq, &usb);
     dock(&laptop, &usb);
     assert!(
@@ -261,4 +281,114 @@ fn an_install_program_shipped_in_the_package_runs() {
         .assert()
         .success()
         .stdout(predicate::str::contains("software   2"));
+}
+
+/// An optional package whose prompt defaults to defer, met by docks with no terminal (and a
+/// stdin left open, as a scheduler may): no dock waits for an answer, `upgrade apply` asks
+/// for the files, the next docks bring them; `dock --json` says whether anything happened;
+/// central lists each file with its hash; a failed install names the site to retry with.
+#[test]
+fn an_unattended_dock_never_waits_and_upgrade_apply_asks_for_a_deferred_download() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let (hq, laptop, usb) = central_and_alice(root);
+    publish_sample_as(root, &hq, |toml| {
+        toml.replace(
+            "download = \"forced\"",
+            "download = \"optional\"\ndownload_default = \"defer\"",
+        )
+        .replace("timeout = 30", "timeout = 600")
+        .replace(
+            "install = [\"sh\", \"install.sh\"]",
+            "install = [\"sh\", \"-c\", \"exit 7\"]",
+        )
+    });
+    let v = json(
+        berth()
+            .args(["upgrade", "status", "--json", "--site"])
+            .arg(&hq),
+    );
+    let files = v[0]["file_list"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{v}");
+    assert_eq!(files[0]["sha256"].as_str().unwrap().len(), 64, "{v}");
+    berth()
+        .args(["upgrade", "status", "--site"])
+        .arg(&hq)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("file install.sh").and(predicate::str::contains("sha256")),
+        );
+    dock(&hq, &usb);
+    // A stdin that stays open but is no terminal: the dock answers by default at once.
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"))
+        .args(["dock", "--site"])
+        .arg(&laptop)
+        .arg("--via")
+        .arg(&usb)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = {
+        let _stdin = child.stdin.take();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(child.wait().unwrap().success());
+        out
+    };
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the dock waited"
+    );
+    assert!(out.contains("download deferred"), "{out}");
+    // Asked for by hand; the next docks bring the files.
+    berth()
+        .args(["upgrade", "apply", "fieldapp-2", "--site"])
+        .arg(&laptop)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("asked for")
+                .and(predicate::str::contains("berth dock --site")),
+        );
+    let first = json(
+        berth()
+            .args(["dock", "--json", "--site"])
+            .arg(&laptop)
+            .arg("--via")
+            .arg(&usb),
+    );
+    assert_eq!(first["happened"], true, "the request was sent: {first}");
+    dock(&hq, &usb);
+    dock(&laptop, &usb);
+    let v = json(
+        berth()
+            .args(["upgrade", "status", "--json", "--site"])
+            .arg(&laptop),
+    );
+    assert_eq!(v["packages"][0]["files"], true, "{v}");
+    // The install fails: the hint says how to retry, with the site.
+    berth()
+        .args(["upgrade", "apply", "fieldapp-2", "--site"])
+        .arg(&laptop)
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains(format!(
+            "berth upgrade apply fieldapp-2 --site {}",
+            laptop.display()
+        )));
+    // Nothing left to do: --json says so.
+    dock(&laptop, &usb);
+    dock(&hq, &usb);
+    dock(&laptop, &usb);
+    let idle = json(
+        berth()
+            .args(["dock", "--json", "--site"])
+            .arg(&hq)
+            .arg("--via")
+            .arg(&usb),
+    );
+    assert_eq!(idle["happened"], false, "{idle}");
 }

@@ -67,32 +67,52 @@ impl Pair {
             .arg(r.join("s.sql"))
             .assert()
             .success();
+        let pair = Pair { root };
+        pair.enroll("laptop", "usb").success();
+        berth()
+            .args(["dock", "--site"])
+            .arg(pair.p("laptop"))
+            .arg("--via")
+            .arg(pair.p("usb"))
+            .assert()
+            .success();
+        pair
+    }
+
+    /// `berth init node DIR --name alice` with its request in `via`, then `berth node add
+    /// alice` at hq: what node add did.
+    fn enroll(&self, dir: &str, via: &str) -> assert_cmd::assert::Assert {
         berth()
             .args(["init", "node"])
-            .arg(r.join("laptop"))
+            .arg(self.p(dir))
             .args(["--name", "alice", "--via"])
-            .arg(r.join("usb"))
+            .arg(self.p(via))
             .assert()
             .success();
         berth()
             .args(["node", "add", "alice", "--site"])
-            .arg(r.join("hq"))
+            .arg(self.p("hq"))
             .arg("--via")
-            .arg(r.join("usb"))
+            .arg(self.p(via))
             .assert()
-            .success();
-        berth()
-            .args(["dock", "--site"])
-            .arg(r.join("laptop"))
-            .arg("--via")
-            .arg(r.join("usb"))
-            .assert()
-            .success();
-        Pair { root }
     }
 
     fn p(&self, rel: &str) -> PathBuf {
         self.root.path().join(rel)
+    }
+
+    /// A node change captured and written as alice's next bundle into `side/`, sealed to
+    /// hq (`dock --encrypt`); returns the sealed file.
+    fn sealed_bundle(&self, sql: &str) -> PathBuf {
+        exec(&self.p("laptop/data.db"), sql);
+        berth()
+            .args(["dock", "--upload-only", "--encrypt", "--site"])
+            .arg(self.p("laptop"))
+            .arg("--via")
+            .arg(self.p("side"))
+            .assert()
+            .success();
+        self.p("side").join("alice_to_hq_0000000001.berth.zip.age")
     }
 
     /// A node change captured and written as alice's next bundle into `side/`; returns it.
@@ -595,12 +615,32 @@ fn one_watcher_per_site() {
     assert_eq!(v["watcher"]["last"][0]["event"], "started");
 }
 
+/// Every file a dock's report names as written exists (it names what sealing or splitting
+/// left, not the file they replaced).
+fn written_files_exist(out: &[u8]) -> Vec<PathBuf> {
+    let out = String::from_utf8_lossy(out);
+    let written: Vec<PathBuf> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("written"))
+        .map(|p| PathBuf::from(p.trim()))
+        .collect();
+    assert!(!written.is_empty(), "{out}");
+    for p in &written {
+        assert!(
+            p.exists(),
+            "{} is named but does not exist: {out}",
+            p.display()
+        );
+    }
+    written
+}
+
 fn big_bundle(w: &Pair) -> PathBuf {
     exec(
         &w.p("laptop/data.db"),
         "INSERT INTO item VALUES('big', 'blob', randomblob(60000))",
     );
-    berth()
+    let out = berth()
         .args(["dock", "--upload-only", "--site"])
         .arg(w.p("laptop"))
         .arg("--via")
@@ -608,6 +648,8 @@ fn big_bundle(w: &Pair) -> PathBuf {
         .args(["--volume-size", "16384"])
         .assert()
         .success();
+    let written = written_files_exist(&out.get_output().stdout);
+    assert!(written.len() >= 4, "the index and its volumes: {written:?}");
     let index = files(&w.p("side"))
         .into_iter()
         .find(|f| f.ends_with(".berth.zip.volumes"))
@@ -769,19 +811,32 @@ fn an_eml_file_and_a_maildir_deliver_bundles_and_garbage_mail_is_quarantined() {
         .arg(&keep)
         .args([
             "--to",
-            "hq@example.org",
+            "Head Office <hq@example.org>",
             "--from",
-            "alice@example.org",
+            "Zoë Ärger <alice@example.org>",
             "--out",
         ])
         .arg(&eml)
         .assert()
         .success();
     let text = fs::read_to_string(&eml).unwrap();
+    // Display names parsed, not taken for the address; a non-ASCII one encoded (RFC 2047).
     assert!(
-        text.contains("To: <hq@example.org>") || text.contains("To: hq@example.org"),
+        text.contains("To: \"Head Office\" <hq@example.org>")
+            || text.contains("To: Head Office <hq@example.org>"),
         "{text}"
     );
+    assert!(text.contains("From: =?utf-8?"), "{text}");
+    assert!(!text.contains("<Head") && !text.contains('Ä'), "{text}");
+    // A mailbox berth cannot read is refused, naming it.
+    berth()
+        .args(["bundle", "mail"])
+        .arg(&keep)
+        .args(["--to", "Head Office <hq@example.org", "--out"])
+        .arg(w.p("side/bad.eml"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("not a mail address"));
     fs::rename(&eml, inbox.join("msg.eml")).unwrap();
     watcher.wait_for("mail", |v| v["file"] == "msg.eml");
     watcher.wait_for("applied", |_| true);
@@ -797,6 +852,30 @@ fn an_eml_file_and_a_maildir_deliver_bundles_and_garbage_mail_is_quarantined() {
         maildir.join("new").join(msg).exists(),
         "a mailbox is read, never changed"
     );
+
+    // Forwarded: the bundle's message attached whole (message/rfc822) to another.
+    let b3 = w.node_bundle("INSERT INTO item VALUES('m3', 'forwarded', NULL)");
+    let inner = w.p("side/inner.eml");
+    berth()
+        .args(["bundle", "mail"])
+        .arg(&b3)
+        .args(["--to", "hq@example.org", "--out"])
+        .arg(&inner)
+        .assert()
+        .success();
+    let forwarded = format!(
+        "From: bob@example.org\r\nTo: hq@example.org\r\nSubject: Fwd: berth bundle\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"fwd-boundary\"\r\n\r\n\
+         --fwd-boundary\r\nContent-Type: text/plain\r\n\r\nsee the forwarded message\r\n\
+         --fwd-boundary\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n\
+         {}\r\n--fwd-boundary--\r\n",
+        fs::read_to_string(&inner).unwrap()
+    );
+    let msg = "1700000001.M2P1.berth-test";
+    fs::write(maildir.join("tmp").join(msg), forwarded).unwrap();
+    fs::rename(maildir.join("tmp").join(msg), maildir.join("new").join(msg)).unwrap();
+    watcher.file_event("applied", &name(&b3));
+    assert_eq!(w.hq("SELECT v FROM item WHERE id = 'm3'"), "forwarded");
 }
 
 #[cfg(unix)]
@@ -835,16 +914,29 @@ fn an_encrypted_bundle_opens_only_with_the_recipients_key() {
         &w.p("laptop/data.db"),
         "INSERT INTO item VALUES('e1', 'top-secret-value', NULL)",
     );
-    berth()
+    let out = berth()
         .args(["dock", "--upload-only", "--encrypt", "--site"])
         .arg(w.p("laptop"))
         .arg("--via")
         .arg(w.p("side"))
         .assert()
-        .success()
-        .stdout(predicates::str::contains("sealed to its recipient"));
+        .success();
     let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
-    assert!(sealed.exists(), "{:?}", files(&w.p("side")));
+    assert_eq!(
+        written_files_exist(&out.get_output().stdout),
+        std::slice::from_ref(&sealed)
+    );
+    // `bundle inspect` says what a sealed file is and how to open it.
+    berth()
+        .args(["bundle", "inspect"])
+        .arg(&sealed)
+        .assert()
+        .success()
+        .stdout(
+            predicates::str::contains("sealed")
+                .and(predicates::str::contains("recipient  hq"))
+                .and(predicates::str::contains("--age-identity")),
+        );
     assert!(
         files(&w.p("side"))
             .iter()
@@ -1030,23 +1122,18 @@ fn a_revoked_nodes_bundles_are_refused_from_then_on_and_it_gets_nothing_more() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("nobody"));
+    // The revoked name is not given to a new key; the message says what to do instead.
+    w.enroll("laptop2", "inbox2").failure().stderr(
+        predicates::str::contains("belongs to a revoked node")
+            .and(predicates::str::contains("--name NEW")),
+    );
 }
 
 #[test]
 fn a_sealed_bundle_written_slowly_into_a_watched_folder_is_taken_whole() {
     let w = Pair::new();
-    exec(
-        &w.p("laptop/data.db"),
-        "INSERT INTO item VALUES('s1', 'sealed and slow', randomblob(200000))",
-    );
-    berth()
-        .args(["dock", "--upload-only", "--encrypt", "--site"])
-        .arg(w.p("laptop"))
-        .arg("--via")
-        .arg(w.p("side"))
-        .assert()
-        .success();
-    let sealed = w.p("side").join("alice_to_hq_0000000001.berth.zip.age");
+    let sealed =
+        w.sealed_bundle("INSERT INTO item VALUES('s1', 'sealed and slow', randomblob(200000))");
     let bytes = fs::read(&sealed).unwrap();
     assert!(bytes.len() > 3 * 65536, "several age chunks");
     let inbox = w.p("inbox");
@@ -1074,13 +1161,7 @@ fn a_sealed_bundle_written_slowly_into_a_watched_folder_is_taken_whole() {
 
 #[test]
 fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied() {
-    assert!(
-        std::process::Command::new("age")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "this test needs the age tool, which is not installed; .ci/run installs it"
-    );
+    need_age();
     let w = Pair::new();
     let plain = w.node_bundle("INSERT INTO item VALUES('x1', 'sealed by age(1)', NULL)");
     let out = berth()
@@ -1111,6 +1192,51 @@ fn a_bundle_sealed_by_the_age_tool_to_the_sites_recipient_is_opened_and_applied(
     assert_eq!(
         w.hq("SELECT v FROM item WHERE id = 'x1'"),
         "sealed by age(1)"
+    );
+}
+
+/// `keys show --age-identity` prints what the age tool needs to open a bundle sealed to the
+/// site, as the README promises.
+#[test]
+fn the_age_tool_opens_a_sealed_bundle_with_the_sites_age_identity() {
+    need_age();
+    let w = Pair::new();
+    let sealed = w.sealed_bundle("INSERT INTO item VALUES('a1', 'for age', NULL)");
+    let out = berth()
+        .args(["keys", "show", "--age-identity"])
+        .arg(w.p("hq"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(id.starts_with("AGE-SECRET-KEY-1"), "{id}");
+    fs::write(w.p("id.txt"), &id).unwrap();
+    let plain = w.p("opened.berth.zip");
+    let ok = std::process::Command::new("age")
+        .args(["-d", "-i"])
+        .arg(w.p("id.txt"))
+        .arg("-o")
+        .arg(&plain)
+        .arg(&sealed)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    berth()
+        .args(["bundle", "inspect"])
+        .arg(&plain)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("sender     alice"));
+}
+
+/// Fails the test, saying why, when the age tool is not installed.
+fn need_age() {
+    assert!(
+        std::process::Command::new("age")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "this test needs the age tool, which is not installed; .ci/run installs it"
     );
 }
 

@@ -142,12 +142,28 @@ pub struct DockReport {
     /// Software upgrade messages, reminders and outcomes for the user (nodes).
     pub upgrade: Vec<crate::upgrade::Note>,
     /// What waits for someone else before this site has anything to do, and the command
-    /// that unblocks it (a node before central added it; a node's enrollment request at
-    /// central).
+    /// that unblocks it (a node before central added it; at central a node's enrollment
+    /// request, a submitted migration or upgrade package).
     pub waits: Vec<String>,
+    /// Whether anything happened: a bundle taken in (applied, held, refused), a bundle
+    /// written, or a software package asked for, installed or failed. False is the text
+    /// output's "nothing to do" (what waits, if anything, is in `waits`).
+    pub happened: bool,
 }
 
 impl DockReport {
+    /// Computes [`DockReport::happened`] from the rest.
+    fn settle(&mut self) {
+        self.happened = self.incoming.iter().any(|i| i.outcome != "waiting")
+            || !self.written.is_empty()
+            || self.upgrade.iter().any(|n| {
+                matches!(
+                    n.event.as_str(),
+                    "requested" | "applied" | "failed" | "refused"
+                )
+            });
+    }
+
     /// Bundles with this outcome.
     pub fn count(&self, outcome: &str) -> usize {
         self.incoming
@@ -184,6 +200,7 @@ pub fn dock_with_prompt(
             std::io::Error::new(std::io::ErrorKind::NotFound, "exchange folder not found"),
         ));
     }
+    tracing::debug!(site = site.name(), via = %via.display(), "dock starts");
     // SPEC 2.4.1: nothing is applied or exported while capture is not as berth installed it.
     crate::guard::require(site)?;
     // Software upgrades (seed: at the start and, preferably, the end of the session).
@@ -191,6 +208,10 @@ pub fn dock_with_prompt(
     report.upgrade = crate::upgrade::node::session(site, start, prompt)?;
     if opts.download {
         report.incoming.extend(intake(site, via)?);
+        tracing::debug!(
+            taken = report.incoming.len(),
+            "intake done; applying the spool"
+        );
         crash_point(opts.fail_intake, IntakeStep::Spooled, "intake")?;
         process_spool(site, opts, &mut report)?;
     }
@@ -209,40 +230,69 @@ pub fn dock_with_prompt(
         process_spool(site, opts, &mut report)?;
     }
     if opts.upload {
-        match site.role() {
-            Role::Node => {
-                if let Some(central) = store::meta(&site.conn, "central")? {
-                    let p = peer::require(&site.conn, &central)?;
-                    if let Some(path) = write_stream(site, via, &p, opts)? {
-                        report.written.push(path);
-                    }
+        upload(site, via, opts, &mut report).map_err(|e| not_writable(e, via))?;
+    }
+    report.waits = waits(site, via)?;
+    report.settle();
+    for i in &report.incoming {
+        tracing::info!(file = %i.file, outcome = i.outcome, "{}", i.detail);
+    }
+    for w in &report.written {
+        tracing::info!(file = %w.display(), "written");
+    }
+    Ok(report)
+}
+
+/// The upload half of a dock: at a node its stream to central; at central one routing pass,
+/// then every node's bundle.
+fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) -> Result<()> {
+    match site.role() {
+        Role::Node => {
+            if let Some(central) = store::meta(&site.conn, "central")? {
+                let p = peer::require(&site.conn, &central)?;
+                if let Some(path) = write_stream(site, via, &p, opts)? {
+                    report.written.push(path);
                 }
             }
-            Role::Central => {
-                // One routing pass for every node (seed Figure 6), committed with the
-                // checkpoints; then each node's bundle carries its partial log.
-                let catalog = site.catalog()?;
-                let model = site.docking_model()?;
-                let tx = rusqlite::Transaction::new_unchecked(
-                    &site.conn,
-                    TransactionBehavior::Immediate,
-                )?;
-                crate::partial::route(&tx, &catalog, model.as_ref())?;
-                tx.commit()?;
-                crash_point(opts.fail_export, ExportStep::Routed, "export")?;
-                for p in peer::all(&site.conn)? {
-                    if p.role == "node"
-                        && p.revoked.is_none()
-                        && let Some(path) = write_stream(site, via, &p, opts)?
-                    {
-                        report.written.push(path);
-                    }
+        }
+        Role::Central => {
+            // One routing pass for every node (seed Figure 6), committed with the
+            // checkpoints; then each node's bundle carries its partial log.
+            let catalog = site.catalog()?;
+            let model = site.docking_model()?;
+            let tx =
+                rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+            tracing::debug!("routing central's log to the nodes");
+            crate::partial::route_with_progress(&tx, &catalog, model.as_ref(), &opts.progress)?;
+            tx.commit()?;
+            crash_point(opts.fail_export, ExportStep::Routed, "export")?;
+            for p in peer::all(&site.conn)? {
+                if p.role == "node"
+                    && p.revoked.is_none()
+                    && let Some(path) = write_stream(site, via, &p, opts)?
+                {
+                    report.written.push(path);
                 }
             }
         }
     }
-    report.waits = waits(site, via)?;
-    Ok(report)
+    Ok(())
+}
+
+/// An error writing into the exchange folder, said as what it is: a folder berth must write
+/// to (its outgoing bundles go there) and may not, with what to do.
+fn not_writable(e: EngineError, via: &Path) -> EngineError {
+    match e {
+        EngineError::Io { path, source }
+            if transport::is_read_only(&source) && path.starts_with(via) =>
+        {
+            EngineError::NotWritable {
+                folder: via.to_path_buf(),
+                source,
+            }
+        }
+        other => other,
+    }
 }
 
 /// What waits for someone else, said with the command that unblocks it.
@@ -279,6 +329,60 @@ fn waits(site: &Site, via: &Path) -> Result<Vec<String>> {
                         via.display()
                     ));
                 }
+            }
+            out.extend(submissions_waiting(site, via)?);
+        }
+    }
+    Ok(out)
+}
+
+/// At central: migrations and upgrade packages submitted from away (`migration submit`,
+/// `upgrade submit`) that lie in the exchange folder and have not been accepted. No dock
+/// takes them (their names are not bundle names, SPEC 1.8): an administrator reviews and
+/// accepts each.
+fn submissions_waiting(site: &Site, via: &Path) -> Result<Vec<String>> {
+    let version = crate::migrate::state(&site.conn)?.version;
+    let mut out = Vec::new();
+    let mut names: Vec<String> = fs::read_dir(via)
+        .map_err(|e| EngineError::io(via, e))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    for name in names {
+        let Some((from, rest)) = name.strip_suffix(".zip").and_then(|n| n.split_once("_to_"))
+        else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix(site.name()) else {
+            continue;
+        };
+        let file = via.join(&name);
+        if let Some(v) = rest
+            .strip_prefix("_migration_")
+            .and_then(|v| v.parse::<i64>().ok())
+            && v > version
+        {
+            out.push(format!(
+                "migration {v} submitted by {from} waits in {}: review it, then run `berth \
+                 migration accept --site {} {}`",
+                via.display(),
+                site.dir.display(),
+                file.display()
+            ));
+        } else if let Some(package) = rest.strip_prefix("_package_") {
+            let published: bool = site.conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM berth_upgrades WHERE name = ?1)",
+                params![package],
+                |r| r.get(0),
+            )?;
+            if !published {
+                out.push(format!(
+                    "upgrade package {package} submitted by {from} waits in {}: review it, \
+                     then run `berth upgrade accept --site {} {}`",
+                    via.display(),
+                    site.dir.display(),
+                    file.display()
+                ));
             }
         }
     }
@@ -324,6 +428,7 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
     crate::guard::require(site)?;
     let mut report = DockReport::default();
     process_spool(site, opts, &mut report)?;
+    report.settle();
     Ok(report)
 }
 

@@ -91,6 +91,62 @@ fn check_attributes(
     }
 }
 
+/// A node's attributes after `berth node set`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attributes {
+    /// The node.
+    pub name: String,
+    /// Its attributes now.
+    pub attributes: BTreeMap<String, String>,
+    /// Its attributes before.
+    pub before: BTreeMap<String, String>,
+}
+
+/// Changes a registered node's attributes at central (`set` adds or replaces, `unset`
+/// removes), each checked against the docking model's `[nodes] attributes`. The next routing
+/// pass evaluates visibility again for every node, so the rows the new attributes show
+/// arrive and those they hide leave, as visibility events.
+pub fn set_attributes(
+    site: &Site,
+    name: &str,
+    set: &BTreeMap<String, String>,
+    unset: &[String],
+) -> Result<Attributes> {
+    site.require(Role::Central)?;
+    if let Some(model) = site.docking_model()? {
+        check_attributes(set, &model.node_attributes)?;
+    }
+    let p = peer::require(&site.conn, name)?;
+    let before: BTreeMap<String, String> =
+        serde_json::from_str(&p.attrs).map_err(|e| EngineError::Config {
+            path: site.dir.join("data.db"),
+            reason: format!("node {name}'s stored attributes cannot be read: {e}"),
+        })?;
+    let mut attributes = before.clone();
+    for k in unset {
+        attributes.remove(k);
+    }
+    attributes.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let text = serde_json::to_string(&attributes).map_err(|e| EngineError::Config {
+        path: site.dir.join("data.db"),
+        reason: format!("node {name}'s attributes cannot be written: {e}"),
+    })?;
+    let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+    tx.execute(
+        "UPDATE berth_peers SET attrs = ?2 WHERE name = ?1",
+        params![name, text],
+    )?;
+    if attributes != before {
+        crate::route::router::request_resync(&tx)?;
+    }
+    tx.commit()?;
+    Ok(Attributes {
+        name: name.to_string(),
+        attributes,
+        before,
+    })
+}
+
 /// Approves a node at central: verifies its request, registers its key and attributes, and
 /// writes its initial extract into `out`.
 pub fn add_node(
@@ -144,6 +200,11 @@ pub fn add_node(
     let mut verified = bundle.verify(&trust)?;
     verified.check_all_entries()?;
     if let Some(existing) = peer::get(&site.conn, name)? {
+        if existing.revoked.is_some() {
+            return Err(EngineError::RevokedName {
+                name: name.to_string(),
+            });
+        }
         let key_id = PublicKey::from_hex(&existing.public_key)
             .map(|k| k.key_id().to_string())
             .unwrap_or_default();

@@ -101,6 +101,15 @@ pub enum EngineError {
         /// The key it is registered with.
         key_id: String,
     },
+    /// The name is a revoked node's: its key stays refused, and its routing state stays
+    /// with the name, so it is not given to another key.
+    #[error(
+        "the name {name:?} belongs to a revoked node: its bundles stay refused under that name; enroll the machine under a new name (`berth init node DIR --name NEW --via FOLDER`, then `berth node add NEW`)"
+    )]
+    RevokedName {
+        /// The node name.
+        name: String,
+    },
     /// No enrollment request for the node was found.
     #[error("no enrollment request for {name:?} found in {folder}")]
     NoEnrollment {
@@ -220,6 +229,20 @@ pub enum EngineError {
     },
     #[error("injected failure at {0}")]
     Injected(&'static str),
+    /// The exchange folder cannot be written (a write-protected stick, a read-only share):
+    /// the incoming bundles were applied; the outgoing ones could not be written.
+    #[error(
+        "{folder} cannot be written ({source}): this site's outgoing bundles go there; make it writable (a stick's write-protect switch, the share's or mount's options, the folder's permissions) and dock again, or dock with --download-only to only apply what it holds"
+    )]
+    NotWritable {
+        /// The exchange folder.
+        folder: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A collision cannot be resolved as asked.
+    #[error(transparent)]
+    Resolve(#[from] crate::conflict::ResolveError),
     /// A rows kept aside by a repair cannot be re-applied or discarded as asked (SPEC 2.15).
     #[error("{0}")]
     Kept(String),

@@ -10,7 +10,8 @@
 //! - [`merge`] decides each incoming change ([`merge::resolve`], pure) and applies it
 //!   ([`merge::apply`]), recording collisions and corrective changes (Figure 5).
 //! - [`enroll`] handles node enrollment and the initial extract.
-//! - [`status`] reads what a site knows about its streams, held bundles and conflicts.
+//! - [`status`] reads what a site knows about its streams, held bundles and conflicts;
+//!   [`conflict`] lists what lost a collision and settles one by hand.
 //! - [`upgrade`] distributes software upgrade packages to nodes and collects their reports.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@
 
 pub mod capture;
 pub mod change;
+pub mod conflict;
 pub mod digest;
 pub mod dock;
 pub mod enroll;

@@ -25,8 +25,25 @@ use rusqlite::{Connection, params};
 /// Routes central's log entries not routed yet into every active node's partial log (the
 /// incremental router, [`crate::route::router`]), inside the caller's transaction.
 pub fn route(conn: &Connection, catalog: &Catalog, model: Option<&DockingModel>) -> Result<()> {
+    route_with_progress(conn, catalog, model, &None)
+}
+
+/// [`route`], reporting the log entries routed to `progress`.
+pub fn route_with_progress(
+    conn: &Connection,
+    catalog: &Catalog,
+    model: Option<&DockingModel>,
+    progress: &crate::progress::Reporter,
+) -> Result<()> {
     let plan = router::plan_for(conn, model)?;
-    router::route_all(conn, catalog, plan.as_ref(), Evaluation::Set)
+    router::route_with_progress(
+        conn,
+        catalog,
+        plan.as_ref(),
+        Evaluation::Set,
+        router::BATCH,
+        progress,
+    )
 }
 
 /// Sets up a node being enrolled: routes the other nodes first (so the router's state is

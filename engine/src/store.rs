@@ -153,6 +153,12 @@ CREATE TABLE IF NOT EXISTS berth_conflicts(
   origin_pos INTEGER NOT NULL,
   at INTEGER NOT NULL
 );
+-- At central: collisions an admin settled by hand (`berth conflicts resolve`).
+CREATE TABLE IF NOT EXISTS berth_resolved(
+  conflict INTEGER PRIMARY KEY,
+  took TEXT NOT NULL CHECK (took = 'node' OR took = 'central'),
+  at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS berth_overrides(
   id INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,

@@ -153,17 +153,32 @@ pub fn take_into(f: &Found, folder: &Path, quarantine: &Path) -> Result<Taken> {
         };
     }
     let p = copy_into(&f.path, folder)?;
-    fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))?;
+    remove(f)?;
     Ok(Taken::Spooled(p))
 }
 
-/// Removes a found bundle: the file, or every file of a volume set.
+/// Removes a found bundle once it is taken: the file, or every file of a volume set. A
+/// source berth may not change (a write-protected stick, a read-only share) keeps it: the
+/// copy in the spool is what applies, and a later dock sees the one left behind as a
+/// duplicate.
 pub fn remove(f: &Found) -> Result<()> {
-    if is_volume_set(f) {
+    let done = if is_volume_set(f) {
         crate::volumes::remove_set(&f.path)
     } else {
         fs::remove_file(&f.path).map_err(|e| EngineError::io(&f.path, e))
+    };
+    match done {
+        Err(EngineError::Io { source, .. }) if is_read_only(&source) => Ok(()),
+        other => other,
     }
+}
+
+/// Whether an I/O error says the file system or folder may not be written.
+pub fn is_read_only(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// True when `f` is a volume set (its path is the set's index).

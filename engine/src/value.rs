@@ -14,6 +14,16 @@ use std::collections::BTreeMap;
 /// A row: column name -> value in wire form.
 pub type Row = BTreeMap<String, Json>;
 
+/// Serializes a key stored as JSON text (`["O1"]`) as the JSON it spells, for `--json`
+/// output that holds values rather than JSON strings; text that is not JSON stays a string.
+pub fn serialize_key_text<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    match serde_json::from_str::<Json>(text) {
+        Ok(v) => v.serialize(s),
+        Err(_) => s.serialize_str(text),
+    }
+}
+
 /// A wire value decoded for binding: text that is not UTF-8 keeps its bytes, which
 /// [`Value`] cannot hold.
 #[derive(Debug, Clone, PartialEq)]

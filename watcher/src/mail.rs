@@ -1,6 +1,7 @@
 //! Bundles by email: a standard MIME message with the bundle attached (written with
 //! mail-builder, for any mail client or `sendmail`), and bundle attachments taken out of
-//! `.eml` files and Maildir messages (read with mail-parser).
+//! `.eml` files and Maildir messages (read with mail-parser), forwarded messages inside them
+//! included.
 //!
 //! An attachment is a bundle for site `S` when its file name is a canonical bundle name
 //! addressed to `S`, or, when the name was changed on the way (some clients rename), when
@@ -30,9 +31,15 @@ pub fn message_with_bundle(name: &str, bundle: &[u8], to: &str, from: &str) -> R
              or a watched folder holding this .eml take it. The bundle is signed; berth verifies it before applying.\n"
         )
     };
+    let bad = |reason: String| WatchError::Mail {
+        path: PathBuf::from(name),
+        reason,
+    };
+    let to = parse_address(to).map_err(&bad)?;
+    let from = parse_address(from).map_err(&bad)?;
     mail_builder::MessageBuilder::new()
-        .from(from.to_string())
-        .to(to.to_string())
+        .from(from.into_builder())
+        .to(to.into_builder())
         .subject(format!("berth bundle {name}"))
         .text_body(body)
         .attachment(BUNDLE_MIME, name.to_string(), bundle.to_vec())
@@ -41,6 +48,63 @@ pub fn message_with_bundle(name: &str, bundle: &[u8], to: &str, from: &str) -> R
             path: PathBuf::from(name),
             reason: e.to_string(),
         })
+}
+
+/// A mailbox as a person writes it: `addr@example.org`, `Name <addr@example.org>` or
+/// `"Name, Jr." <addr@example.org>`. The display name may hold any text: the message writer
+/// encodes what is not ASCII (RFC 2047).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The display name, if any.
+    pub name: Option<String>,
+    /// The address (`local@domain`).
+    pub address: String,
+}
+
+impl Mailbox {
+    fn into_builder(self) -> mail_builder::headers::address::Address<'static> {
+        match self.name {
+            Some(n) => (n, self.address).into(),
+            None => self.address.into(),
+        }
+    }
+}
+
+fn not_an_address(text: &str) -> String {
+    format!("{text:?} is not a mail address: write addr@example.org or 'Name <addr@example.org>'")
+}
+
+/// Reads a mailbox (see [`Mailbox`]); the error says what is wrong with it.
+pub fn parse_address(text: &str) -> std::result::Result<Mailbox, String> {
+    let text = text.trim();
+    let (name, address) = match text.rfind('<') {
+        Some(open) => {
+            let address = text[open + 1..]
+                .strip_suffix('>')
+                .ok_or_else(|| not_an_address(text))?;
+            let name = text[..open].trim();
+            let name = name
+                .strip_prefix('"')
+                .and_then(|n| n.strip_suffix('"'))
+                .unwrap_or(name)
+                .trim();
+            ((!name.is_empty()).then(|| name.to_string()), address.trim())
+        }
+        None => (None, text),
+    };
+    let ok = address
+        .split_once('@')
+        .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+        && !address
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'));
+    if !ok {
+        return Err(not_an_address(text));
+    }
+    Ok(Mailbox {
+        name,
+        address: address.to_string(),
+    })
 }
 
 /// What a message held.
@@ -71,7 +135,34 @@ pub fn take_bundles(
         .parse(raw)
         .ok_or_else(|| bad("not a mail message (no headers)"))?;
     let mut taken = Taken::default();
+    take_from(&msg, site, keys, spool, path, &mut taken, 0).map_err(|e| bad(&e))?;
+    if taken.spooled.is_empty() && taken.for_others == 0 {
+        return Err(bad("no berth bundle is attached"));
+    }
+    Ok(taken)
+}
+
+/// How deep forwarded messages inside messages are searched.
+const MAX_NESTING: usize = 4;
+
+/// The bundles of one message into `taken`; a forwarded message (`message/rfc822`, the
+/// bundle's message attached whole) is searched like the outer one.
+fn take_from(
+    msg: &mail_parser::Message<'_>,
+    site: &str,
+    keys: &[SecretKey],
+    spool: &Path,
+    path: &Path,
+    taken: &mut Taken,
+    depth: usize,
+) -> std::result::Result<(), String> {
     for part in msg.attachments() {
+        if let Some(inner) = part.message() {
+            if depth < MAX_NESTING {
+                take_from(inner, site, keys, spool, path, taken, depth + 1)?;
+            }
+            continue;
+        }
         let data = part.contents();
         let Some(name) = bundle_name(part.attachment_name(), data) else {
             continue;
@@ -94,16 +185,13 @@ pub fn take_bundles(
                 &plain,
                 spool,
             )
-            .map_err(|e| bad(&e.to_string()))?
+            .map_err(|e| e.to_string())?
         } else {
-            berth_engine::seal::spool_bytes(spool, &plain, data)?
+            berth_engine::seal::spool_bytes(spool, &plain, data).map_err(|e| e.to_string())?
         };
         taken.spooled.push(p);
     }
-    if taken.spooled.is_empty() && taken.for_others == 0 {
-        return Err(bad("no berth bundle is attached"));
-    }
-    Ok(taken)
+    Ok(())
 }
 
 /// The canonical name of an attachment that is a bundle: its own name when canonical, else
@@ -179,6 +267,67 @@ mod tests {
                 Err(e) => panic!("unexpected error {e}"),
             }
         }
+    }
+
+    #[test]
+    fn addresses_with_display_names_are_parsed_and_encoded() {
+        let m = |s: &str| parse_address(s).unwrap();
+        assert_eq!(m("a@example.org").name, None);
+        assert_eq!(
+            m("Ann Lee <a@example.org>").name.as_deref(),
+            Some("Ann Lee")
+        );
+        assert_eq!(m("\"Lee, Ann\" <a@example.org>").address, "a@example.org");
+        assert_eq!(m("<a@example.org>").name, None);
+        for bad in ["", "ann", "Ann <a@example.org", "a b@example.org", "Ann <>"] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+        let name = naming::bundle_file_name("hq", "alice", 4);
+        let raw = message_with_bundle(
+            &name,
+            b"x",
+            "Zoë Ärger <z@example.org>",
+            "HQ <hq@example.org>",
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            text.contains("From: \"HQ\" <hq@example.org>")
+                || text.contains("From: HQ <hq@example.org>"),
+            "{text}"
+        );
+        assert!(text.contains("=?utf-8?"), "{text}");
+        assert!(!text.contains("<Zo"), "{text}");
+        let parsed = MessageParser::new().parse(&raw).unwrap();
+        let to = parsed.to().and_then(|a| a.first()).unwrap();
+        assert_eq!(to.name(), Some("Zoë Ärger"));
+        assert_eq!(to.address(), Some("z@example.org"));
+    }
+
+    #[test]
+    fn a_forwarded_message_gives_up_its_bundle() {
+        let name = naming::bundle_file_name("hq", "alice", 4);
+        let inner =
+            message_with_bundle(&name, b"PK bundle", "a@example.org", "hq@example.org").unwrap();
+        let outer = mail_builder::MessageBuilder::new()
+            .from("bob@example.org")
+            .to("a@example.org")
+            .subject("Fwd: berth bundle")
+            .text_body("see attached")
+            .attachment("message/rfc822", "forwarded.eml", inner)
+            .write_to_vec()
+            .unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let t = take_bundles(
+            &outer,
+            Path::new("fwd.eml"),
+            "alice",
+            &[SecretKey::generate()],
+            spool.path(),
+        )
+        .unwrap();
+        assert_eq!(t.spooled.len(), 1);
+        assert_eq!(std::fs::read(&t.spooled[0]).unwrap(), b"PK bundle");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use serde_json::Value as Json;
 pub struct Instance {
     /// The docking object.
     pub object: String,
-    /// The instance's primary row id (key text).
+    /// The instance's primary row id (key text; a JSON array in `--json`).
+    #[serde(serialize_with = "crate::value::serialize_key_text")]
     pub id: String,
     /// Whether the node sees this instance.
     pub visible: bool,

@@ -1410,7 +1410,7 @@ pub fn route_all(
     plan: Option<&Plan>,
     eval: Evaluation,
 ) -> Result<()> {
-    route_in_batches(conn, catalog, plan, eval, BATCH)
+    route_with_progress(conn, catalog, plan, eval, BATCH, &None)
 }
 
 /// [`route_all`] with batches of about `batch` entries (tests use tiny ones to put batch
@@ -1421,6 +1421,19 @@ pub fn route_in_batches(
     plan: Option<&Plan>,
     eval: Evaluation,
     batch: i64,
+) -> Result<()> {
+    route_with_progress(conn, catalog, plan, eval, batch, &None)
+}
+
+/// [`route_in_batches`], reporting the log entries routed to `progress` (a dock after a
+/// large apply routes as long as it applied).
+pub fn route_with_progress(
+    conn: &Connection,
+    catalog: &Catalog,
+    plan: Option<&Plan>,
+    eval: Evaluation,
+    batch: i64,
+    progress: &crate::progress::Reporter,
 ) -> Result<()> {
     let nodes = nodes(conn)?;
     if nodes.is_empty() {
@@ -1446,6 +1459,11 @@ pub fn route_in_batches(
     let top = store::max_pos(conn)?;
     let mut lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
     let chains = crate::change::Chains::load(conn, lo)?;
+    let mut tracker = crate::progress::Tracker::new(
+        progress,
+        "routing to the nodes",
+        u64::try_from(top - lo).unwrap_or(0),
+    );
     while lo < top {
         let hi = batch_end(conn, lo, top, batch.max(1))?;
         let batch = Batch {
@@ -1454,8 +1472,10 @@ pub fn route_in_batches(
             hi,
         };
         route_batch(conn, catalog, plan, &nodes, eval, &mut out, &batch)?;
+        tracker.advance(u64::try_from(hi - lo).unwrap_or(0));
         lo = hi;
     }
+    drop(tracker);
     let mut st = conn.prepare_cached(
         "UPDATE berth_peers SET routed_pos = max(routed_pos, ?2), partial_pos = ?3 WHERE name = ?1",
     )?;

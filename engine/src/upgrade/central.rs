@@ -537,6 +537,8 @@ pub struct PackageState {
     pub files: usize,
     /// Total bytes.
     pub bytes: u64,
+    /// Each file with its size and sha256 (what a node checks before it installs).
+    pub file_list: Vec<super::FileSpec>,
     /// Every registered node.
     pub nodes: Vec<NodeState>,
 }
@@ -620,6 +622,7 @@ pub fn status(site: &Site) -> Result<Vec<PackageState>> {
             active,
             files: pkg.files.len(),
             bytes: pkg.files.iter().filter_map(|f| f.size).sum(),
+            file_list: pkg.files.clone(),
             nodes: per.into_values().collect(),
         });
     }

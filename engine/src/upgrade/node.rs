@@ -571,7 +571,8 @@ fn bump_reminders(conn: &Connection, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `berth upgrade apply NAME --site NODE`: installs a downloaded package now, whatever its
+/// `berth upgrade apply NAME --site NODE`: installs a downloaded package now (one whose files
+/// are not here yet is asked for instead: a `requested` note), whatever its
 /// apply policy (an `after-schema` package only once its schema version is reached); also
 /// the retry of a failed install.
 pub fn apply_now(site: &mut Site, name: &str) -> Result<Note> {
@@ -602,10 +603,29 @@ pub fn apply_now(site: &mut Site, name: &str) -> Result<Note> {
         _ => {}
     }
     if !local.files {
-        return Err(not_now(format!(
-            "its files are not here yet (state {}): dock to receive them",
-            local.step.as_str()
-        )));
+        // Asked for by hand (a dock without a terminal took the default, defer): the next
+        // dock reports the request, and central's bundle after it brings the files.
+        if local.step != Step::Requested {
+            set_state(
+                &site.conn,
+                &pkg.name,
+                Step::Requested,
+                "asked for by `berth upgrade apply`",
+                None,
+                "",
+            )?;
+        }
+        return Ok(note(
+            &pkg,
+            "requested",
+            format!(
+                "{}: its files are asked for: the next `berth dock --site {}` sends the request, and central's bundle after it brings them; then run `berth upgrade apply {} --site {}` again (or let its apply policy install it)",
+                pkg.name,
+                site.dir.display(),
+                pkg.name,
+                site.dir.display()
+            ),
+        ));
     }
     if pkg.apply == ApplyPolicy::AfterSchema && !gate_for(&site.conn, &pkg)? {
         return Err(not_now(format!(
@@ -707,12 +727,13 @@ fn install(site: &mut Site, pkg: &Package) -> Result<Note> {
         Ok(s) => {
             let code = s.code().map(i64::from);
             let detail = format!(
-                "install command failed ({}); level stays {previous}; files kept for a retry (`berth upgrade apply {}`)",
+                "install command failed ({}); level stays {previous}; files kept for a retry (`berth upgrade apply {} --site {}`)",
                 code.map_or_else(
                     || "killed by a signal".to_string(),
                     |c| format!("exit code {c}")
                 ),
-                pkg.name
+                pkg.name,
+                site.dir.display()
             );
             set_state(&site.conn, &pkg.name, Step::Failed, &detail, code, &tail)?;
             Ok(note(pkg, "failed", format!("{}: {detail}", pkg.name)))
