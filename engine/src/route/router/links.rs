@@ -56,7 +56,22 @@ impl Plan {
     /// Makes the relations the mappings' SQL may read (the nodes, the router's scratch
     /// table): once per merge, before the first [`Plan::probe`].
     pub fn prepare_links(&self, conn: &Connection) -> Result<()> {
-        identify(conn, &nodes(conn)?)
+        let reads_nodes = self.maps.iter().any(|m| {
+            [&m.set, &m.pair]
+                .into_iter()
+                .flatten()
+                .any(|sql| sql.to_ascii_lowercase().contains("berth_node"))
+        });
+        // Loading every node costs a dock at central with thousands of them; only a mapping
+        // that reads node identity needs it.
+        identify(
+            conn,
+            &if reads_nodes {
+                nodes(conn)?
+            } else {
+                Vec::new()
+            },
+        )
     }
 
     /// Whether a write to `table` can link anything: it lies on a member path, a mapping
