@@ -806,6 +806,10 @@ fn apply_changes(
         // journals a node's changes through its capture triggers, with what they set off.
         if role == Role::Node {
             store::set_capture(&tx, false)?;
+            // Before any migration of the bundle: a table it creates may be local.
+            if let Some(classes) = crate::schema::Classes::from_extensions(&m.extensions) {
+                classes.save(&tx)?;
+            }
         }
         let clock = store::meta_i64(&tx, "clock")?;
         // Our own changes captured so far happened before anything in this bundle was seen.
@@ -1148,6 +1152,13 @@ pub(crate) fn header(
         crate::migrate::EXTENSION.into(),
         crate::migrate::extension(schema.version, latest),
     );
+    if site.role() == Role::Central {
+        // A node has no docking model: this is how it learns which tables stay local.
+        let classes = crate::schema::Classes::load(&site.conn)?;
+        if !classes.is_empty() {
+            extensions.insert(crate::schema::EXTENSION.into(), classes.to_extension());
+        }
+    }
     Ok(BundleHeader {
         sender: Party {
             site: site.name().to_string(),

@@ -1,8 +1,210 @@
 //! The replicated schema: which tables berth carries and their keys. (The schema checksum
 //! is the snapshot's, `evolve::snapshot`.)
+//!
+//! Every user table is replicated by its PRIMARY KEY unless the docking model classes it
+//! otherwise ([`Classes`]): a `local` table is part of the schema but never captured or
+//! sent; a table without a PRIMARY KEY may name its key (NOT NULL columns with a UNIQUE
+//! index on exactly them).
 
 use crate::error::{EngineError, Result};
 use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The manifest extension in which central's bundles carry its [`Classes`] to the nodes
+/// (`[extensions.tables] local = [..]`, `keys = { TABLE = [..] }`; SPEC 2.2).
+pub const EXTENSION: &str = "tables";
+
+/// Meta key of the [`Classes`] of a site (JSON).
+const CLASSES_KEY: &str = "table_classes";
+
+/// The tables the docking model takes out of plain replication by primary key, by
+/// lower-case name. Central keeps it from its docking model; a node from central's bundles
+/// (`[extensions.tables]`, SPEC 2.2), since the node has no model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classes {
+    /// Tables that stay at each site: never captured, sent, routed or compared.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub local: BTreeSet<String>,
+    /// Tables without a PRIMARY KEY, with the columns that identify their rows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, Vec<String>>,
+}
+
+impl Classes {
+    /// Whether `table` is local (case-insensitive).
+    pub fn is_local(&self, table: &str) -> bool {
+        self.local.contains(&table.to_ascii_lowercase())
+    }
+
+    /// The named key of `table`, if the model names one.
+    pub fn key(&self, table: &str) -> Option<&Vec<String>> {
+        self.keys.get(&table.to_ascii_lowercase())
+    }
+
+    /// True when nothing is classed (every table is replicated by its primary key).
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.keys.is_empty()
+    }
+
+    /// The classes recorded at a site; none in a database without berth's tables.
+    pub fn load(conn: &Connection) -> Result<Classes> {
+        let has_meta: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'berth_meta')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_meta {
+            return Ok(Classes::default());
+        }
+        match crate::store::meta(conn, CLASSES_KEY)? {
+            None => Ok(Classes::default()),
+            Some(text) => Classes::from_json(&text).ok_or_else(|| EngineError::Schema {
+                table: CLASSES_KEY.into(),
+                reason: format!("berth_meta holds {text:?}, which is not a table class list"),
+            }),
+        }
+    }
+
+    /// Records the classes at a site.
+    pub fn save(&self, conn: &Connection) -> Result<()> {
+        crate::store::set_meta(conn, CLASSES_KEY, &self.to_json())
+    }
+
+    /// The JSON form (keys sorted: the same classes give the same text).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Reads the JSON form; `None` when malformed.
+    pub fn from_json(text: &str) -> Option<Classes> {
+        let c: Classes = serde_json::from_str(text).ok()?;
+        Some(c.lowercased())
+    }
+
+    /// The `[extensions.tables]` value.
+    pub fn to_extension(&self) -> toml::Value {
+        let mut t = toml::Table::new();
+        t.insert(
+            "local".into(),
+            toml::Value::Array(self.local.iter().map(|n| n.clone().into()).collect()),
+        );
+        let keys: toml::Table = self
+            .keys
+            .iter()
+            .map(|(n, k)| {
+                let cols = k.iter().map(|c| c.clone().into()).collect();
+                (n.clone(), toml::Value::Array(cols))
+            })
+            .collect();
+        t.insert("keys".into(), toml::Value::Table(keys));
+        toml::Value::Table(t)
+    }
+
+    /// Reads `[extensions.tables]` of a manifest: `None` when absent or malformed.
+    pub fn from_extensions(ext: &BTreeMap<String, toml::Value>) -> Option<Classes> {
+        let t = ext.get(EXTENSION)?.as_table()?;
+        let names = |v: &toml::Value| -> Option<Vec<String>> {
+            v.as_array()?
+                .iter()
+                .map(|n| n.as_str().map(str::to_string))
+                .collect()
+        };
+        let mut c = Classes::default();
+        if let Some(local) = t.get("local") {
+            c.local = names(local)?.into_iter().collect();
+        }
+        if let Some(keys) = t.get("keys") {
+            for (n, k) in keys.as_table()? {
+                c.keys.insert(n.clone(), names(k)?);
+            }
+        }
+        Some(c.lowercased())
+    }
+
+    fn lowercased(self) -> Classes {
+        Classes {
+            local: self.local.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            keys: self
+                .keys
+                .into_iter()
+                .map(|(t, k)| (t.to_ascii_lowercase(), k))
+                .collect(),
+        }
+    }
+}
+
+/// The message for a table without a PRIMARY KEY: it names both ways out.
+pub fn no_key_reason() -> String {
+    "has no PRIMARY KEY; berth identifies rows across sites by their key. Either declare one \
+     (a TEXT id such as a UUID is safest), or in the docking model make the table \
+     `{ visibility = \"local\" }` (kept at each site, never sent) or name its key \
+     (`key = [\"col\", ...]`: NOT NULL columns with a UNIQUE index on exactly them)"
+        .into()
+}
+
+/// Why `key` cannot identify the rows of `table`, or `None` when it can: every column
+/// exists and is NOT NULL, and a UNIQUE index (or constraint) has exactly these columns.
+pub fn key_problem(conn: &Connection, table: &str, key: &[String]) -> Result<Option<String>> {
+    if key.is_empty() {
+        return Ok(Some("key = [] names no column".into()));
+    }
+    let cols: Vec<(String, bool)> = conn
+        .prepare("SELECT name, \"notnull\" FROM pragma_table_info(?1)")?
+        .query_map([table], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut wanted = BTreeSet::new();
+    for k in key {
+        match cols.iter().find(|c| c.0.eq_ignore_ascii_case(k)) {
+            None => {
+                return Ok(Some(format!(
+                    "key column {k:?} is not a column of the table"
+                )));
+            }
+            Some((_, false)) => {
+                return Ok(Some(format!(
+                    "key column {k:?} may be NULL; a key column must be NOT NULL"
+                )));
+            }
+            Some((name, true)) => {
+                if !wanted.insert(name.to_ascii_lowercase()) {
+                    return Ok(Some(format!("key column {k:?} is named twice")));
+                }
+            }
+        }
+    }
+    let indexes: Vec<(String, bool, bool)> = conn
+        .prepare("SELECT name, \"unique\", partial FROM pragma_index_list(?1)")?
+        .query_map([table], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)? != 0,
+                r.get::<_, i64>(2)? != 0,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, unique, partial) in indexes {
+        if !unique || partial {
+            continue;
+        }
+        let on: Vec<Option<String>> = conn
+            .prepare("SELECT name FROM pragma_index_info(?1)")?
+            .query_map([&name], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let on: Option<BTreeSet<String>> = on
+            .into_iter()
+            .map(|n| n.map(|n| n.to_ascii_lowercase()))
+            .collect();
+        if on.as_ref() == Some(&wanted) && on.as_ref().map(BTreeSet::len) == Some(key.len()) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(format!(
+        "no UNIQUE index has exactly the key columns ({}); add `CREATE UNIQUE INDEX ... ON {table}({})`",
+        key.join(", "),
+        key.join(", ")
+    )))
+}
 
 /// A replicated table as berth sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +226,15 @@ pub fn is_internal(name: &str) -> bool {
     lower.starts_with("berth_") || lower.starts_with("sqlite_")
 }
 
-/// Reads every user table of the database, refusing tables without an explicit primary key.
+/// Reads every replicated user table of the database (the site's [`Classes`] say which
+/// are local and which name their key), refusing tables without a key.
 pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
+    tables_with(conn, &Classes::load(conn)?)
+}
+
+/// [`tables`] with the classes given: local tables are left out; a table without a
+/// PRIMARY KEY needs a named key that [`key_problem`] accepts.
+pub fn tables_with(conn: &Connection, classes: &Classes) -> Result<Vec<Table>> {
     let mut names = Vec::new();
     {
         let mut st =
@@ -33,7 +242,7 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         for n in rows {
             let n = n?;
-            if !is_internal(&n) {
+            if !is_internal(&n) && !classes.is_local(&n) {
                 names.push(n);
             }
         }
@@ -52,12 +261,31 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
             .collect();
         keyed.sort();
         if keyed.is_empty() {
-            return Err(EngineError::Schema {
-                table: name,
-                reason: "has no PRIMARY KEY; berth identifies rows across sites by their key, \
-                         so declare one (a TEXT id such as a UUID is safest)"
-                    .into(),
+            let Some(key) = classes.key(&name) else {
+                return Err(EngineError::Schema {
+                    table: name,
+                    reason: no_key_reason(),
+                });
+            };
+            if let Some(reason) = key_problem(conn, &name, key)? {
+                return Err(EngineError::Schema {
+                    table: name,
+                    reason,
+                });
+            }
+            // The columns as the table spells them: the key is compared with them.
+            let pk = key
+                .iter()
+                .filter_map(|k| cols.iter().find(|c| c.0.eq_ignore_ascii_case(k)))
+                .map(|c| c.0.clone())
+                .collect();
+            out.push(Table {
+                columns: cols.into_iter().map(|c| c.0).collect(),
+                pk,
+                name,
+                rowid_key: false,
             });
+            continue;
         }
         let rowid_key = keyed.len() == 1 && keyed[0].2.eq_ignore_ascii_case("INTEGER") && {
             // From the tokens, not the text: a comment may mention WITHOUT ROWID, and the
