@@ -350,12 +350,34 @@ mod tests {
     }
 
     #[test]
+    fn local_tables_are_left_out_and_named_keys_stand_for_the_primary_key() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE kv(k, v); CREATE TABLE link(a NOT NULL, b NOT NULL, UNIQUE (b, a));",
+        )
+        .unwrap();
+        let classes = Classes::from_json(r#"{"local":["KV"],"keys":{"Link":["a","B"]}}"#).unwrap();
+        let t = tables_with(&c, &classes).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].pk, vec!["a".to_string(), "b".to_string()]);
+        let ext = BTreeMap::from([(EXTENSION.to_string(), classes.to_extension())]);
+        assert_eq!(Classes::from_extensions(&ext), Some(classes));
+        let err = tables_with(&c, &Classes::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kv") && err.contains("local") && err.contains("key ="),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn keys_and_rowid_aliases_are_found() {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(
             "CREATE TABLE a(id INTEGER PRIMARY KEY, v);
              CREATE TABLE b(x TEXT, y INT, v, PRIMARY KEY (y, x));
-             CREATE TABLE berth_meta(k PRIMARY KEY);",
+             CREATE TABLE berth_peers(k PRIMARY KEY);",
         )
         .unwrap();
         let t = tables(&c).unwrap();
