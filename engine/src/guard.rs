@@ -285,6 +285,7 @@ fn live_table(conn: &Connection, name: &str) -> Result<LiveTable> {
 pub fn inspect(conn: &Connection) -> Result<Guard> {
     let recorded = capture::recorded(conn)?;
     let classes = crate::schema::Classes::load(conn)?;
+    let shadow = crate::schema::shadow_tables(conn)?;
     // Local tables have no triggers and are not "unreplicated", but they are part of the
     // schema and so of its checksum.
     let in_schema: BTreeSet<String> = recorded
@@ -313,7 +314,10 @@ pub fn inspect(conn: &Connection) -> Result<Guard> {
                 if name.to_ascii_lowercase().starts_with("berth_") {
                     o.triggers.insert(name, sql.unwrap_or_default());
                 }
-            } else if !is_internal(&name) && !classes.is_local(&name) {
+            } else if !is_internal(&name)
+                && !classes.is_local(&name)
+                && !shadow.contains(&name.to_ascii_lowercase())
+            {
                 o.live.insert(name.to_ascii_lowercase(), None);
             }
         }
@@ -432,6 +436,7 @@ fn fingerprint(conn: &Connection) -> Result<(String, Vec<String>, BTreeSet<Strin
     let classes = crate::schema::Classes::load(conn)?;
     h.update(classes.to_json().as_bytes());
     recorded.extend(classes.local);
+    recorded.extend(crate::schema::shadow_tables(conn)?);
     let checksum = store::meta(conn, "schema_checksum")?.unwrap_or_default();
     h.update(checksum.as_bytes());
     Ok((hex::encode(h.finalize()), user, recorded))

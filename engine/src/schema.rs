@@ -134,6 +134,19 @@ impl Classes {
     }
 }
 
+/// The shadow tables of the database's virtual tables (an FTS5 table's `_data`, `_idx`,
+/// ...), by lower-case name. The virtual table creates them, so they are never part of the
+/// user's schema: recreating one beside its virtual table fails, and replicating one would
+/// carry an index's internals.
+pub fn shadow_tables(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
+    conn.prepare_cached(
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'",
+    )?
+    .query_map([], |r| r.get::<_, String>(0))?
+    .map(|n| n.map(|n| n.to_ascii_lowercase()))
+    .collect()
+}
+
 /// The message for a table without a PRIMARY KEY: it names both ways out.
 pub fn no_key_reason() -> String {
     "has no PRIMARY KEY; berth identifies rows across sites by their key. Either declare one \
@@ -235,6 +248,7 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
 /// [`tables`] with the classes given: local tables are left out; a table without a
 /// PRIMARY KEY needs a named key that [`key_problem`] accepts.
 pub fn tables_with(conn: &Connection, classes: &Classes) -> Result<Vec<Table>> {
+    let shadow = shadow_tables(conn)?;
     let mut names = Vec::new();
     {
         let mut st =
@@ -242,7 +256,10 @@ pub fn tables_with(conn: &Connection, classes: &Classes) -> Result<Vec<Table>> {
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         for n in rows {
             let n = n?;
-            if !is_internal(&n) && !classes.is_local(&n) {
+            if !is_internal(&n)
+                && !classes.is_local(&n)
+                && !shadow.contains(&n.to_ascii_lowercase())
+            {
                 names.push(n);
             }
         }
@@ -313,6 +330,7 @@ pub fn tables_with(conn: &Connection, classes: &Classes) -> Result<Vec<Table>> {
 /// views, triggers (berth's own objects excluded). Each is the text SQLite stores, comments
 /// included, without what follows its last token.
 pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
+    let shadow = shadow_tables(conn)?;
     let mut st = conn.prepare(
         "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL
          ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, rowid",
@@ -327,7 +345,7 @@ pub fn schema_sql(conn: &Connection) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for row in rows {
         let (_kind, name, sql) = row?;
-        if !is_internal(&name) {
+        if !is_internal(&name) && !shadow.contains(&name.to_ascii_lowercase()) {
             // SQLite may store a trailing `--` comment with the statement; the `;` that joins
             // the statements must not end up inside it.
             out.push(crate::evolve::sqltext::statement_text(&sql).to_string());
@@ -369,6 +387,32 @@ mod tests {
             err.contains("kv") && err.contains("local") && err.contains("key ="),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_virtual_tables_shadow_tables_are_not_part_of_the_schema() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(id TEXT PRIMARY KEY); CREATE VIRTUAL TABLE doc USING fts5(body);",
+        )
+        .unwrap();
+        let script = schema_sql(&c).unwrap().join(";\n") + ";\n";
+        assert!(!script.contains("doc_data"), "{script}");
+        // The script recreates the schema: the shadow tables come with the virtual table.
+        Connection::open_in_memory()
+            .unwrap()
+            .execute_batch(&script)
+            .unwrap();
+        let local = Classes::from_json(r#"{"local":["doc"]}"#).unwrap();
+        let names: Vec<String> = tables_with(&c, &local)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["t"]);
+        let snap = crate::evolve::snapshot::read(&c).unwrap();
+        let tables: Vec<&str> = snap.tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tables, ["doc", "t"]);
     }
 
     #[test]

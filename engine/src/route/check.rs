@@ -377,7 +377,11 @@ impl Schema {
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let mut tables = BTreeMap::new();
-        for name in names.into_iter().filter(|n| !crate::schema::is_internal(n)) {
+        let shadow = crate::schema::shadow_tables(conn)?;
+        for name in names
+            .into_iter()
+            .filter(|n| !crate::schema::is_internal(n) && !shadow.contains(&n.to_ascii_lowercase()))
+        {
             let cols: Vec<(String, i64)> = conn
                 .prepare("SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid")?
                 .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
