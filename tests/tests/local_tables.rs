@@ -323,3 +323,34 @@ fn docking_apply_keeps_the_class_of_an_existing_table() {
         assert_sound(&w, site);
     }
 }
+
+#[test]
+fn a_named_key_can_root_a_docking_object_and_route_its_rows() {
+    let schema = "CREATE TABLE item(id TEXT NOT NULL, owner TEXT, name TEXT);
+                  CREATE UNIQUE INDEX item_id ON item(id);";
+    let model = berth_tests::OWNER_MODEL.replace(
+        "item = { visibility = \"limited\", node_write = true }",
+        "item = { visibility = \"limited\", node_write = true, key = [\"id\"] }",
+    );
+    let attrs = |o: &str| BTreeMap::from([("owner".to_string(), o.to_string())]);
+    let w = World::build(
+        schema,
+        "INSERT INTO item VALUES ('i1', 'ann', 'one'), ('i2', 'bob', 'two');",
+        Some(&model),
+        &[("ann", attrs("ann")), ("bob", attrs("bob"))],
+    );
+    assert_eq!(rows(&w, "ann", "SELECT id FROM item"), ["i1"]);
+    assert_eq!(rows(&w, "bob", "SELECT id FROM item"), ["i2"]);
+    w.exec("hq", "UPDATE item SET owner = 'bob' WHERE id = 'i1'");
+    w.exec("bob", "UPDATE item SET name = 'two!' WHERE id = 'i2'");
+    w.settle();
+    assert!(rows(&w, "ann", "SELECT id FROM item").is_empty());
+    assert_eq!(
+        rows(&w, "bob", "SELECT id FROM item ORDER BY id"),
+        ["i1", "i2"]
+    );
+    assert_eq!(
+        w.value("hq", "SELECT name FROM item WHERE id = 'i2'"),
+        "'two!'"
+    );
+}
