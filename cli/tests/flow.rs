@@ -492,29 +492,24 @@ fn tables_without_a_key_are_refused_unless_local_or_keyed_and_docking_check_says
         )
         .unwrap();
     };
+    let init = || {
+        berth()
+            .args(["init", "central"])
+            .arg(d.path().join("hq"))
+            .arg("--schema")
+            .arg(&schema)
+            .arg("--docking")
+            .arg(&model)
+            .assert()
+    };
     write_model("enterprise");
-    berth()
-        .args(["init", "central"])
-        .arg(d.path().join("hq"))
-        .arg("--schema")
-        .arg(&schema)
-        .arg("--docking")
-        .arg(&model)
-        .assert()
+    init()
         .failure()
         .stderr(predicate::str::contains("table \"kv\" has no PRIMARY KEY"))
         .stderr(predicate::str::contains("visibility = \"local\""))
         .stderr(predicate::str::contains("key = [\"col\""));
     write_model("local");
-    berth()
-        .args(["init", "central"])
-        .arg(d.path().join("hq"))
-        .arg("--schema")
-        .arg(&schema)
-        .arg("--docking")
-        .arg(&model)
-        .assert()
-        .success();
+    init().success();
     berth()
         .args(["docking", "check", "--site"])
         .arg(d.path().join("hq"))
