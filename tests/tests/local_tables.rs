@@ -354,3 +354,36 @@ fn a_named_key_can_root_a_docking_object_and_route_its_rows() {
         "'two!'"
     );
 }
+
+#[test]
+fn a_migration_that_creates_a_table_without_a_key_is_refused_naming_both_ways() {
+    let w = world();
+    let before = migrate::state(&w.open("hq").conn).unwrap();
+    let target =
+        snapshot::from_sql(&format!("{SCHEMA}CREATE TABLE audit(at TEXT, what TEXT);")).unwrap();
+    let err = migrate::create_from_target(
+        &w.open("hq"),
+        &target,
+        &NewMigration {
+            name: "audit",
+            software_level: "1",
+            origin: "hq",
+            diff: DiffOptions::default(),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("audit") && err.contains("has no PRIMARY KEY"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\"local\"") && err.contains("key = ["),
+        "{err}"
+    );
+    let after = migrate::state(&w.open("hq").conn).unwrap();
+    assert_eq!(
+        (after.version, after.checksum),
+        (before.version, before.checksum)
+    );
+}
