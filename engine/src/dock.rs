@@ -1153,9 +1153,9 @@ pub(crate) fn header(
         crate::migrate::extension(schema.version, latest),
     );
     if site.role() == Role::Central {
-        // A node has no docking model: this is how it learns which tables stay local.
-        let classes = crate::schema::Classes::load(&site.conn)?;
-        if !classes.is_empty() {
+        // A node has no docking model: this is how it learns which tables stay local. Sent
+        // even when empty, so that a class the model dropped is dropped at the nodes too.
+        if let Some(classes) = crate::schema::Classes::recorded(&site.conn)? {
             extensions.insert(crate::schema::EXTENSION.into(), classes.to_extension());
         }
     }

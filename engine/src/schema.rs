@@ -42,27 +42,31 @@ impl Classes {
         self.keys.get(&table.to_ascii_lowercase())
     }
 
-    /// True when nothing is classed (every table is replicated by its primary key).
-    pub fn is_empty(&self) -> bool {
-        self.local.is_empty() && self.keys.is_empty()
-    }
-
     /// The classes recorded at a site; none in a database without berth's tables.
     pub fn load(conn: &Connection) -> Result<Classes> {
+        Ok(Classes::recorded(conn)?.unwrap_or_default())
+    }
+
+    /// The classes recorded at a site, `None` where none were ever recorded (a site made
+    /// before classes existed, a node before its extract, a database without berth's
+    /// tables).
+    pub fn recorded(conn: &Connection) -> Result<Option<Classes>> {
         let has_meta: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'berth_meta')",
             [],
             |r| r.get(0),
         )?;
         if !has_meta {
-            return Ok(Classes::default());
+            return Ok(None);
         }
         match crate::store::meta(conn, CLASSES_KEY)? {
-            None => Ok(Classes::default()),
-            Some(text) => Classes::from_json(&text).ok_or_else(|| EngineError::Schema {
-                table: CLASSES_KEY.into(),
-                reason: format!("berth_meta holds {text:?}, which is not a table class list"),
-            }),
+            None => Ok(None),
+            Some(text) => Classes::from_json(&text)
+                .map(Some)
+                .ok_or_else(|| EngineError::Schema {
+                    table: CLASSES_KEY.into(),
+                    reason: format!("berth_meta holds {text:?}, which is not a table class list"),
+                }),
         }
     }
 

@@ -387,3 +387,48 @@ fn a_migration_that_creates_a_table_without_a_key_is_refused_naming_both_ways() 
         (before.version, before.checksum)
     );
 }
+
+#[test]
+fn a_local_declaration_withdrawn_before_the_table_exists_is_withdrawn_at_the_nodes_too() {
+    let w = world();
+    let file = w.root.path().join("new.toml");
+    std::fs::write(
+        &file,
+        format!("{MODEL}later = {{ visibility = \"local\" }}\n"),
+    )
+    .unwrap();
+    w.open("hq").apply_docking(&file).unwrap();
+    w.settle();
+    // Changed minds: `later` is to be replicated. A replicated table cannot be declared
+    // before it exists, so the model goes back to the first one until the migration.
+    std::fs::write(&file, MODEL).unwrap();
+    w.open("hq").apply_docking(&file).unwrap();
+    let target = snapshot::from_sql(&format!(
+        "{SCHEMA}CREATE TABLE later(id TEXT PRIMARY KEY, v TEXT);"
+    ))
+    .unwrap();
+    migrate::create_from_target(
+        &w.open("hq"),
+        &target,
+        &NewMigration {
+            name: "later",
+            software_level: "1",
+            origin: "hq",
+            diff: DiffOptions::default(),
+        },
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        format!("{MODEL}later = {{ visibility = \"enterprise\", node_write = true }}\n"),
+    )
+    .unwrap();
+    w.open("hq").apply_docking(&file).unwrap();
+    w.settle();
+    w.exec("a", "INSERT INTO later VALUES ('x', 'from a')");
+    w.settle();
+    assert_eq!(rows(&w, "hq", "SELECT v FROM later"), ["from a"]);
+    for site in ["hq", "a"] {
+        assert_sound(&w, site);
+    }
+}
