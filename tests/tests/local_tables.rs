@@ -23,6 +23,24 @@ item = { visibility = \"enterprise\", node_write = true }
 cache = { visibility = \"local\" }
 ";
 
+/// `migration create --to` at central: the live schema to `target`.
+fn migrate_hq(
+    w: &World,
+    name: &'static str,
+    target: &snapshot::Snapshot,
+) -> berth_engine::Result<berth_engine::evolve::history::Migration> {
+    migrate::create_from_target(
+        &w.open("hq"),
+        target,
+        &NewMigration {
+            name,
+            software_level: "1",
+            origin: "hq",
+            diff: DiffOptions::default(),
+        },
+    )
+}
+
 fn rows(w: &World, site: &str, sql: &str) -> Vec<String> {
     let c = rusqlite::Connection::open(w.dir(site).join("data.db")).unwrap();
     let mut st = c.prepare(sql).unwrap();
@@ -109,17 +127,7 @@ fn local_tables_keep_their_rows_at_each_site_across_a_migration_and_a_dock() {
          CREATE INDEX cache_k ON cache(k);"
     ))
     .unwrap();
-    let m = migrate::create_from_target(
-        &w.open("hq"),
-        &target,
-        &NewMigration {
-            name: "cache gets a time",
-            software_level: "1",
-            origin: "hq",
-            diff: DiffOptions::default(),
-        },
-    )
-    .unwrap();
+    let m = migrate_hq(&w, "cache gets a time", &target).unwrap();
     w.settle();
     for site in ["hq", "a"] {
         let s = w.open(site);
@@ -302,17 +310,7 @@ fn docking_apply_keeps_the_class_of_an_existing_table() {
         "{SCHEMA}CREATE TABLE secret(id TEXT PRIMARY KEY);\nCREATE TABLE scratch(line TEXT);"
     ))
     .unwrap();
-    migrate::create_from_target(
-        &w.open("hq"),
-        &target,
-        &NewMigration {
-            name: "scratch",
-            software_level: "1",
-            origin: "hq",
-            diff: DiffOptions::default(),
-        },
-    )
-    .unwrap();
+    migrate_hq(&w, "scratch", &target).unwrap();
     w.settle();
     w.exec("a", "INSERT INTO scratch VALUES ('mine')");
     w.exec("hq", "INSERT INTO scratch VALUES ('ours')");
@@ -361,18 +359,7 @@ fn a_migration_that_creates_a_table_without_a_key_is_refused_naming_both_ways() 
     let before = migrate::state(&w.open("hq").conn).unwrap();
     let target =
         snapshot::from_sql(&format!("{SCHEMA}CREATE TABLE audit(at TEXT, what TEXT);")).unwrap();
-    let err = migrate::create_from_target(
-        &w.open("hq"),
-        &target,
-        &NewMigration {
-            name: "audit",
-            software_level: "1",
-            origin: "hq",
-            diff: DiffOptions::default(),
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = migrate_hq(&w, "audit", &target).unwrap_err().to_string();
     assert!(
         err.contains("audit") && err.contains("has no PRIMARY KEY"),
         "{err}"
@@ -407,17 +394,7 @@ fn a_local_declaration_withdrawn_before_the_table_exists_is_withdrawn_at_the_nod
         "{SCHEMA}CREATE TABLE later(id TEXT PRIMARY KEY, v TEXT);"
     ))
     .unwrap();
-    migrate::create_from_target(
-        &w.open("hq"),
-        &target,
-        &NewMigration {
-            name: "later",
-            software_level: "1",
-            origin: "hq",
-            diff: DiffOptions::default(),
-        },
-    )
-    .unwrap();
+    migrate_hq(&w, "later", &target).unwrap();
     std::fs::write(
         &file,
         format!("{MODEL}later = {{ visibility = \"enterprise\", node_write = true }}\n"),
