@@ -867,6 +867,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading docking model {}", file.display()))?;
             let findings = berth_engine::route::check::check_toml(&text, &s.conn)?;
+            // What the model takes out of replication by primary key, said once in full.
+            let classes = berth_engine::route::model::DockingModel::from_toml(&text)
+                .map(|m| m.classes())
+                .unwrap_or_default();
             let is_error = |f: &berth_engine::route::check::Finding| {
                 f.severity() == berth_engine::route::check::Severity::Error
             };
@@ -883,11 +887,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     })
                     .collect();
                 output::json(
-                    &serde_json::json!({"file": file, "errors": errors, "findings": list, "link_grants": grants}),
+                    &serde_json::json!({"file": file, "errors": errors, "findings": list,
+                        "local": classes.local, "keys": classes.keys, "link_grants": grants}),
                 )?;
             } else {
                 for f in &findings {
                     println!("{f}");
+                }
+                if !classes.local.is_empty() {
+                    let names: Vec<&str> = classes.local.iter().map(String::as_str).collect();
+                    println!(
+                        "local (in the schema and its migrations, never captured or sent; each site keeps its own rows): {}",
+                        names.join(", ")
+                    );
+                }
+                for (table, key) in &classes.keys {
+                    println!("{table}: rows identified by key ({})", key.join(", "));
                 }
                 if grants.is_empty() {
                     println!(

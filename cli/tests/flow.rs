@@ -625,3 +625,60 @@ fn node_set_changes_attributes_and_rows_follow() {
         .failure()
         .stderr(predicate::str::contains("nobody"));
 }
+
+/// A table without a PRIMARY KEY: `init central` refuses it naming both ways out; made
+/// `local` (or given a key) it is accepted, and `docking check` says what the model does
+/// with such tables.
+#[test]
+fn tables_without_a_key_are_refused_unless_local_or_keyed_and_docking_check_says_which() {
+    let d = tempfile::tempdir().unwrap();
+    let schema = d.path().join("schema.sql");
+    std::fs::write(
+        &schema,
+        "CREATE TABLE t(id TEXT PRIMARY KEY);
+         CREATE TABLE kv(k TEXT, v TEXT);
+         CREATE TABLE link(a TEXT NOT NULL, b TEXT NOT NULL, UNIQUE (a, b));",
+    )
+    .unwrap();
+    let model = d.path().join("docking.toml");
+    let write_model = |kv: &str| {
+        std::fs::write(
+            &model,
+            format!(
+                "version = 1\n[tables]\nt = {{ visibility = \"enterprise\" }}\nkv = {{ visibility = \"{kv}\" }}\n\
+                 link = {{ visibility = \"enterprise\", key = [\"a\", \"b\"] }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let init = || {
+        berth()
+            .args(["init", "central"])
+            .arg(d.path().join("hq"))
+            .arg("--schema")
+            .arg(&schema)
+            .arg("--docking")
+            .arg(&model)
+            .assert()
+    };
+    write_model("enterprise");
+    init()
+        .failure()
+        .stderr(predicate::str::contains("table \"kv\" has no PRIMARY KEY"))
+        .stderr(predicate::str::contains("visibility = \"local\""))
+        .stderr(predicate::str::contains("key = [\"col\""));
+    write_model("local");
+    init().success();
+    berth()
+        .args(["docking", "check", "--site"])
+        .arg(d.path().join("hq"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "never captured or sent; each site keeps its own rows): kv",
+        ))
+        .stdout(predicate::str::contains(
+            "link: rows identified by key (a, b)",
+        ))
+        .stdout(predicate::str::contains("0 error(s)"));
+}

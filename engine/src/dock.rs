@@ -911,6 +911,10 @@ fn apply_changes(
         // journals a node's changes through its capture triggers, with what they set off.
         if role == Role::Node {
             store::set_capture(&tx, false)?;
+            // Before any migration of the bundle: a table it creates may be local.
+            if let Some(classes) = crate::schema::Classes::from_extensions(&m.extensions) {
+                classes.save(&tx)?;
+            }
         }
         let clock = store::meta_i64(&tx, "clock")?;
         // Our own changes captured so far happened before anything in this bundle was seen.
@@ -1251,6 +1255,13 @@ pub(crate) fn header(
         crate::migrate::EXTENSION.into(),
         crate::migrate::extension(schema.version, latest),
     );
+    if site.role() == Role::Central {
+        // A node has no docking model: this is how it learns which tables stay local. Sent
+        // even when empty, so that a class the model dropped is dropped at the nodes too.
+        if let Some(classes) = crate::schema::Classes::recorded(&site.conn)? {
+            extensions.insert(crate::schema::EXTENSION.into(), classes.to_extension());
+        }
+    }
     Ok(BundleHeader {
         sender: Party {
             site: site.name().to_string(),

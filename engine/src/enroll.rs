@@ -406,6 +406,9 @@ pub(crate) fn apply_extract(
         .transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(&ddl)
         .map_err(|e| bad(SCHEMA_ENTRY, e.to_string()))?;
+    if let Some(classes) = schema::Classes::from_extensions(&m.extensions) {
+        classes.save(&tx)?;
+    }
     let tables = schema::tables(&tx)?;
     capture::install(&tx, &tables)?;
     let catalog = crate::merge::apply::Catalog::load(&tx, &BTreeMap::new(), Default::default())?;

@@ -284,9 +284,14 @@ fn live_table(conn: &Connection, name: &str) -> Result<LiveTable> {
 /// Reads what the guard compares and compares it (no remedy yet: see [`check`]).
 pub fn inspect(conn: &Connection) -> Result<Guard> {
     let recorded = capture::recorded(conn)?;
-    let replicated: BTreeSet<String> = recorded
+    let classes = crate::schema::Classes::load(conn)?;
+    let shadow = crate::schema::shadow_tables(conn)?;
+    // Local tables have no triggers and are not "unreplicated", but they are part of the
+    // schema and so of its checksum.
+    let in_schema: BTreeSet<String> = recorded
         .iter()
         .map(|t| t.name.to_ascii_lowercase())
+        .chain(classes.local.iter().cloned())
         .collect();
     let mut o = Observed {
         recorded,
@@ -309,7 +314,10 @@ pub fn inspect(conn: &Connection) -> Result<Guard> {
                 if name.to_ascii_lowercase().starts_with("berth_") {
                     o.triggers.insert(name, sql.unwrap_or_default());
                 }
-            } else if !is_internal(&name) {
+            } else if !is_internal(&name)
+                && !classes.is_local(&name)
+                && !shadow.contains(&name.to_ascii_lowercase())
+            {
                 o.live.insert(name.to_ascii_lowercase(), None);
             }
         }
@@ -317,7 +325,16 @@ pub fn inspect(conn: &Connection) -> Result<Guard> {
     for t in &o.recorded {
         let lower = t.name.to_ascii_lowercase();
         if let Some(slot) = o.live.get_mut(&lower) {
-            let live = live_table(conn, &t.name)?;
+            let mut live = live_table(conn, &t.name)?;
+            if live.pk.is_empty()
+                && let Some(key) = classes.key(&t.name)
+            {
+                live.pk = key
+                    .iter()
+                    .filter_map(|k| live.columns.iter().find(|c| c.eq_ignore_ascii_case(k)))
+                    .cloned()
+                    .collect();
+            }
             let unique = capture::unique_sets(conn, t)?;
             o.expected
                 .insert(lower, capture::trigger_statements(t, &unique));
@@ -325,7 +342,7 @@ pub fn inspect(conn: &Connection) -> Result<Guard> {
         }
     }
     let (tables, unreplicated) = findings(&o);
-    let schema = schema_change(conn, &replicated)?;
+    let schema = schema_change(conn, &in_schema)?;
     Ok(Guard {
         tables,
         schema,
@@ -416,6 +433,10 @@ fn fingerprint(conn: &Connection) -> Result<(String, Vec<String>, BTreeSet<Strin
         }
         recorded.insert(r.get::<_, String>(0)?.to_ascii_lowercase());
     }
+    let classes = crate::schema::Classes::load(conn)?;
+    h.update(classes.to_json().as_bytes());
+    recorded.extend(classes.local);
+    recorded.extend(crate::schema::shadow_tables(conn)?);
     let checksum = store::meta(conn, "schema_checksum")?.unwrap_or_default();
     h.update(checksum.as_bytes());
     Ok((hex::encode(h.finalize()), user, recorded))

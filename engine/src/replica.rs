@@ -161,7 +161,7 @@ pub fn scope<'c>(
                 .and_then(|m| m.table(&t.name))
                 .map_or(Visibility::Enterprise, |s| s.visibility);
             match (vis, node) {
-                (Visibility::Central, _) => None,
+                (Visibility::Central | Visibility::Local, _) => None,
                 (Visibility::Limited, Some(n)) => Some((t, Scope::Held(n.to_string()))),
                 _ => Some((t, Scope::All)),
             }

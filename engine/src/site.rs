@@ -292,7 +292,9 @@ impl Site {
                 path: init.schema.to_path_buf(),
                 source: e,
             })?;
-        let tables = schema::tables(&probe)?;
+        // The model first: it says which tables are local and which name their key, and its
+        // findings name every table without a key at once.
+        let mut classes = schema::Classes::default();
         if let Some(d) = init.docking {
             let text = read_text(d)?;
             let errors: Vec<String> = crate::route::check::check_toml(&text, &probe)?
@@ -306,7 +308,14 @@ impl Site {
                     findings: errors,
                 });
             }
+            classes = crate::route::model::DockingModel::from_toml(&text)
+                .map_err(|e| EngineError::Docking {
+                    path: d.to_path_buf(),
+                    findings: vec![e.to_string()],
+                })?
+                .classes();
         }
+        let tables = schema::tables_with(&probe, &classes)?;
         Self::create(init.dir, &config)?;
         if let Some(d) = init.docking {
             let dest = init.dir.join("docking.toml");
@@ -327,6 +336,7 @@ impl Site {
                     source: e,
                 })?;
         }
+        classes.save(&tx)?;
         capture::install(&tx, &tables)?;
         store::set_meta(&tx, "role", "central")?;
         store::set_meta(&tx, "name", &site.config.name)?;
@@ -447,12 +457,39 @@ impl Site {
                 });
             }
         }
+        // A table that exists keeps its class: a local table's rows differ at every site and
+        // a replicated one's are in the nodes' logs, so neither can simply change sides.
+        let (old, classes) = (schema::Classes::load(&self.conn)?, new.classes());
+        let existing: std::collections::BTreeSet<String> =
+            crate::route::check::Schema::read(&self.conn)?
+                .tables
+                .into_keys()
+                .collect();
+        let moved: Vec<String> = existing
+            .iter()
+            .filter(|t| old.is_local(t) != classes.is_local(t) || old.key(t) != classes.key(t))
+            .map(|t| {
+                format!(
+                    "table {t} would change from {} to {}: a table that exists keeps whether it \
+                     is local and its named key",
+                    class_word(&old, t),
+                    class_word(&classes, t)
+                )
+            })
+            .collect();
+        if !moved.is_empty() {
+            return Err(EngineError::Docking {
+                path: file.to_path_buf(),
+                findings: moved,
+            });
+        }
         crate::transport::write_atomic(&self.dir, "docking.toml", |mut f| {
             use std::io::Write as _;
             f.write_all(text.as_bytes())
                 .map_err(|e| EngineError::io(file, e))?;
             Ok(f)
         })?;
+        classes.save(&self.conn)?;
         // The router's edges and instance sets follow the old model: the next routing pass
         // rebuilds them and moves rows in and out of the nodes accordingly.
         crate::route::router::request_resync(&self.conn)
@@ -477,6 +514,15 @@ impl Site {
                 actual: self.role().as_str().into(),
             })
         }
+    }
+}
+
+/// How a table is classed, in words for a message.
+fn class_word(c: &schema::Classes, table: &str) -> String {
+    match c.key(table) {
+        _ if c.is_local(table) => "local".into(),
+        Some(k) => format!("replicated by key ({})", k.join(", ")),
+        None => "replicated by its PRIMARY KEY".into(),
     }
 }
 

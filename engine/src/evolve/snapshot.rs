@@ -270,6 +270,8 @@ pub fn read(conn: &Connection) -> Result<Snapshot, Error> {
 /// own name) `keep` accepts. The capture guard reads the replicated tables only, so a table
 /// a tool added beside them is reported, not taken for a change of the replicated schema.
 pub fn read_where(conn: &Connection, keep: &dyn Fn(&str) -> bool) -> Result<Snapshot, Error> {
+    // A virtual table's shadow tables come with it (SPEC 5.1).
+    let shadow = crate::schema::shadow_tables(conn)?;
     let mut objects: Vec<(String, String, String, Option<String>)> = Vec::new();
     {
         let mut st = conn.prepare(
@@ -278,7 +280,11 @@ pub fn read_where(conn: &Connection, keep: &dyn Fn(&str) -> bool) -> Result<Snap
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         for r in rows {
             let r: (String, String, String, Option<String>) = r?;
-            if !is_internal(&r.1) && !is_internal(&r.2) && keep(&r.2) {
+            if !is_internal(&r.1)
+                && !is_internal(&r.2)
+                && !shadow.contains(&r.2.to_ascii_lowercase())
+                && keep(&r.2)
+            {
                 objects.push(r);
             }
         }

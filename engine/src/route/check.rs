@@ -115,7 +115,7 @@ pub enum Kind {
     Model(ModelError),
     /// A table of the schema is not declared under `[tables]`.
     #[error(
-        "table {table:?} of the schema is not declared; add it under [tables] with its visibility (enterprise, limited or central)"
+        "table {table:?} of the schema is not declared; add it under [tables] with its visibility (enterprise, limited, central or local)"
     )]
     UndeclaredTable {
         /// The table.
@@ -126,6 +126,28 @@ pub enum Kind {
     UnknownTable {
         /// The table.
         table: String,
+    },
+    /// A `local` table that does not exist yet: a later migration may create it.
+    #[error(
+        "table {table:?} is declared local but does not exist in the schema yet; it will be local once a migration creates it"
+    )]
+    LocalNotYet {
+        /// The table.
+        table: String,
+    },
+    /// A replicated table without a PRIMARY KEY and without a named key.
+    #[error("table {table:?} {}", crate::schema::no_key_reason())]
+    NoPrimaryKey {
+        /// The table.
+        table: String,
+    },
+    /// `key = [..]` that cannot identify the rows.
+    #[error("table {table:?}: {reason}")]
+    BadNamedKey {
+        /// The table.
+        table: String,
+        /// What is wrong, and what to do.
+        reason: String,
     },
     /// A declared join names a column the table does not have.
     #[error("join {join}: table {table:?} has no column {column:?}")]
@@ -311,6 +333,7 @@ impl Kind {
     pub fn severity(&self) -> Severity {
         match self {
             Kind::NodeWriteOnCentral { .. }
+            | Kind::LocalNotYet { .. }
             | Kind::RelatedWithoutRule { .. }
             | Kind::VisEventOff { .. }
             | Kind::NodeWritesRuleInput { .. } => Severity::Warning,
@@ -365,7 +388,11 @@ impl Schema {
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let mut tables = BTreeMap::new();
-        for name in names.into_iter().filter(|n| !crate::schema::is_internal(n)) {
+        let shadow = crate::schema::shadow_tables(conn)?;
+        for name in names
+            .into_iter()
+            .filter(|n| !crate::schema::is_internal(n) && !shadow.contains(&n.to_ascii_lowercase()))
+        {
             let cols: Vec<(String, i64)> = conn
                 .prepare("SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid")?
                 .query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -730,13 +757,66 @@ fn member_loc(o: &DockingObject, table: &str, line: Option<usize>) -> Location {
     )
 }
 
+/// Tables without a PRIMARY KEY must be `local` or name their key; a named key must
+/// identify the rows (SPEC 2.2). A valid named key becomes the table's key in `schema`, so
+/// members and routing use it.
+fn key_findings(
+    model: &DockingModel,
+    conn: &Connection,
+    schema: &mut Schema,
+    findings: &mut Vec<Finding>,
+) -> rusqlite::Result<()> {
+    for t in schema.tables.values_mut() {
+        let spec = model.table(&t.name);
+        let at = loc(format!("table {:?}", t.name), spec.and_then(|s| s.line));
+        let local = spec.is_some_and(|s| s.visibility == Visibility::Local);
+        let bad = |reason: String| Finding {
+            at: at.clone(),
+            kind: Kind::BadNamedKey {
+                table: t.name.clone(),
+                reason,
+            },
+        };
+        match spec.and_then(|s| s.key.as_ref()) {
+            Some(_) if local => findings.push(bad(
+                "a local table is never sent, so it needs no key; remove `key`".into(),
+            )),
+            Some(_) if !t.pk.is_empty() => findings.push(bad(format!(
+                "has a PRIMARY KEY ({}); `key` is only for tables without one, remove it",
+                t.pk.join(", ")
+            ))),
+            Some(key) => match crate::schema::key_problem(conn, &t.name, key) {
+                Ok(Some(reason)) => findings.push(bad(reason)),
+                Ok(None) => {
+                    t.pk = key
+                        .iter()
+                        .filter_map(|k| t.columns.iter().find(|c| c.eq_ignore_ascii_case(k)))
+                        .cloned()
+                        .collect();
+                }
+                Err(crate::error::EngineError::Sql(e)) => return Err(e),
+                Err(e) => findings.push(bad(e.to_string())),
+            },
+            None if t.pk.is_empty() && !local => findings.push(Finding {
+                at,
+                kind: Kind::NoPrimaryKey {
+                    table: t.name.clone(),
+                },
+            }),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 /// Resolves the model against the schema of `conn` and lists every finding.
 pub fn resolve(
     model: &DockingModel,
     conn: &Connection,
 ) -> rusqlite::Result<(Resolved, Vec<Finding>)> {
-    let schema = Schema::read(conn)?;
+    let mut schema = Schema::read(conn)?;
     let mut findings = model_findings(model);
+    key_findings(model, conn, &mut schema, &mut findings)?;
 
     for t in schema.tables.values() {
         if model.table(&t.name).is_none() {
@@ -750,10 +830,13 @@ pub fn resolve(
     }
     for t in model.tables.values() {
         if schema.table(&t.name).is_none() {
+            let table = t.name.clone();
             findings.push(Finding {
                 at: loc(format!("table {:?}", t.name), t.line),
-                kind: Kind::UnknownTable {
-                    table: t.name.clone(),
+                kind: if t.visibility == Visibility::Local {
+                    Kind::LocalNotYet { table }
+                } else {
+                    Kind::UnknownTable { table }
                 },
             });
         }

@@ -127,6 +127,9 @@ pub fn explain(
             format!("table {table} is enterprise: every node holds all its rows")
         }
         Visibility::Central => format!("table {table} is central: its rows never leave central"),
+        Visibility::Local => {
+            format!("table {table} is local: each site keeps its own rows, none are sent")
+        }
         Visibility::Limited if instances.is_empty() => {
             format!("{table} {key_text} belongs to no docking-object instance, so no node holds it")
         }

@@ -49,6 +49,9 @@ pub enum Visibility {
     Limited,
     /// Never leaves central.
     Central,
+    /// Part of the schema (versioned, migrated, checksummed) but never captured or sent:
+    /// every site holds its own rows (a cache, a log, a key-value store).
+    Local,
 }
 
 impl fmt::Display for Visibility {
@@ -57,6 +60,7 @@ impl fmt::Display for Visibility {
             Self::Enterprise => "enterprise",
             Self::Limited => "limited",
             Self::Central => "central",
+            Self::Local => "local",
         })
     }
 }
@@ -197,6 +201,9 @@ pub struct TableSpec {
     pub visibility: Visibility,
     /// Whether nodes may write it (refused at central otherwise).
     pub node_write: bool,
+    /// The columns that identify a row of a table without a PRIMARY KEY (`key = [..]`):
+    /// NOT NULL, with a UNIQUE index on exactly them (`check` verifies both).
+    pub key: Option<Vec<String>>,
     /// Line of the declaration.
     pub line: Option<usize>,
 }
@@ -452,6 +459,20 @@ impl DockingModel {
             .iter()
             .filter_map(move |o| o.member(table).map(|m| (o, m)))
     }
+
+    /// The tables it takes out of plain replication by primary key: the `local` ones and
+    /// those that name their key.
+    pub fn classes(&self) -> crate::schema::Classes {
+        let mut c = crate::schema::Classes::default();
+        for (lower, t) in &self.tables {
+            if t.visibility == Visibility::Local {
+                c.local.insert(lower.clone());
+            } else if let Some(key) = &t.key {
+                c.keys.insert(lower.clone(), key.clone());
+            }
+        }
+        c
+    }
 }
 
 /// The serde shape of the TOML file, before validation.
@@ -496,6 +517,9 @@ pub mod file {
         /// Whether nodes may write (default false).
         #[serde(default)]
         pub node_write: bool,
+        /// The row key of a table without a PRIMARY KEY.
+        #[serde(default)]
+        pub key: Option<Vec<String>>,
     }
 
     /// `[[object]]`.
@@ -656,6 +680,7 @@ fn validate(raw: file::File, text: &str) -> Result<DockingModel, ModelError> {
                 name,
                 visibility: spec.visibility,
                 node_write: spec.node_write,
+                key: spec.key,
                 line,
             },
         );

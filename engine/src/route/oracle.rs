@@ -714,6 +714,8 @@ fn held_rows(
         let held = match spec.visibility {
             Visibility::Enterprise => table_rows(central, &spec.name)?,
             Visibility::Central => BTreeMap::new(),
+            // Each site's own rows: nothing central could predict.
+            Visibility::Local => continue,
             Visibility::Limited => {
                 let mut held = BTreeMap::new();
                 for (key, row) in table_rows(central, &spec.name)? {

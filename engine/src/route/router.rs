@@ -1846,7 +1846,8 @@ fn route_change(
         }
     } else {
         match pass.plan.visibility(&ch.t) {
-            Visibility::Central => Ok(()),
+            // A local table is never captured; nothing of it is in the log to route.
+            Visibility::Central | Visibility::Local => Ok(()),
             Visibility::Enterprise => {
                 for n in pass.nodes.iter().filter(in_scope) {
                     if ch.o.as_deref() != Some(n.name.as_str()) {
