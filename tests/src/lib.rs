@@ -279,6 +279,86 @@ impl World {
     }
 }
 
+/// A file of the sales sample (`samples/sales/NAME`).
+pub fn sample(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../samples/sales")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// A docking model with every `set_sql` taken out: the seed's pair forms only.
+pub fn pair_forms_only(model: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in model.lines() {
+        let t = line.trim_start();
+        if skipping {
+            skipping = !t.contains(r#"""""#);
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("set_sql = ") {
+            skipping = rest.starts_with(r#"""""#) && rest.matches(r#"""""#).count() == 1;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with("set_sql")),
+        "{out}"
+    );
+    out
+}
+
+/// Writes into the exchange folder a `changes` bundle from `from` to `to`, signed with
+/// `from`'s real key, carrying `lines` at the stream position given: what a site could
+/// forge with its own key.
+pub fn forge(
+    w: &World,
+    from: &str,
+    to: &str,
+    stream: berth_bundle::StreamPosition,
+    lines: &[String],
+) -> PathBuf {
+    use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, naming};
+    let key =
+        SecretKey::from_text(&std::fs::read_to_string(w.dir(from).join("keys/site.key")).unwrap())
+            .unwrap();
+    let path = w.via.join(naming::bundle_file_name(from, to, stream.seq));
+    let mut bw = BundleWriter::new(
+        std::fs::File::create(&path).unwrap(),
+        BundleHeader {
+            sender: Party {
+                site: from.into(),
+                key_id: key.public().key_id(),
+            },
+            recipients: vec![to.into()],
+            created: 0,
+            bundle_id: None,
+            stream: Some(stream),
+            schema_checksum: None,
+            software_level: None,
+            critical: vec![],
+            extensions: Default::default(),
+        },
+    )
+    .unwrap();
+    let mut payload = lines.join("\n");
+    payload.push('\n');
+    bw.add_bytes(
+        "payload/changes.jsonl",
+        "changes",
+        Compression::Deflate,
+        payload.as_bytes(),
+    )
+    .unwrap();
+    bw.finish(&key).unwrap();
+    path
+}
+
 /// Runs `f` for the seeds a seeded test should run: seed `$ONE` alone when that variable
 /// is set (a replay), else seeds `0..$MANY` (default `default`). Each seed is announced
 /// with how to replay it; a failing seed does not stop the others, and every failing seed

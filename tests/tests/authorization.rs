@@ -20,45 +20,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_engine::route::model::DockingModel;
-use berth_tests::World;
+use berth_tests::{World, forge, pair_forms_only, sample};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-
-fn sample(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../samples/sales")
-            .join(name),
-    )
-    .unwrap()
-}
-
-/// The sample's model with every `set_sql` taken out (the seed's pair forms only).
-fn pair_forms_only(model: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in model.lines() {
-        let t = line.trim_start();
-        if skipping {
-            skipping = !t.contains(r#"""""#);
-            continue;
-        }
-        if let Some(rest) = t.strip_prefix("set_sql = ") {
-            skipping = rest.starts_with(r#"""""#) && rest.matches(r#"""""#).count() == 1;
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    assert!(
-        !out.lines().any(|l| l.trim_start().starts_with("set_sql")),
-        "{out}"
-    );
-    out
-}
 
 fn world(docking: &str) -> World {
     let nodes: Vec<(&str, BTreeMap<String, String>)> =
@@ -329,7 +295,7 @@ fn adversary(docking: &str, seed: u64) {
     // journal (updates and deletes of rows he does not hold, any key, any table).
     let mut forged = Vec::new();
     round_holds(&w, &model, &format!("seed {seed} forged round"), |keith| {
-        forged = forge(&w, keith, &mut rng, &ids);
+        forged = forge_round(&w, keith, &mut rng, &ids);
         forged.clone()
     });
     // Central took the forged bundle in and merged it (nothing quarantined).
@@ -353,8 +319,8 @@ fn adversary(docking: &str, seed: u64) {
 /// Writes into the exchange folder a bundle from keith to central that continues his
 /// stream, signed with his key, carrying random changes; moves his stream past it so that
 /// his next bundle follows. Returns the change lines.
-fn forge(w: &World, keith: &Connection, rng: &mut StdRng, ids: &Ids) -> Vec<String> {
-    use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition};
+fn forge_round(w: &World, keith: &Connection, rng: &mut StdRng, ids: &Ids) -> Vec<String> {
+    use berth_bundle::StreamPosition;
     // Every change of his is acknowledged (the rounds settled): the forged positions follow
     // his log's last.
     let (seq, acked, top, applied): (i64, i64, i64, i64) = keith
@@ -410,49 +376,19 @@ fn forge(w: &World, keith: &Connection, rng: &mut StdRng, ids: &Ids) -> Vec<Stri
             format!(r#"{{"pos":{pos},"t":"{t}","k":["{k}"],"op":"{op}","old":{old},"new":{new},"c":{pos}}}"#)
         })
         .collect();
-    let key = SecretKey::from_text(
-        &std::fs::read_to_string(w.dir("keith").join("keys/site.key")).unwrap(),
-    )
-    .unwrap();
-    let path = w.via.join(berth_bundle::naming::bundle_file_name(
+    forge(
+        w,
         "keith",
         "hq",
-        seq + 1,
-    ));
-    let mut bw = BundleWriter::new(
-        std::fs::File::create(&path).unwrap(),
-        BundleHeader {
-            sender: Party {
-                site: "keith".into(),
-                key_id: key.public().key_id(),
-            },
-            recipients: vec!["hq".into()],
-            created: 0,
-            bundle_id: None,
-            stream: Some(StreamPosition {
-                seq: seq + 1,
-                log_from: sent + 1,
-                log_to: sent + n,
-                requires: sent,
-                acks: applied,
-            }),
-            schema_checksum: None,
-            software_level: None,
-            critical: vec![],
-            extensions: Default::default(),
+        StreamPosition {
+            seq: seq + 1,
+            log_from: sent + 1,
+            log_to: sent + n,
+            requires: sent,
+            acks: applied,
         },
-    )
-    .unwrap();
-    let mut payload = lines.join("\n");
-    payload.push('\n');
-    bw.add_bytes(
-        "payload/changes.jsonl",
-        "changes",
-        Compression::Deflate,
-        payload.as_bytes(),
-    )
-    .unwrap();
-    bw.finish(&key).unwrap();
+        &lines,
+    );
     // His own stream goes on after the forged bundle, as if he had written it: the next
     // sequence number, and his log reaching its last position (an entry central skips as
     // applied, once it has applied the forged bundle).

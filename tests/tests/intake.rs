@@ -3,57 +3,15 @@
 //! change is quarantined once, never retried for ever.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use berth_bundle::{
-    BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition, naming,
-};
+use berth_bundle::{SecretKey, StreamPosition, naming};
 use berth_engine::dock::DockReport;
-use berth_tests::{SCHEMA, World};
+use berth_tests::{SCHEMA, World, forge};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 const DATA: &str = "INSERT INTO account VALUES ('a1', 'Acme', 'north');
 INSERT INTO opty VALUES ('o1', 'a1', 'Big deal', 'Keith Palmer', 1000, NULL);";
-
-fn secret(w: &World, site: &str) -> SecretKey {
-    SecretKey::from_text(&fs::read_to_string(w.dir(site).join("keys/site.key")).unwrap()).unwrap()
-}
-
-/// Writes into the exchange folder a `changes` bundle from `from` to `to`, signed with
-/// `from`'s real key, carrying `lines` and the stream position given.
-fn forge(w: &World, from: &str, to: &str, stream: StreamPosition, lines: &[String]) -> PathBuf {
-    let key = secret(w, from);
-    let path = w.via.join(naming::bundle_file_name(from, to, stream.seq));
-    let mut bw = BundleWriter::new(
-        fs::File::create(&path).unwrap(),
-        BundleHeader {
-            sender: Party {
-                site: from.into(),
-                key_id: key.public().key_id(),
-            },
-            recipients: vec![to.into()],
-            created: 0,
-            bundle_id: None,
-            stream: Some(stream),
-            schema_checksum: None,
-            software_level: None,
-            critical: vec![],
-            extensions: Default::default(),
-        },
-    )
-    .unwrap();
-    let mut payload = lines.join("\n");
-    payload.push('\n');
-    bw.add_bytes(
-        "payload/changes.jsonl",
-        "changes",
-        Compression::Deflate,
-        payload.as_bytes(),
-    )
-    .unwrap();
-    bw.finish(&key).unwrap();
-    path
-}
 
 /// The first stream position of a node that has sent nothing yet, covering `1..=log_to`.
 fn first(log_to: u64) -> StreamPosition {

@@ -4,47 +4,17 @@
 
 use berth_engine::dock::DockOptions;
 use berth_engine::route::model::DockingModel;
-use berth_tests::World;
+use berth_tests::{World, sample};
 use std::collections::BTreeMap;
-use std::path::Path;
-
-fn sample(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../samples/sales")
-            .join(name),
-    )
-    .unwrap()
-}
 
 /// Nodes standing for employees E1 (Keith Palmer), E2 (Carl Lake) and E3 (Greg Emerson).
 fn sales() -> (World, DockingModel) {
     sales_with(&sample("docking.toml"))
 }
 
-/// The sales sample's docking model with only the seed's pair forms (`sql`): every
-/// `set_sql` taken out.
+/// The sales sample's docking model with only the seed's pair forms (`sql`).
 fn pair_forms_only() -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in sample("docking.toml").lines() {
-        let t = line.trim_start();
-        if skipping {
-            skipping = !t.contains(r#"""""#);
-            continue;
-        }
-        if let Some(rest) = t.strip_prefix("set_sql = ") {
-            skipping = rest.starts_with(r#"""""#) && rest.matches(r#"""""#).count() == 1;
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    assert!(
-        !out.lines().any(|l| l.trim_start().starts_with("set_sql")),
-        "{out}"
-    );
-    out
+    berth_tests::pair_forms_only(&sample("docking.toml"))
 }
 
 fn sales_with(docking: &str) -> (World, DockingModel) {

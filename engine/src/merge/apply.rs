@@ -284,6 +284,14 @@ fn is_foreign_key(e: &rusqlite::Error) -> bool {
         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
 }
 
+/// The columns a change writes (those of its `new`), for a conflict record.
+fn new_columns(ch: &Change) -> Vec<String> {
+    ch.new
+        .as_ref()
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 fn json_text(row: Option<&Row>) -> Option<String> {
     row.and_then(|r| serde_json::to_string(r).ok())
 }
@@ -608,11 +616,7 @@ impl CentralMerge<'_> {
                     Some(cur) => Corrective::Upsert(cur.clone()),
                     None => Corrective::Delete,
                 };
-                let cols: Vec<String> = ch
-                    .new
-                    .as_ref()
-                    .map(|r| r.keys().cloned().collect())
-                    .unwrap_or_default();
+                let cols = new_columns(ch);
                 self.record(
                     ch,
                     Collision::Constraint.as_str(),
@@ -853,11 +857,7 @@ impl CentralMerge<'_> {
         stats: &mut MergeStats,
     ) -> Result<()> {
         let cur = read_row(self.conn, t, &ch.k)?;
-        let cols: Vec<String> = ch
-            .new
-            .as_ref()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default();
+        let cols = new_columns(ch);
         self.record(
             ch,
             "denied",
