@@ -28,6 +28,12 @@ pub fn dock_report(r: &DockReport) {
     for w in &r.waits {
         println!("{:<12} {w}", "waits");
     }
+    if r.pruned.files + r.pruned.rows > 0 {
+        println!(
+            "{:<12} {} archived bundles, {} records of applied bundles (older than [retention] days)",
+            "pruned", r.pruned.files, r.pruned.rows
+        );
+    }
     if r.incoming.is_empty() && r.written.is_empty() && r.waits.is_empty() {
         println!("nothing to do");
     }

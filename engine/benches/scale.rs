@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_engine::dock::{DockOptions, dock};
@@ -39,7 +39,8 @@ use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 mod support;
 use support::{copy_dir, env};
 
-const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, owner TEXT NOT NULL, v INTEGER NOT NULL);
+const SCHEMA: &str =
+    "CREATE TABLE item(id TEXT PRIMARY KEY, owner TEXT NOT NULL, v INTEGER NOT NULL);
 CREATE TABLE note(id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 ";
 
@@ -323,7 +324,10 @@ fn bench(c: &mut Criterion) {
         "idle dock at {} nodes: log {small_log} rows {s:.1} ms, log {large_log} rows {l:.1} ms",
         big.nodes
     );
-    println!("ratio idle dock, large / small log: {:.2}x (target <= 1.5x)", l / s);
+    println!(
+        "ratio idle dock, large / small log: {:.2}x (target <= 1.5x)",
+        l / s
+    );
 }
 
 criterion_group!(benches, bench);

@@ -145,6 +145,9 @@ pub struct DockReport {
     /// that unblocks it (a node before central added it; a node's enrollment request at
     /// central).
     pub waits: Vec<String>,
+    /// What the site's retention removed at the end of the dock (archived bundles and
+    /// their records older than `[retention] days`).
+    pub pruned: crate::retention::Pruned,
 }
 
 impl DockReport {
@@ -246,6 +249,7 @@ pub fn dock_with_prompt(
         }
     }
     report.waits = waits(site, via)?;
+    report.pruned = crate::retention::prune(site, store::now())?;
     Ok(report)
 }
 
@@ -328,6 +332,7 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
     crate::guard::require(site)?;
     let mut report = DockReport::default();
     process_spool(site, opts, &mut report)?;
+    report.pruned = crate::retention::prune(site, store::now())?;
     Ok(report)
 }
 
@@ -632,7 +637,13 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
         params![m.bundle_id],
         |r| r.get(0),
     )?;
-    if applied {
+    // Past the retention of `berth_applied`, a bundle at or below the last sequence number
+    // pruned was applied, or superseded by a later bundle that was (SPEC 2.8 rule 1).
+    let pruned = match &m.stream {
+        Some(s) => s.seq <= crate::retention::pruned_seq(&site.conn, &m.sender.site)?,
+        None => false,
+    };
+    if applied || pruned {
         note_sender_view(site, &m)?;
         return Ok(Outcome::Duplicate);
     }
@@ -1489,10 +1500,14 @@ mod tests {
         };
         let w = BundleWriter::new(std::io::Cursor::new(Vec::new()), h).unwrap();
         let (bytes, _) = w.finish(key).unwrap();
-        Bundle::open(std::io::Cursor::new(bytes.into_inner()), "b", &Limits::default())
-            .unwrap()
-            .manifest()
-            .clone()
+        Bundle::open(
+            std::io::Cursor::new(bytes.into_inner()),
+            "b",
+            &Limits::default(),
+        )
+        .unwrap()
+        .manifest()
+        .clone()
     }
 
     /// Issue 20: central finds a node bundle's signer by the site it names, instead of

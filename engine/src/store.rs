@@ -130,6 +130,9 @@ CREATE TABLE IF NOT EXISTS berth_applied(
   changes INTEGER NOT NULL,
   at INTEGER NOT NULL
 );
+-- Retention (engine/src/retention.rs) finds each peer's newest row and the old ones.
+CREATE INDEX IF NOT EXISTS berth_applied_peer ON berth_applied(peer, seq);
+CREATE INDEX IF NOT EXISTS berth_applied_at ON berth_applied(at);
 CREATE TABLE IF NOT EXISTS berth_held(
   file TEXT PRIMARY KEY,
   bundle_id TEXT NOT NULL,
@@ -405,9 +408,11 @@ mod tests {
     }
 
     fn unstamped(c: &Connection) -> i64 {
-        c.query_row("SELECT COUNT(*) FROM berth_log WHERE clock IS NULL", [], |r| {
-            r.get(0)
-        })
+        c.query_row(
+            "SELECT COUNT(*) FROM berth_log WHERE clock IS NULL",
+            [],
+            |r| r.get(0),
+        )
         .unwrap()
     }
 
@@ -459,7 +464,9 @@ mod tests {
         // What was stamped keeps its clock.
         stamp_clock(&c, 8).unwrap();
         let old: i64 = c
-            .query_row("SELECT clock FROM berth_log WHERE pos = 1", [], |r| r.get(0))
+            .query_row("SELECT clock FROM berth_log WHERE pos = 1", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(old, 5);
     }

@@ -986,7 +986,10 @@ sql = "SELECT opty_id FROM quote WHERE id = :primary_row_id"
         assert!(o.related[0].node_link);
         assert!(matches!(
             m.object("quote").unwrap().rules[0],
-            Rule::Object { node_link: false, .. }
+            Rule::Object {
+                node_link: false,
+                ..
+            }
         ));
         let e = DockingModel::from_toml(&text("node_link = true")).unwrap_err();
         assert!(
