@@ -96,6 +96,17 @@ pub fn status(s: &Status) {
     }
     println!("software   {}", s.software_level);
     println!("log        position {}", s.log_pos);
+    if let Some(l) = &s.log {
+        println!(
+            "log        {} entries; processed by every node up to position {}{}",
+            l.entries,
+            l.processed,
+            l.held_by
+                .as_ref()
+                .map(|n| format!(" (held back by {n})"))
+                .unwrap_or_default()
+        );
+    }
     if s.awaiting_extract {
         println!(
             "waiting    for the initial extract from central (run `berth dock` once the admin has run `berth node add`)"

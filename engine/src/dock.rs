@@ -148,6 +148,8 @@ pub struct DockReport {
     /// What the site's retention removed at the end of the dock (archived bundles and
     /// their records older than `[retention] days`).
     pub pruned: crate::retention::Pruned,
+    /// At central: entries of its log removed because every node had processed them.
+    pub log_pruned: i64,
 }
 
 impl DockReport {
@@ -245,6 +247,13 @@ pub fn dock_with_prompt(
                         report.written.push(path);
                     }
                 }
+                // The log manager deletes what every node has processed (seed 004).
+                let tx = rusqlite::Transaction::new_unchecked(
+                    &site.conn,
+                    TransactionBehavior::Immediate,
+                )?;
+                report.log_pruned = crate::partial::prune_log(&tx, crate::partial::LOG_PRUNE_STEP)?;
+                tx.commit()?;
             }
         }
     }

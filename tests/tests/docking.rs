@@ -1010,3 +1010,83 @@ fn retention_prunes_the_archive_and_applied_records_but_not_duplicate_detection(
     let r = w.dock("a");
     assert_eq!((r.pruned.rows, r.pruned.files), (0, 0));
 }
+
+/// Issue 20 item 1 (seed 004: the log manager deletes what every node has processed):
+/// central's log keeps only what some active node still needs; a node that has not docked
+/// holds it back (and `status` says which), a revoked node no longer does.
+#[test]
+fn central_prunes_its_log_to_what_every_active_node_has_processed() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    let entries = |w: &World| -> i64 {
+        w.value("hq", "SELECT count(*) FROM berth_log")
+            .parse()
+            .unwrap()
+    };
+    for i in 0..5 {
+        w.exec(
+            "hq",
+            &format!("UPDATE opty SET amount = {i} WHERE id = 'o1'"),
+        );
+    }
+    w.exec("a", "UPDATE account SET region = 'south' WHERE id = 'a1'");
+    w.settle();
+    assert_eq!(
+        entries(&w),
+        1,
+        "every node processed everything: the newest entry stays"
+    );
+    let hold = berth_engine::status::status(&w.open("hq"))
+        .unwrap()
+        .log
+        .unwrap();
+    assert_eq!(hold.entries, 1);
+
+    // b stays away: what it has not processed stays, whatever a does.
+    w.exec("hq", "UPDATE opty SET amount = 100 WHERE id = 'o1'");
+    w.exec("a", "UPDATE opty SET name = 'Bigger deal' WHERE id = 'o1'");
+    for _ in 0..3 {
+        w.dock("hq");
+        w.dock("a");
+    }
+    w.dock("hq");
+    assert!(
+        entries(&w) > 2,
+        "b has not received central's change nor a's"
+    );
+    let hold = berth_engine::status::status(&w.open("hq"))
+        .unwrap()
+        .log
+        .unwrap();
+    assert_eq!(hold.held_by.as_deref(), Some("b"));
+    assert_eq!(hold.entries, entries(&w));
+
+    // b comes back: it receives everything it missed, then the log shrinks again.
+    w.settle();
+    assert_eq!(
+        w.value("b", "SELECT name FROM opty WHERE id = 'o1'"),
+        "'Bigger deal'"
+    );
+    assert_eq!(
+        w.value("b", "SELECT amount FROM opty WHERE id = 'o1'"),
+        "100.0"
+    );
+    assert_eq!(entries(&w), 1);
+
+    // A revoked node stops holding the log back.
+    w.exec("hq", "UPDATE opty SET amount = 200 WHERE id = 'o1'");
+    w.exec("hq", "UPDATE opty SET amount = 300 WHERE id = 'o1'");
+    w.dock("hq");
+    w.dock("a");
+    w.dock("hq");
+    w.dock("a");
+    w.dock("hq");
+    assert!(entries(&w) > 1);
+    berth_engine::revoke::revoke_node(&w.open("hq"), "b").unwrap();
+    w.dock("hq");
+    assert_eq!(entries(&w), 1);
+    let hold = berth_engine::status::status(&w.open("hq"))
+        .unwrap()
+        .log
+        .unwrap();
+    assert_eq!(hold.held_by.as_deref(), Some("a"));
+}
