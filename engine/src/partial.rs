@@ -122,27 +122,30 @@ pub struct LogHold {
 /// without such a mark (routed before marks existed) holds the whole log.
 pub fn log_hold(conn: &Connection) -> Result<LogHold> {
     let entries: i64 = conn.query_row("SELECT COUNT(*) FROM berth_log", [], |r| r.get(0))?;
+    let (processed, held_by) = processed(conn)?;
+    Ok(LogHold {
+        entries,
+        processed,
+        held_by,
+    })
+}
+
+/// [`LogHold::processed`] and [`LogHold::held_by`], without counting the log (a dock
+/// prunes without reading the log's size).
+fn processed(conn: &Connection) -> Result<(i64, Option<String>)> {
     let top = crate::store::max_pos(conn)?;
-    let mut st = conn.prepare_cached(
-        "SELECT p.name, MIN(p.routed_pos, COALESCE((SELECT MAX(m.pos) FROM berth_route_marks m
-                 WHERE m.node = p.name AND m.ppos <= p.acked_pos), 0)) AS need
-           FROM berth_peers p WHERE p.role = 'node' AND p.revoked IS NULL
-          ORDER BY need, p.name LIMIT 1",
-    )?;
-    let least: Option<(String, i64)> = st
+    let least: Option<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT p.name, MIN(p.routed_pos, COALESCE((SELECT MAX(m.pos) FROM berth_route_marks m
+                     WHERE m.node = p.name AND m.ppos <= p.acked_pos), 0)) AS need
+               FROM berth_peers p WHERE p.role = 'node' AND p.revoked IS NULL
+              ORDER BY need, p.name LIMIT 1",
+        )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match least {
-        Some((node, need)) => LogHold {
-            entries,
-            processed: need.min(top),
-            held_by: Some(node),
-        },
-        None => LogHold {
-            entries,
-            processed: top,
-            held_by: None,
-        },
+        Some((node, need)) => (need.min(top), Some(node)),
+        None => (top, None),
     })
 }
 
@@ -150,14 +153,13 @@ pub fn log_hold(conn: &Connection) -> Result<LogHold> {
 /// processed ([`log_hold`]), inside the caller's transaction; the newest entry always stays,
 /// so positions never restart. Returns how many were removed.
 pub fn prune_log(conn: &Connection, step: i64) -> Result<i64> {
-    let hold = log_hold(conn)?;
+    let (processed, _) = processed(conn)?;
     let first: Option<i64> = conn.query_row("SELECT MIN(pos) FROM berth_log", [], |r| r.get(0))?;
     let Some(first) = first else {
         return Ok(0);
     };
     let top = crate::store::max_pos(conn)?;
-    let upto = hold
-        .processed
+    let upto = processed
         .min(first.saturating_add(step.max(1)) - 1)
         .min(top - 1);
     if upto < first {
