@@ -30,6 +30,12 @@ pub fn dock_report(r: &DockReport) {
     for w in &r.waits {
         println!("{:<12} {w}", "waits");
     }
+    if r.pruned.files + r.pruned.rows > 0 {
+        println!(
+            "{:<12} {} archived bundles, {} records of applied bundles (older than [retention] days)",
+            "pruned", r.pruned.files, r.pruned.rows
+        );
+    }
     if r.incoming.is_empty() && r.written.is_empty() && r.waits.is_empty() && r.upgrade.is_empty() {
         println!("nothing to do");
     }
@@ -92,6 +98,17 @@ pub fn status(s: &Status) {
     }
     println!("software   {}", s.software_level);
     println!("log        position {}", s.log_pos);
+    if let Some(l) = &s.log {
+        println!(
+            "log        {} entries; processed by every node up to position {}{}",
+            l.entries,
+            l.processed,
+            l.held_by
+                .as_ref()
+                .map(|n| format!(" (held back by {n})"))
+                .unwrap_or_default()
+        );
+    }
     if s.awaiting_extract {
         println!(
             "waiting    for the initial extract from central (run `berth dock` once the admin has run `berth node add`)"

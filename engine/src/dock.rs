@@ -149,6 +149,11 @@ pub struct DockReport {
     /// written, or a software package asked for, installed or failed. False is the text
     /// output's "nothing to do" (what waits, if anything, is in `waits`).
     pub happened: bool,
+    /// What the site's retention removed at the end of the dock (archived bundles and
+    /// their records older than `[retention] days`).
+    pub pruned: crate::retention::Pruned,
+    /// At central: entries of its log removed because every node had processed them.
+    pub log_pruned: i64,
 }
 
 impl DockReport {
@@ -233,6 +238,7 @@ pub fn dock_with_prompt(
         upload(site, via, opts, &mut report).map_err(|e| not_writable(e, via))?;
     }
     report.waits = waits(site, via)?;
+    report.pruned = crate::retention::prune(site, store::now())?;
     report.settle();
     for i in &report.incoming {
         tracing::info!(file = %i.file, outcome = i.outcome, "{}", i.detail);
@@ -244,13 +250,14 @@ pub fn dock_with_prompt(
 }
 
 /// The upload half of a dock: at a node its stream to central; at central one routing pass,
-/// then every node's bundle.
+/// then every node's bundle, then the log manager's pruning.
 fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) -> Result<()> {
     match site.role() {
         Role::Node => {
             if let Some(central) = store::meta(&site.conn, "central")? {
                 let p = peer::require(&site.conn, &central)?;
-                if let Some(path) = write_stream(site, via, &p, opts)? {
+                let outbox = transport::Outbox::read(via, site.name())?;
+                if let Some(path) = write_stream(site, via, &p, opts, &outbox)? {
                     report.written.push(path);
                 }
             }
@@ -266,14 +273,22 @@ fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) 
             crate::partial::route_with_progress(&tx, &catalog, model.as_ref(), &opts.progress)?;
             tx.commit()?;
             crash_point(opts.fail_export, ExportStep::Routed, "export")?;
+            // The folder is listed once for every node (bundles other processes take
+            // meanwhile are found gone when removed, and resent at the next dock).
+            let outbox = transport::Outbox::read(via, site.name())?;
             for p in peer::all(&site.conn)? {
                 if p.role == "node"
                     && p.revoked.is_none()
-                    && let Some(path) = write_stream(site, via, &p, opts)?
+                    && let Some(path) = write_stream(site, via, &p, opts, &outbox)?
                 {
                     report.written.push(path);
                 }
             }
+            // The log manager deletes what every node has processed (seed 004).
+            let tx =
+                rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+            report.log_pruned = crate::partial::prune_log(&tx, crate::partial::LOG_PRUNE_STEP)?;
+            tx.commit()?;
         }
     }
     Ok(())
@@ -428,6 +443,7 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
     crate::guard::require(site)?;
     let mut report = DockReport::default();
     process_spool(site, opts, &mut report)?;
+    report.pruned = crate::retention::prune(site, store::now())?;
     report.settle();
     Ok(report)
 }
@@ -654,25 +670,45 @@ fn quarantine(site: &Site, path: &Path, err: &EngineError) -> Result<()> {
 /// at a node, central's key, or before enrollment completes, the key an extract introduces.
 fn trust_for(site: &Site, m: &berth_bundle::Manifest) -> Result<TrustedKeys> {
     let mut trust = TrustedKeys::new();
-    let peers = peer::all(&site.conn)?;
     match site.role() {
         Role::Central => {
-            for p in peers
-                .iter()
-                .filter(|p| p.role == "node" && p.revoked.is_none())
-            {
+            let node_key = |p: &Peer| -> Result<Option<TrustedKey>> {
+                if p.role != "node" || p.revoked.is_some() {
+                    return Ok(None);
+                }
                 let kinds = ["changes", "report"]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
-                trust.add(TrustedKey {
+                Ok(Some(TrustedKey {
                     public: berth_bundle::PublicKey::from_hex(&p.public_key)?,
                     site: p.name.clone(),
                     kinds: Some(kinds),
-                });
+                }))
+            };
+            // The signer is looked up by the site the manifest names (one row by its key):
+            // decoding every node's key for every bundle made absorbing a bundle from each
+            // of N nodes cost N^2 (issue 20). Only when that site's key is not the signer
+            // are all keys tried, so a bundle signed with another node's key is still
+            // refused for what it is (SPEC 1.6: the key signs only for its own site).
+            if let Some(k) = peer::get(&site.conn, &m.sender.site)?
+                .as_ref()
+                .map(node_key)
+                .transpose()?
+                .flatten()
+                .filter(|k| k.public.key_id() == m.sender.key_id)
+            {
+                trust.add(k);
+                return Ok(trust);
+            }
+            for p in peer::all(&site.conn)? {
+                if let Some(k) = node_key(&p)? {
+                    trust.add(k);
+                }
             }
         }
         Role::Node => {
+            let peers = peer::all(&site.conn)?;
             if let Some(p) = peers.iter().find(|p| p.role == "central") {
                 trust.add(TrustedKey {
                     public: crate::keychain::central_key_for(&p.public_key, m)?,
@@ -713,7 +749,13 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
         params![m.bundle_id],
         |r| r.get(0),
     )?;
-    if applied {
+    // Past the retention of `berth_applied`, a bundle at or below the last sequence number
+    // pruned was applied, or superseded by a later bundle that was (SPEC 2.8 rule 1).
+    let pruned = match &m.stream {
+        Some(s) => s.seq <= crate::retention::pruned_seq(&site.conn, &m.sender.site)?,
+        None => false,
+    };
+    if applied || pruned {
         note_sender_view(site, &m)?;
         return Ok(Outcome::Duplicate);
     }
@@ -918,10 +960,7 @@ fn apply_changes(
         }
         let clock = store::meta_i64(&tx, "clock")?;
         // Our own changes captured so far happened before anything in this bundle was seen.
-        tx.execute(
-            "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
-            params![clock],
-        )?;
+        store::stamp_clock(&tx, clock)?;
         if role == Role::Node {
             // ... and were made knowing central's stream up to what we had applied (SPEC 2.4).
             tx.execute(
@@ -1332,16 +1371,19 @@ fn bundle_filler<'a>(
 /// Writes the next bundle of our stream to `p` if it has anything to carry: changes it has
 /// not acknowledged (and has not been sent, or whose bundle is no longer waiting in `via`),
 /// or an acknowledgement it has not seen.
-fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result<Option<PathBuf>> {
+fn write_stream(
+    site: &Site,
+    via: &Path,
+    p: &Peer,
+    opts: &DockOptions,
+    outbox: &transport::Outbox,
+) -> Result<Option<PathBuf>> {
     let progress = &opts.progress;
     let catalog = site.catalog()?;
     // One snapshot for the log and the rows the export reads.
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
     let clock = store::meta_i64(&tx, "clock")?;
-    tx.execute(
-        "UPDATE berth_log SET clock = ?1 WHERE clock IS NULL",
-        params![clock],
-    )?;
+    store::stamp_clock(&tx, clock)?;
     let spool = site.folder("spool");
     let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
     let mut out = std::io::BufWriter::new(&mut tmp);
@@ -1409,9 +1451,7 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     drop(out);
     tx.commit()?;
     crash_point(opts.fail_export, ExportStep::Snapshot, "export")?;
-    let ours_waiting = transport::list(via, Some(&p.name))?
-        .iter()
-        .any(|f| f.sender == site.name());
+    let ours_waiting = !outbox.waiting(&p.name).is_empty();
     let new_changes = n > 0 && (max_pos > p.sent_pos || !ours_waiting);
     let new_ack = p.applied_pos > p.sent_ack;
     let mut upgrade_out = crate::upgrade::outgoing(site, &p.name, ours_waiting)?;
@@ -1500,36 +1540,20 @@ fn write_stream(site: &Site, via: &Path, p: &Peer, opts: &DockOptions) -> Result
     // The new bundle contains everything the older ones still waiting in `via` carried,
     // except a node's initial extract (central's seq 1 to it, SPEC 2.13): a stream bundle
     // never carries the rows an extract does.
-    for old in transport::list(via, Some(&p.name))? {
+    for old in outbox.waiting(&p.name) {
         let extract = site.role() == Role::Central && old.seq <= 1;
-        if old.sender == site.name() && old.seq < stream.seq && !extract {
-            let _ = transport::remove(&old);
+        if old.seq < stream.seq && !extract {
+            let _ = transport::remove(old);
         }
     }
     // So does any older bundle of ours a crash left half-way in its `.part` file (only this
     // site, holding its lock, writes bundles under its name).
-    remove_stale_parts(via, site.name(), &p.name, stream.seq);
-    Ok(Some(path))
-}
-
-/// Removes `via/{sender}_to_{recipient}_{seq}.berth.zip.part` files with a lower `seq`.
-fn remove_stale_parts(via: &Path, sender: &str, recipient: &str, below: u64) {
-    let Ok(entries) = std::fs::read_dir(via) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".part") else {
-            continue;
-        };
-        if let Some((s, r, seq)) = naming::parse_bundle_file_name(stem)
-            && s == sender
-            && r == recipient
-            && seq < below
-        {
-            let _ = std::fs::remove_file(e.path());
+    for (seq, part) in outbox.parts(&p.name) {
+        if *seq < stream.seq {
+            let _ = std::fs::remove_file(part);
         }
     }
+    Ok(Some(path))
 }
 
 #[cfg(test)]
@@ -1555,5 +1579,82 @@ mod tests {
             let from_memory = lines(Payload::Memory(text.as_bytes().to_vec(), 0));
             assert_eq!(from_file, from_memory, "{text:?}");
         }
+    }
+
+    /// Central with `n` enrolled nodes (`n0`, `n1`, ...), and their sites.
+    fn central_with(root: &Path, n: usize) -> (Site, Vec<Site>) {
+        let schema = root.join("schema.sql");
+        fs::write(&schema, "CREATE TABLE t(id TEXT PRIMARY KEY, v INTEGER);").unwrap();
+        let via = root.join("via");
+        fs::create_dir_all(&via).unwrap();
+        let (mut hq, _) = Site::init_central(&crate::site::CentralInit {
+            dir: &root.join("hq"),
+            name: Some("hq"),
+            schema: &schema,
+            docking: None,
+            data: None,
+        })
+        .unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("n{i}");
+            let node = Site::init_node(&root.join(&name), &name).unwrap();
+            let request = enroll::write_request(&node, &via).unwrap();
+            enroll::add_node(&mut hq, &name, &request, &Default::default(), &via).unwrap();
+            nodes.push(node);
+        }
+        (hq, nodes)
+    }
+
+    fn manifest_from(sender: &str, key: &berth_bundle::SecretKey) -> berth_bundle::Manifest {
+        let h = BundleHeader {
+            sender: Party {
+                site: sender.into(),
+                key_id: key.public().key_id(),
+            },
+            recipients: vec!["hq".into()],
+            created: 1,
+            bundle_id: None,
+            stream: None,
+            schema_checksum: None,
+            software_level: None,
+            critical: Vec::new(),
+            extensions: Default::default(),
+        };
+        let w = BundleWriter::new(std::io::Cursor::new(Vec::new()), h).unwrap();
+        let (bytes, _) = w.finish(key).unwrap();
+        Bundle::open(
+            std::io::Cursor::new(bytes.into_inner()),
+            "b",
+            &Limits::default(),
+        )
+        .unwrap()
+        .manifest()
+        .clone()
+    }
+
+    /// Issue 20: central finds a node bundle's signer by the site it names, instead of
+    /// decoding every node's key for every bundle (quadratic in the number of nodes). A
+    /// bundle signed with another node's key still meets every key, so it is refused as
+    /// the other node's (sender mismatch), as before.
+    #[test]
+    fn central_trusts_only_the_named_node_key_for_a_bundle() {
+        let root = tempfile::tempdir().unwrap();
+        let (hq, nodes) = central_with(root.path(), 5);
+        let m = manifest_from("n3", nodes[3].key());
+        let trust = trust_for(&hq, &m).unwrap();
+        assert_eq!(trust.len(), 1, "one key looked up, not every node's");
+        let k = trust.get(&m.sender.key_id).unwrap();
+        assert_eq!(k.site, "n3");
+
+        // n1's key claiming to be n3: every key is there, so verify names the real owner.
+        let forged = manifest_from("n3", nodes[1].key());
+        let trust = trust_for(&hq, &forged).unwrap();
+        assert_eq!(trust.len(), 5);
+        assert_eq!(trust.get(&forged.sender.key_id).unwrap().site, "n1");
+        // An unknown site: every key (none of which is the signer's).
+        let stranger = berth_bundle::SecretKey::from_seed(&[9; 32]);
+        let trust = trust_for(&hq, &manifest_from("zed", &stranger)).unwrap();
+        assert!(trust.get(&stranger.public().key_id()).is_none());
     }
 }

@@ -42,6 +42,7 @@ pub mod partial;
 pub mod peer;
 pub mod progress;
 pub mod replica;
+pub mod retention;
 pub mod revoke;
 pub mod route;
 pub mod schema;

@@ -20,7 +20,7 @@ use crate::peer::Peer;
 use crate::route::model::DockingModel;
 use crate::route::router::{self, Evaluation, Plan};
 use crate::sqlpolicy::{Gate, Policy};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// Routes central's log entries not routed yet into every active node's partial log (the
 /// incremental router, [`crate::route::router`]), inside the caller's transaction.
@@ -112,6 +112,80 @@ pub fn seen_pos(conn: &Connection, node: &str, ppos: i64) -> Result<Option<i64>>
     Ok(conn
         .prepare_cached("SELECT MAX(pos) FROM berth_route_marks WHERE node = ?1 AND ppos <= ?2")?
         .query_row(params![node, ppos], |r| r.get(0))?)
+}
+
+/// Most entries of central's log one dock removes: the log is pruned in bounded steps, so a
+/// dock after a long pause never holds the database for long.
+pub const LOG_PRUNE_STEP: i64 = 50_000;
+
+/// How much of central's log is still needed, and who needs it (seed 004: the log manager
+/// deletes what every node has processed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogHold {
+    /// Entries in the log now.
+    pub entries: i64,
+    /// Every entry at or below this position has been processed by every active node: it is
+    /// routed to all of them, and no change they will send can be contested by it.
+    pub processed: i64,
+    /// The active node that has processed least (the one holding the log back), if any.
+    pub held_by: Option<String>,
+}
+
+/// What central's log must keep for each active (not revoked) node: the entries after its
+/// routing checkpoint (not routed to it yet), and the entries after the position its route
+/// mark at its acknowledged partial-log position names. A node's changes still to come
+/// were made knowing at least that position (see [`prune`]), and the contest of a change
+/// (`merge::contest`, SPEC 2.10) reads central's log only after what the change saw. A node
+/// without such a mark (routed before marks existed) holds the whole log.
+pub fn log_hold(conn: &Connection) -> Result<LogHold> {
+    let entries: i64 = conn.query_row("SELECT COUNT(*) FROM berth_log", [], |r| r.get(0))?;
+    let (processed, held_by) = processed(conn)?;
+    Ok(LogHold {
+        entries,
+        processed,
+        held_by,
+    })
+}
+
+/// [`LogHold::processed`] and [`LogHold::held_by`], without counting the log (a dock
+/// prunes without reading the log's size).
+fn processed(conn: &Connection) -> Result<(i64, Option<String>)> {
+    let top = crate::store::max_pos(conn)?;
+    let least: Option<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT p.name, MIN(p.routed_pos, COALESCE((SELECT MAX(m.pos) FROM berth_route_marks m
+                     WHERE m.node = p.name AND m.ppos <= p.acked_pos), 0)) AS need
+               FROM berth_peers p WHERE p.role = 'node' AND p.revoked IS NULL
+              ORDER BY need, p.name LIMIT 1",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match least {
+        Some((node, need)) => (need.min(top), Some(node)),
+        None => (top, None),
+    })
+}
+
+/// Removes up to `step` of the oldest entries of central's log that every active node has
+/// processed ([`log_hold`]), inside the caller's transaction; the newest entry always stays,
+/// so positions never restart. Returns how many were removed.
+pub fn prune_log(conn: &Connection, step: i64) -> Result<i64> {
+    let (processed, _) = processed(conn)?;
+    let first: Option<i64> = conn.query_row("SELECT MIN(pos) FROM berth_log", [], |r| r.get(0))?;
+    let Some(first) = first else {
+        return Ok(0);
+    };
+    let top = crate::store::max_pos(conn)?;
+    let upto = processed
+        .min(first.saturating_add(step.max(1)) - 1)
+        .min(top - 1);
+    if upto < first {
+        return Ok(0);
+    }
+    let n = conn
+        .prepare_cached("DELETE FROM berth_log WHERE pos <= ?1")?
+        .execute(params![upto])?;
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// Changes waiting for `node`: in its partial log after `acked`, plus central's log entries

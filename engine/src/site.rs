@@ -60,6 +60,12 @@ pub struct Config {
     /// Whether migrations' executable steps (admin-signed programs) may run here.
     #[serde(default)]
     pub allow_executables: bool,
+    /// How long bundles done with are kept (`[retention]`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::retention::Retention::is_default"
+    )]
+    pub retention: crate::retention::Retention,
 }
 
 /// An open site. Holds the site lock while it lives.
@@ -275,6 +281,7 @@ impl Site {
             default_policy: Policy::CentralWins,
             policies: BTreeMap::new(),
             allow_executables: false,
+            retention: Default::default(),
         };
         let schema_sql = read_text(init.schema)?;
         let data_sql = init.data.map(read_text).transpose()?;
@@ -370,6 +377,7 @@ impl Site {
             default_policy: Policy::CentralWins,
             policies: BTreeMap::new(),
             allow_executables: false,
+            retention: Default::default(),
         };
         Self::create(dir, &config)?;
         let site = Site::open_with(dir, true)?;

@@ -78,6 +78,9 @@ pub struct Status {
     pub software_level: String,
     /// Highest position in the site's update log.
     pub log_pos: i64,
+    /// At central: the log's size, how far every node has processed it (what is at or
+    /// below is pruned at the next docks) and the node holding it back.
+    pub log: Option<crate::partial::LogHold>,
     /// Streams.
     pub peers: Vec<PeerStatus>,
     /// Bundles waiting.
@@ -209,6 +212,10 @@ pub fn status(site: &Site) -> Result<Status> {
         },
         software_level: store::meta(conn, "software_level")?.unwrap_or_else(|| "1".into()),
         log_pos: store::max_pos(conn)?,
+        log: match site.role() {
+            Role::Central => Some(crate::partial::log_hold(conn)?),
+            Role::Node => None,
+        },
         awaiting_extract: site.role() == Role::Node && store::meta(conn, "central")?.is_none(),
         capture: crate::guard::check(site)?,
         replica: crate::replica::last(conn)?,

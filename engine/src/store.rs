@@ -130,6 +130,9 @@ CREATE TABLE IF NOT EXISTS berth_applied(
   changes INTEGER NOT NULL,
   at INTEGER NOT NULL
 );
+-- Retention (engine/src/retention.rs) finds each peer's newest row and the old ones.
+CREATE INDEX IF NOT EXISTS berth_applied_peer ON berth_applied(peer, seq);
+CREATE INDEX IF NOT EXISTS berth_applied_at ON berth_applied(at);
 CREATE TABLE IF NOT EXISTS berth_held(
   file TEXT PRIMARY KEY,
   bundle_id TEXT NOT NULL,
@@ -358,6 +361,28 @@ pub fn max_pos(conn: &Connection) -> Result<i64> {
     )
 }
 
+/// `berth_meta` key: every log entry at or below this position carries its clock.
+const CLOCK_STAMPED: &str = "clock_stamped";
+
+const STAMP_CLOCK: &str = "UPDATE berth_log SET clock = ?1 WHERE pos > ?2 AND clock IS NULL";
+
+/// Stamps the log entries journaled since the last stamp with `clock` (SPEC 2.8: before
+/// exporting or applying). Only the entries after the position recorded at the last stamp
+/// are read, so the cost follows what was journaled since, not the log's size (central stamps
+/// before writing each node's bundle; a scan of the whole log each time made an idle dock
+/// cost nodes x log size, issue 20). The log only grows at its end: `pos` is an INTEGER
+/// PRIMARY KEY given as the largest + 1, and pruning keeps the newest entry.
+pub fn stamp_clock(conn: &Connection, clock: i64) -> Result<()> {
+    let from = meta_i64(conn, CLOCK_STAMPED)?;
+    conn.prepare_cached(STAMP_CLOCK)?
+        .execute(params![clock, from])?;
+    let to = max_pos(conn)?;
+    if to != from {
+        set_meta(conn, CLOCK_STAMPED, &to.to_string())?;
+    }
+    Ok(())
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -378,6 +403,79 @@ pub fn literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn journal(c: &Connection, n: i64) {
+        c.execute(
+            "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < ?1)
+             INSERT INTO berth_log(tbl, pk, op) SELECT 't', json_array(x), 'I' FROM i",
+            [n],
+        )
+        .unwrap();
+    }
+
+    fn unstamped(c: &Connection) -> i64 {
+        c.query_row(
+            "SELECT COUNT(*) FROM berth_log WHERE clock IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// Issue 20: stamping reads only what was journaled since the last stamp (a range of
+    /// the primary key), not the whole log: central stamps before every node's bundle, so a
+    /// scan made an idle dock cost nodes x log size.
+    #[test]
+    fn stamping_the_clock_reads_only_the_log_after_the_last_stamp() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(DDL).unwrap();
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {STAMP_CLOCK}"))
+            .unwrap()
+            .query_map(params![1, 0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("SEARCH berth_log USING INTEGER PRIMARY KEY (rowid>?)")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|d| d.starts_with("SCAN")), "{plan:?}");
+
+        // Every entry journaled since is stamped, also those before an entry written with
+        // its clock (a merge's marker) in the same transaction.
+        journal(&c, 1000);
+        stamp_clock(&c, 5).unwrap();
+        assert_eq!(unstamped(&c), 0);
+        assert_eq!(meta_i64(&c, CLOCK_STAMPED).unwrap(), 1000);
+        journal(&c, 3);
+        c.execute(
+            "INSERT INTO berth_log(tbl, pk, op, clock) VALUES ('', '[]', 'A', 6)",
+            [],
+        )
+        .unwrap();
+        journal(&c, 2);
+        stamp_clock(&c, 7).unwrap();
+        assert_eq!(unstamped(&c), 0);
+        let stamped: Vec<i64> = c
+            .prepare("SELECT clock FROM berth_log WHERE pos > 1000 ORDER BY pos")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(stamped, [7, 7, 7, 6, 7, 7]);
+        assert_eq!(meta_i64(&c, CLOCK_STAMPED).unwrap(), 1006);
+        // What was stamped keeps its clock.
+        stamp_clock(&c, 8).unwrap();
+        let old: i64 = c
+            .query_row("SELECT clock FROM berth_log WHERE pos = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(old, 5);
+    }
 
     #[test]
     fn identifiers_and_literals_are_quoted() {

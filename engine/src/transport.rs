@@ -4,6 +4,7 @@
 
 use crate::error::{EngineError, Result};
 use berth_bundle::naming;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,50 @@ pub fn list(folder: &Path, recipient: Option<&str>) -> Result<Vec<Found>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// What one sender has waiting in an exchange folder, by recipient, from one listing: its
+/// bundles (as [`list`] finds them) and its `.part` files. A site writing to many peers
+/// reads the folder once per dock with this, not once or more per peer: listing a folder
+/// shared by N nodes for each of them made writing N streams cost N^2 (issue 20).
+#[derive(Debug, Clone, Default)]
+pub struct Outbox {
+    bundles: BTreeMap<String, Vec<Found>>,
+    parts: BTreeMap<String, Vec<(u64, PathBuf)>>,
+}
+
+impl Outbox {
+    /// Lists `folder` once for what `sender` has written there.
+    pub fn read(folder: &Path, sender: &str) -> Result<Outbox> {
+        let mut out = Outbox::default();
+        for f in list(folder, None)? {
+            if f.sender == sender {
+                out.bundles.entry(f.recipient.clone()).or_default().push(f);
+            }
+        }
+        let entries = fs::read_dir(folder).map_err(|e| EngineError::io(folder, e))?;
+        for e in entries {
+            let e = e.map_err(|e| EngineError::io(folder, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".part")
+                && let Some((s, r, seq)) = naming::parse_bundle_file_name(stem)
+                && s == sender
+            {
+                out.parts.entry(r).or_default().push((seq, e.path()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sender's bundles to `recipient` that were waiting, by sequence number.
+    pub fn waiting(&self, recipient: &str) -> &[Found] {
+        self.bundles.get(recipient).map_or(&[], Vec::as_slice)
+    }
+
+    /// The sender's `.part` files to `recipient` (a killed writer's), with their sequence.
+    pub fn parts(&self, recipient: &str) -> &[(u64, PathBuf)] {
+        self.parts.get(recipient).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Writes `folder/name` atomically: the content goes to `name.part` in the same folder, is
@@ -220,6 +265,32 @@ fn sync_dir(_folder: &Path) {}
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    /// One listing serves every peer a site writes to (issue 20): its own bundles and
+    /// `.part` files, by recipient; other senders' files are not its.
+    #[test]
+    fn an_outbox_holds_what_one_sender_has_waiting_by_recipient() {
+        let d = tempfile::tempdir().unwrap();
+        for name in [
+            naming::bundle_file_name("hq", "alice", 2),
+            naming::bundle_file_name("hq", "alice", 3),
+            naming::bundle_file_name("hq", "bob", 1),
+            naming::bundle_file_name("alice", "hq", 4),
+            format!("{}.part", naming::bundle_file_name("hq", "bob", 2)),
+            format!("{}.part", naming::bundle_file_name("carol", "hq", 2)),
+            "notes.txt".to_string(),
+        ] {
+            fs::write(d.path().join(name), b"x").unwrap();
+        }
+        let o = Outbox::read(d.path(), "hq").unwrap();
+        let seqs = |r: &str| o.waiting(r).iter().map(|f| f.seq).collect::<Vec<_>>();
+        assert_eq!(seqs("alice"), [2, 3]);
+        assert_eq!(seqs("bob"), [1]);
+        assert!(o.waiting("hq").is_empty() && o.waiting("carol").is_empty());
+        assert_eq!(o.parts("bob").len(), 1);
+        assert_eq!(o.parts("bob")[0].0, 2);
+        assert!(o.parts("alice").is_empty() && o.parts("hq").is_empty());
+    }
 
     #[test]
     fn lists_only_complete_bundles_for_the_recipient() {

@@ -925,3 +925,169 @@ fn a_local_update_travels_as_made_when_central_changed_another_column_first() {
         "'Big deal (a)/30.0'"
     );
 }
+
+/// Sets a site's `[retention] days` in its `berth.toml`.
+fn set_retention(w: &World, site: &str, days: u32) {
+    let path = w.dir(site).join("berth.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, format!("{text}\n[retention]\ndays = {days}\n")).unwrap();
+}
+
+/// Makes everything a site archived and recorded as applied look `days` old.
+fn age_archive(w: &World, site: &str, days: u64) {
+    let back = std::time::Duration::from_secs(days * 86_400);
+    let then = std::time::SystemTime::now() - back;
+    for e in fs::read_dir(w.dir(site).join("archive")).unwrap() {
+        let f = fs::File::options()
+            .write(true)
+            .open(e.unwrap().path())
+            .unwrap();
+        f.set_modified(then).unwrap();
+    }
+    w.exec(
+        site,
+        &format!(
+            "UPDATE berth_applied SET at = unixepoch() - {}",
+            back.as_secs()
+        ),
+    );
+}
+
+/// Issue 20: central's `archive/` and `berth_applied` no longer grow for ever. Past the
+/// retention (`[retention] days`), a dock removes archived bundles and their rows, keeping
+/// each peer's newest row; a copy of a pruned bundle delivered again is still a duplicate.
+#[test]
+fn retention_prunes_the_archive_and_applied_records_but_not_duplicate_detection() {
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    set_retention(&w, "hq", 7);
+    let mut copies = Vec::new();
+    for i in 0..3 {
+        w.exec(
+            "a",
+            &format!("UPDATE opty SET amount = {i} WHERE id = 'o1'"),
+        );
+        let r = w.dock("a");
+        let sent = r.written[0].clone();
+        let copy = w.root.path().join(format!("copy-{i}"));
+        fs::copy(&sent, &copy).unwrap();
+        copies.push((copy, sent.file_name().unwrap().to_owned()));
+        let r = w.dock("hq");
+        assert_eq!(r.count("applied"), 1, "{r:?}");
+    }
+    let rows = |w: &World| w.value("hq", "SELECT count(*) FROM berth_applied WHERE peer = 'a'");
+    let archived = |w: &World| fs::read_dir(w.dir("hq").join("archive")).unwrap().count();
+    assert_eq!(rows(&w), "3");
+    let before = archived(&w);
+    assert!(before >= 3, "{before}");
+
+    // Within the retention nothing goes.
+    let r = w.dock("hq");
+    assert_eq!((r.pruned.rows, r.pruned.files), (0, 0));
+    age_archive(&w, "hq", 6);
+    assert_eq!(w.dock("hq").pruned.rows, 0);
+    assert_eq!(archived(&w), before);
+
+    // Past it: every archived file, and every row but the newest of the peer.
+    age_archive(&w, "hq", 8);
+    let r = w.dock("hq");
+    assert_eq!(r.pruned.rows, 2, "{r:?}");
+    assert_eq!(r.pruned.files as usize, before);
+    assert_eq!(rows(&w), "1");
+    assert_eq!(archived(&w), 0);
+
+    // The oldest bundle, delivered again: a duplicate, nothing applied twice.
+    let (copy, name) = &copies[0];
+    fs::copy(copy, w.via.join(name)).unwrap();
+    let r = w.dock("hq");
+    assert_eq!(r.count("duplicate"), 1, "{r:?}");
+    assert_eq!(
+        w.value("hq", "SELECT amount FROM opty WHERE id = 'o1'"),
+        "2.0"
+    );
+
+    // `days = 0` keeps everything.
+    set_retention(&w, "a", 0);
+    age_archive(&w, "a", 400);
+    let r = w.dock("a");
+    assert_eq!((r.pruned.rows, r.pruned.files), (0, 0));
+}
+
+/// Issue 20 item 1 (seed 004: the log manager deletes what every node has processed):
+/// central's log keeps only what some active node still needs; a node that has not docked
+/// holds it back (and `status` says which), a revoked node no longer does.
+#[test]
+fn central_prunes_its_log_to_what_every_active_node_has_processed() {
+    let w = World::new(SCHEMA, DATA, &["a", "b"]);
+    let entries = |w: &World| -> i64 {
+        w.value("hq", "SELECT count(*) FROM berth_log")
+            .parse()
+            .unwrap()
+    };
+    for i in 0..5 {
+        w.exec(
+            "hq",
+            &format!("UPDATE opty SET amount = {i} WHERE id = 'o1'"),
+        );
+    }
+    w.exec("a", "UPDATE account SET region = 'south' WHERE id = 'a1'");
+    w.settle();
+    assert_eq!(
+        entries(&w),
+        1,
+        "every node processed everything: the newest entry stays"
+    );
+    let hold = berth_engine::status::status(&w.open("hq"))
+        .unwrap()
+        .log
+        .unwrap();
+    assert_eq!(hold.entries, 1);
+
+    // b stays away: what it has not processed stays, whatever a does.
+    w.exec("hq", "UPDATE opty SET amount = 100 WHERE id = 'o1'");
+    w.exec("a", "UPDATE opty SET name = 'Bigger deal' WHERE id = 'o1'");
+    for _ in 0..3 {
+        w.dock("hq");
+        w.dock("a");
+    }
+    w.dock("hq");
+    assert!(
+        entries(&w) > 2,
+        "b has not received central's change nor a's"
+    );
+    let hold = berth_engine::status::status(&w.open("hq"))
+        .unwrap()
+        .log
+        .unwrap();
+    assert_eq!(hold.held_by.as_deref(), Some("b"));
+    assert_eq!(hold.entries, entries(&w));
+
+    // b comes back: it receives everything it missed, then the log shrinks again.
+    w.settle();
+    assert_eq!(
+        w.value("b", "SELECT name FROM opty WHERE id = 'o1'"),
+        "'Bigger deal'"
+    );
+    assert_eq!(
+        w.value("b", "SELECT amount FROM opty WHERE id = 'o1'"),
+        "100.0"
+    );
+    assert_eq!(entries(&w), 1);
+
+    // A revoked node stops holding the log back.
+    w.exec("hq", "UPDATE opty SET amount = 200 WHERE id = 'o1'");
+    w.exec("hq", "UPDATE opty SET amount = 300 WHERE id = 'o1'");
+    w.dock("hq");
+    w.dock("a");
+    w.dock("hq");
+    w.dock("a");
+    w.dock("hq");
+    assert!(entries(&w) > 1);
+    berth_engine::revoke::revoke_node(&w.open("hq"), "b").unwrap();
+    w.dock("hq");
+    assert_eq!(entries(&w), 1);
+    let hold = berth_engine::status::status(&w.open("hq"))
+        .unwrap()
+        .log
+        .unwrap();
+    assert_eq!(hold.held_by.as_deref(), Some("a"));
+}
