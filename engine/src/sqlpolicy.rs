@@ -100,6 +100,21 @@ struct State {
 }
 
 impl State {
+    /// The authorizer's answer: refuse (keeping the first thing refused, which the error
+    /// names) or allow.
+    fn answer(&self, refused: Option<String>) -> Authorization {
+        match refused {
+            Some(what) => {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get_or_insert(what);
+                Authorization::Deny
+            }
+            None => Authorization::Allow,
+        }
+    }
+
     fn take(&self) -> Option<String> {
         self.refused
             .lock()
@@ -141,17 +156,7 @@ impl<'c> Gate<'c> {
             let refused = refusal(policy, &ctx.action).or_else(|| {
                 outside.then(|| format!("database {:?}", ctx.database_name.unwrap_or_default()))
             });
-            match refused {
-                Some(what) => {
-                    let mut slot = shared
-                        .refused
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    slot.get_or_insert(what);
-                    Authorization::Deny
-                }
-                None => Authorization::Allow,
-            }
+            shared.answer(refused)
         }))?;
         Ok(Self { conn, state })
     }
@@ -231,17 +236,7 @@ impl QueryProbe {
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            match refusal(Policy::Query, &ctx.action) {
-                Some(what) => {
-                    let mut slot = shared
-                        .refused
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    slot.get_or_insert(what);
-                    Authorization::Deny
-                }
-                None => Authorization::Allow,
-            }
+            shared.answer(refusal(Policy::Query, &ctx.action))
         }))?;
         Ok(Self { conn, state })
     }

@@ -323,6 +323,18 @@ pub fn forge(
     stream: berth_bundle::StreamPosition,
     lines: &[String],
 ) -> PathBuf {
+    forge_with(w, from, to, stream, lines, &[])
+}
+
+/// [`forge`] with more entries after the changes: (name, kind, bytes) each.
+pub fn forge_with(
+    w: &World,
+    from: &str,
+    to: &str,
+    stream: berth_bundle::StreamPosition,
+    lines: &[String],
+    entries: &[(&str, &str, Vec<u8>)],
+) -> PathBuf {
     use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, naming};
     let key =
         SecretKey::from_text(&std::fs::read_to_string(w.dir(from).join("keys/site.key")).unwrap())
@@ -347,7 +359,9 @@ pub fn forge(
     )
     .unwrap();
     let mut payload = lines.join("\n");
-    payload.push('\n');
+    if !lines.is_empty() {
+        payload.push('\n');
+    }
     bw.add_bytes(
         "payload/changes.jsonl",
         "changes",
@@ -355,6 +369,10 @@ pub fn forge(
         payload.as_bytes(),
     )
     .unwrap();
+    for (entry, kind, bytes) in entries {
+        bw.add_bytes(entry, kind, Compression::Deflate, bytes)
+            .unwrap();
+    }
     bw.finish(&key).unwrap();
     path
 }

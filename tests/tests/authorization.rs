@@ -64,47 +64,18 @@ fn instances(w: &World, node: &str) -> BTreeSet<(String, String)> {
 
 /// The rows a node holds, as (table, key text), read from its own replica.
 fn rows(w: &World, node: &str) -> BTreeSet<(String, String)> {
-    table_rows(&Connection::open(w.dir(node).join("data.db")).unwrap())
+    table_rows(&w.dir(node).join("data.db"))
         .into_keys()
         .collect()
 }
 
-/// Every user row of a database: (table, key as a JSON array) -> the whole row.
-fn table_rows(c: &Connection) -> BTreeMap<(String, String), String> {
-    let tables = berth_tests::user_tables(c);
-    let mut out = BTreeMap::new();
-    for t in tables {
-        let cols: Vec<(String, i64)> = c
-            .prepare(&format!(
-                "SELECT name, pk FROM pragma_table_info('{t}') ORDER BY cid"
-            ))
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let mut key: Vec<&(String, i64)> = cols.iter().filter(|(_, pk)| *pk > 0).collect();
-        key.sort_by_key(|(_, pk)| *pk);
-        let key = key
-            .iter()
-            .map(|(c, _)| format!("\"{c}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let all = cols
-            .iter()
-            .map(|(c, _)| format!("quote(\"{c}\")"))
-            .collect::<Vec<_>>()
-            .join(" || '|' || ");
-        let mut st = c
-            .prepare(&format!("SELECT json_array({key}), {all} FROM \"{t}\""))
-            .unwrap();
-        let found = st
-            .query_map([], |r| Ok(((t.clone(), r.get(0)?), r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap);
-        out.extend(found);
-    }
-    out
+/// Every user row of a database file: (table, key as a JSON array) -> the whole row, read
+/// exactly.
+fn table_rows(path: &std::path::Path) -> BTreeMap<(String, String), berth_tests::TypedRow> {
+    berth_tests::typed_rows(path)
+        .into_iter()
+        .flat_map(|(t, rows)| rows.into_iter().map(move |(k, r)| ((t.clone(), k), r)))
+        .collect()
 }
 
 /// Ids of the sample and of the rows keith made, by kind.
@@ -422,7 +393,7 @@ fn round_holds(
     let nodes = ["keith", "carl", "greg"];
     let inst: BTreeMap<&str, _> = nodes.iter().map(|n| (*n, instances(w, n))).collect();
     let held: BTreeMap<&str, _> = nodes.iter().map(|n| (*n, rows(w, n))).collect();
-    let central = table_rows(&hq(w));
+    let central = table_rows(&w.dir("hq").join("data.db"));
     let keith = Connection::open(w.dir("keith").join("data.db")).unwrap();
     // Foreign keys off, SQLite's default (not the bundled build's): the rows a hostile
     // write names are not at the node.
@@ -432,7 +403,7 @@ fn round_holds(
     w.settle();
     let why = || format!("{label}, keith wrote:\n  {}", wrote.join("\n  "));
     // Instances the round created: primary rows central did not have.
-    let after = table_rows(&hq(w));
+    let after = table_rows(&w.dir("hq").join("data.db"));
     let created: BTreeSet<(String, String)> = after
         .keys()
         .filter(|k| !central.contains_key(*k))

@@ -272,10 +272,6 @@ proptest! {
 /// Writes into the exchange folder a bundle from central to `to`, signed with central's real
 /// key, carrying no changes and the given replica entries (name, kind, bytes).
 fn forge_from_central(w: &World, to: &str, entries: &[(&str, &str, Vec<u8>)]) -> String {
-    use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition};
-    let key =
-        SecretKey::from_text(&std::fs::read_to_string(w.dir("hq").join("keys/site.key")).unwrap())
-            .unwrap();
     let hq = Connection::open(w.dir("hq").join("data.db")).unwrap();
     let (out_seq, acked, applied): (i64, i64, i64) = hq
         .query_row(
@@ -284,45 +280,15 @@ fn forge_from_central(w: &World, to: &str, entries: &[(&str, &str, Vec<u8>)]) ->
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    let stream = StreamPosition {
+    let stream = berth_bundle::StreamPosition {
         seq: (out_seq + 1) as u64,
         log_from: (acked + 1) as u64,
         log_to: acked as u64,
         requires: acked as u64,
         acks: applied as u64,
     };
-    let name = berth_bundle::naming::bundle_file_name("hq", to, stream.seq);
-    let mut bw = BundleWriter::new(
-        std::fs::File::create(w.via.join(&name)).unwrap(),
-        BundleHeader {
-            sender: Party {
-                site: "hq".into(),
-                key_id: key.public().key_id(),
-            },
-            recipients: vec![to.into()],
-            created: 0,
-            bundle_id: None,
-            stream: Some(stream),
-            schema_checksum: None,
-            software_level: None,
-            critical: vec![],
-            extensions: Default::default(),
-        },
-    )
-    .unwrap();
-    bw.add_bytes(
-        "payload/changes.jsonl",
-        "changes",
-        Compression::Deflate,
-        b"",
-    )
-    .unwrap();
-    for (entry, kind, bytes) in entries {
-        bw.add_bytes(entry, kind, Compression::Deflate, bytes)
-            .unwrap();
-    }
-    bw.finish(&key).unwrap();
-    name
+    let path = berth_tests::forge_with(w, "hq", to, stream, &[], entries);
+    path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 /// A repair or digests entry that cannot be right (hostile or damaged, yet signed by

@@ -546,7 +546,8 @@ impl CentralMerge<'_> {
             self.defer(ch);
             return Ok(());
         }
-        if self.denied(t, ch)?.is_none() {
+        let denied = self.denied(t, ch)?;
+        if denied.is_none() {
             match self.links(t, ch)? {
                 Links::Allowed => {}
                 Links::Wait => {
@@ -559,7 +560,7 @@ impl CentralMerge<'_> {
         if let Some(to) = moved_to(t, ch) {
             return self.key_change(t, ch, to, stats);
         }
-        if let Some(corrective) = self.denied(t, ch)? {
+        if let Some(corrective) = denied {
             // Invariant 4: a node cannot change what it may not see or may not write.
             let cur = read_row(self.conn, t, &ch.k)?;
             let cols: Vec<String> = ch

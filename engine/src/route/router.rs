@@ -125,6 +125,9 @@ pub struct Plan {
     visibility: BTreeMap<String, Visibility>,
     /// Table (lowercase) -> the objects and path places it appears at.
     hops: BTreeMap<String, Vec<(usize, Hop)>>,
+    /// Tables (lowercase) a node's write can link through: on a member path, read by a
+    /// mapping or by a rule (SPEC 2.10, "Links").
+    link_tables: BTreeSet<String>,
 }
 
 fn lower(s: &str) -> String {
@@ -317,6 +320,12 @@ impl Plan {
                 }
             }
         }
+        let link_tables = hops
+            .keys()
+            .cloned()
+            .chain(maps.iter().flat_map(|m| m.reads.iter().cloned()))
+            .chain(objects.iter().flat_map(|o| o.whole_reads.iter().cloned()))
+            .collect();
         Ok(Plan {
             objects,
             maps,
@@ -326,6 +335,7 @@ impl Plan {
                 .map(|(k, v)| (lower(k), v.visibility))
                 .collect(),
             hops,
+            link_tables,
         })
     }
 

@@ -77,10 +77,7 @@ impl Plan {
     /// Whether a write to `table` can link anything: it lies on a member path, a mapping
     /// reads it, or a rule does.
     pub fn links_through(&self, table: &str) -> bool {
-        let t = lower(table);
-        self.hops.contains_key(&t)
-            || self.maps.iter().any(|m| m.reads.contains(&t))
-            || self.objects.iter().any(|o| o.whole_reads.contains(&t))
+        self.link_tables.contains(&lower(table))
     }
 
     /// The object one of whose SQL rules reads `table` off every member path: a write there
