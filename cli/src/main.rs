@@ -309,7 +309,8 @@ enum NodeCmd {
         json: bool,
     },
     /// Revoke a node's key (a stolen laptop): central refuses every bundle it signed, from
-    /// now on, and stops writing to it.
+    /// now on, and stops writing to it. The name can then be enrolled again with a new key
+    /// (`berth init node` on the replacement machine, then `berth node add NAME`).
     #[command(after_help = "Example:\n  berth node revoke alice --site hq")]
     Revoke {
         /// The node's name.
@@ -708,6 +709,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 output::json(&added)?;
             } else {
                 println!("registered node {} with key {}", added.name, added.key_id);
+                if let Some(old) = &added.replaced {
+                    println!(
+                        "it replaces the revoked key {old}: bundles signed by that key stay refused, and what central had written to it is withdrawn"
+                    );
+                }
                 println!(
                     "initial extract ({} rows): {}",
                     added.rows,

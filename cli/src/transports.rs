@@ -204,6 +204,13 @@ pub fn revoke(site: &Path, name: &str) -> Result<()> {
             "revoked node {} (key {}): every bundle signed by this key is refused from now on",
             r.name, r.key_id
         );
+        println!(
+            "to give {} a new machine: `berth init node DIR --name {} --via FOLDER` there, then `berth node add {} --site {}`",
+            r.name,
+            r.name,
+            r.name,
+            site.display()
+        );
     } else {
         println!("node {} was already revoked (at {})", r.name, r.at);
     }

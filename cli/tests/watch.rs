@@ -1122,10 +1122,163 @@ fn a_revoked_nodes_bundles_are_refused_from_then_on_and_it_gets_nothing_more() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("nobody"));
-    // The revoked name is not given to a new key; the message says what to do instead.
-    w.enroll("laptop2", "inbox2").failure().stderr(
-        predicates::str::contains("belongs to a revoked node")
-            .and(predicates::str::contains("--name NEW")),
+}
+
+/// The sequence numbers of hq's bundles to alice waiting in `dir`.
+fn to_alice(dir: &Path) -> Vec<u64> {
+    files(dir)
+        .iter()
+        .filter_map(|f| berth_bundle::naming::parse_bundle_file_name(f))
+        .filter(|(from, to, _)| from == "hq" && to == "alice")
+        .map(|(_, _, seq)| seq)
+        .collect()
+}
+
+/// A stolen laptop's name is given to its replacement: the new machine gets the name's
+/// rows, its writes arrive and central's reach it; nothing signed by the revoked key is
+/// taken, the revoked key is never registered again, and nothing central wrote to it (its
+/// extract, its stream) is applied by the new machine.
+#[test]
+fn a_revoked_name_is_enrolled_again_with_a_new_key_and_the_old_one_stays_out() {
+    let w = Pair::new();
+    let dock = |site: &str, via: &str| {
+        berth()
+            .args(["dock", "--site"])
+            .arg(w.p(site))
+            .arg("--via")
+            .arg(w.p(via))
+            .assert()
+    };
+    let laptop = w.p("laptop/data.db");
+    let hq = w.p("hq/data.db");
+    exec(
+        &laptop,
+        "INSERT INTO item VALUES('a1', 'alice before the theft', NULL)",
+    );
+    dock("laptop", "usb").success();
+    dock("hq", "usb").success();
+    exec(
+        &hq,
+        "INSERT INTO item VALUES('h1', 'central, not yet at alice', NULL)",
+    );
+    dock("hq", "usb").success();
+    let written = to_alice(&w.p("usb"));
+    assert!(!written.is_empty(), "{:?}", files(&w.p("usb")));
+    // Kept aside, as a copy on another stick would be: the old extract and stream.
+    fs::create_dir_all(w.p("stick")).unwrap();
+    for f in files(&w.p("laptop/archive"))
+        .into_iter()
+        .chain(files(&w.p("usb")))
+        .filter(|f| f.starts_with("hq_to_alice_"))
+    {
+        let from = if w.p("usb").join(&f).exists() {
+            "usb"
+        } else {
+            "laptop/archive"
+        };
+        fs::copy(w.p(from).join(&f), w.p("stick").join(&f)).unwrap();
+    }
+    berth()
+        .args(["node", "revoke", "alice", "--site"])
+        .arg(w.p("hq"))
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("berth node add alice"));
+    exec(
+        &hq,
+        "INSERT INTO item VALUES('h2', 'central, after the revocation', NULL)",
+    );
+    // Whoever holds the stolen laptop writes, docks, and asks to be enrolled again.
+    exec(&laptop, "INSERT INTO item VALUES('t1', 'the thief', NULL)");
+    dock("laptop", "usb").success();
+    let site = berth_engine::site::Site::open(&w.p("laptop")).unwrap();
+    let again = berth_engine::enroll::write_request(&site, &w.p("inbox2")).unwrap();
+    drop(site);
+    berth()
+        .args(["node", "add", "alice", "--site"])
+        .arg(w.p("hq"))
+        .arg("--request")
+        .arg(&again)
+        .arg("--out")
+        .arg(w.p("inbox2"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("which was revoked"));
+    // The replacement machine.
+    w.enroll("laptop2", "usb")
+        .success()
+        .stdout(predicates::str::contains("replaces the revoked key"));
+    let waiting = to_alice(&w.p("usb"));
+    assert_eq!(
+        waiting.len(),
+        1,
+        "only the new extract waits: {:?}",
+        files(&w.p("usb"))
+    );
+    assert!(
+        waiting[0] > *written.iter().max().unwrap(),
+        "the new extract {waiting:?} numbers after what the revoked key was sent {written:?}"
+    );
+    // The old extract reaches the new machine first: refused, nothing applied.
+    let old_extract = files(&w.p("stick"))
+        .into_iter()
+        .filter(|f| berth_bundle::naming::parse_bundle_file_name(f).is_some_and(|(_, _, s)| s == 1))
+        .collect::<Vec<_>>();
+    assert_eq!(old_extract.len(), 1, "{:?}", files(&w.p("stick")));
+    fs::create_dir_all(w.p("stick1")).unwrap();
+    fs::copy(
+        w.p("stick").join(&old_extract[0]),
+        w.p("stick1").join(&old_extract[0]),
+    )
+    .unwrap();
+    dock("laptop2", "stick1").code(3);
+    let why = fs::read_to_string(
+        w.p("laptop2/quarantine")
+            .join(format!("{}.reason.txt", old_extract[0])),
+    )
+    .unwrap();
+    assert!(why.contains("not this site's key"), "{why}");
+    // Then its own: the name's rows as central has them, the thief's write not among them.
+    dock("laptop2", "usb").success();
+    let laptop2 = w.p("laptop2/data.db");
+    assert_eq!(
+        query(
+            &laptop2,
+            "SELECT group_concat(id, ',') FROM (SELECT id FROM item ORDER BY id)"
+        ),
+        "a1,h1,h2"
+    );
+    // The revoked key's stream, delivered late: duplicates, nothing changes.
+    dock("laptop2", "stick").success();
+    assert_eq!(query(&laptop2, "SELECT COUNT(*) FROM item"), "3");
+    // Central refuses the thief's bundle, and takes the new machine's writes.
+    exec(
+        &laptop2,
+        "INSERT INTO item VALUES('n1', 'alice on the new machine', NULL)",
+    );
+    exec(
+        &laptop2,
+        "UPDATE item SET v = 'edited on the new machine' WHERE id = 'a1'",
+    );
+    dock("laptop2", "usb").success();
+    dock("hq", "usb").code(3);
+    assert_eq!(
+        query(
+            &hq,
+            "SELECT group_concat(id || '=' || v, ';') FROM (SELECT * FROM item ORDER BY id)"
+        ),
+        "a1=edited on the new machine;h1=central, not yet at alice;h2=central, after the revocation;n1=alice on the new machine"
+    );
+    exec(&hq, "UPDATE item SET v = 'central again' WHERE id = 'n1'");
+    dock("hq", "usb").success();
+    dock("laptop2", "usb").success();
+    assert_eq!(
+        query(&laptop2, "SELECT v FROM item WHERE id = 'n1'"),
+        "central again"
+    );
+    assert_eq!(
+        query(&laptop2, "SELECT COUNT(*) FROM item WHERE id = 't1'"),
+        "0"
     );
 }
 

@@ -751,8 +751,15 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
     )?;
     // Past the retention of `berth_applied`, a bundle at or below the last sequence number
     // pruned was applied, or superseded by a later bundle that was (SPEC 2.8 rule 1).
+    // At a node, central's bundles numbered below its extract (an earlier extract among
+    // them) were written to an earlier key of the node's name (SPEC 2.13): the extract
+    // supersedes them.
     let pruned = match &m.stream {
-        Some(s) => s.seq <= crate::retention::pruned_seq(&site.conn, &m.sender.site)?,
+        Some(s) => {
+            s.seq <= crate::retention::pruned_seq(&site.conn, &m.sender.site)?
+                || (site.role() == Role::Node
+                    && s.seq < enroll::extract_seq(&site.conn, &m.sender.site)?)
+        }
         None => false,
     };
     if applied || pruned {
@@ -1538,11 +1545,14 @@ fn write_stream(
     tx.commit()?;
     crash_point(opts.fail_export, ExportStep::Recorded, "export")?;
     // The new bundle contains everything the older ones still waiting in `via` carried,
-    // except a node's initial extract (central's seq 1 to it, SPEC 2.13): a stream bundle
-    // never carries the rows an extract does.
+    // except a node's initial extract (central's seq 1 to it, or more for a name enrolled
+    // again, SPEC 2.13): a stream bundle never carries the rows an extract does.
+    let extract = match site.role() {
+        Role::Central => Some(crate::enroll::extract_seq(&site.conn, &p.name)?),
+        Role::Node => None,
+    };
     for old in outbox.waiting(&p.name) {
-        let extract = site.role() == Role::Central && old.seq <= 1;
-        if old.seq < stream.seq && !extract {
+        if old.seq < stream.seq && extract != Some(old.seq) {
             let _ = transport::remove(old);
         }
     }

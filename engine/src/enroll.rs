@@ -11,7 +11,7 @@ use crate::progress::Tracker;
 use crate::route::model::Visibility;
 use crate::site::{Role, Site, check_name};
 use crate::value::Row;
-use crate::{capture, schema, store};
+use crate::{capture, schema, store, transport};
 use berth_bundle::{
     Bundle, Limits, PublicKey, StreamPosition, TrustedKey, TrustedKeys, Verified, naming,
 };
@@ -74,6 +74,8 @@ pub struct Added {
     pub extract: PathBuf,
     /// Rows in the extract.
     pub rows: u64,
+    /// The revoked key this name was registered with before, if it is enrolled again.
+    pub replaced: Option<String>,
 }
 
 /// Refuses an attribute the docking model does not declare under `[nodes] attributes`: no
@@ -199,18 +201,24 @@ pub fn add_node(
     });
     let mut verified = bundle.verify(&trust)?;
     verified.check_all_entries()?;
-    if let Some(existing) = peer::get(&site.conn, name)? {
-        if existing.revoked.is_some() {
-            return Err(EngineError::RevokedName {
+    // A revoked node's name may be enrolled again, with a new key (a replacement for a
+    // stolen laptop); a live node's may not, and a revoked key never comes back.
+    let replaced = match peer::get(&site.conn, name)? {
+        Some(existing) if existing.revoked.is_none() => {
+            let key_id = PublicKey::from_hex(&existing.public_key)
+                .map(|k| k.key_id().to_string())
+                .unwrap_or_default();
+            return Err(EngineError::NodeExists {
                 name: name.to_string(),
+                key_id,
             });
         }
-        let key_id = PublicKey::from_hex(&existing.public_key)
-            .map(|k| k.key_id().to_string())
-            .unwrap_or_default();
-        return Err(EngineError::NodeExists {
+        other => other,
+    };
+    if is_revoked_key(&site.conn, &key)? {
+        return Err(EngineError::RevokedKey {
             name: name.to_string(),
-            key_id,
+            key_id: key.key_id().to_string(),
         });
     }
     let now = store::now();
@@ -218,6 +226,17 @@ pub fn add_node(
     let mut rows_file = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
     let mut schema_file = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
+    // The new key's stream continues the revoked one's numbering, so that whatever central
+    // wrote to the name before is below the extract: a duplicate to the new node (SPEC 2.13).
+    let seq = match &replaced {
+        Some(old) => {
+            forget_revoked(&tx, old, now)?;
+            let next = u64::try_from(old.out_seq).unwrap_or(0).max(1) + 1;
+            store::set_meta(&tx, &extract_seq_key(name), &next.to_string())?;
+            next
+        }
+        None => 1,
+    };
     let start = store::max_pos(&tx)?;
     let mut rows = 0u64;
     let model = site.docking_model()?;
@@ -289,7 +308,7 @@ pub fn add_node(
             public_key: key.to_hex(),
             role: "node".into(),
             attrs: attrs_json,
-            out_seq: 1,
+            out_seq: i64::try_from(seq).unwrap_or(i64::MAX),
             in_seq: 0,
             applied_pos: 0,
             // Central's stream to the node is its partial log, which starts empty: the
@@ -317,7 +336,7 @@ pub fn add_node(
         .rewind()
         .map_err(|e| EngineError::io(&spool, e))?;
     let stream = StreamPosition {
-        seq: 1,
+        seq,
         log_from: 1,
         log_to: 0,
         requires: 0,
@@ -329,9 +348,12 @@ pub fn add_node(
         "central_key".into(),
         toml::Value::String(site.public_key().to_hex()),
     );
+    // The key the extract is for: a node whose key differs (the machine a revoked key was
+    // on, or one enrolled again under the name) refuses it.
+    ext.insert("node_key".into(), toml::Value::String(key.to_hex()));
     h.extensions
         .insert("extract".into(), toml::Value::Table(ext));
-    let file_name = naming::bundle_file_name(site.name(), name, 1);
+    let file_name = naming::bundle_file_name(site.name(), name, seq);
     let path = write_bundle_at(
         site,
         out,
@@ -348,12 +370,86 @@ pub fn add_node(
         let _ = std::fs::remove_file(&path);
         return Err(e.into());
     }
+    if replaced.is_some() {
+        // What central wrote to the revoked key and is still waiting in the folder is of use
+        // to no one: the new node takes it as a duplicate, the revoked one must not have it.
+        if let Ok(outbox) = transport::Outbox::read(out, site.name()) {
+            for old in outbox.waiting(name).iter().filter(|f| f.seq < seq) {
+                let _ = transport::remove(old);
+            }
+        }
+    }
     Ok(Added {
         name: name.to_string(),
         key_id: key.key_id().to_string(),
         extract: path,
         rows,
+        replaced: replaced
+            .and_then(|p| PublicKey::from_hex(&p.public_key).ok())
+            .map(|k| k.key_id().to_string()),
     })
+}
+
+/// The `berth_meta` key of the sequence number of the extract in the stream between central
+/// and `peer` (at central the node, at the node central), when it is not 1 (the node's name
+/// was enrolled again after a revocation).
+fn extract_seq_key(node: &str) -> String {
+    format!("extract_seq.{node}")
+}
+
+/// The sequence number of the extract in the stream between central and `peer` (SPEC
+/// 2.13): 1, or more when the node's name was enrolled again after a revocation.
+pub(crate) fn extract_seq(conn: &rusqlite::Connection, peer: &str) -> Result<u64> {
+    Ok(
+        u64::try_from(store::meta_i64(conn, &extract_seq_key(peer))?)
+            .unwrap_or(0)
+            .max(1),
+    )
+}
+
+/// Whether `key` is, or was, a revoked node's.
+fn is_revoked_key(conn: &rusqlite::Connection, key: &PublicKey) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM berth_peers WHERE public_key = ?1 AND revoked IS NOT NULL)
+             OR EXISTS(SELECT 1 FROM berth_revoked_keys WHERE public_key = ?1)",
+        params![key.to_hex()],
+        |r| r.get(0),
+    )?)
+}
+
+/// Central's state of a node, by the column that names it: what it was sent and holds, what
+/// it sent and reported. Forgotten when its name is enrolled again after a revocation; the
+/// collisions it was party to stay on record (`berth_conflicts`).
+const NODE_STATE: &[(&str, &str)] = &[
+    ("berth_partial", "node"),
+    ("berth_route_marks", "node"),
+    ("berth_node_rows", "node"),
+    ("berth_instances", "node"),
+    ("berth_replicas", "node"),
+    ("berth_applied", "peer"),
+    ("berth_held", "peer"),
+    ("berth_peer_schema", "peer"),
+    ("berth_upgrade_nodes", "node"),
+    ("berth_upgrade_reports", "node"),
+    ("berth_upgrade_peers", "node"),
+    ("berth_peers", "name"),
+];
+
+/// Forgets the revoked node `old` so its name can be enrolled with another key, keeping its
+/// key on record as revoked (it is never registered again).
+fn forget_revoked(conn: &rusqlite::Connection, old: &Peer, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO berth_revoked_keys(public_key, name, revoked, replaced)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![old.public_key, old.name, old.revoked.unwrap_or(now), now],
+    )?;
+    for (table, column) in NODE_STATE {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE {column} = ?1"),
+            params![old.name],
+        )?;
+    }
+    crate::retention::forget(conn, &old.name)
 }
 
 /// The text an extract line has before each value of a row of `table` with columns
@@ -395,6 +491,22 @@ pub(crate) fn apply_extract(
         });
     }
     let key = introduced_central_key(&m).ok_or_else(|| bad("manifest", "no central key".into()))?;
+    if let Some(hex) = ext_str(&m, "extract", "node_key") {
+        let own = site.public_key().key_id().to_string();
+        let other = PublicKey::from_hex(hex)
+            .map(|k| k.key_id().to_string())
+            .map_err(|e| bad("manifest", format!("node_key: {e}")))?;
+        if other != own {
+            return Err(EngineError::Refused {
+                bundle: label,
+                reason: format!(
+                    "this extract is for {}'s key {other}, not this site's key {own}: it \
+                     belongs to another enrollment under the name",
+                    site.name()
+                ),
+            });
+        }
+    }
     let mut ddl = String::new();
     spool_entry(site, bundle, SCHEMA_ENTRY, Tracker::none())?
         .read_to_string(&mut ddl)
@@ -495,6 +607,10 @@ pub(crate) fn apply_extract(
         },
     )?;
     store::set_meta(&tx, "central", &central)?;
+    if stream.seq > 1 {
+        // Central's bundles numbered below it were written to an earlier key of this name.
+        store::set_meta(&tx, &extract_seq_key(&central), &stream.seq.to_string())?;
+    }
     if let Some(l) = &m.software_level {
         store::set_meta(&tx, "software_level", l)?;
     }

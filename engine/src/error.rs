@@ -101,14 +101,16 @@ pub enum EngineError {
         /// The key it is registered with.
         key_id: String,
     },
-    /// The name is a revoked node's: its key stays refused, and its routing state stays
-    /// with the name, so it is not given to another key.
+    /// An enrollment request signed by a key that was revoked: a revoked key is never
+    /// registered again, under any name.
     #[error(
-        "the name {name:?} belongs to a revoked node: its bundles stay refused under that name; enroll the machine under a new name (`berth init node DIR --name NEW --via FOLDER`, then `berth node add NEW`)"
+        "the request for {name:?} is signed by key {key_id}, which was revoked: a revoked key is never registered again; make a new key on the machine (`berth init node DIR --name {name} --via FOLDER` in a new folder) and approve the request it writes"
     )]
-    RevokedName {
-        /// The node name.
+    RevokedKey {
+        /// The name the request asks for.
         name: String,
+        /// The revoked key's id.
+        key_id: String,
     },
     /// No enrollment request for the node was found.
     #[error("no enrollment request for {name:?} found in {folder}")]

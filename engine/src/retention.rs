@@ -72,6 +72,16 @@ pub fn pruned_seq(conn: &Connection, peer: &str) -> Result<u64> {
     Ok(u64::try_from(store::meta_i64(conn, &horizon_key(peer))?).unwrap_or(0))
 }
 
+/// Forgets how far `peer`'s stream was pruned (its name is enrolled again with a new key,
+/// whose stream starts over).
+pub(crate) fn forget(conn: &Connection, peer: &str) -> Result<()> {
+    conn.execute(
+        "DELETE FROM berth_meta WHERE key = ?1",
+        rusqlite::params![horizon_key(peer)],
+    )?;
+    Ok(())
+}
+
 /// Removes, as `site`'s retention says, the archived files and `berth_applied` rows older
 /// than its cutoff at `now`.
 pub fn prune(site: &Site, now: i64) -> Result<Pruned> {

@@ -62,6 +62,14 @@ CREATE TABLE IF NOT EXISTS berth_peers(
   routed_pos INTEGER NOT NULL DEFAULT 0,
   partial_pos INTEGER NOT NULL DEFAULT 0
 );
+-- At central: the keys of revoked nodes whose name was enrolled again with a new key (the
+-- name's row in berth_peers holds the new key). A request signed by one is refused.
+CREATE TABLE IF NOT EXISTS berth_revoked_keys(
+  public_key TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  revoked INTEGER NOT NULL,
+  replaced INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS berth_partial(
   node TEXT NOT NULL,
   ppos INTEGER NOT NULL,
