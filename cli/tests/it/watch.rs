@@ -1,9 +1,8 @@
 //! `berth watch` and the transports, through the real binary: real folders, a real notify
 //! watcher process, real bundles, real mail files. Waits have generous timeouts; nothing
 //! asserts how fast anything happens.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use assert_cmd::Command;
+use crate::support::{berth, files, py_query as query, shell_exec as exec};
 use predicates::prelude::PredicateBooleanExt;
 use serde_json::Value;
 use std::fs;
@@ -16,35 +15,8 @@ use std::time::{Duration, Instant};
 const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, v TEXT, b BLOB);";
 const WAIT: Duration = Duration::from_secs(120);
 
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
-
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("berth")
-}
-
-/// Runs SQL through a foreign client (the sqlite3 shell), never through berth. A missing
-/// shell fails.
-fn exec(db: &Path, stmt: &str) {
-    let ok = std::process::Command::new("sqlite3")
-        .args(["-cmd", ".timeout 10000"])
-        .arg(db)
-        .arg(stmt)
-        .status()
-        .unwrap_or_else(|e| panic!("this test needs the sqlite3 shell ({e}); .ci/run installs it"))
-        .success();
-    assert!(ok, "the sqlite3 shell could not run {stmt}");
-}
-
-fn query(db: &Path, q: &str) -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])"])
-        .arg(db)
-        .arg(q)
-        .output()
-        .unwrap_or_else(|e| panic!("this test needs python3 ({e}); .ci/run installs it"));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Central `hq` and node `alice` (site folder `laptop`), enrolled through `usb`.
@@ -312,14 +284,6 @@ fn status_json(site: &Path) -> Value {
 
 fn name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().to_string()
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|r| r.map(|e| name(&e.unwrap().path())).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 #[test]

@@ -3,16 +3,9 @@
 //! the link (SPEC 2.10, "Links"). Each write is made with the system `sqlite3` shell at the
 //! node, as a user would; each refusal is a `denied` conflict at central, undone at the
 //! writer, with central and every other node unchanged.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::berth;
-use std::path::{Path, PathBuf};
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales")
-}
+use crate::support::{berth, samples, shell_exec};
+use std::path::PathBuf;
 
 /// Central `hq` with the sales sample and nodes keith (E1: O1, O4, A1, A3, A5, Q1, Q4) and
 /// carl (E2: O2, A2, A4, Q2), both holding their extracts.
@@ -99,16 +92,7 @@ impl Sales {
     /// Writes through the sqlite3 shell, a foreign client (foreign keys off, its default:
     /// the rows a hostile write names are not at the node).
     fn shell(&self, site: &str, sql: &str) {
-        let ok = std::process::Command::new("sqlite3")
-            .args(["-cmd", ".timeout 10000"])
-            .arg(self.site(site).join("data.db"))
-            .arg(sql)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("this test needs the sqlite3 shell ({e}); .ci/run installs it")
-            })
-            .success();
-        assert!(ok, "the sqlite3 shell could not run {sql}");
+        shell_exec(&self.site(site).join("data.db"), sql);
     }
 
     fn query(&self, site: &str, q: &str) -> String {

@@ -1,48 +1,11 @@
 //! The user's commands from DESIGN.md, run through the real `berth` binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use assert_cmd::Command;
+use crate::support::{berth, enroll, py_query as query, samples, shell_exec};
 use predicates::prelude::*;
 use std::path::Path;
 
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
-
 fn sql(db: &Path, stmt: &str) {
-    let c = rusqlite_free_exec(db);
-    c(stmt);
-}
-
-/// Writes through the sqlite3 shell: a foreign client, not berth. A missing shell fails.
-fn rusqlite_free_exec(db: &Path) -> impl Fn(&str) + '_ {
-    move |stmt: &str| {
-        let ok = std::process::Command::new("sqlite3")
-            .args(["-cmd", ".timeout 10000"])
-            .arg(db)
-            .arg(stmt)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("this test needs the sqlite3 shell ({e}); .ci/run installs it")
-            })
-            .success();
-        assert!(ok, "the sqlite3 shell could not run {stmt}");
-    }
-}
-
-fn query(db: &Path, q: &str) -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])"])
-        .arg(db)
-        .arg(q)
-        .output()
-        .unwrap_or_else(|e| panic!("this test needs python3 ({e}); .ci/run installs it"));
-    assert!(
-        out.status.success(),
-        "python3 could not run {q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    shell_exec(db, stmt);
 }
 
 #[test]
@@ -401,10 +364,6 @@ fn explicit_request_and_extract_files_work() {
         .stderr(predicate::str::contains("not to hq"));
 }
 
-fn samples() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales")
-}
-
 /// `berth init central` with the sales sample's schema, data and docking model.
 fn init_sample_central(hq: &Path) {
     let s = samples();
@@ -471,21 +430,7 @@ fn sample_with_alice(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, st
     let (hq, laptop, usb) = (root.join("hq"), root.join("laptop"), root.join("usb"));
     std::fs::create_dir_all(&usb).unwrap();
     init_sample_central(&hq);
-    berth()
-        .args(["init", "node"])
-        .arg(&laptop)
-        .args(["--name", "alice", "--via"])
-        .arg(&usb)
-        .assert()
-        .success();
-    berth()
-        .args(["node", "add", "alice", "--site"])
-        .arg(&hq)
-        .arg("--via")
-        .arg(&usb)
-        .args(["--attr", "employee=E1"])
-        .assert()
-        .success();
+    enroll(&hq, &laptop, "alice", &usb, &["employee=E1"]);
     (hq, laptop, usb)
 }
 

@@ -1,13 +1,9 @@
 //! `berth upgrade ...` through the real binary, with the sample package of `samples/upgrade/`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::support::{berth, enroll};
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
-
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
 
 /// Runs `cmd`, which must succeed, and parses what it prints as JSON.
 fn json(cmd: &mut Command) -> serde_json::Value {
@@ -49,20 +45,7 @@ fn central_and_alice(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(&usb).unwrap();
     let (hq, laptop) = (root.join("hq"), root.join("laptop"));
     init_central(&hq);
-    berth()
-        .args(["init", "node"])
-        .arg(&laptop)
-        .args(["--name", "alice", "--via"])
-        .arg(&usb)
-        .assert()
-        .success();
-    berth()
-        .args(["node", "add", "alice", "--site"])
-        .arg(&hq)
-        .arg("--via")
-        .arg(&usb)
-        .assert()
-        .success();
+    enroll(&hq, &laptop, "alice", &usb, &[]);
     dock(&laptop, &usb);
     (hq, laptop, usb)
 }

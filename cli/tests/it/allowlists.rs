@@ -1,13 +1,10 @@
 //! The allow-lists of SPEC 2.8, through the binary: what `send-sql` may run at central, what a
 //! docking rule may be, and which attributes `node add` takes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{add_node, berth, init_central};
+use crate::support::{add_node, berth, init_central, samples};
 use predicates::prelude::*;
 use rusqlite::Connection;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const SCHEMA: &str = "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT, n INTEGER);";
 const DATA: &str = "INSERT INTO t VALUES ('r1', 'orig', 0);";
@@ -161,10 +158,6 @@ fn send_sql_refuses_statements_that_escape_the_trial_transaction() {
         1
     );
     assert_capture_on(&hq, "a legitimate script");
-}
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales")
 }
 
 /// The sales sample's model with the SQL of the account object's first rule replaced.

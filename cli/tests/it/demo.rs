@@ -1,14 +1,10 @@
 //! `berth demo` and `berth sample generate` through the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::support::berth;
 use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 use std::path::Path;
-
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
 
 /// Runs the command with `--json`, expects success, and returns what it printed.
 fn json_of(cmd: &mut Command) -> Value {

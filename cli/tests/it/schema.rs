@@ -1,13 +1,8 @@
 //! `berth schema` and `berth migration` through the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use assert_cmd::Command;
+use crate::support::{berth, py_query as query};
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
-
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
 
 const SCHEMA: &str = "CREATE TABLE acct(id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE opty(id TEXT PRIMARY KEY, acct TEXT REFERENCES acct(id) ON DELETE CASCADE, rep TEXT, amount INTEGER);
@@ -42,21 +37,6 @@ fn exec_db(db: &Path, sql: &str) {
         .unwrap_or_else(|e| panic!("this test needs python3 ({e}); .ci/run installs it"))
         .success();
     assert!(ok, "python3 could not run {sql}");
-}
-
-fn query(db: &Path, q: &str) -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])"])
-        .arg(db)
-        .arg(q)
-        .output()
-        .unwrap_or_else(|e| panic!("this test needs python3 ({e}); .ci/run installs it"));
-    assert!(
-        out.status.success(),
-        "python3 could not run {q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn exec(site: &Path, sql: &str) {

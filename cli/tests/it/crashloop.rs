@@ -1,5 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg(unix)]
 //! The crash loop of issue 15, through the real `berth` binary: `berth dock` is killed with
 //! SIGKILL at random moments, at least 100 times, at a central and two nodes, while foreign
 //! SQLite clients (the system `sqlite3` shell and Python's `sqlite3`, separate processes) keep
@@ -781,7 +779,7 @@ fn kill_9_during_docks_loses_doubles_and_resurrects_nothing() {
     };
     let replay = format!(
         "BERTH_CRASH_SEED={seed:#x} BERTH_CRASH_KILLS={kills_wanted} BERTH_CRASH_WORKLOAD={} \
-         cargo test -p berth-cli --test crashloop -- --nocapture",
+         cargo test -p berth-cli --test it crashloop -- --nocapture",
         if workload == Workload::Basic {
             "basic"
         } else {

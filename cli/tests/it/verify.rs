@@ -1,9 +1,6 @@
 //! `berth verify` and the site's own files, through the binary (issue 16, part 3).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{berth, init_central};
+use crate::support::{berth, init_central};
 use predicates::prelude::*;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -133,7 +130,7 @@ fn a_hand_edit_is_found_repaired_kept_and_can_be_written_back() {
     );
     let via = root.path().join("via");
     fs::create_dir_all(&via).unwrap();
-    let a = common::add_node(root.path(), &hq, "a", &via);
+    let a = crate::support::add_node(root.path(), &hq, "a", &via);
     for _ in 0..2 {
         dock(&a, &via);
         dock(&hq, &via);

@@ -1,18 +1,10 @@
 //! The `berth` binary driven as a user would: bundle verify and inspect on the
 //! test vectors of `bundle-format/tests/vectors/`, key generation, and help texts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
+use crate::support::berth;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use predicates::prelude::*;
-
-mod common;
-
-fn berth() -> Command {
-    Command::cargo_bin("berth").unwrap()
-}
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../bundle-format/tests/vectors")
@@ -294,7 +286,8 @@ fn every_help_text_has_an_example() {
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     let root = tempfile::tempdir().unwrap();
-    let hq = common::init_central(root.path(), "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
+    let hq =
+        crate::support::init_central(root.path(), "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
     for json in [false, true] {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
         cmd.args(["status", "--site"]).arg(&hq);
@@ -342,7 +335,7 @@ fn names_that_already_mean_something_are_refused() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("\"all\" cannot be used"));
-    let hq = common::init_central(r, "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
+    let hq = crate::support::init_central(r, "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
     berth()
         .args(["init", "node"])
         .arg(r.join("twin"))
@@ -420,7 +413,7 @@ fn a_dock_says_what_waits_and_how_to_unblock_it() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     std::fs::create_dir_all(r.join("via")).unwrap();
-    common::init_central(r, "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
+    crate::support::init_central(r, "CREATE TABLE item(id TEXT PRIMARY KEY);", "");
     berth()
         .args(["init", "node"])
         .arg(r.join("n1"))
@@ -508,10 +501,10 @@ fn help_lists_the_exit_statuses() {
 fn verbose_and_rust_log_show_the_log_and_routing_progress() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let hq = common::init_central(root, "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);", "");
+    let hq = crate::support::init_central(root, "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);", "");
     let via = root.join("via");
     std::fs::create_dir_all(&via).unwrap();
-    let node = common::add_node(root, &hq, "n1", &via);
+    let node = crate::support::add_node(root, &hq, "n1", &via);
     // `berth [FLAGS] dock --site SITE --via VIA`.
     let dock = |flags: &[&str], site: &Path| {
         let mut c = berth();
@@ -669,14 +662,14 @@ fn a_read_only_stick_applies_and_a_dock_that_must_write_there_says_what_to_do() 
     const NOBODY: u32 = 65534;
     let d = tempfile::tempdir().unwrap();
     let root = d.path();
-    let hq = common::init_central(
+    let hq = crate::support::init_central(
         root,
         "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);",
         "INSERT INTO t VALUES ('a', 'from hq');",
     );
     let usb = root.join("usb");
     std::fs::create_dir_all(&usb).unwrap();
-    let node = common::add_node(root, &hq, "n1", &usb);
+    let node = crate::support::add_node(root, &hq, "n1", &usb);
     // Files the test makes belong to whoever runs it.
     let as_root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root).unwrap()) == 0;
     if as_root {

@@ -1,10 +1,7 @@
 //! The capture guard (SPEC 2.4.1) through the real binary, with the real tools that rebuild
 //! tables: `sqlite-utils transform` and the `sqlite3` shell. A missing tool fails the test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{add_node, berth, init_central};
+use crate::support::{add_node, berth, files, init_central};
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -107,15 +104,6 @@ fn status_json(site: &Path) -> serde_json::Value {
         .assert()
         .success();
     serde_json::from_slice(&out.get_output().stdout).unwrap()
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Central changes a dog and writes laptop's bundle into the exchange folder.
