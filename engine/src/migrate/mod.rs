@@ -43,11 +43,11 @@ mod tests {
     use super::*;
     use crate::change::{Change, Op};
     use crate::evolve::history::{self, Migration};
+    use crate::evolve::snapshot;
     use crate::value::Row;
     use rusqlite::Connection;
     use serde_json::Value as Json;
     use std::collections::BTreeMap;
-    use crate::evolve::snapshot;
 
     fn migration(renames: &[&str]) -> Migration {
         Migration {
