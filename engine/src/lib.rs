@@ -14,6 +14,13 @@
 //!   [`conflict`] lists what lost a collision and settles one by hand.
 //! - [`upgrade`] distributes software upgrade packages to nodes and collects their reports.
 //!
+//! Where each idea of the seeds lives (the full table, with the SPEC sections and the test
+//! files, is in `docs/design/README.md`): capture [`capture`]; the wire change [`change`];
+//! streams and the log manager [`partial`], [`retention`]; docking [`dock`]; merge and
+//! collisions [`merge`]; routing by visibility rules [`route`]; enrollment [`enroll`];
+//! replica digests [`digest`], [`replica`]; upgrades [`upgrade`]; schema snapshots and the
+//! diff [`evolve`]; migrations and checksum gating [`migrate`].
+//!
 //! ```no_run
 //! use berth_engine::{site::{Site, CentralInit}, dock::{dock, DockOptions}};
 //! # fn main() -> Result<(), berth_engine::EngineError> {
