@@ -17,9 +17,9 @@
 //!   version. A receiver applies changes captured under its own schema, translates changes
 //!   captured under an older schema it migrated from, and holds anything else.
 //!
-//! One concern a file: [`stream`] (the schema a bundle says), [`record`] (a migration as a
-//! change), [`translate`] (older changes to the current schema), [`apply`], [`submit`]
-//! (from a developer's site), [`folder`] (the history under version control) and [`exec`]
+//! One concern a file: `stream` (the schema a bundle says), `record` (a migration as a
+//! change), `translate` (older changes to the current schema), `apply`, `submit`
+//! (from a developer's site), `folder` (the history under version control) and `exec`
 //! (a migration's executable step).
 
 mod apply;
