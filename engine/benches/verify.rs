@@ -19,8 +19,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_engine::digest::{self, Scope};
-use berth_engine::merge::Policy;
-use berth_engine::merge::apply::TableInfo;
+use berth_engine::table::Policy;
+use berth_engine::table::TableInfo;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params};

@@ -272,8 +272,7 @@ fn create(conn: &Connection, t: &Table) -> Result<()> {
 
 /// The replicated tables as recorded in `berth_tables`.
 pub fn recorded(conn: &Connection) -> Result<Vec<Table>> {
-    let catalog =
-        crate::merge::apply::Catalog::load(conn, &Default::default(), Default::default())?;
+    let catalog = crate::table::Catalog::load(conn, &Default::default(), Default::default())?;
     Ok(catalog
         .tables
         .into_values()

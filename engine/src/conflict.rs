@@ -5,9 +5,10 @@
 //! through the capture triggers, so it travels to every node that holds the row.
 
 use crate::error::{EngineError, Result};
-use crate::merge::apply::{TableInfo, read_row, repair_row};
+use crate::merge::apply::repair_row;
 use crate::site::{Role, Site};
 use crate::store::ident;
+use crate::table::{TableInfo, read_row};
 use crate::value::{Row, to_sql};
 use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;

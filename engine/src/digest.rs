@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! use berth_engine::digest::{self, Scope};
-//! # fn f(conn: &rusqlite::Connection, item: &berth_engine::merge::apply::TableInfo,
+//! # fn f(conn: &rusqlite::Connection, item: &berth_engine::table::TableInfo,
 //! #      theirs: &digest::Digests) -> berth_engine::Result<()> {
 //! let ours = digest::compute(conn, &[(item, Scope::All)])?;
 //! for m in digest::compare(&ours, theirs) {
@@ -70,8 +70,8 @@
 //! one. Figures: docs/BENCHMARKS.md, "Replica digests".
 
 use crate::error::{EngineError, Result};
-use crate::merge::apply::TableInfo;
 use crate::store::ident;
+use crate::table::TableInfo;
 use crate::value::{Row, Sql, from_sql, parse_key, raw, to_sql, write_json};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Transaction, params};

@@ -523,7 +523,7 @@ pub(crate) fn apply_extract(
     }
     let tables = schema::tables(&tx)?;
     capture::install(&tx, &tables)?;
-    let catalog = crate::merge::apply::Catalog::load(&tx, &BTreeMap::new(), Default::default())?;
+    let catalog = crate::table::Catalog::load(&tx, &BTreeMap::new(), Default::default())?;
     store::set_capture(&tx, false)?;
     let mut stats = MergeStats::default();
     let mut apply = crate::merge::apply::NodeApply {

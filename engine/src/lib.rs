@@ -59,6 +59,7 @@ pub mod sqlpolicy;
 pub mod status;
 pub mod store;
 mod submission;
+pub mod table;
 pub mod transport;
 pub mod upgrade;
 pub mod value;

@@ -190,8 +190,7 @@ fn replica(conn: &Connection, role: Role) -> Result<Finding> {
             .collect();
         return Ok(finding(ok, lines));
     }
-    let catalog =
-        crate::merge::apply::Catalog::load(conn, &Default::default(), Default::default())?;
+    let catalog = crate::table::Catalog::load(conn, &Default::default(), Default::default())?;
     let acked: i64 = conn.query_row(
         "SELECT COALESCE(MAX(acked_pos), 0) FROM berth_peers WHERE role = 'central'",
         [],

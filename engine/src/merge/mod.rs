@@ -14,20 +14,8 @@ pub mod contest;
 use crate::change::{Change, Op};
 use crate::value::{Row, same};
 use apply::Cols;
-use serde::{Deserialize, Serialize};
 
-/// How a table settles collisions at central.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    /// The seed's default: central's value stays, the node's change is rejected.
-    #[default]
-    CentralWins,
-    /// The node's change is applied over central's value.
-    NodeWins,
-    /// The change later in logical (Lamport) order wins; ties go to the lower site name.
-    LatestWins,
-}
+pub use crate::table::Policy;
 
 /// The kind of a collision, as recorded in `berth_conflicts.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
