@@ -312,8 +312,11 @@ mod tests {
         .unwrap();
         let ok = Catalog::load(&c, &BTreeMap::new(), Policy::default()).unwrap();
         assert_eq!(ok.tables["item"].cols, ["id", "v"]);
-        c.execute("UPDATE berth_tables SET cols = 'id, v' WHERE name = 'item'", [])
-            .unwrap();
+        c.execute(
+            "UPDATE berth_tables SET cols = 'id, v' WHERE name = 'item'",
+            [],
+        )
+        .unwrap();
         let e = Catalog::load(&c, &BTreeMap::new(), Policy::default())
             .unwrap_err()
             .to_string();

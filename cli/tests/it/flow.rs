@@ -571,6 +571,69 @@ fn node_set_changes_attributes_and_rows_follow() {
         .stderr(predicate::str::contains("nobody"));
 }
 
+/// A revoked name given to a new machine for another employee: central's record of what the
+/// name holds starts again from the new extract, so the new machine holds exactly what its
+/// attributes show, gets central's changes to those rows, and nothing of the revoked
+/// machine's rows is routed to it.
+#[test]
+fn a_revoked_name_enrolled_again_holds_exactly_what_its_attributes_show() {
+    let d = tempfile::tempdir().unwrap();
+    let (hq, laptop, usb) = sample_with_alice(d.path());
+    let dock = |site: &Path| {
+        berth()
+            .args(["dock", "--site"])
+            .arg(site)
+            .arg("--via")
+            .arg(&usb)
+            .assert()
+            .success();
+    };
+    dock(&laptop);
+    assert_eq!(ids(&laptop.join("data.db")), "O1,O4");
+    berth()
+        .args(["node", "revoke", "alice", "--site"])
+        .arg(&hq)
+        .assert()
+        .success();
+    let laptop2 = d.path().join("laptop2");
+    enroll(&hq, &laptop2, "alice", &usb, &["employee=E2"]);
+    dock(&laptop2);
+    let db2 = laptop2.join("data.db");
+    assert_eq!(ids(&db2), "O2");
+    let hq_db = hq.join("data.db");
+    assert_eq!(
+        query(
+            &hq_db,
+            "SELECT COUNT(*) FROM berth_node_rows WHERE node = 'alice' AND tbl = 'opty'"
+        ),
+        "1",
+        "central's record of alice's opportunities is the new extract's"
+    );
+    sql(
+        &hq_db,
+        "UPDATE opty SET name = 'renamed at central' WHERE id = 'O2'",
+    );
+    sql(
+        &hq_db,
+        "UPDATE opty SET name = 'not for alice now' WHERE id = 'O4'",
+    );
+    dock(&hq);
+    assert_eq!(
+        query(
+            &hq_db,
+            "SELECT COUNT(*) FROM berth_partial WHERE node = 'alice' AND change LIKE '%\"O4\"%'"
+        ),
+        "0",
+        "a change to a row the revoked machine held is not routed to the new one"
+    );
+    dock(&laptop2);
+    assert_eq!(
+        query(&db2, "SELECT name FROM opty WHERE id = 'O2'"),
+        "renamed at central"
+    );
+    assert_eq!(ids(&db2), "O2");
+}
+
 /// A table without a PRIMARY KEY: `init central` refuses it naming both ways out; made
 /// `local` (or given a key) it is accepted, and `docking check` says what the model does
 /// with such tables.
