@@ -876,6 +876,37 @@ pub(crate) fn spool_entry(
     Ok(tmp)
 }
 
+/// What a receiver makes of a changes bundle by its stream position alone (SPEC 2.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// An earlier bundle of the sender has not arrived: this one waits in the spool.
+    Held(String),
+    /// Nothing new in the stream (its changes applied, its acknowledgement known): a
+    /// duplicate, unless it carries something besides (digests, a repair, a report, upgrade
+    /// entries).
+    Stale,
+    /// It carries changes or an acknowledgement not yet taken.
+    Apply,
+}
+
+/// The [`Verdict`] on a bundle from `sender` at stream position `s`, at a receiver that has
+/// applied the sender's stream up to `applied` and knows it acknowledged up to `acked`.
+pub(crate) fn verdict(sender: &str, s: &StreamPosition, applied: i64, acked: i64) -> Verdict {
+    let pos = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    if pos(s.requires) > applied {
+        return Verdict::Held(format!(
+            "needs {sender}'s changes up to position {}, but only {applied} are applied here: \
+             an earlier bundle from {sender} (before seq {}) has not arrived",
+            s.requires, s.seq
+        ));
+    }
+    if pos(s.log_to) <= applied && pos(s.acks) <= acked {
+        Verdict::Stale
+    } else {
+        Verdict::Apply
+    }
+}
+
 fn apply_changes(
     site: &mut Site,
     bundle: &mut Bundle<Verified, File>,
@@ -890,19 +921,11 @@ fn apply_changes(
         entry: "manifest".into(),
         reason: "a changes bundle must carry a stream position".into(),
     })?;
-    let (seq, log_to, requires, acks) = (
+    let (seq, log_to, acks) = (
         i64::try_from(stream.seq).unwrap_or(i64::MAX),
         i64::try_from(stream.log_to).unwrap_or(i64::MAX),
-        i64::try_from(stream.requires).unwrap_or(i64::MAX),
         i64::try_from(stream.acks).unwrap_or(i64::MAX),
     );
-    if requires > p.applied_pos {
-        return Ok(Outcome::Held(format!(
-            "needs {sender}'s changes up to position {requires}, but only {} are applied here: \
-             an earlier bundle from {sender} (before seq {seq}) has not arrived",
-            p.applied_pos
-        )));
-    }
     let replica_only = m.kinds.iter().any(|k| {
         [
             crate::replica::KIND_DIGESTS,
@@ -911,13 +934,17 @@ fn apply_changes(
         ]
         .contains(&k.as_str())
     });
-    if log_to <= p.applied_pos && acks <= p.acked_pos {
-        // Nothing new in the stream: what the sender believes we acknowledged tells whether
-        // our acknowledgement was lost.
-        note_sender_view(site, &m)?;
-        if !replica_only && !crate::upgrade::carries(&site.conn, &m)? {
-            return Ok(Outcome::Duplicate);
+    match verdict(&sender, &stream, p.applied_pos, p.acked_pos) {
+        Verdict::Held(reason) => return Ok(Outcome::Held(reason)),
+        Verdict::Stale => {
+            // Nothing new in the stream: what the sender believes we acknowledged tells
+            // whether our acknowledgement was lost.
+            note_sender_view(site, &m)?;
+            if !replica_only && !crate::upgrade::carries(&site.conn, &m)? {
+                return Ok(Outcome::Duplicate);
+            }
         }
+        Verdict::Apply => {}
     }
     let upgrade_in = crate::upgrade::read_incoming(site, bundle)?;
     // Replica digests and repair (SPEC 2.15): central's to a node, a node's report to central.
@@ -1569,6 +1596,45 @@ fn write_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verdict on a bundle by its stream position: each row a case of SPEC 2.8.
+    #[test]
+    fn the_verdict_on_a_bundle_follows_its_stream_position() {
+        // (requires, log_to, acks) of the bundle; (applied, acked) at the receiver.
+        type Case = ((u64, u64, u64), (i64, i64), &'static str);
+        let cases: &[Case] = &[
+            ((0, 0, 0), (0, 0), "stale"),       // an acknowledgement we already have
+            ((0, 5, 0), (0, 0), "apply"),       // the first changes
+            ((0, 5, 0), (5, 0), "stale"),       // the same bundle again
+            ((3, 8, 0), (5, 0), "apply"),       // more, overlapping what we have
+            ((6, 9, 0), (5, 0), "held"),        // needs what an earlier bundle carries
+            ((5, 5, 7), (5, 4), "apply"),       // no new change, a new acknowledgement
+            ((5, 5, 4), (5, 7), "stale"),       // an older acknowledgement
+            ((0, 2, 0), (9, 3), "stale"),       // long superseded
+            ((u64::MAX, 0, 0), (9, 0), "held"), // a position no i64 holds
+        ];
+        for &((requires, log_to, acks), (applied, acked), want) in cases {
+            let s = StreamPosition {
+                seq: 4,
+                log_from: 1,
+                log_to,
+                requires,
+                acks,
+            };
+            let got = match verdict("hq", &s, applied, acked) {
+                Verdict::Held(why) => {
+                    assert!(why.contains("hq") && why.contains("before seq 4"), "{why}");
+                    "held"
+                }
+                Verdict::Stale => "stale",
+                Verdict::Apply => "apply",
+            };
+            assert_eq!(
+                got, want,
+                "requires {requires}, log_to {log_to}, acks {acks} at applied {applied}, acked {acked}"
+            );
+        }
+    }
 
     fn lines(mut p: Payload) -> Vec<String> {
         let mut out = Vec::new();
