@@ -758,7 +758,7 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
         Some(s) => {
             s.seq <= crate::retention::pruned_seq(&site.conn, &m.sender.site)?
                 || (site.role() == Role::Node
-                    && s.seq < enroll::extract_seq(&site.conn, &m.sender.site)?)
+                    && s.seq < crate::extract::extract_seq(&site.conn, &m.sender.site)?)
         }
         None => false,
     };
@@ -768,7 +768,7 @@ fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outco
     }
     if m.kinds.iter().any(|k| k == "extract") {
         site.require(Role::Node)?;
-        return enroll::apply_extract(site, &mut bundle).map(Outcome::Applied);
+        return crate::extract::apply(site, &mut bundle).map(Outcome::Applied);
     }
     if m.kinds.iter().any(|k| k == "changes") {
         return apply_changes(site, &mut bundle, opts);
@@ -1575,7 +1575,7 @@ fn write_stream(
     // except a node's initial extract (central's seq 1 to it, or more for a name enrolled
     // again, SPEC 2.13): a stream bundle never carries the rows an extract does.
     let extract = match site.role() {
-        Role::Central => Some(crate::enroll::extract_seq(&site.conn, &p.name)?),
+        Role::Central => Some(crate::extract::extract_seq(&site.conn, &p.name)?),
         Role::Node => None,
     };
     for old in outbox.waiting(&p.name) {

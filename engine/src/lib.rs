@@ -40,6 +40,7 @@ pub mod dock;
 pub mod enroll;
 mod error;
 pub mod evolve;
+pub mod extract;
 pub mod guard;
 pub mod identity;
 pub mod keychain;

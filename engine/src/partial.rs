@@ -18,7 +18,7 @@ use crate::error::{EngineError, Result};
 use crate::merge::apply::Catalog;
 use crate::peer::Peer;
 use crate::route::model::DockingModel;
-use crate::route::router::{self, Evaluation, Plan};
+use crate::route::router::{self, Evaluation};
 use crate::sqlpolicy::{Gate, Policy};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -44,21 +44,6 @@ pub fn route_with_progress(
         router::BATCH,
         progress,
     )
-}
-
-/// Sets up a node being enrolled: routes the other nodes first (so the router's state is
-/// current), then evaluates what the new node sees, records it, and calls `sink` with every
-/// `limited` row its extract carries (see [`router::enroll`]). Returns how many.
-pub fn enroll(
-    conn: &Connection,
-    catalog: &Catalog,
-    model: &DockingModel,
-    node: &router::NodeState,
-    sink: impl FnMut(&str, &[String], &rusqlite::Row<'_>, usize) -> Result<()>,
-) -> Result<u64> {
-    let plan = Plan::new(conn, model)?;
-    router::route_all(conn, catalog, Some(&plan), Evaluation::Set)?;
-    router::enroll(conn, &plan, node, sink)
 }
 
 /// Calls `sink` with every change of `node`'s partial log after position `after`, in order,

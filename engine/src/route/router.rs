@@ -2131,7 +2131,7 @@ fn desired_rows(pass: &Pass<'_>, node: &str) -> Result<BTreeSet<(String, String)
 /// instances it sees, evaluated for it alone over every instance. Calls `sink` once with
 /// every `limited` row it holds (table, column names, the result row, and the index in it
 /// of the first named column), records them in `berth_node_rows`, and returns how many.
-pub fn enroll(
+pub fn extract_rows(
     conn: &Connection,
     plan: &Plan,
     node: &NodeState,
@@ -2467,7 +2467,7 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
             let (conn, plan, node) = setup(&perms, &items, groups, emp);
             store::set_meta(&conn, "routing_resync", "1").unwrap();
             let mut written = Vec::new();
-            let count = enroll(&conn, &plan, &node, |table, names, row, at| {
+            let count = extract_rows(&conn, &plan, &node, |table, names, row, at| {
                 let values: Vec<String> = (0..names.len())
                     .map(|i| format!("{:?}", row.get_ref(at + i).map(from_sql)))
                     .collect();
