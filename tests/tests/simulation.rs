@@ -48,7 +48,9 @@
 //!   refused, that refusal was genuine); a later collision of that node on that row (under
 //!   any key it had) after a genuine one undid its write is genuine if the node wrote before
 //!   seeing what the first one raced; a row keeps its identity across key changes; a `denied`
-//!   write is one to a table nodes may not write, or raced a visibility change at central;
+//!   write is one to a table nodes may not write, or raced a visibility change at central,
+//!   or links to an instance the node kept only because a genuine collision refused its own
+//!   earlier write to that instance;
 //! - (b) every node write is at central exactly (the value it wrote, or a later write's to
 //!   the same row and column), unless a collision names that node and that row;
 //! - (c) every row only one site wrote ends at every site that holds it as that site last
@@ -1424,10 +1426,23 @@ fn cell(row: Option<&TypedRow>) -> String {
 }
 
 /// (a) Every recorded collision is genuine.
+/// The instance a `denied` link names in its resolution (`... links T K to OBJECT KEY (...`):
+/// its primary table and key, as `berth_conflicts` spells them.
+fn linked_instance(sim: &Sim<'_>, resolution: &str) -> Option<(String, String)> {
+    let rest = &resolution[resolution.find(" links ")?..];
+    let rest = &rest[rest.find(" to ")? + 4..];
+    let (object, rest) = rest.split_once(' ')?;
+    let key = &rest[..rest.find(" (")?];
+    let table = sim.model.object(object)?.primary_table.clone();
+    Some((table, key.to_string()))
+}
+
 fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
     let mut out = Vec::new();
     // Per collision judged genuine: the other sites' writes it raced.
     let mut raced: BTreeMap<i64, Vec<&Entry>> = BTreeMap::new();
+    // The collisions judged genuine so far.
+    let mut genuine_ids: BTreeSet<i64> = BTreeSet::new();
     for c in conflicts {
         let cols: Vec<String> = c
             .columns
@@ -1458,6 +1473,18 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
                                     && Sim::concurrent(e, x)
                             })
                         })
+                    // A link to an instance the node still had only because its own earlier
+                    // write to it was genuinely refused (the instance had left it at
+                    // central) and the correction had not reached it yet.
+                    || linked_instance(sim, &c.resolution).is_some_and(|(table, key)| {
+                        conflicts.iter().any(|p| {
+                            p.id < c.id
+                                && p.node == c.node
+                                && p.tbl == table
+                                && sim.lineage(&table, &p.pk).contains(&key)
+                                && genuine_ids.contains(&p.id)
+                        })
+                    })
             }
             _ => {
                 let mut by: Vec<&Entry> = mine
@@ -1542,7 +1569,9 @@ fn genuine_collisions(sim: &Sim<'_>, conflicts: &[Conflict]) -> Vec<String> {
                 genuine
             }
         };
-        if !genuine {
+        if genuine {
+            genuine_ids.insert(c.id);
+        } else {
             out.push(format!(
                 "{c}\n    is not a genuine collision: no write of {} to this row{} was concurrent with another site's{}; the row's writes:{}",
                 c.node,
