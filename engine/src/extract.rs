@@ -25,13 +25,13 @@ use std::io::{BufRead, BufReader, Read, Write as _};
 /// The `berth_meta` key of the sequence number of the extract in the stream between central
 /// and `peer` (at central the node, at the node central), when it is not 1 (the node's name
 /// was enrolled again after a revocation).
-pub(crate) fn extract_seq_key(node: &str) -> String {
-    format!("extract_seq.{node}")
+pub(crate) fn extract_seq_key(peer: &str) -> String {
+    format!("extract_seq.{peer}")
 }
 
 /// The sequence number of the extract in the stream between central and `peer` (SPEC
 /// 2.13): 1, or more when the node's name was enrolled again after a revocation.
-pub(crate) fn extract_seq(conn: &rusqlite::Connection, peer: &str) -> Result<u64> {
+pub(crate) fn extract_seq(conn: &Connection, peer: &str) -> Result<u64> {
     Ok(
         u64::try_from(store::meta_i64(conn, &extract_seq_key(peer))?)
             .unwrap_or(0)
