@@ -26,6 +26,7 @@
 //! ```
 
 pub mod capture;
+pub mod catchup;
 pub mod change;
 pub mod conflict;
 pub mod digest;
