@@ -153,6 +153,8 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
             // Made and deleted while b is away.
             5 => "INSERT INTO item VALUES ('tmp', 'bob', 0)",
             6 => "DELETE FROM item WHERE id = 'tmp'",
+            // Made and deleted between two routing passes: b never hears of it.
+            50 => "INSERT INTO item VALUES ('tmp2', 'bob', 0); DELETE FROM item WHERE id = 'tmp2'",
             // Leaves b's visibility (the rule's input, the owner, changes) and changes.
             7 => "UPDATE item SET owner = 'alice' WHERE id = 'i09'",
             8 => "UPDATE item SET v = 909 WHERE id = 'i09'",
@@ -171,6 +173,19 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
         }
         if day == 20 {
             w.exec("a", "UPDATE note SET body = 'a-note' WHERE id = 'n02'");
+        }
+        if day == 45 {
+            // b takes central's (compacted) bundle but cannot send: still away. It writes
+            // on, knowing what it took.
+            let down = DockOptions {
+                upload: false,
+                now: Some(now),
+                ..DockOptions::default()
+            };
+            let r = w.dock_with("b", &w.via, &down).unwrap();
+            assert_eq!(r.count("applied"), 1, "{r:?}");
+            w.exec("b", "UPDATE note SET body = 'b-45' WHERE id = 'n03'");
+            w.exec("b", "UPDATE note SET body = 'b-45' WHERE id = 'n10'");
         }
         dock_at(&w, "hq", now);
         dock_at(&w, "a", now);
@@ -194,8 +209,8 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
     let floor = count(&w, "hq", "SELECT MIN(pos) FROM berth_log");
     assert!(floor > b_saw + 1, "log from {floor}, b saw up to {b_saw}");
     // One change per row b is to change: notes n10..n19 and a's n02; i05 and i07 (changed
-    // in place), tmp (made and deleted: a harmless delete), i09 and i12 (removed), i10
-    // (downloaded with its last value).
+    // in place), tmp (made, routed, deleted: a harmless delete), i09 and i12 (removed),
+    // i10 (downloaded with its last value); nothing of tmp2.
     let (changes, rows) = stream(&w, "b");
     assert_eq!(
         (changes, rows),
@@ -203,7 +218,9 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
         "b's stream is one change per row"
     );
 
-    // b comes back: one bundle with those 17 changes.
+    // b comes back: one bundle with those 17 changes, of which it took the 7 whose last
+    // change came before day 45 then (skipped by position); the one on a row it changed
+    // since (n10) leaves its column alone.
     let r = dock_at(&w, "b", now);
     let applied: Vec<_> = r
         .incoming
@@ -212,8 +229,7 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
         .collect();
     assert_eq!(applied.len(), 1, "{r:?}");
     let s = &applied[0].stats;
-    // Every change applied; the two on rows b changed meanwhile left b's columns alone.
-    assert_eq!((s.applied, s.skipped, s.overrides), (17, 0, 2), "{s:?}");
+    assert_eq!((s.applied, s.skipped, s.overrides), (10, 7, 1), "{s:?}");
     settle_at(&w, now);
 
     // b holds exactly what it should.
@@ -252,6 +268,14 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
         w.value("hq", "SELECT body FROM note WHERE id = 'n02'"),
         "'a-note'"
     );
+    assert_eq!(
+        w.value("hq", "SELECT body FROM note WHERE id = 'n03'"),
+        "'b-45'"
+    );
+    assert_eq!(
+        w.value("b", "SELECT body FROM note WHERE id = 'n10'"),
+        "'d60-40'"
+    );
     // Central's genuine concurrent writes beat b's (central wins), recorded, and b took them.
     let conflicts = {
         let hq = rusqlite::Connection::open(w.dir("hq").join("data.db")).unwrap();
@@ -276,7 +300,8 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
         conflicts,
         [
             "b item [\"i05\"] update-update [\"v\"]",
-            "b item [\"i07\"] update-update [\"v\"]"
+            "b item [\"i07\"] update-update [\"v\"]",
+            "b note [\"n10\"] update-update [\"body\"]"
         ]
     );
     for (id, v) in [("i05", "5"), ("i07", "77")] {
