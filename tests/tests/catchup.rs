@@ -7,6 +7,8 @@
 use berth_engine::dock::{DockOptions, DockReport};
 use berth_engine::route::model::DockingModel;
 use berth_tests::World;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
 const SCHEMA: &str = "
@@ -56,11 +58,15 @@ fn world() -> World {
         Some(MODEL),
         &[("a", attrs("alice")), ("b", attrs("bob"))],
     );
-    let cfg = w.dir("hq").join("berth.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("{text}\n[retention]\naway_days = 30\n")).unwrap();
+    set_away_days(&w, 30);
     w.settle();
     w
+}
+
+fn set_away_days(w: &World, days: u32) {
+    let cfg = w.dir("hq").join("berth.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[retention]\naway_days = {days}\n")).unwrap();
 }
 
 fn dock_at(w: &World, site: &str, now: i64) -> DockReport {
@@ -101,6 +107,40 @@ fn stream(w: &World, node: &str) -> (i64, i64) {
         })
         .collect();
     (texts.len() as i64, rows.len() as i64)
+}
+
+/// The segments of `node`'s stream at central (split by markers, statements, migrations and
+/// corrective changes); asserts no row has two changes in one.
+fn segments(w: &World, node: &str) -> i64 {
+    let hq = rusqlite::Connection::open(w.dir("hq").join("data.db")).unwrap();
+    let mut st = hq
+        .prepare(
+            "SELECT change FROM berth_partial WHERE node = ?1
+              AND ppos > (SELECT acked_pos FROM berth_peers WHERE name = ?1) ORDER BY ppos",
+        )
+        .unwrap();
+    let texts: Vec<String> = st
+        .query_map([node], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut n = 1;
+    let mut seen = BTreeSet::new();
+    for t in &texts {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        let op = v["op"].as_str().unwrap();
+        if !matches!(op, "I" | "U" | "D") || v.get("ack").is_some() {
+            n += 1;
+            seen.clear();
+            continue;
+        }
+        let key = (v["t"].to_string(), v["k"].to_string());
+        assert!(
+            seen.insert(key),
+            "{node}: two changes of one row in a segment: {t}"
+        );
+    }
+    n
 }
 
 /// Docks b, central and a (at `now`) until nothing moves.
@@ -348,5 +388,282 @@ fn a_node_within_the_away_days_holds_the_log_and_gets_the_history() {
     assert_eq!(
         w.value("b", "SELECT body FROM note WHERE id = 'n10'"),
         "'d20-4'"
+    );
+}
+
+fn env_or(name: &str, default: i64) -> i64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
+}
+
+fn files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// What one long run saw at its worst.
+#[derive(Debug, Default)]
+struct Peaks {
+    log: i64,
+    log_bound: i64,
+    partial: i64,
+    partial_bound: i64,
+    spool: usize,
+    waiting: usize,
+}
+
+/// Issue 20's long run: daily docks of many nodes for many days, a quarter of them away for
+/// months (writing all the while), central and the other nodes writing every day. At every
+/// step central's log holds at most what was journaled within the away window (a node away
+/// longer no longer holds it), an away node's stream holds one change per row it holds or
+/// held (not its history), every spool is empty after its site's dock, and the exchange
+/// folder holds at most one bundle per recipient. At the end every node, back, holds
+/// exactly the oracle's projection, and each node's last write to its own note (a row only
+/// it writes) is central's.
+///
+/// By default 8 nodes for 60 days (away 15 to 30 days, `away_days` 10); `BERTH_LONGRUN=1`
+/// runs 50 nodes for 365 days (away 3 to 6 months, `away_days` 30; run it in release);
+/// `BERTH_LONGRUN_NODES`, `BERTH_LONGRUN_DAYS` and `BERTH_LONGRUN_SEED` set each.
+#[test]
+fn a_long_run_of_daily_docks_stays_bounded_and_ends_at_the_oracle() {
+    let full = std::env::var_os("BERTH_LONGRUN").is_some();
+    let n_nodes = env_or("BERTH_LONGRUN_NODES", if full { 50 } else { 8 });
+    let days = env_or("BERTH_LONGRUN_DAYS", if full { 365 } else { 60 });
+    let seed = env_or("BERTH_LONGRUN_SEED", 1);
+    let away_days: i64 = if days >= 180 { 30 } else { 10 };
+    eprintln!(
+        "long run: {n_nodes} nodes, {days} days, away_days {away_days}, seed {seed} (BERTH_LONGRUN_SEED)"
+    );
+    let started = std::time::Instant::now();
+    let mut rng = StdRng::seed_from_u64(u64::try_from(seed).unwrap());
+    let names: Vec<String> = (0..n_nodes).map(|i| format!("n{i:02}")).collect();
+    let owner = |i: usize| format!("o{i:02}");
+    let mut data = String::new();
+    for (i, n) in names.iter().enumerate() {
+        for k in 0..10 {
+            data.push_str(&format!(
+                "INSERT INTO item VALUES ('{n}-{k}', '{}', {k});\n",
+                owner(i)
+            ));
+        }
+        data.push_str(&format!("INSERT INTO note VALUES ('own-{n}', '');\n"));
+    }
+    for k in 0..20 {
+        data.push_str(&format!("INSERT INTO note VALUES ('s{k:02}', '');\n"));
+    }
+    let nodes: Vec<(&str, BTreeMap<String, String>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.as_str(),
+                BTreeMap::from([("owner".to_string(), owner(i))]),
+            )
+        })
+        .collect();
+    let w = World::build(SCHEMA, &data, Some(MODEL), &nodes);
+    set_away_days(&w, u32::try_from(away_days).unwrap());
+    // Every fourth node is away once, for months (longer than `away_days`).
+    let away: Vec<Option<(i64, i64)>> = (0..names.len())
+        .map(|i| {
+            (i % 4 == 1).then(|| {
+                let start = rng.random_range(1..days / 2);
+                (start, start + rng.random_range(days / 4..days / 2))
+            })
+        })
+        .collect();
+    let is_away = |i: usize, day: i64| away[i].is_some_and(|(s, e)| (s..e).contains(&day));
+    let t0 = berth_engine::store::now();
+    let mut own_last: BTreeMap<String, String> = BTreeMap::new();
+    let mut log_top: Vec<i64> = vec![count(
+        &w,
+        "hq",
+        "SELECT COALESCE(MAX(pos), 0) FROM berth_log",
+    )];
+    let mut deleted_on: Vec<i64> = vec![0];
+    let mut peaks = Peaks::default();
+    let mut serial = 0;
+    for day in 1..=days {
+        let now = t0 + day * DAY;
+        // Central's application.
+        let mut deleted = 0;
+        for k in 0..10 {
+            let items = count(&w, "hq", "SELECT count(*) FROM item");
+            let pick = format!(
+                "(SELECT id FROM item ORDER BY id LIMIT 1 OFFSET {})",
+                rng.random_range(0..items)
+            );
+            let sql = match rng.random_range(0..10) {
+                0..4 => format!(
+                    "UPDATE item SET v = {} WHERE id = {pick}",
+                    rng.random_range(0..1000)
+                ),
+                4..6 => format!(
+                    "UPDATE item SET owner = '{}' WHERE id = {pick}",
+                    owner(rng.random_range(0..names.len()))
+                ),
+                6 => format!(
+                    "UPDATE note SET body = 'hq-{day}-{k}' WHERE id = 's{:02}'",
+                    rng.random_range(0..20)
+                ),
+                7..9 => {
+                    serial += 1;
+                    format!(
+                        "INSERT INTO item VALUES ('c{serial}', '{}', 0)",
+                        owner(rng.random_range(0..names.len()))
+                    )
+                }
+                _ => {
+                    deleted += 1;
+                    format!("DELETE FROM item WHERE id = {pick}")
+                }
+            };
+            w.exec("hq", &sql);
+        }
+        deleted_on.push(deleted);
+        // The nodes: those here write and dock; those away write now and then.
+        for (i, n) in names.iter().enumerate() {
+            let here = !is_away(i, day);
+            if here || rng.random_range(0..4) == 0 {
+                let body = format!("{n}-{day}");
+                w.exec(
+                    n,
+                    &format!("UPDATE note SET body = '{body}' WHERE id = 'own-{n}'"),
+                );
+                own_last.insert(n.clone(), body);
+                let items = count(&w, n, "SELECT count(*) FROM item");
+                if items > 0 {
+                    w.exec(
+                        n,
+                        &format!(
+                            "UPDATE item SET v = {} WHERE id = (SELECT id FROM item ORDER BY id LIMIT 1 OFFSET {})",
+                            rng.random_range(1000..2000),
+                            rng.random_range(0..items)
+                        ),
+                    );
+                }
+                if rng.random_range(0..5) == 0 {
+                    w.exec(
+                        n,
+                        &format!(
+                            "UPDATE note SET body = '{n}-{day}' WHERE id = 's{:02}'",
+                            rng.random_range(0..20)
+                        ),
+                    );
+                }
+            }
+            if here {
+                dock_at(&w, n, now);
+                let spool = files(&w.dir(n).join("spool"));
+                assert!(spool.is_empty(), "day {day}: {n}'s spool holds {spool:?}");
+            }
+        }
+        dock_at(&w, "hq", now);
+        // Bounds, at every step.
+        let spool = files(&w.dir("hq").join("spool"));
+        assert!(
+            spool.is_empty(),
+            "day {day}: central's spool holds {spool:?}"
+        );
+        let waiting = files(&w.via);
+        let per: BTreeSet<&String> = waiting.iter().collect();
+        assert_eq!(per.len(), waiting.len());
+        for n in names.iter().chain([&"hq".to_string()]) {
+            let to = waiting
+                .iter()
+                .filter(|f| f.contains(&format!("_to_{n}_")))
+                .count();
+            assert!(to <= 1, "day {day}: {to} bundles wait for {n}: {waiting:?}");
+        }
+        peaks.spool = peaks.spool.max(spool.len());
+        peaks.waiting = peaks.waiting.max(waiting.len());
+        log_top.push(count(
+            &w,
+            "hq",
+            "SELECT COALESCE(MAX(pos), 0) FROM berth_log",
+        ));
+        let day_i = usize::try_from(day).unwrap();
+        let window = usize::try_from(away_days + 2).unwrap();
+        let log = count(&w, "hq", "SELECT count(*) FROM berth_log");
+        // What was journaled within the window: a node that docks holds the log only back
+        // to what it acknowledged (sent the day before it docked); a node silent longer
+        // than `away_days` holds none of it.
+        let log_bound = log_top[day_i] - log_top[day_i.saturating_sub(window)] + 1;
+        assert!(
+            log <= log_bound,
+            "day {day}: central's log holds {log} entries, bound {log_bound}"
+        );
+        peaks.log = peaks.log.max(log);
+        peaks.log_bound = peaks.log_bound.max(log_bound);
+        for (i, n) in names.iter().enumerate() {
+            let Some((start, _)) = away[i] else { continue };
+            if !is_away(i, day) || day - start <= away_days {
+                continue;
+            }
+            // An away node's stream: one change per row between barriers (its last
+            // bundle's marker and corrective changes), each segment at most the rows
+            // central holds now and those deleted since the node left.
+            let (changes, rows) = stream(&w, n);
+            let segments = segments(&w, n);
+            let rows_now = count(
+                &w,
+                "hq",
+                "SELECT (SELECT count(*) FROM item) + (SELECT count(*) FROM note)",
+            );
+            let gone: i64 = deleted_on[usize::try_from(start).unwrap()..].iter().sum();
+            let bound = rows_now + gone;
+            assert!(
+                rows <= bound,
+                "day {day}: {n}'s stream holds {rows} rows, bound {bound}"
+            );
+            assert!(
+                changes <= segments * bound,
+                "day {day}: {n}'s stream holds {changes} changes in {segments} segments"
+            );
+            peaks.partial = peaks.partial.max(changes);
+            peaks.partial_bound = peaks.partial_bound.max(bound);
+        }
+    }
+    // Everyone comes back.
+    let end = t0 + (days + 1) * DAY;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds <= 10, "did not settle");
+        let mut moved = 0;
+        for n in names.iter().chain([&"hq".to_string()]) {
+            let r = dock_at(&w, n, end);
+            moved += r.written.len() + r.count("applied");
+        }
+        if moved == 0 {
+            break;
+        }
+    }
+    let model = DockingModel::from_toml(MODEL).unwrap();
+    for n in &names {
+        w.assert_matches_oracle(&model, n);
+        assert_eq!(
+            w.value("hq", &format!("SELECT body FROM note WHERE id = 'own-{n}'")),
+            format!("'{}'", own_last[n]),
+            "{n}'s last write to its own note"
+        );
+        assert_eq!(stream(&w, n), (0, 0), "{n}'s stream is acknowledged");
+    }
+    assert_eq!(w.seqs_applied_twice("hq"), 0);
+    eprintln!(
+        "long run done in {:.1} s: central log at most {} entries (bound at most {}), an away node's stream at most {} changes (bound at most {}), spools at most {}, exchange folder at most {} files; {} central log entries journaled, {} collisions",
+        started.elapsed().as_secs_f64(),
+        peaks.log,
+        peaks.log_bound,
+        peaks.partial,
+        peaks.partial_bound,
+        peaks.spool,
+        peaks.waiting,
+        log_top.last().copied().unwrap_or(0),
+        w.conflicts(),
     );
 }
