@@ -129,6 +129,9 @@ pub struct LogHold {
     pub processed: i64,
     /// The active node that has processed least (the one holding the log back), if any.
     pub held_by: Option<String>,
+    /// The nodes away (SPEC 2.8): they hold back only what is not routed to them yet, and
+    /// their streams are kept compacted.
+    pub away: Vec<String>,
 }
 
 /// What central's log must keep for each active (not revoked) node: the entries after its
@@ -144,10 +147,15 @@ pub struct LogHold {
 pub fn log_hold(conn: &Connection, away_cutoff: Option<i64>) -> Result<LogHold> {
     let entries: i64 = conn.query_row("SELECT COUNT(*) FROM berth_log", [], |r| r.get(0))?;
     let (processed, held_by) = processed(conn, away_cutoff)?;
+    let away = crate::catchup::away(conn, away_cutoff)?
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
     Ok(LogHold {
         entries,
         processed,
         held_by,
+        away,
     })
 }
 

@@ -238,6 +238,7 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
         berth_engine::partial::log_hold(&hq.conn, hq.config.retention.away_cutoff(now)).unwrap();
     drop(hq);
     assert_ne!(hold.held_by.as_deref(), Some("b"), "{hold:?}");
+    assert_eq!(hold.away, ["b"]);
     assert!(hold.entries <= 10, "the log is pruned: {hold:?}");
     // Pruned below what b saw.
     let b_saw = count(
@@ -382,6 +383,7 @@ fn a_node_within_the_away_days_holds_the_log_and_gets_the_history() {
             .unwrap();
     drop(hq);
     assert_eq!(hold.held_by.as_deref(), Some("b"));
+    assert!(hold.away.is_empty());
     assert!(hold.entries >= 100, "{hold:?}");
     assert_eq!(stream(&w, "b"), (100, 1));
     settle_at(&w, t0 + 20 * DAY);
