@@ -669,3 +669,54 @@ fn a_long_run_of_daily_docks_stays_bounded_and_ends_at_the_oracle() {
         w.conflicts(),
     );
 }
+
+/// b's last bundle collided and central's answer (a corrective change and the marker of
+/// the merge) waits in b's stream when b goes away; central then changes that row daily.
+/// The corrective change and the marker stay where they are (barriers: a node applies a
+/// corrective change against its changes after the one it corrects, and the marker ends its
+/// pending changes); only what follows is compacted. b comes back to central's last value,
+/// and the one collision is the one that happened.
+#[test]
+fn a_corrective_change_and_the_marker_stay_in_place_in_a_compacted_stream() {
+    let w = world();
+    let t0 = berth_engine::store::now();
+    w.exec("b", "UPDATE item SET v = 1 WHERE id = 'i03'");
+    w.exec("hq", "UPDATE item SET v = 2 WHERE id = 'i03'");
+    dock_at(&w, "b", t0);
+    dock_at(&w, "hq", t0);
+    // b is away from here; it writes another row meanwhile.
+    w.exec("b", "UPDATE note SET body = 'b-away' WHERE id = 'n04'");
+    for day in 1..=40 {
+        let now = t0 + day * DAY;
+        for k in 0..3 {
+            w.exec(
+                "hq",
+                &format!("UPDATE item SET v = {} WHERE id = 'i03'", 100 * day + k),
+            );
+        }
+        dock_at(&w, "hq", now);
+        dock_at(&w, "a", now);
+        dock_at(&w, "hq", now);
+    }
+    // Three segments: central's change routed before the merge; the corrective change; the
+    // marker; then one change of the 120 central made since.
+    assert_eq!(segments(&w, "b"), 3);
+    let (changes, rows) = stream(&w, "b");
+    assert_eq!((changes, rows), (4, 2), "{:?}", stream(&w, "b"));
+    settle_at(&w, t0 + 41 * DAY);
+    assert_eq!(w.value("b", "SELECT v FROM item WHERE id = 'i03'"), "4002");
+    assert_eq!(w.value("hq", "SELECT v FROM item WHERE id = 'i03'"), "4002");
+    assert_eq!(
+        w.value("hq", "SELECT body FROM note WHERE id = 'n04'"),
+        "'b-away'"
+    );
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT group_concat(node || ' ' || pk || ' ' || kind, '; ') FROM berth_conflicts"
+        ),
+        "'b [\"i03\"] update-update'"
+    );
+    let model = DockingModel::from_toml(MODEL).unwrap();
+    w.assert_matches_oracle(&model, "b");
+}
