@@ -720,3 +720,55 @@ fn a_corrective_change_and_the_marker_stay_in_place_in_a_compacted_stream() {
     let model = DockingModel::from_toml(MODEL).unwrap();
     w.assert_matches_oracle(&model, "b");
 }
+
+/// While b is away the admin changes its attribute (the rule's input): every row it held
+/// leaves and every row of its new owner arrives, and central keeps changing both kinds.
+/// b's stream is one change per row (a delete for each row it held, the latest whole row
+/// for each it gains, whatever happened to them meanwhile), and b comes back holding
+/// exactly its new rows, with what it wrote meanwhile at central.
+#[test]
+fn an_attribute_change_while_away_arrives_as_one_change_per_row() {
+    let w = world();
+    let t0 = berth_engine::store::now();
+    w.exec("b", "UPDATE note SET body = 'b-away' WHERE id = 'n05'");
+    for day in 1..=40 {
+        let now = t0 + day * DAY;
+        if day == 10 {
+            let set = BTreeMap::from([("owner".to_string(), "alice".to_string())]);
+            berth_engine::enroll::set_attributes(&w.open("hq"), "b", &set, &[]).unwrap();
+        }
+        // Central changes one of alice's items and one of bob's a day, three times each.
+        for k in 0..3 {
+            let (a, b) = (2 * (day % 20), 2 * (day % 20) + 1);
+            w.exec(
+                "hq",
+                &format!(
+                    "UPDATE item SET v = {} WHERE id = 'i{a:02}';
+                     UPDATE item SET v = {} WHERE id = 'i{b:02}'",
+                    1000 * day + k,
+                    1000 * day + k
+                ),
+            );
+        }
+        dock_at(&w, "hq", now);
+        dock_at(&w, "a", now);
+        dock_at(&w, "hq", now);
+    }
+    // 20 removals, 20 downloads (alice's items, each with its latest value), nothing else:
+    // b's notes did not change.
+    assert_eq!(stream(&w, "b"), (40, 40));
+    settle_at(&w, t0 + 41 * DAY);
+    let model = DockingModel::from_toml(MODEL).unwrap();
+    w.assert_matches_oracle(&model, "b");
+    assert_eq!(
+        w.value("b", "SELECT group_concat(DISTINCT owner) FROM item"),
+        "'alice'"
+    );
+    assert_eq!(count(&w, "b", "SELECT count(*) FROM item"), 20);
+    assert_eq!(w.value("b", "SELECT v FROM item WHERE id = 'i00'"), "40002");
+    assert_eq!(
+        w.value("hq", "SELECT body FROM note WHERE id = 'n05'"),
+        "'b-away'"
+    );
+    assert_eq!(w.conflicts(), 0);
+}
