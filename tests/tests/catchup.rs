@@ -143,6 +143,26 @@ fn segments(w: &World, node: &str) -> i64 {
     n
 }
 
+/// Asserts central never had to repair a replica (SPEC 2.15): every node reached its state
+/// through its stream alone (no repair sent, no row a repair replaced kept aside).
+fn assert_no_repair(w: &World) {
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT group_concat(node) FROM berth_replicas WHERE repair_seq > 0 OR attempts > 0"
+        ),
+        "NULL",
+        "central repaired these replicas"
+    );
+    for (n, _) in &w.nodes {
+        assert_eq!(
+            count(w, n, "SELECT count(*) FROM berth_kept"),
+            0,
+            "{n} was repaired"
+        );
+    }
+}
+
 /// Docks b, central and a (at `now`) until nothing moves.
 fn settle_at(w: &World, now: i64) {
     for _ in 0..10 {
@@ -277,6 +297,7 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
     let model = DockingModel::from_toml(MODEL).unwrap();
     w.assert_matches_oracle(&model, "b");
     w.assert_matches_oracle(&model, "a");
+    assert_no_repair(&w);
     for (id, present) in [
         ("i09", false),
         ("i12", false),
@@ -656,6 +677,7 @@ fn a_long_run_of_daily_docks_stays_bounded_and_ends_at_the_oracle() {
         assert_eq!(stream(&w, n), (0, 0), "{n}'s stream is acknowledged");
     }
     assert_eq!(w.seqs_applied_twice("hq"), 0);
+    assert_no_repair(&w);
     eprintln!(
         "long run done in {:.1} s: central log at most {} entries (bound at most {}), an away node's stream at most {} changes (bound at most {}), spools at most {}, exchange folder at most {} files; {} central log entries journaled, {} collisions",
         started.elapsed().as_secs_f64(),
@@ -719,6 +741,7 @@ fn a_corrective_change_and_the_marker_stay_in_place_in_a_compacted_stream() {
     );
     let model = DockingModel::from_toml(MODEL).unwrap();
     w.assert_matches_oracle(&model, "b");
+    assert_no_repair(&w);
 }
 
 /// While b is away the admin changes its attribute (the rule's input): every row it held
@@ -771,4 +794,5 @@ fn an_attribute_change_while_away_arrives_as_one_change_per_row() {
         "'b-away'"
     );
     assert_eq!(w.conflicts(), 0);
+    assert_no_repair(&w);
 }
