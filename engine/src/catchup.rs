@@ -45,9 +45,20 @@ pub struct Compacted {
     pub rewritten: u64,
 }
 
+/// A node away, and where its stream stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Away {
+    /// The node's name.
+    pub node: String,
+    /// The last position of its partial log it acknowledged.
+    pub acked: i64,
+    /// Its partial log's last position.
+    pub last: i64,
+}
+
 /// The active nodes away at `cutoff`: no bundle of theirs applied since (or, never heard
-/// from, added before it), with their acknowledged position and last partial-log position.
-pub fn away(conn: &Connection, cutoff: Option<i64>) -> Result<Vec<(String, i64, i64)>> {
+/// from, added before it).
+pub fn away(conn: &Connection, cutoff: Option<i64>) -> Result<Vec<Away>> {
     let Some(cutoff) = cutoff else {
         return Ok(Vec::new());
     };
@@ -57,7 +68,13 @@ pub fn away(conn: &Connection, cutoff: Option<i64>) -> Result<Vec<(String, i64, 
           ORDER BY name",
     )?;
     let rows = st
-        .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map(params![cutoff], |r| {
+            Ok(Away {
+                node: r.get(0)?,
+                acked: r.get(1)?,
+                last: r.get(2)?,
+            })
+        })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
@@ -72,7 +89,7 @@ fn compacted_key(node: &str) -> String {
 pub fn compact_away(conn: &Connection, cutoff: Option<i64>) -> Result<Compacted> {
     let mut out = Compacted::default();
     let floor = log_floor(conn)?;
-    for (node, acked, last) in away(conn, cutoff)? {
+    for Away { node, acked, last } in away(conn, cutoff)? {
         conn.prepare_cached(
             "DELETE FROM berth_route_marks WHERE node = ?1 AND ppos > ?2 AND pos < ?3
                AND ppos < (SELECT MAX(ppos) FROM berth_route_marks WHERE node = ?1 AND pos < ?3)",

@@ -149,7 +149,7 @@ pub fn log_hold(conn: &Connection, away_cutoff: Option<i64>) -> Result<LogHold> 
     let (processed, held_by) = processed(conn, away_cutoff)?;
     let away = crate::catchup::away(conn, away_cutoff)?
         .into_iter()
-        .map(|a| a.0)
+        .map(|a| a.node)
         .collect();
     Ok(LogHold {
         entries,

@@ -30,7 +30,7 @@ pub struct Retention {
     #[serde(default = "default_days")]
     pub days: u32,
     /// Days without a bundle from a node after which central stops keeping its log for it
-    /// and keeps its stream in compacted form instead (SPEC 2.8, catch-up). Unset: `days`;
+    /// and keeps its stream in compacted form instead (SPEC 2.8, "Nodes away"). Unset: `days`;
     /// `0`: never (a node away holds the log back for as long as it is away).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub away_days: Option<u32>,
