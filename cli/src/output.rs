@@ -108,6 +108,12 @@ pub fn status(s: &Status) {
                 .map(|n| format!(" (held back by {n})"))
                 .unwrap_or_default()
         );
+        if !l.away.is_empty() {
+            println!(
+                "away       {}: silent longer than [retention] away_days; not holding the log back, their streams kept compacted",
+                l.away.join(", ")
+            );
+        }
     }
     if s.awaiting_extract {
         println!(

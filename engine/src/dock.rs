@@ -45,6 +45,17 @@ pub struct DockOptions {
     /// When set (a signal handler sets it), no further bundle is started: the one being
     /// applied finishes, the others stay in the spool for the next dock.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The time the dock runs at (Unix seconds; `None`: the system clock). What it decides by
+    /// time (retention, which nodes are away, the time a peer was last heard from) reads
+    /// this, so a simulation can run a year of docks in minutes.
+    pub now: Option<i64>,
+}
+
+impl DockOptions {
+    /// The time the dock runs at.
+    pub fn clock(&self) -> i64 {
+        self.now.unwrap_or_else(store::now)
+    }
 }
 
 impl Default for DockOptions {
@@ -57,6 +68,7 @@ impl Default for DockOptions {
             fail_intake: None,
             progress: None,
             stop: None,
+            now: None,
         }
     }
 }
@@ -154,6 +166,8 @@ pub struct DockReport {
     pub pruned: crate::retention::Pruned,
     /// At central: entries of its log removed because every node had processed them.
     pub log_pruned: i64,
+    /// At central: what compacting the streams of nodes away a long time did (SPEC 2.8).
+    pub compacted: crate::catchup::Compacted,
 }
 
 impl DockReport {
@@ -238,7 +252,7 @@ pub fn dock_with_prompt(
         upload(site, via, opts, &mut report).map_err(|e| not_writable(e, via))?;
     }
     report.waits = waits(site, via)?;
-    report.pruned = crate::retention::prune(site, store::now())?;
+    report.pruned = crate::retention::prune(site, opts.clock())?;
     report.settle();
     for i in &report.incoming {
         tracing::info!(file = %i.file, outcome = i.outcome, "{}", i.detail);
@@ -271,6 +285,9 @@ fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) 
                 rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
             tracing::debug!("routing central's log to the nodes");
             crate::partial::route_with_progress(&tx, &catalog, model.as_ref(), &opts.progress)?;
+            // A node away a long time gets the net effect of its stream, not its history.
+            let away = site.config.retention.away_cutoff(opts.clock());
+            report.compacted = crate::catchup::compact_away(&tx, away)?;
             tx.commit()?;
             crash_point(opts.fail_export, ExportStep::Routed, "export")?;
             // The folder is listed once for every node (bundles other processes take
@@ -287,7 +304,8 @@ fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) 
             // The log manager deletes what every node has processed (seed 004).
             let tx =
                 rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
-            report.log_pruned = crate::partial::prune_log(&tx, crate::partial::LOG_PRUNE_STEP)?;
+            report.log_pruned =
+                crate::partial::prune_log(&tx, crate::partial::LOG_PRUNE_STEP, away)?;
             tx.commit()?;
         }
     }
@@ -443,7 +461,7 @@ pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
     crate::guard::require(site)?;
     let mut report = DockReport::default();
     process_spool(site, opts, &mut report)?;
-    report.pruned = crate::retention::prune(site, store::now())?;
+    report.pruned = crate::retention::prune(site, opts.clock())?;
     report.settle();
     Ok(report)
 }
@@ -973,7 +991,7 @@ fn apply_changes(
     };
     let me = site.name().to_string();
     let role = site.role();
-    let now = store::now();
+    let now = opts.clock();
     let allow_exec = site.config.allow_executables;
     let attempt = |site: &mut Site,
                    bundle: &mut Bundle<Verified, File>,

@@ -10,6 +10,9 @@
 //! - [`merge`] decides each incoming change ([`merge::resolve`], pure) and applies it
 //!   ([`merge::apply`]), recording collisions and corrective changes (Figure 5).
 //! - [`enroll`] handles node enrollment and the initial extract.
+//! - [`partial`] routes central's log into each node's partial log and prunes the log to
+//!   what every node has processed; [`catchup`] keeps the stream of a node away for months
+//!   compacted (one change per row) so it no longer holds the log back.
 //! - [`status`] reads what a site knows about its streams, held bundles and conflicts;
 //!   [`conflict`] lists what lost a collision and settles one by hand.
 //! - [`upgrade`] distributes software upgrade packages to nodes and collects their reports.
@@ -33,6 +36,7 @@
 //! ```
 
 pub mod capture;
+pub mod catchup;
 pub mod change;
 pub mod conflict;
 pub mod digest;

@@ -114,6 +114,9 @@ pub struct LogHold {
     pub processed: i64,
     /// The active node that has processed least (the one holding the log back), if any.
     pub held_by: Option<String>,
+    /// The nodes away (SPEC 2.8): they hold back only what is not routed to them yet, and
+    /// their streams are kept compacted.
+    pub away: Vec<String>,
 }
 
 /// What central's log must keep for each active (not revoked) node: the entries after its
@@ -122,28 +125,38 @@ pub struct LogHold {
 /// were made knowing at least that position (see [`prune`]), and the contest of a change
 /// (`merge::contest`, SPEC 2.10) reads central's log only after what the change saw. A node
 /// without such a mark (routed before marks existed) holds the whole log.
-pub fn log_hold(conn: &Connection) -> Result<LogHold> {
+///
+/// A node **away** (no bundle of it applied since `away_cutoff`, [`crate::catchup`]) holds
+/// only what is not routed to it yet: its stream is kept compacted instead, and the contest
+/// of its changes falls back on that stream where the log no longer reaches.
+pub fn log_hold(conn: &Connection, away_cutoff: Option<i64>) -> Result<LogHold> {
     let entries: i64 = conn.query_row("SELECT COUNT(*) FROM berth_log", [], |r| r.get(0))?;
-    let (processed, held_by) = processed(conn)?;
+    let (processed, held_by) = processed(conn, away_cutoff)?;
+    let away = crate::catchup::away(conn, away_cutoff)?
+        .into_iter()
+        .map(|a| a.node)
+        .collect();
     Ok(LogHold {
         entries,
         processed,
         held_by,
+        away,
     })
 }
 
 /// [`LogHold::processed`] and [`LogHold::held_by`], without counting the log (a dock
 /// prunes without reading the log's size).
-fn processed(conn: &Connection) -> Result<(i64, Option<String>)> {
+fn processed(conn: &Connection, away_cutoff: Option<i64>) -> Result<(i64, Option<String>)> {
     let top = crate::store::max_pos(conn)?;
     let least: Option<(String, i64)> = conn
         .prepare_cached(
-            "SELECT p.name, MIN(p.routed_pos, COALESCE((SELECT MAX(m.pos) FROM berth_route_marks m
-                     WHERE m.node = p.name AND m.ppos <= p.acked_pos), 0)) AS need
+            "SELECT p.name, CASE WHEN COALESCE(p.last_in, p.added) < ?1 THEN p.routed_pos
+                     ELSE MIN(p.routed_pos, COALESCE((SELECT MAX(m.pos) FROM berth_route_marks m
+                     WHERE m.node = p.name AND m.ppos <= p.acked_pos), 0)) END AS need
                FROM berth_peers p WHERE p.role = 'node' AND p.revoked IS NULL
               ORDER BY need, p.name LIMIT 1",
         )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![away_cutoff], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match least {
         Some((node, need)) => (need.min(top), Some(node)),
@@ -154,8 +167,8 @@ fn processed(conn: &Connection) -> Result<(i64, Option<String>)> {
 /// Removes up to `step` of the oldest entries of central's log that every active node has
 /// processed ([`log_hold`]), inside the caller's transaction; the newest entry always stays,
 /// so positions never restart. Returns how many were removed.
-pub fn prune_log(conn: &Connection, step: i64) -> Result<i64> {
-    let (processed, _) = processed(conn)?;
+pub fn prune_log(conn: &Connection, step: i64, away_cutoff: Option<i64>) -> Result<i64> {
+    let (processed, _) = processed(conn, away_cutoff)?;
     let first: Option<i64> = conn.query_row("SELECT MIN(pos) FROM berth_log", [], |r| r.get(0))?;
     let Some(first) = first else {
         return Ok(0);

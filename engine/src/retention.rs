@@ -29,6 +29,11 @@ pub struct Retention {
     /// Days an archived bundle and a `berth_applied` row are kept (`0`: for ever).
     #[serde(default = "default_days")]
     pub days: u32,
+    /// Days without a bundle from a node after which central stops keeping its log for it
+    /// and keeps its stream in compacted form instead (SPEC 2.8, "Nodes away"). Unset: `days`;
+    /// `0`: never (a node away holds the log back for as long as it is away).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away_days: Option<u32>,
 }
 
 fn default_days() -> u32 {
@@ -37,7 +42,10 @@ fn default_days() -> u32 {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { days: DEFAULT_DAYS }
+        Retention {
+            days: DEFAULT_DAYS,
+            away_days: None,
+        }
     }
 }
 
@@ -45,6 +53,13 @@ impl Retention {
     /// Whether it is the default (then `berth.toml` need not say it).
     pub fn is_default(&self) -> bool {
         *self == Retention::default()
+    }
+
+    /// The time (Unix seconds) before which a node's last bundle must have come for the node
+    /// to count as away (SPEC 2.8), `None` when no node ever does.
+    pub fn away_cutoff(&self, now: i64) -> Option<i64> {
+        let days = self.away_days.unwrap_or(self.days);
+        (days > 0).then(|| now.saturating_sub(i64::from(days) * 86_400))
     }
 
     /// The time (Unix seconds) before which things go, `None` when everything is kept.

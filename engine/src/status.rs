@@ -213,7 +213,10 @@ pub fn status(site: &Site) -> Result<Status> {
         software_level: store::meta(conn, "software_level")?.unwrap_or_else(|| "1".into()),
         log_pos: store::max_pos(conn)?,
         log: match site.role() {
-            Role::Central => Some(crate::partial::log_hold(conn)?),
+            Role::Central => Some(crate::partial::log_hold(
+                conn,
+                site.config.retention.away_cutoff(store::now()),
+            )?),
             Role::Node => None,
         },
         awaiting_extract: site.role() == Role::Node && store::meta(conn, "central")?.is_none(),

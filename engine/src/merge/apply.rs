@@ -152,6 +152,9 @@ pub struct FastSql<'a> {
     contest: std::cell::RefCell<Option<super::contest::Contest>>,
     /// The last `seen` turned into a position of central's log, and that position.
     seen_at: std::cell::Cell<Option<(i64, Option<i64>)>>,
+    /// For a node back from away: its stream after what a change saw, where the log no
+    /// longer reaches back to it (SPEC 2.8, [`crate::catchup::Fallback`]).
+    away: std::cell::RefCell<Option<crate::catchup::Fallback>>,
 }
 
 /// Entries marked by one statement. Marking makes a journal row longer, so it is done while
@@ -413,6 +416,18 @@ impl CentralMerge<'_> {
         let Some(from) = from else {
             return Ok(None);
         };
+        {
+            let mut away = self.sql.away.borrow_mut();
+            let away = match away.as_mut() {
+                Some(a) if a.seen == seen => a,
+                _ => away.insert(crate::catchup::Fallback::load(
+                    self.conn, self.node, seen, from,
+                )?),
+            };
+            if away.active {
+                return Ok(away.get(&t.name, &ch.key_text()));
+            }
+        }
         let mut contest = self.sql.contest.borrow_mut();
         let contest = match contest.as_mut() {
             Some(c) if c.from <= from => c,
