@@ -896,7 +896,7 @@ impl<R: Read + Seek> EntryStream<'_, R> {
     pub fn finish(mut self) -> Result<u64, BundleError> {
         if self.error.is_none() {
             let mut buf = vec![0u8; CHUNK];
-            while self.read(&mut buf).map_err(|_| ()).is_ok_and(|n| n > 0) {}
+            while self.read(&mut buf).is_ok_and(|n| n > 0) {}
         }
         if let Some(e) = self.error.take() {
             return Err(e);

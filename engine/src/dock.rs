@@ -945,15 +945,15 @@ fn apply_changes(
                 // A node applies central's decisions without journaling them again; central
                 // journals a node's changes through its capture triggers, with what they set off.
                 if role == Role::Node {
-                    store::set_capture(&tx, false)?;
+                    store::set_capture(tx, false)?;
                     // Before any migration of the bundle: a table it creates may be local.
                     if let Some(classes) = crate::schema::Classes::from_extensions(&m.extensions) {
-                        classes.save(&tx)?;
+                        classes.save(tx)?;
                     }
                 }
-                let clock = store::meta_i64(&tx, "clock")?;
+                let clock = store::meta_i64(tx, "clock")?;
                 // Our own changes captured so far happened before anything in this bundle was seen.
-                store::stamp_clock(&tx, clock)?;
+                store::stamp_clock(tx, clock)?;
                 if role == Role::Node {
                     // ... and were made knowing central's stream up to what we had applied (SPEC 2.4).
                     tx.execute(
@@ -963,11 +963,11 @@ fn apply_changes(
                 }
                 // At a node: our changes central had not merged before this bundle's first marker.
                 let mut node_apply = NodeApply {
-                    conn: &tx,
+                    conn: tx,
                     catalog: std::borrow::Cow::Borrowed(&catalog),
                     bundle_id: &m.bundle_id,
                     pending: if role == Role::Node {
-                        Pending::load(&tx, &catalog, p.acked_pos)?
+                        Pending::load(tx, &catalog, p.acked_pos)?
                     } else {
                         Pending::default()
                     },
@@ -977,7 +977,7 @@ fn apply_changes(
                     execs: Vec::new(),
                 };
                 let central_merge = CentralMerge {
-                    conn: &tx,
+                    conn: tx,
                     catalog: &catalog,
                     node: &sender,
                     bundle_id: &m.bundle_id,
@@ -1047,7 +1047,7 @@ fn apply_changes(
                     let ch = match (&schema, ch.op) {
                         (Some((v, c)), Op::I | Op::U | Op::D) => {
                             if translations.is_none() {
-                                translations = Some(schema_gate(&tx, *v, c.as_deref())?);
+                                translations = Some(schema_gate(tx, *v, c.as_deref())?);
                             }
                             let mut ch = Some(ch);
                             for tr in translations.iter().flatten() {
@@ -1088,7 +1088,7 @@ fn apply_changes(
                     // After central's changes: its repair of the buckets we reported, and the
                     // digests of what we now hold (SPEC 2.15).
                     stats.repaired = crate::replica::apply_incoming(
-                        &tx,
+                        tx,
                         &node_apply.catalog,
                         &replica_in,
                         seq,
@@ -1097,7 +1097,7 @@ fn apply_changes(
                         now,
                     )?;
                 } else if let Some(r) = &report_in {
-                    crate::replica::record_report(&tx, &sender, r, now)?;
+                    crate::replica::record_report(tx, &sender, r, now)?;
                 }
                 let execs = std::mem::take(&mut node_apply.execs);
                 drop(node_apply);
@@ -1112,10 +1112,10 @@ fn apply_changes(
         .execute(params![log_to, clock, sender])?;
                 }
                 // Every change applied passed `Change::check`, so `max_clock` is at most MAX_CLOCK.
-                store::set_meta(&tx, "clock", &max_clock.saturating_add(1).to_string())?;
-                peer::record_in(&tx, &sender, seq, log_to, acks, now)?;
+                store::set_meta(tx, "clock", &max_clock.saturating_add(1).to_string())?;
+                peer::record_in(tx, &sender, seq, log_to, acks, now)?;
                 if role == Role::Central {
-                    crate::partial::prune(&tx, &sender, p.acked_pos.max(acks))?;
+                    crate::partial::prune(tx, &sender, p.acked_pos.max(acks))?;
                 }
                 if role == Role::Node {
                     // Central has these; keep the newest row so positions never restart.
@@ -1136,10 +1136,10 @@ fn apply_changes(
         ],
     )?;
                 tx.execute("DELETE FROM berth_held WHERE file = ?1", params![label])?;
-                crate::upgrade::record_incoming(&tx, &sender, &upgrade_in)?;
-                record_peer_schema(&tx, &sender, stream_schema.as_ref(), latest)?;
+                crate::upgrade::record_incoming(tx, &sender, &upgrade_in)?;
+                record_peer_schema(tx, &sender, stream_schema.as_ref(), latest)?;
                 if role == Role::Node {
-                    store::set_capture(&tx, true)?;
+                    store::set_capture(tx, true)?;
                 }
                 Ok((stats, execs))
             };
