@@ -21,7 +21,8 @@
 //!   and signature are read) gives a `Bundle<Unverified>` whose manifest may be shown
 //!   but whose payload cannot be read. [`Bundle::verify`] against [`TrustedKeys`] gives a
 //!   `Bundle<Verified>`, whose [`Bundle::copy_entry`] streams an entry out while
-//!   checking its size and hash.
+//!   checking its size and hash, and whose [`Bundle::stream_entry`] gives an entry to read
+//!   as it streams, checked only when [`EntryStream::finish`] returns.
 //! - Every failure is a [`BundleError`] naming the bundle (and entry); its
 //!   [`ErrorKind`] is what tests and test vectors compare, and
 //!   [`BundleError::is_permanent`] tells retry (I/O) from quarantine.
@@ -76,5 +77,5 @@ pub mod writer;
 pub use error::{BundleError, ErrorKind};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustedKey, TrustedKeys};
 pub use manifest::{Compression, EntryMeta, FORMAT_VERSION, Manifest, Party, StreamPosition};
-pub use reader::{Bundle, BundleState, Limits, Unverified, Verified};
+pub use reader::{Bundle, BundleState, EntryStream, Limits, Unverified, Verified};
 pub use writer::{BundleHeader, BundleWriter};

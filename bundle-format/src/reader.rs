@@ -789,6 +789,44 @@ impl<R: Read + Seek> Bundle<Verified, R> {
         Ok(total)
     }
 
+    /// Opens entry `name` for reading as it streams, for payloads too large to check before
+    /// they are used: the bytes read are **unchecked** until [`EntryStream::finish`] returns
+    /// `Ok`. A caller applies them only where it can take everything back (inside a database
+    /// transaction it commits after `finish`, SPEC 1.7), and on any failure of its own asks
+    /// `finish` first, so that a corrupt entry is reported as corrupt.
+    pub fn stream_entry(&mut self, name: &str) -> Result<EntryStream<'_, R>, BundleError> {
+        let label = self.label.as_str();
+        let Some(meta) = self.manifest.entry(name) else {
+            return Err(BundleError::NoSuchEntry {
+                bundle: label.to_owned(),
+                entry: name.to_owned(),
+            });
+        };
+        let Some(&i) = self.index.get(name) else {
+            return Err(BundleError::MissingEntry {
+                bundle: label.to_owned(),
+                entry: name.to_owned(),
+            });
+        };
+        let failed = &self.io_failed;
+        failed.store(false, Ordering::Relaxed);
+        let file = self
+            .zip
+            .by_index(i)
+            .map_err(|e| classify(label, Some(name), failed, e))?;
+        Ok(EntryStream {
+            file,
+            label,
+            name: name.to_owned(),
+            size: meta.size,
+            sha256: meta.sha256.clone(),
+            failed,
+            hasher: Sha256::new(),
+            total: 0,
+            error: None,
+        })
+    }
+
     /// Reads entry `name` into memory, refusing it (`too-large`) if the manifest
     /// says it is larger than `max`; hash-checked before it is returned.
     pub fn read_entry(&mut self, name: &str, max: u64) -> Result<Vec<u8>, BundleError> {
@@ -823,6 +861,99 @@ impl<R: Read + Seek> Bundle<Verified, R> {
             self.copy_entry(&name, &mut io::sink())?;
         }
         Ok(())
+    }
+}
+
+/// A verified bundle's entry read as it streams ([`Bundle::stream_entry`]): hashed and
+/// counted as it goes; stops with an error as soon as more bytes come out than the manifest
+/// says. Nothing read from it is checked until [`EntryStream::finish`].
+pub struct EntryStream<'a, R: Read + Seek> {
+    file: zip::read::ZipFile<'a, Tracked<R>>,
+    label: &'a str,
+    name: String,
+    size: u64,
+    sha256: String,
+    failed: &'a AtomicBool,
+    hasher: Sha256,
+    total: u64,
+    /// The first failure met while reading; what `finish` reports.
+    error: Option<BundleError>,
+}
+
+impl<R: Read + Seek> fmt::Debug for EntryStream<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntryStream")
+            .field("bundle", &self.label)
+            .field("entry", &self.name)
+            .field("read", &self.total)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read + Seek> EntryStream<'_, R> {
+    /// Reads what is left (unused), then checks the entry's size and hash: `Ok` with the
+    /// byte count only if every byte of the entry is what the signed manifest says.
+    pub fn finish(mut self) -> Result<u64, BundleError> {
+        if self.error.is_none() {
+            let mut buf = vec![0u8; CHUNK];
+            while self.read(&mut buf).is_ok_and(|n| n > 0) {}
+        }
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.total != self.size {
+            return Err(BundleError::SizeMismatch {
+                bundle: self.label.to_owned(),
+                entry: self.name.clone(),
+                expected: self.size,
+                actual: self.total,
+            });
+        }
+        let actual = hex::encode(self.hasher.finalize());
+        if actual != self.sha256 {
+            return Err(BundleError::HashMismatch {
+                bundle: self.label.to_owned(),
+                entry: self.name,
+                expected: self.sha256,
+                actual,
+            });
+        }
+        Ok(self.total)
+    }
+}
+
+impl<R: Read + Seek> Read for EntryStream<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.error.is_some() {
+            return Err(io::Error::other("the entry failed to read; see finish()"));
+        }
+        let n = loop {
+            match self.file.read(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let shown = io::Error::new(e.kind(), e.to_string());
+                    self.error = Some(read_error(self.label, &self.name, self.failed, e));
+                    return Err(shown);
+                }
+            }
+        };
+        self.total = self.total.saturating_add(n as u64);
+        if self.total > self.size {
+            // Bomb guard: never trust the zip's declared size alone.
+            self.error = Some(BundleError::SizeMismatch {
+                bundle: self.label.to_owned(),
+                entry: self.name.clone(),
+                expected: self.size,
+                actual: self.total,
+            });
+            return Err(io::Error::other(
+                "the entry is larger than its manifest says",
+            ));
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        self.hasher.update(chunk);
+        Ok(n)
     }
 }
 

@@ -12,7 +12,6 @@ use crate::value::{Row, log_row, parse_key, raw, same};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
-use std::collections::HashMap;
 
 /// The kind of a row change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -266,31 +265,39 @@ fn key_update(d: &Logged, i: &Logged) -> Option<Logged> {
 /// row behind (insert, update, pre-image), the next entry of the same key, whose old row is
 /// exactly the row this one left (or, for an insert, says it was gone). Entries with no next
 /// one left the row that is in the table now. Only the key is read here, not the rows.
+///
+/// SQLite pairs the entries (its sorter spills to a temporary file when the stretch is
+/// large); only the pairs are kept, sorted by position, 16 bytes each: a stretch whose rows
+/// changed once each holds nothing here, however long it is (issue 20: a map over every key
+/// of a 2M-change log held ~400 MB while the node wrote its bundle).
 #[derive(Debug, Default)]
 pub(crate) struct Chains {
-    next: HashMap<i64, i64>,
+    /// (entry, the next entry of its key), by entry.
+    next: Vec<(i64, i64)>,
 }
 
 impl Chains {
     /// The chains of the entries after position `after`.
     pub fn load(conn: &Connection, after: i64) -> Result<Chains> {
         let mut st = conn.prepare_cached(
-            "SELECT pos, tbl, pk, op FROM berth_log WHERE pos > ?1 AND target IS NULL
-               AND op IN ('I', 'U', 'D', 'P') ORDER BY pos DESC",
+            "SELECT pos, next FROM (
+               SELECT pos, op, LEAD(pos) OVER (PARTITION BY tbl, pk ORDER BY pos) AS next
+               FROM berth_log WHERE pos > ?1 AND target IS NULL AND op IN ('I', 'U', 'D', 'P'))
+             WHERE next IS NOT NULL AND op <> 'D' ORDER BY pos",
         )?;
-        let mut rows = st.query(params![after])?;
-        let mut later: HashMap<(String, Vec<u8>), i64> = HashMap::new();
-        let mut next = HashMap::new();
-        while let Some(r) = rows.next()? {
-            let pos: i64 = r.get(0)?;
-            let key = (r.get::<_, String>(1)?, raw(r.get_ref(2)?).to_vec());
-            let leaves_row = raw(r.get_ref(3)?) != b"D";
-            let q = later.insert(key, pos);
-            if let (true, Some(q)) = (leaves_row, q) {
-                next.insert(pos, q);
-            }
-        }
+        let next = st
+            .query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
         Ok(Chains { next })
+    }
+
+    /// The next entry of the key of entry `pos`, if any.
+    fn next_of(&self, pos: i64) -> Option<i64> {
+        self.next
+            .binary_search_by_key(&pos, |(p, _)| *p)
+            .ok()
+            .and_then(|i| self.next.get(i))
+            .map(|(_, q)| *q)
     }
 
     /// The row as entry `pos` left it: the old row of the next entry of its key (none when
@@ -302,7 +309,7 @@ impl Chains {
         key: &[Json],
         pos: i64,
     ) -> Result<Option<Row>> {
-        let Some(q) = self.next.get(&pos) else {
+        let Some(q) = self.next_of(pos) else {
             return read_row(conn, info, key);
         };
         let (op, old): (String, Option<Row>) = conn

@@ -26,18 +26,11 @@ pub(crate) struct Tracker<'a> {
 
 /// Changes between two reports.
 const STEP: u64 = 1024;
-/// Bytes between two reports.
-const BYTES: u64 = 64 * 1024;
 
 impl<'a> Tracker<'a> {
     /// Starts `what`, counted in changes (nothing is shown for small work).
     pub(crate) fn new(to: &'a Reporter, what: &str, total: u64) -> Self {
         Self::with_step(to, what, total, STEP)
-    }
-
-    /// Starts `what`, counted in bytes.
-    pub(crate) fn bytes(to: &'a Reporter, what: &str, total: u64) -> Self {
-        Self::with_step(to, what, total, BYTES)
     }
 
     /// Reports to no one.

@@ -480,7 +480,7 @@ pub fn read_incoming(
         inc.digests = Some(d);
     }
     if bundle.manifest().entry(REPAIR_ENTRY).is_some() {
-        let mut payload = crate::dock::Payload::read(site, bundle, REPAIR_ENTRY, &None)?;
+        let mut payload = crate::dock::Payload::spooled(site, bundle, REPAIR_ENTRY)?;
         let mut line = Vec::new();
         let mut i = 0usize;
         let spool = site.folder("spool");

@@ -9,6 +9,10 @@ use std::path::Path;
 ///
 /// WAL lets applications keep reading while a bundle applies; `synchronous=FULL` because a
 /// bundle applied and acknowledged must survive a power cut (the sender may prune what we ack).
+/// The page cache is 16 MiB, and SQLite's sorter takes as much again before it spills to a
+/// temporary file: with the changes streamed, that is most of what a dock's memory peaks at,
+/// whatever the bundle's size (issue 20; 256 MiB held 286 MB at central docking 2M changes,
+/// and was no faster there: `engine/benches/memory.rs`, BENCHMARKS 9b).
 pub fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -18,7 +22,7 @@ pub fn open(path: &Path) -> Result<Connection> {
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=ON;
-         PRAGMA cache_size=-262144;",
+         PRAGMA cache_size=-16384;",
     )?;
     Ok(conn)
 }

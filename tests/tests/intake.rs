@@ -249,3 +249,199 @@ fn a_volume_piece_from_another_set_is_quarantined_and_reported_by_dock() {
         "0"
     );
 }
+
+/// CRC-32 as zip computes it (IEEE, reflected).
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+fn le16(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
+}
+
+/// Replaces the last `find` in the data of stored entry `entry` by `replace` (same length)
+/// and puts the zip's CRC-32 right in both headers: only the signed manifest's sha256 can
+/// tell the bytes changed.
+fn patch_stored_entry(bytes: &mut [u8], entry: &str, find: &[u8], replace: &[u8]) {
+    assert_eq!(find.len(), replace.len());
+    let cd = (0..bytes.len() - 46)
+        .find(|&i| {
+            bytes[i..].starts_with(b"PK\x01\x02") && bytes[i + 46..].starts_with(entry.as_bytes())
+        })
+        .unwrap();
+    assert_eq!(le16(bytes, cd + 10), 0, "a stored entry");
+    let (size, local) = (le32(bytes, cd + 20), le32(bytes, cd + 42));
+    assert_eq!(le16(bytes, local + 6) & 8, 0, "no data descriptor");
+    let data = local + 30 + le16(bytes, local + 26) + le16(bytes, local + 28);
+    let at = data
+        + bytes[data..data + size]
+            .windows(find.len())
+            .rposition(|w| w == find)
+            .unwrap();
+    bytes[at..at + replace.len()].copy_from_slice(replace);
+    let crc = crc32(&bytes[data..data + size]).to_le_bytes();
+    bytes[cd + 16..cd + 20].copy_from_slice(&crc);
+    bytes[local + 14..local + 18].copy_from_slice(&crc);
+}
+
+/// `n` inserts of accounts and, after each, of an opportunity that refers to it.
+fn account_and_opty_lines(n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let pos = 2 * i + 1;
+        lines.push(format!(
+            r#"{{"pos":{pos},"t":"account","k":["acc{i:05}"],"op":"I","new":{{"id":"acc{i:05}","name":"Account {i}","region":"north"}},"c":{pos}}}"#
+        ));
+        lines.push(format!(
+            r#"{{"pos":{},"t":"opty","k":["opt{i:05}"],"op":"I","new":{{"id":"opt{i:05}","account_id":"acc{i:05}","name":"Deal {i}","sales_rep":"Keith","amount":{i},"doc":null}},"c":{}}}"#,
+            pos + 1,
+            pos + 1
+        ));
+    }
+    lines
+}
+
+/// Writes node `a`'s first bundle to hq, signed with its key, its changes entry `payload`
+/// stored (not deflated) so that its bytes can be changed in place.
+fn stored_bundle(w: &World, payload: &str, log_to: u64) -> PathBuf {
+    let key = SecretKey::from_text(&fs::read_to_string(w.dir("a").join("keys/site.key")).unwrap())
+        .unwrap();
+    let path = w.via.join(naming::bundle_file_name("a", "hq", 1));
+    let mut bw = berth_bundle::BundleWriter::new(
+        fs::File::create(&path).unwrap(),
+        berth_bundle::BundleHeader {
+            sender: berth_bundle::Party {
+                site: "a".into(),
+                key_id: key.public().key_id(),
+            },
+            recipients: vec!["hq".into()],
+            created: 0,
+            bundle_id: None,
+            stream: Some(first(log_to)),
+            schema_checksum: None,
+            software_level: None,
+            critical: vec![],
+            extensions: Default::default(),
+        },
+    )
+    .unwrap();
+    bw.add_bytes(
+        "payload/changes.jsonl",
+        "changes",
+        berth_bundle::Compression::Stored,
+        payload.as_bytes(),
+    )
+    .unwrap();
+    bw.finish(&key).unwrap();
+    path
+}
+
+#[test]
+fn a_bundle_whose_changes_entry_is_corrupted_near_its_end_applies_nothing() {
+    // The changes stream into the apply as they are read (issue 20); the entry's sha256 is
+    // known only at its end. A forger who cannot sign changes a value in the last change:
+    // every change before it has been applied inside the transaction by then, and none of
+    // them may stay.
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let n = 3_000; // 6,000 changes, ~1 MB: past several read buffers
+    let payload = account_and_opty_lines(n).join("\n") + "\n";
+    let path = stored_bundle(&w, &payload, 2 * n as u64);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = format!("\"amount\":{}", n - 1);
+    let forged = format!("\"amount\":{}", n + 1);
+    patch_stored_entry(
+        &mut bytes,
+        "payload/changes.jsonl",
+        last.as_bytes(),
+        forged.as_bytes(),
+    );
+    fs::write(&path, &bytes).unwrap();
+    let log_before = w.value("hq", "SELECT COALESCE(max(pos), 0) FROM berth_log");
+
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, "a_to_hq_");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("sha256"), "reported as corrupt: {detail}");
+    assert_eq!(
+        w.value("hq", "SELECT count(*) FROM account"),
+        "1",
+        "the seed only"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT count(*) FROM opty"),
+        "1",
+        "the seed only"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT count(*) FROM berth_applied WHERE peer = 'a'"),
+        "0"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT applied_pos FROM berth_peers WHERE name = 'a'"),
+        "0"
+    );
+    assert_eq!(
+        w.value("hq", "SELECT COALESCE(max(pos), 0) FROM berth_log"),
+        log_before,
+        "nothing journaled"
+    );
+
+    // The same changes unharmed apply whole, parents before children across read buffers.
+    stored_bundle(&w, &payload, 2 * n as u64);
+    let r = w.dock("hq");
+    assert_eq!(outcome(&r, "a_to_hq_").0, "applied", "{r:?}");
+    assert_eq!(
+        w.value(
+            "hq",
+            &format!("SELECT amount FROM opty WHERE id = 'opt{:05}'", n - 1)
+        ),
+        format!("{}.0", n - 1)
+    );
+    assert_eq!(
+        w.value(
+            "hq",
+            "SELECT count(*) FROM opty JOIN account ON account.id = opty.account_id
+             WHERE opty.id LIKE 'opt%'"
+        ),
+        n.to_string()
+    );
+}
+
+#[test]
+fn a_change_corrupted_early_in_the_entry_is_reported_as_corruption_not_as_a_bad_change() {
+    // The first change is no longer JSON, but the bytes are not what was signed: the bundle
+    // is corrupt (sha256), whatever its bytes made the streamed apply stop on.
+    let w = World::new(SCHEMA, DATA, &["a"]);
+    let n = 3_000;
+    let payload = account_and_opty_lines(n).join("\n") + "\n";
+    let path = stored_bundle(&w, &payload, 2 * n as u64);
+    let mut bytes = fs::read(&path).unwrap();
+    patch_stored_entry(
+        &mut bytes,
+        "payload/changes.jsonl",
+        br#"{"pos":1,"t":"account""#,
+        br#"{"pos":1;"t":"account""#,
+    );
+    fs::write(&path, &bytes).unwrap();
+    let r = w.dock("hq");
+    let (o, detail) = outcome(&r, "a_to_hq_");
+    assert_eq!(o, "quarantined", "{r:?}");
+    assert!(detail.contains("sha256"), "reported as corrupt: {detail}");
+    assert!(!detail.contains("line 1"), "{detail}");
+    assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "1");
+}

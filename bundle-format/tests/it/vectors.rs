@@ -93,6 +93,68 @@ pub fn check(bytes: &[u8], trust: &TrustedKeys) -> Result<Manifest, BundleError>
     Ok(v.manifest().clone())
 }
 
+/// [`check`] with each entry read through `stream_entry` (a reader that ignores the bytes
+/// it is given stops half-way through the first entry, then asks `finish`): a streamed
+/// read reaches the same verdict as a copied one, and valid entries stream their bytes.
+fn check_streamed(bytes: &[u8], trust: &TrustedKeys) -> Result<Manifest, BundleError> {
+    use std::io::Read;
+    let b = Bundle::open(Cursor::new(bytes), "vector", &Limits::default())?;
+    let mut v = b.verify(trust)?;
+    let names: Vec<String> = v
+        .manifest()
+        .entries
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let size = v.manifest().entry(name).map_or(0, |e| e.size);
+        let mut copied = Vec::new();
+        let copy = v.copy_entry(name, &mut copied).map(|_| copied);
+        let mut s = v.stream_entry(name)?;
+        let mut streamed = Vec::new();
+        let read = if i == 0 {
+            (&mut s)
+                .take(size / 2)
+                .read_to_end(&mut streamed)
+                .map(|_| ())
+        } else {
+            s.read_to_end(&mut streamed).map(|_| ())
+        };
+        let finished = s.finish();
+        match (copy, finished) {
+            (Ok(c), Ok(n)) => {
+                assert!(read.is_ok(), "{name}: a valid entry reads");
+                assert_eq!(n, c.len() as u64, "{name}");
+                if i != 0 {
+                    assert_eq!(streamed, c, "{name}: the bytes streamed are the entry's");
+                }
+            }
+            (Err(c), Err(f)) => {
+                assert_eq!(c.kind(), f.kind(), "{name}: {c} / {f}");
+                return Err(f);
+            }
+            (c, f) => panic!("{name}: copied {:?}, streamed {:?}", c.err(), f.err()),
+        }
+    }
+    Ok(v.manifest().clone())
+}
+
+#[test]
+fn streaming_an_entry_reaches_the_same_verdict_as_copying_it() {
+    let trust = trust();
+    let mut failures = Vec::new();
+    for v in load_all() {
+        let got = match check_streamed(&v.bytes, &trust) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.kind().as_str().to_owned(),
+        };
+        if got != v.expect {
+            failures.push(format!("{}: expected {}, got {got}", v.name, v.expect));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn every_vector_fails_with_its_kind() {
     let trust = trust();

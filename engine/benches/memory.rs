@@ -1,0 +1,218 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Peak memory of a dock (issue 20, item 3): a node makes N row changes with plain SQL, docks
+//! (writes one bundle), and central docks that one bundle. Each dock runs in a child process
+//! (this bench binary again, `BERTH_BENCH_MEM_CHILD` selecting what it does) that prints its
+//! own peak resident memory (`VmHWM`, Linux). The floor, in the same run: the same child
+//! opening the same site and reading its status, nothing else (what the process costs without
+//! the bundle). Target: the dock's peak well under 100 MB at 200k and at 2M changes.
+//!
+//! The scenario is built through the public API, as `engine/benches/merge.rs` builds it:
+//! central with a table `item` seeded with N/5 rows, a node enrolled and its extract applied,
+//! then at the node N/5 updates of those rows and 4N/5 inserts (one SQL statement each, through
+//! the capture triggers).
+//!
+//! Then central's next dock (upload only: the routing pass over the N changes it merged, and
+//! the node's bundle) is measured the same way, against central's floor.
+//!
+//! `cargo bench -p berth-engine --bench memory`; `BERTH_BENCH_MEM_CHANGES=200000,2000000` the
+//! sizes (default 200000; 2M builds in several minutes).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use berth_engine::dock::{DockOptions, dock};
+use berth_engine::enroll;
+use berth_engine::site::{CentralInit, Site};
+use criterion::Criterion;
+
+#[path = "support/mod.rs"]
+mod support;
+
+const CHILD: &str = "BERTH_BENCH_MEM_CHILD";
+const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, n INTEGER, v TEXT);\n";
+
+/// `VmHWM` of this process in kB (Linux), else 0.
+fn peak_kb() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Child mode: `<what> <site dir> <exchange folder>`; prints `peak_kb=<n>` and a summary.
+fn child(spec: &str) {
+    let mut parts = spec.splitn(3, '\u{1f}');
+    let (what, dir, via) = (
+        parts.next().unwrap(),
+        PathBuf::from(parts.next().unwrap()),
+        PathBuf::from(parts.next().unwrap()),
+    );
+    let mut site = Site::open(&dir).unwrap();
+    let detail = match what {
+        "floor" => {
+            let s = berth_engine::status::status(&site).unwrap();
+            format!("status of {}: {} peers", site.name(), s.peers.len())
+        }
+        "upload" | "download" => {
+            let opts = DockOptions {
+                upload: what == "upload",
+                download: what == "download",
+                ..DockOptions::default()
+            };
+            let report = dock(&mut site, &via, &opts).unwrap();
+            if what == "download" {
+                let [incoming] = report.incoming.as_slice() else {
+                    panic!("one incoming bundle expected: {report:?}");
+                };
+                assert_eq!(incoming.outcome, "applied", "{incoming:?}");
+                format!("{} changes applied", incoming.stats.applied)
+            } else {
+                format!("{} written", report.written.len())
+            }
+        }
+        other => panic!("unknown child mode {other}"),
+    };
+    println!("peak_kb={}", peak_kb());
+    println!("{detail}");
+}
+
+/// Runs this binary in child mode; its peak in kB and the wall time.
+fn measure(what: &str, dir: &Path, via: &Path) -> (u64, f64) {
+    let spec = format!("{what}\u{1f}{}\u{1f}{}", dir.display(), via.display());
+    let t = Instant::now();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, spec)
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child {what} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kb = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_kb="))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (kb, secs)
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// Builds central and an enrolled node whose log holds `n` changes; returns (central, node, via).
+fn world(root: &Path, n: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let updates = n / 5;
+    let inserts = n - updates;
+    let (schema, data, via) = (
+        root.join("schema.sql"),
+        root.join("data.sql"),
+        root.join("via"),
+    );
+    fs::write(&schema, SCHEMA).unwrap();
+    fs::write(
+        &data,
+        format!(
+            "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {updates})
+             INSERT INTO item(id, n, v) SELECT printf('%016x', i), i, 'seed row ' || i FROM c;\n"
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(&via).unwrap();
+    let (hq_dir, node_dir) = (root.join("hq"), root.join("alice"));
+    let (mut hq, _warnings) = Site::init_central(&CentralInit {
+        dir: &hq_dir,
+        name: Some("hq"),
+        schema: &schema,
+        docking: None,
+        data: Some(&data),
+    })
+    .unwrap();
+    let mut node = Site::init_node(&node_dir, "alice").unwrap();
+    let request = enroll::write_request(&node, &via).unwrap();
+    enroll::add_node(
+        &mut hq,
+        "alice",
+        &request,
+        &std::collections::BTreeMap::new(),
+        &via,
+    )
+    .unwrap();
+    fs::remove_file(&request).unwrap();
+    let first = DockOptions {
+        upload: false,
+        ..DockOptions::default()
+    };
+    let report = dock(&mut node, &via, &first).unwrap();
+    assert_eq!(report.count("applied"), 1, "extract applied: {report:?}");
+    let t = Instant::now();
+    node.conn
+        .execute_batch(&format!(
+            "BEGIN;
+             WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {updates})
+             UPDATE item SET n = i * 2 + 1, v = 'item ' || i || ' round 1: pallet of ' || (i % 97)
+               || ' boxes, dock ' || (i % 13) FROM c WHERE item.id = printf('%016x', c.i);
+             WITH RECURSIVE c(i) AS (SELECT {updates} UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {n})
+             INSERT INTO item(id, n, v) SELECT printf('%016x', i), i, 'item ' || i
+               || ' round 0: pallet of ' || (i % 97) || ' boxes, dock ' || (i % 13) FROM c;
+             COMMIT;"
+        ))
+        .unwrap();
+    eprintln!(
+        "node wrote {inserts} inserts + {updates} updates in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    (hq_dir, node_dir, via)
+}
+
+fn run(n: usize) {
+    let root = tempfile::tempdir().unwrap();
+    let (hq, node, via) = world(root.path(), n);
+    let (node_floor, _) = measure("floor", &node, &via);
+    let (node_peak, node_secs) = measure("upload", &node, &via);
+    let bundle: u64 = fs::read_dir(&via)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let (hq_floor, _) = measure("floor", &hq, &via);
+    let (hq_peak, hq_secs) = measure("download", &hq, &via);
+    // Central's next dock routes the N changes it merged (to no one else: the node's own
+    // changes do not go back to it) and writes the node its acknowledgement.
+    let (route_peak, route_secs) = measure("upload", &hq, &via);
+    println!(
+        "memory/{n}: bundle {:.1} MB; node writing it: peak {:.1} MB ({node_secs:.1}s), floor \
+         {:.1} MB, ratio {:.2}x; central docking it: peak {:.1} MB ({hq_secs:.1}s), floor {:.1} MB, \
+         ratio {:.2}x; central routing them and writing: peak {:.1} MB ({route_secs:.1}s), ratio \
+         {:.2}x",
+        bundle as f64 / 1e6,
+        mb(node_peak),
+        mb(node_floor),
+        node_peak as f64 / node_floor.max(1) as f64,
+        mb(hq_peak),
+        mb(hq_floor),
+        hq_peak as f64 / hq_floor.max(1) as f64,
+        mb(route_peak),
+        route_peak as f64 / hq_floor.max(1) as f64,
+    );
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        child(&spec);
+        return;
+    }
+    let sizes = std::env::var("BERTH_BENCH_MEM_CHANGES").unwrap_or_else(|_| "200000".into());
+    for n in sizes.split(',').filter_map(|s| s.trim().parse().ok()) {
+        run(n);
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
