@@ -269,28 +269,42 @@ fn key_update(d: &Logged, i: &Logged) -> Option<Logged> {
 #[derive(Debug, Default)]
 pub(crate) struct Chains {
     next: HashMap<i64, i64>,
+    /// Each key's last entry read, and whether it leaves a row behind.
+    last: HashMap<(String, Vec<u8>), (i64, bool)>,
+    /// The last position read.
+    end: i64,
 }
 
 impl Chains {
     /// The chains of the entries after position `after`.
     pub fn load(conn: &Connection, after: i64) -> Result<Chains> {
+        let mut chains = Chains {
+            end: after,
+            ..Chains::default()
+        };
+        chains.extend(conn)?;
+        Ok(chains)
+    }
+
+    /// Reads the entries journaled since the last read: a routing pass that commits between
+    /// batches lets central's writers go on, and what they change after an entry says what
+    /// that entry left (the row in the table is already past it).
+    pub fn extend(&mut self, conn: &Connection) -> Result<()> {
         let mut st = conn.prepare_cached(
             "SELECT pos, tbl, pk, op FROM berth_log WHERE pos > ?1 AND target IS NULL
-               AND op IN ('I', 'U', 'D', 'P') ORDER BY pos DESC",
+               AND op IN ('I', 'U', 'D', 'P') ORDER BY pos",
         )?;
-        let mut rows = st.query(params![after])?;
-        let mut later: HashMap<(String, Vec<u8>), i64> = HashMap::new();
-        let mut next = HashMap::new();
+        let mut rows = st.query(params![self.end])?;
         while let Some(r) = rows.next()? {
             let pos: i64 = r.get(0)?;
             let key = (r.get::<_, String>(1)?, raw(r.get_ref(2)?).to_vec());
             let leaves_row = raw(r.get_ref(3)?) != b"D";
-            let q = later.insert(key, pos);
-            if let (true, Some(q)) = (leaves_row, q) {
-                next.insert(pos, q);
+            if let Some((p, true)) = self.last.insert(key, (pos, leaves_row)) {
+                self.next.insert(p, pos);
             }
+            self.end = pos;
         }
-        Ok(Chains { next })
+        Ok(())
     }
 
     /// The row as entry `pos` left it: the old row of the next entry of its key (none when

@@ -40,6 +40,22 @@ impl<'a> Tracker<'a> {
         Self::with_step(to, what, total, BYTES)
     }
 
+    /// Starts `what`, counted in changes done a batch at a time: reported after every
+    /// batch, shown when there is more than one.
+    pub(crate) fn batches(to: &'a Reporter, what: &str, total: u64, batch: u64) -> Self {
+        let batch = batch.max(1);
+        let to = to.as_deref().filter(|_| total > batch);
+        if let Some(p) = to {
+            p.begin(what, total);
+        }
+        Tracker {
+            to,
+            done: 0,
+            every: 1,
+            next: 1,
+        }
+    }
+
     /// Reports to no one.
     pub(crate) fn none() -> Self {
         Tracker {

@@ -66,6 +66,12 @@ pub struct Config {
         skip_serializing_if = "crate::retention::Retention::is_default"
     )]
     pub retention: crate::retention::Retention,
+    /// How central's routing pass is cut into transactions (`[routing]`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::route::run::Routing::is_default"
+    )]
+    pub routing: crate::route::run::Routing,
 }
 
 /// An open site. Holds the site lock while it lives.
@@ -285,6 +291,7 @@ impl Site {
             policies: BTreeMap::new(),
             allow_executables: false,
             retention: Default::default(),
+            routing: Default::default(),
         };
         let schema_sql = read_text(init.schema)?;
         let data_sql = init.data.map(read_text).transpose()?;
@@ -381,6 +388,7 @@ impl Site {
             policies: BTreeMap::new(),
             allow_executables: false,
             retention: Default::default(),
+            routing: Default::default(),
         };
         Self::create(dir, &config)?;
         let site = Site::open_with(dir, true)?;
