@@ -648,9 +648,13 @@ fn backlog(routing: &str) -> (World, DockingModel) {
     (w, model)
 }
 
-/// Every node's partial log at central (position, change as stored), and its routing
-/// checkpoint and partial position.
-fn streams(w: &World) -> (Vec<(String, i64, String)>, Vec<(String, i64, i64)>) {
+/// Each node's partial log entries at central: (node, position, change as stored).
+type Partial = Vec<(String, i64, String)>;
+/// Each node's (name, routing checkpoint, partial position).
+type Checkpoints = Vec<(String, i64, i64)>;
+
+/// Every node's partial log at central, and its routing checkpoint and partial position.
+fn streams(w: &World) -> (Partial, Checkpoints) {
     let c = rusqlite::Connection::open(w.central.join("data.db")).unwrap();
     let partial = c
         .prepare("SELECT node, ppos, change FROM berth_partial ORDER BY node, ppos")
