@@ -40,11 +40,11 @@ impl<'a> Tracker<'a> {
         Self::with_step(to, what, total, BYTES)
     }
 
-    /// Starts `what`, counted in changes done a batch at a time: reported after every
-    /// batch, shown when there is more than one.
+    /// Starts `what`, counted in changes done in batches of `batch`: reported after every
+    /// batch, shown for work of more than a few steps (as [`Tracker::new`]) or of more than
+    /// one batch.
     pub(crate) fn batches(to: &'a Reporter, what: &str, total: u64, batch: u64) -> Self {
-        let batch = batch.max(1);
-        let to = to.as_deref().filter(|_| total > batch);
+        let to = to.as_deref().filter(|_| total >= 4 * STEP || total > batch);
         if let Some(p) = to {
             p.begin(what, total);
         }

@@ -20,9 +20,12 @@ use crate::route::router::{self, Evaluation, Run};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-/// Log entries a batch routes by default: a batch of the sample model routes in well under a
-/// second here (BENCHMARKS 5), which is as long as an application writer then waits.
-pub const DEFAULT_BATCH: u32 = 20_000;
+/// Log entries a batch routes by default ([`router::BATCH`], the batch that bounds the
+/// router's memory): about a second of routing for the sales model at 100 nodes on the
+/// benchmark machine (BENCHMARKS 9), which is as long as an application writer then waits,
+/// at 0.94x the throughput of one transaction for the whole pass. Smaller batches cost more
+/// (1,000: 0.49x).
+pub const DEFAULT_BATCH: u32 = router::BATCH as u32;
 
 /// `berth.toml`'s `[routing]` (central).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
