@@ -844,3 +844,15 @@ fn a_capped_routing_run_leaves_the_rest_for_the_next_dock() {
     w.settle();
     assert_all(&w, &model);
 }
+
+/// `max_changes = 0` is no cap (a dock allowed to route nothing would never catch up).
+#[test]
+fn a_routing_cap_of_zero_is_no_cap() {
+    let (w, model) = backlog("batch_changes = 3\nmax_changes = 0");
+    let r = w.dock("hq");
+    assert!(r.routed.entries > 40, "{:?}", r.routed);
+    assert_eq!(r.routed.behind, 0, "{:?}", r.routed);
+    assert!(r.waits.is_empty(), "{:?}", r.waits);
+    w.settle();
+    assert_all(&w, &model);
+}

@@ -34,7 +34,7 @@ pub struct Routing {
     /// Log entries routed and committed at once (MaxBatchTxns).
     #[serde(default = "default_batch")]
     pub batch_changes: u32,
-    /// Log entries one dock routes at most (MaxTxns); none: all of them.
+    /// Log entries one dock routes at most (MaxTxns); none or 0: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_changes: Option<u64>,
 }
@@ -80,8 +80,10 @@ pub fn route(
     progress: &Reporter,
 ) -> Result<Routed> {
     let batch = i64::from(cfg.batch_changes.max(1));
+    // 0 is no cap: a dock that may route nothing would never catch up.
     let cap = cfg
         .max_changes
+        .filter(|&c| c > 0)
         .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let plan = router::plan_for(conn, model)?;
