@@ -1561,7 +1561,10 @@ impl<'a> Run<'a> {
         for n in &self.nodes {
             let ppos = self.out.ppos.get(&n.name).copied().unwrap_or(n.ppos);
             st.execute(params![n.name, self.lo, ppos])?;
-            crate::partial::mark(self.conn, &n.name, ppos, self.lo)?;
+            // A node enrolled after `lo` has seen up to its own checkpoint: a mark below it
+            // could outlive the enrollment's when marks are pruned, and make the node's next
+            // changes contest what its extract carried.
+            crate::partial::mark(self.conn, &n.name, ppos, self.lo.max(n.routed_pos))?;
         }
         Ok(())
     }
