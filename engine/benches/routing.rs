@@ -25,6 +25,9 @@
 //! berth (the visible ids selected in SQL, then one `INSERT .. SELECT` per table), checked to
 //! copy exactly the rows our extract records.
 //!
+//! **Batches** (issue 20): with `BERTH_BENCH_BATCHES=1`, the dock's pass committed in
+//! batches against one pass in one transaction, throughput ratio ([`bench_batches`]).
+//!
 //! `cargo bench -p berth-engine --bench routing`. `BERTH_BENCH_EXTRACT_ROWS=100000` for a
 //! quick check of the extract; `BERTH_BENCH_SKIP_ROUTING=1` / `BERTH_BENCH_SKIP_EXTRACT=1`
 //! run one half; `BERTH_BENCH_NODES=100,1000` the two node counts; `BERTH_BENCH_PAIRS` (default 3) interleaved runs give the
@@ -375,6 +378,92 @@ fn bench_routing(c: &mut Criterion) {
     );
 }
 
+/// One dock's routing pass over a fresh copy of `pristine`, committed every `batch` log
+/// entries (`None`: the whole pass in one transaction, as before issue 20).
+fn route_committed(pristine: &Path, batch: Option<u32>) -> (Duration, i64) {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("hq");
+    copy_dir(pristine, &dir);
+    let site = Site::open(&dir).unwrap();
+    let catalog = site.catalog().unwrap();
+    let model = site.docking_model().unwrap().unwrap();
+    let t = Instant::now();
+    match batch {
+        Some(batch_changes) => {
+            let cfg = berth_engine::route::run::Routing {
+                batch_changes,
+                max_changes: None,
+            };
+            berth_engine::route::run::route(&site.conn, &catalog, Some(&model), &cfg, &None)
+                .unwrap();
+        }
+        None => {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &site.conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .unwrap();
+            partial::route(&tx, &catalog, Some(&model)).unwrap();
+            tx.commit().unwrap();
+        }
+    }
+    let d = t.elapsed();
+    let routed: i64 = site
+        .conn
+        .query_row("SELECT count(*) FROM berth_partial", [], |r| r.get(0))
+        .unwrap();
+    (d, routed)
+}
+
+/// Routing in committed batches (issue 20, item 2) against one pass in one transaction, on
+/// the routing scenario's changes at the first node count: `BERTH_BENCH_BATCHES=1` runs it
+/// (`BERTH_BENCH_SKIP_ROUTING=1 BERTH_BENCH_SKIP_EXTRACT=1 BERTH_BENCH_BATCHES=1` alone).
+/// Batches of the default size and of 1,000 entries, each throughput against one pass.
+fn bench_batches(_: &mut Criterion) {
+    if std::env::var_os("BERTH_BENCH_BATCHES").is_none() {
+        return;
+    }
+    let changes = env("BERTH_BENCH_CHANGES", 100_000);
+    let nodes = std::env::var("BERTH_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.split(',').next().and_then(|n| n.trim().parse().ok()))
+        .unwrap_or(100);
+    let root = tempfile::tempdir().unwrap();
+    let base = central_with_nodes(&root.path().join("b"), nodes, nodes, ROWS_UNIT);
+    write_changes(&base, changes, nodes, ROWS_UNIT);
+    let default = berth_engine::route::run::DEFAULT_BATCH;
+    let pairs = env("BERTH_BENCH_PAIRS", 3);
+    let (mut one, mut big, mut small) = (vec![], vec![], vec![]);
+    for _ in 0..pairs {
+        let (a, ra) = route_committed(&base, None);
+        let (b, rb) = route_committed(&base, Some(default));
+        let (c, rc) = route_committed(&base, Some(1000));
+        eprintln!(
+            "run: one pass {:.2}s ({ra} routed), batches of {default} {:.2}s ({rb}), batches of 1000 {:.2}s ({rc})",
+            a.as_secs_f64(),
+            b.as_secs_f64(),
+            c.as_secs_f64()
+        );
+        assert_eq!(ra, rb, "one pass and the default batches route the same");
+        one.push(a);
+        big.push(b);
+        small.push(c);
+    }
+    let med = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (a, b, c) = (med(&mut one), med(&mut big), med(&mut small));
+    println!(
+        "routing {changes} changes at {nodes} nodes: one pass (one transaction) {:.1} us/change; committed batches of {default}: {:.1} us/change (throughput {:.2}x of one pass); of 1000: {:.1} us/change ({:.2}x) (median of {pairs} interleaved runs)",
+        per_change(a, changes),
+        per_change(b, changes),
+        a.as_secs_f64() / b.as_secs_f64(),
+        per_change(c, changes),
+        a.as_secs_f64() / c.as_secs_f64()
+    );
+}
+
 /// Rows of the extract scenario, about `rows` in all; employee `EMGR` holds a tenth of the
 /// positions and is assigned to the opportunities of their accounts.
 fn extract_data(rows: usize) -> String {
@@ -695,5 +784,5 @@ fn bench_extract(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_routing, bench_extract);
+criterion_group!(benches, bench_routing, bench_extract, bench_batches);
 criterion_main!(benches);

@@ -274,21 +274,66 @@ fn key_update(d: &Logged, i: &Logged) -> Option<Logged> {
 pub(crate) struct Chains {
     /// (entry, the next entry of its key), by entry.
     next: Vec<(i64, i64)>,
+    /// The position the chains start after.
+    start: i64,
+    /// The last position read.
+    end: i64,
 }
 
 impl Chains {
     /// The chains of the entries after position `after`.
     pub fn load(conn: &Connection, after: i64) -> Result<Chains> {
+        let mut chains = Chains {
+            start: after,
+            end: after,
+            ..Chains::default()
+        };
+        chains.extend(conn)?;
+        Ok(chains)
+    }
+
+    /// Reads the entries journaled since the last read: a routing pass that commits between
+    /// batches lets central's writers go on, and what they change after an entry says what
+    /// that entry left (the row in the table is already past it).
+    pub fn extend(&mut self, conn: &Connection) -> Result<()> {
         let mut st = conn.prepare_cached(
             "SELECT pos, next FROM (
                SELECT pos, op, LEAD(pos) OVER (PARTITION BY tbl, pk ORDER BY pos) AS next
                FROM berth_log WHERE pos > ?1 AND target IS NULL AND op IN ('I', 'U', 'D', 'P'))
              WHERE next IS NOT NULL AND op <> 'D' ORDER BY pos",
         )?;
-        let next = st
-            .query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?)))?
+        let fresh = st
+            .query_map(params![self.end], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
-        Ok(Chains { next })
+        if self.end > self.start {
+            // A key's last entry read before, and its first entry since (through the log's
+            // index by row, which central always has).
+            let mut st = conn.prepare_cached(
+                "SELECT o.pos, n.first FROM (
+                   SELECT tbl, pk, MIN(pos) AS first FROM berth_log
+                   WHERE pos > ?2 AND target IS NULL AND op IN ('I', 'U', 'D', 'P')
+                   GROUP BY tbl, pk) AS n
+                 JOIN berth_log AS o ON o.pos = (
+                   SELECT MAX(x.pos) FROM berth_log AS x
+                   WHERE x.tbl = n.tbl AND x.pk = n.pk AND x.pos > ?1 AND x.pos <= ?2
+                     AND x.target IS NULL AND x.op IN ('I', 'U', 'D', 'P'))
+                 WHERE o.op <> 'D'",
+            )?;
+            let across = st
+                .query_map(params![self.start, self.end], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
+            self.next.extend(across);
+        }
+        self.next.extend(fresh);
+        self.next.sort_unstable();
+        self.end = conn.query_row(
+            "SELECT COALESCE(MAX(pos), ?1) FROM berth_log WHERE pos > ?1",
+            params![self.end],
+            |r| r.get(0),
+        )?;
+        Ok(())
     }
 
     /// The next entry of the key of entry `pos`, if any.

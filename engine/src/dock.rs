@@ -168,6 +168,9 @@ pub struct DockReport {
     pub log_pruned: i64,
     /// At central: what compacting the streams of nodes away a long time did (SPEC 2.8).
     pub compacted: crate::catchup::Compacted,
+    /// At central: what the routing pass routed, in how many transactions, and what it left
+    /// for the next dock (`[routing] max_changes`).
+    pub routed: crate::route::run::Routed,
 }
 
 impl DockReport {
@@ -251,7 +254,9 @@ pub fn dock_with_prompt(
     if opts.upload {
         upload(site, via, opts, &mut report).map_err(|e| not_writable(e, via))?;
     }
-    report.waits = waits(site, via)?;
+    // After what waits for others, what the upload itself left (routing behind).
+    let mut left = std::mem::replace(&mut report.waits, waits(site, via)?);
+    report.waits.append(&mut left);
     report.pruned = crate::retention::prune(site, opts.clock())?;
     report.settle();
     for i in &report.incoming {
@@ -277,16 +282,31 @@ fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) 
             }
         }
         Role::Central => {
-            // One routing pass for every node (seed Figure 6), committed with the
-            // checkpoints; then each node's bundle carries its partial log.
+            // One routing pass for every node (seed Figure 6), committed batch by batch
+            // with the checkpoints; then each node's bundle carries its partial log.
             let catalog = site.catalog()?;
             let model = site.docking_model()?;
+            tracing::debug!("routing central's log to the nodes");
+            report.routed = crate::route::run::route(
+                &site.conn,
+                &catalog,
+                model.as_ref(),
+                &site.config.routing,
+                &opts.progress,
+            )?;
+            if report.routed.behind > 0 {
+                report.waits.push(format!(
+                    "routing is behind: {} entries of central's log wait for the next dock \
+                     (`[routing] max_changes` = {})",
+                    report.routed.behind,
+                    site.config.routing.max_changes.unwrap_or(0)
+                ));
+            }
+            // A node away a long time gets the net effect of its stream, not its history
+            // (after the routing pass, in a transaction of its own).
+            let away = site.config.retention.away_cutoff(opts.clock());
             let tx =
                 rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
-            tracing::debug!("routing central's log to the nodes");
-            crate::partial::route_with_progress(&tx, &catalog, model.as_ref(), &opts.progress)?;
-            // A node away a long time gets the net effect of its stream, not its history.
-            let away = site.config.retention.away_cutoff(opts.clock());
             report.compacted = crate::catchup::compact_away(&tx, away)?;
             tx.commit()?;
             crash_point(opts.fail_export, ExportStep::Routed, "export")?;

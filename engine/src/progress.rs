@@ -33,6 +33,22 @@ impl<'a> Tracker<'a> {
         Self::with_step(to, what, total, STEP)
     }
 
+    /// Starts `what`, counted in changes done in batches of `batch`: reported after every
+    /// batch, shown for work of more than a few steps (as [`Tracker::new`]) or of more than
+    /// one batch.
+    pub(crate) fn batches(to: &'a Reporter, what: &str, total: u64, batch: u64) -> Self {
+        let to = to.as_deref().filter(|_| total >= 4 * STEP || total > batch);
+        if let Some(p) = to {
+            p.begin(what, total);
+        }
+        Tracker {
+            to,
+            done: 0,
+            every: 1,
+            next: 1,
+        }
+    }
+
     /// Reports to no one.
     pub(crate) fn none() -> Self {
         Tracker {

@@ -609,3 +609,250 @@ fn a_node_insert_deleted_at_central_before_routing_is_deleted_at_the_node() {
     assert!(!has(&w, "keith", "SELECT 1 FROM activity WHERE id = 'K-1'"));
     assert_all(&w, &model);
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounded routing runs (issue 20, item 2; seed 004's MaxBatchTxns and MaxTxns)
+// ---------------------------------------------------------------------------------------
+
+/// The sales world with `[routing]` set at central to `routing` (TOML lines), and a backlog
+/// waiting to be routed: central's own writes (new activities on every opportunity, updates,
+/// deletes, keith gaining O2 and losing O4, an enterprise row) and keith's insert, merged by
+/// a download-only dock (a merged change, its marker, corrective-free).
+fn backlog(routing: &str) -> (World, DockingModel) {
+    let (w, model) = sales();
+    let cfg = w.central.join("berth.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[routing]\n{routing}\n")).unwrap();
+    w.exec(
+        "keith",
+        "INSERT INTO activity(id, opty_id, kind, note) VALUES ('K-1', 'O1', 'visit', 'keith')",
+    );
+    w.dock("keith");
+    let download_only = DockOptions {
+        upload: false,
+        ..DockOptions::default()
+    };
+    w.dock_with("hq", &w.via, &download_only).unwrap();
+    w.exec(
+        "hq",
+        "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 40)
+         INSERT INTO activity(id, opty_id, kind, note)
+           SELECT 'B-' || x, 'O' || (x % 4 + 1), 'call', 'n' || x FROM i;
+         UPDATE activity SET note = note || '!' WHERE id LIKE 'B-%' AND CAST(substr(id, 3) AS INTEGER) % 3 = 0;
+         INSERT INTO opty_emp(opty_id, emp_id, role) VALUES ('O2', 'E1', 'help');
+         DELETE FROM opty_emp WHERE opty_id = 'O4' AND emp_id = 'E1';
+         UPDATE opty SET name = name || ' (2)';
+         DELETE FROM activity WHERE id IN ('B-5', 'B-6', 'K-1');
+         INSERT INTO product(id, name, price) VALUES ('PX', 'New', 1.5);",
+    );
+    (w, model)
+}
+
+/// Each node's partial log entries at central: (node, position, change as stored).
+type Partial = Vec<(String, i64, String)>;
+/// Each node's (name, routing checkpoint, partial position).
+type Checkpoints = Vec<(String, i64, i64)>;
+
+/// Every node's partial log at central, and its routing checkpoint and partial position.
+fn streams(w: &World) -> (Partial, Checkpoints) {
+    let c = rusqlite::Connection::open(w.central.join("data.db")).unwrap();
+    let partial = c
+        .prepare("SELECT node, ppos, change FROM berth_partial ORDER BY node, ppos")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let peers = c
+        .prepare("SELECT name, routed_pos, partial_pos FROM berth_peers WHERE role = 'node' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    (partial, peers)
+}
+
+/// Progress of a dock, calling `on_set` with each report's count.
+struct OnProgress<F: Fn(u64) + Send + Sync>(F);
+
+impl<F: Fn(u64) + Send + Sync> std::fmt::Debug for OnProgress<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnProgress")
+    }
+}
+
+impl<F: Fn(u64) + Send + Sync> berth_engine::progress::Progress for OnProgress<F> {
+    fn begin(&self, _: &str, _: u64) {}
+    fn set(&self, done: u64) {
+        (self.0)(done)
+    }
+    fn end(&self) {}
+}
+
+fn with_progress(f: impl Fn(u64) + Send + Sync + 'static) -> DockOptions {
+    DockOptions {
+        progress: Some(std::sync::Arc::new(OnProgress(f))),
+        ..DockOptions::default()
+    }
+}
+
+/// Routing a backlog in batches of 3 entries, each committed, leaves every node holding
+/// exactly, row for row, what it holds when one pass routes the backlog, and what the oracle
+/// says. (The streams themselves differ: a batch settles visibility once, at its end, so
+/// smaller batches send more intermediate states of the same rows.)
+#[test]
+fn routing_in_batches_brings_the_nodes_where_one_pass_does() {
+    let (one, _) = backlog("batch_changes = 1000000");
+    let r1 = one.dock("hq");
+    assert_eq!(r1.routed.batches, 1, "{:?}", r1.routed);
+    let (w, model) = backlog("batch_changes = 3");
+    let r = w.dock("hq");
+    assert!(r.routed.batches > 20, "{:?}", r.routed);
+    assert_eq!((r.routed.entries, r.routed.behind), (r1.routed.entries, 0));
+    for site in [&one, &w] {
+        for (n, _) in &site.nodes {
+            site.dock(n);
+        }
+    }
+    for (n, _) in &w.nodes {
+        assert_eq!(w.dump(n), one.dump(n), "{n} after one dock");
+    }
+    assert_all(&w, &model);
+    w.settle();
+    one.settle();
+    for (n, _) in &w.nodes {
+        assert_eq!(w.dump(n), one.dump(n), "{n} settled");
+    }
+    assert_all(&w, &model);
+}
+
+/// Between two batches the write lock is free: an application writer at central commits
+/// with a short busy timeout while the pass goes on (with one transaction for the whole pass
+/// it would wait for all of it). What it writes is routed by the next dock.
+#[test]
+fn central_writers_commit_between_routing_batches() {
+    let (w, model) = backlog("batch_changes = 3");
+    let db = w.central.join("data.db");
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = written.clone();
+    let opts = with_progress(move |_| {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.busy_timeout(std::time::Duration::from_millis(50))
+            .unwrap();
+        let id = format!("W-{}", log.lock().unwrap().len());
+        let r = c.execute(
+            "INSERT INTO activity(id, opty_id, kind, note) VALUES (?1, 'O1', 'call', 'between')",
+            [&id],
+        );
+        log.lock().unwrap().push((id, r.map_err(|e| e.to_string())));
+    });
+    let r = w.dock_with("hq", &w.via, &opts).unwrap();
+    let written = written.lock().unwrap().clone();
+    // One write after each batch, and one as the pass ends.
+    assert_eq!(written.len() as u64, r.routed.batches + 1);
+    assert!(written.len() > 20, "{written:?}");
+    assert!(written.iter().all(|(_, r)| r.is_ok()), "{written:?}");
+    w.settle();
+    assert_all(&w, &model);
+    for (id, _) in &written {
+        assert!(has(
+            &w,
+            "keith",
+            &format!("SELECT 1 FROM activity WHERE id = '{id}'")
+        ));
+        assert!(!has(
+            &w,
+            "carl",
+            &format!("SELECT 1 FROM activity WHERE id = '{id}'")
+        ));
+    }
+}
+
+/// A crash in the middle of a routing pass loses only the batch under way: the batches
+/// committed before it stay (the checkpoints moved), the next dock routes the rest, and
+/// every node's partial log is exactly, change for change, the one the same pass writes
+/// without the crash: nothing lost, nothing twice.
+#[test]
+fn a_crash_during_routing_loses_only_the_batch_under_way() {
+    let (one, _) = backlog("batch_changes = 3");
+    one.dock("hq");
+    let (w, model) = backlog("batch_changes = 3");
+    let before = streams(&w).1;
+    // The process dies right after the fifth batch committed, in the next batch's turn.
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = calls.clone();
+    let opts = with_progress(move |_| {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 4 {
+            panic!("crash after batch 5");
+        }
+    });
+    let (dir, via) = (w.central.clone(), w.via.clone());
+    let crashed = std::thread::spawn(move || {
+        let mut hq = berth_engine::site::Site::open(&dir).unwrap();
+        berth_engine::dock::dock(&mut hq, &via, &opts)
+    })
+    .join();
+    assert!(crashed.is_err(), "the dock died");
+    let after = streams(&w).1;
+    assert_ne!(before, after, "what the first batches routed stayed");
+    let total = streams(&one).1;
+    assert!(
+        after.iter().zip(&total).any(|(a, t)| a.1 < t.1),
+        "the pass did not finish: {after:?} / {total:?}"
+    );
+    let r = w.dock("hq");
+    assert!(r.routed.entries > 0);
+    assert_eq!(streams(&one), streams(&w));
+    w.settle();
+    assert_all(&w, &model);
+}
+
+/// `[routing] max_changes` caps what one dock routes; the dock says routing is behind, and
+/// the next docks route the rest: the nodes then hold what they hold after one pass.
+#[test]
+fn a_capped_routing_run_leaves_the_rest_for_the_next_dock() {
+    let (one, _) = backlog("batch_changes = 3");
+    one.dock("hq");
+    let (w, model) = backlog("batch_changes = 3\nmax_changes = 20");
+    let r = w.dock("hq");
+    assert!(
+        r.routed.entries >= 20 && r.routed.entries < 30,
+        "{:?}",
+        r.routed
+    );
+    assert!(r.routed.behind > 0, "{:?}", r.routed);
+    assert!(
+        r.waits.iter().any(|s| s.starts_with("routing is behind")),
+        "{:?}",
+        r.waits
+    );
+    let mut docks = 1;
+    while w.dock("hq").routed.behind > 0 {
+        docks += 1;
+        assert!(docks < 100);
+    }
+    assert!(docks >= 2, "{docks}");
+    for site in [&one, &w] {
+        for (n, _) in &site.nodes {
+            site.dock(n);
+        }
+    }
+    for (n, _) in &w.nodes {
+        assert_eq!(w.dump(n), one.dump(n), "{n}");
+    }
+    w.settle();
+    assert_all(&w, &model);
+}
+
+/// `max_changes = 0` is no cap (a dock allowed to route nothing would never catch up).
+#[test]
+fn a_routing_cap_of_zero_is_no_cap() {
+    let (w, model) = backlog("batch_changes = 3\nmax_changes = 0");
+    let r = w.dock("hq");
+    assert!(r.routed.entries > 40, "{:?}", r.routed);
+    assert_eq!(r.routed.behind, 0, "{:?}", r.routed);
+    assert!(r.waits.is_empty(), "{:?}", r.waits);
+    w.settle();
+    assert_all(&w, &model);
+}

@@ -434,19 +434,17 @@ impl CentralMerge<'_> {
             _ => {
                 // The node's entries queued so far must show as its own.
                 self.flush()?;
-                contest.insert(super::contest::Contest::load(
-                    self.conn,
-                    self.catalog,
-                    self.node,
-                    self.central,
-                    from,
-                )?)
+                contest.insert(super::contest::Contest::load(self.conn, from)?)
             }
         };
-        if contest.is_empty() {
-            return Ok(None);
-        }
-        Ok(contest.get(&t.name, &ch.key_text(), from))
+        contest.get(
+            self.conn,
+            t,
+            &ch.k,
+            &ch.key_text(),
+            (self.node, self.central),
+            from,
+        )
     }
 
     fn node_is_later(&self, t: &TableInfo, ch: &Change) -> Result<bool> {

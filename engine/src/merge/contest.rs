@@ -14,23 +14,30 @@
 //! What the node's own changes set off at central (its cascades, the application's
 //! triggers) is its own and does not contest; nor do corrective changes.
 //!
-//! The contested rows are read once per bundle: one pass over the log after the earliest
-//! position the bundle's changes saw.
+//! A row's contest is read when the bundle first changes it, through central's index of the
+//! log by row (`berth_log_key`, [`crate::site`]): the cost of a bundle is its own rows, not
+//! everything the other nodes changed since it last docked. It is the contest as the log
+//! stood when the bundle's first change that saw something was merged (the log's end then,
+//! [`Contest::load`]); the row's state at that moment is the state before the first entry
+//! the bundle's own merge journaled on it after, or the row as it is when there is none.
 
-use super::apply::{Catalog, Cols, read_row};
+use super::apply::{Cols, TableInfo, read_row};
 use crate::error::Result;
 use crate::value::{Row, parse_key, parse_row_bytes, raw, same};
 use rusqlite::{Connection, params};
 use serde_json::Value as Json;
 use std::collections::{BTreeSet, HashMap};
 
-/// The rows other sites changed after a position of central's log, and which columns.
+/// The rows other sites changed after a position of central's log, and which columns, read
+/// row by row as the bundle's changes reach them.
 #[derive(Debug, Default)]
 pub struct Contest {
-    /// The position the map covers the changes after.
+    /// The position the contest covers the changes after.
     pub from: i64,
+    /// The log's last position at [`Contest::load`]: entries after it are the bundle's own.
+    end: i64,
     /// By (table, key as JSON text): each contesting entry's position and the columns it
-    /// changed.
+    /// changed, for the rows read so far.
     rows: HashMap<(String, String), Vec<(i64, Cols)>>,
 }
 
@@ -62,92 +69,268 @@ fn changed(before: Option<&Row>, after: Option<&Row>) -> Option<Cols> {
     }
 }
 
+/// Whether a key's JSON text is the very bytes every SQLite's capture trigger journals for
+/// it: integers, NULL, blobs (`["b", HEX]`, `hex()` is upper case) and text without control
+/// characters, whose JSON has one spelling. A real is journaled through `printf`, whose
+/// digits changed between SQLite versions, and control characters have more than one
+/// escape: those keys are compared by value instead ([`Contest::history`]).
+pub(crate) fn one_spelling(key: &[Json]) -> bool {
+    key.iter().all(|v| match v {
+        Json::Null => true,
+        Json::Number(n) => n.is_i64() || n.is_u64(),
+        Json::String(s) => !s.chars().any(|c| c < ' ' || c == '\u{7f}'),
+        Json::Array(a) => match a.as_slice() {
+            [Json::String(tag), Json::String(h)] => {
+                tag == "b"
+                    && h.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+            }
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+/// A row's entries after a position (`?1` table, `?2` key as journaled, `?3` position,
+/// `?4` the node, `?5` central): a search of `berth_log_key`.
+pub(crate) const ROW_ENTRIES: &str =
+    "SELECT pos, op = 'I', origin IS NULL OR (origin <> ?4 AND origin <> ?5), old, pk
+     FROM berth_log WHERE tbl = ?1 AND pk = ?2 AND pos > ?3 AND target IS NULL
+     AND op IN ('I', 'U', 'D', 'P') ORDER BY pos";
+
+/// [`ROW_ENTRIES`] for a key of more than one spelling: the table's entries, whose keys
+/// the caller compares by value (`?2` is unused).
+const TABLE_ENTRIES: &str =
+    "SELECT pos, op = 'I', origin IS NULL OR (origin <> ?4 AND origin <> ?5), old, pk
+     FROM berth_log WHERE tbl = ?1 AND ?2 IS NOT NULL AND pos > ?3 AND target IS NULL
+     AND op IN ('I', 'U', 'D', 'P') ORDER BY pos";
+
+/// An entry of a row's history as read: position, insert, made by another site, `old`.
+type Entry = (i64, bool, bool, Vec<u8>);
+
 impl Contest {
-    /// Reads the log after `from`: the entries of rows another site than `node` changed
-    /// since (`central` names central's own site, the origin of what merges set off).
-    pub fn load(
+    /// The contest of the changes after `from`, as the log stands now.
+    pub fn load(conn: &Connection, from: i64) -> Result<Contest> {
+        let end = conn.query_row("SELECT COALESCE(MAX(pos), 0) FROM berth_log", [], |r| {
+            r.get(0)
+        })?;
+        Ok(Contest {
+            from,
+            end,
+            rows: HashMap::new(),
+        })
+    }
+
+    /// The columns of a row other sites than `node` changed after position `after` (at
+    /// least [`Self::from`]), if any (`central` names central's own site, the origin of what
+    /// merges set off). `key_text` is `key` as `Change::key_text` writes it.
+    pub fn get(
+        &mut self,
         conn: &Connection,
-        catalog: &Catalog,
-        node: &str,
-        central: &str,
-        from: i64,
-    ) -> Result<Contest> {
-        let mut st = conn.prepare(
-            "SELECT pos, tbl, pk, op, old, origin IS NULL OR (origin <> ?2 AND origin <> ?3)
-             FROM berth_log WHERE pos > ?1 AND target IS NULL AND op IN ('I', 'U', 'D', 'P')
-             ORDER BY pos",
-        )?;
-        let mut q = st.query(params![from, node, central])?;
-        type Entry = (i64, bool, bool, Vec<u8>);
-        let mut history: HashMap<(String, String), (Vec<Json>, Vec<Entry>)> = HashMap::new();
-        while let Some(r) = q.next()? {
-            let Some(k) = parse_key(raw(r.get_ref(2)?)) else {
-                continue;
-            };
-            // The key as `Change::key_text` writes it.
-            let text = serde_json::to_string(&k).unwrap_or_default();
-            let slot = history
-                .entry((r.get::<_, String>(1)?, text))
-                .or_insert_with(|| (k, Vec::new()));
-            slot.1.push((
-                r.get(0)?,
-                raw(r.get_ref(3)?) == b"I",
-                r.get(5)?,
-                raw(r.get_ref(4)?).to_vec(),
-            ));
+        t: &TableInfo,
+        key: &[Json],
+        key_text: &str,
+        ids: (&str, &str),
+        after: i64,
+    ) -> Result<Option<Cols>> {
+        let slot = (t.name.clone(), key_text.to_string());
+        if !self.rows.contains_key(&slot) {
+            let contested = self.read(conn, t, key, key_text, ids)?;
+            self.rows.insert(slot.clone(), contested);
         }
-        let mut rows = HashMap::new();
-        for ((tbl, key), (k, entries)) in history {
-            if !entries.iter().any(|e| e.2) {
+        Ok(self.rows.get(&slot).and_then(|entries| {
+            Cols::union(
+                entries
+                    .iter()
+                    .filter(|(pos, _)| *pos > after)
+                    .map(|(_, cols)| cols),
+            )
+        }))
+    }
+
+    /// The contesting entries of one row: each entry another site made in `(from, end]`
+    /// with the columns it changed, judged against the state that followed it.
+    fn read(
+        &self,
+        conn: &Connection,
+        t: &TableInfo,
+        key: &[Json],
+        key_text: &str,
+        ids: (&str, &str),
+    ) -> Result<Vec<(i64, Cols)>> {
+        let (entries, next) = self.history(conn, &t.name, key, key_text, ids)?;
+        if !entries.iter().any(|e| e.2) {
+            return Ok(Vec::new());
+        }
+        let before = |insert: bool, old: &[u8]| {
+            // An insert's `old` is empty, or the old key of a key change.
+            if insert { None } else { parse_row_bytes(old) }
+        };
+        let steps: Vec<Step> = entries
+            .iter()
+            .map(|(pos, insert, other, old)| Step {
+                pos: *pos,
+                other: *other,
+                before: before(*insert, old),
+            })
+            .collect();
+        // The row as it stood at `end`.
+        let now = match next {
+            Some((_, insert, _, old)) => before(insert, &old),
+            None => read_row(conn, t, key)?,
+        };
+        let mut contested = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            if !step.other {
                 continue;
             }
-            let Some(info) = catalog.tables.get(&tbl) else {
-                continue;
+            let after = match steps.get(i + 1) {
+                Some(next) => next.before.as_ref(),
+                None => now.as_ref(),
             };
-            let steps: Vec<Step> = entries
-                .into_iter()
-                .map(|(pos, insert, other, old)| Step {
-                    pos,
-                    other,
-                    // An insert's `old` is empty, or the old key of a key change.
-                    before: if insert { None } else { parse_row_bytes(&old) },
-                })
-                .collect();
-            let now = read_row(conn, info, &k)?;
-            let mut contested = Vec::new();
-            for (i, step) in steps.iter().enumerate() {
-                if !step.other {
+            if let Some(cols) = changed(step.before.as_ref(), after) {
+                contested.push((step.pos, cols));
+            }
+        }
+        Ok(contested)
+    }
+
+    /// The row's entries in `(from, end]`, and its first entry after `end` if any.
+    fn history(
+        &self,
+        conn: &Connection,
+        table: &str,
+        key: &[Json],
+        key_text: &str,
+        (node, central): (&str, &str),
+    ) -> Result<(Vec<Entry>, Option<Entry>)> {
+        // One spelling: the index finds the row's entries. Otherwise every entry of the
+        // table after `from` is read and its key compared by value.
+        let exact = one_spelling(key);
+        let mut st = conn.prepare_cached(if exact { ROW_ENTRIES } else { TABLE_ENTRIES })?;
+        let mut q = st.query(params![table, key_text, self.from, node, central])?;
+        let mut entries = Vec::new();
+        while let Some(r) = q.next()? {
+            if !exact {
+                let same_key = parse_key(raw(r.get_ref(4)?))
+                    .and_then(|k| serde_json::to_string(&k).ok())
+                    .is_some_and(|k| k == key_text);
+                if !same_key {
                     continue;
                 }
-                let after = match steps.get(i + 1) {
-                    Some(next) => next.before.as_ref(),
-                    None => now.as_ref(),
-                };
-                if let Some(cols) = changed(step.before.as_ref(), after) {
-                    contested.push((step.pos, cols));
-                }
             }
-            if !contested.is_empty() {
-                rows.insert((tbl, key), contested);
+            let entry: Entry = (r.get(0)?, r.get(1)?, r.get(2)?, raw(r.get_ref(3)?).to_vec());
+            if entry.0 > self.end {
+                return Ok((entries, Some(entry)));
             }
+            entries.push(entry);
         }
-        Ok(Contest { from, rows })
+        Ok((entries, None))
     }
+}
 
-    /// Whether no row is contested.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::Policy;
+    use serde_json::json;
 
-    /// The columns of a row other sites changed after position `after` (at least
-    /// [`Self::from`]), if any.
-    pub fn get(&self, table: &str, key: &str, after: i64) -> Option<Cols> {
-        let entries = self.rows.get(&(table.to_string(), key.to_string()))?;
-        Cols::union(
-            entries
-                .iter()
-                .filter(|(pos, _)| *pos > after)
-                .map(|(_, cols)| cols),
+    /// Central's log as capture and the site make it: `t(a, b, v, w)` keyed by (text, blob).
+    fn central() -> (Connection, TableInfo) {
+        let c = Connection::open_in_memory().unwrap();
+        crate::store::install(&c).unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(a TEXT, b BLOB, v INTEGER, w TEXT, PRIMARY KEY (a, b));
+             CREATE TABLE r(x REAL PRIMARY KEY, v INTEGER);
+             CREATE INDEX berth_log_key ON berth_log(tbl, pk);",
         )
+        .unwrap();
+        crate::capture::install(&c, &crate::schema::tables(&c).unwrap()).unwrap();
+        let t = TableInfo {
+            name: "t".into(),
+            pk: vec!["a".into(), "b".into()],
+            cols: ["a", "b", "v", "w"].map(String::from).to_vec(),
+            policy: Policy::CentralWins,
+        };
+        (c, t)
+    }
+
+    fn last(c: &Connection) -> i64 {
+        c.query_row("SELECT MAX(pos) FROM berth_log", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn get(contest: &mut Contest, c: &Connection, t: &TableInfo, k: &[Json]) -> Option<Cols> {
+        let text = serde_json::to_string(k).unwrap();
+        contest
+            .get(c, t, k, &text, ("n", "hq"), contest.from)
+            .unwrap()
+    }
+
+    fn cols(names: &[&str]) -> Option<Cols> {
+        Some(Cols::Some(names.iter().map(|c| c.to_string()).collect()))
+    }
+
+    /// The contest of a row is found among many other rows' entries, whatever its key's
+    /// spelling; the node's own entries and the rows nobody else touched are not contested.
+    #[test]
+    fn a_rows_contest_is_found_among_many_other_rows_entries() {
+        let (c, t) = central();
+        c.execute_batch(
+            "INSERT INTO t VALUES ('it''s \u{e9}', x'00ff', 0, 'x'), ('a	b', x'01', 0, 'x'),
+                                  ('mine', x'02', 0, 'x'), ('calm', x'03', 0, 'x');
+             INSERT INTO r VALUES (1.5, 0);",
+        )
+        .unwrap();
+        let from = last(&c);
+        // Another site changes `v` and back on two rows (one key has a control character),
+        // and `v` of a row keyed by a real; the node changes `mine`.
+        c.execute_batch(
+            "UPDATE t SET v = 1 WHERE b <> x'02' AND b <> x'03'; UPDATE t SET v = 0;
+             UPDATE r SET v = 1;
+             WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 3000)
+             INSERT INTO t SELECT 'other' || x, x'', x, 'y' FROM i;
+             UPDATE t SET w = 'z' WHERE a LIKE 'other%';",
+        )
+        .unwrap();
+        c.execute(
+            "UPDATE berth_log SET origin = 'n' WHERE pos > ?1 AND pk = '[\"mine\",[\"b\",\"02\"]]'",
+            [from],
+        )
+        .unwrap();
+        let mut contest = Contest::load(&c, from).unwrap();
+        let key = |a: &str, b: &str| vec![json!(a), json!(["b", b])];
+        assert_eq!(
+            get(&mut contest, &c, &t, &key("it's \u{e9}", "00FF")),
+            cols(&["v"])
+        );
+        assert_eq!(get(&mut contest, &c, &t, &key("a\tb", "01")), cols(&["v"]));
+        assert_eq!(get(&mut contest, &c, &t, &key("mine", "02")), None);
+        assert_eq!(get(&mut contest, &c, &t, &key("calm", "03")), None);
+        let r = TableInfo {
+            name: "r".into(),
+            pk: vec!["x".into()],
+            cols: vec!["x".into(), "v".into()],
+            policy: Policy::CentralWins,
+        };
+        assert_eq!(get(&mut contest, &c, &r, &[json!(1.5)]), cols(&["v"]));
+        assert!(!one_spelling(&[json!(1.5)]) && !one_spelling(&key("a\tb", "01")));
+        assert!(one_spelling(&key("it's \u{e9}", "00FF")));
+    }
+
+    /// What the bundle's own merge journals after the contest was loaded does not change it:
+    /// another site set `w`; the bundle's earlier change sets it back (its entry is not yet
+    /// marked as the node's); the row is still contested on `w`.
+    #[test]
+    fn the_contest_is_the_log_as_it_stood_when_loaded() {
+        let (c, t) = central();
+        c.execute("INSERT INTO t VALUES ('r', x'', 0, 'a')", [])
+            .unwrap();
+        let from = last(&c);
+        c.execute("UPDATE t SET w = 'b'", []).unwrap();
+        let mut contest = Contest::load(&c, from).unwrap();
+        c.execute("UPDATE t SET w = 'a'", []).unwrap();
+        let k = [json!("r"), json!(["b", ""])];
+        assert_eq!(get(&mut contest, &c, &t, &k), cols(&["w"]));
     }
 }

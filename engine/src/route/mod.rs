@@ -18,7 +18,7 @@
 //!   router so that routing tests can compare every replica with it.
 //! - [`router`] routes central's log to every node at once, incrementally: only the instances
 //!   a change can affect are re-evaluated, with set-form rules answering for all nodes in one
-//!   query (SPEC 2.8).
+//!   query (SPEC 2.8); [`run`] is the dock's pass over it, committed batch by batch.
 //!
 //! ```
 //! use berth_engine::route::{check, model::DockingModel};
@@ -57,3 +57,4 @@ pub mod explain;
 pub mod model;
 pub mod oracle;
 pub mod router;
+pub mod run;

@@ -1436,7 +1436,8 @@ pub fn route_in_batches(
 }
 
 /// [`route_in_batches`], reporting the log entries routed to `progress` (a dock after a
-/// large apply routes as long as it applied).
+/// large apply routes as long as it applied). One transaction, the caller's; the dock's pass
+/// commits batch by batch instead ([`crate::route::run`]).
 pub fn route_with_progress(
     conn: &Connection,
     catalog: &Catalog,
@@ -1445,56 +1446,134 @@ pub fn route_with_progress(
     batch: i64,
     progress: &crate::progress::Reporter,
 ) -> Result<()> {
-    let nodes = nodes(conn)?;
-    if nodes.is_empty() {
-        // Nothing is routed, so the edges fall behind the log: the next node's enrollment
-        // rebuilds them.
-        if plan.is_some() {
-            request_resync(conn)?;
-        }
+    let Some(mut run) = Run::start(conn, catalog, plan, eval)? else {
         return Ok(());
-    }
-    identify(conn, &nodes)?;
-    let mut out = Out {
-        conn,
-        ppos: nodes.iter().map(|n| (n.name.clone(), n.ppos)).collect(),
-        clock: store::meta_i64(conn, "clock")?,
     };
-    if let Some(plan) = plan
-        && store::meta(conn, "routing_resync")?.is_some()
-    {
-        resync(conn, catalog, plan, &nodes, eval, &mut out)?;
-        conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
-    }
-    let top = store::max_pos(conn)?;
-    let mut lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
-    let chains = crate::change::Chains::load(conn, lo)?;
     let mut tracker = crate::progress::Tracker::new(
         progress,
         "routing to the nodes",
-        u64::try_from(top - lo).unwrap_or(0),
+        u64::try_from(run.left()).unwrap_or(0),
     );
-    while lo < top {
-        let hi = batch_end(conn, lo, top, batch.max(1))?;
-        let batch = Batch {
-            chains: &chains,
+    while run.left() > 0 {
+        let n = run.batch(batch)?;
+        tracker.advance(u64::try_from(n).unwrap_or(0));
+    }
+    drop(tracker);
+    run.checkpoint()
+}
+
+/// A routing pass under way: what one batch hands on to the next (seed 004, the log
+/// manager's run: it checkpoints every MaxBatchTxns entries).
+pub(crate) struct Run<'a> {
+    conn: &'a Connection,
+    catalog: &'a Catalog,
+    plan: Option<&'a Plan>,
+    eval: Evaluation,
+    nodes: Vec<NodeState>,
+    out: Out<'a>,
+    chains: crate::change::Chains,
+    /// Routed to every node up to here.
+    lo: i64,
+    /// The log's end when the pass started: what it routes.
+    top: i64,
+}
+
+impl<'a> Run<'a> {
+    /// Starts a pass inside the caller's transaction (`None`: no active node, nothing is
+    /// routed). With no docking model every table is enterprise.
+    pub(crate) fn start(
+        conn: &'a Connection,
+        catalog: &'a Catalog,
+        plan: Option<&'a Plan>,
+        eval: Evaluation,
+    ) -> Result<Option<Run<'a>>> {
+        let nodes = nodes(conn)?;
+        if nodes.is_empty() {
+            // Nothing is routed, so the edges fall behind the log: the next node's
+            // enrollment rebuilds them.
+            if plan.is_some() {
+                request_resync(conn)?;
+            }
+            return Ok(None);
+        }
+        identify(conn, &nodes)?;
+        let mut out = Out {
+            conn,
+            ppos: nodes.iter().map(|n| (n.name.clone(), n.ppos)).collect(),
+            clock: store::meta_i64(conn, "clock")?,
+        };
+        if let Some(plan) = plan
+            && store::meta(conn, "routing_resync")?.is_some()
+        {
+            resync(conn, catalog, plan, &nodes, eval, &mut out)?;
+            conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
+        }
+        let top = store::max_pos(conn)?;
+        let lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
+        let chains = crate::change::Chains::load(conn, lo)?;
+        Ok(Some(Run {
+            conn,
+            catalog,
+            plan,
+            eval,
+            nodes,
+            out,
+            chains,
+            lo,
+            top,
+        }))
+    }
+
+    /// Log entries this pass has still to route.
+    pub(crate) fn left(&self) -> i64 {
+        (self.top - self.lo).max(0)
+    }
+
+    /// Routes the next batch, of about `batch` entries; returns how many it covered.
+    pub(crate) fn batch(&mut self, batch: i64) -> Result<i64> {
+        let lo = self.lo;
+        let hi = batch_end(self.conn, lo, self.top, batch.max(1))?;
+        let b = Batch {
+            chains: &self.chains,
             lo,
             hi,
         };
-        route_batch(conn, catalog, plan, &nodes, eval, &mut out, &batch)?;
-        tracker.advance(u64::try_from(hi - lo).unwrap_or(0));
-        lo = hi;
+        route_batch(
+            self.conn,
+            self.catalog,
+            self.plan,
+            &self.nodes,
+            self.eval,
+            &mut self.out,
+            &b,
+        )?;
+        self.lo = hi;
+        Ok(hi - lo)
     }
-    drop(tracker);
-    let mut st = conn.prepare_cached(
-        "UPDATE berth_peers SET routed_pos = max(routed_pos, ?2), partial_pos = ?3 WHERE name = ?1",
-    )?;
-    for n in &nodes {
-        let ppos = out.ppos.get(&n.name).copied().unwrap_or(n.ppos);
-        st.execute(params![n.name, top, ppos])?;
-        crate::partial::mark(conn, &n.name, ppos, top)?;
+
+    /// Records how far the pass has routed, in the transaction that holds the batches'
+    /// partial logs: every node's routing checkpoint, the end of its partial log, and the
+    /// route mark between the two (what a node's change saw, SPEC 2.10).
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let mut st = self.conn.prepare_cached(
+            "UPDATE berth_peers SET routed_pos = max(routed_pos, ?2), partial_pos = ?3 WHERE name = ?1",
+        )?;
+        for n in &self.nodes {
+            let ppos = self.out.ppos.get(&n.name).copied().unwrap_or(n.ppos);
+            st.execute(params![n.name, self.lo, ppos])?;
+            // A node enrolled after `lo` has seen up to its own checkpoint: a mark below it
+            // could outlive the enrollment's when marks are pruned, and make the node's next
+            // changes contest what its extract carried.
+            crate::partial::mark(self.conn, &n.name, ppos, self.lo.max(n.routed_pos))?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Takes in what central's writers journaled since the pass last read the log (between
+    /// two of its transactions): the entries it routes must see what came after them.
+    pub(crate) fn catch_up(&mut self) -> Result<()> {
+        self.chains.extend(self.conn)
+    }
 }
 
 /// Where the batch starting after `lo` ends: about `batch` entries on, but never between a
