@@ -12,6 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending, is_constraint};
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site};
+use crate::store::meta_keys;
 use crate::{enroll, store, transport};
 use berth_bundle::{
     Bundle, BundleHeader, BundleWriter, Compression, Limits, Party, StreamPosition, TrustedKey,
@@ -273,7 +274,7 @@ pub fn dock_with_prompt(
 fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) -> Result<()> {
     match site.role() {
         Role::Node => {
-            if let Some(central) = store::meta(&site.conn, "central")? {
+            if let Some(central) = store::meta(&site.conn, meta_keys::CENTRAL)? {
                 let p = peer::require(&site.conn, &central)?;
                 let outbox = transport::Outbox::read(via, site.name())?;
                 if let Some(path) = write_stream(site, via, &p, opts, &outbox)? {
@@ -353,7 +354,7 @@ fn waits(site: &Site, via: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     match site.role() {
         Role::Node => {
-            if store::meta(&site.conn, "central")?.is_none() {
+            if store::meta(&site.conn, meta_keys::CENTRAL)?.is_none() {
                 out.push(format!(
                     "this node has not been added at central yet: its enrollment request {} \
                      waits in the exchange folder; at central run `berth node add {} --site \
@@ -1023,7 +1024,7 @@ fn apply_changes(
                         classes.save(tx)?;
                     }
                 }
-                let clock = store::meta_i64(tx, "clock")?;
+                let clock = store::meta_i64(tx, meta_keys::CLOCK)?;
                 // Our own changes captured so far happened before anything in this bundle was seen.
                 store::stamp_clock(tx, clock)?;
                 if role == Role::Node {
@@ -1184,7 +1185,11 @@ fn apply_changes(
         .execute(params![log_to, clock, sender])?;
                 }
                 // Every change applied passed `Change::check`, so `max_clock` is at most MAX_CLOCK.
-                store::set_meta(tx, "clock", &max_clock.saturating_add(1).to_string())?;
+                store::set_meta(
+                    tx,
+                    meta_keys::CLOCK,
+                    &max_clock.saturating_add(1).to_string(),
+                )?;
                 peer::record_in(tx, &sender, seq, log_to, acks, now)?;
                 if role == Role::Central {
                     crate::partial::prune(tx, &sender, p.acked_pos.max(acks))?;
@@ -1395,7 +1400,7 @@ pub(crate) fn header(
         stream,
         schema_checksum: Some(schema.checksum).filter(|c| !c.is_empty()),
         software_level: Some(
-            store::meta(&site.conn, "software_level")?.unwrap_or_else(|| "1".into()),
+            store::meta(&site.conn, meta_keys::SOFTWARE_LEVEL)?.unwrap_or_else(|| "1".into()),
         ),
         critical: Vec::new(),
         extensions,
@@ -1465,7 +1470,7 @@ fn write_stream(
     let catalog = site.catalog()?;
     // One snapshot for the log and the rows the export reads.
     let tx = rusqlite::Transaction::new_unchecked(&site.conn, TransactionBehavior::Immediate)?;
-    let clock = store::meta_i64(&tx, "clock")?;
+    let clock = store::meta_i64(&tx, meta_keys::CLOCK)?;
     store::stamp_clock(&tx, clock)?;
     let spool = site.folder("spool");
     let mut tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;

@@ -13,6 +13,7 @@ use crate::progress::Tracker;
 use crate::route::model::{DockingModel, Visibility};
 use crate::route::router::{self, Evaluation, NodeState, Plan};
 use crate::site::Site;
+use crate::store::meta_keys;
 use crate::table::Catalog;
 use crate::value::Row;
 use crate::{capture, schema, store};
@@ -269,13 +270,13 @@ pub(crate) fn apply(site: &mut Site, bundle: &mut Bundle<Verified, File>) -> Res
             partial_pos: 0,
         },
     )?;
-    store::set_meta(&tx, "central", &central)?;
+    store::set_meta(&tx, meta_keys::CENTRAL, &central)?;
     if stream.seq > 1 {
         // Central's bundles numbered below it were written to an earlier key of this name.
         store::set_meta(&tx, &extract_seq_key(&central), &stream.seq.to_string())?;
     }
     if let Some(l) = &m.software_level {
-        store::set_meta(&tx, "software_level", l)?;
+        store::set_meta(&tx, meta_keys::SOFTWARE_LEVEL, l)?;
     }
     tx.execute(
         "INSERT INTO berth_applied(bundle_id, peer, seq, changes, at) VALUES (?1, ?2, ?3, ?4, ?5)",

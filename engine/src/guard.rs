@@ -25,6 +25,7 @@ use crate::evolve::{diff, history, snapshot};
 use crate::schema::{Table, is_internal};
 use crate::site::{Role, Site};
 use crate::store;
+use crate::store::meta_keys;
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -354,7 +355,7 @@ pub fn inspect(conn: &Connection) -> Result<Guard> {
 /// The live checksum of the replicated tables against the recorded one; on a difference,
 /// what changed.
 fn schema_change(conn: &Connection, replicated: &BTreeSet<String>) -> Result<Option<SchemaChange>> {
-    let recorded = store::meta(conn, "schema_checksum")?.unwrap_or_default();
+    let recorded = store::meta(conn, meta_keys::SCHEMA_CHECKSUM)?.unwrap_or_default();
     if recorded.is_empty() || replicated.is_empty() {
         // A node before its extract: nothing is replicated yet.
         return Ok(None);
@@ -437,7 +438,7 @@ fn fingerprint(conn: &Connection) -> Result<(String, Vec<String>, BTreeSet<Strin
     h.update(classes.to_json().as_bytes());
     recorded.extend(classes.local);
     recorded.extend(crate::schema::shadow_tables(conn)?);
-    let checksum = store::meta(conn, "schema_checksum")?.unwrap_or_default();
+    let checksum = store::meta(conn, meta_keys::SCHEMA_CHECKSUM)?.unwrap_or_default();
     h.update(checksum.as_bytes());
     Ok((hex::encode(h.finalize()), user, recorded))
 }

@@ -11,6 +11,7 @@
 use crate::error::{EngineError, Result};
 use crate::site::Config;
 use crate::store;
+use crate::store::meta_keys;
 use rusqlite::Connection;
 use std::path::Path;
 
@@ -28,9 +29,9 @@ pub struct Recorded {
 /// Reads what the database records.
 pub fn recorded(conn: &Connection) -> Result<Recorded> {
     Ok(Recorded {
-        role: store::meta(conn, "role")?,
-        name: store::meta(conn, "name")?,
-        key: store::meta(conn, "site_key")?,
+        role: store::meta(conn, meta_keys::ROLE)?,
+        name: store::meta(conn, meta_keys::NAME)?,
+        key: store::meta(conn, meta_keys::SITE_KEY)?,
     })
 }
 
@@ -148,16 +149,16 @@ pub fn ensure(conn: &Connection, db: &Path, config: &Config, keys: &[String]) ->
                 config.role.as_str()
             )));
         }
-        store::set_meta(conn, "role", config.role.as_str())?;
+        store::set_meta(conn, meta_keys::ROLE, config.role.as_str())?;
     }
     if rec.name.is_none() {
-        store::set_meta(conn, "name", &config.name)?;
+        store::set_meta(conn, meta_keys::NAME, &config.name)?;
     }
     // A retired key (central rotated it) is followed to the current one.
     if let Some(current) = keys.first()
         && rec.key.as_deref() != Some(current)
     {
-        store::set_meta(conn, "site_key", current)?;
+        store::set_meta(conn, meta_keys::SITE_KEY, current)?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::site::{Role, Site, write_secret};
+use crate::store::meta_keys;
 use crate::{peer, store, transport};
 use berth_bundle::{Manifest, PublicKey, SecretKey, TrustedKey};
 use rusqlite::params;
@@ -205,7 +206,7 @@ pub fn note_signer(site: &Site, signer: &TrustedKey) -> Result<()> {
     if site.role() != Role::Node {
         return Ok(());
     }
-    let Some(central) = store::meta(&site.conn, "central")? else {
+    let Some(central) = store::meta(&site.conn, meta_keys::CENTRAL)? else {
         return Ok(());
     };
     let p = peer::require(&site.conn, &central)?;

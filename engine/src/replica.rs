@@ -32,6 +32,7 @@ use crate::merge::apply::{Catalog, Pending, TableInfo};
 use crate::route::model::{DockingModel, Visibility};
 use crate::site::{Role, Site};
 use crate::store;
+use crate::store::meta_keys;
 use crate::value::{Row, same};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -552,7 +553,7 @@ pub fn apply_incoming(
 ) -> Result<u64> {
     // A bundle older than the newest applied (a copy that arrived late) describes central
     // as it was: its digests and repair would undo what newer bundles brought.
-    if seq <= store::meta_i64(conn, "replica_digests_seq")? {
+    if seq <= store::meta_i64(conn, meta_keys::REPLICA_DIGESTS_SEQ)? {
         return Ok(0);
     }
     let mut changed = 0u64;
@@ -608,11 +609,11 @@ pub fn apply_incoming(
         }
     }
     if let Some(d) = &inc.digests {
-        store::set_meta(conn, "replica_digests", &digest::to_json(d))?;
-        store::set_meta(conn, "replica_digests_seq", &seq.to_string())?;
+        store::set_meta(conn, meta_keys::REPLICA_DIGESTS, &digest::to_json(d))?;
+        store::set_meta(conn, meta_keys::REPLICA_DIGESTS_SEQ, &seq.to_string())?;
     }
     if changed > 0 {
-        store::set_meta(conn, "replica_repaired", &changed.to_string())?;
+        store::set_meta(conn, meta_keys::REPLICA_REPAIRED, &changed.to_string())?;
     }
     Ok(changed)
 }
@@ -693,10 +694,10 @@ fn local_buckets(conn: &Connection) -> Result<BTreeSet<(String, u16)>> {
 
 /// The digests of the newest bundle from central the node applied, with its seq.
 fn stored_digests(conn: &Connection) -> Result<Option<(i64, Digests)>> {
-    let Some(text) = store::meta(conn, "replica_digests")? else {
+    let Some(text) = store::meta(conn, meta_keys::REPLICA_DIGESTS)? else {
         return Ok(None);
     };
-    let seq = store::meta_i64(conn, "replica_digests_seq")?;
+    let seq = store::meta_i64(conn, meta_keys::REPLICA_DIGESTS_SEQ)?;
     // Written by this site from digests it had checked: unreadable only if damaged, and
     // then as good as none (the next bundle brings new ones).
     Ok(digest::parse(text.as_bytes()).ok().map(|d| (seq, d)))
@@ -752,7 +753,7 @@ pub fn compare_rows(conn: &Connection, catalog: &Catalog, acked: i64) -> Result<
             central: m.theirs_rows,
         });
     }
-    let repaired = store::meta_i64(conn, "replica_repaired").unwrap_or(0);
+    let repaired = store::meta_i64(conn, meta_keys::REPLICA_REPAIRED).unwrap_or(0);
     Ok(Some(Report {
         seq,
         at: store::now(),
@@ -764,7 +765,7 @@ pub fn compare_rows(conn: &Connection, catalog: &Catalog, acked: i64) -> Result<
 
 /// The last comparison's result at this node.
 pub fn last(conn: &Connection) -> Result<Option<Report>> {
-    Ok(store::meta(conn, "replica_result")?.and_then(|t| serde_json::from_str(&t).ok()))
+    Ok(store::meta(conn, meta_keys::REPLICA_RESULT)?.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 /// What a node's next bundle carries for its replica: its latest result, in every bundle (a
@@ -807,7 +808,7 @@ impl NodeOut {
                 "replica_sent",
                 &serde_json::to_string(r).unwrap_or_default(),
             )?;
-            conn.execute("DELETE FROM berth_meta WHERE key = 'replica_repaired'", [])?;
+            crate::store::clear_meta(conn, meta_keys::REPLICA_REPAIRED)?;
         }
         Ok(())
     }
@@ -819,7 +820,7 @@ pub fn node_out(conn: &Connection, catalog: &Catalog, acked: i64) -> Result<Node
         return Ok(NodeOut::default());
     };
     let sent: Option<Report> =
-        store::meta(conn, "replica_sent")?.and_then(|t| serde_json::from_str(&t).ok());
+        store::meta(conn, meta_keys::REPLICA_SENT)?.and_then(|t| serde_json::from_str(&t).ok());
     let due = match &sent {
         None => !report.differ.is_empty() || report.repaired > 0,
         Some(s) => {

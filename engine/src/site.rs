@@ -14,6 +14,7 @@
 use crate::error::{EngineError, Result};
 use crate::merge::Policy;
 use crate::merge::apply::Catalog;
+use crate::store::meta_keys;
 use crate::{capture, identity, schema, store};
 use berth_bundle::{PublicKey, SecretKey};
 use rusqlite::Connection;
@@ -355,12 +356,12 @@ impl Site {
         }
         classes.save(&tx)?;
         capture::install(&tx, &tables)?;
-        store::set_meta(&tx, "role", "central")?;
-        store::set_meta(&tx, "name", &site.config.name)?;
-        store::set_meta(&tx, "site_key", &site_key)?;
+        store::set_meta(&tx, meta_keys::ROLE, "central")?;
+        store::set_meta(&tx, meta_keys::NAME, &site.config.name)?;
+        store::set_meta(&tx, meta_keys::SITE_KEY, &site_key)?;
         // Schema version 0: the baseline snapshot, its checksum in `berth_meta`.
         crate::evolve::history::baseline(&tx, 0)?;
-        store::set_meta(&tx, "clock", "1")?;
+        store::set_meta(&tx, meta_keys::CLOCK, "1")?;
         tx.commit()?;
         let warnings = tables
             .iter()
@@ -392,10 +393,10 @@ impl Site {
         };
         Self::create(dir, &config)?;
         let site = Site::open_with(dir, true)?;
-        store::set_meta(&site.conn, "role", "node")?;
-        store::set_meta(&site.conn, "name", name)?;
-        store::set_meta(&site.conn, "site_key", &site.public_key().to_hex())?;
-        store::set_meta(&site.conn, "clock", "0")?;
+        store::set_meta(&site.conn, meta_keys::ROLE, "node")?;
+        store::set_meta(&site.conn, meta_keys::NAME, name)?;
+        store::set_meta(&site.conn, meta_keys::SITE_KEY, &site.public_key().to_hex())?;
+        store::set_meta(&site.conn, meta_keys::CLOCK, "0")?;
         Ok(site)
     }
 

@@ -4,6 +4,7 @@ use crate::error::Result;
 use crate::peer;
 use crate::site::{Role, Site};
 use crate::store;
+use crate::store::meta_keys;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
@@ -204,13 +205,13 @@ pub fn status(site: &Site) -> Result<Status> {
     Ok(Status {
         name: site.name().to_string(),
         role: site.role().as_str().to_string(),
-        schema_checksum: store::meta(conn, "schema_checksum")?,
+        schema_checksum: store::meta(conn, meta_keys::SCHEMA_CHECKSUM)?,
         schema_version: crate::migrate::state(conn)?.version,
-        upload_waits: match store::meta(conn, "central")? {
+        upload_waits: match store::meta(conn, meta_keys::CENTRAL)? {
             Some(c) if site.role() == Role::Node => crate::dock::behind_central(conn, &c)?,
             _ => None,
         },
-        software_level: store::meta(conn, "software_level")?.unwrap_or_else(|| "1".into()),
+        software_level: store::meta(conn, meta_keys::SOFTWARE_LEVEL)?.unwrap_or_else(|| "1".into()),
         log_pos: store::max_pos(conn)?,
         log: match site.role() {
             Role::Central => Some(crate::partial::log_hold(
@@ -219,7 +220,8 @@ pub fn status(site: &Site) -> Result<Status> {
             )?),
             Role::Node => None,
         },
-        awaiting_extract: site.role() == Role::Node && store::meta(conn, "central")?.is_none(),
+        awaiting_extract: site.role() == Role::Node
+            && store::meta(conn, meta_keys::CENTRAL)?.is_none(),
         capture: crate::guard::check(site)?,
         replica: crate::replica::last(conn)?,
         kept: conn.query_row("SELECT COUNT(*) FROM berth_kept", [], |r| r.get(0))?,

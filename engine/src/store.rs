@@ -328,6 +328,45 @@ pub fn upgrade_log(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The keys of `berth_meta` (SPEC 2.3): berth's own vocabulary for the site's state, one
+/// place for all of them. Keys kept beside the code that owns them: `clock_stamped`
+/// ([`stamp_clock`]), `table_classes` (`schema`), `capture_guard` and `capture_text`
+/// (`guard`), `applied_pruned.<peer>` (`retention`), `extract_seq.<peer>` (`extract`).
+pub mod meta_keys {
+    /// The site's role, `central` or `node` (SPEC 2.1: with `name` and `site_key`, what identifies the site the database belongs to).
+    pub const ROLE: &str = "role";
+    /// The site's name.
+    pub const NAME: &str = "name";
+    /// The site's public key (hex) when it was last opened.
+    pub const SITE_KEY: &str = "site_key";
+    /// At a node: its central's name, pinned by the extract.
+    pub const CENTRAL: &str = "central";
+    /// The Lamport clock (SPEC 2.10).
+    pub const CLOCK: &str = "clock";
+    /// The schema version (SPEC 5.5).
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    /// The schema snapshot's checksum (SPEC 5.2).
+    pub const SCHEMA_CHECKSUM: &str = "schema_checksum";
+    /// The software level installed (Part 4).
+    pub const SOFTWARE_LEVEL: &str = "software_level";
+    /// At a node: the digests of central's newest bundle (SPEC 2.15).
+    pub const REPLICA_DIGESTS: &str = "replica_digests";
+    /// At a node: the bundle those digests came with.
+    pub const REPLICA_DIGESTS_SEQ: &str = "replica_digests_seq";
+    /// At a node: rows a repair changed since the last report was sent.
+    pub const REPLICA_REPAIRED: &str = "replica_repaired";
+    /// At a node: the last comparison of its rows with the digests.
+    pub const REPLICA_RESULT: &str = "replica_result";
+    /// At a node: the last replica report sent.
+    pub const REPLICA_SENT: &str = "replica_sent";
+    /// At central: the next routing pass rebuilds edges and instance sets (the model changed).
+    pub const ROUTING_RESYNC: &str = "routing_resync";
+    /// At a node: the upgrade reports central acknowledged.
+    pub const UPGRADE_REPORTS_ACKED: &str = "upgrade_reports_acked";
+    /// At a node: the upgrade reports sent.
+    pub const UPGRADE_REPORTS_SENT: &str = "upgrade_reports_sent";
+}
+
 /// Reads a value of `berth_meta`.
 pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
     Ok(conn
@@ -342,6 +381,13 @@ pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
 /// Reads an integer value of `berth_meta` (0 when unset).
 pub fn meta_i64(conn: &Connection, key: &str) -> Result<i64> {
     Ok(meta(conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Removes a value of `berth_meta`.
+pub fn clear_meta(conn: &Connection, key: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM berth_meta WHERE key = ?1")?
+        .execute(params![key])?;
+    Ok(())
 }
 
 /// Writes a value of `berth_meta`.

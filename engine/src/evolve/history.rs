@@ -11,6 +11,7 @@ use super::Error;
 use super::apply::{self, Script};
 use super::diff::{self, DiffOptions};
 use super::snapshot::{self, Snapshot};
+use crate::store::meta_keys;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -271,8 +272,8 @@ fn mark(conn: &Connection, version: i64, checksum: &str) -> Result<(), Error> {
         |r| r.get(0),
     )?;
     if is_site {
-        crate::store::set_meta(conn, "schema_version", &version.to_string())?;
-        crate::store::set_meta(conn, "schema_checksum", checksum)?;
+        crate::store::set_meta(conn, meta_keys::SCHEMA_VERSION, &version.to_string())?;
+        crate::store::set_meta(conn, meta_keys::SCHEMA_CHECKSUM, checksum)?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::evolve::history::{self};
 use crate::store;
+use crate::store::meta_keys;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 
@@ -21,13 +22,13 @@ pub struct SchemaState {
 
 /// The site's current schema state, as recorded in `berth_meta`.
 pub fn state(conn: &Connection) -> Result<SchemaState> {
-    let version = match store::meta(conn, "schema_version")? {
+    let version = match store::meta(conn, meta_keys::SCHEMA_VERSION)? {
         Some(v) => v.parse().unwrap_or(0),
         None => history::version(conn)?,
     };
     Ok(SchemaState {
         version,
-        checksum: store::meta(conn, "schema_checksum")?.unwrap_or_default(),
+        checksum: store::meta(conn, meta_keys::SCHEMA_CHECKSUM)?.unwrap_or_default(),
     })
 }
 

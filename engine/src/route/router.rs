@@ -46,6 +46,7 @@ use super::model::{
 use crate::change::{Change, Logged, Op};
 use crate::error::{EngineError, Result};
 use crate::merge::apply::{Catalog, read_row};
+use crate::store::meta_keys;
 use crate::store::{self, ident};
 use crate::value::{Bind, Row, from_sql};
 use rusqlite::types::ValueRef;
@@ -1500,13 +1501,13 @@ impl<'a> Run<'a> {
         let mut out = Out {
             conn,
             ppos: nodes.iter().map(|n| (n.name.clone(), n.ppos)).collect(),
-            clock: store::meta_i64(conn, "clock")?,
+            clock: store::meta_i64(conn, meta_keys::CLOCK)?,
         };
         if let Some(plan) = plan
-            && store::meta(conn, "routing_resync")?.is_some()
+            && store::meta(conn, meta_keys::ROUTING_RESYNC)?.is_some()
         {
             resync(conn, catalog, plan, &nodes, eval, &mut out)?;
-            conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
+            crate::store::clear_meta(conn, meta_keys::ROUTING_RESYNC)?;
         }
         let top = store::max_pos(conn)?;
         let lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
@@ -2224,7 +2225,7 @@ pub fn extract_rows(
         nodes,
         eval: Evaluation::Set,
     };
-    if store::meta(conn, "routing_resync")?.is_some() {
+    if store::meta(conn, meta_keys::ROUTING_RESYNC)?.is_some() {
         // No node was routed since the model was set (callers route the other nodes first,
         // which clears this when there are any): the edges are rebuilt now.
         conn.execute("DELETE FROM berth_edges", [])?;
@@ -2232,7 +2233,7 @@ pub fn extract_rows(
             &vec![BTreeSet::new(); plan.objects.len()],
             &vec![true; plan.maps.len()],
         )?;
-        conn.execute("DELETE FROM berth_meta WHERE key = 'routing_resync'", [])?;
+        crate::store::clear_meta(conn, meta_keys::ROUTING_RESYNC)?;
     }
     // Other nodes' instances are outside this evaluation: it only reads the edges.
     pass.evaluate_one()?;
@@ -2359,7 +2360,7 @@ fn bulk_insert<'a>(
 
 /// Asks the next routing pass to rebuild edges and instance sets (the model changed).
 pub fn request_resync(conn: &Connection) -> Result<()> {
-    store::set_meta(conn, "routing_resync", "1")
+    store::set_meta(conn, meta_keys::ROUTING_RESYNC, "1")
 }
 
 /// The plan for `model`, if there is one.
@@ -2544,7 +2545,7 @@ set_sql = "SELECT id, grp_id FROM item WHERE grp_id IS NOT NULL"
             (groups, perms, items, emp) in data(),
         ) {
             let (conn, plan, node) = setup(&perms, &items, groups, emp);
-            store::set_meta(&conn, "routing_resync", "1").unwrap();
+            store::set_meta(&conn, meta_keys::ROUTING_RESYNC, "1").unwrap();
             let mut written = Vec::new();
             let count = extract_rows(&conn, &plan, &node, |table, names, row, at| {
                 let values: Vec<String> = (0..names.len())

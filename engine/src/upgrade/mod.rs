@@ -28,6 +28,7 @@ pub mod central;
 pub mod node;
 pub mod submit;
 
+use crate::store::meta_keys;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
@@ -605,7 +606,7 @@ pub fn carries(conn: &rusqlite::Connection, m: &berth_bundle::Manifest) -> crate
         .and_then(|v| v.get("reports"))
         .and_then(toml::Value::as_integer);
     Ok(match acked {
-        Some(n) => n > crate::store::meta_i64(conn, "upgrade_reports_acked")?,
+        Some(n) => n > crate::store::meta_i64(conn, meta_keys::UPGRADE_REPORTS_ACKED)?,
         None => false,
     })
 }

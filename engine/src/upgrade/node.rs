@@ -17,6 +17,7 @@ use super::{
 use crate::error::{EngineError, Result};
 use crate::site::{Role, Site};
 use crate::store;
+use crate::store::meta_keys;
 use berth_bundle::{Bundle, Verified};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -41,7 +42,7 @@ fn log_path(site_dir: &Path, name: &str) -> PathBuf {
 
 /// The site's software level (`1` until an upgrade is applied).
 pub fn installed_level(conn: &Connection) -> Result<String> {
-    Ok(store::meta(conn, "software_level")?.unwrap_or_else(|| "1".into()))
+    Ok(store::meta(conn, meta_keys::SOFTWARE_LEVEL)?.unwrap_or_else(|| "1".into()))
 }
 
 /// The answer of the schema gate for an `after-schema` package.
@@ -59,7 +60,7 @@ pub struct SchemaGate {
 /// migrations record that key, `after-schema` packages wait (visibly, in `upgrade status`).
 /// The migration apply step should call [`run_after_schema`] right after it commits.
 pub fn schema_gate(conn: &Connection, version: &str) -> Result<SchemaGate> {
-    let have = store::meta(conn, "schema_version")?;
+    let have = store::meta(conn, meta_keys::SCHEMA_VERSION)?;
     let ready = have.as_deref().is_some_and(|h| {
         h == version
             || (super::parse_level(h).is_some()
@@ -269,9 +270,9 @@ impl Write for HashingWriter<'_> {
 pub fn record_incoming(conn: &Connection, inc: &Incoming) -> Result<()> {
     let now = store::now();
     if let Some(acked) = inc.reports_acked {
-        let before = store::meta_i64(conn, "upgrade_reports_acked")?;
+        let before = store::meta_i64(conn, meta_keys::UPGRADE_REPORTS_ACKED)?;
         let acked = before.max(acked);
-        store::set_meta(conn, "upgrade_reports_acked", &acked.to_string())?;
+        store::set_meta(conn, meta_keys::UPGRADE_REPORTS_ACKED, &acked.to_string())?;
         conn.execute(
             "DELETE FROM berth_upgrade_outbox WHERE id <= ?1",
             params![acked],
@@ -363,8 +364,8 @@ pub struct ReportOut {
 /// Collects the reports central has not acknowledged. They are due when new since the last
 /// bundle, or when none of our bundles is waiting in the exchange folder (it was lost).
 pub fn report_outbox(site: &Site, ours_waiting: bool) -> Result<ReportOut> {
-    let acked = store::meta_i64(&site.conn, "upgrade_reports_acked")?;
-    let sent = store::meta_i64(&site.conn, "upgrade_reports_sent")?;
+    let acked = store::meta_i64(&site.conn, meta_keys::UPGRADE_REPORTS_ACKED)?;
+    let sent = store::meta_i64(&site.conn, meta_keys::UPGRADE_REPORTS_SENT)?;
     let mut st = site.conn.prepare_cached(
         "SELECT id, package, step, detail, exit_code, output, level, at FROM berth_upgrade_outbox
          WHERE id > ?1 ORDER BY id",
@@ -410,7 +411,7 @@ pub fn report_outbox(site: &Site, ours_waiting: bool) -> Result<ReportOut> {
 /// Records that a bundle carried the reports up to `max_id`.
 pub fn record_reports_sent(conn: &Connection, max_id: i64) -> Result<()> {
     if max_id > 0 {
-        store::set_meta(conn, "upgrade_reports_sent", &max_id.to_string())?;
+        store::set_meta(conn, meta_keys::UPGRADE_REPORTS_SENT, &max_id.to_string())?;
     }
     Ok(())
 }
@@ -530,7 +531,7 @@ pub fn session(site: &mut Site, stage: Stage, prompt: &dyn Prompt) -> Result<Vec
                 ),
             )),
             Action::WaitSchema => {
-                let have = store::meta(&site.conn, "schema_version")?;
+                let have = store::meta(&site.conn, meta_keys::SCHEMA_VERSION)?;
                 notes.push(note(
                     &pkg,
                     "waiting",
@@ -714,7 +715,7 @@ fn install(site: &mut Site, pkg: &Package) -> Result<Note> {
                 &site.conn,
                 rusqlite::TransactionBehavior::Immediate,
             )?;
-            store::set_meta(&tx, "software_level", &pkg.level)?;
+            store::set_meta(&tx, meta_keys::SOFTWARE_LEVEL, &pkg.level)?;
             let detail = format!("level {} installed (was {previous})", pkg.level);
             set_state(&tx, &pkg.name, Step::Applied, &detail, Some(0), &tail)?;
             tx.commit()?;
@@ -843,7 +844,7 @@ pub fn status(site: &Site) -> Result<NodeView> {
     }
     let unreported = conn.query_row(
         "SELECT COUNT(*) FROM berth_upgrade_outbox WHERE id > ?1",
-        params![store::meta_i64(conn, "upgrade_reports_acked")?],
+        params![store::meta_i64(conn, meta_keys::UPGRADE_REPORTS_ACKED)?],
         |r| r.get(0),
     )?;
     Ok(NodeView {
@@ -865,23 +866,23 @@ mod tests {
             !schema_gate(&c, "7").unwrap().ready,
             "no recorded version: wait"
         );
-        store::set_meta(&c, "schema_version", "6").unwrap();
+        store::set_meta(&c, meta_keys::SCHEMA_VERSION, "6").unwrap();
         assert!(!schema_gate(&c, "7").unwrap().ready);
-        store::set_meta(&c, "schema_version", "7").unwrap();
+        store::set_meta(&c, meta_keys::SCHEMA_VERSION, "7").unwrap();
         assert!(schema_gate(&c, "7").unwrap().ready);
-        store::set_meta(&c, "schema_version", "7.1").unwrap();
+        store::set_meta(&c, meta_keys::SCHEMA_VERSION, "7.1").unwrap();
         assert!(
             schema_gate(&c, "7").unwrap().ready,
             "a later version is past it"
         );
-        store::set_meta(&c, "schema_version", "abc").unwrap();
+        store::set_meta(&c, meta_keys::SCHEMA_VERSION, "abc").unwrap();
         assert!(
             schema_gate(&c, "abc").unwrap().ready,
             "other spellings: equality"
         );
         assert!(software_gate(&c, "1").unwrap(), "level 1 by default");
         assert!(!software_gate(&c, "2").unwrap());
-        store::set_meta(&c, "software_level", "2.0").unwrap();
+        store::set_meta(&c, meta_keys::SOFTWARE_LEVEL, "2.0").unwrap();
         assert!(software_gate(&c, "2").unwrap());
     }
 
