@@ -83,6 +83,12 @@ fn compacted_key(node: &str) -> String {
     format!("compacted.{node}")
 }
 
+/// Forgets how far `node`'s stream was compacted (its name is enrolled again with a new key,
+/// whose stream starts over).
+pub(crate) fn forget(conn: &Connection, node: &str) -> Result<()> {
+    store::clear_meta(conn, &compacted_key(node))
+}
+
 /// Compacts the partial log of every node away at `cutoff`, inside the caller's
 /// transaction, and forgets the route marks of theirs that only say "before the log's
 /// start" (one such is kept: it sends their changes to [`Fallback`]).

@@ -381,5 +381,6 @@ fn forget_revoked(conn: &rusqlite::Connection, old: &Peer, now: i64) -> Result<(
             params![old.name],
         )?;
     }
-    crate::retention::forget(conn, &old.name)
+    crate::retention::forget(conn, &old.name)?;
+    crate::catchup::forget(conn, &old.name)
 }

@@ -331,7 +331,8 @@ pub fn upgrade_log(conn: &Connection) -> Result<()> {
 /// The keys of `berth_meta` (SPEC 2.3): berth's own vocabulary for the site's state, one
 /// place for all of them. Keys kept beside the code that owns them: `clock_stamped`
 /// ([`stamp_clock`]), `table_classes` (`schema`), `capture_guard` and `capture_text`
-/// (`guard`), `applied_pruned.<peer>` (`retention`), `extract_seq.<peer>` (`extract`).
+/// (`guard`), `applied_pruned.<peer>` (`retention`), `extract_seq.<peer>` (`extract`),
+/// `compacted.<node>` (`catchup`).
 pub mod meta_keys {
     /// The site's role, `central` or `node` (SPEC 2.1: with `name` and `site_key`, what identifies the site the database belongs to).
     pub const ROLE: &str = "role";
