@@ -722,71 +722,23 @@ impl<R: Read + Seek> Bundle<Verified, R> {
     /// Stops with `size-mismatch` as soon as more bytes than the manifest's size come
     /// out. On any error `out` holds garbage: write to a temporary file and delete it.
     pub fn copy_entry<W: Write>(&mut self, name: &str, out: &mut W) -> Result<u64, BundleError> {
-        let label = self.label.as_str();
-        let Some(meta) = self.manifest.entry(name) else {
-            return Err(BundleError::NoSuchEntry {
-                bundle: label.to_owned(),
-                entry: name.to_owned(),
-            });
-        };
-        let Some(&i) = self.index.get(name) else {
-            return Err(BundleError::MissingEntry {
-                bundle: label.to_owned(),
-                entry: name.to_owned(),
-            });
-        };
-        let failed = &self.io_failed;
-        failed.store(false, Ordering::Relaxed);
-        let mut file = self
-            .zip
-            .by_index(i)
-            .map_err(|e| classify(label, Some(name), failed, e))?;
-        let mut hasher = Sha256::new();
-        let mut total: u64 = 0;
+        let label = self.label.clone();
+        let mut entry = self.stream_entry(name)?;
         let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_error(label, name, failed, e)),
-            };
-            total = total.saturating_add(n as u64);
-            if total > meta.size {
-                // Bomb guard: never trust the zip's declared size alone.
-                return Err(BundleError::SizeMismatch {
-                    bundle: label.to_owned(),
-                    entry: name.to_owned(),
-                    expected: meta.size,
-                    actual: total,
-                });
+        // A read that fails (the bomb guard among them) is kept by the stream and is what
+        // `finish` reports.
+        while let Ok(n) = entry.read(&mut buf) {
+            if n == 0 {
+                break;
             }
             let chunk = buf.get(..n).unwrap_or_default();
-            hasher.update(chunk);
             out.write_all(chunk).map_err(|e| BundleError::Io {
-                bundle: label.to_owned(),
+                bundle: label.clone(),
                 entry: Some(name.to_owned()),
                 source: e,
             })?;
         }
-        if total != meta.size {
-            return Err(BundleError::SizeMismatch {
-                bundle: label.to_owned(),
-                entry: name.to_owned(),
-                expected: meta.size,
-                actual: total,
-            });
-        }
-        let actual = hex::encode(hasher.finalize());
-        if actual != meta.sha256 {
-            return Err(BundleError::HashMismatch {
-                bundle: label.to_owned(),
-                entry: name.to_owned(),
-                expected: meta.sha256.clone(),
-                actual,
-            });
-        }
-        Ok(total)
+        entry.finish()
     }
 
     /// Opens entry `name` for reading as it streams, for payloads too large to check before
