@@ -384,3 +384,45 @@ fn forget_revoked(conn: &rusqlite::Connection, old: &Peer, now: i64) -> Result<(
     crate::retention::forget(conn, &old.name)?;
     crate::catchup::forget(conn, &old.name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NODE_STATE;
+
+    /// Every table of berth's that names a node (a `node` or `peer` column) is forgotten
+    /// when the name is enrolled again, or is history kept on purpose: a table added later
+    /// without a decision fails here, instead of leaking the revoked machine's state to its
+    /// replacement.
+    #[test]
+    fn every_table_that_names_a_node_is_forgotten_or_kept_on_purpose() {
+        const KEPT: &[&str] = &["berth_conflicts"];
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        crate::store::install(&c).unwrap();
+        let mut st = c
+            .prepare(
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+                 WHERE m.type = 'table' AND m.name LIKE 'berth\\_%' ESCAPE '\\'
+                   AND p.name IN ('node', 'peer')",
+            )
+            .unwrap();
+        let named: Vec<(String, String)> = st
+            .query_map([], |r| Ok((r.get(0).unwrap(), r.get(1).unwrap())))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(named.len() >= 10, "{named:?}");
+        for (table, column) in &named {
+            let forgotten = NODE_STATE.iter().any(|(t, c)| t == table && c == column);
+            assert!(
+                forgotten || KEPT.contains(&table.as_str()),
+                "{table}.{column} names a node: add it to NODE_STATE or KEPT"
+            );
+        }
+        // And what the list names exists.
+        for (table, column) in NODE_STATE {
+            let ok = *table == "berth_peers" && *column == "name"
+                || named.iter().any(|(t, c)| t == table && c == column);
+            assert!(ok, "{table}.{column} is not a table's column");
+        }
+    }
+}
