@@ -523,13 +523,7 @@ fn node_set_changes_attributes_and_rows_follow() {
     let d = tempfile::tempdir().unwrap();
     let (hq, laptop, usb) = sample_with_alice(d.path());
     let dock = |site: &Path| {
-        berth()
-            .args(["dock", "--site"])
-            .arg(site)
-            .arg("--via")
-            .arg(&usb)
-            .assert()
-            .success();
+        crate::support::dock(site, &usb).success();
     };
     dock(&laptop);
     assert_eq!(ids(&laptop.join("data.db")), "O1,O4");
@@ -580,13 +574,7 @@ fn a_revoked_name_enrolled_again_holds_exactly_what_its_attributes_show() {
     let d = tempfile::tempdir().unwrap();
     let (hq, laptop, usb) = sample_with_alice(d.path());
     let dock = |site: &Path| {
-        berth()
-            .args(["dock", "--site"])
-            .arg(site)
-            .arg("--via")
-            .arg(&usb)
-            .assert()
-            .success();
+        crate::support::dock(site, &usb).success();
     };
     dock(&laptop);
     assert_eq!(ids(&laptop.join("data.db")), "O1,O4");

@@ -89,12 +89,7 @@ fn two() -> Two {
 }
 
 fn dock(t: &Two, site: &Path) -> assert_cmd::assert::Assert {
-    berth()
-        .args(["dock", "--site"])
-        .arg(site)
-        .arg("--via")
-        .arg(&t.usb)
-        .assert()
+    crate::support::dock(site, &t.usb)
 }
 
 fn status_json(site: &Path) -> serde_json::Value {

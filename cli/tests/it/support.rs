@@ -56,6 +56,17 @@ pub fn enroll(hq: &Path, node: &Path, name: &str, via: &Path, attrs: &[&str]) {
     add.assert().success();
 }
 
+/// `berth dock --site SITE --via VIA`, not yet asserted (what succeeds is asserted by the
+/// caller, with what it prints).
+pub fn dock(site: &Path, via: &Path) -> assert_cmd::assert::Assert {
+    berth()
+        .args(["dock", "--site"])
+        .arg(site)
+        .arg("--via")
+        .arg(via)
+        .assert()
+}
+
 /// The sales sample (`samples/sales`): schema, data and docking model.
 pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/sales")

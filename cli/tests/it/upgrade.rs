@@ -12,13 +12,7 @@ fn json(cmd: &mut Command) -> serde_json::Value {
 }
 
 fn dock(site: &Path, usb: &Path) -> assert_cmd::assert::Assert {
-    berth()
-        .args(["dock", "--site"])
-        .arg(site)
-        .arg("--via")
-        .arg(usb)
-        .assert()
-        .success()
+    crate::support::dock(site, usb).success()
 }
 
 /// `berth init central DIR` with a one-table schema written beside DIR.

@@ -106,13 +106,7 @@ fn a_renamed_site_is_refused_naming_both_names() {
 }
 
 fn dock(site: &Path, via: &Path) {
-    berth()
-        .args(["dock", "--site"])
-        .arg(site)
-        .arg("--via")
-        .arg(via)
-        .assert()
-        .success();
+    crate::support::dock(site, via).success();
 }
 
 /// Issue 16 part 2 through the binary: a row changed at a node with the triggers dropped (as

@@ -1105,14 +1105,7 @@ fn to_alice(dir: &Path) -> Vec<u64> {
 #[test]
 fn a_revoked_name_is_enrolled_again_with_a_new_key_and_the_old_one_stays_out() {
     let w = Pair::new();
-    let dock = |site: &str, via: &str| {
-        berth()
-            .args(["dock", "--site"])
-            .arg(w.p(site))
-            .arg("--via")
-            .arg(w.p(via))
-            .assert()
-    };
+    let dock = |site: &str, via: &str| crate::support::dock(&w.p(site), &w.p(via));
     let laptop = w.p("laptop/data.db");
     let hq = w.p("hq/data.db");
     exec(
