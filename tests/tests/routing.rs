@@ -769,6 +769,49 @@ fn central_writers_commit_between_routing_batches() {
     }
 }
 
+/// An entry routed after a writer changed its row again between two batches still says
+/// what it left (the old row of the writer's entry), not the row as the writer left it: the
+/// chains of what the pass read are extended across what was journaled since.
+#[test]
+fn an_entry_routed_after_a_writer_changed_its_row_says_what_it_left() {
+    let (w, _model) = backlog("batch_changes = 3");
+    let db = w.central.join("data.db");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = done.clone();
+    let opts = with_progress(move |_| {
+        if !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            rusqlite::Connection::open(&db)
+                .unwrap()
+                .execute("UPDATE activity SET note = 'between' WHERE id = 'B-36'", [])
+                .unwrap();
+        }
+    });
+    w.dock_with("hq", &w.via, &opts).unwrap();
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    let c = rusqlite::Connection::open(w.central.join("data.db")).unwrap();
+    let notes: Vec<String> = c
+        .prepare(
+            "SELECT json_extract(change, '$.new.note') FROM berth_partial
+             WHERE node = 'keith' AND json_extract(change, '$.t') = 'activity'
+               AND json_extract(change, '$.k[0]') = 'B-36' ORDER BY ppos",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    // The backlog's update left 'n36!' and says so, though the row held the writer's
+    // 'between' when it was routed. (The row reached keith whole, as it was when its
+    // batch settled: a download reads the table, SPEC 2.8.)
+    assert_eq!(notes.last().map(String::as_str), Some("n36!"), "{notes:?}");
+    w.settle();
+    assert!(has(
+        &w,
+        "keith",
+        "SELECT 1 FROM activity WHERE id = 'B-36' AND note = 'between'"
+    ));
+}
+
 /// A crash in the middle of a routing pass loses only the batch under way: the batches
 /// committed before it stay (the checkpoints moved), the next dock routes the rest, and
 /// every node's partial log is exactly, change for change, the one the same pass writes
