@@ -26,7 +26,7 @@ use berth_bundle::{Bundle, Limits, PublicKey, TrustedKey, TrustedKeys};
 use berth_engine::change::Change;
 use berth_engine::dock::{CHANGES_ENTRY, DockOptions, dock};
 use berth_engine::site::{CentralInit, Site};
-use berth_engine::{enroll, store};
+use berth_engine::{capture, enroll, store};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rusqlite::{Connection, params};
 
@@ -230,7 +230,7 @@ fn raw_once(s: &Scenario, w: &Work, central_copy: bool) -> Duration {
     let t = Instant::now();
     let tx = conn.transaction().unwrap();
     if central_copy {
-        store::set_capture(&tx, false).unwrap();
+        capture::set_capture(&tx, false).unwrap();
     }
     {
         let mut ins = tx.prepare_cached(INSERT).unwrap();
@@ -243,7 +243,7 @@ fn raw_once(s: &Scenario, w: &Work, central_copy: bool) -> Duration {
         }
     }
     if central_copy {
-        store::set_capture(&tx, true).unwrap();
+        capture::set_capture(&tx, true).unwrap();
     }
     tx.commit().unwrap();
     t.elapsed()
@@ -278,7 +278,7 @@ fn shaped_once(s: &Scenario, w: &Work) -> Duration {
         .collect();
     let t = Instant::now();
     let tx = conn.transaction().unwrap();
-    store::set_capture(&tx, false).unwrap();
+    capture::set_capture(&tx, false).unwrap();
     {
         let mut read = tx
             .prepare_cached("SELECT id, n, v FROM item WHERE id = ?1")
@@ -317,7 +317,7 @@ fn shaped_once(s: &Scenario, w: &Work) -> Duration {
             journal.execute(params![k, "U", old, new, pos]).unwrap();
         }
     }
-    store::set_capture(&tx, true).unwrap();
+    capture::set_capture(&tx, true).unwrap();
     tx.commit().unwrap();
     t.elapsed()
 }

@@ -304,6 +304,12 @@ pub fn resume(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Suppresses (or restores) capture for the rest of the current transaction (see
+/// [`suspend`]).
+pub fn set_capture(conn: &Connection, on: bool) -> Result<()> {
+    if on { resume(conn) } else { suspend(conn) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

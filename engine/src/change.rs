@@ -7,7 +7,7 @@
 //! insert or update. `o` names the site where the change was made when it is not the sender.
 
 use crate::error::Result;
-use crate::merge::apply::{Catalog, TableInfo, read_row};
+use crate::table::{Catalog, TableInfo, read_row};
 use crate::value::{Row, log_row, parse_key, raw, same};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};

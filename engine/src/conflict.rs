@@ -4,6 +4,7 @@
 //! ([`resolve`]): the side an admin chooses is written again at central as a new change,
 //! through the capture triggers, so it travels to every node that holds the row.
 
+pub use crate::error::conflict::ResolveError;
 use crate::error::{EngineError, Result};
 use crate::merge::apply::repair_row;
 use crate::site::{Role, Site};
@@ -113,26 +114,6 @@ pub struct Override {
     pub bundle_id: String,
     /// When (Unix time).
     pub at: i64,
-}
-
-/// Why a collision cannot be resolved as asked.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    /// No collision has that id.
-    #[error("no conflict #{id}: `berth conflicts --site CENTRAL` lists them")]
-    Unknown {
-        /// The id given.
-        id: i64,
-    },
-    /// The table is no longer replicated.
-    #[error("conflict #{id}: table {table} is no longer replicated")]
-    Table {
-        /// The conflict.
-        id: i64,
-        /// Its table.
-        table: String,
-    },
 }
 
 /// Column `i` of `r`, stored as JSON text, read as `T` (NULL as `T`'s reading of `null`).

@@ -69,6 +69,7 @@
 //! table inside one read transaction (one snapshot) when the connection is not already in
 //! one. Figures: docs/BENCHMARKS.md, "Replica digests".
 
+pub use crate::error::digest::{BUCKETS, DigestError};
 use crate::error::{EngineError, Result};
 use crate::store::ident;
 use crate::table::TableInfo;
@@ -79,9 +80,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-
-/// Number of key buckets per table.
-pub const BUCKETS: u16 = 64;
 
 /// Bytes kept of a row's SHA-256.
 pub const HASH_LEN: usize = 16;
@@ -123,47 +121,6 @@ pub struct Mismatch {
     pub ours_rows: u64,
     /// Rows on their side.
     pub theirs_rows: u64,
-}
-
-/// A digest received from elsewhere that cannot be right.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum DigestError {
-    /// Not JSON, or not of the digest's shape.
-    #[error("replica digest: {0}")]
-    Json(#[from] serde_json::Error),
-    /// A hash is not 32 hex digits.
-    #[error("replica digest of table {table:?}: {what} is not 32 hex digits")]
-    Hash {
-        /// The table.
-        table: String,
-        /// Which hash (`xor`, or `bucket N`).
-        what: String,
-    },
-    /// A bucket is not a decimal number below [`BUCKETS`].
-    #[error("replica digest of table {table:?}: bucket {bucket:?} is not a number below {BUCKETS}")]
-    Bucket {
-        /// The table.
-        table: String,
-        /// The bucket as written.
-        bucket: String,
-    },
-    /// A bucket is listed with no rows (only non-empty buckets are listed).
-    #[error("replica digest of table {table:?}: bucket {bucket} is listed with no rows")]
-    EmptyBucket {
-        /// The table.
-        table: String,
-        /// The bucket.
-        bucket: u16,
-    },
-    /// The buckets' counts or hashes do not add up to the table's.
-    #[error("replica digest of table {table:?}: the buckets do not add up to the table ({reason})")]
-    Sum {
-        /// The table.
-        table: String,
-        /// What does not add up.
-        reason: String,
-    },
 }
 
 impl TableDigest {

@@ -13,7 +13,7 @@ use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending, is_const
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site};
 use crate::store::meta_keys;
-use crate::{enroll, store, transport};
+use crate::{capture, enroll, store, transport};
 use berth_bundle::{
     Bundle, BundleHeader, BundleWriter, Compression, Limits, Party, StreamPosition, TrustedKey,
     TrustedKeys, Verified, naming,
@@ -1018,7 +1018,7 @@ fn apply_changes(
                 // A node applies central's decisions without journaling them again; central
                 // journals a node's changes through its capture triggers, with what they set off.
                 if role == Role::Node {
-                    store::set_capture(tx, false)?;
+                    capture::set_capture(tx, false)?;
                     // Before any migration of the bundle: a table it creates may be local.
                     if let Some(classes) = crate::schema::Classes::from_extensions(&m.extensions) {
                         classes.save(tx)?;
@@ -1216,7 +1216,7 @@ fn apply_changes(
                 crate::upgrade::record_incoming(tx, &sender, &upgrade_in)?;
                 record_peer_schema(tx, &sender, stream_schema.as_ref(), latest)?;
                 if role == Role::Node {
-                    store::set_capture(tx, true)?;
+                    capture::set_capture(tx, true)?;
                 }
                 Ok((stats, execs))
             };

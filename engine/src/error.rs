@@ -2,6 +2,14 @@
 
 use std::path::PathBuf;
 
+// The errors each part of the engine returns live here, below every layer, so that
+// `EngineError` can carry them without this module using the modules above it.
+pub mod conflict;
+pub mod digest;
+pub mod guard;
+pub mod migration;
+pub mod upgrade;
+
 /// An engine error.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -189,10 +197,10 @@ pub enum EngineError {
     },
     /// A replica digest received from another site cannot be right (engine/src/digest.rs).
     #[error(transparent)]
-    Digest(#[from] crate::digest::DigestError),
+    Digest(#[from] digest::DigestError),
     /// An upgrade package or command was refused (engine/src/upgrade).
     #[error(transparent)]
-    Upgrade(#[from] crate::upgrade::UpgradeError),
+    Upgrade(#[from] upgrade::UpgradeError),
     /// Capture is not what berth installed, or the replicated schema changed outside a
     /// migration (SPEC 2.4.1): the site applies and exports nothing until it is repaired.
     #[error(
@@ -202,12 +210,12 @@ pub enum EngineError {
         /// The site's name.
         site: String,
         /// Each table and what changed, and what to do.
-        guard: Box<crate::guard::Guard>,
+        guard: Box<guard::Guard>,
     },
     /// A failure injected by a test (crash simulation).
     /// A schema migration failed or does not fit this site.
     #[error("schema migration: {0}")]
-    Migration(Box<crate::evolve::Error>),
+    Migration(Box<migration::Error>),
     /// A migration's executable step failed; the database was restored from the backup
     /// taken before it.
     #[error(
@@ -244,7 +252,7 @@ pub enum EngineError {
     },
     /// A collision cannot be resolved as asked.
     #[error(transparent)]
-    Resolve(#[from] crate::conflict::ResolveError),
+    Resolve(#[from] conflict::ResolveError),
     /// A rows kept aside by a repair cannot be re-applied or discarded as asked (SPEC 2.15).
     #[error("{0}")]
     Kept(String),
@@ -276,11 +284,11 @@ impl EngineError {
 }
 
 /// Result alias of the engine.
-impl From<crate::evolve::Error> for EngineError {
-    fn from(e: crate::evolve::Error) -> Self {
+impl From<migration::Error> for EngineError {
+    fn from(e: migration::Error) -> Self {
         match e {
-            crate::evolve::Error::Engine(inner) => inner,
-            crate::evolve::Error::Sql(inner) => EngineError::Sql(inner),
+            migration::Error::Engine(inner) => inner,
+            migration::Error::Sql(inner) => EngineError::Sql(inner),
             other => EngineError::Migration(Box::new(other)),
         }
     }

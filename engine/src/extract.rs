@@ -188,7 +188,7 @@ pub(crate) fn apply(site: &mut Site, bundle: &mut Bundle<Verified, File>) -> Res
     let tables = schema::tables(&tx)?;
     capture::install(&tx, &tables)?;
     let catalog = crate::table::Catalog::load(&tx, &BTreeMap::new(), Default::default())?;
-    store::set_capture(&tx, false)?;
+    capture::set_capture(&tx, false)?;
     let mut stats = MergeStats::default();
     let mut apply = crate::merge::apply::NodeApply {
         conn: &tx,
@@ -288,7 +288,7 @@ pub(crate) fn apply(site: &mut Site, bundle: &mut Bundle<Verified, File>) -> Res
             now
         ],
     )?;
-    store::set_capture(&tx, true)?;
+    capture::set_capture(&tx, true)?;
     tx.commit()?;
     Ok(stats)
 }

@@ -24,6 +24,26 @@
 //! replica digests [`digest`], [`replica`]; upgrades [`upgrade`]; schema snapshots and the
 //! diff [`evolve`]; migrations and checksum gating [`migrate`].
 //!
+//! ## Layers
+//!
+//! Each module uses only the modules of the layers below its own, and those listed before it
+//! in its own layer (bottom first). `layers.rs` reads this table and fails the build's tests
+//! when a module uses one above it; the uses that still go up are listed there, to be
+//! removed.
+//!
+//! | layer | units, in order |
+//! |---|---|
+//! | 1. values and vocabulary | `error`, `value`, `progress`, `sqlpolicy`, `peer`, `evolve::sqltext` |
+//! | 2. files and the exchange folder | `volumes`, `transport` |
+//! | 3. the store and the table catalog | `store`, `table`, `schema`, `capture` |
+//! | 4. the site | `route::model`, `route::check`, `site`, `keychain`, `identity`, `retention`, `revoke`, `submission`, `seal` |
+//! | 5. the log and the wire change | `change`, `digest` |
+//! | 6. merge | `merge::contest`, `merge`, `merge::apply`, `conflict` |
+//! | 7. routing and the extract | `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `partial`, `catchup`, `replica`, `extract`, `enroll` |
+//! | 8. upgrades | `upgrade::node`, `upgrade::central`, `upgrade::submit`, `upgrade` |
+//! | 9. schema evolution | `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `evolve`, `guard`, `migrate::stream`, `migrate::record`, `migrate::translate`, `migrate::apply`, `migrate::folder`, `migrate::exec`, `migrate::submit`, `migrate` |
+//! | 10. docking | `dock`, `status`, `verify` |
+//!
 //! ```no_run
 //! use berth_engine::{site::{Site, CentralInit}, dock::{dock, DockOptions}};
 //! # fn main() -> Result<(), berth_engine::EngineError> {
@@ -48,6 +68,8 @@ pub mod extract;
 pub mod guard;
 pub mod identity;
 pub mod keychain;
+#[cfg(test)]
+mod layers;
 pub mod merge;
 pub mod migrate;
 pub mod partial;

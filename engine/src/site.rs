@@ -12,9 +12,8 @@
 //! ```
 
 use crate::error::{EngineError, Result};
-use crate::merge::Policy;
-use crate::merge::apply::Catalog;
 use crate::store::meta_keys;
+use crate::table::{Catalog, Policy};
 use crate::{capture, identity, schema, store};
 use berth_bundle::{PublicKey, SecretKey};
 use rusqlite::Connection;

@@ -401,16 +401,6 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Suppresses (or restores) capture for the rest of the current transaction (see
-/// [`crate::capture::suspend`]).
-pub fn set_capture(conn: &Connection, on: bool) -> Result<()> {
-    if on {
-        crate::capture::resume(conn)
-    } else {
-        crate::capture::suspend(conn)
-    }
-}
-
 /// Highest position in the log (0 when empty).
 pub fn max_pos(conn: &Connection) -> Result<i64> {
     Ok(

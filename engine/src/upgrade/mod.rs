@@ -28,6 +28,7 @@ pub mod central;
 pub mod node;
 pub mod submit;
 
+pub use crate::error::upgrade::UpgradeError;
 use crate::store::meta_keys;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -163,52 +164,6 @@ pub struct Package {
 
 fn default_timeout() -> u32 {
     60
-}
-
-/// Why a package is not acceptable.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
-    /// A field of a package breaks a rule.
-    #[error("package {package:?}: {field}: {reason}")]
-    Invalid {
-        /// The package name as given.
-        package: String,
-        /// The field.
-        field: String,
-        /// The rule broken.
-        reason: String,
-    },
-    /// The package file is not TOML of the expected shape.
-    #[error("package file {path}: {reason}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The parser's complaint.
-        reason: String,
-    },
-    /// No package of this name is known here.
-    #[error("no upgrade package named {name:?} here")]
-    Unknown {
-        /// The name.
-        name: String,
-    },
-    /// A package of this name was already published.
-    #[error(
-        "an upgrade package named {name:?} was already published; publish the new version under a new name"
-    )]
-    Exists {
-        /// The name.
-        name: String,
-    },
-    /// The package is not in a state where the command can act.
-    #[error("upgrade package {name:?}: {reason}")]
-    NotNow {
-        /// The name.
-        name: String,
-        /// What it waits for, and what to do.
-        reason: String,
-    },
 }
 
 fn invalid(package: &str, field: &str, reason: impl Into<String>) -> UpgradeError {
