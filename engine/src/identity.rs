@@ -8,12 +8,13 @@
 //! [`mismatch`] decides from what was read (no I/O); [`ensure`] is the shell `Site::open`
 //! runs, and `verify` reports the same findings without writing anything.
 
+use crate::config::Config;
 use crate::error::{EngineError, Result};
-use crate::site::Config;
 use crate::store;
 use crate::store::meta_keys;
 use rusqlite::Connection;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// What `data.db` records of the site it belongs to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,7 +113,7 @@ fn short(hex: &str) -> &str {
 /// The site's public keys: `current` (hex), then those it retired (`keys/chain.toml`).
 pub fn site_keys(dir: &Path, current: String) -> Result<Vec<String>> {
     let mut keys = vec![current];
-    keys.extend(crate::keychain::chain(dir)?.into_iter().map(|l| l.old));
+    keys.extend(chain(dir)?.into_iter().map(|l| l.old));
     Ok(keys)
 }
 
@@ -161,6 +162,49 @@ pub fn ensure(conn: &Connection, db: &Path, config: &Config, keys: &[String]) ->
         store::set_meta(conn, meta_keys::SITE_KEY, current)?;
     }
     Ok(())
+}
+
+/// The chain file in a central site's folder.
+pub const CHAIN_FILE: &str = "chain.toml";
+
+/// One rotation: `new` replaces `old`, signed by `old`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The retired public key (hex).
+    pub old: String,
+    /// Its successor (hex).
+    pub new: String,
+    /// When (Unix seconds).
+    pub at: i64,
+    /// ed25519 signature by `old` over [`crate::keychain::link_message`], hex.
+    pub sig: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChainFile {
+    #[serde(default)]
+    pub(crate) link: Vec<Link>,
+}
+
+pub(crate) fn keys_dir(dir: &Path) -> PathBuf {
+    dir.join("keys")
+}
+
+/// The rotations of a site so far (empty when never rotated).
+pub fn chain(dir: &Path) -> Result<Vec<Link>> {
+    let path = keys_dir(dir).join(CHAIN_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(EngineError::io(&path, e)),
+    };
+    let f: ChainFile = toml::from_str(&text).map_err(|e| EngineError::Config {
+        path,
+        reason: e.to_string(),
+    })?;
+    Ok(f.link)
 }
 
 #[cfg(test)]

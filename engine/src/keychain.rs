@@ -8,64 +8,24 @@
 //! sealed to them before they learned of the rotation; it never signs with them.
 
 use crate::error::{EngineError, Result};
+pub use crate::identity::{CHAIN_FILE, Link, chain};
+use crate::identity::{ChainFile, keys_dir};
 use crate::site::{Role, Site, write_secret};
 use crate::store::meta_keys;
 use crate::{peer, store, transport};
 use berth_bundle::{Manifest, PublicKey, SecretKey, TrustedKey};
 use rusqlite::params;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The chain file in a central site's folder.
-pub const CHAIN_FILE: &str = "chain.toml";
 /// The manifest extension that carries the chain.
 pub const EXTENSION: &str = "key-chain";
-
-/// One rotation: `new` replaces `old`, signed by `old`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Link {
-    /// The retired public key (hex).
-    pub old: String,
-    /// Its successor (hex).
-    pub new: String,
-    /// When (Unix seconds).
-    pub at: i64,
-    /// ed25519 signature by `old` over [`link_message`], hex.
-    pub sig: String,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChainFile {
-    #[serde(default)]
-    link: Vec<Link>,
-}
 
 /// The signed text of a link: `berth-key-rotation-v1 OLD NEW AT\n`.
 pub fn link_message(old: &str, new: &str, at: i64) -> String {
     format!("berth-key-rotation-v1 {old} {new} {at}\n")
-}
-
-fn keys_dir(dir: &Path) -> PathBuf {
-    dir.join("keys")
-}
-
-/// The rotations of a site so far (empty when never rotated).
-pub fn chain(dir: &Path) -> Result<Vec<Link>> {
-    let path = keys_dir(dir).join(CHAIN_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(EngineError::io(&path, e)),
-    };
-    let f: ChainFile = toml::from_str(&text).map_err(|e| EngineError::Config {
-        path,
-        reason: e.to_string(),
-    })?;
-    Ok(f.link)
 }
 
 /// What a rotation did.

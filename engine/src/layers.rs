@@ -31,11 +31,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("partial", "catchup"),
     ("replica", "dock"),
     ("route::router", "partial"),
-    ("site", "evolve::history"),
-    ("site", "identity"),
-    ("site", "retention"),
-    ("site", "route::router"),
-    ("site", "route::run"),
     ("volumes", "transport"),
 ];
 

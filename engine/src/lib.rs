@@ -36,13 +36,13 @@
 //! | 1. values and vocabulary | `error`, `value`, `progress`, `sqlpolicy`, `peer`, `evolve::sqltext` |
 //! | 2. files and the exchange folder | `volumes`, `transport` |
 //! | 3. the store and the table catalog | `store`, `table`, `schema`, `capture` |
-//! | 4. the site | `route::model`, `route::check`, `site`, `keychain`, `identity`, `retention`, `revoke`, `submission`, `seal` |
+//! | 4. the site | `config`, `route::model`, `route::check`, `identity`, `site`, `keychain`, `retention`, `revoke`, `submission`, `seal` |
 //! | 5. the log and the wire change | `change`, `digest` |
 //! | 6. merge | `merge::contest`, `merge`, `merge::apply`, `conflict` |
 //! | 7. routing and the extract | `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `partial`, `catchup`, `replica`, `extract`, `enroll` |
 //! | 8. upgrades | `upgrade::node`, `upgrade::central`, `upgrade::submit`, `upgrade` |
 //! | 9. schema evolution | `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `evolve`, `guard`, `migrate::stream`, `migrate::record`, `migrate::translate`, `migrate::apply`, `migrate::folder`, `migrate::exec`, `migrate::submit`, `migrate` |
-//! | 10. docking | `dock`, `status`, `verify` |
+//! | 10. docking | `init`, `dock`, `status`, `verify` |
 //!
 //! ```no_run
 //! use berth_engine::{site::{Site, CentralInit}, dock::{dock, DockOptions}};
@@ -58,6 +58,7 @@
 pub mod capture;
 pub mod catchup;
 pub mod change;
+pub mod config;
 pub mod conflict;
 pub mod digest;
 pub mod dock;
@@ -67,6 +68,7 @@ pub mod evolve;
 pub mod extract;
 pub mod guard;
 pub mod identity;
+mod init;
 pub mod keychain;
 #[cfg(test)]
 mod layers;

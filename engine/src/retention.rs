@@ -12,49 +12,15 @@
 //! a bundle at or below it counts as applied (every bundle of a stream up to there was
 //! applied, or superseded by a later one that was).
 
+pub use crate::config::{DEFAULT_DAYS, Retention};
 use crate::error::Result;
 use crate::site::Site;
 use crate::store;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::Path;
 
-/// Days kept by default.
-pub const DEFAULT_DAYS: u32 = 30;
-
-/// `berth.toml`'s `[retention]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    /// Days an archived bundle and a `berth_applied` row are kept (`0`: for ever).
-    #[serde(default = "default_days")]
-    pub days: u32,
-    /// Days without a bundle from a node after which central stops keeping its log for it
-    /// and keeps its stream in compacted form instead (SPEC 2.8, "Nodes away"). Unset: `days`;
-    /// `0`: never (a node away holds the log back for as long as it is away).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub away_days: Option<u32>,
-}
-
-fn default_days() -> u32 {
-    DEFAULT_DAYS
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            days: DEFAULT_DAYS,
-            away_days: None,
-        }
-    }
-}
-
 impl Retention {
-    /// Whether it is the default (then `berth.toml` need not say it).
-    pub fn is_default(&self) -> bool {
-        *self == Retention::default()
-    }
-
     /// The time (Unix seconds) before which a node's last bundle must have come for the node
     /// to count as away (SPEC 2.8), `None` when no node ever does.
     pub fn away_cutoff(&self, now: i64) -> Option<i64> {

@@ -11,68 +11,17 @@
 //! DIR/berth.lock        held while a dock or watch runs
 //! ```
 
+pub use crate::config::{Config, Role};
 use crate::error::{EngineError, Result};
 use crate::store::meta_keys;
 use crate::table::{Catalog, Policy};
-use crate::{capture, identity, schema, store};
+use crate::{identity, schema, store};
 use berth_bundle::{PublicKey, SecretKey};
 use rusqlite::Connection;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-/// Which side of the star a site is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The master copy.
-    Central,
-    /// A partial replica.
-    Node,
-}
-
-impl Role {
-    /// "central" or "node".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Central => "central",
-            Role::Node => "node",
-        }
-    }
-}
-
-/// `berth.toml`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The site's role.
-    pub role: Role,
-    /// The site's name (also its name in bundle file names).
-    pub name: String,
-    /// Collision policy of tables not named in `policies`.
-    #[serde(default)]
-    pub default_policy: Policy,
-    /// Collision policy per table.
-    #[serde(default)]
-    pub policies: BTreeMap<String, Policy>,
-    /// Whether migrations' executable steps (admin-signed programs) may run here.
-    #[serde(default)]
-    pub allow_executables: bool,
-    /// How long bundles done with are kept (`[retention]`).
-    #[serde(
-        default,
-        skip_serializing_if = "crate::retention::Retention::is_default"
-    )]
-    pub retention: crate::retention::Retention,
-    /// How central's routing pass is cut into transactions (`[routing]`).
-    #[serde(
-        default,
-        skip_serializing_if = "crate::route::run::Routing::is_default"
-    )]
-    pub routing: crate::route::run::Routing,
-}
 
 /// An open site. Holds the site lock while it lives.
 #[derive(Debug)]
@@ -114,12 +63,34 @@ pub struct CentralInit<'a> {
     pub data: Option<&'a Path>,
 }
 
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+pub(crate) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|e| EngineError::io(path, e))
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     io(path, fs::read_to_string(path))
+}
+
+/// The docking model in `text` (from `path`), refused with every error `check` finds
+/// against the schema in `conn`.
+pub(crate) fn checked_model(
+    text: &str,
+    conn: &Connection,
+    path: &Path,
+) -> Result<crate::route::model::DockingModel> {
+    let refuse = |findings: Vec<String>| EngineError::Docking {
+        path: path.to_path_buf(),
+        findings,
+    };
+    let errors: Vec<String> = crate::route::check::check_toml(text, conn)?
+        .into_iter()
+        .filter(|f| f.severity() == crate::route::check::Severity::Error)
+        .map(|f| f.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(refuse(errors));
+    }
+    crate::route::model::DockingModel::from_toml(text).map_err(|e| refuse(vec![e.to_string()]))
 }
 
 /// Checks a site or node name: well formed, and not `all`, which in a bundle's recipients
@@ -139,12 +110,6 @@ pub fn check_name(name: &str) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn default_name(dir: &Path) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default()
 }
 
 impl Site {
@@ -186,7 +151,7 @@ impl Site {
     }
 
     /// [`Site::open`]; `creating`: the site is being created, its database is new.
-    fn open_with(dir: &Path, creating: bool) -> Result<Site> {
+    pub(crate) fn open_with(dir: &Path, creating: bool) -> Result<Site> {
         // Every path berth hands on (to install programs, executable steps, the demo's
         // checks) is absolute: they run in other folders than the caller's.
         let absolute = std::path::absolute(dir).map_err(|e| EngineError::io(dir, e))?;
@@ -254,7 +219,7 @@ impl Site {
         Ok(site)
     }
 
-    fn create(dir: &Path, config: &Config) -> Result<SecretKey> {
+    pub(crate) fn create(dir: &Path, config: &Config) -> Result<SecretKey> {
         check_name(&config.name)?;
         if Self::config_path(dir).exists() {
             return Err(EngineError::Config {
@@ -276,106 +241,6 @@ impl Site {
         let cfg = Self::config_path(dir);
         io(&cfg, fs::write(&cfg, text))?;
         Ok(key)
-    }
-
-    /// Creates a central site: configuration, keys, and a database with the user's schema,
-    /// berth's tables and the capture triggers. Returns the site and warnings for the user.
-    pub fn init_central(init: &CentralInit<'_>) -> Result<(Site, Vec<String>)> {
-        let name = init
-            .name
-            .map_or_else(|| default_name(init.dir), str::to_string);
-        let config = Config {
-            role: Role::Central,
-            name,
-            default_policy: Policy::CentralWins,
-            policies: BTreeMap::new(),
-            allow_executables: false,
-            retention: Default::default(),
-            routing: Default::default(),
-        };
-        let schema_sql = read_text(init.schema)?;
-        let data_sql = init.data.map(read_text).transpose()?;
-        if init.dir.join("data.db").exists() {
-            return Err(EngineError::Config {
-                path: init.dir.join("data.db"),
-                reason: "a database already exists here".into(),
-            });
-        }
-        // Check the schema in memory first so a refused schema leaves nothing behind.
-        let probe = Connection::open_in_memory()?;
-        probe
-            .execute_batch(&schema_sql)
-            .map_err(|e| EngineError::SchemaFile {
-                path: init.schema.to_path_buf(),
-                source: e,
-            })?;
-        // The model first: it says which tables are local and which name their key, and its
-        // findings name every table without a key at once.
-        let mut classes = schema::Classes::default();
-        if let Some(d) = init.docking {
-            let text = read_text(d)?;
-            let errors: Vec<String> = crate::route::check::check_toml(&text, &probe)?
-                .into_iter()
-                .filter(|f| f.severity() == crate::route::check::Severity::Error)
-                .map(|f| f.to_string())
-                .collect();
-            if !errors.is_empty() {
-                return Err(EngineError::Docking {
-                    path: d.to_path_buf(),
-                    findings: errors,
-                });
-            }
-            classes = crate::route::model::DockingModel::from_toml(&text)
-                .map_err(|e| EngineError::Docking {
-                    path: d.to_path_buf(),
-                    findings: vec![e.to_string()],
-                })?
-                .classes();
-        }
-        let tables = schema::tables_with(&probe, &classes)?;
-        Self::create(init.dir, &config)?;
-        if let Some(d) = init.docking {
-            let dest = init.dir.join("docking.toml");
-            io(d, fs::copy(d, &dest))?;
-        }
-        let mut site = Site::open_with(init.dir, true)?;
-        let site_key = site.public_key().to_hex();
-        let tx = site.conn.transaction()?;
-        tx.execute_batch(&schema_sql)
-            .map_err(|e| EngineError::SchemaFile {
-                path: init.schema.to_path_buf(),
-                source: e,
-            })?;
-        if let Some(data) = &data_sql {
-            tx.execute_batch(&nul_terminated(data))
-                .map_err(|e| EngineError::SchemaFile {
-                    path: init.data.map(Path::to_path_buf).unwrap_or_default(),
-                    source: e,
-                })?;
-        }
-        classes.save(&tx)?;
-        capture::install(&tx, &tables)?;
-        store::set_meta(&tx, meta_keys::ROLE, "central")?;
-        store::set_meta(&tx, meta_keys::NAME, &site.config.name)?;
-        store::set_meta(&tx, meta_keys::SITE_KEY, &site_key)?;
-        // Schema version 0: the baseline snapshot, its checksum in `berth_meta`.
-        crate::evolve::history::baseline(&tx, 0)?;
-        store::set_meta(&tx, meta_keys::CLOCK, "1")?;
-        tx.commit()?;
-        let warnings = tables
-            .iter()
-            .filter(|t| t.rowid_key)
-            .map(|t| {
-                format!(
-                    "table {} has an INTEGER PRIMARY KEY: rows inserted at different sites will \
-                     collide on the same number; prefer a TEXT id (UUID) for tables nodes insert into",
-                    t.name
-                )
-            })
-            .collect();
-        site.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
-        Ok((site, warnings))
     }
 
     /// Creates a node site with its own key; the database holds only berth's tables until the
@@ -441,23 +306,7 @@ impl Site {
     pub fn apply_docking(&self, file: &Path) -> Result<()> {
         self.require(Role::Central)?;
         let text = read_text(file)?;
-        let errors: Vec<String> = crate::route::check::check_toml(&text, &self.conn)?
-            .into_iter()
-            .filter(|f| f.severity() == crate::route::check::Severity::Error)
-            .map(|f| f.to_string())
-            .collect();
-        if !errors.is_empty() {
-            return Err(EngineError::Docking {
-                path: file.to_path_buf(),
-                findings: errors,
-            });
-        }
-        let new = crate::route::model::DockingModel::from_toml(&text).map_err(|e| {
-            EngineError::Docking {
-                path: file.to_path_buf(),
-                findings: vec![e.to_string()],
-            }
-        })?;
+        let new = checked_model(&text, &self.conn, file)?;
         if let Some(old) = self.docking_model()? {
             use crate::route::model::Visibility;
             let narrowed: Vec<String> = old
@@ -511,7 +360,7 @@ impl Site {
         classes.save(&self.conn)?;
         // The router's edges and instance sets follow the old model: the next routing pass
         // rebuilds them and moves rows in and out of the nodes accordingly.
-        crate::route::router::request_resync(&self.conn)
+        crate::route::model::request_resync(&self.conn)
     }
 
     /// The replicated tables with their policies.

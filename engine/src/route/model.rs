@@ -926,6 +926,11 @@ fn declared_paths(
     Ok(out)
 }
 
+/// Asks the next routing pass to rebuild edges and instance sets (the model changed).
+pub fn request_resync(conn: &rusqlite::Connection) -> crate::Result<()> {
+    crate::store::set_meta(conn, crate::store::meta_keys::ROUTING_RESYNC, "1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,7 @@ pub enum Evaluation {
 }
 
 /// Log entries routed per batch (bounds memory; the checkpoints move per batch).
-pub const BATCH: i64 = 20_000;
+pub const BATCH: i64 = crate::config::DEFAULT_BATCH as i64;
 
 /// A mapping between two objects: an object rule of `dep` (visible if that `sup` instance is)
 /// or a related object of `sup` (`dep` travels with it).
@@ -2358,10 +2358,7 @@ fn bulk_insert<'a>(
     flush(&mut chunk)
 }
 
-/// Asks the next routing pass to rebuild edges and instance sets (the model changed).
-pub fn request_resync(conn: &Connection) -> Result<()> {
-    store::set_meta(conn, meta_keys::ROUTING_RESYNC, "1")
-}
+pub use super::model::request_resync;
 
 /// The plan for `model`, if there is one.
 pub fn plan_for(conn: &Connection, model: Option<&DockingModel>) -> Result<Option<Plan>> {

@@ -12,52 +12,14 @@
 //! as it stood when it started); the pass reads it only to know what the entries it routes
 //! left behind ([`crate::change`]'s chains), so the streams are the ones a single pass makes.
 
+pub use crate::config::{DEFAULT_BATCH, Routing};
 use crate::error::Result;
 use crate::merge::apply::Catalog;
 use crate::progress::{Reporter, Tracker};
 use crate::route::model::DockingModel;
 use crate::route::router::{self, Evaluation, Run};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use serde::{Deserialize, Serialize};
-
-/// Log entries a batch routes by default ([`router::BATCH`], the batch that bounds the
-/// router's memory): about a second of routing for the sales model at 100 nodes on the
-/// benchmark machine (BENCHMARKS 9), which is as long as an application writer then waits,
-/// at 0.94x the throughput of one transaction for the whole pass. Smaller batches cost more
-/// (1,000: 0.49x).
-pub const DEFAULT_BATCH: u32 = router::BATCH as u32;
-
-/// `berth.toml`'s `[routing]` (central).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Routing {
-    /// Log entries routed and committed at once (MaxBatchTxns).
-    #[serde(default = "default_batch")]
-    pub batch_changes: u32,
-    /// Log entries one dock routes at most (MaxTxns); none or 0: all of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_changes: Option<u64>,
-}
-
-fn default_batch() -> u32 {
-    DEFAULT_BATCH
-}
-
-impl Default for Routing {
-    fn default() -> Self {
-        Routing {
-            batch_changes: DEFAULT_BATCH,
-            max_changes: None,
-        }
-    }
-}
-
-impl Routing {
-    /// Whether it is the default (then `berth.toml` need not say it).
-    pub fn is_default(&self) -> bool {
-        *self == Routing::default()
-    }
-}
+use serde::Serialize;
 
 /// What one run routed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
