@@ -73,25 +73,58 @@ fn code(src: &str) -> String {
         Some(i) => &src[..i],
         None => src,
     };
-    src.lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .map(|l| match l.find(" // ") {
-            Some(i) => &l[..i],
-            None => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut out = Vec::new();
+    // Inside an inline `mod x { .. }`, `super::` is the file's own module.
+    let mut inline: Option<String> = None;
+    for l in src.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        let l = l.find(" // ").map_or(l, |i| &l[..i]);
+        let trimmed = l.trim_start();
+        let indent = &l[..l.len() - trimmed.len()];
+        if inline.is_none()
+            && (trimmed.starts_with("mod ") || trimmed.starts_with("pub mod "))
+            && trimmed.ends_with('{')
+        {
+            inline = Some(format!("{indent}}}"));
+        } else if inline.as_deref() == Some(l.trim_end()) {
+            inline = None;
+        }
+        out.push(if inline.is_some() {
+            l.replace("super::", "self::")
+        } else {
+            l.to_string()
+        });
+    }
+    out.join("\n")
 }
 
-/// Every module path named after `crate::` in `code`, groups expanded.
-fn used_paths(code: &str) -> Vec<Vec<String>> {
+/// Every module path named after `marker` (`crate::`, `super::`) in `code`, groups
+/// expanded, each prefixed by `base` (the module `super` stands for).
+fn used_paths(code: &str, marker: &str, base: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
-        expand(rest, Vec::new(), &mut out);
+    while let Some(i) = rest.find(marker) {
+        // `super::super::` and `crate::` inside another path are not this marker.
+        let before = rest[..i].chars().next_back();
+        rest = &rest[i + marker.len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        expand(rest, base.to_vec(), &mut out);
     }
     out
+}
+
+/// The submodules a file declares in files of their own (`mod x;`, `pub mod x;`).
+fn children(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix("pub ").unwrap_or(l);
+            let l = l.strip_prefix("pub(crate) ").unwrap_or(l);
+            let name = l.strip_prefix("mod ")?.strip_suffix(';')?;
+            Some(name.to_string())
+        })
+        .collect()
 }
 
 /// Reads one path (and the group that may follow it) at the start of `s`, each complete
@@ -185,7 +218,25 @@ fn upward_uses() -> BTreeMap<(String, String), BTreeSet<String>> {
         let from = unit_of(&m, &units)
             .unwrap_or_else(|| panic!("{} is in no layer of lib.rs", file.display()));
         let text = std::fs::read_to_string(&file).unwrap();
-        for used in used_paths(&code(&text)) {
+        let code = code(&text);
+        let mut uses = used_paths(&code, "crate::", &[]);
+        // `super::x` in module `a::b` (file a/b.rs) is `a::x`; in `a` (a/mod.rs), `x`.
+        let parent = &module[..module.len() - 1];
+        uses.extend(used_paths(&code, "super::", parent));
+        // `child::x` in a module that declares `mod child;`.
+        // A re-export (`pub use child::x;`) is the module's surface, not a use of the child.
+        let own: String = code
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("pub use "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for child in children(&code) {
+            let marker = format!("{child}::");
+            let mut base = module.clone();
+            base.push(child);
+            uses.extend(used_paths(&own, &marker, &base));
+        }
+        for used in uses {
             let u: Vec<&str> = used.iter().map(String::as_str).collect();
             // `crate::Result`, `crate::EngineError`: the crate root's re-exports of `error`.
             let to = unit_of(&u, &units).unwrap_or("error");
@@ -262,7 +313,18 @@ fn no_module_uses_a_layer_above_it() {
 
 #[test]
 fn the_path_reader_expands_groups() {
-    let paths = used_paths("use crate::{a, b::{c, d::e}, f::g::{self}};\nx(crate::h::i(1));");
+    let paths = used_paths(
+        "use crate::{a, b::{c, d::e}, f::g::{self}};\nx(crate::h::i(1));",
+        "crate::",
+        &[],
+    );
     let shown: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
     assert_eq!(shown, ["a", "b::c", "b::d::e", "f::g::self", "h::i"]);
+    let up = used_paths(
+        "use super::apply::{Cols, read_row};",
+        "super::",
+        &["merge".into()],
+    );
+    let shown: Vec<String> = up.iter().map(|p| p.join("::")).collect();
+    assert_eq!(shown, ["merge::apply::Cols", "merge::apply::read_row"]);
 }

@@ -38,10 +38,10 @@
 //! | 3. the store and the table catalog | `store`, `table`, `schema`, `capture` |
 //! | 4. the site | `config`, `route::model`, `route::check`, `identity`, `site`, `keychain`, `retention`, `revoke`, `submission`, `seal` |
 //! | 5. the log and the wire change | `change`, `digest` |
-//! | 6. merge | `merge::contest`, `merge`, `merge::apply`, `conflict` |
+//! | 6. merge | `merge`, `merge::contest`, `merge::apply`, `conflict` |
 //! | 7. routing and the extract | `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `partial`, `catchup`, `replica`, `extract`, `enroll` |
-//! | 8. upgrades | `upgrade::node`, `upgrade::central`, `upgrade::submit`, `upgrade` |
-//! | 9. schema evolution | `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `evolve`, `guard`, `migrate::stream`, `migrate::record`, `migrate::translate`, `migrate::apply`, `migrate::folder`, `migrate::exec`, `migrate::submit`, `migrate` |
+//! | 8. upgrades | `upgrade`, `upgrade::central`, `upgrade::node`, `upgrade::submit`, `upgrade::exchange` |
+//! | 9. schema evolution | `evolve`, `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `guard`, `migrate::stream`, `migrate::record`, `migrate::translate`, `migrate::exec`, `migrate::apply`, `migrate::folder`, `migrate::submit`, `migrate` |
 //! | 10. docking | `init`, `dock`, `status`, `verify` |
 //!
 //! ```no_run

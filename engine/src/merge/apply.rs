@@ -1,5 +1,6 @@
 //! The shell around [`super::resolve`]: reads current rows, writes the decision, journals it.
 
+pub use super::Cols;
 use super::{Collision, Corrective, Policy, Resolution, Write, resolve};
 use crate::change::{Change, Op};
 use crate::error::{EngineError, Result};
@@ -1104,33 +1105,6 @@ pub fn repair_row(conn: &Connection, t: &TableInfo, key: &[Json], row: Option<&R
             ),
             reason,
         }),
-    }
-}
-
-/// Columns of a row with local changes central has not merged yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cols {
-    /// The row was inserted or deleted locally: all of it.
-    All,
-    /// These columns were updated locally.
-    Some(BTreeSet<String>),
-}
-
-impl Cols {
-    /// Every column of any of the sets (`None` for no set at all).
-    pub fn union<'c>(sets: impl Iterator<Item = &'c Cols>) -> Option<Cols> {
-        let mut out: Option<Cols> = None;
-        for cols in sets {
-            out = Some(match (out, cols) {
-                (Some(Cols::All), _) | (_, Cols::All) => Cols::All,
-                (Some(Cols::Some(mut have)), Cols::Some(more)) => {
-                    have.extend(more.iter().cloned());
-                    Cols::Some(have)
-                }
-                (None, Cols::Some(more)) => Cols::Some(more.clone()),
-            });
-        }
-        out
     }
 }
 

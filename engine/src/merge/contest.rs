@@ -21,8 +21,9 @@
 //! [`Contest::load`]); the row's state at that moment is the state before the first entry
 //! the bundle's own merge journaled on it after, or the row as it is when there is none.
 
-use super::apply::{Cols, TableInfo, read_row};
+use super::Cols;
 use crate::error::Result;
+use crate::table::{TableInfo, read_row};
 use crate::value::{Row, parse_key, parse_row_bytes, raw, same};
 use rusqlite::{Connection, params};
 use serde_json::Value as Json;

@@ -13,7 +13,7 @@ pub mod contest;
 
 use crate::change::{Change, Op};
 use crate::value::{Row, same};
-use apply::Cols;
+use std::collections::BTreeSet;
 
 pub use crate::table::Policy;
 
@@ -233,6 +233,33 @@ fn differing(ours: &Row, theirs: &Row) -> Row {
         .filter(|(c, v)| ours.get(*c).is_none_or(|o| !same(o, v)))
         .map(|(c, v)| (c.clone(), v.clone()))
         .collect()
+}
+
+/// Columns of a row with local changes central has not merged yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cols {
+    /// The row was inserted or deleted locally: all of it.
+    All,
+    /// These columns were updated locally.
+    Some(BTreeSet<String>),
+}
+
+impl Cols {
+    /// Every column of any of the sets (`None` for no set at all).
+    pub fn union<'c>(sets: impl Iterator<Item = &'c Cols>) -> Option<Cols> {
+        let mut out: Option<Cols> = None;
+        for cols in sets {
+            out = Some(match (out, cols) {
+                (Some(Cols::All), _) | (_, Cols::All) => Cols::All,
+                (Some(Cols::Some(mut have)), Cols::Some(more)) => {
+                    have.extend(more.iter().cloned());
+                    Cols::Some(have)
+                }
+                (None, Cols::Some(more)) => Cols::Some(more.clone()),
+            });
+        }
+        out
+    }
 }
 
 #[cfg(test)]

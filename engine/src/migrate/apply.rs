@@ -1,7 +1,10 @@
 //! Applying a migration: at a node inside the bundle's transaction, at central journaled
 //! for the nodes, and made from a target schema or from SQL.
 
-use super::*;
+use super::exec::{backup, backup_path, check_exec, restore, run_exec};
+use super::record::journal;
+use super::stream::state;
+use super::translate::Translation;
 use crate::error::{EngineError, Result};
 use crate::evolve::history::{self, Migration};
 use crate::evolve::snapshot::Snapshot;

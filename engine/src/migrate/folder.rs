@@ -1,7 +1,7 @@
 //! The migration history as a folder under version control (`migrations.toml` and one SQL
 //! file per migration): exported, read back and imported.
 
-use super::*;
+use super::apply::{apply_here, checked_name};
 use crate::error::{EngineError, Result};
 use crate::evolve::history::{self, Migration};
 use crate::site::Site;

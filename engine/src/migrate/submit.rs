@@ -1,7 +1,7 @@
 //! Migrations a developer's site submits to central, signed, and central's acceptance of
 //! them.
 
-use super::*;
+use super::apply::{apply_here, checked_name};
 use crate::error::{EngineError, Result};
 use crate::evolve::history::{self, Migration};
 use crate::site::{Role, Site};

@@ -1,7 +1,7 @@
 //! Changes captured under an older schema, translated to the current one: renamed tables
 //! and columns followed, dropped ones gone.
 
-use super::*;
+use super::stream::state;
 use crate::change::{Change, Op};
 use crate::error::Result;
 use crate::evolve::history::{self, Migration};
