@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use berth_engine::route::router::{self, Evaluation, Plan};
 use berth_engine::site::{CentralInit, Site};
-use berth_engine::{enroll, partial, store};
+use berth_engine::{enroll, store};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rusqlite::{Connection, params};
 
@@ -248,7 +248,7 @@ fn route_once(pristine: &Path, eval: Evaluation) -> (Duration, i64) {
         rusqlite::Transaction::new_unchecked(&site.conn, rusqlite::TransactionBehavior::Immediate)
             .unwrap();
     match eval {
-        Evaluation::Set => partial::route(&tx, &catalog, Some(&model)).unwrap(),
+        Evaluation::Set => berth_engine::route::route(&tx, &catalog, Some(&model)).unwrap(),
         Evaluation::PerPair => {
             let plan = Plan::new(&tx, &model).unwrap();
             router::route_all(&tx, &catalog, Some(&plan), Evaluation::PerPair).unwrap();
@@ -403,7 +403,7 @@ fn route_committed(pristine: &Path, batch: Option<u32>) -> (Duration, i64) {
                 rusqlite::TransactionBehavior::Immediate,
             )
             .unwrap();
-            partial::route(&tx, &catalog, Some(&model)).unwrap();
+            berth_engine::route::route(&tx, &catalog, Some(&model)).unwrap();
             tx.commit().unwrap();
         }
     }

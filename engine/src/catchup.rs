@@ -29,10 +29,11 @@
 
 use crate::change::{Change, Op};
 use crate::error::{EngineError, Result};
-use crate::merge::apply::Cols;
+pub use crate::merge::contest::Fallback;
 use crate::store;
+pub use crate::store::log_floor;
 use rusqlite::{Connection, params};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// What compacting the away nodes' partial logs did in one dock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -94,7 +95,7 @@ pub(crate) fn forget(conn: &Connection, node: &str) -> Result<()> {
 /// start" (one such is kept: it sends their changes to [`Fallback`]).
 pub fn compact_away(conn: &Connection, cutoff: Option<i64>) -> Result<Compacted> {
     let mut out = Compacted::default();
-    let floor = log_floor(conn)?;
+    let floor = store::log_floor(conn)?;
     for Away { node, acked, last } in away(conn, cutoff)? {
         conn.prepare_cached(
             "DELETE FROM berth_route_marks WHERE node = ?1 AND ppos > ?2 AND pos < ?3
@@ -227,78 +228,6 @@ pub fn compact(conn: &Connection, node: &str, acked: i64) -> Result<(u64, u64)> 
     }
     let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
     Ok((n(removed.len()), n(rewritten.len())))
-}
-
-/// The lowest position central's log still holds (entries below it were pruned; positions
-/// are never reused, so there is no gap above it).
-pub fn log_floor(conn: &Connection) -> Result<i64> {
-    let first: Option<i64> = conn.query_row("SELECT MIN(pos) FROM berth_log", [], |r| r.get(0))?;
-    Ok(first.unwrap_or(1))
-}
-
-/// The contest of a node's changes made knowing central's log up to a position the log no
-/// longer reaches back to (its entries after it were pruned while the node was away): the
-/// columns its own stream changed after what the change saw, per row. The stream carries
-/// every change of another site (or of central's application) to a row the node holds,
-/// and downloads of rows it came to hold; so this holds every column the log would have
-/// named, and may name more (what merges set off, corrective changes).
-#[derive(Debug, Default)]
-pub struct Fallback {
-    /// The `seen` it was read for.
-    pub seen: i64,
-    /// Whether the log no longer reaches back: only then does it decide.
-    pub active: bool,
-    rows: HashMap<(String, String), Cols>,
-}
-
-impl Fallback {
-    /// Reads `node`'s partial log after `seen` when the log's entries after `from` (the
-    /// position `seen` stands for) are no longer all there.
-    pub fn load(conn: &Connection, node: &str, seen: i64, from: i64) -> Result<Fallback> {
-        let mut out = Fallback {
-            seen,
-            active: from.saturating_add(1) < log_floor(conn)?,
-            rows: HashMap::new(),
-        };
-        if !out.active {
-            return Ok(out);
-        }
-        let mut st = conn.prepare_cached(
-            "SELECT change FROM berth_partial WHERE node = ?1 AND ppos > ?2 ORDER BY ppos",
-        )?;
-        let mut rows = st.query(params![node, seen])?;
-        while let Some(r) = rows.next()? {
-            let text: String = r.get(0)?;
-            let Ok(ch) = serde_json::from_str::<Change>(&text) else {
-                continue;
-            };
-            let cols = match ch.op {
-                Op::I | Op::D => Cols::All,
-                Op::U => Cols::Some(
-                    ch.old
-                        .as_ref()
-                        .map(|o| o.keys().cloned().collect())
-                        .unwrap_or_else(BTreeSet::new),
-                ),
-                // Statements run at nodes only; markers and migrations change no row.
-                _ => continue,
-            };
-            let key = (ch.t.clone(), ch.key_text());
-            let merged = match out.rows.remove(&key) {
-                Some(have) => Cols::union([have, cols].iter()).unwrap_or(Cols::All),
-                None => cols,
-            };
-            out.rows.insert(key, merged);
-        }
-        Ok(out)
-    }
-
-    /// The columns of the row `(table, key)` contested (`None`: none).
-    pub fn get(&self, table: &str, key: &str) -> Option<Cols> {
-        self.rows
-            .get(&(table.to_string(), key.to_string()))
-            .cloned()
-    }
 }
 
 #[cfg(test)]

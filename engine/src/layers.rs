@@ -21,16 +21,12 @@ const KNOWN: &[(&str, &str)] = &[
     ("extract", "enroll"),
     ("extract", "evolve::history"),
     ("extract", "migrate"),
-    ("merge::apply", "catchup"),
     ("merge::apply", "evolve::history"),
     ("merge::apply", "migrate"),
-    ("merge::apply", "partial"),
     ("merge::apply", "replica"),
     ("merge::apply", "route::router"),
     ("migrate::submit", "dock"),
-    ("partial", "catchup"),
     ("replica", "dock"),
-    ("route::router", "partial"),
     ("volumes", "transport"),
 ];
 

@@ -39,7 +39,7 @@
 //! | 4. the site | `config`, `route::model`, `route::check`, `identity`, `site`, `keychain`, `retention`, `revoke`, `submission`, `seal` |
 //! | 5. the log and the wire change | `change`, `digest` |
 //! | 6. merge | `merge`, `merge::contest`, `merge::apply`, `conflict` |
-//! | 7. routing and the extract | `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `partial`, `catchup`, `replica`, `extract`, `enroll` |
+//! | 7. routing and the extract | `catchup`, `partial`, `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `replica`, `extract`, `enroll` |
 //! | 8. upgrades | `upgrade`, `upgrade::central`, `upgrade::node`, `upgrade::submit`, `upgrade::exchange` |
 //! | 9. schema evolution | `evolve`, `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `guard`, `migrate::stream`, `migrate::record`, `migrate::translate`, `migrate::exec`, `migrate::apply`, `migrate::folder`, `migrate::submit`, `migrate` |
 //! | 10. docking | `init`, `dock`, `status`, `verify` |

@@ -15,36 +15,9 @@
 //! and rows that stopped being visible are removed. One pass routes every node at once.
 
 use crate::error::{EngineError, Result};
-use crate::merge::apply::Catalog;
 use crate::peer::Peer;
-use crate::route::model::DockingModel;
-use crate::route::router::{self, Evaluation};
 use crate::sqlpolicy::{Gate, Policy};
 use rusqlite::{Connection, OptionalExtension, params};
-
-/// Routes central's log entries not routed yet into every active node's partial log (the
-/// incremental router, [`crate::route::router`]), inside the caller's transaction.
-pub fn route(conn: &Connection, catalog: &Catalog, model: Option<&DockingModel>) -> Result<()> {
-    route_with_progress(conn, catalog, model, &None)
-}
-
-/// [`route`], reporting the log entries routed to `progress`.
-pub fn route_with_progress(
-    conn: &Connection,
-    catalog: &Catalog,
-    model: Option<&DockingModel>,
-    progress: &crate::progress::Reporter,
-) -> Result<()> {
-    let plan = router::plan_for(conn, model)?;
-    router::route_with_progress(
-        conn,
-        catalog,
-        plan.as_ref(),
-        Evaluation::Set,
-        router::BATCH,
-        progress,
-    )
-}
 
 /// Calls `sink` with every change of `node`'s partial log after position `after`, in order,
 /// as one JSON line each; returns how many.
@@ -89,14 +62,6 @@ pub fn mark(conn: &Connection, node: &str, ppos: i64, pos: i64) -> Result<()> {
     )?
     .execute(params![node, ppos, pos])?;
     Ok(())
-}
-
-/// How far into central's log `node` had seen when it had applied its partial log up to
-/// `ppos` (`None` when no mark says: a site routed before marks existed).
-pub fn seen_pos(conn: &Connection, node: &str, ppos: i64) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached("SELECT MAX(pos) FROM berth_route_marks WHERE node = ?1 AND ppos <= ?2")?
-        .query_row(params![node, ppos], |r| r.get(0))?)
 }
 
 /// Most entries of central's log one dock removes: the log is pruned in bounded steps, so a

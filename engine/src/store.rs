@@ -410,6 +410,13 @@ pub fn max_pos(conn: &Connection) -> Result<i64> {
     )
 }
 
+/// The lowest position central's log still holds (entries below it were pruned; positions
+/// are never reused, so there is no gap above it).
+pub fn log_floor(conn: &Connection) -> Result<i64> {
+    let first: Option<i64> = conn.query_row("SELECT MIN(pos) FROM berth_log", [], |r| r.get(0))?;
+    Ok(first.unwrap_or(1))
+}
+
 /// `berth_meta` key: every log entry at or below this position carries its clock.
 const CLOCK_STAMPED: &str = "clock_stamped";
 

@@ -154,8 +154,8 @@ pub struct FastSql<'a> {
     /// The last `seen` turned into a position of central's log, and that position.
     seen_at: std::cell::Cell<Option<(i64, Option<i64>)>>,
     /// For a node back from away: its stream after what a change saw, where the log no
-    /// longer reaches back to it (SPEC 2.8, [`crate::catchup::Fallback`]).
-    away: std::cell::RefCell<Option<crate::catchup::Fallback>>,
+    /// longer reaches back to it (SPEC 2.8, [`super::contest::Fallback`]).
+    away: std::cell::RefCell<Option<super::contest::Fallback>>,
 }
 
 /// Entries marked by one statement. Marking makes a journal row longer, so it is done while
@@ -409,7 +409,7 @@ impl CentralMerge<'_> {
         let from = match self.sql.seen_at.get() {
             Some((s, from)) if s == seen => from,
             _ => {
-                let from = crate::partial::seen_pos(self.conn, self.node, seen)?;
+                let from = super::contest::seen_pos(self.conn, self.node, seen)?;
                 self.sql.seen_at.set(Some((seen, from)));
                 from
             }
@@ -421,7 +421,7 @@ impl CentralMerge<'_> {
             let mut away = self.sql.away.borrow_mut();
             let away = match away.as_mut() {
                 Some(a) if a.seen == seen => a,
-                _ => away.insert(crate::catchup::Fallback::load(
+                _ => away.insert(super::contest::Fallback::load(
                     self.conn, self.node, seen, from,
                 )?),
             };

@@ -22,6 +22,7 @@
 //! the bundle's own merge journaled on it after, or the row as it is when there is none.
 
 use super::Cols;
+use crate::change::{Change, Op};
 use crate::error::Result;
 use crate::table::{TableInfo, read_row};
 use crate::value::{Row, parse_key, parse_row_bytes, raw, same};
@@ -227,6 +228,79 @@ impl Contest {
             entries.push(entry);
         }
         Ok((entries, None))
+    }
+}
+
+/// How far into central's log `node` had seen when it had applied its partial log up to
+/// `ppos` (`None` when no mark says: a site routed before marks existed).
+pub fn seen_pos(conn: &Connection, node: &str, ppos: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT MAX(pos) FROM berth_route_marks WHERE node = ?1 AND ppos <= ?2")?
+        .query_row(params![node, ppos], |r| r.get(0))?)
+}
+
+/// The contest of a node's changes made knowing central's log up to a position the log no
+/// longer reaches back to (its entries after it were pruned while the node was away): the
+/// columns its own stream changed after what the change saw, per row. The stream carries
+/// every change of another site (or of central's application) to a row the node holds,
+/// and downloads of rows it came to hold; so this holds every column the log would have
+/// named, and may name more (what merges set off, corrective changes).
+#[derive(Debug, Default)]
+pub struct Fallback {
+    /// The `seen` it was read for.
+    pub seen: i64,
+    /// Whether the log no longer reaches back: only then does it decide.
+    pub active: bool,
+    rows: HashMap<(String, String), Cols>,
+}
+
+impl Fallback {
+    /// Reads `node`'s partial log after `seen` when the log's entries after `from` (the
+    /// position `seen` stands for) are no longer all there.
+    pub fn load(conn: &Connection, node: &str, seen: i64, from: i64) -> Result<Fallback> {
+        let mut out = Fallback {
+            seen,
+            active: from.saturating_add(1) < crate::store::log_floor(conn)?,
+            rows: HashMap::new(),
+        };
+        if !out.active {
+            return Ok(out);
+        }
+        let mut st = conn.prepare_cached(
+            "SELECT change FROM berth_partial WHERE node = ?1 AND ppos > ?2 ORDER BY ppos",
+        )?;
+        let mut rows = st.query(params![node, seen])?;
+        while let Some(r) = rows.next()? {
+            let text: String = r.get(0)?;
+            let Ok(ch) = serde_json::from_str::<Change>(&text) else {
+                continue;
+            };
+            let cols = match ch.op {
+                Op::I | Op::D => Cols::All,
+                Op::U => Cols::Some(
+                    ch.old
+                        .as_ref()
+                        .map(|o| o.keys().cloned().collect())
+                        .unwrap_or_else(BTreeSet::new),
+                ),
+                // Statements run at nodes only; markers and migrations change no row.
+                _ => continue,
+            };
+            let key = (ch.t.clone(), ch.key_text());
+            let merged = match out.rows.remove(&key) {
+                Some(have) => Cols::union([have, cols].iter()).unwrap_or(Cols::All),
+                None => cols,
+            };
+            out.rows.insert(key, merged);
+        }
+        Ok(out)
+    }
+
+    /// The columns of the row `(table, key)` contested (`None`: none).
+    pub fn get(&self, table: &str, key: &str) -> Option<Cols> {
+        self.rows
+            .get(&(table.to_string(), key.to_string()))
+            .cloned()
     }
 }
 

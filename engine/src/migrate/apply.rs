@@ -67,7 +67,7 @@ pub fn apply_at_central(site: &Site, m: &Migration) -> Result<()> {
     history::apply_migration_with(
         &site.conn,
         m,
-        |c| Ok(crate::partial::route(c, &catalog, model.as_ref())?),
+        |c| Ok(crate::route::route(c, &catalog, model.as_ref())?),
         |c| Ok(journal(c, m)?),
     )?;
     Ok(())

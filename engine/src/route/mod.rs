@@ -58,3 +58,33 @@ pub mod model;
 pub mod oracle;
 pub mod router;
 pub mod run;
+
+use crate::error::Result;
+use crate::table::Catalog;
+use model::DockingModel;
+use router::Evaluation;
+use rusqlite::Connection;
+
+/// Routes central's log entries not routed yet into every active node's partial log (the
+/// incremental router, [`router`]), inside the caller's transaction.
+pub fn route(conn: &Connection, catalog: &Catalog, model: Option<&DockingModel>) -> Result<()> {
+    route_with_progress(conn, catalog, model, &None)
+}
+
+/// [`route`], reporting the log entries routed to `progress`.
+pub fn route_with_progress(
+    conn: &Connection,
+    catalog: &Catalog,
+    model: Option<&DockingModel>,
+    progress: &crate::progress::Reporter,
+) -> Result<()> {
+    let plan = router::plan_for(conn, model)?;
+    router::route_with_progress(
+        conn,
+        catalog,
+        plan.as_ref(),
+        Evaluation::Set,
+        router::BATCH,
+        progress,
+    )
+}
