@@ -7,6 +7,8 @@
 //! an older one: a lost bundle loses nothing, a duplicate or out-of-date one is skipped by
 //! position, and one that needs positions the recipient has not applied (`requires`) is held.
 
+mod steps;
+
 use crate::change::{self, Change, Filter, Op};
 use crate::error::{EngineError, Result};
 use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending, is_constraint};
@@ -1045,6 +1047,8 @@ fn apply_changes(
                         Pending::default()
                     },
                     now,
+                };
+                let mut steps = steps::Steps {
                     allow_exec,
                     backup_ready,
                     execs: Vec::new(),
@@ -1145,7 +1149,7 @@ fn apply_changes(
                     max_clock = max_clock.max(ch.c);
                     match role {
                         Role::Central => central_merge.merge(&ch, &mut stats)?,
-                        Role::Node => match node_apply.apply(&ch, &mut stats) {
+                        Role::Node => match steps.apply(&mut node_apply, &ch, &mut stats) {
                             // A local row central does not know of yet may stand in the way (a UNIQUE
                             // value taken by a pending insert); a later change of this bundle (central's
                             // correction) may clear it, so try once more at the end.
@@ -1155,7 +1159,7 @@ fn apply_changes(
                     }
                 }
                 for ch in deferred {
-                    node_apply.apply(&ch, &mut stats)?;
+                    steps.apply(&mut node_apply, &ch, &mut stats)?;
                 }
                 if role == Role::Node {
                     // After central's changes: its repair of the buckets we reported, and the
@@ -1172,7 +1176,7 @@ fn apply_changes(
                 } else if let Some(r) = &report_in {
                     crate::replica::record_report(tx, &sender, r, now)?;
                 }
-                let execs = std::mem::take(&mut node_apply.execs);
+                let execs = steps.execs;
                 drop(node_apply);
                 central_merge.finish(&mut stats)?;
                 drop(central_merge);

@@ -195,9 +195,6 @@ pub(crate) fn apply(site: &mut Site, bundle: &mut Bundle<Verified, File>) -> Res
         catalog: std::borrow::Cow::Borrowed(&catalog),
         bundle_id: &m.bundle_id,
         pending: Default::default(),
-        allow_exec: false,
-        backup_ready: false,
-        execs: Vec::new(),
         now,
     };
     for (i, line) in BufReader::new(rows).lines().enumerate() {

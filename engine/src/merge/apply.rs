@@ -12,7 +12,7 @@ pub use crate::table::{Catalog, TableInfo, is_constraint, read_row};
 use crate::value::{Row, same};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value as Json;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 /// The new key of an update that changes its row's key (SPEC 2.5), else `None`.
 fn moved_to(t: &TableInfo, ch: &Change) -> Option<Vec<Json>> {
@@ -1167,7 +1167,7 @@ impl Pending {
 
     /// Follows a schema migration: entries move to the tables' and columns' new names;
     /// entries of tables that are gone, and dropped columns, are forgotten.
-    pub fn translate(&mut self, tr: &crate::migrate::Translation) {
+    pub fn translate(&mut self, tr: &impl super::Renames) {
         let entries = std::mem::take(&mut self.entries);
         self.entries = entries
             .into_iter()
@@ -1236,6 +1236,15 @@ impl Pending {
     }
 }
 
+/// A change of `bundle` that cannot be right.
+fn bad_change(bundle: &str, ch: &Change, reason: String) -> EngineError {
+    EngineError::BadPayload {
+        bundle: bundle.to_string(),
+        entry: format!("change at position {}", ch.pos),
+        reason,
+    }
+}
+
 /// Applies central's changes at a node. Central has already decided, so they apply, except
 /// over local changes central did not know of when it made them (see [`Pending`]); each such
 /// case is recorded in `berth_overrides` for the user and settled by central when the local
@@ -1252,12 +1261,6 @@ pub struct NodeApply<'a> {
     pub pending: Pending,
     /// Apply time.
     pub now: i64,
-    /// The site allows migrations' executable steps.
-    pub allow_exec: bool,
-    /// A backup of the database was taken before this apply (an executable step may run).
-    pub backup_ready: bool,
-    /// Migrations applied whose executable steps must run once the transaction commits.
-    pub execs: Vec<crate::evolve::history::Migration>,
 }
 
 impl NodeApply<'_> {
@@ -1306,67 +1309,19 @@ impl NodeApply<'_> {
         Ok(())
     }
 
-    /// Applies one change.
+    /// The error for a change of this bundle that cannot be right.
+    pub fn bad(&self, ch: &Change, reason: String) -> EngineError {
+        bad_change(self.bundle_id, ch, reason)
+    }
+
+    /// Applies one row change (insert, update or delete).
     pub fn apply(&mut self, ch: &Change, stats: &mut MergeStats) -> Result<()> {
-        let bad = |reason: String| EngineError::BadPayload {
-            bundle: self.bundle_id.to_string(),
-            entry: format!("change at position {}", ch.pos),
-            reason,
-        };
+        let bundle = self.bundle_id;
+        let bad = |reason: String| bad_change(bundle, ch, reason);
         ch.check().map_err(|r| bad(r.to_string()))?;
-        if ch.op == Op::A {
-            self.pending.advance(ch.ack.unwrap_or(0));
-            return Ok(());
-        }
-        if ch.op == Op::S {
-            // Central's statement for this node, run in order with the other changes. The
-            // rows it changes differ from central's on purpose: their buckets are left out
-            // of the replica comparison from now on (SPEC 2.15).
-            let before = crate::replica::local_digests(self.conn, &self.catalog)?;
-            self.conn.execute_batch(ch.sql().unwrap_or_default())?;
-            crate::replica::mark_local(self.conn, &self.catalog, &before)?;
-            stats.applied += 1;
-            return Ok(());
-        }
-        if ch.op == Op::M {
-            // A schema migration, in order with the changes captured before and after it.
-            let m = crate::migrate::from_change(ch).map_err(bad)?;
-            if let Some(step) = &m.exec
-                && m.version > crate::migrate::state(self.conn)?.version
-            {
-                if !step.signed(&m) {
-                    return Err(bad(format!(
-                        "migration {}: its executable step is not signed by an admin key",
-                        m.version
-                    )));
-                }
-                if !self.allow_exec {
-                    return Err(EngineError::Wait {
-                        reason: format!(
-                            "migration {} ({:?}) carries an executable step and this site does \
-                             not allow executables: set allow_executables = true in berth.toml \
-                             to run it",
-                            m.version, m.name
-                        ),
-                    });
-                }
-                if !self.backup_ready {
-                    return Err(EngineError::NeedsBackup);
-                }
-            }
-            if let Some(tr) = crate::migrate::apply_at_node(self.conn, &m)? {
-                if m.exec.is_some() {
-                    self.execs.push(m.clone());
-                }
-                self.catalog = std::borrow::Cow::Owned(Catalog::load(
-                    self.conn,
-                    &BTreeMap::new(),
-                    Default::default(),
-                )?);
-                self.pending.translate(&tr);
-                stats.applied += 1;
-            }
-            return Ok(());
+        if !matches!(ch.op, Op::I | Op::U | Op::D) {
+            // Markers, statements and migrations are the dock's to dispatch.
+            return Err(bad(format!("{:?} is not a row change", ch.op)));
         }
         let t = self
             .catalog

@@ -262,6 +262,15 @@ impl Cols {
     }
 }
 
+/// How a schema migration renames tables and columns, for changes made before it
+/// ([`apply::Pending::translate`]); the migration's translation implements it.
+pub trait Renames {
+    /// The table's name afterwards, `None` when it is gone.
+    fn table(&self, old: &str) -> Option<String>;
+    /// The column's name afterwards in `new_table`, `None` when it is gone.
+    fn column(&self, new_table: &str, old: &str) -> Option<String>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,3 +172,13 @@ pub fn translations_from(
     }
     Ok(Some(out))
 }
+
+impl crate::merge::Renames for Translation {
+    fn table(&self, old: &str) -> Option<String> {
+        Translation::table(self, old)
+    }
+
+    fn column(&self, new_table: &str, old: &str) -> Option<String> {
+        Translation::column(self, new_table, old)
+    }
+}
