@@ -15,7 +15,7 @@ use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending, is_const
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site};
 use crate::store::meta_keys;
-use crate::{capture, enroll, store, transport};
+use crate::{capture, store, transport};
 use berth_bundle::{
     Bundle, BundleHeader, BundleWriter, Compression, Limits, Party, StreamPosition, TrustedKey,
     TrustedKeys, Verified, naming,
@@ -756,7 +756,7 @@ fn trust_for(site: &Site, m: &berth_bundle::Manifest) -> Result<TrustedKeys> {
                     site: p.name.clone(),
                     kinds: None,
                 });
-            } else if let Some(k) = enroll::introduced_central_key(m) {
+            } else if let Some(k) = crate::extract::introduced_central_key(m) {
                 trust.add(TrustedKey {
                     public: k,
                     site: m.sender.site.clone(),
@@ -1733,8 +1733,8 @@ mod tests {
         for i in 0..n {
             let name = format!("n{i}");
             let node = Site::init_node(&root.join(&name), &name).unwrap();
-            let request = enroll::write_request(&node, &via).unwrap();
-            enroll::add_node(&mut hq, &name, &request, &Default::default(), &via).unwrap();
+            let request = crate::enroll::write_request(&node, &via).unwrap();
+            crate::enroll::add_node(&mut hq, &name, &request, &Default::default(), &via).unwrap();
             nodes.push(node);
         }
         (hq, nodes)

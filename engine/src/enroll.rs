@@ -5,7 +5,7 @@
 
 use crate::dock::{header, write_bundle, write_bundle_at};
 use crate::error::{EngineError, Result};
-use crate::extract::extract_seq_key;
+use crate::extract::{ROWS_ENTRY, SCHEMA_ENTRY, ext_str, extract_seq_key};
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site, check_name};
 use crate::{schema, store, transport};
@@ -18,25 +18,6 @@ use std::path::{Path, PathBuf};
 
 /// Entry of an enrollment request.
 pub const ENROLL_ENTRY: &str = "payload/enrollment.toml";
-/// Entries of an extract.
-pub const SCHEMA_ENTRY: &str = "payload/schema.sql";
-/// Rows of an extract: one `{"t": table, "r": row}` per line.
-pub const ROWS_ENTRY: &str = "payload/rows.jsonl";
-
-pub(crate) fn ext_str<'a>(
-    m: &'a berth_bundle::Manifest,
-    table: &str,
-    key: &str,
-) -> Option<&'a str> {
-    m.extensions.get(table)?.get(key)?.as_str()
-}
-
-/// The central key an extract introduces, if its id matches the signer's.
-pub fn introduced_central_key(m: &berth_bundle::Manifest) -> Option<PublicKey> {
-    let k = PublicKey::from_hex(ext_str(m, "extract", "central_key")?).ok()?;
-    (k.key_id() == m.sender.key_id).then_some(k)
-}
-
 /// Writes a node's enrollment request into `via`; returns its path.
 pub fn write_request(site: &Site, via: &Path) -> Result<PathBuf> {
     site.require(Role::Node)?;

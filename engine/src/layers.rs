@@ -17,10 +17,7 @@ use std::path::{Path, PathBuf};
 /// Uses that go up the layers today, each to be removed (from, to).
 const KNOWN: &[(&str, &str)] = &[
     ("enroll", "dock"),
-    ("extract", "dock"),
-    ("extract", "enroll"),
-    ("extract", "evolve::history"),
-    ("extract", "migrate"),
+    ("extract::apply", "dock"),
     ("merge::apply", "route::router"),
     ("migrate::submit", "dock"),
     ("replica", "dock"),
@@ -220,7 +217,10 @@ fn upward_uses() -> BTreeMap<(String, String), BTreeSet<String>> {
         // A re-export (`pub use child::x;`) is the module's surface, not a use of the child.
         let own: String = code
             .lines()
-            .filter(|l| !l.trim_start().starts_with("pub use "))
+            .filter(|l| {
+                let l = l.trim_start();
+                !(l.starts_with("pub use ") || l.starts_with("pub(crate) use "))
+            })
             .collect::<Vec<_>>()
             .join("\n");
         for child in children(&code) {

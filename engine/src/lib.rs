@@ -42,7 +42,7 @@
 //! | 7. routing and the extract | `catchup`, `partial`, `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `replica`, `extract`, `enroll` |
 //! | 8. upgrades | `upgrade`, `upgrade::central`, `upgrade::node`, `upgrade::submit`, `upgrade::exchange` |
 //! | 9. schema evolution | `evolve`, `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `guard`, `migrate::stream`, `migrate::record`, `migrate::translate`, `migrate::exec`, `migrate::apply`, `migrate::folder`, `migrate::submit`, `migrate` |
-//! | 10. docking | `init`, `dock::steps`, `dock`, `status`, `verify` |
+//! | 10. docking | `init`, `extract::apply`, `dock::steps`, `dock`, `status`, `verify` |
 //!
 //! ```no_run
 //! use berth_engine::{site::{Site, CentralInit}, dock::{dock, DockOptions}};
