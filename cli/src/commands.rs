@@ -5,6 +5,7 @@ use crate::args::*;
 use crate::{output, sample, transports, upgrade};
 use anyhow::{Context, Result, bail};
 use berth_bundle::{Bundle, Limits, PublicKey, SecretKey, TrustedKey, TrustedKeys};
+use berth_engine::dock::Disposition;
 use berth_engine::dock::DockOptions;
 use berth_engine::site::{CentralInit, Site};
 use berth_engine::{enroll, status, transport};
@@ -157,7 +158,7 @@ pub(crate) fn dock(a: DockArgs) -> Result<ExitCode> {
         output::dock_report(&report);
         upgrade::print_notes(&report.upgrade);
     }
-    if report.count("quarantined") > 0 || report.count("retry") > 0 {
+    if report.count(Disposition::Quarantined) > 0 || report.count(Disposition::Retry) > 0 {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@
 //! non-zero.
 
 use anyhow::{Context, Result, anyhow, bail};
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, DockReport, dock_with_prompt};
 use berth_engine::evolve::diff::DiffOptions;
 use berth_engine::evolve::history::NewMigration;
@@ -497,9 +498,9 @@ impl Demo {
             let mut moved = 0;
             for (name, _, _) in PEOPLE {
                 let r = self.dock_node(name)?;
-                moved += r.written.len() + r.count("applied");
+                moved += r.written.len() + r.count(Disposition::Applied);
                 let r = self.dock_hq()?;
-                moved += r.written.len() + r.count("applied");
+                moved += r.written.len() + r.count(Disposition::Applied);
             }
             if moved == 0 {
                 return Ok(round);

@@ -18,6 +18,7 @@
 //! `cargo bench -p berth-engine --bench catchup`; `BERTH_BENCH_PAIRS` (default 3)
 //! interleaved runs give the ratios.
 
+use berth_engine::dock::Disposition;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -345,7 +346,7 @@ fn apply_at(dir: &Path, via: &Path) -> Duration {
     let start = Instant::now();
     let r = dock(&mut node, &v, &download_only()).unwrap();
     let took = start.elapsed();
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     took
 }
 

@@ -17,6 +17,7 @@
 //! `cargo bench -p berth-engine --bench memory`; `BERTH_BENCH_MEM_CHANGES=200000,2000000` the
 //! sizes (default 200000; 2M builds in several minutes).
 
+use berth_engine::dock::Disposition;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,7 +71,7 @@ fn child(spec: &str) {
                 let [incoming] = report.incoming.as_slice() else {
                     panic!("one incoming bundle expected: {report:?}");
                 };
-                assert_eq!(incoming.outcome, "applied", "{incoming:?}");
+                assert_eq!(incoming.outcome, Disposition::Applied, "{incoming:?}");
                 format!("{} changes applied", incoming.stats.applied)
             } else {
                 format!("{} written", report.written.len())
@@ -153,7 +154,11 @@ fn world(root: &Path, n: usize) -> (PathBuf, PathBuf, PathBuf) {
         ..DockOptions::default()
     };
     let report = dock(&mut node, &via, &first).unwrap();
-    assert_eq!(report.count("applied"), 1, "extract applied: {report:?}");
+    assert_eq!(
+        report.count(Disposition::Applied),
+        1,
+        "extract applied: {report:?}"
+    );
     let t = Instant::now();
     node.conn
         .execute_batch(&format!(

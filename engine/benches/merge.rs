@@ -15,6 +15,7 @@
 //! `BERTH_BENCH_PAIRS` (default 3) interleaved runs give the ratio that decides the target;
 //! `BERTH_BENCH_SPLIT=1` adds a diagnostic: the SQL a merge cannot avoid, without the rest.
 
+use berth_engine::dock::Disposition;
 use std::collections::BTreeMap;
 use std::fs;
 use std::hint::black_box;
@@ -140,7 +141,11 @@ pub(crate) fn scenario(w: &Work) -> Scenario {
         ..DockOptions::default()
     };
     let report = dock(&mut node, &via, &first).unwrap();
-    assert_eq!(report.count("applied"), 1, "extract applied: {report:?}");
+    assert_eq!(
+        report.count(Disposition::Applied),
+        1,
+        "extract applied: {report:?}"
+    );
 
     let t = Instant::now();
     write_changes(&mut node.conn, w);
@@ -206,7 +211,7 @@ pub(crate) fn merge_once(s: &Scenario, expected: u64) -> Duration {
     let [incoming] = report.incoming.as_slice() else {
         panic!("one incoming bundle expected: {report:?}");
     };
-    assert_eq!(incoming.outcome, "applied", "{incoming:?}");
+    assert_eq!(incoming.outcome, Disposition::Applied, "{incoming:?}");
     assert_eq!(incoming.stats.applied, expected, "{incoming:?}");
     assert_eq!(incoming.stats.conflicts, 0, "{incoming:?}");
     d

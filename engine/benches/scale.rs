@@ -25,6 +25,7 @@
 //! (the first and the last are compared); `BERTH_BENCH_LOG` the rows the large log gains;
 //! `BERTH_BENCH_PAIRS` (default 3) interleaved runs give the ratios that decide the targets.
 
+use berth_engine::dock::Disposition;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
@@ -171,7 +172,11 @@ fn absorb_and_write(w: &World) -> (Duration, Duration) {
     let t = Instant::now();
     let r = dock(&mut hq, &v, &download_only()).unwrap();
     let absorb = t.elapsed();
-    assert_eq!(r.count("applied"), w.nodes, "every node's bundle is merged");
+    assert_eq!(
+        r.count(Disposition::Applied),
+        w.nodes,
+        "every node's bundle is merged"
+    );
     let t = Instant::now();
     let r = dock(&mut hq, &v, &upload_only()).unwrap();
     let write = t.elapsed();

@@ -133,14 +133,54 @@ fn crash_point<T: PartialEq>(opts: Option<T>, step: T, what: &'static str) -> Re
     Ok(())
 }
 
+/// What became of an incoming bundle; its kebab-case name is what `--json` and the
+/// watcher's events say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Applied (and archived).
+    Applied,
+    /// Applied before (archived again).
+    Duplicate,
+    /// Cannot apply yet: kept in the spool with the reason (schema gating, a gap).
+    Held,
+    /// Can never apply: moved to `quarantine/` with the reason.
+    Quarantined,
+    /// Failed for a reason that is not the bundle's (a full disk, a lock): retried at every
+    /// dock.
+    Retry,
+    /// A file in the exchange folder that does not read whole yet, left there for a later
+    /// dock.
+    Waiting,
+}
+
+impl Disposition {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Applied => "applied",
+            Disposition::Duplicate => "duplicate",
+            Disposition::Held => "held",
+            Disposition::Quarantined => "quarantined",
+            Disposition::Retry => "retry",
+            Disposition::Waiting => "waiting",
+        }
+    }
+}
+
+impl std::fmt::Display for Disposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened to one incoming bundle.
 #[derive(Debug, Clone, Serialize)]
 pub struct Incoming {
     /// File name.
     pub file: String,
-    /// "applied", "duplicate", "held", "quarantined", "retry", or "waiting" (a file in the
-    /// exchange folder that does not read whole yet, left there for a later dock).
-    pub outcome: &'static str,
+    /// What became of it.
+    pub outcome: Disposition,
     /// Details: counts, or the reason.
     pub detail: String,
     /// Merge counts for applied bundles.
@@ -179,7 +219,10 @@ pub struct DockReport {
 impl DockReport {
     /// Computes [`DockReport::happened`] from the rest.
     fn settle(&mut self) {
-        self.happened = self.incoming.iter().any(|i| i.outcome != "waiting")
+        self.happened = self
+            .incoming
+            .iter()
+            .any(|i| i.outcome != Disposition::Waiting)
             || !self.written.is_empty()
             || self.upgrade.iter().any(|n| {
                 matches!(
@@ -190,7 +233,7 @@ impl DockReport {
     }
 
     /// Bundles with this outcome.
-    pub fn count(&self, outcome: &str) -> usize {
+    pub fn count(&self, outcome: Disposition) -> usize {
         self.incoming
             .iter()
             .filter(|i| i.outcome == outcome)
@@ -263,7 +306,7 @@ pub fn dock_with_prompt(
     report.pruned = crate::retention::prune(site, opts.clock())?;
     report.settle();
     for i in &report.incoming {
-        tracing::info!(file = %i.file, outcome = i.outcome, "{}", i.detail);
+        tracing::info!(file = %i.file, outcome = i.outcome.as_str(), "{}", i.detail);
     }
     for w in &report.written {
         tracing::info!(file = %w.display(), "written");
@@ -518,7 +561,7 @@ fn intake(site: &Site, via: &Path) -> Result<Vec<Incoming>> {
             && recently_modified(&f.path)
         {
             report.push(entry(
-                "waiting",
+                Disposition::Waiting,
                 format!(
                     "does not read as a whole bundle yet ({why}): left where it is, as a copy                      may still be under way; a later dock takes it once it reads, or                      quarantines it once it has stayed unchanged for {} s",
                     INTAKE_GRACE.as_secs()
@@ -529,7 +572,7 @@ fn intake(site: &Site, via: &Path) -> Result<Vec<Incoming>> {
         match crate::seal::take(&keys, site.name(), &f, &spool, &site.folder("quarantine")) {
             Ok(transport::Taken::Spooled(_)) => {}
             Ok(transport::Taken::Quarantined { reason }) => {
-                report.push(entry("quarantined", reason));
+                report.push(entry(Disposition::Quarantined, reason));
             }
             // Gone between the listing and the copy: its sender pruned it (a newer bundle
             // carries it all), or another process docking through the same folder took it.
@@ -610,7 +653,7 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                     }
                     Incoming {
                         file,
-                        outcome: "applied",
+                        outcome: Disposition::Applied,
                         detail,
                         stats,
                     }
@@ -622,7 +665,7 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                         .execute("DELETE FROM berth_held WHERE file = ?1", params![file])?;
                     Incoming {
                         file,
-                        outcome: "duplicate",
+                        outcome: Disposition::Duplicate,
                         detail: "already applied".into(),
                         stats: MergeStats::default(),
                     }
@@ -631,7 +674,7 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                     record_held(site, &f, &file, &reason)?;
                     Incoming {
                         file,
-                        outcome: "held",
+                        outcome: Disposition::Held,
                         detail: reason,
                         stats: MergeStats::default(),
                     }
@@ -643,7 +686,7 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                         .execute("DELETE FROM berth_held WHERE file = ?1", params![file])?;
                     Incoming {
                         file,
-                        outcome: "quarantined",
+                        outcome: Disposition::Quarantined,
                         detail: e.to_string(),
                         stats: MergeStats::default(),
                     }
@@ -657,7 +700,7 @@ fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -
                     record_held(site, &f, &file, &reason)?;
                     Incoming {
                         file,
-                        outcome: "retry",
+                        outcome: Disposition::Retry,
                         detail: e.to_string(),
                         stats: MergeStats::default(),
                     }

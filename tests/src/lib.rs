@@ -3,6 +3,7 @@
 //! SQLite connections (or the `sqlite3` shell and Python).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, DockReport, dock};
 use berth_engine::enroll;
 use berth_engine::route::model::DockingModel;
@@ -112,7 +113,11 @@ impl World {
         };
         for (n, _) in nodes {
             let r = w.dock(n);
-            assert_eq!(r.count("applied"), 1, "extract applies at {n}: {r:?}");
+            assert_eq!(
+                r.count(Disposition::Applied),
+                1,
+                "extract applies at {n}: {r:?}"
+            );
         }
         w
     }
@@ -196,12 +201,12 @@ impl World {
                 if round > 17 {
                     eprintln!("not settling, round {round}, {n}: {r:?}");
                 }
-                moved += r.written.len() + r.count("applied");
+                moved += r.written.len() + r.count(Disposition::Applied);
                 let r = self.dock("hq");
                 if round > 17 {
                     eprintln!("not settling, round {round}, hq: {r:?}");
                 }
-                moved += r.written.len() + r.count("applied");
+                moved += r.written.len() + r.count(Disposition::Applied);
             }
             if moved == 0 {
                 return round;

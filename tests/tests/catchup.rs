@@ -4,6 +4,7 @@
 //! found, the one only the pruned log could have shown included.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, DockReport};
 use berth_engine::route::model::DockingModel;
 use berth_tests::World;
@@ -169,7 +170,7 @@ fn settle_at(w: &World, now: i64) {
         let mut moved = 0;
         for site in ["b", "hq", "a", "hq"] {
             let r = dock_at(w, site, now);
-            moved += r.written.len() + r.count("applied");
+            moved += r.written.len() + r.count(Disposition::Applied);
         }
         if moved == 0 {
             return;
@@ -243,7 +244,7 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
                 ..DockOptions::default()
             };
             let r = w.dock_with("b", &w.via, &down).unwrap();
-            assert_eq!(r.count("applied"), 1, "{r:?}");
+            assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
             w.exec("b", "UPDATE note SET body = 'b-45' WHERE id = 'n03'");
             w.exec("b", "UPDATE note SET body = 'b-45' WHERE id = 'n10'");
         }
@@ -286,7 +287,7 @@ fn a_node_away_for_months_catches_up_with_one_compact_bundle() {
     let applied: Vec<_> = r
         .incoming
         .iter()
-        .filter(|i| i.outcome == "applied")
+        .filter(|i| i.outcome == Disposition::Applied)
         .collect();
     assert_eq!(applied.len(), 1, "{r:?}");
     let s = &applied[0].stats;
@@ -660,7 +661,7 @@ fn a_long_run_of_daily_docks_stays_bounded_and_ends_at_the_oracle() {
         let mut moved = 0;
         for n in names.iter().chain([&"hq".to_string()]) {
             let r = dock_at(&w, n, end);
-            moved += r.written.len() + r.count("applied");
+            moved += r.written.len() + r.count(Disposition::Applied);
         }
         if moved == 0 {
             break;

@@ -1,6 +1,7 @@
 //! Docking and merge stories across real sites (seed 004, Figures 1, 3, 4, 5).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, ExportStep, IntakeStep};
 use berth_tests::{SCHEMA, World};
 use std::fs;
@@ -232,14 +233,14 @@ fn duplicated_and_reordered_bundles_apply_once() {
     w.dock("hq");
     fs::copy(stash.join(first.file_name().unwrap()), &first).unwrap();
     let r = w.dock("hq");
-    assert_eq!(r.count("duplicate"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Duplicate), 1, "{r:?}");
     fs::copy(
         w.central.join("archive").join(second.file_name().unwrap()),
         &second,
     )
     .unwrap();
     let r = w.dock("hq");
-    assert_eq!(r.count("duplicate"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Duplicate), 1, "{r:?}");
     assert_eq!(
         w.value("hq", "SELECT name FROM account WHERE id='a2'"),
         "'One!'"
@@ -292,9 +293,9 @@ fn a_crash_at_every_step_of_an_intake_loses_and_doubles_nothing() {
         assert_eq!(spooled, 1, "{step:?}: the bundle waits in the spool");
         let r = w.dock("hq");
         let expect = if step == IntakeStep::Applied {
-            "duplicate"
+            Disposition::Duplicate
         } else {
-            "applied"
+            Disposition::Applied
         };
         assert_eq!(r.count(expect), 1, "{step:?}: {r:?}");
         assert_eq!(
@@ -376,14 +377,14 @@ fn a_bundle_written_before_a_crash_keeps_its_sequence_number() {
         ..DockOptions::default()
     };
     assert!(w.dock_with("a", &w.via, &crash).is_err());
-    assert_eq!(w.dock("hq").count("applied"), 1);
+    assert_eq!(w.dock("hq").count(Disposition::Applied), 1);
     w.exec("a", "INSERT INTO account VALUES ('a3', 'Two', 'x')");
     let r = w.dock("a");
     assert_eq!(
         r.written[0].file_name().unwrap().to_string_lossy(),
         berth_bundle::naming::bundle_file_name("a", "hq", 2)
     );
-    assert_eq!(w.dock("hq").count("applied"), 1);
+    assert_eq!(w.dock("hq").count(Disposition::Applied), 1);
     assert_eq!(
         w.value(
             "hq",
@@ -416,7 +417,7 @@ fn interrupted_apply_leaves_no_trace_and_retry_succeeds() {
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_log"), log_before);
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_applied"), "0");
     let r = w.dock("hq");
-    assert_eq!(r.count("applied"), 1);
+    assert_eq!(r.count(Disposition::Applied), 1);
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM account"), "3");
     w.settle();
     w.assert_converged();
@@ -430,7 +431,11 @@ fn own_changes_are_not_echoed_and_nodes_go_quiet() {
     w.dock("a");
     w.dock("hq");
     let r = w.dock("a");
-    let applied = r.incoming.iter().find(|i| i.outcome == "applied").unwrap();
+    let applied = r
+        .incoming
+        .iter()
+        .find(|i| i.outcome == Disposition::Applied)
+        .unwrap();
     assert_eq!(
         applied.stats.applied, 0,
         "nothing of a's own came back: {r:?}"
@@ -480,7 +485,7 @@ fn bundle_after_a_gap_is_held_until_the_gap_is_filled() {
             },
         )
         .unwrap();
-    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Held), 1, "{r:?}");
     let st = berth_engine::status::status(&w.open("hq")).unwrap();
     assert_eq!(st.held.len(), 1);
     assert!(
@@ -500,7 +505,7 @@ fn bundle_after_a_gap_is_held_until_the_gap_is_filled() {
             },
         )
         .unwrap();
-    assert_eq!(r.count("applied"), 2, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 2, "{r:?}");
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM account"), "3");
     assert!(
         berth_engine::status::status(&w.open("hq"))
@@ -633,7 +638,7 @@ fn central_change_refused_by_a_local_constraint_waits_visibly() {
             },
         )
         .unwrap();
-    assert_eq!(r.count("retry"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Retry), 1, "{r:?}");
     let st = berth_engine::status::status(&w.open("a")).unwrap();
     assert_eq!(st.held.len(), 1);
     assert!(
@@ -810,7 +815,7 @@ fn large_bundles_report_progress_while_written_and_applied() {
         ..DockOptions::default()
     };
     let r = w.dock_with("hq", &w.via, &opts).unwrap();
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     let seen = at_hq.0.lock().unwrap().clone();
     // Applying the changes as they stream out of the bundle (one pass: reading is applying).
     assert!(seen[0].starts_with("begin applying n1_to_hq_"), "{seen:?}");
@@ -866,12 +871,12 @@ fn a_stop_request_finishes_the_current_bundle_and_starts_no_other() {
         ..DockOptions::default()
     };
     let r = w.dock_with("hq", &w.via, &opts).unwrap();
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "5000");
     let waiting = std::fs::read_dir(w.central.join("spool")).unwrap().count();
     assert_eq!(waiting, 1, "n2's bundle waits in the spool");
     let r = w.dock("hq");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "5001");
 }
 
@@ -968,7 +973,7 @@ fn retention_prunes_the_archive_and_applied_records_but_not_duplicate_detection(
         fs::copy(&sent, &copy).unwrap();
         copies.push((copy, sent.file_name().unwrap().to_owned()));
         let r = w.dock("hq");
-        assert_eq!(r.count("applied"), 1, "{r:?}");
+        assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     }
     let rows = |w: &World| w.value("hq", "SELECT count(*) FROM berth_applied WHERE peer = 'a'");
     let archived = |w: &World| fs::read_dir(w.dir("hq").join("archive")).unwrap().count();
@@ -995,7 +1000,7 @@ fn retention_prunes_the_archive_and_applied_records_but_not_duplicate_detection(
     let (copy, name) = &copies[0];
     fs::copy(copy, w.via.join(name)).unwrap();
     let r = w.dock("hq");
-    assert_eq!(r.count("duplicate"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Duplicate), 1, "{r:?}");
     assert_eq!(
         w.value("hq", "SELECT amount FROM opty WHERE id = 'o1'"),
         "2.0"

@@ -10,6 +10,7 @@
 //! missing tool fails the test; nothing is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, DockReport};
 use berth_tests::{OWNER_MODEL, Val as Cell, World, tool, user_tables};
 use rusqlite::Connection;
@@ -204,7 +205,12 @@ fn dock_opts(w: &World, site: &str, opts: &DockOptions) -> DockReport {
         .unwrap_or_else(|e| panic!("dock at {site} failed: {e}"));
     for i in &r.incoming {
         assert!(
-            !["held", "quarantined", "retry"].contains(&i.outcome),
+            ![
+                Disposition::Held,
+                Disposition::Quarantined,
+                Disposition::Retry
+            ]
+            .contains(&i.outcome),
             "dock at {site}: bundle {} {}: {}",
             i.file,
             i.outcome,
@@ -228,7 +234,7 @@ fn settle(w: &World) {
         for n in &nodes {
             for s in [n.as_str(), "hq"] {
                 let r = dock(w, s);
-                moved += r.written.len() + r.count("applied");
+                moved += r.written.len() + r.count(Disposition::Applied);
                 last.push(format!(
                     "{s}: wrote {}, took {:?}",
                     r.written.len(),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_bundle::{SecretKey, StreamPosition, naming};
+use berth_engine::dock::Disposition;
 use berth_engine::dock::DockReport;
 use berth_tests::{SCHEMA, World, forge};
 use std::fs;
@@ -24,7 +25,7 @@ fn first(log_to: u64) -> StreamPosition {
     }
 }
 
-fn outcome<'a>(r: &'a DockReport, file_part: &str) -> (&'a str, &'a str) {
+fn outcome<'a>(r: &'a DockReport, file_part: &str) -> (Disposition, &'a str) {
     let i = r
         .incoming
         .iter()
@@ -72,7 +73,7 @@ fn a_change_whose_key_has_the_wrong_number_of_values_is_quarantined_not_retried(
     forge(&w, "a", "hq", first(1), &[bad.to_string()]);
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, "a_to_hq_");
-    assert_eq!(o, "quarantined", "{r:?}");
+    assert_eq!(o, Disposition::Quarantined, "{r:?}");
     assert!(detail.contains("key has 1 values"), "{detail}");
     assert!(detail.contains("opty_emp"), "{detail}");
     assert_eq!(w.value("hq", "SELECT count(*) FROM berth_held"), "0");
@@ -95,7 +96,7 @@ fn a_change_whose_position_lies_beyond_its_manifests_log_to_is_refused() {
     );
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, "a_to_hq_");
-    assert_eq!(o, "quarantined", "{r:?}");
+    assert_eq!(o, Disposition::Quarantined, "{r:?}");
     assert!(
         detail.contains("beyond the manifest's log_to 1"),
         "{detail}"
@@ -121,7 +122,7 @@ fn a_logical_clock_at_i64_max_is_refused_and_the_clock_never_wraps() {
         forge(&w, "a", "hq", first(1), &[change]);
         let r = w.dock("hq");
         let (o, detail) = outcome(&r, "a_to_hq_");
-        assert_eq!(o, "quarantined", "clock {c}: {r:?}");
+        assert_eq!(o, Disposition::Quarantined, "clock {c}: {r:?}");
         assert!(detail.contains("logical clock out of range"), "{detail}");
         assert_eq!(
             w.value("hq", "SELECT value FROM berth_meta WHERE key = 'clock'"),
@@ -139,7 +140,7 @@ fn a_logical_clock_at_i64_max_is_refused_and_the_clock_never_wraps() {
     );
     forge(&w, "a", "hq", first(1), &[change]);
     let r = w.dock("hq");
-    assert_eq!(outcome(&r, "a_to_hq_").0, "applied", "{r:?}");
+    assert_eq!(outcome(&r, "a_to_hq_").0, Disposition::Applied, "{r:?}");
     assert_eq!(
         w.value("hq", "SELECT value FROM berth_meta WHERE key = 'clock'"),
         format!("'{}'", top + 1)
@@ -164,10 +165,10 @@ fn a_sealed_bundle_for_another_key_is_quarantined_and_reported_by_dock() {
     fs::remove_file(&plain).unwrap();
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, ".age");
-    assert_eq!(o, "quarantined", "{r:?}");
+    assert_eq!(o, Disposition::Quarantined, "{r:?}");
     assert!(detail.contains("sealed to another recipient"), "{detail}");
     assert!(files(&w.dir("hq").join("quarantine")).contains(&file_name(&sealed)));
-    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Quarantined), 1, "{r:?}");
 }
 
 #[test]
@@ -180,13 +181,13 @@ fn garbage_named_age_waits_while_it_may_be_arriving_then_is_quarantined_and_repo
         )));
     fs::write(&junk, b"this is not an age file at all").unwrap();
     let r = w.dock("hq");
-    assert_eq!(outcome(&r, ".age").0, "waiting", "{r:?}");
+    assert_eq!(outcome(&r, ".age").0, Disposition::Waiting, "{r:?}");
     assert!(junk.exists(), "left where it is");
     assert!(files(&w.dir("hq").join("quarantine")).is_empty());
     age(&junk);
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, ".age");
-    assert_eq!(o, "quarantined", "{r:?}");
+    assert_eq!(o, Disposition::Quarantined, "{r:?}");
     assert!(detail.contains("damaged"), "{detail}");
     assert!(!junk.exists());
     assert!(files(&w.dir("hq").join("quarantine")).contains(&file_name(&junk)));
@@ -201,7 +202,7 @@ fn a_half_written_sealed_bundle_is_waited_for_never_quarantined() {
     fs::write(&sealed, &whole[..whole.len() / 2]).unwrap();
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, ".age");
-    assert_eq!(o, "waiting", "{r:?}");
+    assert_eq!(o, Disposition::Waiting, "{r:?}");
     assert!(
         detail.contains("does not read as a whole bundle yet"),
         "{detail}"
@@ -211,7 +212,7 @@ fn a_half_written_sealed_bundle_is_waited_for_never_quarantined() {
     // The copy completes: the next dock takes and applies it.
     fs::write(&sealed, &whole).unwrap();
     let r = w.dock("hq");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(
         w.value("hq", "SELECT name FROM account WHERE id = 'a2'"),
         "'Slow copy'"
@@ -241,7 +242,7 @@ fn a_volume_piece_from_another_set_is_quarantined_and_reported_by_dock() {
     fs::copy(other.join(&piece), w.via.join(&piece)).unwrap();
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, ".volumes");
-    assert_eq!(o, "quarantined", "{r:?}");
+    assert_eq!(o, Disposition::Quarantined, "{r:?}");
     assert!(detail.contains("sha256"), "{detail}");
     assert!(!index.exists());
     assert_eq!(
@@ -375,7 +376,7 @@ fn a_bundle_whose_changes_entry_is_corrupted_near_its_end_applies_nothing() {
 
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, "a_to_hq_");
-    assert_eq!(o, "quarantined", "{r:?}");
+    assert_eq!(o, Disposition::Quarantined, "{r:?}");
     assert!(detail.contains("sha256"), "reported as corrupt: {detail}");
     assert_eq!(
         w.value("hq", "SELECT count(*) FROM account"),
@@ -404,7 +405,7 @@ fn a_bundle_whose_changes_entry_is_corrupted_near_its_end_applies_nothing() {
     // The same changes unharmed apply whole, parents before children across read buffers.
     stored_bundle(&w, &payload, 2 * n as u64);
     let r = w.dock("hq");
-    assert_eq!(outcome(&r, "a_to_hq_").0, "applied", "{r:?}");
+    assert_eq!(outcome(&r, "a_to_hq_").0, Disposition::Applied, "{r:?}");
     assert_eq!(
         w.value(
             "hq",
@@ -440,7 +441,7 @@ fn a_change_corrupted_early_in_the_entry_is_reported_as_corruption_not_as_a_bad_
     fs::write(&path, &bytes).unwrap();
     let r = w.dock("hq");
     let (o, detail) = outcome(&r, "a_to_hq_");
-    assert_eq!(o, "quarantined", "{r:?}");
+    assert_eq!(o, Disposition::Quarantined, "{r:?}");
     assert!(detail.contains("sha256"), "reported as corrupt: {detail}");
     assert!(!detail.contains("line 1"), "{detail}");
     assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "1");

@@ -4,6 +4,7 @@
 //! failures that leave everything as it was.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::Disposition;
 use berth_engine::dock::DockOptions;
 use berth_engine::evolve::diff::{DiffOptions, Rename};
 use berth_engine::evolve::history::{self, NewMigration};
@@ -101,7 +102,7 @@ fn seed_loop_developer_copy_to_central_to_three_nodes_at_different_versions() {
     w.exec("hq", "UPDATE opty SET stage = 'won' WHERE id = 'O1'");
     w.dock("hq");
     let r = w.dock("a");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(versions(&w, "a"), vec![1]);
     assert_eq!(
         w.value("a", "SELECT stage FROM opty WHERE id = 'O1'"),
@@ -136,7 +137,7 @@ fn seed_loop_developer_copy_to_central_to_three_nodes_at_different_versions() {
     // rename.
     w.dock("hq");
     let r = w.dock("b");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(versions(&w, "b"), vec![1, 2]);
     assert_eq!(
         w.value("b", "SELECT territory FROM account WHERE id = 'A1'"),
@@ -161,7 +162,7 @@ fn seed_loop_developer_copy_to_central_to_three_nodes_at_different_versions() {
     // insert captured under version 0 reaches central translated.
     dock_via(&w, "hq", &usb);
     let r = dock_via(&w, "c", &usb);
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(versions(&w, "c"), vec![1, 2, 3]);
     dock_via(&w, "hq", &usb);
     assert_eq!(
@@ -208,7 +209,7 @@ fn a_node_bundle_in_transit_across_a_migration_is_translated_at_central() {
     );
     ship(&w, &dev, 1);
     let r = w.dock("hq");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(
         w.value(
             "hq",
@@ -240,7 +241,7 @@ fn a_migration_needing_newer_software_waits_and_the_node_does_not_upload_until_m
     ship(&w, &dev, 1);
     w.dock("hq");
     let r = w.dock("a");
-    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Held), 1, "{r:?}");
     let st = status::status(&w.open("a")).unwrap();
     assert!(
         st.held[0].reason.contains("software level 2"),
@@ -265,7 +266,7 @@ fn a_migration_needing_newer_software_waits_and_the_node_does_not_upload_until_m
     assert!(
         r.incoming
             .iter()
-            .any(|i| i.file.ends_with("_0000000002.berth.zip") && i.outcome == "applied"),
+            .any(|i| i.file.ends_with("_0000000002.berth.zip") && i.outcome == Disposition::Applied),
         "{r:?}"
     );
     assert_eq!(schema_version(&w, "a"), 1);
@@ -300,7 +301,7 @@ fn changes_captured_under_a_schema_the_receiver_lacks_wait_until_it_has_it() {
     w.exec("a", "UPDATE account SET phone = '555-0100' WHERE id = 'A1'");
     w.dock("a");
     let r = w.dock("hq");
-    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Held), 1, "{r:?}");
     let st = status::status(&w.open("hq")).unwrap();
     assert!(
         st.held[0].reason.contains("does not have yet"),
@@ -311,7 +312,7 @@ fn changes_captured_under_a_schema_the_receiver_lacks_wait_until_it_has_it() {
     let done = migrate::import_dir(&mut w.open("hq"), &repo).unwrap();
     assert_eq!(done.applied, vec![1]);
     let r = w.dock("hq");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(
         w.value("hq", "SELECT phone FROM account WHERE id = 'A1'"),
         "'555-0100'"
@@ -340,7 +341,7 @@ fn a_migration_that_fails_at_a_node_leaves_its_schema_and_data_and_is_reported()
     let before = w.dump("a");
     let checksum_before = checksum(&w, "a");
     let r = w.dock("a");
-    assert_eq!(r.count("retry"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Retry), 1, "{r:?}");
     let why = format!("{r:?}");
     assert!(why.contains("UNIQUE") || why.contains("unique"), "{why}");
     assert_eq!(w.dump("a"), before, "data intact");
@@ -349,7 +350,7 @@ fn a_migration_that_fails_at_a_node_leaves_its_schema_and_data_and_is_reported()
     // The user fixes the data; the next dock applies the migration.
     w.exec("a", "UPDATE account SET name = 'Acme East' WHERE id = 'A8'");
     let r = w.dock("a");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(schema_version(&w, "a"), 1);
     w.settle();
     w.assert_converged();
@@ -558,13 +559,13 @@ fn a_node_cannot_send_a_migration_and_a_schema_from_the_future_waits() {
     let m = r#"{"pos":1,"t":"","k":[],"op":"M","new":{"version":1,"name":"evil","sql":"DROP TABLE account","checksum_before":"x","checksum_after":"y","software_level":"1","foreign_keys_off":0,"origin":"a","created":0,"renames":"[]"}}"#;
     node_bundle(&w, 1, Some(0), m);
     let r = w.dock("hq");
-    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Quarantined), 1, "{r:?}");
     assert_eq!(w.value("hq", "SELECT count(*) FROM account"), "2");
     // Changes claiming a schema version central does not have wait, named.
     let u = r#"{"pos":1,"t":"account","k":["A1"],"op":"U","old":{"name":"Acme"},"new":{"id":"A1","name":"Acme Corp","region":"north"}}"#;
     node_bundle(&w, 2, Some(7), u);
     let r = w.dock("hq");
-    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Held), 1, "{r:?}");
     assert!(format!("{r:?}").contains("version 7"), "{r:?}");
     assert_eq!(
         w.value("hq", "SELECT name FROM account WHERE id = 'A1'"),
@@ -636,13 +637,13 @@ fn an_executable_step_runs_only_admin_signed_where_allowed_and_a_failure_restore
     w.dock("hq");
     let before = w.dump("a");
     let r = w.dock("a");
-    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Held), 1, "{r:?}");
     assert!(format!("{r:?}").contains("conversion failed at a"), "{r:?}");
     assert_eq!(w.dump("a"), before, "restored");
     assert_eq!(schema_version(&w, "a"), 0);
     // b does not allow executables: it waits, saying so.
     let r = w.dock("b");
-    assert_eq!(r.count("held"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Held), 1, "{r:?}");
     assert!(format!("{r:?}").contains("allow_executables"), "{r:?}");
     assert_eq!(
         status::status(&w.open("b")).unwrap().upload_waits,
@@ -651,7 +652,7 @@ fn an_executable_step_runs_only_admin_signed_where_allowed_and_a_failure_restore
     // a is fixed: the next dock applies the migration and runs the step.
     std::fs::write(w.dir("a").join("ok"), "").unwrap();
     let r = w.dock("a");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(schema_version(&w, "a"), 1);
     assert_eq!(
         w.value("a", "SELECT group_concat(code || region) FROM account"),
@@ -660,7 +661,7 @@ fn an_executable_step_runs_only_admin_signed_where_allowed_and_a_failure_restore
     // b allows them now too.
     allow_executables(&w, "b");
     let r = w.dock("b");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     w.settle();
     w.assert_converged();
     assert_eq!(w.conflicts(), 0);
@@ -724,7 +725,7 @@ fn a_node_enrolled_after_migrations_starts_at_centrals_version_and_takes_the_nex
     std::fs::remove_file(&req).unwrap();
     let mut late = Site::open(&dir).unwrap();
     let r = berth_engine::dock::dock(&mut late, &w.via, &DockOptions::default()).unwrap();
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     let st = migrate::state(&late.conn).unwrap();
     assert_eq!(st.version, 2);
     assert_eq!(st.checksum, checksum(&w, "hq"));
@@ -741,7 +742,7 @@ fn a_node_enrolled_after_migrations_starts_at_centrals_version_and_takes_the_nex
     w.dock("hq");
     let mut late = Site::open(&dir).unwrap();
     let r = berth_engine::dock::dock(&mut late, &w.via, &DockOptions::default()).unwrap();
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(
         history::migrations(&late.conn)
             .unwrap()

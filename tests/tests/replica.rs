@@ -6,6 +6,7 @@
 //! be written back; rows with unsent local changes are never touched.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::Disposition;
 use berth_engine::replica;
 use berth_tests::{OWNER_MODEL, World, tool};
 use proptest::prelude::*;
@@ -353,7 +354,7 @@ fn a_malformed_repair_or_digest_is_quarantined_and_changes_nothing() {
             .iter()
             .find(|i| i.file == name)
             .unwrap_or_else(|| panic!("{what}: {name} not reported: {r:?}"));
-        assert_eq!(i.outcome, "quarantined", "{what}: {i:?}");
+        assert_eq!(i.outcome, Disposition::Quarantined, "{what}: {i:?}");
         assert!(i.detail.contains(reason), "{what}: {:?}", i.detail);
         assert_eq!(w.dump("a"), before, "{what}: rows changed");
         assert!(kept(&w, "a").is_empty(), "{what}");

@@ -2,6 +2,7 @@
 //! compared, row for row, with the reference oracle's projection of central.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use berth_engine::dock::Disposition;
 use berth_engine::dock::DockOptions;
 use berth_engine::route::model::DockingModel;
 use berth_tests::{World, sample};
@@ -426,7 +427,7 @@ fn forged_identity_is_refused() {
     .unwrap();
     bw.finish(&carl_key).unwrap();
     let r = w.dock("hq");
-    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Quarantined), 1, "{r:?}");
     assert!(
         r.incoming[0].detail.contains("keith") || r.incoming[0].detail.contains("signer"),
         "{r:?}"
@@ -598,7 +599,7 @@ fn a_node_insert_deleted_at_central_before_routing_is_deleted_at_the_node() {
         ..DockOptions::default()
     };
     let r = w.dock_with("hq", &w.via, &download_only).unwrap();
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(
         w.value("hq", "SELECT COUNT(*) FROM activity WHERE id = 'K-1'"),
         "1"

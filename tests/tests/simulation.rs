@@ -68,6 +68,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_engine::EngineError;
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, DockReport, ExportStep, IntakeStep};
 use berth_engine::evolve::diff::{DiffOptions, Rename};
 use berth_engine::evolve::history::NewMigration;
@@ -641,9 +642,10 @@ impl Sim<'_> {
             for n in order {
                 for site in [n.as_str(), "hq"] {
                     let r = self.dock_plain(site);
-                    moved += r.written.len() + r.count("applied");
+                    moved += r.written.len() + r.count(Disposition::Applied);
                     for i in &r.incoming {
-                        if i.outcome != "applied" && i.outcome != "duplicate" {
+                        if i.outcome != Disposition::Applied && i.outcome != Disposition::Duplicate
+                        {
                             stuck.push(format!("{site}: {} {}: {}", i.file, i.outcome, i.detail));
                         }
                     }

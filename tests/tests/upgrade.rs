@@ -6,6 +6,7 @@
 #![cfg(unix)]
 
 use berth_bundle::{BundleHeader, BundleWriter, Compression, Party, SecretKey, StreamPosition};
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, DockReport, dock_with_prompt};
 use berth_engine::upgrade::{self, Prompt, Question, QuestionKind};
 use berth_tests::{SCHEMA, World};
@@ -563,7 +564,7 @@ fn a_package_published_by_a_node_key_is_refused() {
     forge_from_node(&w, "a", "hq");
     forge_from_node(&w, "a", "b");
     let r = w.dock("hq");
-    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Quarantined), 1, "{r:?}");
     assert!(
         r.incoming[0]
             .detail
@@ -572,7 +573,7 @@ fn a_package_published_by_a_node_key_is_refused() {
     );
     assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_upgrades"), "0");
     let r = w.dock("b");
-    assert_eq!(r.count("quarantined"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Quarantined), 1, "{r:?}");
     assert_eq!(
         w.value("b", "SELECT COUNT(*) FROM berth_upgrade_local"),
         "0"
@@ -826,7 +827,7 @@ fn a_package_tied_to_a_migration_installs_right_after_it_from_one_bundle() {
     w.dock("hq");
     // One bundle carries the migration and the package.
     let r = w.dock("a");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert!(
         r.upgrade.iter().any(|n| n.event == "applied"),
         "{:?}",
@@ -863,7 +864,7 @@ fn a_migration_needing_new_software_waits_for_the_package_in_the_same_bundle() {
     // The bundle is held for the software level, the package installs at the end of the
     // session, and the held bundle then applies in the same dock.
     let r = w.dock("a");
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     assert_eq!(installed(&w, "a"), "app-2 2\n");
     assert_eq!(
         w.value("a", "SELECT stage FROM opty LIMIT 1"),

@@ -18,6 +18,7 @@
 //! takes about ten seconds, and criterion's minimum of ten samples per side adds nothing the
 //! interleaved pairs do not already show.
 
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{DockOptions, dock};
 use berth_engine::enroll;
 use berth_engine::site::{CentralInit, Site};
@@ -108,7 +109,7 @@ fn run_dock(root: &Path, template: &Path, bundle: &Path, mb: u64) -> Duration {
     };
     let r = dock(&mut s, &via, &opts).unwrap();
     let took = start.elapsed();
-    assert_eq!(r.count("applied"), 1, "{r:?}");
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
     drop(s);
     assert_eq!(rows(&site), mb as i64);
     took

@@ -20,6 +20,7 @@
 use crate::error::{Result, WatchError};
 use crate::mail;
 use berth_bundle::{Bundle, Limits, SecretKey, naming};
+use berth_engine::dock::Disposition;
 use berth_engine::dock::{self, DockOptions, DockReport};
 use berth_engine::site::Site;
 use berth_engine::{EngineError, transport, volumes};
@@ -744,7 +745,7 @@ impl Watch<'_> {
                 ..DockOptions::default()
             };
             let report = dock::apply_spool(&mut site, &opts)?;
-            applied = report.count("applied") > 0;
+            applied = report.count(Disposition::Applied) > 0;
             self.report(&report);
         }
         if stopping() {
@@ -790,7 +791,7 @@ impl Watch<'_> {
     fn report(&mut self, report: &DockReport) {
         for i in &report.incoming {
             self.emit(Event::new(
-                i.outcome,
+                i.outcome.as_str(),
                 Some(i.file.clone()),
                 i.detail.clone(),
             ));
