@@ -10,6 +10,9 @@
 //! in both. Clarity over speed; it is meant for tests, not for routing. Every routing test
 //! ends by comparing a replica ([`replica_rows`]) with [`project`], row for row.
 //!
+//! It is one file on purpose (about 1,000 lines before its tests): read from top to bottom,
+//! it is the specification; split up, it would no longer read as one.
+//!
 //! # What a node holds
 //!
 //! 1. **Tables.** Every row of an `enterprise` table. No row of a `central` table. Of a
