@@ -212,7 +212,6 @@ pub enum EngineError {
         /// Each table and what changed, and what to do.
         guard: Box<guard::Guard>,
     },
-    /// A failure injected by a test (crash simulation).
     /// A schema migration failed or does not fit this site.
     #[error("schema migration: {0}")]
     Migration(Box<migration::Error>),
@@ -227,16 +226,7 @@ pub enum EngineError {
         /// Exit code or why it could not run, and the tail of its output.
         reason: String,
     },
-    /// Internal: the bundle carries an executable step, so a backup must be taken before it
-    /// applies (the apply is started again after the backup).
-    #[error("a backup of the database is needed before this bundle applies")]
-    NeedsBackup,
-    /// The bundle cannot apply yet and waits in the spool (schema gating): what it waits for.
-    #[error("waiting: {reason}")]
-    Wait {
-        /// What it waits for, and what makes it apply.
-        reason: String,
-    },
+    /// A failure injected by a test (crash simulation).
     #[error("injected failure at {0}")]
     Injected(&'static str),
     /// The exchange folder cannot be written (a write-protected stick, a read-only share):

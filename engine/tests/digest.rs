@@ -387,9 +387,7 @@ fn rows_in_buckets_returns_exactly_the_rows_of_those_buckets() {
     }
     // An error from the sink stops the pass and comes back.
     let err = rows_in_buckets(&a, &t, &Scope::All, &all_buckets, |_, _| {
-        Err(berth_engine::EngineError::Wait {
-            reason: "stop".into(),
-        })
+        Err(berth_engine::EngineError::Kept("stop".into()))
     });
     assert!(err.is_err());
 }

@@ -4,11 +4,32 @@
 //! so a row's path never reaches the migration gate.
 
 use crate::change::{Change, Op};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::evolve::history::Migration;
 use crate::merge::apply::{MergeStats, NodeApply};
 use crate::table::Catalog;
 use std::collections::BTreeMap;
+
+/// Why applying a bundle stops short without anything being wrong: the transaction is
+/// rolled back and the dock decides what follows.
+#[derive(Debug)]
+pub(super) enum Halt {
+    /// The bundle cannot apply yet and waits in the spool (schema gating): what it waits
+    /// for, and what makes it apply.
+    Wait(String),
+    /// The bundle carries an executable step: a backup of the database is taken first, and
+    /// the apply starts again.
+    NeedsBackup,
+}
+
+/// What applying one change came to.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// Applied (or nothing to do).
+    Done,
+    /// The apply stops here.
+    Halt(Halt),
+}
 
 /// The dock's side of applying central's stream at a node.
 pub(super) struct Steps {
@@ -27,13 +48,13 @@ impl Steps {
         node: &mut NodeApply<'_>,
         ch: &Change,
         stats: &mut MergeStats,
-    ) -> Result<()> {
+    ) -> Result<Step> {
         match ch.op {
-            Op::I | Op::U | Op::D => node.apply(ch, stats),
+            Op::I | Op::U | Op::D => node.apply(ch, stats).map(|()| Step::Done),
             Op::A => {
                 ch.check().map_err(|r| node.bad(ch, r.to_string()))?;
                 node.pending.advance(ch.ack.unwrap_or(0));
-                Ok(())
+                Ok(Step::Done)
             }
             Op::S => {
                 ch.check().map_err(|r| node.bad(ch, r.to_string()))?;
@@ -44,7 +65,7 @@ impl Steps {
                 node.conn.execute_batch(ch.sql().unwrap_or_default())?;
                 crate::replica::mark_local(node.conn, &node.catalog, &before)?;
                 stats.applied += 1;
-                Ok(())
+                Ok(Step::Done)
             }
             Op::M => {
                 ch.check().map_err(|r| node.bad(ch, r.to_string()))?;
@@ -59,7 +80,7 @@ impl Steps {
         node: &mut NodeApply<'_>,
         ch: &Change,
         stats: &mut MergeStats,
-    ) -> Result<()> {
+    ) -> Result<Step> {
         let m = crate::migrate::from_change(ch).map_err(|r| node.bad(ch, r))?;
         if let Some(step) = &m.exec
             && m.version > crate::migrate::state(node.conn)?.version
@@ -74,31 +95,32 @@ impl Steps {
                 ));
             }
             if !self.allow_exec {
-                return Err(EngineError::Wait {
-                    reason: format!(
-                        "migration {} ({:?}) carries an executable step and this site does \
-                         not allow executables: set allow_executables = true in berth.toml \
-                         to run it",
-                        m.version, m.name
-                    ),
-                });
+                return Ok(Step::Halt(Halt::Wait(format!(
+                    "migration {} ({:?}) carries an executable step and this site does not \
+                     allow executables: set allow_executables = true in berth.toml to run it",
+                    m.version, m.name
+                ))));
             }
             if !self.backup_ready {
-                return Err(EngineError::NeedsBackup);
+                return Ok(Step::Halt(Halt::NeedsBackup));
             }
         }
-        if let Some(tr) = crate::migrate::apply_at_node(node.conn, &m)? {
-            if m.exec.is_some() {
-                self.execs.push(m.clone());
+        match crate::migrate::apply_at_node(node.conn, &m)? {
+            crate::migrate::AtNode::Had => {}
+            crate::migrate::AtNode::Waits(reason) => return Ok(Step::Halt(Halt::Wait(reason))),
+            crate::migrate::AtNode::Applied(tr) => {
+                if m.exec.is_some() {
+                    self.execs.push(m.clone());
+                }
+                node.catalog = std::borrow::Cow::Owned(Catalog::load(
+                    node.conn,
+                    &BTreeMap::new(),
+                    Default::default(),
+                )?);
+                node.pending.translate(&tr);
+                stats.applied += 1;
             }
-            node.catalog = std::borrow::Cow::Owned(Catalog::load(
-                node.conn,
-                &BTreeMap::new(),
-                Default::default(),
-            )?);
-            node.pending.translate(&tr);
-            stats.applied += 1;
         }
-        Ok(())
+        Ok(Step::Done)
     }
 }

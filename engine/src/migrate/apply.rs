@@ -5,56 +5,59 @@ use super::exec::{backup, backup_path, check_exec, restore, run_exec};
 use super::record::journal;
 use super::stream::state;
 use super::translate::Translation;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::evolve::history::{self, Migration};
 use crate::evolve::snapshot::Snapshot;
 use crate::site::{Role, Site};
 use crate::store;
 use rusqlite::Connection;
 
+/// What a migration from central's stream did at a node.
+#[derive(Debug)]
+pub enum AtNode {
+    /// The node already has it (it wrote it, or imported it).
+    Had,
+    /// Applied; the translation of names it made.
+    Applied(Translation),
+    /// Not yet: the node's software is older than the migration needs, or the migration does
+    /// not follow the node's schema (the bundle is held with this reason).
+    Waits(String),
+}
+
 /// Applies a migration from central's stream at a node, inside the bundle's transaction.
-/// `Ok(None)` when the node already has it (it wrote it, or imported it); otherwise the
-/// translation of names it made. Waits ([`EngineError::Wait`]) when the node's software is
-/// older than the migration needs, or when the migration does not follow the node's schema.
-pub fn apply_at_node(conn: &Connection, m: &Migration) -> Result<Option<Translation>> {
+pub fn apply_at_node(conn: &Connection, m: &Migration) -> Result<AtNode> {
     let have = state(conn)?;
     if m.version <= have.version {
         return match history::migration(conn, m.version)? {
-            Some(mine) if mine.checksum_after != m.checksum_after => Err(EngineError::Wait {
-                reason: format!(
-                    "central's migration {} ({:?}) differs from the one this site has under the \
+            Some(mine) if mine.checksum_after != m.checksum_after => Ok(AtNode::Waits(format!(
+                "central's migration {} ({:?}) differs from the one this site has under the \
                      same version ({:?}); the schema histories diverged",
-                    m.version, m.name, mine.name
-                ),
-            }),
-            _ => Ok(None),
+                m.version, m.name, mine.name
+            ))),
+            _ => Ok(AtNode::Had),
         };
     }
     if !crate::upgrade::node::software_gate(conn, &m.software_level)? {
-        return Err(EngineError::Wait {
-            reason: format!(
-                "migration {} ({:?}) needs software level {}, this site has {}; it applies by \
+        return Ok(AtNode::Waits(format!(
+            "migration {} ({:?}) needs software level {}, this site has {}; it applies by \
                  itself once that upgrade is installed",
-                m.version,
-                m.name,
-                m.software_level,
-                crate::upgrade::node::installed_level(conn)?
-            ),
-        });
+            m.version,
+            m.name,
+            m.software_level,
+            crate::upgrade::node::installed_level(conn)?
+        )));
     }
     if m.version != have.version + 1 {
-        return Err(EngineError::Wait {
-            reason: format!(
-                "migration {} arrived but this site is at schema version {}",
-                m.version, have.version
-            ),
-        });
+        return Ok(AtNode::Waits(format!(
+            "migration {} arrived but this site is at schema version {}",
+            m.version, have.version
+        )));
     }
     history::apply_in_tx(conn, m)?;
     let after = crate::evolve::snapshot::read(conn)?;
     let tr = Translation::new(m, &after);
     tr.log(conn)?;
-    Ok(Some(tr))
+    Ok(AtNode::Applied(tr))
 }
 
 /// Applies migration `m` to central's master database and journals it for every node, in
