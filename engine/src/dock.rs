@@ -1548,12 +1548,11 @@ fn write_stream(
             );
             let n = crate::partial::export(&tx, &p.name, p.acked_pos, |line| {
                 progress.step();
-                if first_migration.is_none()
-                    && line.contains(r#""op":"M""#)
-                    && let Ok(ch) = serde_json::from_str::<Change>(line)
-                    && ch.op == Op::M
-                {
-                    first_migration = crate::migrate::from_change(&ch).ok();
+                if first_migration.is_none() && line.contains(r#""op":"M""#) {
+                    let ch: Change = store::stored_json("berth_partial.change", line)?;
+                    if ch.op == Op::M {
+                        first_migration = crate::migrate::from_change(&ch).ok();
+                    }
                 }
                 out.write_all(line.as_bytes())
                     .and_then(|()| out.write_all(b"\n"))

@@ -25,6 +25,16 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A value berth wrote into one of its own tables does not read back.
+    #[error(
+        "{place} does not read back ({reason}): the site's database was changed outside berth or is damaged; `berth verify` checks it, and a backup taken before puts it right"
+    )]
+    Stored {
+        /// The table and column, or the `berth_meta` key.
+        place: String,
+        /// What the parser said.
+        reason: String,
+    },
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
     Io {

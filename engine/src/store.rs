@@ -401,6 +401,40 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Berth's own JSON `text`, stored at `place` (a table and column, or a `berth_meta` key),
+/// as `T`: a value that does not parse is an error, never a default.
+pub fn stored_json<T: serde::de::DeserializeOwned>(place: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| crate::EngineError::Stored {
+        place: place.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Column `i` of `r`, berth's own JSON, as `T` (inside a row mapping; the error names the
+/// column).
+pub fn json_column<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// [`json_column`] of a column that may be NULL.
+pub fn json_column_opt<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<Option<T>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
+
 /// Highest position in the log (0 when empty).
 pub fn max_pos(conn: &Connection) -> Result<i64> {
     Ok(
@@ -459,6 +493,26 @@ pub fn literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn berths_own_json_that_does_not_parse_is_an_error_never_a_default() {
+        let bad = stored_json::<Vec<String>>("berth_meta replica_sent", "{not json");
+        let Err(crate::EngineError::Stored { place, .. }) = bad else {
+            panic!("{bad:?}");
+        };
+        assert_eq!(place, "berth_meta replica_sent");
+        let c = Connection::open_in_memory().unwrap();
+        let read = |text: Option<&str>| {
+            c.query_row("SELECT ?1", params![text], |r| {
+                json_column_opt::<Vec<String>>(r, 0)
+            })
+        };
+        assert_eq!(read(None).unwrap(), None);
+        assert_eq!(read(Some(r#"["a"]"#)).unwrap(), Some(vec!["a".to_string()]));
+        assert!(read(Some("[")).is_err());
+        let whole = c.query_row("SELECT 'x'", [], |r| json_column::<Vec<String>>(r, 0));
+        assert!(whole.is_err());
+    }
 
     fn journal(c: &Connection, n: i64) {
         c.execute(

@@ -525,10 +525,8 @@ pub fn migrations(conn: &Connection) -> Result<Vec<Migration>, Error> {
                 origin: r.get(7)?,
                 created: r.get(8)?,
                 applied: r.get(9)?,
-                renames: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
-                exec: r
-                    .get::<_, Option<String>>(11)?
-                    .and_then(|t| serde_json::from_str(&t).ok()),
+                renames: crate::store::json_column(r, 10)?,
+                exec: crate::store::json_column_opt(r, 11)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -272,16 +272,14 @@ impl Fallback {
         let mut rows = st.query(params![node, seen])?;
         while let Some(r) = rows.next()? {
             let text: String = r.get(0)?;
-            let Ok(ch) = serde_json::from_str::<Change>(&text) else {
-                continue;
-            };
+            let ch: Change = crate::store::stored_json("berth_partial.change", &text)?;
             let cols = match ch.op {
                 Op::I | Op::D => Cols::All,
                 Op::U => Cols::Some(
                     ch.old
                         .as_ref()
                         .map(|o| o.keys().cloned().collect())
-                        .unwrap_or_else(BTreeSet::new),
+                        .unwrap_or_default(),
                 ),
                 // Statements run at nodes only; markers and migrations change no row.
                 _ => continue,

@@ -47,7 +47,10 @@ pub fn central_out(conn: &Connection, node: &str) -> Result<CentralOut> {
         first_digests: digests_seq == 0,
         ..CentralOut::default()
     };
-    let Some(report) = text.and_then(|t| serde_json::from_str::<Report>(&t).ok()) else {
+    let report: Option<Report> = text
+        .map(|t| store::stored_json("berth_replica_reports.report", &t))
+        .transpose()?;
+    let Some(report) = report else {
         return Ok(out);
     };
     if !report.differ.is_empty() && report.seq >= repair_seq && attempts < MAX_ATTEMPTS {
@@ -210,9 +213,10 @@ pub fn record_report(conn: &Connection, node: &str, report: &Report, now: i64) -
         )
         .optional()?
         .flatten();
-    let same_places = before
-        .and_then(|b| serde_json::from_str::<Report>(&b).ok())
-        .is_some_and(|b| b.differ == report.differ);
+    let before: Option<Report> = before
+        .map(|b| store::stored_json("berth_replica_reports.report", &b))
+        .transpose()?;
+    let same_places = before.is_some_and(|b| b.differ == report.differ);
     conn.execute(
         "INSERT INTO berth_replicas(node, report, at) VALUES (?1, ?2, ?3)
          ON CONFLICT(node) DO UPDATE SET report = excluded.report, at = excluded.at,
@@ -252,9 +256,8 @@ pub fn reports(conn: &Connection) -> Result<Vec<(String, Report, i64, i64)>> {
     let mut out = Vec::new();
     for row in rows {
         let (node, text, at, attempts) = row?;
-        if let Ok(report) = serde_json::from_str(&text) {
-            out.push((node, report, at, attempts));
-        }
+        let report = store::stored_json("berth_replica_reports.report", &text)?;
+        out.push((node, report, at, attempts));
     }
     Ok(out)
 }

@@ -14,10 +14,7 @@ fn kept_rows(conn: &Connection, id: Option<i64>) -> Result<Vec<Kept>> {
          WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
     )?;
     let rows = st.query_map(params![id], |r| {
-        let row = |i: usize| -> rusqlite::Result<Option<Row>> {
-            Ok(r.get::<_, Option<String>>(i)?
-                .and_then(|t| serde_json::from_str(&t).ok()))
-        };
+        let row = |i: usize| -> rusqlite::Result<Option<Row>> { store::json_column_opt(r, i) };
         Ok(Kept {
             id: r.get(0)?,
             table: r.get(1)?,

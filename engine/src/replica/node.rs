@@ -319,7 +319,9 @@ pub fn compare_rows(conn: &Connection, catalog: &Catalog, acked: i64) -> Result<
 
 /// The last comparison's result at this node.
 pub fn last(conn: &Connection) -> Result<Option<Report>> {
-    Ok(store::meta(conn, meta_keys::REPLICA_RESULT)?.and_then(|t| serde_json::from_str(&t).ok()))
+    store::meta(conn, meta_keys::REPLICA_RESULT)?
+        .map(|t| store::stored_json(&format!("berth_meta {}", meta_keys::REPLICA_RESULT), &t))
+        .transpose()
 }
 
 /// What a node's next bundle carries for its replica: its latest result, in every bundle (a
@@ -373,8 +375,9 @@ pub fn node_out(conn: &Connection, catalog: &Catalog, acked: i64) -> Result<Node
     let Some(report) = compare(conn, catalog, acked)? else {
         return Ok(NodeOut::default());
     };
-    let sent: Option<Report> =
-        store::meta(conn, meta_keys::REPLICA_SENT)?.and_then(|t| serde_json::from_str(&t).ok());
+    let sent: Option<Report> = store::meta(conn, meta_keys::REPLICA_SENT)?
+        .map(|t| store::stored_json(&format!("berth_meta {}", meta_keys::REPLICA_SENT), &t))
+        .transpose()?;
     let due = match &sent {
         None => !report.differ.is_empty() || report.repaired > 0,
         Some(s) => {
