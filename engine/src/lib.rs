@@ -50,6 +50,7 @@ pub mod identity;
 pub mod keychain;
 pub mod merge;
 pub mod migrate;
+pub mod outgoing;
 pub mod partial;
 pub mod peer;
 pub mod progress;
