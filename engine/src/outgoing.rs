@@ -40,7 +40,7 @@ pub(crate) fn clear_staging(site: &Site) -> Result<()> {
 
 /// Puts the final form of `staged` (a complete signed bundle in the staging folder, under
 /// its canonical name) into `via`: sealed when `form` says so, cut into volumes when larger
-/// than its volume size, else copied whole; then removes what was staged. `after_piece` is
+/// than its volume size, else moved there whole; nothing staged is left. `after_piece` is
 /// called after each piece of a volume set is in place (where a crash can be injected).
 /// Returns the files now in `via`: the one file, or a set's index and pieces.
 pub(crate) fn deliver(
@@ -63,9 +63,26 @@ pub(crate) fn deliver(
         None => None,
     };
     let out = match index {
-        Some(index) => volumes::set_files(&index),
-        None => vec![transport::copy_into(&file, via)?],
+        Some(index) => {
+            fs::remove_file(&file).map_err(|e| EngineError::io(&file, e))?;
+            volumes::set_files(&index)
+        }
+        None => vec![place(&file, via)?],
     };
-    fs::remove_file(&file).map_err(|e| EngineError::io(&file, e))?;
     Ok(out)
+}
+
+/// Moves a staged file (complete and flushed) into `via` under its name: one rename where
+/// both folders are on one file system (the folder entry flushed, as 1.9 does), else a
+/// write-then-rename copy and the staged file removed.
+fn place(file: &Path, via: &Path) -> Result<PathBuf> {
+    let name = file.file_name().unwrap_or_default();
+    let dest = via.join(name);
+    if fs::rename(file, &dest).is_ok() {
+        transport::sync_dir(via);
+        return Ok(dest);
+    }
+    let copied = transport::copy_into(file, via)?;
+    fs::remove_file(file).map_err(|e| EngineError::io(file, e))?;
+    Ok(copied)
 }

@@ -295,7 +295,7 @@ pub fn move_into(src: &Path, folder: &Path) -> Result<PathBuf> {
 }
 
 #[cfg(unix)]
-fn sync_dir(folder: &Path) {
+pub(crate) fn sync_dir(folder: &Path) {
     // Best effort: makes the rename durable on Unix file systems; not possible on Windows.
     if let Ok(d) = File::open(folder) {
         let _ = d.sync_all();
@@ -303,7 +303,7 @@ fn sync_dir(folder: &Path) {
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_folder: &Path) {}
+pub(crate) fn sync_dir(_folder: &Path) {}
 
 #[cfg(test)]
 mod tests {

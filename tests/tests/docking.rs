@@ -1224,3 +1224,49 @@ fn a_crash_at_every_step_of_a_sealed_or_cut_export_leaves_only_the_final_form() 
         assert_eq!(cut, volume_size.is_some(), "seal {seal}");
     }
 }
+
+/// Issue 21: `node add --encrypt`'s extract is written sealed by the engine: only
+/// `B.age` reaches the folder (the plain extract, every row of the node, never does, and
+/// nothing stays staged), and the node opens and applies it.
+#[test]
+fn a_sealed_extract_reaches_the_folder_only_sealed() {
+    let w = World::new(SCHEMA, DATA, &[]);
+    let dir = w.root.path().join("late");
+    let node = berth_engine::site::Site::init_node(&dir, "late").unwrap();
+    let req = berth_engine::enroll::write_request(&node, &w.via).unwrap();
+    drop(node);
+    let added = berth_engine::enroll::add_node_with(
+        &mut w.open("hq"),
+        "late",
+        &req,
+        &Default::default(),
+        &w.via,
+        true,
+    )
+    .unwrap();
+    fs::remove_file(&req).unwrap();
+    let plain = berth_bundle::naming::bundle_file_name("hq", "late", 1);
+    let sealed = berth_bundle::seal::sealed_name(&plain);
+    assert_eq!(added.extract, w.via.join(&sealed));
+    let names: Vec<String> = fs::read_dir(&w.via)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&sealed));
+    let staged = w.dir("hq").join(berth_engine::outgoing::STAGING);
+    assert_eq!(fs::read_dir(&staged).unwrap().count(), 0);
+    let bytes = fs::read(w.via.join(&sealed)).unwrap();
+    assert!(bytes.starts_with(berth_bundle::seal::MAGIC));
+    assert!(
+        !bytes.windows(4).any(|x| x == b"Acme"),
+        "the rows are sealed"
+    );
+    let mut late = berth_engine::site::Site::open(&dir).unwrap();
+    let r = berth_engine::dock::dock(&mut late, &w.via, &DockOptions::default()).unwrap();
+    assert_eq!(r.count("applied"), 1, "{r:?}");
+    let name: String = late
+        .conn
+        .query_row("SELECT name FROM account", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(name, "Acme");
+}
