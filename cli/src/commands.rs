@@ -91,15 +91,12 @@ pub(crate) fn node_add(a: NodeAddArgs) -> Result<ExitCode> {
         None => out,
     };
     let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
-    let mut added = enroll::add_node(&mut s, &name, &req, &attrs, &out_dir)
+    // `--encrypt`: the engine writes the extract sealed (it conflicts with `--out`).
+    let mut added = enroll::add_node_with(&mut s, &name, &req, &attrs, &out_dir, encrypt)
         .with_context(|| format!("approving {name} from {}", req.display()))?;
     if let Some(f) = out_file {
         std::fs::rename(&added.extract, &f).with_context(|| format!("writing {}", f.display()))?;
         added.extract = f;
-    }
-    if encrypt {
-        added.extract = berth_engine::seal::seal_file(&s, &added.extract)
-            .with_context(|| format!("sealing {}", added.extract.display()))?;
     }
     if request.is_none() {
         transport::move_into(&req, &s.folder("archive"))?;
@@ -129,6 +126,8 @@ pub(crate) fn dock(a: DockArgs) -> Result<ExitCode> {
         upload: !a.download_only,
         download: !a.upload_only,
         progress: output::bars(a.json),
+        seal: a.encrypt,
+        volume_size: Some(a.volume_size),
         ..DockOptions::default()
     };
     let via = if a.via.is_file() {
@@ -149,9 +148,8 @@ pub(crate) fn dock(a: DockArgs) -> Result<ExitCode> {
     } else {
         Box::new(upgrade::TerminalPrompt::default())
     };
-    let mut report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &*prompt)
+    let report = berth_engine::dock::dock_with_prompt(&mut s, &via, &opts, &*prompt)
         .with_context(|| format!("docking {} via {}", s.name(), via.display()))?;
-    report.written = transports::after_dock(&s, &report.written, a.encrypt, a.volume_size)?;
     if a.json {
         output::json(&report)?;
     } else {

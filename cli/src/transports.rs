@@ -151,48 +151,6 @@ pub fn is_sealed(f: &mut std::fs::File) -> std::io::Result<bool> {
     Ok(head == magic)
 }
 
-/// After `berth dock`: seals the bundles it wrote (with `--encrypt`) and splits those larger
-/// than `volume_size` into volumes. Returns the files now in the folder in their place (the
-/// sealed file; a volume set's index and volumes), for the report to name what exists.
-pub fn after_dock(
-    site: &berth_engine::site::Site,
-    written: &[PathBuf],
-    encrypt: bool,
-    volume_size: u64,
-) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in written {
-        // Its recipient, docking through the same folder, may take it whole before it is
-        // sealed or cut (it arrived: nothing to do; the report names what was written).
-        let taken = |p: &Path| !p.exists();
-        if taken(p) {
-            out.push(p.clone());
-            continue;
-        }
-        let p = if encrypt {
-            match berth_engine::seal::seal_file(site, p) {
-                Ok(sealed) => sealed,
-                Err(_) if taken(p) => {
-                    out.push(p.clone());
-                    continue;
-                }
-                Err(e) => return Err(e).with_context(|| format!("sealing {}", p.display())),
-            }
-        } else {
-            p.clone()
-        };
-        match berth_engine::volumes::split(&p, volume_size) {
-            Ok(Some(index)) => out.extend(berth_engine::volumes::set_files(&index)),
-            Ok(None) => out.push(p),
-            Err(_) if taken(&p) => out.push(p),
-            Err(e) => {
-                return Err(e).with_context(|| format!("splitting {} into volumes", p.display()));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// `berth node revoke NAME --site CENTRAL`.
 pub fn revoke(site: &Path, name: &str) -> Result<()> {
     let s = berth_engine::site::Site::open(site)

@@ -39,6 +39,12 @@ pub struct DockOptions {
     pub upload: bool,
     /// Apply incoming bundles.
     pub download: bool,
+    /// Seal each outgoing bundle to its recipient's key (`B.age`, SPEC 3.4), as `berth dock
+    /// --encrypt` asks. The plain bundle never enters the exchange folder.
+    pub seal: bool,
+    /// Cut an outgoing bundle file larger than this many bytes into volumes (SPEC 3.2), as
+    /// `--volume-size` asks (`None`: never). The whole file never enters the exchange folder.
+    pub volume_size: Option<u64>,
     /// Test hook: fail an apply after this many changes (crash injection).
     pub fail_after: Option<u64>,
     /// Test hook: stop the upload at this step of writing a bundle (crash injection).
@@ -68,6 +74,8 @@ impl Default for DockOptions {
         DockOptions {
             upload: true,
             download: true,
+            seal: false,
+            volume_size: None,
             fail_after: None,
             fail_export: None,
             fail_intake: None,
@@ -90,16 +98,24 @@ pub enum ExportStep {
     Snapshot,
     /// The bundle's sequence number is reserved; the bundle is not begun.
     Reserved,
-    /// The bundle is complete in its `.part` file (left behind), not renamed into place.
+    /// The bundle is complete but not in the exchange folder: in its `.part` file there
+    /// (left behind, not renamed into place), or, when it is to be sealed or cut into
+    /// volumes, in the site's staging folder (SPEC 3.2).
     Written,
-    /// The bundle is in the exchange folder; what it carried is not recorded as sent.
+    /// A bundle cut into volumes: its first piece is in the exchange folder, the others and
+    /// the index are not. Only an export that cuts a bundle passes this step, so it is not
+    /// in [`ExportStep::ALL`] (the steps every export passes).
+    Piece,
+    /// The bundle is in the exchange folder in its final form (plain, sealed, or a whole
+    /// volume set); what it carried is not recorded as sent.
     Renamed,
     /// Everything is recorded; the stream's older bundles are still in the exchange folder.
     Recorded,
 }
 
 impl ExportStep {
-    /// Every step, in the order an export passes them.
+    /// Every step every export passes, in order ([`ExportStep::Piece`] comes between
+    /// `Written` and `Renamed` when a bundle is cut into volumes).
     pub const ALL: [ExportStep; 6] = [
         ExportStep::Routed,
         ExportStep::Snapshot,
@@ -194,7 +210,8 @@ pub struct Incoming {
 pub struct DockReport {
     /// Every incoming bundle considered, in order.
     pub incoming: Vec<Incoming>,
-    /// Bundles written.
+    /// Files written into the exchange folder, each bundle in its final form: the bundle,
+    /// the sealed `B.age`, or a volume set's index and pieces.
     pub written: Vec<PathBuf>,
     /// Software upgrade messages, reminders and outcomes for the user (nodes).
     pub upgrade: Vec<crate::upgrade::Note>,
@@ -319,13 +336,16 @@ pub fn dock_with_prompt(
 /// The upload half of a dock: at a node its stream to central; at central one routing pass,
 /// then every node's bundle, then the log manager's pruning.
 fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) -> Result<()> {
+    // What a crash left staged is of no use: its sequence number was taken, the next bundle
+    // carries everything it did.
+    crate::outgoing::clear_staging(site)?;
     match site.role() {
         Role::Node => {
             if let Some(central) = store::meta(&site.conn, meta_keys::CENTRAL)? {
                 let p = peer::require(&site.conn, &central)?;
                 let outbox = transport::Outbox::read(via, site.name())?;
-                if let Some(path) = write_stream(site, via, &p, opts, &outbox)? {
-                    report.written.push(path);
+                if let Some(files) = write_stream(site, via, &p, opts, &outbox)? {
+                    report.written.extend(files);
                 }
             }
         }
@@ -364,9 +384,9 @@ fn upload(site: &Site, via: &Path, opts: &DockOptions, report: &mut DockReport) 
             for p in peer::all(&site.conn)? {
                 if p.role == "node"
                     && p.revoked.is_none()
-                    && let Some(path) = write_stream(site, via, &p, opts, &outbox)?
+                    && let Some(files) = write_stream(site, via, &p, opts, &outbox)?
                 {
-                    report.written.push(path);
+                    report.written.extend(files);
                 }
             }
             // The log manager deletes what every node has processed (seed 004).
@@ -600,22 +620,7 @@ fn recently_modified(path: &Path) -> bool {
 /// Removes the `.part` files a killed dock left in the spool (SPEC 1.9): the site's lock is
 /// held, so no other process is writing one.
 fn remove_parts(spool: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(spool) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(EngineError::io(spool, e)),
-    };
-    for entry in entries {
-        let path = entry.map_err(|e| EngineError::io(spool, e))?.path();
-        if path.extension().is_some_and(|x| x == "part") {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(EngineError::io(&path, e)),
-            }
-        }
-    }
-    Ok(())
+    transport::remove_files(spool, |p| p.extension().is_some_and(|x| x == "part"))
 }
 
 fn process_spool(site: &mut Site, opts: &DockOptions, report: &mut DockReport) -> Result<()> {
@@ -1524,7 +1529,7 @@ fn write_stream(
     p: &Peer,
     opts: &DockOptions,
     outbox: &transport::Outbox,
-) -> Result<Option<PathBuf>> {
+) -> Result<Option<Vec<PathBuf>>> {
     let progress = &opts.progress;
     let catalog = site.catalog()?;
     // One snapshot for the log and the rows the export reads.
@@ -1668,9 +1673,30 @@ fn write_stream(
     // number (SPEC 2.8).
     peer::reserve_out(&site.conn, &p.name, seq)?;
     crash_point(opts.fail_export, ExportStep::Reserved, "export")?;
-    let part = transport::write_part(via, &name, bundle_filler(site, head, entries, None))?;
-    crash_point(opts.fail_export, ExportStep::Written, "export")?;
-    let path = transport::rename_part(&part, &via.join(&name))?;
+    let key = match opts.seal {
+        true => Some(berth_bundle::PublicKey::from_hex(&p.public_key)?),
+        false => None,
+    };
+    let form = crate::outgoing::Form {
+        seal_to: key.as_ref(),
+        volume_size: opts.volume_size,
+    };
+    let files = if form.staged() {
+        // Sealed or cut: the plain bundle is written in the site's staging folder and only
+        // its final form reaches `via` (SPEC 3.2, 3.4).
+        let staging = site.folder(crate::outgoing::STAGING);
+        let staged =
+            transport::write_atomic(&staging, &name, bundle_filler(site, head, entries, None))?;
+        crash_point(opts.fail_export, ExportStep::Written, "export")?;
+        crate::outgoing::deliver(&staged, via, form, &mut |piece| match piece {
+            1 => crash_point(opts.fail_export, ExportStep::Piece, "export"),
+            _ => Ok(()),
+        })?
+    } else {
+        let part = transport::write_part(via, &name, bundle_filler(site, head, entries, None))?;
+        crash_point(opts.fail_export, ExportStep::Written, "export")?;
+        vec![transport::rename_part(&part, &via.join(&name))?]
+    };
     crash_point(opts.fail_export, ExportStep::Renamed, "export")?;
     // What the bundle carried is recorded as sent in one transaction: a crash before the
     // commit sends it again (in the next bundle, the receiver skips what it has).
@@ -1702,7 +1728,7 @@ fn write_stream(
             let _ = std::fs::remove_file(part);
         }
     }
-    Ok(Some(path))
+    Ok(Some(files))
 }
 
 #[cfg(test)]

@@ -138,6 +138,21 @@ pub fn add_node(
     attrs: &BTreeMap<String, String>,
     out: &Path,
 ) -> Result<Added> {
+    add_node_with(site, name, request, attrs, out, false)
+}
+
+/// [`add_node`], with the extract sealed to the key the request presents when `seal` is
+/// set (`B.age`, SPEC 3.4; `berth node add --encrypt`): the plain extract is written in the
+/// site's staging folder, never in `out`, and the registration commits only once the
+/// sealed file is in `out`.
+pub fn add_node_with(
+    site: &mut Site,
+    name: &str,
+    request: &Path,
+    attrs: &BTreeMap<String, String>,
+    out: &Path,
+    seal: bool,
+) -> Result<Added> {
     site.require(Role::Central)?;
     check_name(name)?;
     if name == site.name() {
@@ -284,17 +299,28 @@ pub fn add_node(
     h.extensions
         .insert("extract".into(), toml::Value::Table(ext));
     let file_name = naming::bundle_file_name(site.name(), name, seq);
-    let path = write_bundle_at(
-        site,
-        out,
-        &file_name,
-        h,
-        vec![
-            (ROWS_ENTRY, "extract", rows_file),
-            (SCHEMA_ENTRY, "extract", schema_file),
-        ],
-        Some(1),
-    )?;
+    let entries = vec![
+        (ROWS_ENTRY, "extract", rows_file),
+        (SCHEMA_ENTRY, "extract", schema_file),
+    ];
+    let path = if seal {
+        crate::outgoing::clear_staging(site)?;
+        let staging = site.folder(crate::outgoing::STAGING);
+        let staged = write_bundle_at(site, &staging, &file_name, h, entries, Some(1))?;
+        let form = crate::outgoing::Form {
+            seal_to: Some(&key),
+            volume_size: None,
+        };
+        let mut files = crate::outgoing::deliver(&staged, out, form, &mut |_| Ok(()))?;
+        files.pop().ok_or_else(|| {
+            EngineError::io(
+                out,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "the sealed extract"),
+            )
+        })?
+    } else {
+        write_bundle_at(site, out, &file_name, h, entries, Some(1))?
+    };
     // The registration commits only once the extract is safely on disk.
     if let Err(e) = tx.commit() {
         let _ = std::fs::remove_file(&path);

@@ -36,7 +36,7 @@
 //! | 1. values and vocabulary | `error`, `value`, `progress`, `sqlpolicy`, `peer`, `evolve::sqltext` |
 //! | 2. files and the exchange folder | `volumes`, `transport` |
 //! | 3. the store and the table catalog | `store`, `table`, `schema`, `capture` |
-//! | 4. the site | `config`, `route::model`, `route::check`, `identity`, `site`, `keychain`, `retention`, `revoke`, `submission`, `seal` |
+//! | 4. the site | `config`, `route::model`, `route::check`, `identity`, `site`, `keychain`, `retention`, `revoke`, `submission`, `seal`, `outgoing` |
 //! | 5. the log and the wire change | `change`, `digest` |
 //! | 6. merge | `merge`, `merge::contest`, `merge::apply`, `conflict` |
 //! | 7. routing and the extract | `catchup`, `partial`, `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `replica`, `extract`, `enroll` |
@@ -74,6 +74,7 @@ pub mod keychain;
 mod layers;
 pub mod merge;
 pub mod migrate;
+pub mod outgoing;
 pub mod partial;
 pub mod peer;
 pub mod progress;

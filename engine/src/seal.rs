@@ -48,14 +48,20 @@ pub fn seal_file(site: &Site, path: &Path) -> Result<PathBuf> {
         PublicKey::from_hex(&peer::require(&site.conn, to)?.public_key)?
     };
     let folder = path.parent().unwrap_or(Path::new("."));
-    let sealed = transport::write_atomic(folder, &seal::sealed_name(&name), |out| {
-        let input = BufReader::new(File::open(path).map_err(|e| EngineError::io(path, e))?);
-        let w = seal::seal(input, &key, BufWriter::new(out)).map_err(|e| sealed_error(path, e))?;
-        w.into_inner()
-            .map_err(|e| EngineError::io(path, e.into_error()))
-    })?;
+    let sealed = seal_into(path, &key, folder)?;
     fs::remove_file(path).map_err(|e| EngineError::io(path, e))?;
     Ok(sealed)
+}
+
+/// Seals the bundle file `path` (a canonical name `B`) to `key` as `folder/B.age`, with the
+/// write-then-rename rule; `path` is left as it is.
+pub(crate) fn seal_into(path: &Path, key: &PublicKey, folder: &Path) -> Result<PathBuf> {
+    transport::write_atomic(folder, &seal::sealed_name(&label(path)), |out| {
+        let input = BufReader::new(File::open(path).map_err(|e| EngineError::io(path, e))?);
+        let w = seal::seal(input, key, BufWriter::new(out)).map_err(|e| sealed_error(path, e))?;
+        w.into_inner()
+            .map_err(|e| EngineError::io(path, e.into_error()))
+    })
 }
 
 /// Opens sealed bytes from `input` into `spool` as `plain_name` with the first of `keys`

@@ -89,15 +89,16 @@ impl Outbox {
                 out.bundles.entry(f.recipient.clone()).or_default().push(f);
             }
         }
-        let entries = fs::read_dir(folder).map_err(|e| EngineError::io(folder, e))?;
-        for e in entries {
+        let mut names = BTreeMap::new();
+        for e in fs::read_dir(folder).map_err(|e| EngineError::io(folder, e))? {
             let e = e.map_err(|e| EngineError::io(folder, e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".part")
-                && let Some((s, r, seq)) = naming::parse_bundle_file_name(stem)
+            names.insert(e.file_name().to_string_lossy().into_owned(), e.path());
+        }
+        for (name, path) in &names {
+            if let Some((s, r, seq)) = leftover(name, |n| names.contains_key(n))
                 && s == sender
             {
-                out.parts.entry(r).or_default().push((seq, e.path()));
+                out.parts.entry(r).or_default().push((seq, path.clone()));
             }
         }
         Ok(out)
@@ -108,10 +109,32 @@ impl Outbox {
         self.bundles.get(recipient).map_or(&[], Vec::as_slice)
     }
 
-    /// The sender's `.part` files to `recipient` (a killed writer's), with their sequence.
+    /// What a killed writer left of the sender's bundles to `recipient`, with their
+    /// sequence: `.part` files (of a bundle, a sealed one, a piece or an index) and pieces of
+    /// a volume set whose index is not there.
     pub fn parts(&self, recipient: &str) -> &[(u64, PathBuf)] {
         self.parts.get(recipient).map_or(&[], Vec::as_slice)
     }
+}
+
+/// The (sender, recipient, seq) of the bundle a file is an unfinished part of: `F.part` for
+/// any file `F` of a bundle's form (`B`, `B.age`, a piece, an index), or a piece whose
+/// set's index `exists` does not find (a split cut short: no reader lists it).
+fn leftover(name: &str, exists: impl Fn(&str) -> bool) -> Option<(String, String, u64)> {
+    use berth_bundle::volume;
+    let file = match name.strip_suffix(".part") {
+        Some(stem) => volume::parse_index_name(stem)
+            .or_else(|| volume::parse_volume_name(stem).map(|(b, _)| b))
+            .unwrap_or(stem),
+        None => {
+            let (bundle, _) = volume::parse_volume_name(name)?;
+            if exists(&volume::index_name(bundle)) {
+                return None;
+            }
+            bundle
+        }
+    };
+    naming::parse_bundle_file_name(berth_bundle::seal::parse_sealed_name(file).unwrap_or(file))
 }
 
 /// Writes `folder/name` atomically: the content goes to `name.part` in the same folder, is
@@ -151,6 +174,27 @@ pub fn rename_part(part: &Path, dest: &Path) -> Result<PathBuf> {
         sync_dir(folder);
     }
     Ok(dest.to_path_buf())
+}
+
+/// Removes the files of `folder` that `which` selects (a file already gone is no error; a
+/// missing folder holds nothing).
+pub fn remove_files(folder: &Path, which: impl Fn(&Path) -> bool) -> Result<()> {
+    let entries = match fs::read_dir(folder) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EngineError::io(folder, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| EngineError::io(folder, e))?.path();
+        if which(&path) {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::io(&path, e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies a file into `folder` atomically, keeping its name.
@@ -251,7 +295,7 @@ pub fn move_into(src: &Path, folder: &Path) -> Result<PathBuf> {
 }
 
 #[cfg(unix)]
-fn sync_dir(folder: &Path) {
+pub(crate) fn sync_dir(folder: &Path) {
     // Best effort: makes the rename durable on Unix file systems; not possible on Windows.
     if let Ok(d) = File::open(folder) {
         let _ = d.sync_all();
@@ -259,7 +303,7 @@ fn sync_dir(folder: &Path) {
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_folder: &Path) {}
+pub(crate) fn sync_dir(_folder: &Path) {}
 
 #[cfg(test)]
 mod tests {
@@ -290,6 +334,47 @@ mod tests {
         assert_eq!(o.parts("bob").len(), 1);
         assert_eq!(o.parts("bob")[0].0, 2);
         assert!(o.parts("alice").is_empty() && o.parts("hq").is_empty());
+    }
+
+    /// Issue 21: what an export sealing or cutting a bundle leaves when it is killed is
+    /// found as left over (and removed by the next export): a `.part` of a sealed file, of
+    /// a piece or of an index, and a piece whose set has no index. A piece of a whole set is
+    /// not: the set is a bundle waiting.
+    #[test]
+    fn leftovers_of_a_sealed_or_cut_bundle_are_parts_of_its_seq() {
+        let d = tempfile::tempdir().unwrap();
+        let b = |seq| naming::bundle_file_name("hq", "alice", seq);
+        let age = |seq| berth_bundle::seal::sealed_name(&b(seq));
+        let vol = berth_bundle::volume::volume_name;
+        let index = berth_bundle::volume::index_name;
+        for name in [
+            format!("{}.part", age(1)),
+            format!("{}.part", vol(&b(2), 2)),
+            vol(&b(2), 1),
+            format!("{}.part", index(&age(3))),
+            vol(&age(3), 1),
+            vol(&age(4), 1),
+            index(&age(4)),
+        ] {
+            fs::write(d.path().join(name), b"x").unwrap();
+        }
+        let o = Outbox::read(d.path(), "hq").unwrap();
+        let mut parts: Vec<(u64, String)> = o
+            .parts("alice")
+            .iter()
+            .map(|(seq, p)| (*seq, p.file_name().unwrap().to_string_lossy().into_owned()))
+            .collect();
+        parts.sort();
+        assert_eq!(
+            parts,
+            [
+                (1, format!("{}.part", age(1))),
+                (2, vol(&b(2), 1)),
+                (2, format!("{}.part", vol(&b(2), 2))),
+                (3, vol(&age(3), 1)),
+                (3, format!("{}.part", index(&age(3)))),
+            ]
+        );
     }
 
     #[test]

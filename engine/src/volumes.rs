@@ -101,6 +101,31 @@ pub fn set_files(index_path: &Path) -> Vec<PathBuf> {
 /// own folder when it is larger, writes the index last and removes the whole file. Returns
 /// the index path, or `None` when the file fits in one volume.
 pub fn split(path: &Path, volume_size: u64) -> Result<Option<PathBuf>> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let index = split_to(path, folder, volume_size)?;
+    if index.is_some() {
+        fs::remove_file(path).map_err(|e| EngineError::io(path, e))?;
+    }
+    Ok(index)
+}
+
+/// Cuts `path` (a bundle file with its canonical name, `B` or `B.age`) into volumes of
+/// `volume_size` bytes written into `folder` when it is larger: every piece with the
+/// write-then-rename rule, the index last, so the set is listed only once it is whole. The
+/// file itself is left where it is. Returns the index path, or `None` when the file fits in
+/// one volume (nothing is written).
+pub fn split_to(path: &Path, folder: &Path, volume_size: u64) -> Result<Option<PathBuf>> {
+    split_with(path, folder, volume_size, &mut |_| Ok(()))
+}
+
+/// [`split_to`], calling `after_piece` with each piece's number once it is in place (a
+/// crash can be injected there).
+pub(crate) fn split_with(
+    path: &Path,
+    folder: &Path,
+    volume_size: u64,
+    after_piece: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<Option<PathBuf>> {
     let volume_size = volume_size.max(MIN_VOLUME_SIZE);
     let size = fs::metadata(path)
         .map_err(|e| EngineError::io(path, e))?
@@ -120,7 +145,6 @@ pub fn split(path: &Path, volume_size: u64) -> Result<Option<PathBuf>> {
             reason: "only a bundle with its canonical name can be split".into(),
         })?
         .to_string();
-    let folder = path.parent().unwrap_or(Path::new("."));
     let mut input = File::open(path).map_err(|e| EngineError::io(path, e))?;
     let mut whole = Sha256::new();
     let mut volumes = Vec::new();
@@ -157,6 +181,7 @@ pub fn split(path: &Path, volume_size: u64) -> Result<Option<PathBuf>> {
             sha256: hex::encode(piece.finalize()),
         });
         left -= n;
+        after_piece(volumes.len())?;
     }
     let index = VolumeIndex {
         format: volume::VOLUME_FORMAT,
@@ -174,7 +199,6 @@ pub fn split(path: &Path, volume_size: u64) -> Result<Option<PathBuf>> {
             .map_err(|e| EngineError::io(path, e))?;
         Ok(f)
     })?;
-    fs::remove_file(path).map_err(|e| EngineError::io(path, e))?;
     Ok(Some(index_path))
 }
 

@@ -1092,3 +1092,186 @@ fn central_prunes_its_log_to_what_every_active_node_has_processed() {
         .unwrap();
     assert_eq!(hold.held_by.as_deref(), Some("a"));
 }
+
+/// Issue 21: the engine writes a bundle to be sealed or cut into volumes in the site's
+/// staging folder and puts only its final form into the exchange folder. Every file of the
+/// two streams found there: sealed when sealing was asked (not even a `.part` of the plain
+/// bundle), never larger than the volume size when cutting was.
+fn assert_final_form(w: &World, seal: bool, volume_size: Option<u64>, when: &str) {
+    for e in fs::read_dir(&w.via).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("a_to_hq_") || name.starts_with("hq_to_a_")) {
+            continue;
+        }
+        if seal {
+            assert!(
+                name.contains(".berth.zip.age"),
+                "{when}: {name} is not sealed"
+            );
+        }
+        if let Some(v) = volume_size {
+            let len = e.metadata().unwrap().len();
+            assert!(len <= v, "{when}: {name} holds {len} bytes, above {v}");
+        }
+    }
+}
+
+/// The bundles of one stream a reader lists in the exchange folder.
+fn listed(w: &World, from: &str, to: &str) -> Vec<berth_engine::transport::Found> {
+    berth_engine::transport::list(&w.via, Some(to))
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.sender == from)
+        .collect()
+}
+
+/// Issue 21: a crash at any step of an export that seals, cuts into volumes, or both, at a
+/// node or at central, never leaves a plain bundle (or a whole file meant to be cut) in the
+/// exchange folder, and a volume set is listed whole or not at all. The next dock leaves
+/// exactly one bundle of each stream there, in its final form, nothing half-written and
+/// nothing staged; the recipient applies everything once.
+#[test]
+fn a_crash_at_every_step_of_a_sealed_or_cut_export_leaves_only_the_final_form() {
+    let steps = ExportStep::ALL
+        .into_iter()
+        .chain([ExportStep::Piece])
+        .collect::<Vec<_>>();
+    for (seal, volume_size) in [(true, None), (false, Some(4096)), (true, Some(4096))] {
+        // Whether a bundle was found cut into volumes (so cutting was exercised).
+        let mut cut = false;
+        for step in &steps {
+            let step = *step;
+            let when = format!("seal {seal}, volumes {volume_size:?}, {step:?}");
+            let w = World::new(SCHEMA, DATA, &["a"]);
+            // Enough incompressible text that a bundle takes several 4096-byte volumes.
+            for (site, prefix) in [("a", "n"), ("hq", "c")] {
+                w.exec(
+                    site,
+                    &format!(
+                        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 60)
+                         INSERT INTO account SELECT '{prefix}' || i, hex(randomblob(100)), 'x' FROM s"
+                    ),
+                );
+            }
+            let form = DockOptions {
+                seal,
+                volume_size,
+                ..DockOptions::default()
+            };
+            let crash = DockOptions {
+                fail_export: Some(step),
+                ..form.clone()
+            };
+            for site in ["a", "hq"] {
+                match w.dock_with(site, &w.via, &crash) {
+                    // A node passes no routing step; a bundle not cut passes no piece.
+                    Ok(_) => assert!(
+                        (site == "a" && step == ExportStep::Routed)
+                            || (step == ExportStep::Piece && volume_size.is_none()),
+                        "{when} at {site}"
+                    ),
+                    Err(e) => assert!(
+                        matches!(e, berth_engine::EngineError::Injected(_)),
+                        "{when} at {site}: {e}"
+                    ),
+                }
+                assert_final_form(&w, seal, volume_size, &format!("{when}, crash at {site}"));
+            }
+            if step == ExportStep::Piece && volume_size.is_some() {
+                assert!(
+                    listed(&w, "hq", "a").is_empty(),
+                    "{when}: a set cut short is not listed"
+                );
+            }
+            // The next docks, in the same form, without a crash.
+            for (site, peer) in [("a", "hq"), ("hq", "a"), ("a", "hq")] {
+                let r = w.dock_with(site, &w.via, &form).unwrap();
+                assert_final_form(&w, seal, volume_size, &format!("{when}, then {site}"));
+                let mine = listed(&w, site, peer);
+                assert!(mine.len() <= 1, "{when}: {site} left {mine:?}");
+                for f in &mine {
+                    let name = f.path.file_name().unwrap().to_string_lossy().into_owned();
+                    cut |= name.ends_with(".volumes");
+                    assert_eq!(name.contains(".age"), seal, "{when}: {name}");
+                }
+                // Nothing half-written of this site's bundles, nothing staged.
+                let leftovers: Vec<String> = fs::read_dir(&w.via)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("{site}_to_")))
+                    .filter(|n| {
+                        n.ends_with(".part")
+                            || berth_bundle::volume::parse_volume_name(n).is_some_and(|(b, _)| {
+                                !w.via.join(berth_bundle::volume::index_name(b)).exists()
+                            })
+                    })
+                    .collect();
+                assert!(leftovers.is_empty(), "{when}: {leftovers:?}");
+                let staged = w.dir(site).join(berth_engine::outgoing::STAGING);
+                assert!(
+                    !staged.exists() || fs::read_dir(&staged).unwrap().count() == 0,
+                    "{when}: {site} left files staged"
+                );
+                assert_eq!(r.count(Disposition::Quarantined), 0, "{when}: {r:?}");
+            }
+            for site in ["a", "hq"] {
+                let n = w.value(site, "SELECT count(*) FROM account");
+                assert_eq!(n, "121", "{when}: every row once at {site}");
+            }
+            w.settle();
+            w.assert_converged();
+            assert_eq!(w.conflicts(), 0, "{when}");
+            for site in ["a", "hq"] {
+                assert_eq!(w.seqs_applied_twice(site), 0, "{when} at {site}");
+            }
+        }
+        assert_eq!(cut, volume_size.is_some(), "seal {seal}");
+    }
+}
+
+/// Issue 21: `node add --encrypt`'s extract is written sealed by the engine: only
+/// `B.age` reaches the folder (the plain extract, every row of the node, never does, and
+/// nothing stays staged), and the node opens and applies it.
+#[test]
+fn a_sealed_extract_reaches_the_folder_only_sealed() {
+    let w = World::new(SCHEMA, DATA, &[]);
+    let dir = w.root.path().join("late");
+    let node = berth_engine::site::Site::init_node(&dir, "late").unwrap();
+    let req = berth_engine::enroll::write_request(&node, &w.via).unwrap();
+    drop(node);
+    let added = berth_engine::enroll::add_node_with(
+        &mut w.open("hq"),
+        "late",
+        &req,
+        &Default::default(),
+        &w.via,
+        true,
+    )
+    .unwrap();
+    fs::remove_file(&req).unwrap();
+    let plain = berth_bundle::naming::bundle_file_name("hq", "late", 1);
+    let sealed = berth_bundle::seal::sealed_name(&plain);
+    assert_eq!(added.extract, w.via.join(&sealed));
+    let names: Vec<String> = fs::read_dir(&w.via)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&sealed));
+    let staged = w.dir("hq").join(berth_engine::outgoing::STAGING);
+    assert_eq!(fs::read_dir(&staged).unwrap().count(), 0);
+    let bytes = fs::read(w.via.join(&sealed)).unwrap();
+    assert!(bytes.starts_with(berth_bundle::seal::MAGIC));
+    assert!(
+        !bytes.windows(4).any(|x| x == b"Acme"),
+        "the rows are sealed"
+    );
+    let mut late = berth_engine::site::Site::open(&dir).unwrap();
+    let r = berth_engine::dock::dock(&mut late, &w.via, &DockOptions::default()).unwrap();
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
+    let name: String = late
+        .conn
+        .query_row("SELECT name FROM account", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(name, "Acme");
+}

@@ -5,7 +5,7 @@
 //! out). Crashes are injected at every step of a dock: taking bundles in ([`IntakeStep`]:
 //! all moved into the spool, none applied; one committed but not yet archived), in the
 //! middle of applying a bundle (after 0-5 changes) and at each step of writing one
-//! ([`ExportStep`]); each crash step asserts the dock failed with the injected crash (or did
+//! ([`ExportStep`], the bundle plain, sealed, cut into volumes or both); each crash step asserts the dock failed with the injected crash (or did
 //! not reach it), never with another error; the site docks normally later.
 //!
 //! Applications write like applications: through a plain connection with SQLite's default
@@ -369,12 +369,34 @@ struct Sim<'a> {
     renames_note: bool,
     writers: BTreeMap<Writer, usize>,
     crashes: BTreeMap<String, usize>,
+    /// Chooses the form of the bundles a crashing export writes (plain, sealed, cut into
+    /// volumes, both); a stream of its own, so the run's other choices stay as they were
+    /// for every seed.
+    forms: StdRng,
     /// Key changes made, as (table, old key, new key): a row keeps its identity, and its
     /// history, under its new key (berth merges a key change as an update of the key).
     moves: Vec<(String, String, String)>,
 }
 
 impl Sim<'_> {
+    /// A dock that crashes at `step` of writing a bundle, in a form of the bundle chosen at
+    /// random (issue 21: the engine seals and cuts while it writes); a cut bundle may crash
+    /// after its first piece instead.
+    fn export_crash(&mut self, step: ExportStep) -> DockOptions {
+        let seal = self.forms.random_bool(0.5);
+        let volume_size = self.forms.random_bool(0.5).then_some(4096);
+        let step = match volume_size.is_some() && self.forms.random_bool(0.25) {
+            true => ExportStep::Piece,
+            false => step,
+        };
+        DockOptions {
+            fail_export: Some(step),
+            seal,
+            volume_size,
+            ..DockOptions::default()
+        }
+    }
+
     /// The column of an activity's note at `site`, by the site's schema version.
     fn note(&self, site: &str) -> &'static str {
         if self.renames_note && schema_version(self.w, site) >= 1 {
@@ -612,7 +634,15 @@ impl Sim<'_> {
             Err(EngineError::Injected(at)) if Some(at) == crash => {
                 let label = match (opts.fail_intake, opts.fail_export) {
                     (Some(s), _) => format!("intake {s:?}"),
-                    (_, Some(s)) => format!("export {s:?}"),
+                    (_, Some(s)) => format!(
+                        "export {s:?}{}{}",
+                        if opts.seal { " sealed" } else { "" },
+                        if opts.volume_size.is_some() {
+                            " cut"
+                        } else {
+                            ""
+                        }
+                    ),
                     _ => "apply".to_string(),
                 };
                 *self.crashes.entry(label).or_default() += 1;
@@ -1201,6 +1231,7 @@ fn simulate(seed: u64) {
         renames_note,
         writers: BTreeMap::new(),
         crashes: BTreeMap::new(),
+        forms: StdRng::seed_from_u64(seed ^ 0x5ea1_ed00),
         moves: Vec::new(),
     };
     sim.routed();
@@ -1270,15 +1301,10 @@ fn simulate(seed: u64) {
                         },
                         "intake",
                     ),
-                    _ => (
-                        DockOptions {
-                            fail_export: Some(
-                                ExportStep::ALL[sim.rng.random_range(0..ExportStep::ALL.len())],
-                            ),
-                            ..DockOptions::default()
-                        },
-                        "export",
-                    ),
+                    _ => {
+                        let step = ExportStep::ALL[sim.rng.random_range(0..ExportStep::ALL.len())];
+                        (sim.export_crash(step), "export")
+                    }
                 };
                 sim.dock(site, &opts, Some(at));
             }

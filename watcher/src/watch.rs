@@ -19,7 +19,7 @@
 
 use crate::error::{Result, WatchError};
 use crate::mail;
-use berth_bundle::{Bundle, Limits, SecretKey, naming};
+use berth_bundle::{Bundle, Limits, SecretKey, naming, volume};
 use berth_engine::dock::Disposition;
 use berth_engine::dock::{self, DockOptions, DockReport};
 use berth_engine::site::Site;
@@ -766,23 +766,13 @@ impl Watch<'_> {
                 download: false,
                 fail_after: None,
                 progress: self.opts.progress.clone(),
+                seal: self.opts.encrypt,
+                volume_size: Some(self.opts.volume_size),
                 ..DockOptions::default()
             };
             let report = dock::dock(&mut site, &self.out, &opts)?;
-            for p in &report.written {
-                let p = &if self.opts.encrypt {
-                    berth_engine::seal::seal_file(&site, p)?
-                } else {
-                    p.clone()
-                };
-                let detail = match volumes::split(p, self.opts.volume_size)? {
-                    Some(index) => format!(
-                        "split into {} volumes",
-                        volumes::set_files(&index).len().saturating_sub(1)
-                    ),
-                    None => String::new(),
-                };
-                self.emit(Event::new("written", Some(p.display().to_string()), detail));
+            for (file, detail) in written_bundles(&report.written) {
+                self.emit(Event::new("written", Some(file), detail));
             }
         }
         Ok(applied)
@@ -799,9 +789,59 @@ impl Watch<'_> {
     }
 }
 
+/// One line per bundle a dock wrote, from the files it names: the bundle file (`B` or
+/// `B.age`), and for a volume set the file it was cut from with "split into N volumes".
+fn written_bundles(written: &[PathBuf]) -> Vec<(String, String)> {
+    let name = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).map(str::to_string);
+    let pieces = |bundle: &str| {
+        written
+            .iter()
+            .filter_map(&name)
+            .filter(|n| volume::parse_volume_name(n).is_some_and(|(b, _)| b == bundle))
+            .count()
+    };
+    let mut out = Vec::new();
+    for p in written {
+        let Some(n) = name(p) else { continue };
+        if volume::parse_volume_name(&n).is_some() {
+            continue;
+        }
+        match volume::parse_index_name(&n) {
+            Some(bundle) => out.push((
+                p.with_file_name(bundle).display().to_string(),
+                format!("split into {} volumes", pieces(bundle)),
+            )),
+            None => out.push((p.display().to_string(), String::new())),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The engine names every file it wrote; the watcher says one line per bundle, a set
+    /// by the file it was cut from (as it did when it split bundles itself).
+    #[test]
+    fn written_files_make_one_line_per_bundle() {
+        let d = PathBuf::from("out");
+        let sealed = berth_bundle::seal::sealed_name(&naming::bundle_file_name("a", "hq", 2));
+        let plain = naming::bundle_file_name("hq", "b", 5);
+        let mut written = vec![d.join(volume::index_name(&sealed))];
+        written.extend((1..=3).map(|i| d.join(volume::volume_name(&sealed, i))));
+        written.push(d.join(&plain));
+        assert_eq!(
+            written_bundles(&written),
+            [
+                (
+                    d.join(&sealed).display().to_string(),
+                    "split into 3 volumes".to_string()
+                ),
+                (d.join(&plain).display().to_string(), String::new()),
+            ]
+        );
+    }
 
     #[test]
     #[allow(clippy::panic)]
