@@ -13,20 +13,20 @@ use steps::{Halt, Step};
 
 use crate::change::{self, Change, Filter, Op};
 use crate::error::{EngineError, Result};
+use crate::header::header;
 use crate::merge::apply::{CentralMerge, MergeStats, NodeApply, Pending, is_constraint};
+use crate::outgoing::bundle_filler;
+use crate::payload::Payload;
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site};
 use crate::store::meta_keys;
 use crate::{capture, store, transport};
-use berth_bundle::{
-    Bundle, BundleHeader, BundleWriter, Compression, Limits, Party, StreamPosition, TrustedKey,
-    TrustedKeys, Verified, naming,
-};
+use berth_bundle::{Bundle, Limits, StreamPosition, TrustedKey, TrustedKeys, Verified, naming};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Seek, Write as _};
+use std::io::{Seek, Write as _};
 use std::path::{Path, PathBuf};
 
 /// The entry that carries row changes.
@@ -884,81 +884,6 @@ fn note_sender_view(site: &Site, m: &berth_bundle::Manifest) -> Result<()> {
     Ok(())
 }
 
-/// A payload entry read line by line as it streams out of the bundle, hashed as it goes: a
-/// bundle of any size applies in bounded memory (issue 20). What it yields is unchecked until
-/// [`Payload::finish`]: the apply reads it inside its transaction and commits only after
-/// `finish` succeeds (SPEC 2.12).
-pub(crate) struct Payload<R> {
-    reader: BufReader<R>,
-}
-
-impl<'a> Payload<berth_bundle::EntryStream<'a, File>> {
-    /// Opens entry `name` of a verified bundle for streaming.
-    pub(crate) fn stream(bundle: &'a mut Bundle<Verified, File>, name: &str) -> Result<Self> {
-        Ok(Payload {
-            reader: BufReader::with_capacity(PAYLOAD_BUFFER, bundle.stream_entry(name)?),
-        })
-    }
-
-    /// Whether every byte of the entry is what the signed manifest says (what was not read
-    /// yet is read first). Asked before a commit, and after any failure of the apply, so
-    /// that a corrupt entry is reported as corrupt whatever its bytes made the apply do.
-    pub(crate) fn finish(self) -> Result<u64> {
-        Ok(self.reader.into_inner().finish()?)
-    }
-}
-
-impl Payload<File> {
-    /// Copies entry `name` into a spool file and checks it completely before a line is read
-    /// (for entries parsed before the apply's transaction begins).
-    pub(crate) fn spooled(
-        site: &Site,
-        bundle: &mut Bundle<Verified, File>,
-        name: &str,
-    ) -> Result<Self> {
-        let file = spool_entry(site, bundle, name, crate::progress::Tracker::none())?;
-        Ok(Payload {
-            reader: BufReader::new(file),
-        })
-    }
-}
-
-/// Read buffer of a streamed payload.
-const PAYLOAD_BUFFER: usize = 256 << 10;
-
-impl<R: std::io::Read> Payload<R> {
-    /// Puts the next line (without its newline) into `line`; false at the end.
-    pub(crate) fn next_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<bool> {
-        line.clear();
-        if self.reader.read_until(b'\n', line)? == 0 {
-            return Ok(false);
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        Ok(true)
-    }
-}
-
-/// Copies a verified entry into a spool file (hash-checked) and returns it rewound.
-pub(crate) fn spool_entry(
-    site: &Site,
-    bundle: &mut Bundle<Verified, File>,
-    name: &str,
-    tracker: crate::progress::Tracker<'_>,
-) -> Result<File> {
-    let spool = site.folder("spool");
-    let tmp = tempfile::tempfile_in(&spool).map_err(|e| EngineError::io(&spool, e))?;
-    let mut out = crate::progress::Counted {
-        inner: tmp,
-        tracker,
-    };
-    bundle.copy_entry(name, &mut out)?;
-    let mut tmp = out.inner;
-    tmp.rewind().map_err(|e| EngineError::io(&spool, e))?;
-    Ok(tmp)
-}
-
 /// What a receiver makes of a changes bundle by its stream position alone (SPEC 2.8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -1433,93 +1358,6 @@ fn record_waiting(
     Ok(())
 }
 
-/// Common header of the bundles this site writes.
-pub(crate) fn header(
-    site: &Site,
-    recipient: &str,
-    stream: Option<StreamPosition>,
-) -> Result<BundleHeader> {
-    let schema = crate::migrate::state(&site.conn)?;
-    let mut extensions = crate::keychain::extensions(site)?;
-    let latest = (site.role() == Role::Central).then_some(schema.version);
-    extensions.insert(
-        crate::migrate::EXTENSION.into(),
-        crate::migrate::extension(schema.version, latest),
-    );
-    if site.role() == Role::Central {
-        // A node has no docking model: this is how it learns which tables stay local. Sent
-        // even when empty, so that a class the model dropped is dropped at the nodes too.
-        if let Some(classes) = crate::schema::Classes::recorded(&site.conn)? {
-            extensions.insert(crate::schema::EXTENSION.into(), classes.to_extension());
-        }
-    }
-    Ok(BundleHeader {
-        sender: Party {
-            site: site.name().to_string(),
-            key_id: site.public_key().key_id(),
-        },
-        recipients: vec![recipient.to_string()],
-        created: u64::try_from(store::now()).unwrap_or(0),
-        bundle_id: None,
-        stream,
-        schema_checksum: Some(schema.checksum).filter(|c| !c.is_empty()),
-        software_level: Some(
-            store::meta(&site.conn, meta_keys::SOFTWARE_LEVEL)?.unwrap_or_else(|| "1".into()),
-        ),
-        critical: Vec::new(),
-        extensions,
-    })
-}
-
-/// Writes one bundle file into `via` and returns its path.
-pub(crate) fn write_bundle(
-    site: &Site,
-    via: &Path,
-    file_name: &str,
-    header: BundleHeader,
-    entries: Vec<(&str, &str, File)>,
-) -> Result<PathBuf> {
-    write_bundle_at(site, via, file_name, header, entries, None)
-}
-
-/// [`write_bundle`] with a deflate level of choice (1 fastest .. 9 smallest; `None`: the
-/// writer's default). Extracts, large and written once, use a fast level.
-pub(crate) fn write_bundle_at(
-    site: &Site,
-    via: &Path,
-    file_name: &str,
-    header: BundleHeader,
-    entries: Vec<(&str, &str, File)>,
-    level: Option<u32>,
-) -> Result<PathBuf> {
-    transport::write_atomic(via, file_name, bundle_filler(site, header, entries, level))
-}
-
-/// Writes a signed bundle into the file it is given.
-fn bundle_filler<'a>(
-    site: &'a Site,
-    header: BundleHeader,
-    entries: Vec<(&'a str, &'a str, File)>,
-    level: Option<u32>,
-) -> impl FnOnce(File) -> Result<File> + 'a {
-    move |f| {
-        let mut w = BundleWriter::new(f, header)?;
-        if let Some(level) = level {
-            w.set_deflate_level(level)?;
-        }
-        for (name, kind, data) in entries {
-            w.add_entry(
-                name,
-                kind,
-                Compression::Deflate,
-                std::io::BufReader::new(data),
-            )?;
-        }
-        let (f, _manifest) = w.finish(site.key())?;
-        Ok(f)
-    }
-}
-
 /// Writes the next bundle of our stream to `p` if it has anything to carry: changes it has
 /// not acknowledged (and has not been sent, or whose bundle is no longer waiting in `via`),
 /// or an acknowledgement it has not seen.
@@ -1734,6 +1572,7 @@ fn write_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_bundle::{BundleHeader, BundleWriter, Party};
 
     /// The verdict on a bundle by its stream position: each row a case of SPEC 2.8.
     #[test]
@@ -1772,27 +1611,6 @@ mod tests {
                 "requires {requires}, log_to {log_to}, acks {acks} at applied {applied}, acked {acked}"
             );
         }
-    }
-
-    fn lines(text: &str) -> Vec<String> {
-        let mut p = Payload {
-            reader: BufReader::with_capacity(2, std::io::Cursor::new(text.as_bytes().to_vec())),
-        };
-        let mut out = Vec::new();
-        let mut line = Vec::new();
-        while p.next_line(&mut line).unwrap() {
-            out.push(String::from_utf8(line.clone()).unwrap());
-        }
-        out
-    }
-
-    #[test]
-    fn payload_lines_come_without_their_newline_across_read_buffers() {
-        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(lines("a\nbb\n\nccc"), v(&["a", "bb", "", "ccc"]));
-        assert_eq!(lines("a\nbb\n\nccc\n"), v(&["a", "bb", "", "ccc"]));
-        assert_eq!(lines(""), v(&[]));
-        assert_eq!(lines("\n"), v(&[""]));
     }
 
     /// Central with `n` enrolled nodes (`n0`, `n1`, ...), and their sites.

@@ -3,9 +3,10 @@
 //! registers the key and writes the node's initial bundle (schema, rows, central's key and
 //! the position the node starts from).
 
-use crate::dock::{header, write_bundle, write_bundle_at};
 use crate::error::{EngineError, Result};
 use crate::extract::{ROWS_ENTRY, SCHEMA_ENTRY, ext_str, extract_seq_key};
+use crate::header::header;
+use crate::outgoing::{write_bundle, write_bundle_at};
 use crate::peer::{self, Peer};
 use crate::site::{Role, Site, check_name};
 use crate::{schema, store, transport};

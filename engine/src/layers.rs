@@ -15,14 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Uses that go up the layers today, each to be removed (from, to).
-const KNOWN: &[(&str, &str)] = &[
-    ("enroll", "dock"),
-    ("extract::apply", "dock"),
-    ("merge::apply", "route::router"),
-    ("migrate::submit", "dock"),
-    ("replica", "dock"),
-    ("volumes", "transport"),
-];
+const KNOWN: &[(&str, &str)] = &[("merge::apply", "route::router")];
 
 /// The units in order, bottom first, from the layer table in `lib.rs`: lines
 /// `//! | n. name | `unit`, `unit` |`.

@@ -34,15 +34,15 @@
 //! | layer | units, in order |
 //! |---|---|
 //! | 1. values and vocabulary | `error`, `value`, `progress`, `sqlpolicy`, `peer`, `evolve::sqltext` |
-//! | 2. files and the exchange folder | `volumes`, `transport` |
+//! | 2. files and the exchange folder | `files`, `volumes`, `transport` |
 //! | 3. the store and the table catalog | `store`, `table`, `schema`, `capture` |
-//! | 4. the site | `config`, `route::model`, `route::check`, `identity`, `site`, `keychain`, `retention`, `revoke`, `submission`, `seal`, `outgoing` |
+//! | 4. the site | `config`, `route::model`, `route::check`, `identity`, `site`, `keychain`, `retention`, `revoke`, `submission`, `seal`, `outgoing`, `payload` |
 //! | 5. the log and the wire change | `change`, `digest` |
 //! | 6. merge | `merge`, `merge::contest`, `merge::apply`, `conflict` |
-//! | 7. routing and the extract | `catchup`, `partial`, `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `replica`, `extract`, `enroll` |
+//! | 7. routing and the extract | `catchup`, `partial`, `route::router`, `route::run`, `route::oracle`, `route::explain`, `route`, `replica`, `extract` |
 //! | 8. upgrades | `upgrade`, `upgrade::central`, `upgrade::node`, `upgrade::submit`, `upgrade::exchange` |
-//! | 9. schema evolution | `evolve`, `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `guard`, `migrate::stream`, `migrate::record`, `migrate::translate`, `migrate::exec`, `migrate::apply`, `migrate::folder`, `migrate::submit`, `migrate` |
-//! | 10. docking | `init`, `extract::apply`, `dock::steps`, `dock`, `status`, `verify` |
+//! | 9. schema evolution | `evolve`, `evolve::snapshot`, `evolve::fill`, `evolve::diff`, `evolve::apply`, `evolve::history`, `guard`, `migrate::stream`, `header`, `migrate::record`, `migrate::translate`, `migrate::exec`, `migrate::apply`, `migrate::folder`, `migrate::submit`, `migrate` |
+//! | 10. docking | `init`, `enroll`, `extract::apply`, `dock::steps`, `dock`, `status`, `verify` |
 //!
 //! ```no_run
 //! use berth_engine::{site::{Site, CentralInit}, dock::{dock, DockOptions}};
@@ -66,7 +66,9 @@ pub mod enroll;
 mod error;
 pub mod evolve;
 pub mod extract;
+pub mod files;
 pub mod guard;
+mod header;
 pub mod identity;
 mod init;
 pub mod keychain;
@@ -76,6 +78,7 @@ pub mod merge;
 pub mod migrate;
 pub mod outgoing;
 pub mod partial;
+mod payload;
 pub mod peer;
 pub mod progress;
 pub mod replica;

@@ -9,8 +9,8 @@
 use crate::error::{EngineError, Result};
 use crate::site::Site;
 use crate::{seal, transport, volumes};
-use berth_bundle::PublicKey;
-use std::fs;
+use berth_bundle::{BundleHeader, BundleWriter, Compression, PublicKey};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 /// The staging folder inside a site folder.
@@ -85,4 +85,53 @@ fn place(file: &Path, via: &Path) -> Result<PathBuf> {
     let copied = transport::copy_into(file, via)?;
     fs::remove_file(file).map_err(|e| EngineError::io(file, e))?;
     Ok(copied)
+}
+
+/// Writes one bundle file into `via` and returns its path.
+pub(crate) fn write_bundle(
+    site: &Site,
+    via: &Path,
+    file_name: &str,
+    header: BundleHeader,
+    entries: Vec<(&str, &str, File)>,
+) -> Result<PathBuf> {
+    write_bundle_at(site, via, file_name, header, entries, None)
+}
+
+/// [`write_bundle`] with a deflate level of choice (1 fastest .. 9 smallest; `None`: the
+/// writer's default). Extracts, large and written once, use a fast level.
+pub(crate) fn write_bundle_at(
+    site: &Site,
+    via: &Path,
+    file_name: &str,
+    header: BundleHeader,
+    entries: Vec<(&str, &str, File)>,
+    level: Option<u32>,
+) -> Result<PathBuf> {
+    transport::write_atomic(via, file_name, bundle_filler(site, header, entries, level))
+}
+
+/// Writes a signed bundle into the file it is given.
+pub(crate) fn bundle_filler<'a>(
+    site: &'a Site,
+    header: BundleHeader,
+    entries: Vec<(&'a str, &'a str, File)>,
+    level: Option<u32>,
+) -> impl FnOnce(File) -> Result<File> + 'a {
+    move |f| {
+        let mut w = BundleWriter::new(f, header)?;
+        if let Some(level) = level {
+            w.set_deflate_level(level)?;
+        }
+        for (name, kind, data) in entries {
+            w.add_entry(
+                name,
+                kind,
+                Compression::Deflate,
+                std::io::BufReader::new(data),
+            )?;
+        }
+        let (f, _manifest) = w.finish(site.key())?;
+        Ok(f)
+    }
 }

@@ -10,7 +10,6 @@
 //! puts half a bundle in the spool.
 
 use crate::error::{EngineError, Result};
-use crate::transport;
 use berth_bundle::volume::{self, VolumeIndex, VolumeMeta};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -154,7 +153,7 @@ pub(crate) fn split_with(
         let n = left.min(volume_size);
         let name = volume::volume_name(&bundle, volumes.len() + 1);
         let mut piece = Sha256::new();
-        transport::write_atomic(folder, &name, |mut out| {
+        crate::files::write_atomic(folder, &name, |mut out| {
             let mut todo = n;
             while todo > 0 {
                 let want = usize::try_from(todo.min(buf.len() as u64)).unwrap_or(buf.len());
@@ -194,7 +193,7 @@ pub(crate) fn split_with(
         index: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let index_path = transport::write_atomic(folder, &volume::index_name(&bundle), |mut f| {
+    let index_path = crate::files::write_atomic(folder, &volume::index_name(&bundle), |mut f| {
         f.write_all(text.as_bytes())
             .map_err(|e| EngineError::io(path, e))?;
         Ok(f)
@@ -229,7 +228,7 @@ pub fn join(index_path: &Path, folder: &Path) -> Result<PathBuf> {
         index: index_path.to_path_buf(),
         reason,
     };
-    transport::write_atomic(folder, &index.bundle, |mut out| {
+    crate::files::write_atomic(folder, &index.bundle, |mut out| {
         let mut whole = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         for v in &index.volumes {
@@ -293,7 +292,7 @@ pub fn remove_set(index_path: &Path) -> Result<()> {
 pub fn quarantine_set(index_path: &Path, folder: &Path, why: &str) -> Result<()> {
     for f in set_files(index_path) {
         if f.exists() {
-            transport::move_into(&f, folder)?;
+            crate::files::move_into(&f, folder)?;
         }
     }
     let name = index_path

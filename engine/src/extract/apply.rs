@@ -3,9 +3,9 @@
 //! docking, above schema evolution; central writing the extract is [`super`].
 
 use super::{ROWS_ENTRY, SCHEMA_ENTRY, ext_str, extract_seq_key, introduced_central_key};
-use crate::dock::spool_entry;
 use crate::error::{EngineError, Result};
 use crate::merge::apply::MergeStats;
+use crate::payload::spool_entry;
 use crate::peer::{self, Peer};
 use crate::progress::Tracker;
 use crate::site::Site;

@@ -26,7 +26,7 @@ mod apply;
 mod exec;
 mod folder;
 mod record;
-mod stream;
+pub(crate) mod stream;
 mod submit;
 mod translate;
 

@@ -53,7 +53,7 @@ pub fn submit(
             step.signature = hex::encode(admin.sign(&statement));
         }
     }
-    let mut h = crate::dock::header(site, central, None)?;
+    let mut h = crate::header::header(site, central, None)?;
     h.sender.key_id = key.public().key_id();
     crate::submission::name_key(&mut h, KIND_MIGRATION, &key.public());
     let body = serde_json::to_vec_pretty(&m).map_err(|e| EngineError::Config {

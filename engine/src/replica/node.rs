@@ -35,7 +35,7 @@ pub fn read_incoming(
         inc.digests = Some(d);
     }
     if bundle.manifest().entry(REPAIR_ENTRY).is_some() {
-        let mut payload = crate::dock::Payload::spooled(site, bundle, REPAIR_ENTRY)?;
+        let mut payload = crate::payload::Payload::spooled(site, bundle, REPAIR_ENTRY)?;
         let mut line = Vec::new();
         let mut i = 0usize;
         let spool = site.folder("spool");
