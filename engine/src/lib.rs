@@ -18,7 +18,7 @@
 //! - [`upgrade`] distributes software upgrade packages to nodes and collects their reports.
 //!
 //! Where each idea of the seeds lives (the full table, with the SPEC sections and the test
-//! files, is in the README`): capture [`capture`]; the wire change [`change`];
+//! files, is in the README): capture [`capture`]; the wire change [`change`];
 //! streams and the log manager [`partial`], [`retention`]; docking [`dock`]; merge and
 //! collisions [`merge`]; routing by visibility rules [`route`]; enrollment [`enroll`];
 //! replica digests [`digest`], [`replica`]; upgrades [`upgrade`]; schema snapshots and the
