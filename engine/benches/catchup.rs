@@ -34,26 +34,9 @@ use rusqlite::Connection;
 mod support;
 use support::{copy_dir, env};
 
-const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, owner TEXT NOT NULL, v INTEGER);
-CREATE TABLE note(id TEXT PRIMARY KEY, body TEXT);
-";
+const SCHEMA: &str = include_str!("../../tests/fixtures/owner-notes/schema.sql");
 
-const DOCKING: &str = r#"version = 1
-[nodes]
-attributes = ["owner"]
-[tables]
-item = { visibility = "limited", node_write = true }
-note = { visibility = "enterprise", node_write = true }
-[[object]]
-name = "item"
-primary_table = "item"
-[[object.member]]
-table = "item"
-vis_event = true
-[[object.rule]]
-sql = "SELECT 'X' FROM item WHERE id = :primary_row_id AND owner = :attr_owner"
-set_sql = "SELECT i.id, na.node_id FROM item i JOIN berth_node_attr na ON na.name = 'owner' AND na.value = i.owner"
-"#;
+const DOCKING: &str = include_str!("../../tests/fixtures/owner-notes/docking.toml");
 
 const DAY: i64 = 86_400;
 

@@ -15,20 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// A docking model for a table `item` with an `owner` column: `limited`, nodes may write,
 /// a node sees the items whose owner is its `owner` attribute.
-pub const OWNER_MODEL: &str = "version = 1
-[nodes]
-attributes = [\"owner\"]
-[tables]
-item = { visibility = \"limited\", node_write = true }
-[[object]]
-name = \"item\"
-primary_table = \"item\"
-[[object.member]]
-table = \"item\"
-vis_event = true
-[[object.rule]]
-sql = \"SELECT 'X' FROM item WHERE id = :primary_row_id AND owner = :attr_owner\"
-";
+pub const OWNER_MODEL: &str = include_str!("../fixtures/owner/docking.toml");
 
 /// The schema most stories use.
 pub const SCHEMA: &str = "

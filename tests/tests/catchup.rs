@@ -12,27 +12,10 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
-const SCHEMA: &str = "
-CREATE TABLE item(id TEXT PRIMARY KEY, owner TEXT NOT NULL, v INTEGER);
-CREATE TABLE note(id TEXT PRIMARY KEY, body TEXT);
-";
+const SCHEMA: &str = include_str!("../fixtures/owner-notes/schema.sql");
 
 /// Items are seen by the node whose `owner` attribute names their owner; notes by all.
-const MODEL: &str = "version = 1
-[nodes]
-attributes = [\"owner\"]
-[tables]
-item = { visibility = \"limited\", node_write = true }
-note = { visibility = \"enterprise\", node_write = true }
-[[object]]
-name = \"item\"
-primary_table = \"item\"
-[[object.member]]
-table = \"item\"
-vis_event = true
-[[object.rule]]
-sql = \"SELECT 'X' FROM item WHERE id = :primary_row_id AND owner = :attr_owner\"
-";
+const MODEL: &str = include_str!("../fixtures/owner-notes/docking.toml");
 
 const DAY: i64 = 86_400;
 
