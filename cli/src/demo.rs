@@ -7,6 +7,9 @@
 //! replica is compared with the reference oracle's projection of central (DESIGN.md
 //! invariant 1) and the story's effects are checked; any failure makes the exit code
 //! non-zero.
+//!
+//! One file on purpose (about 1,000 lines): it is the demo's story, told in the order it
+//! happens; split up, it would no longer read as one.
 
 use anyhow::{Context, Result, anyhow, bail};
 use berth_engine::dock::Disposition;
