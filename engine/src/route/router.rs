@@ -28,6 +28,14 @@
 //!    member path (an activity under a quote that moved) are re-checked. `berth_node_rows`
 //!    records exactly what each node holds, so deletes reach exactly the holders.
 //!
+//! A batch is cut every `batch` entries, also inside a merged node bundle, and its entries
+//! are read from the log again in each of the steps that walk them (1, 4, and the rows
+//! below), never held: what a batch keeps in memory is its holdings, so a node bundle of
+//! millions of changes routes in bounded memory. The marker that closes node N's merge must
+//! come before the removals and downloads N's own changes call for (SPEC 2.10), so a batch
+//! that ends inside N's merge keeps N's rows to settle in `berth_route_later` (committed with
+//! the batch), and the first batch that does not settles them ([`Batch::open`], SPEC 2.8).
+//!
 //! Bound parameters in the joins it generates are written `+?N`: with STAT4 (enabled in
 //! the bundled SQLite), a join whose WHERE compares a column with a plain parameter is
 //! re-prepared at every new binding, which cost half the routing time; the unary plus keeps
