@@ -11,8 +11,9 @@
 //! then at the node N/5 updates of those rows and 4N/5 inserts (one SQL statement each, through
 //! the capture triggers).
 //!
-//! Then central's next dock (upload only: the routing pass over the N changes it merged, and
-//! the node's bundle) is measured the same way, against central's floor.
+//! Then central's routing pass over the N changes it merged (`route::run::route`, as its next
+//! dock runs it) and that dock (upload only: now only the nodes' bundles) are measured the
+//! same way, against central's floor.
 //!
 //! **With a docking model** (`BERTH_BENCH_MEM_MODEL=sales`): central has the sales sample's
 //! schema and docking model, 100 opportunities of employee E1 (the first 10 shared with E2) and
@@ -121,6 +122,24 @@ fn child(spec: &str) {
             } else {
                 format!("{} written", report.written.len())
             }
+        }
+        "route" => {
+            // The routing pass alone, as central's dock runs it (then nothing is left to
+            // route: the next upload dock only writes the bundles).
+            let catalog = site.catalog().unwrap();
+            let model = site.docking_model().unwrap();
+            let routed = berth_engine::route::run::route(
+                &site.conn,
+                &catalog,
+                model.as_ref(),
+                &site.config.routing,
+                &None,
+            )
+            .unwrap();
+            format!(
+                "{} entries routed in {} batches",
+                routed.entries, routed.batches
+            )
         }
         other => panic!("unknown child mode {other}"),
     };
@@ -240,12 +259,13 @@ fn run(n: usize) {
     let (hq_peak, hq_secs) = measure("download", &hq, &via);
     // Central's next dock routes the N changes it merged (to no one else: the node's own
     // changes do not go back to it) and writes the node its acknowledgement.
-    let (route_peak, route_secs) = measure("upload", &hq, &via);
+    let (route_peak, route_secs) = measure("route", &hq, &via);
+    let (write_peak, write_secs) = measure("upload", &hq, &via);
     println!(
         "memory/{}{n}: bundle {:.1} MB; node writing it: peak {:.1} MB ({node_secs:.1}s), floor \
          {:.1} MB, ratio {:.2}x; central docking it: peak {:.1} MB ({hq_secs:.1}s), floor {:.1} MB, \
-         ratio {:.2}x; central routing them and writing: peak {:.1} MB ({route_secs:.1}s), ratio \
-         {:.2}x",
+         ratio {:.2}x; central routing them: peak {:.1} MB ({route_secs:.1}s), ratio {:.2}x; \
+         central writing the nodes' bundles: peak {:.1} MB ({write_secs:.1}s), ratio {:.2}x",
         if with_model() { "sales/" } else { "" },
         bundle as f64 / 1e6,
         mb(node_peak),
@@ -256,6 +276,8 @@ fn run(n: usize) {
         hq_peak as f64 / hq_floor.max(1) as f64,
         mb(route_peak),
         route_peak as f64 / hq_floor.max(1) as f64,
+        mb(write_peak),
+        write_peak as f64 / hq_floor.max(1) as f64,
     );
 }
 

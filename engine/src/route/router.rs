@@ -505,6 +505,18 @@ impl Plan {
         Ok(out)
     }
 
+    /// Whether [`Plan::dirty_from_row`] reads the rows of a change of `table` or marks
+    /// objects whole for it (when not, it does nothing with them).
+    fn rows_matter(&self, table: &str) -> bool {
+        let t = lower(table);
+        self.objects.iter().any(|o| o.whole_reads.contains(&t))
+            || self.hops.get(&t).is_some_and(|places| {
+                places
+                    .iter()
+                    .any(|&(oi, _)| self.objects[oi].vis_tables.contains(&t))
+            })
+    }
+
     /// Instances a change of `table` from `old` to `new` can make visible or invisible
     /// (Figure 7's entry point), into `dirty`; `whole` collects objects all of whose
     /// instances are affected.
@@ -1688,14 +1700,29 @@ fn route_batch(
     let mut dirty = vec![BTreeSet::new(); plan.objects.len()];
     let mut whole = vec![false; plan.objects.len()];
     let mut touched = BTreeSet::new();
-    each_entry(conn, catalog, batch, |e| {
-        if data_change(e) {
-            touched.insert(lower(&e.base.t));
-            let rows: Vec<&Row> = e.old.iter().chain(e.new.iter()).collect();
-            plan.dirty_from_row(conn, &e.base.t, &rows, &mut dirty, &mut whole)?;
+    {
+        let mut st = conn.prepare_cached(ENTRIES)?;
+        let mut rows = st.query(params![batch.lo, batch.hi])?;
+        while let Some(r) = rows.next()? {
+            let (t, op, target): (String, String, Option<String>) =
+                (r.get(1)?, r.get(3)?, r.get(9)?);
+            if target.is_some() || !matches!(op.as_str(), "I" | "U" | "D" | "P") {
+                continue;
+            }
+            // Only a pre-image may be void, and only some tables' rows name instances:
+            // the other entries are data changes whose rows need not be read.
+            if op != "P" && !plan.rows_matter(&t) {
+                touched.insert(lower(&t));
+                continue;
+            }
+            let e = Logged::decode(conn, catalog, batch.chains, r)?;
+            if data_change(&e) {
+                touched.insert(lower(&e.base.t));
+                let rows: Vec<&Row> = e.old.iter().chain(e.new.iter()).collect();
+                plan.dirty_from_row(conn, &e.base.t, &rows, &mut dirty, &mut whole)?;
+            }
         }
-        Ok(())
-    })?;
+    }
     let (gained, lost) = pass.revisit(dirty, &whole, &touched)?;
 
     // 4: rows. The changes themselves, in log order.
