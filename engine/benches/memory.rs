@@ -11,8 +11,16 @@
 //! then at the node N/5 updates of those rows and 4N/5 inserts (one SQL statement each, through
 //! the capture triggers).
 //!
-//! Then central's next dock (upload only: the routing pass over the N changes it merged, and
-//! the node's bundle) is measured the same way, against central's floor.
+//! Then central's routing pass over the N changes it merged (`route::run::route`, as its next
+//! dock runs it) and that dock (upload only: now only the nodes' bundles) are measured the
+//! same way, against central's floor.
+//!
+//! **With a docking model** (`BERTH_BENCH_MEM_MODEL=sales`): central has the sales sample's
+//! schema and docking model, 100 opportunities of employee E1 (the first 10 shared with E2) and
+//! N/5 activities on them; node `alice` (E1) makes N/5 updates of those activities and 4N/5
+//! inserts of new ones, and a second node `bob` (E2) is enrolled too, so the routing pass
+//! sends him the changes on the opportunities he sees and keeps what each node holds, row by
+//! row (the router's holdings), for every change.
 //!
 //! `cargo bench -p berth-engine --bench memory`; `BERTH_BENCH_MEM_CHANGES=200000,2000000` the
 //! sizes (default 200000; 2M builds in several minutes).
@@ -33,6 +41,49 @@ mod support;
 
 const CHILD: &str = "BERTH_BENCH_MEM_CHILD";
 const SCHEMA: &str = "CREATE TABLE item(id TEXT PRIMARY KEY, n INTEGER, v TEXT);\n";
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/sales");
+
+/// Whether the scenario has the sales docking model (`BERTH_BENCH_MEM_MODEL=sales`).
+fn with_model() -> bool {
+    std::env::var("BERTH_BENCH_MEM_MODEL").is_ok_and(|v| v == "sales")
+}
+
+/// The sales scenario's rows at central: two employees, 100 opportunities of E1's (the first
+/// 10 shared with E2) on 100 accounts, and `acts` activities on them.
+fn sales_data(acts: usize) -> String {
+    format!(
+        "INSERT INTO employee(id, name) VALUES ('E1', 'Alice'), ('E2', 'Bob');
+         WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < 100)
+         INSERT INTO account(id, name, region) SELECT 'A' || i, 'Account ' || i, 'north' FROM c;
+         INSERT INTO opty(id, account_id, name, amount) SELECT 'O' || substr(id, 2), id, 'Deal ' || id, 1 FROM account;
+         INSERT INTO opty_emp(opty_id, emp_id, role) SELECT id, 'E1', 'owner' FROM opty;
+         INSERT INTO opty_emp(opty_id, emp_id, role)
+           SELECT id, 'E2', 'help' FROM opty WHERE CAST(substr(id, 2) AS INTEGER) < 10;
+         WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {acts})
+         INSERT INTO activity(id, opty_id, kind, note)
+           SELECT printf('%016x', i), 'O' || (i % 100), 'call', 'seed activity ' || i FROM c;\n"
+    )
+}
+
+/// Enrolls node `name` (employee `employee`) at central and applies its extract.
+fn enrolled(hq: &mut Site, root: &Path, name: &str, employee: &str, via: &Path) -> Site {
+    let mut node = Site::init_node(&root.join(name), name).unwrap();
+    let request = enroll::write_request(&node, via).unwrap();
+    let attrs = std::collections::BTreeMap::from([("employee".to_string(), employee.to_string())]);
+    enroll::add_node(hq, name, &request, &attrs, via).unwrap();
+    fs::remove_file(&request).unwrap();
+    let first = DockOptions {
+        upload: false,
+        ..DockOptions::default()
+    };
+    let report = dock(&mut node, via, &first).unwrap();
+    assert_eq!(
+        report.count(Disposition::Applied),
+        1,
+        "extract applied: {report:?}"
+    );
+    node
+}
 
 /// `VmHWM` of this process in kB (Linux), else 0.
 fn peak_kb() -> u64 {
@@ -77,6 +128,24 @@ fn child(spec: &str) {
                 format!("{} written", report.written.len())
             }
         }
+        "route" => {
+            // The routing pass alone, as central's dock runs it (then nothing is left to
+            // route: the next upload dock only writes the bundles).
+            let catalog = site.catalog().unwrap();
+            let model = site.docking_model().unwrap();
+            let routed = berth_engine::route::run::route(
+                &site.conn,
+                &catalog,
+                model.as_ref(),
+                &site.config.routing,
+                &None,
+            )
+            .unwrap();
+            format!(
+                "{} entries routed in {} batches",
+                routed.entries, routed.batches
+            )
+        }
         other => panic!("unknown child mode {other}"),
     };
     println!("peak_kb={}", peak_kb());
@@ -114,54 +183,56 @@ fn mb(kb: u64) -> f64 {
 fn world(root: &Path, n: usize) -> (PathBuf, PathBuf, PathBuf) {
     let updates = n / 5;
     let inserts = n - updates;
+    let model = with_model();
     let (schema, data, via) = (
         root.join("schema.sql"),
         root.join("data.sql"),
         root.join("via"),
     );
-    fs::write(&schema, SCHEMA).unwrap();
-    fs::write(
-        &data,
-        format!(
-            "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {updates})
-             INSERT INTO item(id, n, v) SELECT printf('%016x', i), i, 'seed row ' || i FROM c;\n"
-        ),
-    )
-    .unwrap();
+    if model {
+        fs::copy(Path::new(SAMPLE).join("schema.sql"), &schema).unwrap();
+        fs::write(&data, sales_data(updates)).unwrap();
+    } else {
+        fs::write(&schema, SCHEMA).unwrap();
+        fs::write(
+            &data,
+            format!(
+                "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {updates})
+                 INSERT INTO item(id, n, v) SELECT printf('%016x', i), i, 'seed row ' || i FROM c;\n"
+            ),
+        )
+        .unwrap();
+    }
+    let docking = Path::new(SAMPLE).join("docking.toml");
     fs::create_dir_all(&via).unwrap();
-    let (hq_dir, node_dir) = (root.join("hq"), root.join("alice"));
+    let hq_dir = root.join("hq");
     let (mut hq, _warnings) = Site::init_central(&CentralInit {
         dir: &hq_dir,
         name: Some("hq"),
         schema: &schema,
-        docking: None,
+        docking: model.then_some(docking.as_path()),
         data: Some(&data),
     })
     .unwrap();
-    let mut node = Site::init_node(&node_dir, "alice").unwrap();
-    let request = enroll::write_request(&node, &via).unwrap();
-    enroll::add_node(
-        &mut hq,
-        "alice",
-        &request,
-        &std::collections::BTreeMap::new(),
-        &via,
-    )
-    .unwrap();
-    fs::remove_file(&request).unwrap();
-    let first = DockOptions {
-        upload: false,
-        ..DockOptions::default()
-    };
-    let report = dock(&mut node, &via, &first).unwrap();
-    assert_eq!(
-        report.count(Disposition::Applied),
-        1,
-        "extract applied: {report:?}"
-    );
+    let node = enrolled(&mut hq, root, "alice", "E1", &via);
+    if model {
+        enrolled(&mut hq, root, "bob", "E2", &via);
+    }
     let t = Instant::now();
-    node.conn
-        .execute_batch(&format!(
+    let sql = if model {
+        format!(
+            "BEGIN;
+             WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {updates})
+             UPDATE activity SET note = 'activity ' || i || ' round 1: pallet of ' || (i % 97)
+               || ' boxes, dock ' || (i % 13) FROM c WHERE activity.id = printf('%016x', c.i);
+             WITH RECURSIVE c(i) AS (SELECT {updates} UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {n})
+             INSERT INTO activity(id, opty_id, kind, note) SELECT printf('%016x', i), 'O' || (i % 100),
+               'visit', 'activity ' || i || ' round 0: pallet of ' || (i % 97) || ' boxes, dock '
+               || (i % 13) FROM c;
+             COMMIT;"
+        )
+    } else {
+        format!(
             "BEGIN;
              WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i + 1 < {updates})
              UPDATE item SET n = i * 2 + 1, v = 'item ' || i || ' round 1: pallet of ' || (i % 97)
@@ -170,13 +241,14 @@ fn world(root: &Path, n: usize) -> (PathBuf, PathBuf, PathBuf) {
              INSERT INTO item(id, n, v) SELECT printf('%016x', i), i, 'item ' || i
                || ' round 0: pallet of ' || (i % 97) || ' boxes, dock ' || (i % 13) FROM c;
              COMMIT;"
-        ))
-        .unwrap();
+        )
+    };
+    node.conn.execute_batch(&sql).unwrap();
     eprintln!(
         "node wrote {inserts} inserts + {updates} updates in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    (hq_dir, node_dir, via)
+    (hq_dir, root.join("alice"), via)
 }
 
 fn run(n: usize) {
@@ -192,12 +264,14 @@ fn run(n: usize) {
     let (hq_peak, hq_secs) = measure("download", &hq, &via);
     // Central's next dock routes the N changes it merged (to no one else: the node's own
     // changes do not go back to it) and writes the node its acknowledgement.
-    let (route_peak, route_secs) = measure("upload", &hq, &via);
+    let (route_peak, route_secs) = measure("route", &hq, &via);
+    let (write_peak, write_secs) = measure("upload", &hq, &via);
     println!(
-        "memory/{n}: bundle {:.1} MB; node writing it: peak {:.1} MB ({node_secs:.1}s), floor \
+        "memory/{}{n}: bundle {:.1} MB; node writing it: peak {:.1} MB ({node_secs:.1}s), floor \
          {:.1} MB, ratio {:.2}x; central docking it: peak {:.1} MB ({hq_secs:.1}s), floor {:.1} MB, \
-         ratio {:.2}x; central routing them and writing: peak {:.1} MB ({route_secs:.1}s), ratio \
-         {:.2}x",
+         ratio {:.2}x; central routing them: peak {:.1} MB ({route_secs:.1}s), ratio {:.2}x; \
+         central writing the nodes' bundles: peak {:.1} MB ({write_secs:.1}s), ratio {:.2}x",
+        if with_model() { "sales/" } else { "" },
         bundle as f64 / 1e6,
         mb(node_peak),
         mb(node_floor),
@@ -207,6 +281,8 @@ fn run(n: usize) {
         hq_peak as f64 / hq_floor.max(1) as f64,
         mb(route_peak),
         route_peak as f64 / hq_floor.max(1) as f64,
+        mb(write_peak),
+        write_peak as f64 / hq_floor.max(1) as f64,
     );
 }
 

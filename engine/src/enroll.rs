@@ -364,6 +364,7 @@ const NODE_STATE: &[(&str, &str)] = &[
     ("berth_partial", "node"),
     ("berth_route_marks", "node"),
     ("berth_node_rows", "node"),
+    ("berth_route_later", "node"),
     ("berth_instances", "node"),
     ("berth_replicas", "node"),
     ("berth_applied", "peer"),

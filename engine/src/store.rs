@@ -121,6 +121,15 @@ CREATE TABLE IF NOT EXISTS berth_node_rows(
   PRIMARY KEY (node, tbl, pk)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS berth_node_rows_row ON berth_node_rows(tbl, pk);
+-- At central: rows a node holds and should not, or should hold and does not, found by a
+-- routing batch that ended inside that node's merge: settled (downloaded or removed) by the
+-- batch that holds the merge's marker, so after it (SPEC 2.8, 2.10).
+CREATE TABLE IF NOT EXISTS berth_route_later(
+  seq INTEGER PRIMARY KEY,
+  node TEXT NOT NULL,
+  tbl TEXT NOT NULL,
+  pk TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS berth_instances(
   obj TEXT NOT NULL,
   id TEXT NOT NULL,

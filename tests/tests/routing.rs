@@ -621,9 +621,7 @@ fn a_node_insert_deleted_at_central_before_routing_is_deleted_at_the_node() {
 /// a download-only dock (a merged change, its marker, corrective-free).
 fn backlog(routing: &str) -> (World, DockingModel) {
     let (w, model) = sales();
-    let cfg = w.central.join("berth.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("{text}\n[routing]\n{routing}\n")).unwrap();
+    set_routing(&w, routing);
     w.exec(
         "keith",
         "INSERT INTO activity(id, opty_id, kind, note) VALUES ('K-1', 'O1', 'visit', 'keith')",
@@ -647,6 +645,26 @@ fn backlog(routing: &str) -> (World, DockingModel) {
          INSERT INTO product(id, name, price) VALUES ('PX', 'New', 1.5);",
     );
     (w, model)
+}
+
+/// Sets central's `[routing]` to `routing` (TOML lines).
+fn set_routing(w: &World, routing: &str) {
+    let cfg = w.central.join("berth.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[routing]\n{routing}\n")).unwrap();
+}
+
+/// Docks every node of both worlds once, then asserts each node of `w` holds what the same
+/// node of `one` holds.
+fn dock_nodes_and_compare(one: &World, w: &World) {
+    for site in [one, w] {
+        for (n, _) in &site.nodes {
+            site.dock(n);
+        }
+    }
+    for (n, _) in &w.nodes {
+        assert_eq!(w.dump(n), one.dump(n), "{n} after one dock");
+    }
 }
 
 /// Each node's partial log entries at central: (node, position, change as stored).
@@ -897,6 +915,147 @@ fn a_routing_cap_of_zero_is_no_cap() {
     assert!(r.routed.entries > 40, "{:?}", r.routed);
     assert_eq!(r.routed.behind, 0, "{:?}", r.routed);
     assert!(r.waits.is_empty(), "{:?}", r.waits);
+    w.settle();
+    assert_all(&w, &model);
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches that end inside a merged node bundle (issue 20, item 3: routing in bounded memory)
+// ---------------------------------------------------------------------------------------
+
+/// The sales world with `[routing]` set at central to `routing`, where central took keith
+/// off O4 and then merged (download-only) keith's bundle of 16 changes made before he knew:
+/// his edit of O4 and a new activity on it first (rows he keeps until central's removal
+/// after the bundle's marker, SPEC 2.10), then twelve activities on O1 and two updates of
+/// O1 (rows he holds and should).
+fn merged_bundle(routing: &str) -> (World, DockingModel) {
+    let (w, model) = sales();
+    set_routing(&w, routing);
+    w.exec(
+        "hq",
+        "DELETE FROM opty_emp WHERE opty_id = 'O4' AND emp_id = 'E1'",
+    );
+    w.exec(
+        "keith",
+        "UPDATE opty SET name = 'Depots (keith)' WHERE id = 'O4';
+         INSERT INTO activity(id, opty_id, kind, note) VALUES ('K-O4', 'O4', 'visit', 'keith');
+         WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 12)
+         INSERT INTO activity(id, opty_id, kind, note)
+           SELECT 'K-' || x, 'O1', 'call', 'keith ' || x FROM i;
+         UPDATE opty SET stage = 'won' WHERE id = 'O1';
+         UPDATE opty SET amount = 7 WHERE id = 'O1';",
+    );
+    w.dock("keith");
+    let download_only = DockOptions {
+        upload: false,
+        ..DockOptions::default()
+    };
+    let r = w.dock_with("hq", &w.via, &download_only).unwrap();
+    assert_eq!(r.count(Disposition::Applied), 1, "{r:?}");
+    (w, model)
+}
+
+/// Where in keith's partial log the marker of his merge is, and the last removals of O4
+/// and of his activity on it.
+fn marker_and_removals(w: &World) -> (i64, i64, i64) {
+    let at = |filter: &str| -> i64 {
+        w.value(
+            "hq",
+            &format!(
+                "SELECT COALESCE(MAX(ppos), -1) FROM berth_partial WHERE node = 'keith' AND {filter}"
+            ),
+        )
+        .parse()
+        .unwrap()
+    };
+    (
+        at("json_extract(change, '$.op') = 'A'"),
+        at(
+            "json_extract(change, '$.op') = 'D' AND json_extract(change, '$.t') = 'opty'
+            AND json_extract(change, '$.k[0]') = 'O4'",
+        ),
+        at(
+            "json_extract(change, '$.op') = 'D' AND json_extract(change, '$.t') = 'activity'
+            AND json_extract(change, '$.k[0]') = 'K-O4'",
+        ),
+    )
+}
+
+/// Routing a merged node bundle in batches of 3 entries (each committed, the boundaries
+/// inside the bundle) brings every node where one batch does, after one dock each: keith's
+/// rows central decided about without knowing of his changes (his edit of O4 and his
+/// activity on it) are removed after the bundle's marker, so he does not keep them (sent
+/// before it, the removals would be ignored: his local changes would stand, SPEC 2.10).
+#[test]
+fn batches_inside_a_merged_bundle_settle_its_rows_after_the_marker() {
+    let (one, _) = merged_bundle("batch_changes = 1000000");
+    let r1 = one.dock("hq");
+    assert_eq!(r1.routed.batches, 1, "{:?}", r1.routed);
+    let (w, model) = merged_bundle("batch_changes = 3");
+    let r = w.dock("hq");
+    assert!(r.routed.batches >= 5, "{:?}", r.routed);
+    assert_eq!(r.routed.entries, r1.routed.entries);
+    for site in [&one, &w] {
+        let (marker, o4, k_o4) = marker_and_removals(site);
+        assert!(marker > 0, "the marker is routed");
+        assert!(o4 > marker, "O4 removed after the marker: {o4} / {marker}");
+        assert!(
+            k_o4 > marker,
+            "K-O4 removed after the marker: {k_o4} / {marker}"
+        );
+        assert_eq!(
+            site.value("hq", "SELECT COUNT(*) FROM berth_route_later"),
+            "0",
+            "nothing left for later once the marker is routed"
+        );
+    }
+    dock_nodes_and_compare(&one, &w);
+    assert!(!has(&w, "keith", "SELECT 1 FROM opty WHERE id = 'O4'"));
+    assert!(!has(
+        &w,
+        "keith",
+        "SELECT 1 FROM activity WHERE id = 'K-O4'"
+    ));
+    assert!(has(&w, "keith", "SELECT 1 FROM activity WHERE id = 'K-12'"));
+    assert_all(&w, &model);
+    w.settle();
+    assert_all(&w, &model);
+}
+
+/// A routing pass that stops inside a merged node bundle (`max_changes`, as a crash between
+/// two batches does) keeps, committed with its last batch, the rows to settle after the
+/// bundle's marker (`berth_route_later`); the next dock routes the marker and settles them:
+/// the nodes end where one pass brings them.
+#[test]
+fn a_pass_stopped_inside_a_merged_bundle_keeps_what_waits_for_its_marker() {
+    let (one, _) = merged_bundle("batch_changes = 1000000");
+    one.dock("hq");
+    let (w, model) = merged_bundle("batch_changes = 3\nmax_changes = 3");
+    // The first batches: central's change, then keith's first changes (O4 and K-O4).
+    let mut docks = 0;
+    let mut kept = 0;
+    loop {
+        let r = w.dock("hq");
+        docks += 1;
+        assert!(docks < 50);
+        let waiting: i64 = w
+            .value(
+                "hq",
+                "SELECT COUNT(*) FROM berth_route_later WHERE node = 'keith'",
+            )
+            .parse()
+            .unwrap();
+        kept = kept.max(waiting);
+        if r.routed.behind == 0 {
+            break;
+        }
+    }
+    assert!(kept >= 2, "O4 and K-O4 waited for the marker: {kept}");
+    assert_eq!(w.value("hq", "SELECT COUNT(*) FROM berth_route_later"), "0");
+    let (marker, o4, k_o4) = marker_and_removals(&w);
+    assert!(o4 > marker && k_o4 > marker, "{marker} {o4} {k_o4}");
+    dock_nodes_and_compare(&one, &w);
+    assert!(!has(&w, "keith", "SELECT 1 FROM opty WHERE id = 'O4'"));
     w.settle();
     assert_all(&w, &model);
 }

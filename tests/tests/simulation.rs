@@ -64,7 +64,9 @@
 //! `BERTH_SIM_SEEDS=N` runs more seeds (CI runs 3: about 40 s in debug here, by disk load),
 //! from seed `BERTH_SIM_FIRST` (default 0), so processes can share a long run
 //! (`BERTH_SIM_FIRST=500 BERTH_SIM_SEEDS=500` runs seeds 500..999); `BERTH_SIM_SEED=S`
-//! replays one; every failing seed is listed at the end with its replay line. A seed that does not settle in 20 rounds names the bundles still not applied.
+//! replays one; every failing seed is listed at the end with its replay line.
+//! `BERTH_SIM_ROUTING_BATCH=N` sets central's `[routing] batch_changes` (a small N puts
+//! routing batch boundaries inside merged node bundles). A seed that does not settle in 20 rounds names the bundles still not applied.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use berth_engine::EngineError;
@@ -1219,6 +1221,16 @@ fn simulate(seed: u64) {
     assert!(docking.contains("\nwide = "), "memo and wide entries added");
     let schema = format!("{}\n{MEMO_SCHEMA}{}", sample("schema.sql"), wide_schema());
     let w = World::build(&schema, &sample("data.sql"), Some(&docking), &nodes);
+    if let Ok(batch) = std::env::var("BERTH_SIM_ROUTING_BATCH") {
+        // Routing batches that end anywhere, inside merged node bundles too (SPEC 2.8).
+        let cfg = w.central.join("berth.toml");
+        let text = fs::read_to_string(&cfg).unwrap();
+        fs::write(
+            &cfg,
+            format!("{text}\n[routing]\nbatch_changes = {batch}\n"),
+        )
+        .unwrap();
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let renames_note = rng.random_bool(0.5);
     let mut sim = Sim {

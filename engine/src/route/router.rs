@@ -28,6 +28,14 @@
 //!    member path (an activity under a quote that moved) are re-checked. `berth_node_rows`
 //!    records exactly what each node holds, so deletes reach exactly the holders.
 //!
+//! A batch is cut every `batch` entries, also inside a merged node bundle, and its entries
+//! are read from the log again in each of the steps that walk them (1, 4, and the rows
+//! below), never held: what a batch keeps in memory is its holdings, so a node bundle of
+//! millions of changes routes in bounded memory. The marker that closes node N's merge must
+//! come before the removals and downloads N's own changes call for (SPEC 2.10), so a batch
+//! that ends inside N's merge keeps N's rows to settle in `berth_route_later` (committed with
+//! the batch), and the first batch that does not settles them ([`Batch::open`], SPEC 2.8).
+//!
 //! Bound parameters in the joins it generates are written `+?N`: with STAT4 (enabled in
 //! the bundled SQLite), a join whose WHERE compares a column with a plain parameter is
 //! re-prepared at every new binding, which cost half the routing time; the unary plus keeps
@@ -495,6 +503,18 @@ impl Plan {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// Whether [`Plan::dirty_from_row`] reads the rows of a change of `table` or marks
+    /// objects whole for it (when not, it does nothing with them).
+    fn rows_matter(&self, table: &str) -> bool {
+        let t = lower(table);
+        self.objects.iter().any(|o| o.whole_reads.contains(&t))
+            || self.hops.get(&t).is_some_and(|places| {
+                places
+                    .iter()
+                    .any(|&(oi, _)| self.objects[oi].vis_tables.contains(&t))
+            })
     }
 
     /// Instances a change of `table` from `old` to `new` can make visible or invisible
@@ -1477,6 +1497,8 @@ pub(crate) struct Run<'a> {
     lo: i64,
     /// The log's end when the pass started: what it routes.
     top: i64,
+    /// The last merge found open at a batch's end: its marker's position and its node.
+    merge: Option<(i64, String)>,
 }
 
 impl<'a> Run<'a> {
@@ -1503,13 +1525,13 @@ impl<'a> Run<'a> {
             ppos: nodes.iter().map(|n| (n.name.clone(), n.ppos)).collect(),
             clock: store::meta_i64(conn, meta_keys::CLOCK)?,
         };
+        let top = store::max_pos(conn)?;
         if let Some(plan) = plan
             && store::meta(conn, meta_keys::ROUTING_RESYNC)?.is_some()
         {
-            resync(conn, catalog, plan, &nodes, eval, &mut out)?;
+            resync(conn, catalog, plan, &nodes, eval, top, &mut out)?;
             crate::store::clear_meta(conn, meta_keys::ROUTING_RESYNC)?;
         }
-        let top = store::max_pos(conn)?;
         let lo = nodes.iter().map(|n| n.routed_pos).min().unwrap_or(top);
         let chains = crate::change::Chains::load(conn, lo)?;
         Ok(Some(Run {
@@ -1522,6 +1544,7 @@ impl<'a> Run<'a> {
             chains,
             lo,
             top,
+            merge: None,
         }))
     }
 
@@ -1530,14 +1553,25 @@ impl<'a> Run<'a> {
         (self.top - self.lo).max(0)
     }
 
-    /// Routes the next batch, of about `batch` entries; returns how many it covered.
+    /// Routes the next batch, of `batch` entries (fewer at the end); returns how many it
+    /// covered. It may end inside a node's merge: see [`Batch::open`].
     pub(crate) fn batch(&mut self, batch: i64) -> Result<i64> {
         let lo = self.lo;
-        let hi = batch_end(self.conn, lo, self.top, batch.max(1))?;
+        let hi = lo.saturating_add(batch.max(1)).min(self.top);
+        let open = match &self.merge {
+            // Nothing but the merge's own entries lies between `hi` and its marker.
+            Some((marker, node)) if hi < *marker => Some(node.clone()),
+            _ => {
+                self.merge = open_merge(self.conn, hi, self.top)?;
+                self.merge.as_ref().map(|(_, node)| node.clone())
+            }
+        };
         let b = Batch {
             chains: &self.chains,
             lo,
             hi,
+            size: batch.max(1),
+            open: open.as_deref(),
         };
         route_batch(
             self.conn,
@@ -1577,26 +1611,23 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Where the batch starting after `lo` ends: about `batch` entries on, but never between a
-/// merged node change and the marker that acknowledges it (see [`Holdings::later`]).
-fn batch_end(conn: &Connection, lo: i64, top: i64, batch: i64) -> Result<i64> {
-    let hi = lo.saturating_add(batch);
-    if hi >= top {
-        return Ok(top);
-    }
-    // A merge journals the node's changes, corrective changes and then its marker in one
-    // transaction; central's own writes (no origin, no target) cannot fall inside one.
-    let next: Option<(i64, String)> = conn
+/// The merge open at log position `pos` (up to `top`, the pass's end), if any: its marker's
+/// position and its node. A merge journals the node's changes, corrective changes and then
+/// its marker in one transaction, and central's own writes (no origin, no target) cannot
+/// fall inside one; so when the first marker or entry of central's own after `pos` is a
+/// marker, the entries up to it are that node's merge (or, when `pos` ends a merge, the next
+/// merge whole: treated as open too, which only waits longer).
+fn open_merge(conn: &Connection, pos: i64, top: i64) -> Result<Option<(i64, String)>> {
+    let next: Option<(i64, String, Option<String>)> = conn
         .prepare_cached(
-            "SELECT pos, op FROM berth_log WHERE pos > ?1
+            "SELECT pos, op, target FROM berth_log WHERE pos > ?1 AND pos <= ?2
                AND (op = 'A' OR (origin IS NULL AND target IS NULL)) ORDER BY pos LIMIT 1",
         )?
-        .query_row(params![hi], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![pos, top], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     Ok(match next {
-        Some((pos, op)) if op == "A" => pos,
-        Some((pos, _)) => (pos - 1).max(hi),
-        None => top,
+        Some((marker, op, Some(node))) if op == "A" => Some((marker, node)),
+        _ => None,
     })
 }
 
@@ -1605,6 +1636,36 @@ struct Batch<'a> {
     chains: &'a crate::change::Chains,
     lo: i64,
     hi: i64,
+    /// The pass's batch size: the pending settlements are taken in chunks of it.
+    size: i64,
+    /// The node whose merge the batch ends inside of. Its rows found to settle (downloads
+    /// and removals, [`Holdings::later`]) are kept in `berth_route_later` for the batch
+    /// that holds the merge's marker: sent before the marker, a removal would be ignored
+    /// and the node would keep a row central no longer sends it (SPEC 2.10).
+    open: Option<&'a str>,
+}
+
+/// The columns [`Logged::decode`] reads.
+const ENTRIES: &str =
+    "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target
+     FROM berth_log WHERE pos > ?1 AND pos <= ?2 ORDER BY pos";
+
+/// Calls `f` with every entry of the batch, decoded, in log order. Read from the log at
+/// every call: a batch's entries are never all in memory (a merged node bundle of millions
+/// of changes is routed in bounded memory).
+fn each_entry(
+    conn: &Connection,
+    catalog: &Catalog,
+    batch: &Batch<'_>,
+    mut f: impl FnMut(&Logged) -> Result<()>,
+) -> Result<()> {
+    let mut st = conn.prepare_cached(ENTRIES)?;
+    let mut rows = st.query(params![batch.lo, batch.hi])?;
+    while let Some(r) = rows.next()? {
+        let e = Logged::decode(conn, catalog, batch.chains, r)?;
+        f(&e)?;
+    }
+    Ok(())
 }
 
 fn route_batch(
@@ -1616,21 +1677,9 @@ fn route_batch(
     out: &mut Out<'_>,
     batch: &Batch<'_>,
 ) -> Result<()> {
-    let (lo, hi) = (batch.lo, batch.hi);
-    let mut st = conn.prepare_cached(
-        "SELECT pos, tbl, pk, op, old, new, origin, COALESCE(clock, 0), origin_pos, target FROM berth_log
-         WHERE pos > ?1 AND pos <= ?2 ORDER BY pos",
-    )?;
-    let mut entries = Vec::new();
-    {
-        let mut rows = st.query(params![lo, hi])?;
-        while let Some(r) = rows.next()? {
-            entries.push(Logged::decode(conn, catalog, batch.chains, r)?);
-        }
-    }
     let Some(plan) = plan else {
         // No docking model: everything goes everywhere but back where it came from.
-        for e in &entries {
+        return each_entry(conn, catalog, batch, |e| {
             for ch in e.wire() {
                 for n in nodes.iter().filter(|n| e.base.pos > n.routed_pos) {
                     if routed_to_all(e, &n.name) {
@@ -1638,8 +1687,8 @@ fn route_batch(
                     }
                 }
             }
-        }
-        return Ok(());
+            Ok(())
+        });
     };
     let pass = Pass {
         conn,
@@ -1651,16 +1700,34 @@ fn route_batch(
     let mut dirty = vec![BTreeSet::new(); plan.objects.len()];
     let mut whole = vec![false; plan.objects.len()];
     let mut touched = BTreeSet::new();
-    for e in entries.iter().filter(|e| data_change(e)) {
-        touched.insert(lower(&e.base.t));
-        let rows: Vec<&Row> = e.old.iter().chain(e.new.iter()).collect();
-        plan.dirty_from_row(conn, &e.base.t, &rows, &mut dirty, &mut whole)?;
+    {
+        let mut st = conn.prepare_cached(ENTRIES)?;
+        let mut rows = st.query(params![batch.lo, batch.hi])?;
+        while let Some(r) = rows.next()? {
+            let (t, op, target): (String, String, Option<String>) =
+                (r.get(1)?, r.get(3)?, r.get(9)?);
+            if target.is_some() || !matches!(op.as_str(), "I" | "U" | "D" | "P") {
+                continue;
+            }
+            // Only a pre-image may be void, and only some tables' rows name instances:
+            // the other entries are data changes whose rows need not be read.
+            if op != "P" && !plan.rows_matter(&t) {
+                touched.insert(lower(&t));
+                continue;
+            }
+            let e = Logged::decode(conn, catalog, batch.chains, r)?;
+            if data_change(&e) {
+                touched.insert(lower(&e.base.t));
+                let rows: Vec<&Row> = e.old.iter().chain(e.new.iter()).collect();
+                plan.dirty_from_row(conn, &e.base.t, &rows, &mut dirty, &mut whole)?;
+            }
+        }
     }
     let (gained, lost) = pass.revisit(dirty, &whole, &touched)?;
 
     // 4: rows. The changes themselves, in log order.
     let mut h = Holdings::default();
-    for e in &entries {
+    each_entry(conn, catalog, batch, |e| {
         let wire = e.wire();
         if wire.is_empty() {
             gone_before_routing(&pass, e, &mut h)?;
@@ -1668,34 +1735,125 @@ fn route_batch(
         for ch in wire {
             route_change(&pass, e, &ch, &mut h, out)?;
         }
-    }
-    for (key, node) in std::mem::take(&mut h.later) {
-        reconcile_node(&pass, catalog, &key, &node, &mut h, out)?;
+        Ok(())
+    })?;
+    // What earlier batches left for after a marker this batch holds, then this batch's.
+    let later = std::mem::take(&mut h.later);
+    h = settle_pending(&pass, catalog, batch, h, out)?;
+    for (key, node) in later {
+        settle(&pass, catalog, batch, &key, &node, &mut h, out)?;
     }
     // Instances gained bring their member rows; instances lost take theirs away.
-    settle_instances(&pass, catalog, &gained, &lost, &mut h, out)?;
+    settle_instances(&pass, catalog, batch, &gained, &lost, &mut h, out)?;
     // Rows below a changed row on a member path may have moved between instances.
-    for e in entries.iter().filter(|e| data_change(e)) {
-        let Some(places) = plan.hops.get(&lower(&e.base.t)) else {
-            continue;
-        };
-        let mut below = BTreeSet::new();
-        for &(oi, at) in places.iter().filter(|(_, at)| at.hop > 0) {
-            if !plan.moves_below(oi, at, e.old.as_ref(), e.new.as_ref()) {
-                continue;
+    let below_paths = touched.iter().any(|t| {
+        plan.hops
+            .get(t)
+            .is_some_and(|places| places.iter().any(|(_, at)| at.hop > 0))
+    });
+    if below_paths {
+        each_entry(conn, catalog, batch, |e| {
+            if !data_change(e) {
+                return Ok(());
             }
-            let table = plan.objects[oi].r.members[at.m].table.clone();
-            for row in e.old.iter().chain(e.new.iter()) {
-                for k in plan.rows_below(conn, oi, at, row)? {
-                    below.insert((table.clone(), serde_json::to_string(&k).unwrap_or_default()));
+            let Some(places) = plan.hops.get(&lower(&e.base.t)) else {
+                return Ok(());
+            };
+            let mut below = BTreeSet::new();
+            for &(oi, at) in places.iter().filter(|(_, at)| at.hop > 0) {
+                if !plan.moves_below(oi, at, e.old.as_ref(), e.new.as_ref()) {
+                    continue;
+                }
+                let table = plan.objects[oi].r.members[at.m].table.clone();
+                for row in e.old.iter().chain(e.new.iter()) {
+                    for k in plan.rows_below(conn, oi, at, row)? {
+                        below
+                            .insert((table.clone(), serde_json::to_string(&k).unwrap_or_default()));
+                    }
                 }
             }
-        }
-        for key in below {
-            reconcile(&pass, catalog, &key, &mut h, out)?;
-        }
+            for key in below {
+                reconcile(&pass, catalog, batch, &key, &mut h, out)?;
+            }
+            Ok(())
+        })?;
     }
     h.save(conn)
+}
+
+/// Settles what `node` holds of one row now ([`reconcile_node`]), or, when the batch ends
+/// inside `node`'s merge and the row is not as it should be, keeps it in
+/// `berth_route_later` for the batch that holds the merge's marker ([`Batch::open`]).
+fn settle(
+    pass: &Pass<'_>,
+    catalog: &Catalog,
+    batch: &Batch<'_>,
+    key: &(String, String),
+    node: &str,
+    h: &mut Holdings,
+    out: &mut Out<'_>,
+) -> Result<()> {
+    if batch.open != Some(node) {
+        return reconcile_node(pass, catalog, key, node, h, out);
+    }
+    let holds = h.held(pass.conn, key)?.contains(node);
+    let wants = desired(pass, key, h)?.contains(node);
+    if holds != wants {
+        keep_for_later(pass.conn, node, key)?;
+    }
+    Ok(())
+}
+
+/// Keeps a row of `node`'s to settle after the marker of its merge (`berth_route_later`).
+fn keep_for_later(conn: &Connection, node: &str, key: &(String, String)) -> Result<()> {
+    conn.prepare_cached("INSERT INTO berth_route_later(node, tbl, pk) VALUES (?1, ?2, ?3)")?
+        .execute(params![node, key.0, key.1])?;
+    Ok(())
+}
+
+/// Settles the rows earlier batches kept for after a marker (`berth_route_later`), but those
+/// of the node whose merge is still open, in the order they were kept, a chunk of the
+/// batch's size at a time: each chunk's holdings are written back and let go, so what is
+/// kept never comes into memory whole. Returns the holdings to go on with.
+fn settle_pending(
+    pass: &Pass<'_>,
+    catalog: &Catalog,
+    batch: &Batch<'_>,
+    mut h: Holdings,
+    out: &mut Out<'_>,
+) -> Result<Holdings> {
+    let mut after = 0i64;
+    loop {
+        let chunk: Vec<(i64, String, String, String)> = pass
+            .conn
+            .prepare_cached(
+                "SELECT seq, node, tbl, pk FROM berth_route_later
+                 WHERE seq > ?1 AND node IS NOT ?2 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![after, batch.open, batch.size], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = chunk.last().map(|c| c.0) else {
+            return Ok(h);
+        };
+        for (_, node, tbl, pk) in chunk {
+            // A node revoked or removed since has nothing more routed to it.
+            if pass.node(&node).is_some() {
+                reconcile_node(pass, catalog, &(tbl, pk), &node, &mut h, out)?;
+            }
+        }
+        pass.conn
+            .prepare_cached(
+                "DELETE FROM berth_route_later WHERE seq > ?1 AND seq <= ?2 AND node IS NOT ?3",
+            )?
+            .execute(params![after, last, batch.open])?;
+        after = last;
+        // The changes of the batch are routed: what was sent whole no longer matters
+        // (`fresh`), and what the nodes hold is in `berth_node_rows` once written back.
+        h.save(pass.conn)?;
+        h = Holdings::default();
+    }
 }
 
 /// A node's insert whose row central deleted before this pass routed it has nothing to
@@ -2060,6 +2218,7 @@ fn download(
 fn reconcile(
     pass: &Pass<'_>,
     catalog: &Catalog,
+    batch: &Batch<'_>,
     key: &(String, String),
     h: &mut Holdings,
     out: &mut Out<'_>,
@@ -2067,7 +2226,7 @@ fn reconcile(
     let mut concerned = h.held(pass.conn, key)?.clone();
     concerned.extend(desired(pass, key, h)?.iter().cloned());
     for n in concerned {
-        reconcile_node(pass, catalog, key, &n, h, out)?;
+        settle(pass, catalog, batch, key, &n, h, out)?;
     }
     Ok(())
 }
@@ -2077,6 +2236,7 @@ fn reconcile(
 fn settle_instances(
     pass: &Pass<'_>,
     catalog: &Catalog,
+    batch: &Batch<'_>,
     gained: &Seen,
     lost: &Seen,
     h: &mut Holdings,
@@ -2096,7 +2256,10 @@ fn settle_instances(
             for (table, key, id) in rows {
                 let key = (table, key);
                 for node in ids.get(&id).into_iter().flatten() {
-                    if std::ptr::eq(change, gained) {
+                    if batch.open == Some(node.as_str()) {
+                        // After the marker of the node's merge (a later batch).
+                        settle(pass, catalog, batch, &key, node, h, out)?;
+                    } else if std::ptr::eq(change, gained) {
                         // A member of an instance the node now sees: it holds the row.
                         download(pass, catalog, &key, node, h, out)?;
                     } else {
@@ -2117,6 +2280,7 @@ fn resync(
     plan: &Plan,
     nodes: &[NodeState],
     eval: Evaluation,
+    top: i64,
     out: &mut Out<'_>,
 ) -> Result<()> {
     conn.execute("DELETE FROM berth_edges", [])?;
@@ -2155,6 +2319,9 @@ fn resync(
     pass.store_instances(&region, &seen)?;
     for n in nodes {
         let want_keys = desired_rows(&pass, &n.name)?;
+        // A pass that stopped inside the node's merge (a crash, `max_changes`) settles its
+        // rows after the merge's marker, as the batches do (`Batch::open`).
+        let open = open_merge(conn, n.routed_pos, top)?.filter(|(_, node)| *node == n.name);
         let mut h = Holdings::default();
         let mut st = conn.prepare_cached("SELECT tbl, pk FROM berth_node_rows WHERE node = ?1")?;
         let held: BTreeSet<(String, String)> = st
@@ -2169,6 +2336,10 @@ fn resync(
                     BTreeSet::new()
                 },
             );
+            if open.is_some() {
+                keep_for_later(conn, &n.name, key)?;
+                continue;
+            }
             reconcile_node(&pass, catalog, key, &n.name, &mut h, out)?;
         }
         h.save(conn)?;

@@ -7,6 +7,9 @@
 //! one batch at most, not the whole pass, and a crash loses only the batch under way: the
 //! next dock starts from the last checkpoint committed. `[routing] max_changes` caps the
 //! entries one dock routes; what is left waits for the next dock, and the dock says so.
+//! A batch may end inside a merged node bundle: the node's rows to settle after the
+//! bundle's marker then wait in `berth_route_later`, committed with the batch, so a crash
+//! or a cap between two batches keeps them (`router`, SPEC 2.8).
 //!
 //! What writers journal between two batches comes after the pass's end (it routes the log
 //! as it stood when it started); the pass reads it only to know what the entries it routes
