@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Uses that go up the layers today, each to be removed (from, to).
-const KNOWN: &[(&str, &str)] = &[("merge::apply", "route::router")];
+const KNOWN: &[(&str, &str)] = &[];
 
 /// The units in order, bottom first, from the layer table in `lib.rs`: lines
 /// `//! | n. name | `unit`, `unit` |`.

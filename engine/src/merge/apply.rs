@@ -92,7 +92,7 @@ pub struct Authorization<'a> {
     /// The site's docking model.
     pub model: &'a crate::route::model::DockingModel,
     /// The model resolved against central's schema, made at the first write it is needed for.
-    plan: std::cell::OnceCell<crate::route::router::Plan>,
+    plan: std::cell::OnceCell<crate::route::plan::Plan>,
     /// Instances the bundle created: primary rows it inserted under keys central did not
     /// have, as (object, id).
     created: std::cell::RefCell<BTreeSet<(String, String)>>,
@@ -108,11 +108,11 @@ impl<'a> Authorization<'a> {
         }
     }
 
-    fn plan(&self, conn: &Connection) -> Result<&crate::route::router::Plan> {
+    fn plan(&self, conn: &Connection) -> Result<&crate::route::plan::Plan> {
         if let Some(p) = self.plan.get() {
             return Ok(p);
         }
-        let plan = crate::route::router::Plan::new(conn, self.model)?;
+        let plan = crate::route::plan::Plan::new(conn, self.model)?;
         plan.prepare_links(conn)?;
         Ok(self.plan.get_or_init(|| plan))
     }

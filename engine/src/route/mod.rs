@@ -56,6 +56,7 @@ pub mod check;
 pub mod explain;
 pub mod model;
 pub mod oracle;
+pub mod plan;
 pub mod router;
 pub mod run;
 
