@@ -39,7 +39,7 @@ pub struct Contest {
     /// The log's last position at [`Contest::load`]: entries after it are the bundle's own.
     end: i64,
     /// By (table, key as JSON text): each contesting entry's position and the columns it
-    /// changed, for the rows read so far.
+    /// changed, for the contested rows read so far.
     rows: HashMap<(String, String), Vec<(i64, Cols)>>,
 }
 
@@ -135,19 +135,27 @@ impl Contest {
         ids: (&str, &str),
         after: i64,
     ) -> Result<Option<Cols>> {
-        let slot = (t.name.clone(), key_text.to_string());
-        if !self.rows.contains_key(&slot) {
-            let contested = self.read(conn, t, key, key_text, ids)?;
-            self.rows.insert(slot.clone(), contested);
-        }
-        Ok(self.rows.get(&slot).and_then(|entries| {
+        let after_it = |entries: &[(i64, Cols)]| {
             Cols::union(
                 entries
                     .iter()
                     .filter(|(pos, _)| *pos > after)
                     .map(|(_, cols)| cols),
             )
-        }))
+        };
+        let slot = (t.name.clone(), key_text.to_string());
+        if let Some(entries) = self.rows.get(&slot) {
+            return Ok(after_it(entries));
+        }
+        let contested = self.read(conn, t, key, key_text, ids)?;
+        let out = after_it(&contested);
+        // Only contested rows are kept: a bundle's rows that nobody else touched (nearly all
+        // of a large one) would make this grow with the bundle. Another change to such a row
+        // reads its (empty) history again, one index search.
+        if !contested.is_empty() {
+            self.rows.insert(slot, contested);
+        }
+        Ok(out)
     }
 
     /// The contesting entries of one row: each entry another site made in `(from, end]`
