@@ -133,10 +133,11 @@ fn child(spec: &str) {
             // route: the next upload dock only writes the bundles).
             let catalog = site.catalog().unwrap();
             let model = site.docking_model().unwrap();
+            let plan = berth_engine::route::router::plan_for(&site.conn, model.as_ref()).unwrap();
             let routed = berth_engine::route::run::route(
                 &site.conn,
                 &catalog,
-                model.as_ref(),
+                plan.as_ref(),
                 &site.config.routing,
                 &None,
             )

@@ -394,7 +394,8 @@ fn route_committed(pristine: &Path, batch: Option<u32>) -> (Duration, i64) {
                 batch_changes,
                 max_changes: None,
             };
-            berth_engine::route::run::route(&site.conn, &catalog, Some(&model), &cfg, &None)
+            let plan = berth_engine::route::plan::Plan::new(&site.conn, &model).unwrap();
+            berth_engine::route::run::route(&site.conn, &catalog, Some(&plan), &cfg, &None)
                 .unwrap();
         }
         None => {

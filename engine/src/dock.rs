@@ -13,7 +13,7 @@ use steps::{Halt, Step};
 
 use crate::error::{EngineError, Result};
 use crate::merge::apply::MergeStats;
-use crate::site::Site;
+use crate::site::{Role, Site};
 use crate::store;
 use serde::Serialize;
 use std::io::Write as _;
@@ -26,6 +26,44 @@ mod intake;
 pub use apply::*;
 use export::*;
 pub use intake::*;
+
+/// Central's docking model for one dock: read and parsed once, resolved against the schema
+/// (the routing plan) at most once, by the first bundle it authorizes or by the routing pass.
+/// Central's schema does not change during a dock (a node's bundle carries no migration).
+pub(crate) struct Model {
+    /// The model (`None` at a node, or at a central without one).
+    pub docking: Option<crate::route::model::DockingModel>,
+    /// Its plan, once something needed it.
+    pub plan: std::cell::OnceCell<crate::route::plan::Plan>,
+}
+
+impl Model {
+    /// The site's model for this dock.
+    pub(crate) fn load(site: &Site) -> Result<Model> {
+        Ok(Model {
+            docking: match site.role() {
+                Role::Central => site.docking_model()?,
+                Role::Node => None,
+            },
+            plan: std::cell::OnceCell::new(),
+        })
+    }
+
+    /// The routing plan (`None` without a model), resolved at its first use.
+    pub(crate) fn plan(
+        &self,
+        conn: &rusqlite::Connection,
+    ) -> Result<Option<&crate::route::plan::Plan>> {
+        let Some(model) = &self.docking else {
+            return Ok(None);
+        };
+        if let Some(p) = self.plan.get() {
+            return Ok(Some(p));
+        }
+        let p = crate::route::plan::Plan::new(conn, model)?;
+        Ok(Some(self.plan.get_or_init(|| p)))
+    }
+}
 
 /// The entry that carries row changes.
 pub const CHANGES_ENTRY: &str = "payload/changes.jsonl";
@@ -291,6 +329,7 @@ pub fn dock_with_prompt(
     // Software upgrades (seed: at the start and, preferably, the end of the session).
     let start = crate::upgrade::plan::Stage::Start;
     report.upgrade = crate::upgrade::node::session(site, start, prompt)?;
+    let model = Model::load(site)?;
     if opts.download {
         report.incoming.extend(intake(site, via)?);
         tracing::debug!(
@@ -298,7 +337,7 @@ pub fn dock_with_prompt(
             "intake done; applying the spool"
         );
         crash_point(opts.fail_intake, IntakeStep::Spooled, "intake")?;
-        process_spool(site, opts, &mut report)?;
+        process_spool(site, opts, &mut report, &model)?;
     }
     let end = crate::upgrade::plan::Stage::End;
     // An install may be what a held bundle waits for (a migration needing the new software
@@ -312,10 +351,10 @@ pub fn dock_with_prompt(
         if !(installed && opts.download && held_count(site)? > 0) {
             break;
         }
-        process_spool(site, opts, &mut report)?;
+        process_spool(site, opts, &mut report, &model)?;
     }
     if opts.upload {
-        upload(site, via, opts, &mut report).map_err(|e| not_writable(e, via))?;
+        upload(site, via, opts, &mut report, &model).map_err(|e| not_writable(e, via))?;
     }
     // After what waits for others, what the upload itself left (routing behind).
     let mut left = std::mem::replace(&mut report.waits, waits(site, via)?);

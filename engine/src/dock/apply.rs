@@ -19,6 +19,7 @@ pub(super) fn apply_changes(
     site: &mut Site,
     bundle: &mut Bundle<Verified, File>,
     opts: &DockOptions,
+    model: &Model,
 ) -> Result<Outcome> {
     let m = bundle.manifest().clone();
     let label = bundle.label().to_string();
@@ -75,10 +76,6 @@ pub(super) fn apply_changes(
     }
     let spool_path = site.folder("spool").join(&label);
     let catalog = site.catalog()?;
-    let model = match site.role() {
-        Role::Central => site.docking_model()?,
-        Role::Node => None,
-    };
     let me = site.name().to_string();
     let role = site.role();
     let now = opts.clock();
@@ -138,7 +135,10 @@ pub(super) fn apply_changes(
                 central: &me,
                 now,
                 sql: Default::default(),
-                auth: model.as_ref().map(crate::merge::apply::Authorization::new),
+                auth: model
+                    .docking
+                    .as_ref()
+                    .map(|m| crate::merge::apply::Authorization::new(m, &model.plan)),
             };
             let mut stats = MergeStats::default();
             let mut deferred = Vec::new();

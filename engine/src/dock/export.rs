@@ -24,6 +24,7 @@ pub(super) fn upload(
     via: &Path,
     opts: &DockOptions,
     report: &mut DockReport,
+    model: &Model,
 ) -> Result<()> {
     // What a crash left staged is of no use: its sequence number was taken, the next bundle
     // carries everything it did.
@@ -33,7 +34,7 @@ pub(super) fn upload(
             if let Some(central) = store::meta(&site.conn, meta_keys::CENTRAL)? {
                 let p = peer::require(&site.conn, &central)?;
                 let outbox = transport::Outbox::read(via, site.name())?;
-                if let Some(files) = write_stream(site, via, &p, opts, &outbox)? {
+                if let Some(files) = write_stream(site, via, &p, opts, &outbox, model)? {
                     report.written.extend(files);
                 }
             }
@@ -42,12 +43,11 @@ pub(super) fn upload(
             // One routing pass for every node (seed Figure 6), committed batch by batch
             // with the checkpoints; then each node's bundle carries its partial log.
             let catalog = site.catalog()?;
-            let model = site.docking_model()?;
             tracing::debug!("routing central's log to the nodes");
             report.routed = crate::route::run::route(
                 &site.conn,
                 &catalog,
-                model.as_ref(),
+                model.plan(&site.conn)?,
                 &site.config.routing,
                 &opts.progress,
             )?;
@@ -73,7 +73,7 @@ pub(super) fn upload(
             for p in peer::all(&site.conn)? {
                 if p.role == "node"
                     && p.revoked.is_none()
-                    && let Some(files) = write_stream(site, via, &p, opts, &outbox)?
+                    && let Some(files) = write_stream(site, via, &p, opts, &outbox, model)?
                 {
                     report.written.extend(files);
                 }
@@ -214,6 +214,7 @@ pub(super) fn write_stream(
     p: &Peer,
     opts: &DockOptions,
     outbox: &transport::Outbox,
+    model: &Model,
 ) -> Result<Option<Vec<PathBuf>>> {
     let progress = &opts.progress;
     let catalog = site.catalog()?;
@@ -343,7 +344,7 @@ pub(super) fn write_stream(
             entries.extend(crate::replica::central_entries(
                 &rtx,
                 &catalog,
-                site.docking_model()?.as_ref(),
+                model.docking.as_ref(),
                 &p.name,
                 p.routed_pos,
                 &central_replica,

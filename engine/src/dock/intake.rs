@@ -41,7 +41,7 @@ pub fn import_file(site: &Site, path: &Path) -> Result<PathBuf> {
 pub fn apply_spool(site: &mut Site, opts: &DockOptions) -> Result<DockReport> {
     crate::guard::require(site)?;
     let mut report = DockReport::default();
-    process_spool(site, opts, &mut report)?;
+    process_spool(site, opts, &mut report, &Model::load(site)?)?;
     report.pruned = crate::retention::prune(site, opts.clock())?;
     report.settle();
     Ok(report)
@@ -120,6 +120,7 @@ pub(super) fn process_spool(
     site: &mut Site,
     opts: &DockOptions,
     report: &mut DockReport,
+    model: &Model,
 ) -> Result<()> {
     let mut done: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
@@ -137,7 +138,7 @@ pub(super) fn process_spool(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let result = process_one(site, &f.path, opts);
+            let result = process_one(site, &f.path, opts, model);
             let entry = match result {
                 Ok(Outcome::Applied(stats)) => {
                     progress = true;
@@ -320,7 +321,12 @@ pub(super) fn trust_for(site: &Site, m: &berth_bundle::Manifest) -> Result<Trust
     Ok(trust)
 }
 
-pub(super) fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> Result<Outcome> {
+pub(super) fn process_one(
+    site: &mut Site,
+    path: &Path,
+    opts: &DockOptions,
+    model: &Model,
+) -> Result<Outcome> {
     let (label, bundle) = open_bundle(path)?;
     let trust = trust_for(site, bundle.manifest())?;
     let mut bundle = bundle.verify(&trust)?;
@@ -359,7 +365,7 @@ pub(super) fn process_one(site: &mut Site, path: &Path, opts: &DockOptions) -> R
         return crate::extract::apply(site, &mut bundle).map(Outcome::Applied);
     }
     if m.kinds.iter().any(|k| k == "changes") {
-        return apply_changes(site, &mut bundle, opts);
+        return apply_changes(site, &mut bundle, opts, model);
     }
     Err(EngineError::Refused {
         bundle: label,

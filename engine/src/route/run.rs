@@ -19,8 +19,8 @@ pub use crate::config::{DEFAULT_BATCH, Routing};
 use crate::error::Result;
 use crate::merge::apply::Catalog;
 use crate::progress::{Reporter, Tracker};
-use crate::route::model::DockingModel;
-use crate::route::router::{self, Evaluation, Run};
+use crate::route::plan::Plan;
+use crate::route::router::{Evaluation, Run};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
@@ -40,7 +40,7 @@ pub struct Routed {
 pub fn route(
     conn: &Connection,
     catalog: &Catalog,
-    model: Option<&DockingModel>,
+    plan: Option<&Plan>,
     cfg: &Routing,
     progress: &Reporter,
 ) -> Result<Routed> {
@@ -51,8 +51,7 @@ pub fn route(
         .filter(|&c| c > 0)
         .map(|c| i64::try_from(c).unwrap_or(i64::MAX));
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    let plan = router::plan_for(conn, model)?;
-    let Some(mut run) = Run::start(conn, catalog, plan.as_ref(), Evaluation::Set)? else {
+    let Some(mut run) = Run::start(conn, catalog, plan, Evaluation::Set)? else {
         tx.commit()?;
         return Ok(Routed::default());
     };

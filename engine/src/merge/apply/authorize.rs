@@ -18,30 +18,43 @@ use std::collections::BTreeSet;
 pub struct Authorization<'a> {
     /// The site's docking model.
     pub model: &'a crate::route::model::DockingModel,
-    /// The model resolved against central's schema, made at the first write it is needed for.
-    pub(super) plan: std::cell::OnceCell<crate::route::plan::Plan>,
+    /// The model resolved against central's schema, made at the first write it is needed for
+    /// and shared with the rest of the dock (the routing pass, the next bundles).
+    pub(super) plan: &'a std::cell::OnceCell<crate::route::plan::Plan>,
+    /// Whether this bundle's link checks were prepared on the connection.
+    pub(super) links: std::cell::Cell<bool>,
     /// Instances the bundle created: primary rows it inserted under keys central did not
     /// have, as (object, id).
     pub(super) created: std::cell::RefCell<BTreeSet<(String, String)>>,
 }
 
 impl<'a> Authorization<'a> {
-    /// Authorization by `model`.
-    pub fn new(model: &'a crate::route::model::DockingModel) -> Self {
+    /// Authorization by `model`, resolved into `plan` when first needed (or already).
+    pub fn new(
+        model: &'a crate::route::model::DockingModel,
+        plan: &'a std::cell::OnceCell<crate::route::plan::Plan>,
+    ) -> Self {
         Self {
             model,
-            plan: std::cell::OnceCell::new(),
+            plan,
+            links: std::cell::Cell::new(false),
             created: std::cell::RefCell::default(),
         }
     }
 
     pub(super) fn plan(&self, conn: &Connection) -> Result<&crate::route::plan::Plan> {
-        if let Some(p) = self.plan.get() {
-            return Ok(p);
+        let plan = match self.plan.get() {
+            Some(p) => p,
+            None => {
+                let p = crate::route::plan::Plan::new(conn, self.model)?;
+                self.plan.get_or_init(|| p)
+            }
+        };
+        if !self.links.get() {
+            plan.prepare_links(conn)?;
+            self.links.set(true);
         }
-        let plan = crate::route::plan::Plan::new(conn, self.model)?;
-        plan.prepare_links(conn)?;
-        Ok(self.plan.get_or_init(|| plan))
+        Ok(plan)
     }
 }
 
