@@ -1,7 +1,7 @@
 //! `berth watch` and `berth bundle mail`: the commands of the transports.
 
 use anyhow::{Context, Result};
-use berth_watcher::watch::{Source, WatchOptions, run};
+use berth_watcher::watch::{EventKind, Source, WatchOptions, run};
 use clap::Args;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,7 @@ pub fn watch(a: WatchArgs) -> Result<ExitCode> {
             writeln!(out, "{e}")
         };
         let _ = out.flush();
-        if tty && matches!(e.event, "taken" | "mail") {
+        if tty && matches!(e.event, EventKind::Taken | EventKind::Mail) {
             let pb = indicatif::ProgressBar::new_spinner();
             if let Ok(style) =
                 indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")

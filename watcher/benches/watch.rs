@@ -134,7 +134,7 @@ fn run_watch(root: &Path, template: &Path, bundle: &Path, mb: u64) -> Duration {
         let stop = stop.clone();
         std::thread::spawn(move || {
             watch::run(&opts, &stop, &mut |e| {
-                let _ = tx.send(e.event);
+                let _ = tx.send(e.event.as_str());
             })
             .unwrap();
         })

@@ -133,9 +133,8 @@ impl WatchOptions {
 pub struct Event {
     /// Unix time in seconds.
     pub at: u64,
-    /// `started`, `waiting`, `taken`, `mail`, `applied`, `duplicate`, `held`, `quarantined`,
-    /// `retry`, `written`, `busy`, `error`, `stopped`.
-    pub event: &'static str,
+    /// What happened.
+    pub event: EventKind,
     /// The file concerned, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -143,13 +142,71 @@ pub struct Event {
     pub detail: String,
 }
 
+/// What a watcher event says happened; its kebab-case name is what `--json`, the state file
+/// and the log say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The watcher started.
+    Started,
+    /// A file in a watched folder does not read whole yet.
+    Waiting,
+    /// A bundle was copied into the spool.
+    Taken,
+    /// A bundle came or went by mail.
+    Mail,
+    /// What became of a bundle the dock took in.
+    Bundle(Disposition),
+    /// A bundle was written.
+    Written,
+    /// The site was busy (another dock held its lock).
+    Busy,
+    /// Something failed.
+    Error,
+    /// The watcher stopped.
+    Stopped,
+}
+
+impl EventKind {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Waiting => "waiting",
+            EventKind::Taken => "taken",
+            EventKind::Mail => "mail",
+            EventKind::Bundle(d) => d.as_str(),
+            EventKind::Written => "written",
+            EventKind::Busy => "busy",
+            EventKind::Error => "error",
+            EventKind::Stopped => "stopped",
+        }
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Event {
-    fn new(event: &'static str, file: Option<String>, detail: impl Into<String>) -> Event {
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+    fn new(event: EventKind, file: Option<String>, detail: impl Into<String>) -> Event {
         Event {
-            at,
+            at: unix_now(),
             event,
             file,
             detail: detail.into(),
@@ -301,7 +358,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
             match Site::open(&opts.site) {
                 Err(EngineError::Busy { .. }) if !stop.load(Ordering::SeqCst) => {
                     log(&Event::new(
-                        "busy",
+                        EventKind::Busy,
                         None,
                         "the site is held by another berth process; waiting",
                     ));
@@ -364,7 +421,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
         })
         .collect();
     w.emit(Event::new(
-        "started",
+        EventKind::Started,
         None,
         format!(
             "site {} watching {} ({}); outgoing bundles to {}",
@@ -405,7 +462,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
                         Err(e) => {
                             unwatchable.insert(p.to_path_buf());
                             w.emit(Event::new(
-                                "error",
+                                EventKind::Error,
                                 Some(p.display().to_string()),
                                 format!("no folder events ({e}); relying on the rescan"),
                             ));
@@ -425,7 +482,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
             scan_due = false;
             match w.scan(stop) {
                 Ok(took) => apply_due |= took,
-                Err(e) => w.emit(Event::new("error", None, e.to_string())),
+                Err(e) => w.emit(Event::new(EventKind::Error, None, e.to_string())),
             }
         }
         // Local writes, debounced: upload once the database has been quiet for a while.
@@ -452,14 +509,14 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
                 }
                 Err(WatchError::Engine(EngineError::Busy { .. })) => {
                     w.emit(Event::new(
-                        "busy",
+                        EventKind::Busy,
                         None,
                         "the site is held by another berth process; trying again",
                     ));
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 Err(e) => {
-                    w.emit(Event::new("error", None, e.to_string()));
+                    w.emit(Event::new(EventKind::Error, None, e.to_string()));
                     apply_due = false;
                     upload_due = false;
                 }
@@ -477,7 +534,7 @@ pub fn run(opts: &WatchOptions, stop: &AtomicBool, log: &mut dyn FnMut(&Event)) 
     }
     drop(notifier);
     w.state.running = false;
-    w.emit(Event::new("stopped", None, "stopped cleanly"));
+    w.emit(Event::new(EventKind::Stopped, None, "stopped cleanly"));
     w.save_state();
     Ok(())
 }
@@ -492,7 +549,7 @@ impl Watch<'_> {
     }
 
     fn save_state(&mut self) {
-        self.state.updated = Event::new("", None, "").at;
+        self.state.updated = unix_now();
         self.state.waiting = self.waiting.values().cloned().collect();
         if let Ok(text) = serde_json::to_string_pretty(&self.state) {
             let _ = transport::write_atomic(&self.opts.site, STATE_FILE, |mut f| {
@@ -515,7 +572,11 @@ impl Watch<'_> {
     fn wait(&mut self, path: &Path, reason: String) {
         self.touched.insert(path.to_path_buf());
         if self.waiting.get(path) != Some(&reason) {
-            self.emit(Event::new("waiting", Some(file_name(path)), reason.clone()));
+            self.emit(Event::new(
+                EventKind::Waiting,
+                Some(file_name(path)),
+                reason.clone(),
+            ));
             self.waiting.insert(path.to_path_buf(), reason);
         }
     }
@@ -645,7 +706,7 @@ impl Watch<'_> {
                 )? {
                     berth_engine::transport::Taken::Quarantined { reason } => {
                         self.emit(Event::new(
-                            "quarantined",
+                            EventKind::Bundle(Disposition::Quarantined),
                             Some(label),
                             format!(
                                 "it cannot be opened or joined: {reason} (see its .reason.txt in quarantine)"
@@ -654,7 +715,11 @@ impl Watch<'_> {
                         Ok(false)
                     }
                     _ => {
-                        self.emit(Event::new("taken", Some(label), "copied into the spool"));
+                        self.emit(Event::new(
+                            EventKind::Taken,
+                            Some(label),
+                            "copied into the spool",
+                        ));
                         Ok(true)
                     }
                 }
@@ -677,7 +742,7 @@ impl Watch<'_> {
                             self.ignored.insert(p.clone(), fp);
                         }
                         self.emit(Event::new(
-                            "mail",
+                            EventKind::Mail,
                             Some(file_name(&p)),
                             format!("took {}", names.join(", ")),
                         ));
@@ -694,7 +759,11 @@ impl Watch<'_> {
                                 self.name
                             ),
                         );
-                        self.emit(Event::new("quarantined", Some(file_name(&p)), reason));
+                        self.emit(Event::new(
+                            EventKind::Bundle(Disposition::Quarantined),
+                            Some(file_name(&p)),
+                            reason,
+                        ));
                         Ok(false)
                     }
                 }
@@ -707,7 +776,7 @@ impl Watch<'_> {
                     Ok(t) if !t.spooled.is_empty() => {
                         let names: Vec<String> = t.spooled.iter().map(|s| file_name(s)).collect();
                         self.emit(Event::new(
-                            "mail",
+                            EventKind::Mail,
                             Some(file_name(&p)),
                             format!("took {}", names.join(", ")),
                         ));
@@ -772,7 +841,7 @@ impl Watch<'_> {
             };
             let report = dock::dock(&mut site, &self.out, &opts)?;
             for (file, detail) in written_bundles(&report.written) {
-                self.emit(Event::new("written", Some(file), detail));
+                self.emit(Event::new(EventKind::Written, Some(file), detail));
             }
         }
         Ok(applied)
@@ -781,7 +850,7 @@ impl Watch<'_> {
     fn report(&mut self, report: &DockReport) {
         for i in &report.incoming {
             self.emit(Event::new(
-                i.outcome.as_str(),
+                EventKind::Bundle(i.outcome),
                 Some(i.file.clone()),
                 i.detail.clone(),
             ));
@@ -820,6 +889,20 @@ fn written_bundles(written: &[PathBuf]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_say_their_kebab_case_names_and_a_bundles_disposition_as_it_is() {
+        let line = |kind| {
+            serde_json::to_value(Event::new(kind, Some("f".into()), "d")).unwrap()["event"].clone()
+        };
+        assert_eq!(line(EventKind::Started), "started");
+        assert_eq!(line(EventKind::Bundle(Disposition::Applied)), "applied");
+        assert_eq!(
+            line(EventKind::Bundle(Disposition::Quarantined)),
+            "quarantined"
+        );
+        assert_eq!(EventKind::Bundle(Disposition::Retry).to_string(), "retry");
+    }
 
     /// The engine names every file it wrote; the watcher says one line per bundle, a set
     /// by the file it was cut from (as it did when it split bundles itself).
