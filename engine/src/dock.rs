@@ -54,14 +54,10 @@ impl Model {
         &self,
         conn: &rusqlite::Connection,
     ) -> Result<Option<&crate::route::plan::Plan>> {
-        let Some(model) = &self.docking else {
-            return Ok(None);
-        };
-        if let Some(p) = self.plan.get() {
-            return Ok(Some(p));
-        }
-        let p = crate::route::plan::Plan::new(conn, model)?;
-        Ok(Some(self.plan.get_or_init(|| p)))
+        self.docking
+            .as_ref()
+            .map(|model| crate::route::plan::plan_in(&self.plan, conn, model))
+            .transpose()
     }
 }
 

@@ -780,3 +780,32 @@ fn an_attribute_change_while_away_arrives_as_one_change_per_row() {
     assert_eq!(w.conflicts(), 0);
     assert_no_repair(&w);
 }
+
+/// Berth's own JSON that was damaged by hand does not read back as an empty default: a node's
+/// attributes turned into garbage through the `sqlite3` shell stop central's next routing
+/// pass with an error naming where, instead of routing as if the node had no attributes
+/// (which would remove every row it holds).
+#[test]
+fn a_nodes_attributes_damaged_by_hand_stop_routing_with_an_error_naming_them() {
+    let w = world();
+    let held = w.value("a", "SELECT count(*) FROM item");
+    w.write(
+        "hq",
+        berth_tests::Writer::Shell,
+        &[
+            berth_tests::Stmt::sql("UPDATE berth_peers SET attrs = '{owner' WHERE name = 'a'"),
+            berth_tests::Stmt::sql("UPDATE item SET v = v + 1"),
+        ],
+    );
+    let mut hq = w.open("hq");
+    let err = berth_engine::dock::dock(&mut hq, &w.via, &DockOptions::default()).unwrap_err();
+    let berth_engine::EngineError::Stored { place, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(place, "berth_peers.attrs of node a");
+    assert!(err.to_string().contains("berth verify"), "{err}");
+    drop(hq);
+    // Nothing was routed to the node: it still holds what it held.
+    w.dock("a");
+    assert_eq!(w.value("a", "SELECT count(*) FROM item"), held);
+}

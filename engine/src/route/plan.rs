@@ -515,3 +515,17 @@ pub(super) fn path_tables(o: &ResolvedObject) -> BTreeSet<String> {
 pub fn plan_for(conn: &Connection, model: Option<&DockingModel>) -> Result<Option<Plan>> {
     model.map(|m| Plan::new(conn, m)).transpose()
 }
+
+/// The plan of `model` kept in `cell`, resolved at the first call (a dock shares one between
+/// every bundle's authorization and its routing pass).
+pub fn plan_in<'c>(
+    cell: &'c std::cell::OnceCell<Plan>,
+    conn: &Connection,
+    model: &DockingModel,
+) -> Result<&'c Plan> {
+    if let Some(p) = cell.get() {
+        return Ok(p);
+    }
+    let p = Plan::new(conn, model)?;
+    Ok(cell.get_or_init(|| p))
+}

@@ -43,13 +43,7 @@ impl<'a> Authorization<'a> {
     }
 
     pub(super) fn plan(&self, conn: &Connection) -> Result<&crate::route::plan::Plan> {
-        let plan = match self.plan.get() {
-            Some(p) => p,
-            None => {
-                let p = crate::route::plan::Plan::new(conn, self.model)?;
-                self.plan.get_or_init(|| p)
-            }
-        };
+        let plan = crate::route::plan::plan_in(self.plan, conn, self.model)?;
         if !self.links.get() {
             plan.prepare_links(conn)?;
             self.links.set(true);

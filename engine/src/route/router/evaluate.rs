@@ -34,17 +34,29 @@ pub fn nodes(conn: &Connection) -> Result<Vec<NodeState>> {
         "SELECT name, attrs, routed_pos, partial_pos FROM berth_peers
          WHERE role = 'node' AND revoked IS NULL ORDER BY name",
     )?;
-    let out = st
+    let rows = st
         .query_map([], |r| {
-            Ok(NodeState {
-                name: r.get(0)?,
-                attrs: crate::store::json_column(r, 1)?,
-                routed_pos: r.get(2)?,
-                ppos: r.get(3)?,
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+            ))
         })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(out)
+        .collect::<rusqlite::Result<Vec<(String, String, i64, i64)>>>()?;
+    rows.into_iter()
+        .map(|(name, attrs, routed_pos, ppos)| {
+            Ok(NodeState {
+                attrs: crate::store::stored_json(
+                    &format!("berth_peers.attrs of node {name}"),
+                    &attrs,
+                )?,
+                name,
+                routed_pos,
+                ppos,
+            })
+        })
+        .collect()
 }
 
 /// Puts `nodes` into the TEMP relations set-form rules read node identity from, and makes
